@@ -1,0 +1,1 @@
+//! Differential-privacy accounting for DP zeroth-order and DP-SGD training.

@@ -1,0 +1,47 @@
+//! `repro`: regenerates the results of Liu et al., "Differentially Private Zeroth-Order Methods for
+//! Scalable Large Language Model Fine-tuning" (NDSS 2025) next to the published numbers.
+
+use clap::{Parser, Subcommand};
+
+mod privacy;
+mod theory_cmd;
+#[cfg(feature = "torch")]
+mod model_cmd;
+
+#[derive(Parser)]
+#[command(name = "repro", version, about = "Reproduce DP-ZOSO / DP-ZOPO results")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Privacy accounting: epsilon, delta, sigma, per-step RDP and the paper's sigma table.
+    Privacy(privacy::PrivacyArgs),
+    /// The zeroth-order and DP claims on synthetic quadratics: curves, plots and checks.
+    Theory(theory_cmd::TheoryArgs),
+    /// Print the device this binary selects (`cpu`, or `cuda` on a GPU host).
+    #[cfg(feature = "torch")]
+    Device(model_cmd::DeviceArgs),
+    /// Full-vocabulary logits at one position for one sequence (parity contract).
+    #[cfg(feature = "torch")]
+    Logits(model_cmd::LogitsArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Privacy(args) => privacy::run(args),
+        Command::Theory(args) => theory_cmd::run(args),
+        #[cfg(feature = "torch")]
+        Command::Device(args) => model_cmd::device(args),
+        #[cfg(feature = "torch")]
+        Command::Logits(args) => model_cmd::logits(args),
+    };
+    if let Err(err) = result {
+        // One line on stderr, non-zero exit: scripts rely on this contract.
+        eprintln!("error: {}", format!("{err:#}").replace('\n', " "));
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,1 @@
+//! Zeroth-order and differential-privacy claims, checked on synthetic quadratics.
