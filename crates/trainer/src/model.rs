@@ -1,0 +1,36 @@
+//! The one interface every training method needs from a model.
+
+use crate::batch::Batch;
+use tch::{nn::VarStore, Tensor};
+
+/// A model that scores label words at one position per example (prompt-based classification).
+///
+/// Implemented by RoBERTa (MLM head), OPT and Llama (LM head). The ZO methods need only forwards;
+/// DP-SGD and full fine-tuning also backpropagate through the same call.
+pub trait LabelWordModel {
+    /// Logits of `batch.label_word_ids` at `batch.positions`: `[B, n_labels]`, f32 whatever the
+    /// compute dtype. Only these columns of the LM head are computed, never the full vocabulary
+    /// at every position.
+    fn label_word_logits(&self, batch: &Batch) -> Result<Tensor, tch::TchError>;
+
+    /// The parameters. Trainable ones are `var_store().trainable_variables()`; the methods order
+    /// them by name (`var_store().variables()` sorted) so a seed maps to the same z everywhere.
+    fn var_store(&self) -> &VarStore;
+
+    /// Mutable access, for loading checkpoints and freezing.
+    fn var_store_mut(&mut self) -> &mut VarStore;
+}
+
+/// Per-example cross-entropy over the label words, `[B]` f32 (the paper's per-sample loss).
+pub fn per_example_loss(
+    model: &dyn LabelWordModel,
+    batch: &Batch,
+) -> Result<Tensor, tch::TchError> {
+    let logits = model.label_word_logits(batch)?;
+    Ok(logits
+        .to_kind(tch::Kind::Float)
+        .log_softmax(-1, tch::Kind::Float)
+        .gather(1, &batch.labels.unsqueeze(1), false)
+        .squeeze_dim(1)
+        .neg())
+}
