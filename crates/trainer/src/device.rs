@@ -20,7 +20,9 @@ impl std::str::FromStr for DeviceRequest {
             "auto" => Ok(Self::Auto),
             "cpu" => Ok(Self::Cpu),
             "cuda" => Ok(Self::Cuda),
-            other => Err(format!("unknown device {other:?}: expected auto, cpu or cuda")),
+            other => Err(format!(
+                "unknown device {other:?}: expected auto, cpu or cuda"
+            )),
         }
     }
 }
@@ -31,26 +33,27 @@ static CUDA_LOADED: OnceLock<Result<(), String>> = OnceLock::new();
 pub fn load_cuda_runtime() -> Result<(), String> {
     CUDA_LOADED
         .get_or_init(|| {
-            let mut last = String::new();
-            for name in ["libtorch_cuda.so\0", "libc10_cuda.so\0"] {
-                // SAFETY: a NUL-terminated literal; dlopen has no other preconditions.
-                let handle =
-                    unsafe { libc::dlopen(name.as_ptr().cast(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
-                if handle.is_null() {
-                    // SAFETY: dlerror returns a thread-local C string or null.
-                    let msg = unsafe { libc::dlerror() };
-                    last = if msg.is_null() {
-                        format!("dlopen {} failed", name.trim_end_matches('\0'))
-                    } else {
-                        // SAFETY: non-null dlerror result is a valid C string.
-                        unsafe { std::ffi::CStr::from_ptr(msg) }.to_string_lossy().into_owned()
-                    };
-                    if name.starts_with("libtorch_cuda") {
-                        return Err(last);
-                    }
-                }
+            // libc10_cuda.so is a dependency of libtorch_cuda.so; loading the latter is enough.
+            // SAFETY: a NUL-terminated literal; dlopen has no other preconditions.
+            let handle = unsafe {
+                libc::dlopen(
+                    c"libtorch_cuda.so".as_ptr(),
+                    libc::RTLD_NOW | libc::RTLD_GLOBAL,
+                )
+            };
+            if !handle.is_null() {
+                return Ok(());
             }
-            Ok(())
+            // SAFETY: dlerror returns a thread-local C string or null.
+            let msg = unsafe { libc::dlerror() };
+            Err(if msg.is_null() {
+                "dlopen libtorch_cuda.so failed".to_string()
+            } else {
+                // SAFETY: a non-null dlerror result is a valid C string.
+                unsafe { std::ffi::CStr::from_ptr(msg) }
+                    .to_string_lossy()
+                    .into_owned()
+            })
         })
         .clone()
 }
@@ -67,7 +70,8 @@ pub fn select(request: DeviceRequest) -> Result<tch::Device, String> {
             }
         }
         DeviceRequest::Cuda => {
-            load_cuda_runtime().map_err(|e| format!("--device cuda: cannot load libtorch_cuda.so ({e})"))?;
+            load_cuda_runtime()
+                .map_err(|e| format!("--device cuda: cannot load libtorch_cuda.so ({e})"))?;
             if tch::Cuda::is_available() {
                 Ok(tch::Device::Cuda(0))
             } else {

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Bundle the release binary, the test binaries and small runtime assets into .gpu-bundle/ (git-ignored,
+# at most 64 MiB) to copy to a CUDA host that has PyTorch 2.11 (README "GPU").
+#   scripts/gpu-bundle.sh            # builds with cargo, then copies
+# On the GPU host:
+#   export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")')
+#   .gpu-bundle/bin/repro device                      # prints "device: cuda"
+#   .gpu-bundle/tests/run-gpu-tests.sh                # the #[ignore]d GPU tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=.gpu-bundle
+rm -rf "$out" && mkdir -p "$out/bin" "$out/tests"
+cargo build --release -p repro
+cp target/release/repro "$out/bin/"
+# Test binaries of the trainer (GPU tests are #[ignore]d on CPU). cargo prints their paths as JSON.
+cargo test --release -p trainer --no-run --message-format=json 2>/dev/null \
+  | python3 -c '
+import json, sys
+for line in sys.stdin:
+    try: m = json.loads(line)
+    except ValueError: continue
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        print(m["executable"])' | while read -r exe; do cp "$exe" "$out/tests/"; done
+strip "$out"/bin/* "$out"/tests/* 2>/dev/null || true
+# Fixtures the tests read at run time travel with the source tree (crates/*/tests/...), not here.
+cat >"$out/tests/run-gpu-tests.sh" <<'EOS'
+#!/usr/bin/env bash
+# Runs every test binary's ignored (GPU) tests from the repository root of the copied checkout.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+status=0
+for t in "$here"/*; do
+  case "$t" in *.sh) continue ;; esac
+  echo "== $(basename "$t")"
+  (cd crates/trainer && "$t" --ignored --test-threads=1) || status=1
+done
+exit $status
+EOS
+chmod +x "$out/tests/run-gpu-tests.sh"
+du -sh "$out"
+size=$(du -sm "$out" | cut -f1)
+if [ "$size" -gt 64 ]; then echo "bundle is ${size} MiB > 64 MiB" >&2; exit 1; fi
