@@ -1,0 +1,196 @@
+//! Loading Hugging Face safetensors checkpoints (single file or sharded) into a model's
+//! `VarStore`, one memory-mapped shard at a time.
+//!
+//! Each tensor is read from the map, copied into its variable under `no_grad` (which converts
+//! it to the compute dtype and device), and dropped, so host memory beyond the page cache
+//! holds at most one tensor at a time.
+
+use super::config::ModelConfig;
+use super::error::{ModelError, Result};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use tch::{nn::VarStore, Kind, Tensor};
+
+/// What a tensor name in a checkpoint file stands for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TensorTarget {
+    /// The model parameter with this (prefix-free) name.
+    Parameter(String),
+    /// A second copy of a parameter under another name (e.g. RoBERTa's
+    /// `lm_head.decoder.bias`, which aliases `lm_head.bias`).
+    Alias(String),
+    /// A tensor the model deliberately does not use (tied copies, poolers, buffers).
+    Ignored,
+}
+
+/// Maps checkpoint tensor names to parameters, following transformers' base-model prefixes
+/// and its `_keys_to_ignore_on_load_unexpected` / tied-weight lists for each family.
+pub fn map_tensor_name(config: &ModelConfig, name: &str) -> TensorTarget {
+    match config {
+        ModelConfig::Roberta(_) => {
+            let name = name.strip_prefix("roberta.").unwrap_or(name);
+            if name.starts_with("pooler.") || name == "embeddings.position_ids" {
+                // RobertaForMaskedLM has no pooler; position_ids is a buffer of old checkpoints.
+                TensorTarget::Ignored
+            } else if name == "lm_head.decoder.weight" {
+                // Tied to embeddings.word_embeddings.weight.
+                TensorTarget::Ignored
+            } else if name == "lm_head.decoder.bias" {
+                TensorTarget::Alias("lm_head.bias".into())
+            } else {
+                TensorTarget::Parameter(name.to_string())
+            }
+        }
+        ModelConfig::Opt(_) => {
+            if name == "lm_head.weight" {
+                // Tied to decoder.embed_tokens.weight.
+                return TensorTarget::Ignored;
+            }
+            TensorTarget::Parameter(name.strip_prefix("model.").unwrap_or(name).to_string())
+        }
+        ModelConfig::Llama(c) => {
+            if name == "lm_head.weight" {
+                return if c.tie_word_embeddings {
+                    TensorTarget::Ignored
+                } else {
+                    TensorTarget::Parameter(name.to_string())
+                };
+            }
+            if name.ends_with("rotary_emb.inv_freq") {
+                // A recomputed buffer saved by old transformers versions.
+                return TensorTarget::Ignored;
+            }
+            TensorTarget::Parameter(name.strip_prefix("model.").unwrap_or(name).to_string())
+        }
+    }
+}
+
+/// The safetensors files of a checkpoint directory: the shards listed by
+/// `model.safetensors.index.json`, else `model.safetensors`.
+pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let index = dir.join("model.safetensors.index.json");
+    if index.exists() {
+        let text = std::fs::read_to_string(&index)
+            .map_err(|source| ModelError::Io { path: index.clone(), source })?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|source| ModelError::Json { path: index.clone(), source })?;
+        let map = value.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
+            ModelError::Safetensors { path: index.clone(), message: "no weight_map object".into() }
+        })?;
+        let mut shards = BTreeSet::new();
+        for (tensor, file) in map {
+            let file = file.as_str().ok_or_else(|| ModelError::Safetensors {
+                path: index.clone(),
+                message: format!("weight_map[{tensor:?}] is not a file name"),
+            })?;
+            shards.insert(dir.join(file));
+        }
+        return Ok(shards.into_iter().collect());
+    }
+    let single = dir.join("model.safetensors");
+    if single.exists() {
+        return Ok(vec![single]);
+    }
+    Err(ModelError::Safetensors {
+        path: dir.to_path_buf(),
+        message: "neither model.safetensors nor model.safetensors.index.json found".into(),
+    })
+}
+
+fn kind_of(dtype: safetensors::Dtype) -> Option<Kind> {
+    match dtype {
+        safetensors::Dtype::F32 => Some(Kind::Float),
+        safetensors::Dtype::F16 => Some(Kind::Half),
+        safetensors::Dtype::BF16 => Some(Kind::BFloat16),
+        safetensors::Dtype::F64 => Some(Kind::Double),
+        _ => None,
+    }
+}
+
+/// Copy `source` (any float dtype, any device) into the variable `target` under `no_grad`.
+pub fn copy_into(target: &Tensor, source: &Tensor) -> std::result::Result<(), tch::TchError> {
+    let mut target = target.shallow_clone();
+    tch::no_grad(|| target.f_copy_(source))
+}
+
+/// Fill every variable of `var_store` from the checkpoint `files`. A tensor that maps to no
+/// variable, a variable left unfilled, a shape mismatch or a duplicate is an error naming it.
+pub fn load_safetensors(
+    var_store: &VarStore,
+    config: &ModelConfig,
+    files: &[PathBuf],
+) -> Result<()> {
+    let variables: HashMap<String, Tensor> = var_store.variables();
+    let mut filled: BTreeMap<String, PathBuf> = BTreeMap::new();
+    let mut aliased: BTreeSet<String> = BTreeSet::new();
+    for file in files {
+        let handle =
+            std::fs::File::open(file).map_err(|source| ModelError::Io { path: file.clone(), source })?;
+        // SAFETY: the map is read-only and lives until the end of this iteration; a checkpoint
+        // modified by another process while we read it is outside this loader's contract.
+        let map = unsafe { memmap2::Mmap::map(&handle) }
+            .map_err(|source| ModelError::Io { path: file.clone(), source })?;
+        let tensors = safetensors::SafeTensors::deserialize(&map).map_err(|e| {
+            ModelError::Safetensors { path: file.clone(), message: e.to_string() }
+        })?;
+        let mut names: Vec<String> = tensors.names().into_iter().map(str::to_string).collect();
+        names.sort();
+        for name in names {
+            let (target, is_alias) = match map_tensor_name(config, &name) {
+                TensorTarget::Ignored => continue,
+                TensorTarget::Parameter(p) => {
+                    if let Some(other) = filled.get(&p) {
+                        return Err(ModelError::DuplicateTensor {
+                            path: file.clone(),
+                            name,
+                            other: other.clone(),
+                        });
+                    }
+                    (p, false)
+                }
+                TensorTarget::Alias(p) => (p, true),
+            };
+            let variable = variables.get(&target).ok_or_else(|| ModelError::UnexpectedTensor {
+                path: file.clone(),
+                name: name.clone(),
+            })?;
+            let view = tensors.tensor(&name).map_err(|e| ModelError::Safetensors {
+                path: file.clone(),
+                message: format!("{name}: {e}"),
+            })?;
+            let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
+            if shape != variable.size() {
+                return Err(ModelError::ShapeMismatch {
+                    path: file.clone(),
+                    name,
+                    expected: variable.size(),
+                    found: shape,
+                });
+            }
+            let kind = kind_of(view.dtype()).ok_or_else(|| ModelError::UnsupportedDtype {
+                path: file.clone(),
+                name: name.clone(),
+                dtype: format!("{:?}", view.dtype()),
+            })?;
+            let source = Tensor::f_from_data_size(view.data(), &shape, kind)?;
+            copy_into(variable, &source)?;
+            if is_alias {
+                aliased.insert(target);
+            } else {
+                filled.insert(target, file.clone());
+            }
+        }
+    }
+    let mut missing: Vec<String> =
+        variables
+        .keys()
+        .filter(|name| !filled.contains_key(*name) && !aliased.contains(*name))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        missing.sort();
+        let path = files.first().and_then(|f| f.parent()).unwrap_or(Path::new(".")).to_path_buf();
+        return Err(ModelError::MissingTensors { path, names: missing });
+    }
+    Ok(())
+}

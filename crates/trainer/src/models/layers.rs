@@ -1,0 +1,219 @@
+//! Building blocks shared by the three families: parameter creation, linear and norm layers,
+//! padding/causal masks and fused scaled-dot-product attention.
+
+use tch::{nn, Device, Kind, TchError, Tensor};
+
+/// How fresh parameters are filled: zeros to be overwritten by a checkpoint, or random
+/// (normal with `std` for matrices, ones for norm gains, zeros for biases; transformers'
+/// `_init_weights` uses the same scheme with `initializer_range`).
+#[derive(Debug, Clone, Copy)]
+pub enum ParamInit {
+    ForLoading,
+    Random { std: f64 },
+}
+
+/// Creates named, trainable parameters of one dtype on one device.
+#[derive(Clone, Copy)]
+pub struct ParamFactory {
+    pub kind: Kind,
+    pub device: Device,
+    pub init: ParamInit,
+}
+
+impl ParamFactory {
+    fn add(&self, path: &nn::Path, name: &str, tensor: Tensor) -> Tensor {
+        path.add(name, tensor, true)
+    }
+
+    /// A weight matrix or embedding table.
+    pub fn matrix(&self, path: &nn::Path, name: &str, dims: &[i64]) -> Result<Tensor, TchError> {
+        let t = match self.init {
+            ParamInit::ForLoading => Tensor::f_zeros(dims, (self.kind, self.device))?,
+            ParamInit::Random { std } => {
+                (Tensor::f_randn(dims, (Kind::Float, self.device))? * std).f_to_kind(self.kind)?
+            }
+        };
+        Ok(self.add(path, name, t))
+    }
+
+    /// A bias vector (zeros when random).
+    pub fn bias(&self, path: &nn::Path, name: &str, dims: &[i64]) -> Result<Tensor, TchError> {
+        Ok(self.add(path, name, Tensor::f_zeros(dims, (self.kind, self.device))?))
+    }
+
+    /// A norm gain (ones when random).
+    pub fn gain(&self, path: &nn::Path, name: &str, dims: &[i64]) -> Result<Tensor, TchError> {
+        let t = match self.init {
+            ParamInit::ForLoading => Tensor::f_zeros(dims, (self.kind, self.device))?,
+            ParamInit::Random { .. } => Tensor::f_ones(dims, (self.kind, self.device))?,
+        };
+        Ok(self.add(path, name, t))
+    }
+}
+
+/// `y = x W^T + b` with `W: [out, in]` (the PyTorch layout of every checkpoint).
+pub struct Linear {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// Parameters `path.weight` `[out, in]` and, when `with_bias`, `path.bias` `[out]`.
+    pub fn new(
+        f: &ParamFactory,
+        path: &nn::Path,
+        in_dim: i64,
+        out_dim: i64,
+        with_bias: bool,
+    ) -> Result<Self, TchError> {
+        let weight = f.matrix(path, "weight", &[out_dim, in_dim])?;
+        let bias = if with_bias { Some(f.bias(path, "bias", &[out_dim])?) } else { None };
+        Ok(Self { weight, bias })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
+        x.f_linear(&self.weight, self.bias.as_ref())
+    }
+}
+
+/// LayerNorm with gain `weight` and `bias`.
+pub struct LayerNorm {
+    pub weight: Tensor,
+    pub bias: Tensor,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(f: &ParamFactory, path: &nn::Path, dim: i64, eps: f64) -> Result<Self, TchError> {
+        Ok(Self { weight: f.gain(path, "weight", &[dim])?, bias: f.bias(path, "bias", &[dim])?, eps })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
+        let dim = *self.weight.size().last().unwrap_or(&0);
+        x.f_layer_norm([dim], Some(&self.weight), Some(&self.bias), self.eps, true)
+    }
+}
+
+/// RMSNorm as in transformers' `LlamaRMSNorm`: normalise in f32, cast back, then scale.
+pub struct RmsNorm {
+    pub weight: Tensor,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    pub fn new(f: &ParamFactory, path: &nn::Path, dim: i64, eps: f64) -> Result<Self, TchError> {
+        Ok(Self { weight: f.gain(path, "weight", &[dim])?, eps })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
+        let kind = x.kind();
+        let x32 = x.f_to_kind(Kind::Float)?;
+        let mean_square = x32.f_square()?.f_mean_dim(-1, true, Kind::Float)?;
+        let normed = (x32 * (mean_square + self.eps).f_rsqrt()?).f_to_kind(kind)?;
+        normed.f_mul(&self.weight)
+    }
+}
+
+/// Checks a `[B, L]` id tensor against its `[B, L]` mask and returns `(B, L)`.
+pub fn batch_dims(input_ids: &Tensor, attention_mask: &Tensor) -> Result<(i64, i64), TchError> {
+    let ids = input_ids.size();
+    let mask = attention_mask.size();
+    if ids.len() != 2 || ids != mask {
+        return Err(TchError::Shape(format!(
+            "input_ids {ids:?} and attention_mask {mask:?} must both be [B, L]"
+        )));
+    }
+    Ok((ids[0], ids[1]))
+}
+
+/// Boolean attention mask `[B, 1, L, L]` (true = may attend) from a `[B, L]` padding mask.
+///
+/// Padded keys are hidden; with `causal`, so are later keys. Every query also sees itself, so a
+/// padded query row is never fully masked (a fully masked row would give NaN, which would then
+/// reach real rows through 0 * NaN in the next layer). Real rows are unaffected: their own
+/// position is always an allowed key.
+pub fn attention_bool_mask(attention_mask: &Tensor, causal: bool) -> Result<Tensor, TchError> {
+    let size = attention_mask.size();
+    let (b, l) = (size[0], size[1]);
+    let device = attention_mask.device();
+    let keys = attention_mask.f_ne(0)?.f_view([b, 1, 1, l])?.f_expand([b, 1, l, l], false)?;
+    let mut allowed = if causal {
+        let lower = Tensor::f_ones([l, l], (Kind::Bool, device))?.f_tril(0)?;
+        keys.f_logical_and(&lower)?
+    } else {
+        keys.f_contiguous()?
+    };
+    allowed = allowed.f_logical_or(&Tensor::f_eye(l, (Kind::Bool, device))?)?;
+    Ok(allowed)
+}
+
+/// `[B, L, heads * d]` -> `[B, heads, L, d]`.
+pub fn split_heads(x: &Tensor, heads: i64) -> Result<Tensor, TchError> {
+    let size = x.size();
+    let (b, l, width) = (size[0], size[1], size[2]);
+    x.f_view([b, l, heads, width / heads])?.f_transpose(1, 2)
+}
+
+/// `[B, heads, L, d]` -> `[B, L, heads * d]`.
+pub fn merge_heads(x: &Tensor) -> Result<Tensor, TchError> {
+    let size = x.size();
+    let (b, h, l, d) = (size[0], size[1], size[2], size[3]);
+    x.f_transpose(1, 2)?.f_contiguous()?.f_view([b, l, h * d])
+}
+
+/// Fused attention `softmax(q k^T / sqrt(d) + mask) v` (`Tensor::scaled_dot_product_attention`).
+pub fn fused_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+) -> Result<Tensor, TchError> {
+    Tensor::f_scaled_dot_product_attention(q, k, v, Some(mask), 0.0, false, None, false)
+}
+
+/// Hidden states `[B, L, H]` at one position per row -> `[B, H]`.
+pub fn gather_positions(hidden: &Tensor, positions: &Tensor) -> Result<Tensor, TchError> {
+    let size = hidden.size();
+    let (b, l, h) = (size[0], size[1], size[2]);
+    let pos = positions.size();
+    if pos != [b] {
+        return Err(TchError::Shape(format!("positions {pos:?} must be [{b}]")));
+    }
+    let min = positions.f_min()?.f_int64_value(&[])?;
+    let max = positions.f_max()?.f_int64_value(&[])?;
+    if b > 0 && (min < 0 || max >= l) {
+        return Err(TchError::Shape(format!("positions span {min}..={max}, outside 0..{l}")));
+    }
+    let index = positions.f_to_kind(Kind::Int64)?.f_view([b, 1, 1])?.f_expand([b, 1, h], false)?;
+    hidden.f_gather(1, &index, false)?.f_squeeze_dim(1)
+}
+
+/// Logits of selected rows of an output matrix: `hidden [B, H]`, `matrix [V, H]`,
+/// `rows [n]` -> `[B, n]` (+ the matching entries of `bias`).
+pub fn project_rows(
+    hidden: &Tensor,
+    matrix: &Tensor,
+    bias: Option<&Tensor>,
+    rows: &Tensor,
+) -> Result<Tensor, TchError> {
+    let vocab = matrix.size()[0];
+    let n = rows.size();
+    if n.len() != 1 {
+        return Err(TchError::Shape(format!("label_word_ids {n:?} must be 1-D")));
+    }
+    if n[0] > 0 {
+        let min = rows.f_min()?.f_int64_value(&[])?;
+        let max = rows.f_max()?.f_int64_value(&[])?;
+        if min < 0 || max >= vocab {
+            return Err(TchError::Shape(format!(
+                "label_word_ids span {min}..={max}, outside the vocabulary 0..{vocab}"
+            )));
+        }
+    }
+    let selected = matrix.f_index_select(0, rows)?;
+    let selected_bias = match bias {
+        Some(b) => Some(b.f_index_select(0, rows)?),
+        None => None,
+    };
+    hidden.f_linear(&selected, selected_bias.as_ref())
+}

@@ -1,0 +1,149 @@
+//! Llama (Touvron et al. 2023) as transformers' `LlamaForCausalLM` computes it: RMSNorm, RoPE in
+//! the rotate-half layout, grouped-query attention, SwiGLU MLP, tied or untied LM head.
+
+use super::config::LlamaConfig;
+use super::layers::{
+    attention_bool_mask, batch_dims, fused_attention, merge_heads, split_heads, Linear,
+    ParamFactory, RmsNorm,
+};
+use tch::{nn, Kind, TchError, Tensor};
+
+struct Layer {
+    input_layernorm: RmsNorm,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    post_attention_layernorm: RmsNorm,
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+/// Llama decoder + LM head. Parameter names are those of a `LlamaForCausalLM` checkpoint
+/// without the `model.` prefix (`embed_tokens.weight`, `layers.N.*`, `norm.weight`), plus
+/// `lm_head.weight` when the head is untied.
+pub struct Llama {
+    config: LlamaConfig,
+    embed_tokens: Tensor,
+    layers: Vec<Layer>,
+    norm: RmsNorm,
+    lm_head: Option<Tensor>,
+    /// `1 / base^(2i / head_dim)`, f32, `[head_dim / 2]`.
+    inverse_frequencies: Tensor,
+}
+
+impl Llama {
+    /// Create the parameters under `root`.
+    pub fn new(config: &LlamaConfig, root: &nn::Path, f: &ParamFactory) -> Result<Self, TchError> {
+        let h = config.hidden_size;
+        let d = config.head_width();
+        let q_width = config.num_attention_heads * d;
+        let kv_width = config.kv_heads() * d;
+        let eps = config.rms_norm_eps;
+        let (attn_bias, mlp_bias) = (config.attention_bias, config.mlp_bias);
+        let embed_tokens = f.matrix(&root.sub("embed_tokens"), "weight", &[config.vocab_size, h])?;
+        let mut layers = Vec::new();
+        for i in 0..config.num_hidden_layers {
+            let p = root.sub("layers").sub(i);
+            let att = p.sub("self_attn");
+            let mlp = p.sub("mlp");
+            let inter = config.intermediate_size;
+            layers.push(Layer {
+                input_layernorm: RmsNorm::new(f, &p.sub("input_layernorm"), h, eps)?,
+                q_proj: Linear::new(f, &att.sub("q_proj"), h, q_width, attn_bias)?,
+                k_proj: Linear::new(f, &att.sub("k_proj"), h, kv_width, attn_bias)?,
+                v_proj: Linear::new(f, &att.sub("v_proj"), h, kv_width, attn_bias)?,
+                o_proj: Linear::new(f, &att.sub("o_proj"), q_width, h, attn_bias)?,
+                post_attention_layernorm: RmsNorm::new(f, &p.sub("post_attention_layernorm"), h, eps)?,
+                gate_proj: Linear::new(f, &mlp.sub("gate_proj"), h, inter, mlp_bias)?,
+                up_proj: Linear::new(f, &mlp.sub("up_proj"), h, inter, mlp_bias)?,
+                down_proj: Linear::new(f, &mlp.sub("down_proj"), inter, h, mlp_bias)?,
+            });
+        }
+        let norm = RmsNorm::new(f, &root.sub("norm"), h, eps)?;
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else {
+            Some(f.matrix(&root.sub("lm_head"), "weight", &[config.vocab_size, h])?)
+        };
+        // transformers' default RoPE: inv_freq = 1 / base^(arange(0, d, 2) / d), in f32.
+        let exponents = Tensor::f_arange_start_step(0, d, 2, (Kind::Float, f.device))? / (d as f64);
+        let inverse_frequencies =
+            Tensor::f_full([d / 2], config.rope_base(), (Kind::Float, f.device))?
+                .f_pow(&exponents)?
+                .f_reciprocal()?;
+        Ok(Self { config: config.clone(), embed_tokens, layers, norm, lm_head, inverse_frequencies })
+    }
+
+    /// `(cos, sin)`, each `[B, 1, L, head_dim]` in `kind`, for positions counted over the mask
+    /// (0 at the first real token; RoPE is relative, so real tokens see the same angles
+    /// differences whatever the padding side).
+    fn rotary_tables(&self, attention_mask: &Tensor, kind: Kind) -> Result<(Tensor, Tensor), TchError> {
+        let mask64 = attention_mask.f_to_kind(Kind::Int64)?;
+        let positions = (mask64.f_cumsum(1, Kind::Int64)? - 1).f_clamp_min(0)?;
+        let angles = positions
+            .f_to_kind(Kind::Float)?
+            .f_unsqueeze(-1)?
+            .f_mul(&self.inverse_frequencies)?;
+        let angles = Tensor::f_cat(&[&angles, &angles], -1)?.f_unsqueeze(1)?;
+        Ok((angles.f_cos()?.f_to_kind(kind)?, angles.f_sin()?.f_to_kind(kind)?))
+    }
+
+    /// Decoder output `[B, L, H]` after the final RMSNorm.
+    pub fn hidden_states(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+    ) -> Result<Tensor, TchError> {
+        batch_dims(input_ids, attention_mask)?;
+        let mut x = Tensor::f_embedding(&self.embed_tokens, input_ids, -1, false, false)?;
+        let (cos, sin) = self.rotary_tables(attention_mask, x.kind())?;
+        let mask = attention_bool_mask(attention_mask, true)?;
+        let heads = self.config.num_attention_heads;
+        let kv_heads = self.config.kv_heads();
+        let group = heads / kv_heads;
+        for layer in &self.layers {
+            let normed = layer.input_layernorm.forward(&x)?;
+            let q = rotate(&split_heads(&layer.q_proj.forward(&normed)?, heads)?, &cos, &sin)?;
+            let k = rotate(&split_heads(&layer.k_proj.forward(&normed)?, kv_heads)?, &cos, &sin)?;
+            let v = split_heads(&layer.v_proj.forward(&normed)?, kv_heads)?;
+            let (k, v) = (repeat_kv(&k, group)?, repeat_kv(&v, group)?);
+            let attended = merge_heads(&fused_attention(&q, &k, &v, &mask)?)?;
+            x = x + layer.o_proj.forward(&attended)?;
+            let normed = layer.post_attention_layernorm.forward(&x)?;
+            let gated = layer.gate_proj.forward(&normed)?.f_silu()? * layer.up_proj.forward(&normed)?;
+            x = x + layer.down_proj.forward(&gated)?;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// LM head on hidden states `[..., H]`: all vocabulary logits, or only `rows`.
+    pub fn head(&self, hidden: &Tensor, rows: Option<&Tensor>) -> Result<Tensor, TchError> {
+        let matrix = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
+        match rows {
+            Some(rows) => super::layers::project_rows(hidden, matrix, None, rows),
+            None => hidden.f_linear::<&Tensor>(matrix, None),
+        }
+    }
+}
+
+/// `x * cos + rotate_half(x) * sin`, with `rotate_half([a, b]) = [-b, a]` over the last dim.
+fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, TchError> {
+    let half = x.size()[3] / 2;
+    let first = x.f_narrow(3, 0, half)?;
+    let second = x.f_narrow(3, half, half)?;
+    let rotated = Tensor::f_cat(&[&second.f_neg()?, &first], 3)?;
+    Ok(x.f_mul(cos)? + rotated.f_mul(sin)?)
+}
+
+/// `[B, kv, L, d]` -> `[B, kv * group, L, d]`, query head `h` reading kv head `h / group`.
+fn repeat_kv(x: &Tensor, group: i64) -> Result<Tensor, TchError> {
+    if group == 1 {
+        return Ok(x.shallow_clone());
+    }
+    let s = x.size();
+    x.f_unsqueeze(2)?
+        .f_expand([s[0], s[1], group, s[2], s[3]], false)?
+        .f_reshape([s[0], s[1] * group, s[2], s[3]])
+}

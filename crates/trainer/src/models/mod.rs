@@ -1,0 +1,228 @@
+//! RoBERTa (MLM head), OPT and Llama in tch, loaded from Hugging Face checkpoints or GGUF.
+//!
+//! [`load_model`] reads a checkpoint directory (`config.json` + safetensors) or a `.gguf` file
+//! and returns a [`Model`], which implements [`LabelWordModel`]: hidden states are gathered at
+//! one position per example and multiplied by only the label-word rows of the output matrix
+//! (for RoBERTa the MLM head transform runs only on the gathered positions).
+//! [`Model::full_logits`] computes the whole vocabulary at every position, for parity tests.
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+pub mod gguf;
+pub mod layers;
+pub mod llama;
+pub mod opt;
+pub mod roberta;
+pub mod tokenizer;
+
+use crate::batch::Batch;
+use crate::model::LabelWordModel;
+pub use config::{LlamaConfig, ModelConfig, OptConfig, RobertaConfig};
+pub use error::{ModelError, Result};
+use layers::{gather_positions, ParamFactory, ParamInit};
+use std::path::Path;
+use tch::{nn::VarStore, Device, Kind, TchError, Tensor};
+
+/// The network of one family.
+pub enum Architecture {
+    Roberta(roberta::Roberta),
+    Opt(opt::Opt),
+    Llama(llama::Llama),
+}
+
+/// A model with its parameters. The architecture holds shallow copies of the `VarStore`
+/// variables, so in-place updates of the variables (perturbations, optimiser steps) are seen
+/// by the forward; replacing variables (e.g. `VarStore::set_kind`) is not.
+pub struct Model {
+    config: ModelConfig,
+    architecture: Architecture,
+    var_store: VarStore,
+}
+
+/// Parse a compute dtype name: `f32`, `f16` or `bf16`.
+pub fn parse_dtype(name: &str) -> Result<Kind> {
+    match name {
+        "f32" | "float32" => Ok(Kind::Float),
+        "f16" | "float16" => Ok(Kind::Half),
+        "bf16" | "bfloat16" => Ok(Kind::BFloat16),
+        other => Err(ModelError::BadInput(format!("dtype {other:?}: expected f32, f16 or bf16"))),
+    }
+}
+
+fn check_dtype(kind: Kind) -> Result<()> {
+    match kind {
+        Kind::Float | Kind::Half | Kind::BFloat16 => Ok(()),
+        other => Err(ModelError::BadInput(format!(
+            "compute dtype {other:?}: expected Float, Half or BFloat16"
+        ))),
+    }
+}
+
+impl Model {
+    /// Build the parameters of `config` (zeros for `ParamInit::ForLoading`).
+    pub fn build(config: &ModelConfig, kind: Kind, device: Device, init: ParamInit) -> Result<Self> {
+        check_dtype(kind)?;
+        config.validate()?;
+        let mut var_store = VarStore::new(device);
+        // On an empty store this only sets the dtype reported by `VarStore::kind`.
+        var_store.set_kind(kind);
+        let factory = ParamFactory { kind, device, init };
+        let root = var_store.root();
+        let architecture = match config {
+            ModelConfig::Roberta(c) => {
+                Architecture::Roberta(roberta::Roberta::new(c, &root, &factory)?)
+            }
+            ModelConfig::Opt(c) => Architecture::Opt(opt::Opt::new(c, &root, &factory)?),
+            ModelConfig::Llama(c) => Architecture::Llama(llama::Llama::new(c, &root, &factory)?),
+        };
+        Ok(Self { config: config.clone(), architecture, var_store })
+    }
+
+    /// Load a Hugging Face checkpoint directory: `config.json` and `model.safetensors` or
+    /// shards listed in `model.safetensors.index.json`, converted to `kind` on `device`.
+    pub fn from_hf_dir(dir: &Path, kind: Kind, device: Device) -> Result<Self> {
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let model = Self::build(&config, kind, device, ParamInit::ForLoading)?;
+        let files = checkpoint::checkpoint_files(dir)?;
+        checkpoint::load_safetensors(&model.var_store, &config, &files)?;
+        Ok(model)
+    }
+
+    /// The parsed configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// The network.
+    pub fn architecture(&self) -> &Architecture {
+        &self.architecture
+    }
+
+    /// The compute dtype.
+    pub fn kind(&self) -> Kind {
+        self.var_store.kind()
+    }
+
+    /// The device of the parameters.
+    pub fn device(&self) -> Device {
+        self.var_store.device()
+    }
+
+    /// Number of scalar parameters.
+    pub fn parameter_count(&self) -> i64 {
+        self.var_store.variables().values().map(|t| t.numel() as i64).sum()
+    }
+
+    /// Last hidden states `[B, L, H]` (after the final norm for the decoders; the encoder
+    /// output for RoBERTa, before its MLM head).
+    pub fn hidden_states(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+    ) -> std::result::Result<Tensor, TchError> {
+        match &self.architecture {
+            Architecture::Roberta(m) => m.hidden_states(input_ids, attention_mask),
+            Architecture::Opt(m) => m.hidden_states(input_ids, attention_mask),
+            Architecture::Llama(m) => m.hidden_states(input_ids, attention_mask),
+        }
+    }
+
+    /// The output head on hidden states `[..., H]`: all vocabulary logits or only `rows`.
+    pub fn head(&self, hidden: &Tensor, rows: Option<&Tensor>) -> std::result::Result<Tensor, TchError> {
+        match &self.architecture {
+            Architecture::Roberta(m) => m.head(hidden, rows),
+            Architecture::Opt(m) => m.head(hidden, rows),
+            Architecture::Llama(m) => m.head(hidden, rows),
+        }
+    }
+
+    /// Full-vocabulary logits at every position, `[B, L, V]` f32 (for parity tests; a training
+    /// step should use [`LabelWordModel::label_word_logits`]).
+    pub fn full_logits(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+    ) -> std::result::Result<Tensor, TchError> {
+        let hidden = self.hidden_states(input_ids, attention_mask)?;
+        self.head(&hidden, None)?.f_to_kind(Kind::Float)
+    }
+
+    /// Log-probability of a continuation under a decoder, per sequence, `[B]` f32:
+    /// `sum_t continuation_mask[t] * log p(x_t | x_<t)` (multiple-choice scoring, e.g. COPA).
+    /// `continuation_mask` is `[B, L]` with 1 on the continuation tokens; position 0 cannot be
+    /// scored. The vocabulary is projected only at the positions that predict a scored token.
+    pub fn continuation_log_prob(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        continuation_mask: &Tensor,
+    ) -> std::result::Result<Tensor, TchError> {
+        if matches!(self.architecture, Architecture::Roberta(_)) {
+            return Err(TchError::Kind(
+                "continuation_log_prob needs a causal LM (opt or llama), not roberta".into(),
+            ));
+        }
+        let (b, l) = layers::batch_dims(input_ids, attention_mask)?;
+        if continuation_mask.size() != [b, l] {
+            return Err(TchError::Shape(format!(
+                "continuation_mask {:?} must be [{b}, {l}]",
+                continuation_mask.size()
+            )));
+        }
+        let scored = continuation_mask.f_ne(0)?;
+        if scored.f_select(1, 0)?.f_any()?.f_int64_value(&[])? != 0 {
+            return Err(TchError::Shape("continuation_mask marks position 0".into()));
+        }
+        let hidden = self.hidden_states(input_ids, attention_mask)?;
+        // Token t is predicted by the hidden state at t - 1.
+        let targets = scored.f_narrow(1, 1, l - 1)?;
+        let predictor = hidden.f_narrow(1, 0, l - 1)?;
+        let flat_index = targets.f_flatten(0, 1)?.f_nonzero()?.f_squeeze_dim(1)?;
+        let width = predictor.size()[2];
+        let rows = predictor.f_reshape([-1, width])?.f_index_select(0, &flat_index)?;
+        let log_probs = self.head(&rows, None)?.f_log_softmax(-1, Kind::Float)?;
+        let next_tokens =
+            input_ids.f_narrow(1, 1, l - 1)?.f_flatten(0, 1)?.f_index_select(0, &flat_index)?;
+        let token_log_probs = log_probs.f_gather(1, &next_tokens.f_unsqueeze(1)?, false)?.f_squeeze_dim(1)?;
+        let example = flat_index.f_div_scalar_mode(l - 1, "floor")?;
+        Tensor::f_zeros([b], (Kind::Float, hidden.device()))?.f_index_add(0, &example, &token_log_probs)
+    }
+}
+
+impl LabelWordModel for Model {
+    fn label_word_logits(&self, batch: &Batch) -> std::result::Result<Tensor, TchError> {
+        let hidden = self.hidden_states(&batch.input_ids, &batch.attention_mask)?;
+        let gathered = gather_positions(&hidden, &batch.positions)?;
+        self.head(&gathered, Some(&batch.label_word_ids))?.f_to_kind(Kind::Float)
+    }
+
+    fn var_store(&self) -> &VarStore {
+        &self.var_store
+    }
+
+    fn var_store_mut(&mut self) -> &mut VarStore {
+        &mut self.var_store
+    }
+}
+
+/// Load a model from a Hugging Face checkpoint directory (with `config.json`; the family is
+/// its `model_type`) or from a `.gguf` file (Llama architecture), in `kind` on `device`.
+pub fn load_model(path: &Path, kind: Kind, device: Device) -> Result<Model> {
+    if path.is_file() && path.extension().is_some_and(|e| e == "gguf") {
+        return gguf::load_gguf_model(path, kind, device);
+    }
+    if !path.join("config.json").exists() {
+        return Err(ModelError::BadInput(format!(
+            "{}: neither a directory with config.json nor a .gguf file",
+            path.display()
+        )));
+    }
+    Model::from_hf_dir(path, kind, device)
+}
+
+/// A model with random weights (normal, std `initializer_range` = 0.02) from a config, for
+/// benchmarks of configurations without checkpoints (e.g. RoBERTa-large, OPT-2.7B).
+pub fn random_from_config(config: &ModelConfig, kind: Kind, device: Device) -> Result<Model> {
+    Model::build(config, kind, device, ParamInit::Random { std: 0.02 })
+}

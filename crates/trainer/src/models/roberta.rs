@@ -1,0 +1,146 @@
+//! RoBERTa with its MLM head (Liu et al. 2019), as transformers' `RobertaForMaskedLM` computes it:
+//! learned positions offset by `padding_idx`, post-LN blocks, exact (erf) GELU, and an LM head
+//! `dense -> gelu -> LayerNorm -> decoder` whose decoder is tied to the word embeddings.
+
+use super::config::RobertaConfig;
+use super::layers::{
+    attention_bool_mask, batch_dims, fused_attention, merge_heads, split_heads, LayerNorm,
+    Linear, ParamFactory,
+};
+use tch::{nn, Kind, TchError, Tensor};
+
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attention_out: Linear,
+    attention_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    output_norm: LayerNorm,
+}
+
+/// RoBERTa encoder + MLM head. Parameter names are those of a `RobertaForMaskedLM` checkpoint
+/// without the `roberta.` prefix (`embeddings.*`, `encoder.layer.N.*`, `lm_head.*`).
+pub struct Roberta {
+    config: RobertaConfig,
+    word_embeddings: Tensor,
+    position_embeddings: Tensor,
+    token_type_embeddings: Tensor,
+    embeddings_norm: LayerNorm,
+    layers: Vec<Layer>,
+    head_dense: Linear,
+    head_norm: LayerNorm,
+    head_bias: Tensor,
+}
+
+impl Roberta {
+    /// Create the parameters under `root`.
+    pub fn new(config: &RobertaConfig, root: &nn::Path, f: &ParamFactory) -> Result<Self, TchError> {
+        let h = config.hidden_size;
+        let eps = config.layer_norm_eps;
+        let emb = root.sub("embeddings");
+        let word_embeddings =
+            f.matrix(&emb.sub("word_embeddings"), "weight", &[config.vocab_size, h])?;
+        let position_embeddings = f.matrix(
+            &emb.sub("position_embeddings"),
+            "weight",
+            &[config.max_position_embeddings, h],
+        )?;
+        let token_type_embeddings =
+            f.matrix(&emb.sub("token_type_embeddings"), "weight", &[config.type_vocab_size, h])?;
+        let embeddings_norm = LayerNorm::new(f, &emb.sub("LayerNorm"), h, eps)?;
+        let mut layers = Vec::new();
+        for i in 0..config.num_hidden_layers {
+            let p = root.sub("encoder").sub("layer").sub(i);
+            let att = p.sub("attention");
+            let selfp = att.sub("self");
+            layers.push(Layer {
+                query: Linear::new(f, &selfp.sub("query"), h, h, true)?,
+                key: Linear::new(f, &selfp.sub("key"), h, h, true)?,
+                value: Linear::new(f, &selfp.sub("value"), h, h, true)?,
+                attention_out: Linear::new(f, &att.sub("output").sub("dense"), h, h, true)?,
+                attention_norm: LayerNorm::new(f, &att.sub("output").sub("LayerNorm"), h, eps)?,
+                intermediate: Linear::new(
+                    f,
+                    &p.sub("intermediate").sub("dense"),
+                    h,
+                    config.intermediate_size,
+                    true,
+                )?,
+                output: Linear::new(
+                    f,
+                    &p.sub("output").sub("dense"),
+                    config.intermediate_size,
+                    h,
+                    true,
+                )?,
+                output_norm: LayerNorm::new(f, &p.sub("output").sub("LayerNorm"), h, eps)?,
+            });
+        }
+        let head = root.sub("lm_head");
+        Ok(Self {
+            config: config.clone(),
+            word_embeddings,
+            position_embeddings,
+            token_type_embeddings,
+            embeddings_norm,
+            layers,
+            head_dense: Linear::new(f, &head.sub("dense"), h, h, true)?,
+            head_norm: LayerNorm::new(f, &head.sub("layer_norm"), h, eps)?,
+            head_bias: f.bias(&head, "bias", &[config.vocab_size])?,
+        })
+    }
+
+    /// Encoder output `[B, L, H]` (before the MLM head).
+    pub fn hidden_states(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+    ) -> Result<Tensor, TchError> {
+        let (b, l) = batch_dims(input_ids, attention_mask)?;
+        let pad = self.config.pad_token_id;
+        // Positions count real tokens from padding_idx + 1; padding keeps padding_idx
+        // (transformers' `create_position_ids_from_input_ids`).
+        let not_pad = input_ids.f_ne(pad)?.f_to_kind(Kind::Int64)?;
+        let position_ids = (not_pad.f_cumsum(1, Kind::Int64)? * &not_pad) + pad;
+        let max = position_ids.f_max()?.f_int64_value(&[])?;
+        if max >= self.config.max_position_embeddings {
+            return Err(TchError::Shape(format!(
+                "sequence needs position id {max}, beyond max_position_embeddings {}",
+                self.config.max_position_embeddings
+            )));
+        }
+        let words = Tensor::f_embedding(&self.word_embeddings, input_ids, -1, false, false)?;
+        let positions = Tensor::f_embedding(&self.position_embeddings, &position_ids, -1, false, false)?;
+        let token_type = self.token_type_embeddings.f_get(0)?;
+        let mut x = self.embeddings_norm.forward(&(words + positions + token_type))?;
+        let mask = attention_bool_mask(attention_mask, false)?;
+        let heads = self.config.num_attention_heads;
+        for layer in &self.layers {
+            let q = split_heads(&layer.query.forward(&x)?, heads)?;
+            let k = split_heads(&layer.key.forward(&x)?, heads)?;
+            let v = split_heads(&layer.value.forward(&x)?, heads)?;
+            let attended = merge_heads(&fused_attention(&q, &k, &v, &mask)?)?;
+            x = layer.attention_norm.forward(&(layer.attention_out.forward(&attended)? + &x))?;
+            let inner = layer.intermediate.forward(&x)?.f_gelu("none")?;
+            x = layer.output_norm.forward(&(layer.output.forward(&inner)? + &x))?;
+        }
+        debug_assert_eq!(x.size(), [b, l, self.config.hidden_size]);
+        Ok(x)
+    }
+
+    /// MLM head on hidden states `[..., H]`: all vocabulary logits, or only `rows`.
+    pub fn head(&self, hidden: &Tensor, rows: Option<&Tensor>) -> Result<Tensor, TchError> {
+        let transformed = self.head_norm.forward(&self.head_dense.forward(hidden)?.f_gelu("none")?)?;
+        match rows {
+            Some(rows) => super::layers::project_rows(
+                &transformed,
+                &self.word_embeddings,
+                Some(&self.head_bias),
+                rows,
+            ),
+            None => transformed.f_linear(&self.word_embeddings, Some(&self.head_bias)),
+        }
+    }
+}
