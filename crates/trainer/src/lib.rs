@@ -4,6 +4,7 @@
 //! `data` produces [`batch::Batch`]es, `models` implements [`model::LabelWordModel`], `perturb`
 //! regenerates z from a seed, and `optim` runs the methods on any `LabelWordModel`.
 pub mod batch;
+pub mod data;
 pub mod device;
 pub mod model;
 pub mod models;
