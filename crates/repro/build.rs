@@ -1,7 +1,16 @@
-// tch's own rpath link argument does not reach dependants: add libtorch's lib dir to the rpath of
-// this package's test and bench binaries so they run without LD_LIBRARY_PATH (docs: README "GPU").
+// 1. tch's own rpath link argument does not reach dependants: add libtorch's lib dir to the rpath so
+//    `cargo run` works without LD_LIBRARY_PATH (README "GPU").
+// 2. Record the libtorch version built against, for run provenance.
 fn main() {
+    let mut version = "none".to_string();
     if let Ok(dir) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+        version = "unknown".into();
+        let stamp = std::path::Path::new(&dir).join("../../VERSION");
+        if let Ok(v) = std::fs::read_to_string(&stamp) {
+            version = v.trim().to_string();
+        }
+        println!("cargo:rerun-if-changed={}", stamp.display());
     }
+    println!("cargo:rustc-env=DPZO_LIBTORCH_VERSION={version}");
 }

@@ -3,10 +3,12 @@
 
 use clap::{Parser, Subcommand};
 
-mod privacy;
-mod theory_cmd;
 #[cfg(feature = "torch")]
 mod model_cmd;
+mod privacy;
+mod provenance;
+mod target;
+mod theory_cmd;
 
 #[derive(Parser)]
 #[command(name = "repro", version, about = "Reproduce DP-ZOSO / DP-ZOPO results")]
@@ -21,6 +23,8 @@ enum Command {
     Privacy(privacy::PrivacyArgs),
     /// The zeroth-order and DP claims on synthetic quadratics: curves, plots and checks.
     Theory(theory_cmd::TheoryArgs),
+    /// Re-render a target's summary, comparison and plot from its run records, running nothing.
+    Check(target::CheckArgs),
     /// Print the device this binary selects (`cpu`, or `cuda` on a GPU host).
     #[cfg(feature = "torch")]
     Device(model_cmd::DeviceArgs),
@@ -34,6 +38,7 @@ fn main() {
     let result = match cli.command {
         Command::Privacy(args) => privacy::run(args),
         Command::Theory(args) => theory_cmd::run(args),
+        Command::Check(args) => target::check(args),
         #[cfg(feature = "torch")]
         Command::Device(args) => model_cmd::device(args),
         #[cfg(feature = "torch")]

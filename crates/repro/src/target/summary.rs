@@ -1,0 +1,116 @@
+//! Mean ± sample s.d. over seeds, per (task, method, epsilon): `summary.csv`.
+
+use super::record::CellRecord;
+use anyhow::Result;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// One summary row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryRow {
+    pub model: String,
+    pub task: String,
+    pub method: String,
+    pub epsilon: Option<f64>,
+    pub mean: f64,
+    /// Sample standard deviation (n − 1); `None` with one seed.
+    pub sd: Option<f64>,
+    pub n_seeds: usize,
+    pub seeds: Vec<u64>,
+    pub data: String,
+}
+
+/// Group records by (task, method, epsilon) and average the final test accuracy.
+pub fn summarise(records: &[CellRecord]) -> Vec<SummaryRow> {
+    let mut groups: BTreeMap<(String, String, String), Vec<&CellRecord>> = BTreeMap::new();
+    for r in records {
+        let eps = r.epsilon.map(|e| format!("{e:08.3}")).unwrap_or_default();
+        groups
+            .entry((r.task.clone(), r.method.clone(), eps))
+            .or_default()
+            .push(r);
+    }
+    groups
+        .into_values()
+        .map(|rs| {
+            let xs: Vec<f64> = rs.iter().map(|r| r.test_accuracy).collect();
+            let n = xs.len();
+            let mean = xs.iter().sum::<f64>() / n as f64;
+            let sd = (n > 1).then(|| {
+                (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n as f64 - 1.0)).sqrt()
+            });
+            let mut data: Vec<&str> = rs.iter().map(|r| r.data.as_str()).collect();
+            data.dedup();
+            SummaryRow {
+                model: rs[0].model.clone(),
+                task: rs[0].task.clone(),
+                method: rs[0].method.clone(),
+                epsilon: rs[0].epsilon,
+                mean,
+                sd,
+                n_seeds: n,
+                seeds: rs.iter().map(|r| r.seed).collect(),
+                data: data.join(";"),
+            }
+        })
+        .collect()
+}
+
+/// Write `summary.csv` (columns keyed like the paper tables: task, method, epsilon).
+pub fn write_csv(rows: &[SummaryRow], path: &Path) -> Result<()> {
+    let mut w = csv::Writer::from_path(path)?;
+    w.write_record([
+        "model", "task", "method", "epsilon", "metric", "mean", "sd", "n_seeds", "seeds", "data",
+    ])?;
+    for r in rows {
+        w.write_record([
+            r.model.clone(),
+            r.task.clone(),
+            r.method.clone(),
+            r.epsilon.map(|e| e.to_string()).unwrap_or_default(),
+            "accuracy".into(),
+            format!("{:.2}", r.mean),
+            r.sd.map(|s| format!("{s:.2}")).unwrap_or_default(),
+            r.n_seeds.to_string(),
+            r.seeds
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(" "),
+            r.data.clone(),
+        ])?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mean_and_sample_sd_match_closed_form() {
+        let rec = |seed, acc| CellRecord {
+            target: "t".into(),
+            preset: "p".into(),
+            task: "SST-2".into(),
+            method: "dpzero".into(),
+            epsilon: Some(4.0),
+            seed,
+            model: "m".into(),
+            spec_hash: String::new(),
+            config: serde_json::Value::Null,
+            provenance: crate::provenance::Provenance::collect("cpu"),
+            test_accuracy: acc,
+            dev_accuracy: None,
+            data: "real".into(),
+            wall_secs: 0.0,
+            trainer: serde_json::Value::Null,
+        };
+        let rows = summarise(&[rec(1, 80.0), rec(2, 82.0), rec(3, 84.0)]);
+        assert_eq!(rows.len(), 1);
+        assert!((rows[0].mean - 82.0).abs() < 1e-12);
+        // sample s.d. of {80, 82, 84} = 2
+        assert!((rows[0].sd.unwrap() - 2.0).abs() < 1e-12);
+    }
+}
