@@ -12,7 +12,6 @@ use super::config::{LlamaConfig, ModelConfig};
 use super::error::{ModelError, Result};
 use super::layers::ParamInit;
 use super::Model;
-use half::f16;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
@@ -372,43 +371,43 @@ impl GgufFile {
     /// Dequantise one tensor to f32 (shape in PyTorch order).
     pub fn dequantize(&self, info: &TensorInfo) -> Result<Tensor> {
         let bytes = &self.map[info.offset..info.offset + info.byte_len];
-        let values = dequantize_bytes(info.ggml_type, bytes);
-        Ok(Tensor::f_from_slice(&values)?.f_reshape(&info.shape)?)
+        Ok(dequantize_bytes(info.ggml_type, bytes)?.f_reshape(&info.shape)?)
     }
 }
 
-fn f16_at(bytes: &[u8], at: usize) -> f32 {
-    f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
+/// `[blocks, 2]` little-endian f16 bytes -> `[blocks, 1]` f32.
+fn block_f16(blocks: &Tensor, at: i64) -> std::result::Result<Tensor, tch::TchError> {
+    blocks.f_narrow(1, at, 2)?.f_contiguous()?.f_view_dtype(Kind::Half)?.f_to_kind(Kind::Float)
 }
 
-/// Dequantise raw GGML data of `ggml_type` (whole blocks) to f32 values.
-pub fn dequantize_bytes(ggml_type: GgmlType, bytes: &[u8]) -> Vec<f32> {
-    let (per_block, block_bytes) = ggml_type.block();
-    let mut out = Vec::with_capacity(bytes.len() / block_bytes * per_block);
-    for block in bytes.chunks_exact(block_bytes) {
-        match ggml_type {
-            GgmlType::F32 => out.push(f32::from_le_bytes([block[0], block[1], block[2], block[3]])),
-            GgmlType::F16 => out.push(f16_at(block, 0)),
-            GgmlType::Q8_0 => {
-                let scale = f16_at(block, 0);
-                out.extend(block[2..34].iter().map(|&q| q as i8 as f32 * scale));
-            }
-            GgmlType::Q4_0 => {
-                let scale = f16_at(block, 0);
-                let nibbles = &block[2..18];
-                out.extend(nibbles.iter().map(|&q| ((q & 0x0f) as f32 - 8.0) * scale));
-                out.extend(nibbles.iter().map(|&q| ((q >> 4) as f32 - 8.0) * scale));
-            }
-            GgmlType::Q4_1 => {
-                let scale = f16_at(block, 0);
-                let minimum = f16_at(block, 2);
-                let nibbles = &block[4..20];
-                out.extend(nibbles.iter().map(|&q| (q & 0x0f) as f32 * scale + minimum));
-                out.extend(nibbles.iter().map(|&q| (q >> 4) as f32 * scale + minimum));
-            }
+/// 4-bit codes of `[blocks, 16]` bytes in weight order: byte j holds weight j in its low
+/// nibble and weight j + 16 in its high nibble -> `[blocks, 32]` f32 codes in 0..16.
+fn nibbles(bytes: &Tensor) -> std::result::Result<Tensor, tch::TchError> {
+    let codes = bytes.f_to_kind(Kind::Float)?;
+    let low = codes.f_remainder(16)?;
+    let high = codes.f_floor_divide_scalar(16)?;
+    Tensor::f_cat(&[low, high], 1)
+}
+
+/// Dequantise raw GGML data of `ggml_type` (whole blocks, little-endian) to a 1-D f32 tensor.
+/// Runs as tensor ops (a few ms for a 49152 x 576 matrix).
+pub fn dequantize_bytes(ggml_type: GgmlType, bytes: &[u8]) -> std::result::Result<Tensor, tch::TchError> {
+    let (_, block_bytes) = ggml_type.block();
+    let blocks = (bytes.len() / block_bytes) as i64;
+    let raw = Tensor::f_from_data_size(bytes, &[blocks, block_bytes as i64], Kind::Uint8)?;
+    let values = match ggml_type {
+        GgmlType::F32 => raw.f_view_dtype(Kind::Float)?,
+        GgmlType::F16 => raw.f_view_dtype(Kind::Half)?.f_to_kind(Kind::Float)?,
+        GgmlType::Q8_0 => {
+            let codes = raw.f_narrow(1, 2, 32)?.f_contiguous()?.f_view_dtype(Kind::Int8)?;
+            codes.f_to_kind(Kind::Float)? * block_f16(&raw, 0)?
         }
-    }
-    out
+        GgmlType::Q4_0 => (nibbles(&raw.f_narrow(1, 2, 16)?)? - 8.0) * block_f16(&raw, 0)?,
+        GgmlType::Q4_1 => {
+            nibbles(&raw.f_narrow(1, 4, 16)?)? * block_f16(&raw, 0)? + block_f16(&raw, 2)?
+        }
+    };
+    values.f_flatten(0, -1)
 }
 
 /// Undo llama.cpp's Q/K row permutation: GGUF rows of each head are ordered as interleaved

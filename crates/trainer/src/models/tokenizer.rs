@@ -63,10 +63,11 @@ pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
     if !vocab_path.exists() || !merges_path.exists() {
         return Err(tokenizer_error(dir, "neither tokenizer.json nor vocab.json + merges.txt found"));
     }
-    let model_type = match super::config::ModelConfig::from_file(&dir.join("config.json")) {
-        Ok(c) => Some(c.model_type()),
-        Err(_) => None,
-    };
+    // Only `model_type` matters here, so a partial config.json is enough.
+    let model_type: Option<String> = std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+        .and_then(|v| v.get("model_type").and_then(|t| t.as_str()).map(str::to_string));
     let read = |p: &Path| {
         std::fs::read_to_string(p).map_err(|source| ModelError::Io { path: p.to_path_buf(), source })
     };
@@ -80,7 +81,7 @@ pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
         .map(str::to_string)
         .collect();
     let mut added = Vec::new();
-    let post_processor = match model_type {
+    let post_processor = match model_type.as_deref() {
         Some("roberta") => {
             for (token, lstrip) in
                 [("<s>", false), ("<pad>", false), ("</s>", false), ("<unk>", false), ("<mask>", true)]
