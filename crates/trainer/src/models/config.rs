@@ -319,3 +319,43 @@ impl ModelConfig {
         Ok(())
     }
 }
+
+impl ModelConfig {
+    /// Number of scalar parameters a model of this configuration holds (tied matrices counted
+    /// once), computed from the shapes without building it.
+    pub fn parameter_count(&self) -> i64 {
+        match self {
+            Self::Roberta(c) => {
+                let h = c.hidden_size;
+                let embeddings = (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * h + 2 * h;
+                let attention = 4 * (h * h + h) + 2 * h;
+                let ffn = 2 * h * c.intermediate_size + c.intermediate_size + h + 2 * h;
+                let head = h * h + h + 2 * h + c.vocab_size;
+                embeddings + c.num_hidden_layers * (attention + ffn) + head
+            }
+            Self::Opt(c) => {
+                let (h, e) = (c.hidden_size, c.embed_dim());
+                let bias = i64::from(c.enable_bias);
+                let mut total = c.vocab_size * e + (c.max_position_embeddings + 2) * h;
+                if e != h {
+                    total += 2 * e * h;
+                }
+                if c.has_final_layer_norm() {
+                    total += 2 * h;
+                }
+                let layer = 4 * (h * h + bias * h) + 2 * h * c.ffn_dim + bias * (c.ffn_dim + h) + 4 * h;
+                total + c.num_hidden_layers * layer
+            }
+            Self::Llama(c) => {
+                let h = c.hidden_size;
+                let d = c.head_width();
+                let (q, kv) = (c.num_attention_heads * d, c.kv_heads() * d);
+                let attention_bias = if c.attention_bias { q + 2 * kv + h } else { 0 };
+                let mlp_bias = if c.mlp_bias { 2 * c.intermediate_size + h } else { 0 };
+                let layer = h * (q + 2 * kv) + q * h + attention_bias + 3 * h * c.intermediate_size + mlp_bias + 2 * h;
+                let head = if c.tie_word_embeddings { 0 } else { c.vocab_size * h };
+                c.vocab_size * h + c.num_hidden_layers * layer + h + head
+            }
+        }
+    }
+}

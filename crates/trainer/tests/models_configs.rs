@@ -1,0 +1,77 @@
+//! Published configurations, the analytic parameter count and `random_from_config`.
+
+use std::path::{Path, PathBuf};
+use tch::{Device, Kind, Tensor};
+use trainer::batch::Batch;
+use trainer::model::LabelWordModel;
+use trainer::models::{load_model, random_from_config, ModelConfig};
+
+fn path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+#[test]
+fn published_configs_have_the_parameter_counts_transformers_gives() {
+    // Reference: sum of p.numel() over transformers 5.24.0 RobertaForMaskedLM / OPTForCausalLM
+    // built from these files on the meta device (tied weights counted once).
+    for (file, expected) in [
+        ("configs/roberta-large.json", 355_412_057i64),
+        ("configs/opt-1.3b.json", 1_315_758_080),
+        ("configs/opt-2.7b.json", 2_651_596_800),
+    ] {
+        let config = ModelConfig::from_file(&path(file)).unwrap();
+        assert_eq!(config.parameter_count(), expected, "{file}");
+    }
+}
+
+#[test]
+fn analytic_count_matches_built_models() {
+    for name in [
+        "roberta_tiny",
+        "opt_tiny",
+        "opt_tiny_proj_postln",
+        "llama_tiny_gqa_untied",
+        "llama_tiny_tied_bf16",
+    ] {
+        let dir = path("tests/fixtures").join(name);
+        let config = ModelConfig::from_file(&dir.join("config.json")).unwrap();
+        let model = load_model(&dir, Kind::Float, Device::Cpu).unwrap();
+        assert_eq!(model.parameter_count(), config.parameter_count(), "{name}");
+    }
+}
+
+#[test]
+fn random_models_run_in_each_dtype_and_have_trainable_parameters() {
+    let config = ModelConfig::from_file(&path("tests/fixtures/opt_tiny/config.json")).unwrap();
+    for kind in [Kind::Float, Kind::BFloat16, Kind::Half] {
+        tch::manual_seed(7);
+        let model = random_from_config(&config, kind, Device::Cpu).unwrap();
+        assert!(model.var_store().variables().values().all(|v| v.kind() == kind));
+        assert_eq!(model.var_store().trainable_variables().len(), model.var_store().len());
+        let batch = Batch {
+            input_ids: Tensor::from_slice(&[5i64, 6, 7, 1, 8, 9, 10, 11]).view([2, 4]),
+            attention_mask: Tensor::from_slice(&[1i64, 1, 1, 0, 1, 1, 1, 1]).view([2, 4]),
+            positions: Tensor::from_slice(&[2i64, 3]),
+            labels: Tensor::from_slice(&[0i64, 1]),
+            label_word_ids: Tensor::from_slice(&[20i64, 30]),
+        };
+        let logits = model.label_word_logits(&batch).unwrap();
+        assert_eq!(logits.size(), [2, 2]);
+        assert_eq!(logits.kind(), Kind::Float);
+        let finite = logits.isfinite().all().int64_value(&[]) == 1;
+        assert!(finite, "{kind:?}: non-finite logits {logits}");
+    }
+}
+
+#[test]
+fn refused_configs_name_the_field() {
+    let text = r#"{"model_type": "llama", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
+        "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
+        "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}"#;
+    let err = ModelConfig::from_json_str(text, Path::new("x.json")).err().expect("scaled RoPE");
+    assert!(err.to_string().contains("rope_scaling"), "{err}");
+    let err = ModelConfig::from_json_str(r#"{"model_type": "bert"}"#, Path::new("y.json"))
+        .err()
+        .expect("bert");
+    assert!(err.to_string().contains("\"bert\""), "{err}");
+}
