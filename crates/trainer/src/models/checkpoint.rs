@@ -113,6 +113,56 @@ pub fn copy_into(target: &Tensor, source: &Tensor) -> std::result::Result<(), tc
     tch::no_grad(|| target.f_copy_(source))
 }
 
+/// Copy little-endian `bytes` holding a `shape` tensor of `kind` into `target`. When the bytes
+/// are aligned for `kind` they are read in place (no host copy); otherwise via one copy.
+pub(crate) fn copy_bytes_into(
+    target: &Tensor,
+    bytes: &[u8],
+    shape: &[i64],
+    kind: Kind,
+) -> std::result::Result<(), tch::TchError> {
+    let width = kind.elt_size_in_bytes();
+    let count: i64 = shape.iter().product();
+    if bytes.len() != count as usize * width {
+        return Err(tch::TchError::Shape(format!(
+            "{} bytes for shape {shape:?} of {kind:?}",
+            bytes.len()
+        )));
+    }
+    if (bytes.as_ptr() as usize) % width == 0 {
+        let mut strides = vec![1i64; shape.len()];
+        for i in (0..shape.len().saturating_sub(1)).rev() {
+            strides[i] = strides[i + 1] * shape[i + 1];
+        }
+        // SAFETY: `bytes` is aligned for `kind`, holds exactly `count` elements laid out
+        // contiguously (checked above), and outlives the borrowed tensor, which is dropped at
+        // the end of this function after the copy; it is only read.
+        let source =
+            unsafe { Tensor::f_from_blob(bytes.as_ptr(), shape, &strides, kind, tch::Device::Cpu)? };
+        copy_into(target, &source)
+    } else {
+        copy_into(target, &Tensor::f_from_data_size(bytes, shape, kind)?)
+    }
+}
+
+/// Drop the mapped pages of `data` (a slice of `map`) from this process once copied, so the
+/// resident size grows by the model, not by the model plus its file. Advisory: errors ignored.
+pub(crate) fn release_pages(map: &memmap2::Mmap, data: &[u8]) {
+    const PAGE: usize = 4096;
+    let start = (data.as_ptr() as usize).saturating_sub(map.as_ptr() as usize);
+    let aligned_start = start / PAGE * PAGE;
+    let end = (start + data.len()).min(map.len());
+    if end <= aligned_start {
+        return;
+    }
+    // SAFETY: the map is a read-only file mapping; MADV_DONTNEED only drops resident pages,
+    // which fault back in with the same file content if read again, so no live borrow of the
+    // map observes a change.
+    let _ = unsafe {
+        map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, aligned_start, end - aligned_start)
+    };
+}
+
 /// Fill every variable of `var_store` from the checkpoint `files`. A tensor that maps to no
 /// variable, a variable left unfilled, a shape mismatch or a duplicate is an error naming it.
 pub fn load_safetensors(
@@ -172,8 +222,8 @@ pub fn load_safetensors(
                 name: name.clone(),
                 dtype: format!("{:?}", view.dtype()),
             })?;
-            let source = Tensor::f_from_data_size(view.data(), &shape, kind)?;
-            copy_into(variable, &source)?;
+            copy_bytes_into(variable, view.data(), &shape, kind)?;
+            release_pages(&map, view.data());
             if is_alias {
                 aliased.insert(target);
             } else {

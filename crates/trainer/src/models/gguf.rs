@@ -371,7 +371,9 @@ impl GgufFile {
     /// Dequantise one tensor to f32 (shape in PyTorch order).
     pub fn dequantize(&self, info: &TensorInfo) -> Result<Tensor> {
         let bytes = &self.map[info.offset..info.offset + info.byte_len];
-        Ok(dequantize_bytes(info.ggml_type, bytes)?.f_reshape(&info.shape)?)
+        let values = dequantize_bytes(info.ggml_type, bytes)?.f_reshape(&info.shape)?;
+        super::checkpoint::release_pages(&self.map, bytes);
+        Ok(values)
     }
 }
 

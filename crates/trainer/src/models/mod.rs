@@ -9,6 +9,7 @@
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod gguf;
 pub mod layers;
 pub mod llama;
