@@ -8,3 +8,4 @@ pub mod data;
 pub mod device;
 pub mod model;
 pub mod models;
+pub mod perturb;

@@ -1,0 +1,366 @@
+//! The CUDA path: `kernel.cu` compiled once per device by NVRTC and launched on the tensors'
+//! `data_ptr()`s, one launch for all dense tensors of a device and one for all masked ones.
+//!
+//! The CUDA driver and NVRTC are loaded at run time (cudarc, `dynamic-loading`), so nothing CUDA
+//! is needed to build. We work in the device's primary context (the one libtorch uses) and
+//! launch on the legacy default stream (stream 0), which is libtorch's default current stream:
+//! the launch is ordered after earlier ATen work and before later ATen work on that stream.
+//! Callers that switch libtorch to another stream must synchronise themselves.
+
+use super::error::PerturbError;
+use super::normal::{
+    ATANH_COEFFICIENTS, COS_COEFFICIENTS, LN2_HIGH, LN2_LOW, SIN_COEFFICIENTS, SQRT_2,
+    TWO_PI_OVER_2_24,
+};
+use super::param_set::{ParamEntry, Selection};
+use super::philox::{PHILOX_MULTIPLIER_0, PHILOX_MULTIPLIER_1, PHILOX_WEYL_0, PHILOX_WEYL_1};
+use cudarc::driver::sys;
+use std::collections::HashMap;
+use std::ffi::{c_void, CString};
+use std::sync::{Mutex, OnceLock};
+use tch::{Device, Kind, Tensor};
+
+/// Terms one launch takes (the kernel's `MAX_TERMS`); longer term lists use the ATen fallback.
+pub const MAX_KERNEL_TERMS: usize = 8;
+/// Threads per block (the kernel's `THREADS`).
+const THREADS: u64 = 256;
+/// u64 words per segment record (see `kernel.cu`).
+const RECORD_WORDS: usize = 8;
+
+/// The kernel's `Terms` argument, passed by value.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct KernelTerms {
+    seeds: [u64; MAX_KERNEL_TERMS],
+    scales: [f32; MAX_KERNEL_TERMS],
+    count: u32,
+    _padding: u32,
+}
+
+/// A loaded module's two kernels for one device, with the primary context they live in.
+struct DeviceKernels {
+    context: sys::CUcontext,
+    dense: sys::CUfunction,
+    masked: sys::CUfunction,
+}
+
+// SAFETY: CUDA driver handles may be used from any thread once the context is made current on
+// that thread, which `launch` does before every use.
+unsafe impl Send for DeviceKernels {}
+
+static KERNELS: OnceLock<Mutex<HashMap<usize, Result<DeviceKernels, String>>>> = OnceLock::new();
+
+/// `#define`s of every constant shared with `normal.rs`/`philox.rs`, as exact bit patterns.
+fn kernel_source() -> String {
+    let float = |name: &str, value: f32| {
+        format!(
+            "#define {name} __uint_as_float(0x{:08X}u) /* {value:e} */\n",
+            value.to_bits()
+        )
+    };
+    let mut source = String::new();
+    source.push_str(&format!(
+        "#define PHILOX_MULTIPLIER_0 0x{PHILOX_MULTIPLIER_0:08X}u\n\
+         #define PHILOX_MULTIPLIER_1 0x{PHILOX_MULTIPLIER_1:08X}u\n\
+         #define PHILOX_WEYL_0 0x{PHILOX_WEYL_0:08X}u\n\
+         #define PHILOX_WEYL_1 0x{PHILOX_WEYL_1:08X}u\n"
+    ));
+    source.push_str(&float("LN2_HIGH", LN2_HIGH));
+    source.push_str(&float("LN2_LOW", LN2_LOW));
+    source.push_str(&float("SQRT_2", SQRT_2));
+    source.push_str(&float("TWO_PI_OVER_2_24", TWO_PI_OVER_2_24));
+    for (name, value) in ["ATANH_3", "ATANH_5", "ATANH_7", "ATANH_9", "ATANH_11"]
+        .iter()
+        .zip(ATANH_COEFFICIENTS)
+    {
+        source.push_str(&float(name, value));
+    }
+    for (name, value) in ["SIN_3", "SIN_5", "SIN_7", "SIN_9"]
+        .iter()
+        .zip(SIN_COEFFICIENTS)
+    {
+        source.push_str(&float(name, value));
+    }
+    for (name, value) in ["COS_2", "COS_4", "COS_6", "COS_8", "COS_10"]
+        .iter()
+        .zip(COS_COEFFICIENTS)
+    {
+        source.push_str(&float(name, value));
+    }
+    source.push_str(include_str!("kernel.cu"));
+    source
+}
+
+/// dlopen check, so that a missing library is an `Err` rather than a panic inside cudarc.
+fn library_loadable(names: &[&str]) -> bool {
+    names.iter().any(|name| {
+        let Ok(c_name) = CString::new(*name) else {
+            return false;
+        };
+        // SAFETY: a valid C string; the handle is intentionally kept (the library stays loaded).
+        !unsafe { libc::dlopen(c_name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) }.is_null()
+    })
+}
+
+fn driver_error(what: &str, code: sys::CUresult) -> String {
+    format!("{what} failed with {code:?}")
+}
+
+fn check(what: &str, code: sys::CUresult) -> Result<(), String> {
+    if code == sys::CUresult::CUDA_SUCCESS {
+        Ok(())
+    } else {
+        Err(driver_error(what, code))
+    }
+}
+
+/// Compile and load the kernels for CUDA device `ordinal`.
+fn load_kernels(ordinal: usize) -> Result<DeviceKernels, String> {
+    if !library_loadable(&["libcuda.so.1", "libcuda.so"]) {
+        return Err("libcuda.so cannot be loaded".into());
+    }
+    if !library_loadable(&["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"]) {
+        return Err("libnvrtc.so cannot be loaded (add the CUDA toolkit's lib64 or the \
+                    nvidia/cu13/lib folder of the PyTorch wheel to LD_LIBRARY_PATH)"
+            .into());
+    }
+    let loaded = std::panic::catch_unwind(|| -> Result<DeviceKernels, String> {
+        // SAFETY: plain driver API calls with out-pointers to locals; the primary context is
+        // retained (never released: libtorch keeps using it for the life of the process).
+        unsafe {
+            check("cuInit", sys::cuInit(0))?;
+            let mut device: sys::CUdevice = 0;
+            check("cuDeviceGet", sys::cuDeviceGet(&mut device, ordinal as i32))?;
+            let mut major = 0i32;
+            let mut minor = 0i32;
+            check(
+                "cuDeviceGetAttribute",
+                sys::cuDeviceGetAttribute(
+                    &mut major,
+                    sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR,
+                    device,
+                ),
+            )?;
+            check(
+                "cuDeviceGetAttribute",
+                sys::cuDeviceGetAttribute(
+                    &mut minor,
+                    sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR,
+                    device,
+                ),
+            )?;
+            if major < 8 {
+                return Err(format!(
+                    "compute capability {major}.{minor} lacks cvt.rn.bf16.f32 (needs 8.0)"
+                ));
+            }
+            let mut context: sys::CUcontext = std::ptr::null_mut();
+            check(
+                "cuDevicePrimaryCtxRetain",
+                sys::cuDevicePrimaryCtxRetain(&mut context, device),
+            )?;
+            check("cuCtxSetCurrent", sys::cuCtxSetCurrent(context))?;
+            let options = cudarc::nvrtc::CompileOptions {
+                options: vec![
+                    format!("--gpu-architecture=compute_{major}{minor}"),
+                    "--fmad=false".into(),
+                    "--ftz=false".into(),
+                    "--prec-div=true".into(),
+                    "--prec-sqrt=true".into(),
+                ],
+                ..Default::default()
+            };
+            let ptx = cudarc::nvrtc::compile_ptx_with_opts(kernel_source(), options)
+                .map_err(|e| format!("NVRTC: {e:?}"))?;
+            let ptx = CString::new(ptx.to_src()).map_err(|e| format!("PTX text: {e}"))?;
+            let mut module: sys::CUmodule = std::ptr::null_mut();
+            check(
+                "cuModuleLoadData",
+                sys::cuModuleLoadData(&mut module, ptx.as_ptr() as *const c_void),
+            )?;
+            let mut dense: sys::CUfunction = std::ptr::null_mut();
+            check(
+                "cuModuleGetFunction(perturb_dense)",
+                sys::cuModuleGetFunction(&mut dense, module, c"perturb_dense".as_ptr()),
+            )?;
+            let mut masked: sys::CUfunction = std::ptr::null_mut();
+            check(
+                "cuModuleGetFunction(perturb_masked)",
+                sys::cuModuleGetFunction(&mut masked, module, c"perturb_masked".as_ptr()),
+            )?;
+            Ok(DeviceKernels {
+                context,
+                dense,
+                masked,
+            })
+        }
+    });
+    loaded.unwrap_or_else(|_| Err("cudarc panicked while loading CUDA or NVRTC".into()))
+}
+
+/// Run `f` with the kernels of device `ordinal`, loading them on first use.
+fn with_kernels<T>(
+    ordinal: usize,
+    f: impl FnOnce(&DeviceKernels) -> Result<T, String>,
+) -> Result<T, String> {
+    let cache = KERNELS.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut cache = cache.lock().map_err(|_| "kernel cache poisoned".to_string())?;
+    let kernels = cache
+        .entry(ordinal)
+        .or_insert_with(|| load_kernels(ordinal));
+    match kernels {
+        Ok(kernels) => f(kernels),
+        Err(message) => Err(message.clone()),
+    }
+}
+
+/// Whether the NVRTC kernel can be used for CUDA device 0 in this process (compiles it on the
+/// first call; false on hosts without a GPU, libcuda or NVRTC).
+pub fn cuda_kernel_available() -> bool {
+    with_kernels(0, |_| Ok(())).is_ok()
+}
+
+fn dtype_code(kind: Kind) -> Result<u64, String> {
+    match kind {
+        Kind::Float => Ok(0),
+        Kind::Half => Ok(1),
+        Kind::BFloat16 => Ok(2),
+        Kind::Double => Ok(3),
+        other => Err(format!("unsupported dtype {other:?}")),
+    }
+}
+
+/// Launch `function` over the records (built with grid block starts) on stream 0.
+fn launch(
+    kernels: &DeviceKernels,
+    function: sys::CUfunction,
+    device: Device,
+    records: &[u64],
+    grid_blocks: u64,
+    terms: &KernelTerms,
+) -> Result<(), String> {
+    if grid_blocks == 0 {
+        return Ok(());
+    }
+    if grid_blocks > i32::MAX as u64 {
+        return Err(format!("{grid_blocks} blocks exceed the grid limit"));
+    }
+    // The table lives in libtorch's caching allocator; dropping it after an asynchronous launch
+    // on the same stream is safe (its memory is only reused by later work on that stream).
+    // Same bits as i64 (libtorch has no u64 dtype).
+    let words: Vec<i64> = records.iter().map(|&w| w as i64).collect();
+    let table = Tensor::from_slice(&words)
+        .f_to_device(device)
+        .map_err(|e| format!("segment table upload: {e}"))?;
+    let mut table_ptr = table.data_ptr() as u64;
+    let mut n_segments = (records.len() / RECORD_WORDS) as u32;
+    let mut terms = *terms;
+    let mut params: [*mut c_void; 3] = [
+        &mut table_ptr as *mut u64 as *mut c_void,
+        &mut n_segments as *mut u32 as *mut c_void,
+        &mut terms as *mut KernelTerms as *mut c_void,
+    ];
+    // SAFETY: the context is the device's primary context; params point at live locals whose
+    // types match the kernel signature (pointer, unsigned int, Terms by value); the records hold
+    // data pointers of contiguous tensors of the recorded dtype and length.
+    unsafe {
+        check("cuCtxSetCurrent", sys::cuCtxSetCurrent(kernels.context))?;
+        check(
+            "cuLaunchKernel",
+            sys::cuLaunchKernel(
+                function,
+                grid_blocks as u32,
+                1,
+                1,
+                THREADS as u32,
+                1,
+                1,
+                0,
+                std::ptr::null_mut(),
+                params.as_mut_ptr(),
+                std::ptr::null_mut(),
+            ),
+        )?;
+    }
+    drop(table);
+    Ok(())
+}
+
+/// Update all CUDA entries with the kernel: per device, one dense and one masked launch.
+pub(crate) fn update_entries(
+    entries: &[&ParamEntry],
+    terms: &[(u64, f32)],
+) -> Result<(), PerturbError> {
+    if terms.len() > MAX_KERNEL_TERMS {
+        return Err(PerturbError::Cuda(format!(
+            "{} terms exceed the kernel's {MAX_KERNEL_TERMS}",
+            terms.len()
+        )));
+    }
+    let mut kernel_terms = KernelTerms {
+        seeds: [0; MAX_KERNEL_TERMS],
+        scales: [0.0; MAX_KERNEL_TERMS],
+        count: terms.len() as u32,
+        _padding: 0,
+    };
+    for (k, &(seed, scale)) in terms.iter().enumerate() {
+        kernel_terms.seeds[k] = seed;
+        kernel_terms.scales[k] = scale;
+    }
+    let mut by_device: HashMap<usize, Vec<&ParamEntry>> = HashMap::new();
+    for entry in entries {
+        if let Device::Cuda(ordinal) = entry.device {
+            by_device.entry(ordinal).or_default().push(entry);
+        }
+    }
+    for (ordinal, entries) in by_device {
+        let mut dense_records = Vec::new();
+        let mut dense_blocks = 0u64;
+        let mut masked_records = Vec::new();
+        let mut masked_blocks = 0u64;
+        for entry in entries {
+            let code = dtype_code(entry.kind).map_err(PerturbError::Cuda)?;
+            let pointer = entry.tensor.data_ptr() as u64;
+            match &entry.selection {
+                Selection::Dense if entry.numel > 0 => {
+                    let philox_blocks = (entry.offset + entry.numel - 1) / 4 - entry.offset / 4 + 1;
+                    dense_records.extend_from_slice(&[
+                        pointer,
+                        entry.numel,
+                        entry.offset,
+                        dense_blocks,
+                        code,
+                        0,
+                        0,
+                        0,
+                    ]);
+                    dense_blocks += philox_blocks.div_ceil(THREADS);
+                }
+                Selection::Masked {
+                    indices,
+                    indices_on_device,
+                } if !indices.is_empty() => {
+                    masked_records.extend_from_slice(&[
+                        pointer,
+                        entry.numel,
+                        entry.offset,
+                        masked_blocks,
+                        code,
+                        indices_on_device.data_ptr() as u64,
+                        indices.len() as u64,
+                        0,
+                    ]);
+                    masked_blocks += (indices.len() as u64).div_ceil(THREADS);
+                }
+                _ => {}
+            }
+        }
+        let device = Device::Cuda(ordinal);
+        with_kernels(ordinal, |kernels| {
+            launch(kernels, kernels.dense, device, &dense_records, dense_blocks, &kernel_terms)?;
+            launch(kernels, kernels.masked, device, &masked_records, masked_blocks, &kernel_terms)
+        })
+        .map_err(PerturbError::Cuda)?;
+    }
+    Ok(())
+}
