@@ -89,7 +89,10 @@ impl DpZoConfig {
                 crate::error::positive("clip_norm", clip)?;
             }
             None if self.noise_multiplier > 0.0 => {
-                return Err(TheoryError::NotPositive { name: "clip_norm (needed for noise)", value: 0.0 })
+                return Err(TheoryError::NotPositive {
+                    name: "clip_norm (needed for noise)",
+                    value: 0.0,
+                })
             }
             None => {}
         }
@@ -127,7 +130,11 @@ where
 {
     let dim = objective.dim();
     if x0.len() != dim {
-        return Err(TheoryError::DimensionMismatch { what: "x0", expected: dim, got: x0.len() });
+        return Err(TheoryError::DimensionMismatch {
+            what: "x0",
+            expected: dim,
+            got: x0.len(),
+        });
     }
     let num_examples = objective.num_examples();
     config.validate(dim, num_examples)?;
@@ -187,7 +194,10 @@ where
             minus[k] = x[k];
         }
         if let Some(&bad) = x.iter().find(|v| !v.is_finite()) {
-            return Err(TheoryError::NonFinite { what: "iterate (divergence)", value: bad });
+            return Err(TheoryError::NonFinite {
+                what: "iterate (divergence)",
+                value: bad,
+            });
         }
         observe(t, x.view());
     }

@@ -15,14 +15,24 @@ use crate::error::{non_negative, positive, Result, TheoryError};
 /// Derivation: `E[(z^T g)^2 ||z||^2] = (d + 2)||g||^2` for `z ~ N(0, I_d)` (Isserlis), cross
 /// terms `E[z z^T g] = g`, and `E[xi^2 ||z||^2] = s^2 d`. The sphere version is
 /// [`sphere_second_moment`].
-pub fn gaussian_second_moment(dim: usize, directions: usize, grad_norm_sq: f64, noise_std: f64) -> f64 {
+pub fn gaussian_second_moment(
+    dim: usize,
+    directions: usize,
+    grad_norm_sq: f64,
+    noise_std: f64,
+) -> f64 {
     let (d, n) = (dim as f64, directions as f64);
     (d + n + 1.0) / n * grad_norm_sq + d * noise_std * noise_std / n
 }
 
 /// `E||g||^2` with directions uniform on the `sqrt(d)`-sphere: `(d + n - 1)/n ||grad f||^2 +
 /// d s^2 / n` (MeZO, Malladi et al. 2023, Lemma 2, plus the noise term).
-pub fn sphere_second_moment(dim: usize, directions: usize, grad_norm_sq: f64, noise_std: f64) -> f64 {
+pub fn sphere_second_moment(
+    dim: usize,
+    directions: usize,
+    grad_norm_sq: f64,
+    noise_std: f64,
+) -> f64 {
     let (d, n) = (dim as f64, directions as f64);
     (d + n - 1.0) / n * grad_norm_sq + d * noise_std * noise_std / n
 }
@@ -101,7 +111,13 @@ impl ConvergenceBound {
                 reason: format!("step_size {step_size} exceeds 1/(2L + tr A) = {limit}"),
             });
         }
-        Ok(Self { step_size, strong_convexity, trace, noise_std, initial_excess })
+        Ok(Self {
+            step_size,
+            strong_convexity,
+            trace,
+            noise_std,
+            initial_excess,
+        })
     }
 
     /// Largest step size allowed by the bound, `1 / (2L + tr A)`.
@@ -164,7 +180,10 @@ pub fn exact_excess_curve(
         });
         let value = excess(&second_moments);
         if !value.is_finite() {
-            return Err(TheoryError::NonFinite { what: "exact_excess_curve", value });
+            return Err(TheoryError::NonFinite {
+                what: "exact_excess_curve",
+                value,
+            });
         }
         curve.push(value);
     }

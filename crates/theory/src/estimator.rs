@@ -76,7 +76,8 @@ pub fn two_point_estimate_using<O: Objective + ?Sized, R: Rng>(
         let direction = sample_direction_using(kind, dim, rng);
         let plus = &x + &(&direction * zo_eps);
         let minus = &x - &(&direction * zo_eps);
-        let difference = (objective.loss(plus.view()) - objective.loss(minus.view())) / (2.0 * zo_eps);
+        let difference =
+            (objective.loss(plus.view()) - objective.loss(minus.view())) / (2.0 * zo_eps);
         let noise = noise_std * rng.sample::<f64, _>(StandardNormal);
         estimate.scaled_add(difference + noise, &direction);
     }

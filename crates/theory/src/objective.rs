@@ -55,7 +55,11 @@ impl Spectrum {
             });
         }
         let eigenvalues = Array1::from_shape_fn(dim, |k| {
-            let fraction = if dim == 1 { 0.0 } else { k as f64 / (dim - 1) as f64 };
+            let fraction = if dim == 1 {
+                0.0
+            } else {
+                k as f64 / (dim - 1) as f64
+            };
             lambda_max * condition_number.powf(-fraction)
         });
         Ok(Self { eigenvalues })
@@ -72,13 +76,25 @@ impl Spectrum {
         positive("lambda_max", lambda_max)?;
         crate::error::non_negative("tail_trace", tail_trace)?;
         if top > dim {
-            return Err(TheoryError::CountTooLarge { name: "top", value: top, max: dim });
+            return Err(TheoryError::CountTooLarge {
+                name: "top",
+                value: top,
+                max: dim,
+            });
         }
         let tail_count = dim - top;
         if tail_count == 0 && tail_trace > 0.0 {
-            return Err(TheoryError::CountTooSmall { name: "dim - top", value: 0, min: 1 });
+            return Err(TheoryError::CountTooSmall {
+                name: "dim - top",
+                value: 0,
+                min: 1,
+            });
         }
-        let tail_value = if tail_count == 0 { 0.0 } else { tail_trace / tail_count as f64 };
+        let tail_value = if tail_count == 0 {
+            0.0
+        } else {
+            tail_trace / tail_count as f64
+        };
         if tail_value > lambda_max {
             return Err(TheoryError::InvalidSchedule {
                 reason: format!("tail eigenvalue {tail_value} exceeds lambda_max {lambda_max}"),
@@ -147,7 +163,8 @@ impl Quadratic {
     /// A LAPACK failure in the QR factorisation.
     pub fn random_using<R: Rng>(spectrum: &Spectrum, rng: &mut R) -> Result<Self> {
         let d = spectrum.dim();
-        let gaussian = Array2::from_shape_simple_fn((d, d), || rng.sample::<f64, _>(StandardNormal));
+        let gaussian =
+            Array2::from_shape_simple_fn((d, d), || rng.sample::<f64, _>(StandardNormal));
         let (q, _r) = gaussian.qr().map_err(|e| TheoryError::Linalg {
             operation: "qr",
             message: e.to_string(),
@@ -169,9 +186,13 @@ impl Quadratic {
     /// # Errors
     /// A LAPACK failure.
     pub fn computed_eigenvalues(&self) -> Result<Array1<f64>> {
-        let (values, _vectors) = self.hessian.eigh(UPLO::Lower).map_err(|e| {
-            TheoryError::Linalg { operation: "eigh", message: e.to_string() }
-        })?;
+        let (values, _vectors) =
+            self.hessian
+                .eigh(UPLO::Lower)
+                .map_err(|e| TheoryError::Linalg {
+                    operation: "eigh",
+                    message: e.to_string(),
+                })?;
         Ok(values)
     }
 }
@@ -240,17 +261,25 @@ impl PerExampleQuadratic {
                 got: centers.ncols(),
             });
         }
-        let mean_center = centers.mean_axis(Axis(0)).ok_or(TheoryError::CountTooSmall {
-            name: "num_examples",
-            value: 0,
-            min: 1,
-        })?;
-        let mut objective =
-            Self { eigenvalues, centers, mean_center, optimal_loss: 0.0 };
+        let mean_center = centers
+            .mean_axis(Axis(0))
+            .ok_or(TheoryError::CountTooSmall {
+                name: "num_examples",
+                value: 0,
+                min: 1,
+            })?;
+        let mut objective = Self {
+            eigenvalues,
+            centers,
+            mean_center,
+            optimal_loss: 0.0,
+        };
         let n = objective.num_examples();
         let at_minimum = objective.mean_center.clone();
-        objective.optimal_loss =
-            (0..n).map(|i| objective.example_loss(i, at_minimum.view())).sum::<f64>() / n as f64;
+        objective.optimal_loss = (0..n)
+            .map(|i| objective.example_loss(i, at_minimum.view()))
+            .sum::<f64>()
+            / n as f64;
         Ok(objective)
     }
 
@@ -305,7 +334,9 @@ impl Objective for PerExampleQuadratic {
 
 impl Gradient for PerExampleQuadratic {
     fn gradient(&self, x: ArrayView1<f64>) -> Array1<f64> {
-        Array1::from_shape_fn(x.len(), |k| self.eigenvalues[k] * (x[k] - self.mean_center[k]))
+        Array1::from_shape_fn(x.len(), |k| {
+            self.eigenvalues[k] * (x[k] - self.mean_center[k])
+        })
     }
 }
 

@@ -149,7 +149,15 @@ impl StagewiseSchedule {
     /// # Errors
     /// As [`StagewiseSchedule::new`].
     pub fn constant(step_size: f64, total_steps: usize, zo_eps: f64) -> Result<Self> {
-        Self::new(step_size, total_steps, 1, total_steps, zo_eps, zo_eps, MuSchedule::Geometric)
+        Self::new(
+            step_size,
+            total_steps,
+            1,
+            total_steps,
+            zo_eps,
+            zo_eps,
+            MuSchedule::Geometric,
+        )
     }
 
     /// Total number of steps `T`.
@@ -212,8 +220,9 @@ mod tests {
         assert_eq!(stages.iter().filter(|&&s| s == 0).count(), 10);
         assert_eq!(stages.iter().filter(|&&s| s == 1).count(), 20);
         assert_eq!(stages.iter().filter(|&&s| s == 2).count(), 40);
-        let resets: Vec<usize> =
-            (1..=70).filter(|&t| schedule.at(t).unwrap().anchor_reset).collect();
+        let resets: Vec<usize> = (1..=70)
+            .filter(|&t| schedule.at(t).unwrap().anchor_reset)
+            .collect();
         assert_eq!(resets, vec![1, 11, 31]);
         assert_eq!(schedule.at(70).unwrap().step_size, 0.25);
     }
@@ -230,7 +239,10 @@ mod tests {
     #[test]
     fn released_code_factor_is_an_error_when_mu_decreases() {
         let err = StagewiseSchedule::new(1.0, 1, 2, 3, 1e-2, 1e-4, MuSchedule::ReleasedCode);
-        assert!(matches!(err, Err(TheoryError::InvalidSchedule { .. })), "{err:?}");
+        assert!(
+            matches!(err, Err(TheoryError::InvalidSchedule { .. })),
+            "{err:?}"
+        );
         // Equal scales: k = 1, mu constant (the logged run's setting).
         let same =
             StagewiseSchedule::new(1.0, 1, 2, 3, 1e-6, 1e-6, MuSchedule::ReleasedCode).unwrap();
@@ -245,7 +257,10 @@ mod tests {
             "initial_step_size must be finite and > 0, got -1"
         );
         let err = StagewiseSchedule::new(1.0, 1000, 3, 7001, 1.0, 1.0, MuSchedule::Geometric);
-        assert_eq!(err.unwrap_err().to_string(), "total_steps must be <= 7000, got 7001");
+        assert_eq!(
+            err.unwrap_err().to_string(),
+            "total_steps must be <= 7000, got 7001"
+        );
         let schedule = StagewiseSchedule::constant(0.1, 5, 1e-3).unwrap();
         assert!(schedule.at(0).is_err() && schedule.at(6).is_err());
         assert_eq!(schedule.at(5).unwrap().step_size, 0.1);

@@ -14,7 +14,9 @@ pub const ALPHA: f64 = 1e-6;
 /// The `1 - tail` quantile of the standard normal (e.g. `tail = 5e-7` gives about 4.89).
 pub fn normal_quantile(tail: f64) -> f64 {
     // Normal::new(0, 1) cannot fail; fall back to a conservative constant if it ever did.
-    Normal::new(0.0, 1.0).map(|n| n.inverse_cdf(1.0 - tail)).unwrap_or(6.0)
+    Normal::new(0.0, 1.0)
+        .map(|n| n.inverse_cdf(1.0 - tail))
+        .unwrap_or(6.0)
 }
 
 /// Mean, unbiased variance and sample count of a set of draws.
@@ -39,8 +41,16 @@ impl Summary {
             m2 += delta * (v - mean);
         }
         let count = values.len();
-        let variance = if count > 1 { m2 / (count - 1) as f64 } else { 0.0 };
-        Self { mean, variance, count }
+        let variance = if count > 1 {
+            m2 / (count - 1) as f64
+        } else {
+            0.0
+        };
+        Self {
+            mean,
+            variance,
+            count,
+        }
     }
 
     /// Standard error of the mean.
@@ -68,8 +78,16 @@ impl RunningSummary {
 
     /// The summary so far.
     pub fn summary(&self) -> Summary {
-        let variance = if self.count > 1 { self.m2 / (self.count - 1) as f64 } else { 0.0 };
-        Summary { mean: self.mean, variance, count: self.count }
+        let variance = if self.count > 1 {
+            self.m2 / (self.count - 1) as f64
+        } else {
+            0.0
+        };
+        Summary {
+            mean: self.mean,
+            variance,
+            count: self.count,
+        }
     }
 }
 

@@ -6,8 +6,18 @@ use theory::claims::{self, ClaimReport};
 
 fn assert_claim(result: theory::Result<ClaimReport>) {
     let report = result.unwrap_or_else(|e| panic!("experiment could not run: {e}"));
-    println!("claim {}: {}\n{}", report.id, report.title, report.details());
-    assert!(report.passed(), "claim {} failed:\n{}", report.id, report.details());
+    println!(
+        "claim {}: {}\n{}",
+        report.id,
+        report.title,
+        report.details()
+    );
+    assert!(
+        report.passed(),
+        "claim {} failed:\n{}",
+        report.id,
+        report.details()
+    );
 }
 
 #[test]

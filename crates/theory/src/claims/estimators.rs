@@ -193,7 +193,15 @@ pub fn claim1_two_point() -> Result<ClaimReport> {
 
     let mut table = Table::new(
         "claim1_second_moment",
-        &["dim", "directions", "noise_std", "sphere", "empirical", "theory", "standard_error"],
+        &[
+            "dim",
+            "directions",
+            "noise_std",
+            "sphere",
+            "empirical",
+            "theory",
+            "standard_error",
+        ],
     );
     let moment_samples = 20_000;
     for (index, &(d, n, s, kind)) in configurations.iter().enumerate() {
@@ -239,7 +247,13 @@ fn variance_grid() -> Result<Table> {
     const SEED: u64 = 0xC1A1_0100;
     let mut table = Table::new(
         "variance_vs_dim_directions",
-        &["dim", "directions", "empirical_ratio", "theory_ratio", "standard_error"],
+        &[
+            "dim",
+            "directions",
+            "empirical_ratio",
+            "theory_ratio",
+            "standard_error",
+        ],
     );
     for (i, &dim) in [5usize, 10, 20, 50, 100].iter().enumerate() {
         for (j, &directions) in [1usize, 4, 16].iter().enumerate() {
@@ -277,7 +291,12 @@ pub fn claim2_clipping() -> Result<ClaimReport> {
     let z_two_sided = normal_quantile(ALPHA / (2.0 * (ratios.len() * dim) as f64));
     let mut table = Table::new(
         "claim2_clipping_mean",
-        &["clip_over_grad_norm", "closed_form_factor", "empirical_factor", "standard_error"],
+        &[
+            "clip_over_grad_norm",
+            "closed_form_factor",
+            "empirical_factor",
+            "standard_error",
+        ],
     );
     let mut power_statistic = 0.0;
     for &ratio in &ratios {
@@ -313,7 +332,12 @@ pub fn claim2_clipping() -> Result<ClaimReport> {
         // Least-squares projection of the empirical mean on g gives the empirical factor.
         let mean = Array1::from_iter(summaries.iter().map(|s| s.mean));
         let se = summaries.iter().map(|s| s.standard_error()).sum::<f64>() / dim as f64;
-        table.rows.push(vec![ratio, factor, mean.dot(&gradient) / (grad_norm * grad_norm), se / grad_norm]);
+        table.rows.push(vec![
+            ratio,
+            factor,
+            mean.dot(&gradient) / (grad_norm * grad_norm),
+            se / grad_norm,
+        ]);
     }
     // Power: at C = ||g||/2 the unclipped mean g must be rejected (the bias is detectable).
     report.checks.push(Check::at_least(
@@ -332,9 +356,14 @@ pub fn claim2_clipping() -> Result<ClaimReport> {
             g * (0.2 * 25f64.powf(i as f64 / 7.0) / norm)
         })
         .collect();
-    let mean_gradient = examples.iter().fold(Array1::<f64>::zeros(dim), |acc, g| acc + g) / 8.0;
-    let mut bias_table =
-        Table::new("claim2_minibatch_bias", &["clip_norm", "bias_norm", "relative_bias"]);
+    let mean_gradient = examples
+        .iter()
+        .fold(Array1::<f64>::zeros(dim), |acc, g| acc + g)
+        / 8.0;
+    let mut bias_table = Table::new(
+        "claim2_minibatch_bias",
+        &["clip_norm", "bias_norm", "relative_bias"],
+    );
     let mut previous = f64::INFINITY;
     let mut monotone = true;
     let mut last_relative = f64::NAN;
@@ -349,7 +378,9 @@ pub fn claim2_clipping() -> Result<ClaimReport> {
         monotone &= bias_norm < previous || bias_norm == 0.0;
         previous = bias_norm;
         last_relative = bias_norm / mean_gradient.dot(&mean_gradient).sqrt();
-        bias_table.rows.push(vec![clip_norm, bias_norm, last_relative]);
+        bias_table
+            .rows
+            .push(vec![clip_norm, bias_norm, last_relative]);
     }
     report.checks.push(Check::at_most(
         "minibatch clipping bias strictly decreasing in C (0 = yes)",

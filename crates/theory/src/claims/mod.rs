@@ -122,14 +122,19 @@ impl Table {
     /// I/O or CSV errors, reported with the path.
     pub fn write_csv(&self, dir: &Path) -> std::result::Result<(), String> {
         let path = dir.join(format!("{}.csv", self.name));
-        let mut writer = csv::Writer::from_path(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        writer.write_record(&self.header).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut writer =
+            csv::Writer::from_path(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        writer
+            .write_record(&self.header)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         for row in &self.rows {
             writer
                 .write_record(row.iter().map(|v| format!("{v}")))
                 .map_err(|e| format!("{}: {e}", path.display()))?;
         }
-        writer.flush().map_err(|e| format!("{}: {e}", path.display()))
+        writer
+            .flush()
+            .map_err(|e| format!("{}: {e}", path.display()))
     }
 }
 
@@ -150,7 +155,13 @@ pub struct ClaimReport {
 
 impl ClaimReport {
     fn new(id: usize, title: &str) -> Self {
-        Self { id, title: title.to_string(), checks: Vec::new(), tables: Vec::new(), notes: Vec::new() }
+        Self {
+            id,
+            title: title.to_string(),
+            checks: Vec::new(),
+            tables: Vec::new(),
+            notes: Vec::new(),
+        }
     }
 
     /// True when every check passed (and there is at least one).

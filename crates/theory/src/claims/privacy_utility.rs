@@ -12,7 +12,12 @@ use crate::stats::{normal_quantile, welch_statistic, Summary, ALPHA};
 ///
 /// # Errors
 /// Invalid inputs or no noise multiplier in `[0.05, 1000]` reaching `epsilon`.
-pub fn noise_multiplier_for(epsilon: f64, delta: f64, sampling_rate: f64, steps: usize) -> Result<f64> {
+pub fn noise_multiplier_for(
+    epsilon: f64,
+    delta: f64,
+    sampling_rate: f64,
+    steps: usize,
+) -> Result<f64> {
     local_rdp::calibrate(epsilon, delta, sampling_rate, steps)
 }
 
@@ -30,7 +35,9 @@ mod local_rdp {
     }
 
     fn ln_binomial(n: u32, k: u32) -> f64 {
-        (1..=k).map(|i| ((n - k + i) as f64).ln() - (i as f64).ln()).sum()
+        (1..=k)
+            .map(|i| ((n - k + i) as f64).ln() - (i as f64).ln())
+            .sum()
     }
 
     fn epsilon(noise_multiplier: f64, delta: f64, q: f64, steps: usize) -> f64 {
@@ -47,15 +54,24 @@ mod local_rdp {
             }
             let alpha = order as f64;
             let rdp = steps as f64 * log_a / (alpha - 1.0);
-            let value = rdp + ((alpha - 1.0) / alpha).ln() - (delta.ln() + alpha.ln()) / (alpha - 1.0);
+            let value =
+                rdp + ((alpha - 1.0) / alpha).ln() - (delta.ln() + alpha.ln()) / (alpha - 1.0);
             best = best.min(value);
         }
         best
     }
 
     pub(super) fn calibrate(target: f64, delta: f64, q: f64, steps: usize) -> Result<f64> {
-        let fail = |message: String| TheoryError::Accountant { epsilon: target, delta, message };
-        if !(target.is_finite() && target > 0.0) || !(delta > 0.0 && delta < 1.0) || !(q > 0.0 && q <= 1.0) || steps == 0 {
+        let fail = |message: String| TheoryError::Accountant {
+            epsilon: target,
+            delta,
+            message,
+        };
+        if !(target.is_finite() && target > 0.0)
+            || !(delta > 0.0 && delta < 1.0)
+            || !(q > 0.0 && q <= 1.0)
+            || steps == 0
+        {
             return Err(fail(format!("invalid input q={q}, steps={steps}")));
         }
         let (mut low, mut high) = (0.05, 1000.0);
@@ -81,7 +97,10 @@ mod local_rdp {
 /// Set-up or accountant failures.
 pub fn claim8_privacy_utility() -> Result<ClaimReport> {
     const SEED: u64 = 0xC1A8_0008;
-    let mut report = ClaimReport::new(8, "privacy-utility: final error non-increasing in epsilon (sigma from the accountant)");
+    let mut report = ClaimReport::new(
+        8,
+        "privacy-utility: final error non-increasing in epsilon (sigma from the accountant)",
+    );
     let (dim, steps, seeds) = (50usize, 1000usize, 24u64);
     let epsilons = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0];
     let comparisons = epsilons.len();
@@ -90,23 +109,42 @@ pub fn claim8_privacy_utility() -> Result<ClaimReport> {
     let delta = 1.0 / DP_EXAMPLES as f64;
     let sampling_rate = DP_BATCH as f64 / DP_EXAMPLES as f64;
     let schedule = StagewiseSchedule::constant(0.5 * problem.max_step_size, steps, 1e-2)?;
-    let mut table = Table::new("claim8_epsilon_sweep", &["epsilon", "noise_multiplier", "mean_final_excess", "standard_error"]);
+    let mut table = Table::new(
+        "claim8_epsilon_sweep",
+        &[
+            "epsilon",
+            "noise_multiplier",
+            "mean_final_excess",
+            "standard_error",
+        ],
+    );
     let mut summaries: Vec<Summary> = Vec::new();
     for (index, &epsilon) in epsilons.iter().enumerate() {
         let sigma = noise_multiplier_for(epsilon, delta, sampling_rate, steps)?;
         let config = DpZoConfig::dp_zero(DP_BATCH, DP_CLIP, sigma);
         let seed = SEED + 1000 * index as u64;
-        let finals = Summary::of(&final_excess(&problem.objective, &problem.x0, &config, &schedule, seed..seed + seeds)?);
+        let finals = Summary::of(&final_excess(
+            &problem.objective,
+            &problem.x0,
+            &config,
+            &schedule,
+            seed..seed + seeds,
+        )?);
         if let Some(previous) = summaries.last() {
             report.checks.push(Check::at_most(
-                format!("eps {} -> {epsilon}: no significant increase, Welch (later - earlier)", epsilons[index - 1]),
+                format!(
+                    "eps {} -> {epsilon}: no significant increase, Welch (later - earlier)",
+                    epsilons[index - 1]
+                ),
                 welch_statistic(&finals, previous),
                 z_one,
                 seeds as usize,
                 seed,
             ));
         }
-        table.rows.push(vec![epsilon, sigma, finals.mean, finals.standard_error()]);
+        table
+            .rows
+            .push(vec![epsilon, sigma, finals.mean, finals.standard_error()]);
         summaries.push(finals);
     }
     let (first, last) = (summaries[0], summaries[summaries.len() - 1]);
@@ -118,7 +156,9 @@ pub fn claim8_privacy_utility() -> Result<ClaimReport> {
         SEED,
     ));
     if summaries.windows(2).any(|w| w[1].mean > w[0].mean) {
-        report.notes.push("the seed means are not strictly monotone (differences within noise)".into());
+        report
+            .notes
+            .push("the seed means are not strictly monotone (differences within noise)".into());
     }
     report.tables.push(table);
     Ok(report)

@@ -10,9 +10,7 @@ use super::{Check, ClaimReport, Table};
 use crate::bounds::{smoothing_gradient_gap_bound, smoothing_value_gap_bound};
 use crate::error::Result;
 use crate::estimator::{sample_direction_using, DirectionKind};
-use crate::objective::{
-    Gradient, LogSumExp, Objective, PerExampleQuadratic, Quartic, Spectrum,
-};
+use crate::objective::{Gradient, LogSumExp, Objective, PerExampleQuadratic, Quartic, Spectrum};
 use crate::stats::{normal_quantile, RunningSummary, ALPHA};
 
 /// Monte-Carlo estimates of `f_mu(x) - f(x)` and `grad f_mu(x)` (antithetic pairs:
@@ -43,7 +41,10 @@ fn estimate<O: Objective>(
             summary.push(slope * uk);
         }
     }
-    SmoothingEstimate { value_gap, gradient }
+    SmoothingEstimate {
+        value_gap,
+        gradient,
+    }
 }
 
 /// Claim 3: `|f_mu - f| <= mu^2 L d / 2` and `||grad f_mu - grad f|| <= (mu/2) L (d+3)^(3/2)`
@@ -77,7 +78,8 @@ pub fn claim3_smoothing() -> Result<ClaimReport> {
         ndarray::Array2::zeros((1, dim)),
     )?;
     let quartic = Quartic::new(dim)?;
-    let quartic_x = Array1::from_shape_simple_fn(dim, || 0.8 * rng.sample::<f64, _>(StandardNormal));
+    let quartic_x =
+        Array1::from_shape_simple_fn(dim, || 0.8 * rng.sample::<f64, _>(StandardNormal));
 
     let mut table = Table::new(
         "claim3_smoothing",
@@ -116,7 +118,9 @@ pub fn claim3_smoothing() -> Result<ClaimReport> {
             .sqrt();
         let gradient_bound = smoothing_gradient_gap_bound(zo_eps, LogSumExp::SMOOTHNESS, dim);
         report.checks.push(Check::at_most(
-            format!("LSE mu={zo_eps}: ||grad f_mu - grad f|| (MC) minus CLT margin <= mu/2 L (d+3)^1.5"),
+            format!(
+                "LSE mu={zo_eps}: ||grad f_mu - grad f|| (MC) minus CLT margin <= mu/2 L (d+3)^1.5"
+            ),
             gap - margin,
             gradient_bound,
             samples,
