@@ -18,7 +18,10 @@ use trainer::perturb::bench::{
 use trainer::perturb::{axpy_z_using, cuda_kernel_available, ParamSet, PerturbPath};
 
 fn share(named: &[(String, tch::Tensor)]) -> Vec<(String, tch::Tensor)> {
-    named.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect()
+    named
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shallow_clone()))
+        .collect()
 }
 
 fn criterion_benches(device: Device) {
@@ -33,7 +36,10 @@ fn criterion_benches(device: Device) {
     ];
     let paths: Vec<(&str, PerturbPath)> = match device {
         Device::Cpu => vec![("cpu", PerturbPath::Auto), ("aten", PerturbPath::Aten)],
-        _ => vec![("nvrtc", PerturbPath::NvrtcKernel), ("aten", PerturbPath::Aten)],
+        _ => vec![
+            ("nvrtc", PerturbPath::NvrtcKernel),
+            ("aten", PerturbPath::Aten),
+        ],
     };
     for kind in [Kind::Float, Kind::BFloat16] {
         let tensors = random_tensors(&shapes, kind, device);
@@ -43,7 +49,11 @@ fn criterion_benches(device: Device) {
             .expect("valid masks");
         for (label, set, terms) in [
             ("dense_1term", &dense, vec![(1u64, 1e-3f64)]),
-            ("dense_2terms", &dense, vec![(1u64, 1e-3f64), (2u64, -1e-3f64)]),
+            (
+                "dense_2terms",
+                &dense,
+                vec![(1u64, 1e-3f64), (2u64, -1e-3f64)],
+            ),
             ("masked1pct_1term", &masked, vec![(1u64, 1e-3f64)]),
         ] {
             let mut group = criterion.benchmark_group(format!("perturb_pass/{kind:?}/{label}"));
@@ -73,7 +83,10 @@ fn criterion_benches(device: Device) {
 /// Model-shaped timings appended to `csv_path` (header written if the file is new).
 fn csv_report(device: Device, csv_path: &str) -> Result<(), Box<dyn std::error::Error>> {
     let new_file = !std::path::Path::new(csv_path).exists();
-    let mut out = std::fs::OpenOptions::new().create(true).append(true).open(csv_path)?;
+    let mut out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(csv_path)?;
     if new_file {
         writeln!(out, "{}", PerfRow::HEADER)?;
     }
@@ -99,7 +112,11 @@ fn csv_report(device: Device, csv_path: &str) -> Result<(), Box<dyn std::error::
             let repetitions = if path == PerturbPath::Aten { 1 } else { 11 };
             for (method, set, terms) in [
                 ("perturb", &dense, vec![(7u64, 1e-3f64)]),
-                ("perturb-2terms", &dense, vec![(7u64, 1e-3f64), (8u64, -1e-3f64)]),
+                (
+                    "perturb-2terms",
+                    &dense,
+                    vec![(7u64, 1e-3f64), (8u64, -1e-3f64)],
+                ),
                 ("perturb-mask1pct", &masked, vec![(7u64, 1e-3f64)]),
             ] {
                 let ms = median_ms(device, 1, repetitions, || axpy_z_using(set, &terms, path))?;
@@ -131,7 +148,10 @@ fn csv_report(device: Device, csv_path: &str) -> Result<(), Box<dyn std::error::
 
 fn main() {
     let device = select(DeviceRequest::Auto).unwrap_or(Device::Cpu);
-    eprintln!("perturb_pass on {device:?}, NVRTC kernel: {}", device != Device::Cpu && cuda_kernel_available());
+    eprintln!(
+        "perturb_pass on {device:?}, NVRTC kernel: {}",
+        device != Device::Cpu && cuda_kernel_available()
+    );
     match std::env::var("PERF_CSV") {
         Ok(path) => {
             if let Err(error) = csv_report(device, &path) {

@@ -14,7 +14,10 @@ fn weights(numel: i64, kind: Kind) -> Tensor {
 /// Three tensors given in unsorted order, sizes not multiples of 4 so blocks straddle tensors.
 fn named(kind_a: Kind, kind_b: Kind, kind_c: Kind) -> Vec<(String, Tensor)> {
     vec![
-        ("layer.1.weight".to_string(), weights(7 * 5, kind_b).view([7, 5])),
+        (
+            "layer.1.weight".to_string(),
+            weights(7 * 5, kind_b).view([7, 5]),
+        ),
         ("layer.0.bias".to_string(), weights(13, kind_a)),
         ("z_head".to_string(), weights(3 * 11, kind_c).view([3, 11])),
     ]
@@ -37,9 +40,18 @@ fn bits(t: &Tensor) -> Vec<u64> {
 #[test]
 fn unit_scale_on_zeros_writes_z_in_sorted_name_order() {
     let tensors = vec![
-        ("b".to_string(), Tensor::zeros([6], (Kind::Float, Device::Cpu))),
-        ("a".to_string(), Tensor::zeros([2, 5], (Kind::Float, Device::Cpu))),
-        ("c".to_string(), Tensor::zeros([3], (Kind::Double, Device::Cpu))),
+        (
+            "b".to_string(),
+            Tensor::zeros([6], (Kind::Float, Device::Cpu)),
+        ),
+        (
+            "a".to_string(),
+            Tensor::zeros([2, 5], (Kind::Float, Device::Cpu)),
+        ),
+        (
+            "c".to_string(),
+            Tensor::zeros([3], (Kind::Double, Device::Cpu)),
+        ),
     ];
     let handles: Vec<Tensor> = tensors.iter().map(|(_, t)| t.shallow_clone()).collect();
     let set = ParamSet::new(tensors).unwrap();
@@ -49,10 +61,21 @@ fn unit_scale_on_zeros_writes_z_in_sorted_name_order() {
     let got_a = Vec::<f32>::try_from(&handles[1].flatten(0, -1)).unwrap();
     let got_b = Vec::<f32>::try_from(&handles[0]).unwrap();
     let got_c = Vec::<f64>::try_from(&handles[2]).unwrap();
-    assert_eq!(got_a, z[0..10].to_vec(), "tensor a holds global indices 0..10");
-    assert_eq!(got_b, z[10..16].to_vec(), "tensor b holds global indices 10..16");
+    assert_eq!(
+        got_a,
+        z[0..10].to_vec(),
+        "tensor a holds global indices 0..10"
+    );
+    assert_eq!(
+        got_b,
+        z[10..16].to_vec(),
+        "tensor b holds global indices 10..16"
+    );
     let expected_c: Vec<f64> = z[16..19].iter().map(|&v| f64::from(v)).collect();
-    assert_eq!(got_c, expected_c, "tensor c (f64) holds global indices 16..19");
+    assert_eq!(
+        got_c, expected_c,
+        "tensor c (f64) holds global indices 16..19"
+    );
 }
 
 /// The update formula per dtype: theta + (sum_k s_k z_k accumulated in f32), rounded once.
@@ -76,7 +99,11 @@ fn update_is_f32_delta_rounded_once_per_dtype() {
                 Kind::BFloat16 => f64::from(bf16::from_f32(theta as f32 + delta).to_f32()),
                 _ => theta + f64::from(delta),
             };
-            assert_eq!(after[i].to_bits(), expected.to_bits(), "{kind:?} element {i}");
+            assert_eq!(
+                after[i].to_bits(),
+                expected.to_bits(),
+                "{kind:?} element {i}"
+            );
         }
     }
 }
@@ -89,23 +116,38 @@ fn masked_equals_dense_on_mask_and_leaves_the_rest() {
     let masked_tensors = deep_copy(&original);
     let terms = [(1234u64, 0.01f64), (4321u64, -0.02f64)];
 
-    let dense = ParamSet::new(dense_tensors.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect()).unwrap();
+    let dense = ParamSet::new(
+        dense_tensors
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect(),
+    )
+    .unwrap();
     axpy_z(&dense, &terms).unwrap();
 
     let bias_mask = vec![0i64, 3, 12, 7];
     let weight_mask = vec![34i64, 1, 2, 3, 4, 20];
-    let masked = ParamSet::new(masked_tensors.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect())
-        .unwrap()
-        .with_masks(vec![
-            ("layer.0.bias".to_string(), Tensor::from_slice(&bias_mask)),
-            ("layer.1.weight".to_string(), Tensor::from_slice(&weight_mask)),
-        ])
-        .unwrap();
+    let masked = ParamSet::new(
+        masked_tensors
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect(),
+    )
+    .unwrap()
+    .with_masks(vec![
+        ("layer.0.bias".to_string(), Tensor::from_slice(&bias_mask)),
+        (
+            "layer.1.weight".to_string(),
+            Tensor::from_slice(&weight_mask),
+        ),
+    ])
+    .unwrap();
     assert_eq!(masked.touched_numel(), 10);
     axpy_z(&masked, &terms).unwrap();
 
-    for ((name, original), ((_, dense), (_, masked))) in
-        original.iter().zip(dense_tensors.iter().zip(&masked_tensors))
+    for ((name, original), ((_, dense), (_, masked))) in original
+        .iter()
+        .zip(dense_tensors.iter().zip(&masked_tensors))
     {
         let (o, d, m) = (bits(original), bits(dense), bits(masked));
         let mask: &[i64] = match name.as_str() {
@@ -115,8 +157,14 @@ fn masked_equals_dense_on_mask_and_leaves_the_rest() {
         };
         for i in 0..o.len() {
             if mask.contains(&(i as i64)) {
-                assert_eq!(m[i], d[i], "{name}[{i}]: masked value differs from dense value");
-                assert_ne!(m[i], o[i], "{name}[{i}]: masked coordinate was not perturbed");
+                assert_eq!(
+                    m[i], d[i],
+                    "{name}[{i}]: masked value differs from dense value"
+                );
+                assert_ne!(
+                    m[i], o[i],
+                    "{name}[{i}]: masked coordinate was not perturbed"
+                );
             } else {
                 assert_eq!(m[i], o[i], "{name}[{i}]: unmasked coordinate changed");
             }
@@ -139,7 +187,10 @@ fn plus_then_minus_restores_within_rounding() {
         let set = ParamSet::new(vec![("w".to_string(), tensor.shallow_clone())]).unwrap();
         axpy_z(&set, &[(77, a)]).unwrap();
         let perturbed = as_f64(&tensor);
-        assert!(perturbed != before, "{kind:?}: the perturbation changed nothing");
+        assert!(
+            perturbed != before,
+            "{kind:?}: the perturbation changed nothing"
+        );
         axpy_z(&set, &[(77, -a)]).unwrap();
         let after = as_f64(&tensor);
         let z = z_values(77, 0, 1001);
@@ -147,7 +198,8 @@ fn plus_then_minus_restores_within_rounding() {
             // Two roundings, each at most half an ulp of a value <= |theta| + a|z|; f32 delta
             // rounding adds 2^-24 a|z| per step.
             let magnitude = before[i].abs() + a * f64::from(z[i].abs());
-            let bound = 2.0 * unit_roundoff * 2.0 * magnitude + 2.0 * 2f64.powi(-24) * a * f64::from(z[i].abs());
+            let bound = 2.0 * unit_roundoff * 2.0 * magnitude
+                + 2.0 * 2f64.powi(-24) * a * f64::from(z[i].abs());
             assert!(
                 (after[i] - before[i]).abs() <= bound,
                 "{kind:?} element {i}: before {} after {} bound {bound:e}",
@@ -176,7 +228,11 @@ fn merged_terms_match_f64_reference() {
                 .map(|(&(_, scale), z)| scale * f64::from(z[i]))
                 .sum::<f64>();
         let bound = 8.0 * 2f64.powi(-24) * (before[i].abs() + 1e-2);
-        assert!((after[i] - reference).abs() <= bound, "element {i}: {} vs {reference}", after[i]);
+        assert!(
+            (after[i] - reference).abs() <= bound,
+            "element {i}: {} vs {reference}",
+            after[i]
+        );
     }
 }
 
@@ -191,13 +247,27 @@ fn aten_path_matches_cpu_loops_bitwise() {
     for masked in [false, true] {
         let mut sets = Vec::new();
         for tensors in [&via_loops, &via_aten] {
-            let set = ParamSet::new(tensors.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect()).unwrap();
-            sets.push(if masked { set.with_masks(masks()).unwrap() } else { set });
+            let set = ParamSet::new(
+                tensors
+                    .iter()
+                    .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                    .collect(),
+            )
+            .unwrap();
+            sets.push(if masked {
+                set.with_masks(masks()).unwrap()
+            } else {
+                set
+            });
         }
         axpy_z_using(&sets[0], &terms, PerturbPath::Auto).unwrap();
         axpy_z_using(&sets[1], &terms, PerturbPath::Aten).unwrap();
         for ((name, a), (_, b)) in via_loops.iter().zip(&via_aten) {
-            assert_eq!(bits(a), bits(b), "{name} (masked: {masked}): ATen path differs from loops");
+            assert_eq!(
+                bits(a),
+                bits(b),
+                "{name} (masked: {masked}): ATen path differs from loops"
+            );
         }
     }
 }
@@ -206,27 +276,84 @@ fn aten_path_matches_cpu_loops_bitwise() {
 fn bad_inputs_are_rejected_with_the_offending_value() {
     let t = || Tensor::zeros([4, 3], (Kind::Float, Device::Cpu));
     let err = ParamSet::new(vec![("w".into(), t().transpose(0, 1))]).unwrap_err();
-    assert!(matches!(err, PerturbError::NotContiguous { ref name, .. } if name == "w"), "{err}");
-    let err = ParamSet::new(vec![("i".into(), Tensor::zeros([3], (Kind::Int64, Device::Cpu)))]).unwrap_err();
-    assert!(matches!(err, PerturbError::UnsupportedKind { kind: Kind::Int64, .. }), "{err}");
+    assert!(
+        matches!(err, PerturbError::NotContiguous { ref name, .. } if name == "w"),
+        "{err}"
+    );
+    let err = ParamSet::new(vec![(
+        "i".into(),
+        Tensor::zeros([3], (Kind::Int64, Device::Cpu)),
+    )])
+    .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PerturbError::UnsupportedKind {
+                kind: Kind::Int64,
+                ..
+            }
+        ),
+        "{err}"
+    );
     let err = ParamSet::new(vec![("w".into(), t()), ("w".into(), t())]).unwrap_err();
     assert!(matches!(err, PerturbError::DuplicateName { .. }), "{err}");
 
     let set = || ParamSet::new(vec![("w".into(), t())]).unwrap();
-    let err = set().with_masks(vec![("w".into(), Tensor::from_slice(&[12i64]))]).unwrap_err();
-    assert!(matches!(err, PerturbError::MaskIndexOutOfRange { index: 12, numel: 12, .. }), "{err}");
-    let err = set().with_masks(vec![("w".into(), Tensor::from_slice(&[-1i64]))]).unwrap_err();
-    assert!(matches!(err, PerturbError::MaskIndexOutOfRange { index: -1, .. }), "{err}");
-    let err = set().with_masks(vec![("w".into(), Tensor::from_slice(&[2i64, 2]))]).unwrap_err();
-    assert!(matches!(err, PerturbError::MaskDuplicateIndex { index: 2, .. }), "{err}");
-    let err = set().with_masks(vec![("v".into(), Tensor::from_slice(&[0i64]))]).unwrap_err();
-    assert!(matches!(err, PerturbError::MaskUnknownName { ref name } if name == "v"), "{err}");
-    let err = set().with_masks(vec![("w".into(), Tensor::from_slice(&[0i32]))]).unwrap_err();
-    assert!(matches!(err, PerturbError::MaskShape { kind: Kind::Int, .. }), "{err}");
+    let err = set()
+        .with_masks(vec![("w".into(), Tensor::from_slice(&[12i64]))])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PerturbError::MaskIndexOutOfRange {
+                index: 12,
+                numel: 12,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = set()
+        .with_masks(vec![("w".into(), Tensor::from_slice(&[-1i64]))])
+        .unwrap_err();
+    assert!(
+        matches!(err, PerturbError::MaskIndexOutOfRange { index: -1, .. }),
+        "{err}"
+    );
+    let err = set()
+        .with_masks(vec![("w".into(), Tensor::from_slice(&[2i64, 2]))])
+        .unwrap_err();
+    assert!(
+        matches!(err, PerturbError::MaskDuplicateIndex { index: 2, .. }),
+        "{err}"
+    );
+    let err = set()
+        .with_masks(vec![("v".into(), Tensor::from_slice(&[0i64]))])
+        .unwrap_err();
+    assert!(
+        matches!(err, PerturbError::MaskUnknownName { ref name } if name == "v"),
+        "{err}"
+    );
+    let err = set()
+        .with_masks(vec![("w".into(), Tensor::from_slice(&[0i32]))])
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PerturbError::MaskShape {
+                kind: Kind::Int,
+                ..
+            }
+        ),
+        "{err}"
+    );
 
     for scale in [f64::NAN, f64::INFINITY, 1e39] {
         let err = axpy_z(&set(), &[(1, 0.0), (1, scale)]).unwrap_err();
-        assert!(matches!(err, PerturbError::InvalidScale { term: 1, .. }), "{err}");
+        assert!(
+            matches!(err, PerturbError::InvalidScale { term: 1, .. }),
+            "{err}"
+        );
     }
 }
 
@@ -238,7 +365,9 @@ fn empty_terms_and_empty_masks_change_nothing() {
     let set = ParamSet::new(vec![("w".into(), tensor.shallow_clone())]).unwrap();
     axpy_z(&set, &[]).unwrap();
     assert_eq!(bits(&tensor), before);
-    let masked = set.with_masks(vec![("w".into(), Tensor::from_slice::<i64>(&[]))]).unwrap();
+    let masked = set
+        .with_masks(vec![("w".into(), Tensor::from_slice::<i64>(&[]))])
+        .unwrap();
     axpy_z(&masked, &[(3, 1.0)]).unwrap();
     assert_eq!(bits(&tensor), before);
 }

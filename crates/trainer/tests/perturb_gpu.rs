@@ -14,22 +14,31 @@ fn cuda() -> Device {
 
 fn tensors(device: Device) -> Vec<(String, Tensor)> {
     // Odd sizes and a misaligned offset exercise the scalar edges and the vector fast path.
-    [(Kind::Float, 1_000_003i64), (Kind::Half, 65_537), (Kind::BFloat16, 4_099), (Kind::Double, 1_031)]
-        .iter()
-        .enumerate()
-        .map(|(i, &(kind, numel))| {
-            let values = (Tensor::arange(numel, (Kind::Double, Device::Cpu)) * 0.61).sin();
-            (format!("t{i}"), values.to_kind(kind).to_device(device))
-        })
-        .collect()
+    [
+        (Kind::Float, 1_000_003i64),
+        (Kind::Half, 65_537),
+        (Kind::BFloat16, 4_099),
+        (Kind::Double, 1_031),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, &(kind, numel))| {
+        let values = (Tensor::arange(numel, (Kind::Double, Device::Cpu)) * 0.61).sin();
+        (format!("t{i}"), values.to_kind(kind).to_device(device))
+    })
+    .collect()
 }
 
 fn f64_bits(t: &Tensor) -> Vec<u64> {
-    Vec::<f64>::try_from(&t.to_device(Device::Cpu).to_kind(Kind::Double).flatten(0, -1))
-        .unwrap()
-        .iter()
-        .map(|v| v.to_bits())
-        .collect()
+    Vec::<f64>::try_from(
+        &t.to_device(Device::Cpu)
+            .to_kind(Kind::Double)
+            .flatten(0, -1),
+    )
+    .unwrap()
+    .iter()
+    .map(|v| v.to_bits())
+    .collect()
 }
 
 #[test]
@@ -43,14 +52,21 @@ fn cuda_z_equals_cpu_z_bitwise() {
     axpy_z_using(&set, &[(0xDEAD_BEEF_0123, 1.0)], PerturbPath::NvrtcKernel).unwrap();
     let gpu = Vec::<f32>::try_from(&zeros.to_device(Device::Cpu)).unwrap();
     let cpu = z_values(0xDEAD_BEEF_0123, 0, numel as usize);
-    let mismatches = gpu.iter().zip(&cpu).filter(|(a, b)| a.to_bits() != b.to_bits()).count();
+    let mismatches = gpu
+        .iter()
+        .zip(&cpu)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
     let max_ulp = gpu
         .iter()
         .zip(&cpu)
         .map(|(a, b)| (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs())
         .max()
         .unwrap_or(0);
-    assert_eq!(mismatches, 0, "{mismatches} of {numel} z values differ; max {max_ulp} ulp");
+    assert_eq!(
+        mismatches, 0,
+        "{mismatches} of {numel} z values differ; max {max_ulp} ulp"
+    );
 }
 
 #[test]
@@ -71,13 +87,19 @@ fn kernel_aten_and_cpu_agree_dense_and_masked() {
             if masked {
                 let index = |n: i64| Tensor::arange_start_step(3, n, 97, (Kind::Int64, dev));
                 set = set
-                    .with_masks(vec![("t0".into(), index(1_000_003)), ("t2".into(), index(4_099))])
+                    .with_masks(vec![
+                        ("t0".into(), index(1_000_003)),
+                        ("t2".into(), index(4_099)),
+                    ])
                     .unwrap();
             }
             axpy_z_using(&set, &terms, path).unwrap();
             results.push(handles.iter().map(f64_bits).collect::<Vec<_>>());
         }
         assert!(results[0] == results[2], "kernel != CPU (masked: {masked})");
-        assert!(results[1] == results[2], "ATen on CUDA != CPU (masked: {masked})");
+        assert!(
+            results[1] == results[2],
+            "ATen on CUDA != CPU (masked: {masked})"
+        );
     }
 }

@@ -7,7 +7,11 @@ use trainer::perturb::{box_muller, normal_at, philox4x32_10, z_values};
 #[test]
 fn philox_matches_random123_known_answers() {
     let vectors: [([u32; 4], [u32; 2], [u32; 4]); 3] = [
-        ([0; 4], [0; 2], [0x6627_e8d5, 0xe169_c58d, 0xbc57_ac4c, 0x9b00_dbd8]),
+        (
+            [0; 4],
+            [0; 2],
+            [0x6627_e8d5, 0xe169_c58d, 0xbc57_ac4c, 0x9b00_dbd8],
+        ),
         (
             [0xffff_ffff; 4],
             [0xffff_ffff; 2],
@@ -47,7 +51,10 @@ fn box_muller_matches_f64_formula() {
         let u = f64::from((radius_word >> 8) + 1) / 16_777_216.0;
         let v = f64::from(angle_word >> 8) / 16_777_216.0;
         let r = (-2.0 * u.ln()).sqrt();
-        let reference = (r * (std::f64::consts::TAU * v).cos(), r * (std::f64::consts::TAU * v).sin());
+        let reference = (
+            r * (std::f64::consts::TAU * v).cos(),
+            r * (std::f64::consts::TAU * v).sin(),
+        );
         let got = box_muller(radius_word, angle_word);
         let error = (f64::from(got.0) - reference.0)
             .abs()
@@ -81,7 +88,8 @@ fn normal_cdf(x: f64) -> f64 {
     let t = 1.0 / (1.0 + 0.327_591_1 * x.abs() / std::f64::consts::SQRT_2);
     let poly = t
         * (0.254_829_592
-            + t * (-0.284_496_736 + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
+            + t * (-0.284_496_736
+                + t * (1.421_413_741 + t * (-1.453_152_027 + t * 1.061_405_429))));
     let erf_abs = 1.0 - poly * (-(x * x) / 2.0).exp();
     0.5 * (1.0 + erf_abs.copysign(x))
 }
@@ -97,19 +105,42 @@ fn z_is_standard_normal() {
     let other = z_values(seed + 1, 12_345, n);
     let nf = n as f64;
     let mean = z.iter().map(|&v| f64::from(v)).sum::<f64>() / nf;
-    let variance = z.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / (nf - 1.0);
+    let variance = z
+        .iter()
+        .map(|&v| (f64::from(v) - mean).powi(2))
+        .sum::<f64>()
+        / (nf - 1.0);
     let sigma_bound = 5.3 / nf.sqrt();
-    assert!(mean.abs() <= sigma_bound, "mean {mean:e}, bound {sigma_bound:e}, n {n}, seed {seed}");
+    assert!(
+        mean.abs() <= sigma_bound,
+        "mean {mean:e}, bound {sigma_bound:e}, n {n}, seed {seed}"
+    );
     // Var of the sample variance of N(0,1) is 2/(n-1).
     let variance_bound = 5.3 * (2.0 / (nf - 1.0)).sqrt();
     assert!(
         (variance - 1.0).abs() <= variance_bound,
         "variance {variance}, bound 1 +- {variance_bound:e}, n {n}, seed {seed}"
     );
-    let lag1 = z.windows(2).map(|w| f64::from(w[0]) * f64::from(w[1])).sum::<f64>() / (nf - 1.0);
-    assert!(lag1.abs() <= 5.3 / (nf - 1.0).sqrt(), "lag-1 correlation {lag1:e}, n {n}, seed {seed}");
-    let cross = z.iter().zip(&other).map(|(&a, &b)| f64::from(a) * f64::from(b)).sum::<f64>() / nf;
-    assert!(cross.abs() <= sigma_bound, "seed {seed} vs {} correlation {cross:e}", seed + 1);
+    let lag1 = z
+        .windows(2)
+        .map(|w| f64::from(w[0]) * f64::from(w[1]))
+        .sum::<f64>()
+        / (nf - 1.0);
+    assert!(
+        lag1.abs() <= 5.3 / (nf - 1.0).sqrt(),
+        "lag-1 correlation {lag1:e}, n {n}, seed {seed}"
+    );
+    let cross = z
+        .iter()
+        .zip(&other)
+        .map(|(&a, &b)| f64::from(a) * f64::from(b))
+        .sum::<f64>()
+        / nf;
+    assert!(
+        cross.abs() <= sigma_bound,
+        "seed {seed} vs {} correlation {cross:e}",
+        seed + 1
+    );
     let mut sorted: Vec<f64> = z.iter().map(|&v| f64::from(v)).collect();
     sorted.sort_by(f64::total_cmp);
     let ks = sorted
@@ -117,11 +148,16 @@ fn z_is_standard_normal() {
         .enumerate()
         .map(|(i, &x)| {
             let cdf = normal_cdf(x);
-            (cdf - i as f64 / nf).abs().max(((i + 1) as f64 / nf - cdf).abs())
+            (cdf - i as f64 / nf)
+                .abs()
+                .max(((i + 1) as f64 / nf - cdf).abs())
         })
         .fold(0.0f64, f64::max);
     let ks_bound = ((2.0f64 / 1e-6).ln() / (2.0 * nf)).sqrt();
-    assert!(ks <= ks_bound, "KS distance {ks:e}, bound {ks_bound:e} (alpha 1e-6), n {n}, seed {seed}");
+    assert!(
+        ks <= ks_bound,
+        "KS distance {ks:e}, bound {ks_bound:e} (alpha 1e-6), n {n}, seed {seed}"
+    );
 }
 
 /// normal_at (one pair), normal_block (whole block) and z_values agree, and distinct seeds and
@@ -130,12 +166,23 @@ fn z_is_standard_normal() {
 fn z_is_a_function_of_seed_and_index_only() {
     let z = z_values(7, 0, 64);
     for (i, &value) in z.iter().enumerate() {
-        assert_eq!(value.to_bits(), normal_at(7, i as u64).to_bits(), "index {i}");
+        assert_eq!(
+            value.to_bits(),
+            normal_at(7, i as u64).to_bits(),
+            "index {i}"
+        );
     }
     let shifted = z_values(7, 5, 10);
     assert_eq!(&shifted[..], &z[5..15]);
     let high_key = z_values(7 | (1 << 32), 0, 64);
-    assert_ne!(high_key, z, "the seed's high 32 bits must change the stream");
+    assert_ne!(
+        high_key, z,
+        "the seed's high 32 bits must change the stream"
+    );
     let high_counter = z_values(7, 4 << 32, 4);
-    assert_ne!(&high_counter[..], &z[..4], "the counter's high word must change the block");
+    assert_ne!(
+        &high_counter[..],
+        &z[..4],
+        "the counter's high word must change the block"
+    );
 }

@@ -55,7 +55,7 @@ pub(crate) fn update_entry(entry: &ParamEntry, terms: &[(u64, f32)]) -> Result<(
                 let delta = Tensor::from_slice(&delta).f_to_device(entry.device)?;
                 let current = flat.f_index_select(0, indices_on_device)?;
                 let updated = add_delta(&current, &delta, entry.kind)?;
-                flat.f_index_copy_(0, indices_on_device, &updated)?;
+                let _ = flat.f_index_copy_(0, indices_on_device, &updated)?;
             }
             Selection::Untouched => {}
         }

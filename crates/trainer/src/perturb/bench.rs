@@ -59,7 +59,10 @@ impl TransformerShape {
         let (h, f) = (self.hidden, self.ffn);
         let mut shapes = vec![
             ("embed_tokens.weight".to_string(), vec![self.vocab, h]),
-            ("embed_positions.weight".to_string(), vec![self.max_positions, h]),
+            (
+                "embed_positions.weight".to_string(),
+                vec![self.max_positions, h],
+            ),
             ("final_norm.weight".to_string(), vec![h]),
             ("final_norm.bias".to_string(), vec![h]),
         ];

@@ -120,9 +120,11 @@ fn load_kernels(ordinal: usize) -> Result<DeviceKernels, String> {
         return Err("libcuda.so cannot be loaded".into());
     }
     if !library_loadable(&["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"]) {
-        return Err("libnvrtc.so cannot be loaded (add the CUDA toolkit's lib64 or the \
+        return Err(
+            "libnvrtc.so cannot be loaded (add the CUDA toolkit's lib64 or the \
                     nvidia/cu13/lib folder of the PyTorch wheel to LD_LIBRARY_PATH)"
-            .into());
+                .into(),
+        );
     }
     let loaded = std::panic::catch_unwind(|| -> Result<DeviceKernels, String> {
         // SAFETY: plain driver API calls with out-pointers to locals; the primary context is
@@ -204,7 +206,9 @@ fn with_kernels<T>(
     f: impl FnOnce(&DeviceKernels) -> Result<T, String>,
 ) -> Result<T, String> {
     let cache = KERNELS.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut cache = cache.lock().map_err(|_| "kernel cache poisoned".to_string())?;
+    let mut cache = cache
+        .lock()
+        .map_err(|_| "kernel cache poisoned".to_string())?;
     let kernels = cache
         .entry(ordinal)
         .or_insert_with(|| load_kernels(ordinal));
@@ -357,8 +361,22 @@ pub(crate) fn update_entries(
         }
         let device = Device::Cuda(ordinal);
         with_kernels(ordinal, |kernels| {
-            launch(kernels, kernels.dense, device, &dense_records, dense_blocks, &kernel_terms)?;
-            launch(kernels, kernels.masked, device, &masked_records, masked_blocks, &kernel_terms)
+            launch(
+                kernels,
+                kernels.dense,
+                device,
+                &dense_records,
+                dense_blocks,
+                &kernel_terms,
+            )?;
+            launch(
+                kernels,
+                kernels.masked,
+                device,
+                &masked_records,
+                masked_blocks,
+                &kernel_terms,
+            )
         })
         .map_err(PerturbError::Cuda)?;
     }

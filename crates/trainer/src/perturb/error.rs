@@ -29,7 +29,9 @@ pub enum PerturbError {
     #[error("two masks given for parameter {name:?}")]
     DuplicateMask { name: String },
     /// Mask indices must be a 1-D int64 tensor.
-    #[error("mask for {name:?} must be a 1-D int64 tensor, got dtype {kind:?} and sizes {sizes:?}")]
+    #[error(
+        "mask for {name:?} must be a 1-D int64 tensor, got dtype {kind:?} and sizes {sizes:?}"
+    )]
     MaskShape {
         name: String,
         kind: tch::Kind,
@@ -37,7 +39,11 @@ pub enum PerturbError {
     },
     /// A mask index outside `0..numel`.
     #[error("mask for {name:?} holds index {index}, outside 0..{numel}")]
-    MaskIndexOutOfRange { name: String, index: i64, numel: u64 },
+    MaskIndexOutOfRange {
+        name: String,
+        index: i64,
+        numel: u64,
+    },
     /// A mask index listed twice (it would be perturbed twice).
     #[error("mask for {name:?} lists index {index} more than once")]
     MaskDuplicateIndex { name: String, index: i64 },

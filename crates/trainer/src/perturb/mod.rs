@@ -47,7 +47,9 @@ use tch::Device;
 
 /// z(seed, start_index + i) for i in 0..n, as f32 (the values every path adds).
 pub fn z_values(seed: u64, start_index: u64, n: usize) -> Vec<f32> {
-    (0..n as u64).map(|i| normal_at(seed, start_index + i)).collect()
+    (0..n as u64)
+        .map(|i| normal_at(seed, start_index + i))
+        .collect()
 }
 
 /// Validate scales (finite and within f32) and convert them to the f32 the update uses.
