@@ -1,0 +1,270 @@
+//! The two-point zeroth-order step shared by MeZO, DPZero, DP-ZOSO and DP-ZOPO
+//! (paper.md §1.1, §1.2, §6.1, §6.3).
+//!
+//! ```text
+//! for each direction j = 1..q (seed s_j, z_j = z(s_j) regenerated, never stored):
+//!     g_i  = (l_i(theta + mu z_j) - l_i(theta - mu z_j)) / (2 mu)          per example
+//!     MeZO:         a_j = (1/|B|) sum_i g_i
+//!     DP (DPZero):  a_j = (sum_i g_i min(1, C/|g_i|) + N(0, noise_std^2)) / normaliser
+//! theta <- theta - eta ( (1/q) sum_j a_j z_j + lambda (theta - theta_anchor) )
+//! ```
+//! `noise_std` is sigma C under add/remove-one with Poisson sampling (normaliser = expected batch
+//! size) and 2 sigma C under replace-one with fixed-size batches (normaliser = |B|). Each of the
+//! q directions gets its own noise draw and counts as one composition in the accountant.
+//!
+//! Passes over the parameters: the restore `+mu z_j` is merged with the next direction's
+//! `+mu z_{j+1}`, and the last restore with the update (MeZO's 4 passes become 3 for q = 1).
+//! The proximal term is exact without a copy of theta_t: with w = eta lambda, pulling the
+//! current point theta_t - mu z_q towards the anchor by w and restoring with (1 - w) mu gives
+//! (1 - w) theta_t + w theta_anchor - eta (1/q) sum_j a_j z_j, the update above.
+
+use rand::Rng;
+use tch::Tensor;
+
+use super::params::{Anchor, TrainableParams};
+use super::rng::{standard_normal, stream, Purpose};
+use super::{axpy_z, loss, OptimError, ParamSet, Result};
+use crate::batch::Batch;
+use crate::model::LabelWordModel;
+
+/// The differential-privacy part of a ZO step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ZoPrivacy {
+    /// Clipping threshold C of the per-example scalar finite difference.
+    pub clip_norm: f64,
+    /// Std of the one Gaussian scalar added to the clipped sum per direction (sigma C or
+    /// 2 sigma C, see the module docs).
+    pub noise_std: f64,
+}
+
+/// Settings of one ZO step.
+#[derive(Debug, Clone, Copy)]
+pub struct ZoStepSettings<'a> {
+    /// Perturbation scale mu (`zo_eps`).
+    pub zo_eps: f64,
+    /// Step size eta.
+    pub step_size: f64,
+    /// Number of directions q (each costs two forwards).
+    pub num_directions: usize,
+    /// `None` for MeZO.
+    pub privacy: Option<ZoPrivacy>,
+    /// Divide the (noisy) sum by this; `None` divides by the actual batch size.
+    pub normaliser: Option<f64>,
+    /// DP-ZOSO/ZOPO proximal term `(anchor, lambda)`; `None` for none (or the released code's
+    /// no-op anchor).
+    pub proximal: Option<(&'a Anchor, f64)>,
+}
+
+/// What a ZO step did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoStepReport {
+    /// Mean of (l(theta + mu z_1) + l(theta - mu z_1)) / 2 over the batch (about L(theta));
+    /// `None` for an empty (Poisson) batch.
+    pub loss: Option<f64>,
+    /// The released scalars a_j.
+    pub projected_grads: Vec<f64>,
+    /// The direction seeds s_j.
+    pub seeds: Vec<u64>,
+    /// The noise draws added to the sums (empty for MeZO).
+    pub noise: Vec<f64>,
+    /// How many per-example differences were clipped (over all directions).
+    pub clipped: usize,
+}
+
+fn check_settings(settings: &ZoStepSettings<'_>) -> Result<()> {
+    if !(settings.zo_eps > 0.0 && settings.zo_eps.is_finite()) {
+        return Err(OptimError::invalid("zo_eps", settings.zo_eps, "must be finite and > 0"));
+    }
+    if !settings.step_size.is_finite() || settings.step_size < 0.0 {
+        return Err(OptimError::invalid("learning_rate", settings.step_size, "must be >= 0"));
+    }
+    if settings.num_directions == 0 {
+        return Err(OptimError::invalid("num_directions", 0, "must be >= 1"));
+    }
+    if let Some(p) = settings.privacy {
+        if !(p.clip_norm > 0.0 && p.clip_norm.is_finite()) {
+            return Err(OptimError::invalid("clip_norm", p.clip_norm, "must be finite and > 0"));
+        }
+        if !(p.noise_std >= 0.0 && p.noise_std.is_finite()) {
+            return Err(OptimError::invalid("noise_std", p.noise_std, "must be finite and >= 0"));
+        }
+    }
+    if let Some(n) = settings.normaliser {
+        if !(n > 0.0 && n.is_finite()) {
+            return Err(OptimError::invalid("normaliser", n, "must be finite and > 0"));
+        }
+    }
+    Ok(())
+}
+
+fn finite_or_err(values: &[f64], step: u64, context: &'static str) -> Result<()> {
+    match values.iter().find(|v| !v.is_finite()) {
+        Some(&loss) => Err(OptimError::NonFiniteLoss { step, loss, context }),
+        None => Ok(()),
+    }
+}
+
+/// Per-example central differences `(l_i(theta + mu z) - l_i(theta - mu z)) / (2 mu)` for
+/// `z = z(seed)` on the trained coordinates; theta is restored (up to rounding) afterwards.
+pub fn directional_differences(
+    model: &dyn LabelWordModel,
+    params: &TrainableParams,
+    batch: &Batch,
+    seed: u64,
+    zo_eps: f64,
+) -> Result<Vec<f64>> {
+    let set = params.param_set()?;
+    axpy_z(&set, &[(seed, zo_eps)])?;
+    let plus = loss::per_example_loss_values(model, batch);
+    axpy_z(&set, &[(seed, -2.0 * zo_eps)])?;
+    let minus = loss::per_example_loss_values(model, batch);
+    axpy_z(&set, &[(seed, zo_eps)])?;
+    let (plus, minus) = (plus?, minus?);
+    Ok(plus.iter().zip(&minus).map(|(p, m)| (p - m) / (2.0 * zo_eps)).collect())
+}
+
+/// z(seed) materialised on the trained coordinates: `(name, tensor)` shaped like the
+/// parameters, zero off the mask. For tests and the mask score; costs one copy of theta.
+pub fn materialise_direction(
+    params: &TrainableParams,
+    terms: &[(u64, f64)],
+) -> Result<Vec<(String, Tensor)>> {
+    let zeros = params.zeros_like_f32()?;
+    let set = ParamSet::new(zeros.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect())?;
+    let set = match params.masks() {
+        None => set,
+        Some(masks) => {
+            set.with_masks(masks.iter().map(|(n, m)| (n.clone(), m.shallow_clone())).collect())?
+        }
+    };
+    axpy_z(&set, terms)?;
+    Ok(zeros)
+}
+
+/// One ZO step at global step `step` of the run seeded `run_seed` (directions and noise come
+/// from [`super::rng::stream`]). On a non-finite loss theta is restored and the update skipped.
+pub fn zo_step(
+    model: &dyn LabelWordModel,
+    params: &TrainableParams,
+    batch: &Batch,
+    settings: &ZoStepSettings<'_>,
+    run_seed: u64,
+    step: u64,
+) -> Result<ZoStepReport> {
+    check_settings(settings)?;
+    let set = params.param_set()?;
+    let mu = settings.zo_eps;
+    let mut direction_rng = stream(run_seed, step, Purpose::Directions);
+    let mut noise_rng = stream(run_seed, step, Purpose::Noise);
+    let seeds: Vec<u64> = (0..settings.num_directions).map(|_| direction_rng.random()).collect();
+    if batch.is_empty() {
+        return noise_only_step(params, &set, settings, seeds, &mut noise_rng, step);
+    }
+    let normaliser = settings.normaliser.unwrap_or(batch.len() as f64);
+
+    let mut report = ZoStepReport {
+        loss: None,
+        projected_grads: Vec::with_capacity(seeds.len()),
+        seeds: seeds.clone(),
+        noise: Vec::new(),
+        clipped: 0,
+    };
+    let mut pending_restore: Option<u64> = None;
+    for &seed in &seeds {
+        let mut terms = vec![(seed, mu)];
+        if let Some(previous) = pending_restore.take() {
+            terms.push((previous, mu));
+        }
+        axpy_z(&set, &terms)?;
+        let plus = loss::per_example_loss_values(model, batch);
+        axpy_z(&set, &[(seed, -2.0 * mu)])?;
+        let minus = loss::per_example_loss_values(model, batch);
+        let checked = plus.and_then(|p| minus.map(|m| (p, m))).and_then(|(p, m)| {
+            finite_or_err(&p, step, "loss at theta + mu z")?;
+            finite_or_err(&m, step, "loss at theta - mu z")?;
+            Ok((p, m))
+        });
+        let (plus, minus) = match checked {
+            Ok(values) => values,
+            Err(err) => {
+                axpy_z(&set, &[(seed, mu)])?;
+                return Err(err);
+            }
+        };
+        pending_restore = Some(seed);
+        if report.loss.is_none() {
+            let total: f64 = plus.iter().zip(&minus).map(|(p, m)| 0.5 * (p + m)).sum();
+            report.loss = Some(total / plus.len() as f64);
+        }
+        let mut sum = 0.0;
+        for (p, m) in plus.iter().zip(&minus) {
+            let difference = (p - m) / (2.0 * mu);
+            sum += match settings.privacy {
+                None => difference,
+                Some(privacy) => {
+                    if difference.abs() > privacy.clip_norm {
+                        report.clipped += 1;
+                        privacy.clip_norm * difference.signum()
+                    } else {
+                        difference
+                    }
+                }
+            };
+        }
+        if let Some(privacy) = settings.privacy {
+            let noise = privacy.noise_std * standard_normal(&mut noise_rng);
+            report.noise.push(noise);
+            sum += noise;
+        }
+        report.projected_grads.push(sum / normaliser);
+    }
+
+    // Final pass: restore of the last direction merged with the update (module docs).
+    let last = pending_restore.expect("invariant: at least one direction was evaluated");
+    let mut restore_scale = mu;
+    if let Some((anchor, lambda)) = settings.proximal {
+        let weight = settings.step_size * lambda;
+        params.pull_towards(anchor, weight)?;
+        restore_scale = mu * (1.0 - weight);
+    }
+    let q = seeds.len() as f64;
+    let mut terms: Vec<(u64, f64)> = Vec::with_capacity(seeds.len());
+    for (&seed, &a) in seeds.iter().zip(&report.projected_grads) {
+        let mut scale = -settings.step_size * a / q;
+        if seed == last && terms.iter().all(|(s, _)| *s != last) {
+            scale += restore_scale;
+        }
+        terms.push((seed, scale));
+    }
+    axpy_z(&set, &terms)?;
+    Ok(report)
+}
+
+/// An empty Poisson batch: the mechanism still runs, so each direction releases
+/// `a_j = N(0, noise_std^2) / normaliser` and theta moves along it (no forward pass).
+fn noise_only_step(
+    params: &TrainableParams,
+    set: &ParamSet,
+    settings: &ZoStepSettings<'_>,
+    seeds: Vec<u64>,
+    noise_rng: &mut rand_chacha::ChaCha8Rng,
+    step: u64,
+) -> Result<ZoStepReport> {
+    let (Some(privacy), Some(normaliser)) = (settings.privacy, settings.normaliser) else {
+        return Err(OptimError::EmptyBatch { step });
+    };
+    let noise: Vec<f64> =
+        seeds.iter().map(|_| privacy.noise_std * standard_normal(noise_rng)).collect();
+    let projected_grads: Vec<f64> = noise.iter().map(|n| n / normaliser).collect();
+    if let Some((anchor, lambda)) = settings.proximal {
+        params.pull_towards(anchor, settings.step_size * lambda)?;
+    }
+    let q = seeds.len() as f64;
+    let terms: Vec<(u64, f64)> = seeds
+        .iter()
+        .zip(&projected_grads)
+        .map(|(&seed, &a)| (seed, -settings.step_size * a / q))
+        .collect();
+    axpy_z(set, &terms)?;
+    Ok(ZoStepReport { loss: None, projected_grads, seeds, noise, clipped: 0 })
+}

@@ -1,0 +1,227 @@
+//! `TrainConfig`: every hyper-parameter of a run, serialisable (the run record stores it fully
+//! resolved).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::optim::adamw::AdamWSettings;
+use crate::optim::mask::{MaskScoreSettings, MaskStrategy};
+use crate::optim::privacy::{AccountantKind, NeighboringRelation};
+
+/// The training method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// Evaluation only.
+    ZeroShot,
+    /// Non-private full fine-tuning with AdamW.
+    FullFineTune,
+    /// Non-private two-point ZO-SGD (Malladi et al. 2023).
+    Mezo,
+    /// DPZero (Zhang et al. 2024): clipped scalar finite difference + one scalar noise draw.
+    Dpzero,
+    /// DP-ZOSO: DPZero with the stagewise schedule and proximal term (paper.md §1.2).
+    DpZoso,
+    /// DP-ZOPO: DP-ZOSO on a data-free mask (paper.md §1.3).
+    DpZopo,
+    /// DP-SGD with per-example clipping and per-coordinate noise.
+    DpSgd,
+}
+
+impl Method {
+    /// True for the methods with a DP guarantee.
+    pub fn is_private(self) -> bool {
+        matches!(self, Method::Dpzero | Method::DpZoso | Method::DpZopo | Method::DpSgd)
+    }
+
+    /// True for the zeroth-order methods.
+    pub fn is_zeroth_order(self) -> bool {
+        matches!(self, Method::Mezo | Method::Dpzero | Method::DpZoso | Method::DpZopo)
+    }
+
+    /// True for the methods with the stagewise schedule.
+    pub fn is_stagewise(self) -> bool {
+        matches!(self, Method::DpZoso | Method::DpZopo)
+    }
+}
+
+/// How training batches are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sampling {
+    /// Each example joins each batch independently with probability q = B/n (what the
+    /// accountant assumes); add/remove-one adjacency, noise std sigma C, sums divided by B.
+    Poisson,
+    /// Fixed-size batches of a shuffled epoch (the released code); replace-one adjacency, noise
+    /// std 2 sigma C, sums divided by |B_t|.
+    Shuffled,
+}
+
+impl Sampling {
+    /// The neighbouring relation the noise is calibrated for.
+    pub fn relation(self) -> NeighboringRelation {
+        match self {
+            Sampling::Poisson => NeighboringRelation::AddOrRemoveOne,
+            Sampling::Shuffled => NeighboringRelation::ReplaceOne,
+        }
+    }
+}
+
+/// Parameter dtype (losses are always computed in f32, or f64 for f64 models).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DType {
+    /// float32.
+    F32,
+    /// float16.
+    F16,
+    /// bfloat16.
+    Bf16,
+    /// float64 (tests).
+    F64,
+}
+
+impl DType {
+    /// The tch kind.
+    pub fn kind(self) -> tch::Kind {
+        match self {
+            DType::F32 => tch::Kind::Float,
+            DType::F16 => tch::Kind::Half,
+            DType::Bf16 => tch::Kind::BFloat16,
+            DType::F64 => tch::Kind::Double,
+        }
+    }
+}
+
+/// The proximal anchor's semantics (paper.md §1.2, caveat 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProximalMode {
+    /// theta <- theta - eta (a z + lambda (theta - theta_anchor)), the anchor a copy of theta
+    /// taken at each stage start (costs a copy of the trained coordinates).
+    Intended,
+    /// The released code: the anchor shares storage with the live weights, so the proximal term
+    /// is identically zero. Kept for comparison.
+    ReleasedNoOp,
+}
+
+/// How mu changes between stages (see `theory::schedule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MuScheduleChoice {
+    /// k = (mu_start / mu_end)^(1/S).
+    Geometric,
+    /// The released k = (mu_end - mu_start)^(1/S).
+    ReleasedCode,
+}
+
+/// Stagewise schedule of DP-ZOSO/ZOPO.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StageConfig {
+    /// T0, the length of stage 0 (released default 1000).
+    pub first_stage_steps: u64,
+    /// S (released default 3); T = min(T0 (2^S - 1), steps).
+    pub num_stages: u32,
+    /// mu schedule.
+    pub mu_schedule: MuScheduleChoice,
+}
+
+/// DP-ZOPO mask settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MaskConfig {
+    /// Score and selection.
+    pub score: MaskScoreSettings,
+    /// Static, dynamic or incremental.
+    pub strategy: MaskStrategy,
+}
+
+/// All hyper-parameters of one training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// The method.
+    pub method: Method,
+    /// Initial step size eta_0.
+    pub learning_rate: f64,
+    /// Training steps (T_max; the stagewise methods cap it at T0 (2^S - 1)).
+    pub steps: u64,
+    /// Batch size B (expected size under Poisson sampling).
+    pub batch_size: usize,
+    /// ZO perturbation scale mu (mu_start for the stagewise methods).
+    pub zo_eps: f64,
+    /// mu_end for the stagewise methods (`None`: equal to `zo_eps`).
+    pub zo_eps_end: Option<f64>,
+    /// ZO directions per step; each is one composition in the accountant.
+    pub num_directions: usize,
+    /// Clipping threshold C (scalar for ZO, gradient norm for DP-SGD).
+    pub clip_norm: f64,
+    /// Target epsilon (required by the DP methods unless `noise_multiplier` is given).
+    pub epsilon: Option<f64>,
+    /// delta (`None`: 1/n as in the released code).
+    pub delta: Option<f64>,
+    /// Fixed noise multiplier instead of calibrating it (its epsilon is still checked).
+    pub noise_multiplier: Option<f64>,
+    /// Accountant asked for.
+    pub accountant: AccountantKind,
+    /// Batch sampling.
+    pub sampling: Sampling,
+    /// Stagewise schedule.
+    pub stage: StageConfig,
+    /// Proximal weight lambda (released default 5e-4).
+    pub proximal_weight: f64,
+    /// Proximal semantics.
+    pub proximal_mode: ProximalMode,
+    /// DP-ZOPO mask.
+    pub mask: MaskConfig,
+    /// AdamW settings (full fine-tuning).
+    pub adamw: AdamWSettings,
+    /// Dev evaluation every this many steps (0: never during training).
+    pub eval_every: u64,
+    /// Checkpoint every this many steps (0: never).
+    pub checkpoint_every: u64,
+    /// Where checkpoints go (`None`: no checkpoints).
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Run seed: directions, noise, mask score.
+    pub seed: u64,
+    /// Parameter dtype.
+    pub dtype: DType,
+    /// Show a progress bar.
+    pub progress: bool,
+}
+
+impl Default for TrainConfig {
+    /// The logged DP-ZOSO run of paper.md §3.1 (SST-2, RoBERTa-large), where known.
+    fn default() -> Self {
+        Self {
+            method: Method::DpZoso,
+            learning_rate: 2e-5,
+            steps: 6000,
+            batch_size: 64,
+            zo_eps: 1e-6,
+            zo_eps_end: None,
+            num_directions: 1,
+            clip_norm: 30.0,
+            epsilon: Some(4.0),
+            delta: None,
+            noise_multiplier: None,
+            accountant: AccountantKind::Prv,
+            sampling: Sampling::Poisson,
+            stage: StageConfig {
+                first_stage_steps: 1000,
+                num_stages: 3,
+                mu_schedule: MuScheduleChoice::Geometric,
+            },
+            proximal_weight: 5e-4,
+            proximal_mode: ProximalMode::Intended,
+            mask: MaskConfig { score: MaskScoreSettings::default(), strategy: MaskStrategy::Static },
+            adamw: AdamWSettings::default(),
+            eval_every: 10,
+            checkpoint_every: 0,
+            checkpoint_dir: None,
+            seed: 42,
+            dtype: DType::F32,
+            progress: false,
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The run record (JSON): the resolved configuration, seeds, provenance, metrics over time and
+//! the privacy ledger.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::config::{Sampling, TrainConfig};
+use super::error::{Result, TrainError};
+use crate::optim::privacy::{AccountantKind, NeighboringRelation};
+
+/// Loss and schedule values after one training step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepMetric {
+    /// Global step (1-based).
+    pub step: u64,
+    /// Training loss seen by the step (ZO: mean of the two perturbed losses; `None` for an
+    /// empty Poisson batch).
+    pub loss: Option<f64>,
+    /// Step size used.
+    pub learning_rate: f64,
+    /// mu used (ZO methods).
+    pub zo_eps: f64,
+    /// Stage index.
+    pub stage: u64,
+}
+
+/// An evaluation on dev or test.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalMetric {
+    /// Step after which it was taken (0 = before training).
+    pub step: u64,
+    /// Mean per-example loss.
+    pub loss: f64,
+    /// Accuracy in [0, 1].
+    pub accuracy: f64,
+    /// Number of examples.
+    pub examples: usize,
+}
+
+/// How the privacy of a DP run is accounted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Accounting {
+    /// What each composition releases.
+    pub mechanism: String,
+    /// Accountant asked for in the configuration.
+    pub accountant_requested: AccountantKind,
+    /// Accountant that produced the numbers.
+    pub accountant_used: String,
+    /// Neighbouring relation.
+    pub relation: NeighboringRelation,
+    /// Batch sampling.
+    pub sampling: Sampling,
+    /// q = B / n.
+    pub sampling_rate: f64,
+    /// delta.
+    pub delta: f64,
+    /// Target epsilon, if calibrated to one.
+    pub epsilon_target: Option<f64>,
+    /// sigma = noise std / sensitivity.
+    pub noise_multiplier: f64,
+    /// C.
+    pub clip_norm: f64,
+    /// Std of the noise added to each clipped sum.
+    pub noise_std: f64,
+    /// Compositions per step (ZO: the number of directions, each with its own noise draw).
+    pub compositions_per_step: u64,
+    /// Planned steps T.
+    pub steps_planned: u64,
+    /// epsilon after the planned T steps.
+    pub epsilon_planned: f64,
+    /// n.
+    pub dataset_size: u64,
+    /// B.
+    pub batch_size: u64,
+}
+
+/// One ledger line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEvent {
+    /// Step at which it happened (0 = before training).
+    pub step: u64,
+    /// What happened.
+    pub description: String,
+    /// Privacy it cost, in epsilon (0 for data-free work).
+    pub epsilon_cost: f64,
+}
+
+/// The privacy ledger written into every checkpoint and run record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrivacyLedger {
+    /// `None` for a non-private method (no guarantee at all).
+    pub accounting: Option<Accounting>,
+    /// Steps taken so far.
+    pub steps_done: u64,
+    /// epsilon after `steps_done` steps (0 for none, `None` for a non-private method).
+    pub epsilon_spent: Option<f64>,
+    /// Notable events (DP-ZOPO mask scoring, at no privacy cost).
+    pub events: Vec<LedgerEvent>,
+    /// The accountant crate's ledger of what was composed in the `steps_done` steps, from which
+    /// the guarantee can be recomputed.
+    pub accountant_ledger: Option<accountant::Ledger>,
+}
+
+/// Where and with what a run was made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    /// `git rev-parse HEAD` of the working directory, if available.
+    pub git_commit: Option<String>,
+    /// `cpu` or `cuda`.
+    pub device: String,
+    /// libtorch version (from `$LIBTORCH/build-version`), if found.
+    pub libtorch: Option<String>,
+    /// The tch crate version.
+    pub tch: String,
+    /// This crate's version.
+    pub trainer: String,
+}
+
+impl Provenance {
+    /// Best-effort detection for `device`.
+    pub fn detect(device: tch::Device) -> Self {
+        let git_commit = std::process::Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        let libtorch = std::env::var_os("LIBTORCH")
+            .map(|dir| PathBuf::from(dir).join("build-version"))
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .map(|s| s.trim().to_string());
+        Self {
+            git_commit,
+            device: crate::device::name(device).to_string(),
+            libtorch,
+            tch: "0.24.0".into(),
+            trainer: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+/// Resolved quantities the configuration leaves implicit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resolved {
+    /// Steps actually run T.
+    pub total_steps: u64,
+    /// Training examples n.
+    pub train_examples: usize,
+    /// All trainable coordinates d.
+    pub total_coordinates: usize,
+    /// Coordinates the method touches at the end of the run (|M| for DP-ZOPO).
+    pub trained_coordinates: usize,
+    /// Bytes of the proximal anchor (0 without).
+    pub anchor_bytes: usize,
+    /// DP-SGD: bytes held beyond inference by the per-example strategy.
+    pub dp_sgd_extra_state_bytes: Option<usize>,
+}
+
+/// Everything a run produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// The configuration.
+    pub config: TrainConfig,
+    /// Resolved quantities.
+    pub resolved: Resolved,
+    /// Provenance.
+    pub provenance: Provenance,
+    /// Per-step metrics.
+    pub steps: Vec<StepMetric>,
+    /// Dev evaluations during training.
+    pub dev: Vec<EvalMetric>,
+    /// Dev accuracy of the final iterate.
+    pub final_dev: Option<EvalMetric>,
+    /// Test accuracy of the final iterate (what the paper reports).
+    pub test: Option<EvalMetric>,
+    /// Privacy ledger.
+    pub ledger: PrivacyLedger,
+    /// Step of the checkpoint this run was resumed from, if any.
+    pub resumed_from: Option<u64>,
+}
+
+impl RunRecord {
+    /// Writes the record as pretty JSON, atomically (temporary file + rename).
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| TrainError::Format { path: path.into(), reason: e.to_string() })?;
+        super::checkpoint::write_atomically(path, text.as_bytes())
+    }
+}

@@ -1,0 +1,571 @@
+//! `run_training`: the loop shared by every method (paper.md §1.1-§1.3, §3.1): per-step batch,
+//! stage boundaries (step halving, mu schedule, anchor reset, DP-ZOPO re-scoring), the method's
+//! step, dev evaluation every `eval_every` steps, checkpoints, and final-iterate dev/test
+//! accuracy (the paper reports the last iterate).
+
+use std::path::PathBuf;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tch::Tensor;
+use theory::schedule::{MuSchedule, StagewiseSchedule};
+
+use super::checkpoint::{self, CheckpointState, FORMAT_VERSION};
+use super::config::{Method, MuScheduleChoice, ProximalMode, Sampling, TrainConfig};
+use super::error::{Result, TrainError};
+use super::record::{
+    Accounting, EvalMetric, LedgerEvent, PrivacyLedger, Provenance, Resolved, RunRecord,
+    StepMetric,
+};
+use super::source::{BatchRequest, TrainBatches};
+use crate::batch::Batch;
+use crate::model::LabelWordModel;
+use crate::optim::adamw::AdamW;
+use crate::optim::dp_sgd::{dp_sgd_step, DpSgdSettings};
+use crate::optim::mask::{data_free_scores, select_mask, union_masks, MaskStrategy};
+use crate::optim::params::{Anchor, TrainableParams};
+use crate::optim::privacy::{self, SubsampledGaussian};
+use crate::optim::zo::{zo_step, ZoPrivacy, ZoStepSettings};
+use crate::optim::{loss, OptimError};
+
+/// How to start a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Continue from the newest checkpoint in `checkpoint_dir` if there is one. Without it, an
+    /// existing checkpoint is an error (never silently overwritten).
+    pub resume: bool,
+    /// Provenance to record (`None`: [`Provenance::detect`]).
+    pub provenance: Option<Provenance>,
+}
+
+fn invalid(name: &'static str, value: impl ToString, requirement: &'static str) -> TrainError {
+    OptimError::invalid(name, value, requirement).into()
+}
+
+fn theory_err(e: impl std::fmt::Display) -> TrainError {
+    invalid("schedule", e.to_string(), "rejected by theory::schedule")
+}
+
+/// Steps actually run: the stagewise methods cap `steps` at T0 (2^S - 1).
+pub fn total_steps(config: &TrainConfig) -> u64 {
+    match config.method {
+        Method::ZeroShot => 0,
+        m if m.is_stagewise() => {
+            let capacity = config
+                .stage
+                .first_stage_steps
+                .saturating_mul((1u64 << config.stage.num_stages.min(62)) - 1);
+            config.steps.min(capacity)
+        }
+        _ => config.steps,
+    }
+}
+
+fn schedule_of(config: &TrainConfig, steps: u64) -> Result<StagewiseSchedule> {
+    let mu_end = config.zo_eps_end.unwrap_or(config.zo_eps);
+    if config.method.is_stagewise() {
+        let mu_schedule = match config.stage.mu_schedule {
+            MuScheduleChoice::Geometric => MuSchedule::Geometric,
+            MuScheduleChoice::ReleasedCode => MuSchedule::ReleasedCode,
+        };
+        StagewiseSchedule::new(
+            config.learning_rate,
+            config.stage.first_stage_steps as usize,
+            config.stage.num_stages as usize,
+            steps as usize,
+            config.zo_eps,
+            mu_end,
+            mu_schedule,
+        )
+        .map_err(theory_err)
+    } else {
+        StagewiseSchedule::constant(config.learning_rate, steps as usize, config.zo_eps)
+            .map_err(theory_err)
+    }
+}
+
+/// The privacy plan of a DP run: calibrated (or given) noise multiplier and planned epsilon.
+///
+/// # Errors
+/// Missing target, out-of-range inputs, or calibration failure.
+pub fn plan_privacy(config: &TrainConfig, train_examples: usize, steps: u64) -> Result<Accounting> {
+    let relation = config.sampling.relation();
+    let delta = config.delta.unwrap_or(1.0 / train_examples as f64);
+    let compositions_per_step =
+        if config.method.is_zeroth_order() { config.num_directions as u64 } else { 1 };
+    let compositions = steps * compositions_per_step;
+    let mut mechanism = SubsampledGaussian {
+        relation,
+        dataset_size: train_examples as u64,
+        batch_size: config.batch_size as u64,
+        noise_multiplier: 1.0,
+    };
+    mechanism.noise_multiplier = match (config.noise_multiplier, config.epsilon) {
+        (Some(sigma), _) => sigma,
+        (None, Some(epsilon)) => privacy::calibrate_noise_multiplier(
+            config.accountant,
+            epsilon,
+            delta,
+            &mechanism,
+            compositions,
+        )?,
+        (None, None) => {
+            return Err(TrainError::MissingPrivacyTarget { method: format!("{:?}", config.method) })
+        }
+    };
+    let epsilon_planned =
+        privacy::epsilon_spent(config.accountant, &mechanism, compositions, delta)?;
+    let what = if config.method.is_zeroth_order() {
+        "the clipped per-example scalar finite differences, one Gaussian scalar per direction \
+         (each direction one composition)"
+    } else {
+        "the clipped per-example gradients, Gaussian noise on every coordinate"
+    };
+    let sampling_note = match config.sampling {
+        Sampling::Poisson => "Poisson sampling at rate q = B/n, add/remove-one adjacency, noise \
+             std sigma C, sums divided by B",
+        Sampling::Shuffled => "fixed-size shuffled batches accounted as sampling without \
+             replacement, replace-one adjacency, noise std 2 sigma C, sums divided by |B_t|",
+    };
+    Ok(Accounting {
+        mechanism: format!("subsampled Gaussian on the sum of {what}; {sampling_note}"),
+        accountant_requested: config.accountant,
+        accountant_used: privacy::accountant_used(config.accountant, relation).to_string(),
+        relation,
+        sampling: config.sampling,
+        sampling_rate: mechanism.sampling_rate(),
+        delta,
+        epsilon_target: config.epsilon,
+        noise_multiplier: mechanism.noise_multiplier,
+        clip_norm: config.clip_norm,
+        noise_std: mechanism.noise_multiplier * privacy::sensitivity(relation, config.clip_norm),
+        compositions_per_step,
+        steps_planned: steps,
+        epsilon_planned,
+        dataset_size: train_examples as u64,
+        batch_size: config.batch_size as u64,
+    })
+}
+
+fn check_budget(accounting: &Accounting) -> Result<()> {
+    if let Some(target) = accounting.epsilon_target {
+        if accounting.epsilon_planned > target * (1.0 + 1e-12) {
+            return Err(TrainError::BudgetExceeded {
+                planned: accounting.epsilon_planned,
+                target,
+                steps: accounting.steps_planned,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn mechanism_of(accounting: &Accounting) -> SubsampledGaussian {
+    SubsampledGaussian {
+        relation: accounting.relation,
+        dataset_size: accounting.dataset_size,
+        batch_size: accounting.batch_size,
+        noise_multiplier: accounting.noise_multiplier,
+    }
+}
+
+/// Updates epsilon spent and the accountant's ledger for `steps_done` steps.
+fn account(ledger: &mut PrivacyLedger, accounting: &Accounting, steps_done: u64) -> Result<()> {
+    let mechanism = mechanism_of(accounting);
+    let compositions = steps_done * accounting.compositions_per_step;
+    ledger.epsilon_spent = Some(privacy::epsilon_spent(
+        accounting.accountant_requested,
+        &mechanism,
+        compositions,
+        accounting.delta,
+    )?);
+    ledger.accountant_ledger = Some(mechanism.ledger(compositions));
+    Ok(())
+}
+
+fn evaluate(model: &dyn LabelWordModel, batches: &[Batch], step: u64) -> Result<Option<EvalMetric>> {
+    let (loss, correct, total) = loss::evaluate(model, batches)?;
+    if total == 0 {
+        return Ok(None);
+    }
+    Ok(Some(EvalMetric { step, loss, accuracy: correct as f64 / total as f64, examples: total }))
+}
+
+/// Fields that may change between a checkpoint and its resume.
+const RESUMABLE_CHANGES: [&str; 4] = ["progress", "checkpoint_dir", "checkpoint_every", "steps"];
+
+fn check_same_config(path: &std::path::Path, saved: &TrainConfig, current: &TrainConfig) -> Result<()> {
+    let to_map = |c: &TrainConfig| match serde_json::to_value(c) {
+        Ok(serde_json::Value::Object(map)) => Ok(map),
+        other => Err(TrainError::Format { path: path.into(), reason: format!("{other:?}") }),
+    };
+    let (saved_map, current_map) = (to_map(saved)?, to_map(current)?);
+    for (key, value) in &current_map {
+        if RESUMABLE_CHANGES.contains(&key.as_str()) {
+            continue;
+        }
+        let before = saved_map.get(key).cloned().unwrap_or(serde_json::Value::Null);
+        if &before != value {
+            return Err(TrainError::ConfigMismatch {
+                path: path.into(),
+                field: key.clone(),
+                saved: before.to_string(),
+                current: value.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+struct Loop<'a> {
+    config: &'a TrainConfig,
+    params: TrainableParams,
+    anchor: Option<Anchor>,
+    adam: Option<AdamW>,
+    steps: Vec<StepMetric>,
+    dev: Vec<EvalMetric>,
+    ledger: PrivacyLedger,
+    step: u64,
+    stage: u64,
+    dp_sgd_extra_state_bytes: Option<usize>,
+}
+
+impl Loop<'_> {
+    fn extra_tensors(&self) -> Vec<(String, Tensor)> {
+        let mut extra = Vec::new();
+        if let Some(anchor) = &self.anchor {
+            for (name, t) in &anchor.values {
+                extra.push((format!("anchor/{name}"), t.shallow_clone()));
+            }
+        }
+        if let Some(masks) = self.params.masks() {
+            for (name, m) in masks {
+                extra.push((format!("mask/{name}"), m.shallow_clone()));
+            }
+        }
+        if let Some(adam) = &self.adam {
+            extra.extend(adam.state_tensors(&self.params));
+        }
+        extra
+    }
+
+    fn save(&self, model: &dyn LabelWordModel) -> Result<Option<PathBuf>> {
+        let Some(root) = &self.config.checkpoint_dir else { return Ok(None) };
+        let state = CheckpointState {
+            format_version: FORMAT_VERSION,
+            config: self.config.clone(),
+            step: self.step,
+            stage: self.stage,
+            steps: self.steps.clone(),
+            dev: self.dev.clone(),
+            ledger: self.ledger.clone(),
+            adam_steps: self.adam.as_ref().map_or(0, |a| a.steps),
+        };
+        Ok(Some(checkpoint::save(root, model.var_store(), &state, &self.extra_tensors())?))
+    }
+
+    /// DP-ZOPO mask at the first step of stage `stage` (module docs of `optim::mask`).
+    fn rescore_mask(&mut self, model: &dyn LabelWordModel, batch: &Batch, stage: u64) -> Result<()> {
+        let strategy = self.config.mask.strategy;
+        if strategy == MaskStrategy::Static && self.params.masks().is_some() {
+            return Ok(());
+        }
+        let old: Option<Vec<(String, Tensor)>> = self
+            .params
+            .masks()
+            .map(|m| m.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect());
+        self.params.set_masks(None)?;
+        let settings = &self.config.mask.score;
+        let scores = data_free_scores(
+            model,
+            &self.params,
+            &batch.label_word_ids,
+            settings,
+            self.config.seed,
+            stage,
+        )?;
+        let masks = match (strategy, &old) {
+            (MaskStrategy::Incremental, Some(old)) => {
+                let new = select_mask(&scores, settings.ratio, settings.selection, Some(old))?;
+                union_masks(old, &new)?
+            }
+            _ => select_mask(&scores, settings.ratio, settings.selection, None)?,
+        };
+        self.params.set_masks(Some(masks))?;
+        self.ledger.events.push(LedgerEvent {
+            step: self.step,
+            description: format!(
+                "DP-ZOPO data-free mask ({strategy:?}, stage {stage}): {} of {} coordinates; \
+                 scored on the constant-token input only, no training data, no privacy cost",
+                self.params.trained_numel(),
+                self.params.total_numel()
+            ),
+            epsilon_cost: 0.0,
+        });
+        Ok(())
+    }
+}
+
+/// Trains `model` with `config` and returns the run record.
+///
+/// `train` serves one batch per global step (see [`TrainBatches`]); `dev` is evaluated every
+/// `eval_every` steps and at the end, `test` at the end only (final iterate, as the paper
+/// reports it).
+///
+/// # Errors
+/// Invalid configuration, a privacy plan above its target (checked before step 1 and on
+/// resume), a non-finite loss (the run stops with the last good state kept and, if
+/// checkpointing, saved), checkpoint I/O, or a libtorch failure.
+pub fn run_training(
+    model: &mut dyn LabelWordModel,
+    config: &TrainConfig,
+    train: &mut dyn TrainBatches,
+    dev: &[Batch],
+    test: &[Batch],
+    options: &RunOptions,
+) -> Result<RunRecord> {
+    let method = config.method;
+    if config.batch_size == 0 {
+        return Err(invalid("batch_size", 0, "must be >= 1"));
+    }
+    if !(config.learning_rate.is_finite() && config.learning_rate >= 0.0) {
+        return Err(invalid("learning_rate", config.learning_rate, "must be finite and >= 0"));
+    }
+    if config.num_directions == 0 {
+        return Err(invalid("num_directions", 0, "must be >= 1"));
+    }
+    let train_examples = train.num_examples();
+    if train_examples < config.batch_size && method != Method::ZeroShot {
+        return Err(invalid("batch_size", config.batch_size, "must be <= the number of training examples"));
+    }
+    let steps_total = total_steps(config);
+    if steps_total == 0 && method != Method::ZeroShot {
+        return Err(invalid("steps", config.steps, "must be >= 1"));
+    }
+    if model.var_store().kind() != config.dtype.kind() {
+        model.var_store_mut().set_kind(config.dtype.kind());
+    }
+    let device = model.var_store().device();
+    let schedule = if steps_total > 0 { Some(schedule_of(config, steps_total)?) } else { None };
+    let mut accounting =
+        if method.is_private() { Some(plan_privacy(config, train_examples, steps_total)?) } else { None };
+
+    let mut state = Loop {
+        config,
+        params: TrainableParams::from_model(model)?,
+        anchor: None,
+        adam: None,
+        steps: Vec::new(),
+        dev: Vec::new(),
+        ledger: PrivacyLedger {
+            accounting: None,
+            steps_done: 0,
+            epsilon_spent: method.is_private().then_some(0.0),
+            events: Vec::new(),
+            accountant_ledger: None,
+        },
+        step: 0,
+        stage: 0,
+        dp_sgd_extra_state_bytes: None,
+    };
+    if method == Method::FullFineTune {
+        state.adam = Some(AdamW::new(&state.params, config.adamw)?);
+    }
+
+    let mut resumed_from = None;
+    if let Some(root) = &config.checkpoint_dir {
+        if let Some((dir, saved)) = checkpoint::latest(root)? {
+            if !options.resume {
+                return Err(TrainError::CheckpointExists { path: root.clone(), step: saved.step });
+            }
+            check_same_config(&dir, &saved.config, config)?;
+            model.var_store_mut().load(dir.join("weights.safetensors"))?;
+            let extra = checkpoint::load_extra(&dir)?;
+            let take = |prefix: &str| -> Vec<(String, Tensor)> {
+                extra
+                    .iter()
+                    .filter_map(|(n, t)| {
+                        n.strip_prefix(prefix).map(|rest| (rest.to_string(), t.to_device(device)))
+                    })
+                    .collect()
+            };
+            let masks = take("mask/");
+            let mut masks_sorted = masks;
+            masks_sorted.sort_by(|a, b| a.0.cmp(&b.0));
+            let masks: Vec<(String, Tensor)> =
+                masks_sorted.into_iter().map(|(n, t)| (n, t.to_device(tch::Device::Cpu))).collect();
+            if !masks.is_empty() {
+                state.params.set_masks(Some(masks))?;
+            }
+            let mut anchor_values = take("anchor/");
+            if !anchor_values.is_empty() {
+                anchor_values.sort_by(|a, b| a.0.cmp(&b.0));
+                state.anchor = Some(Anchor { values: anchor_values });
+            }
+            if let Some(adam) = &mut state.adam {
+                adam.load_state(&state.params, &extra, saved.adam_steps)?;
+            }
+            state.steps = saved.steps;
+            state.dev = saved.dev;
+            state.ledger = saved.ledger;
+            state.step = saved.step;
+            state.stage = saved.stage;
+            if let (Some(a), Some(saved_accounting)) = (&mut accounting, &state.ledger.accounting) {
+                // Keep the noise multiplier the run started with; re-plan epsilon for the
+                // (possibly changed) number of steps.
+                let mut replanned = TrainConfig { noise_multiplier: Some(saved_accounting.noise_multiplier), ..config.clone() };
+                replanned.epsilon = config.epsilon;
+                *a = plan_privacy(&replanned, train_examples, steps_total)?;
+            }
+            resumed_from = Some(saved.step);
+        }
+    }
+    if let Some(a) = &accounting {
+        check_budget(a)?;
+    }
+    state.ledger.accounting = accounting.clone();
+
+    let bar = ProgressBar::with_draw_target(
+        Some(steps_total),
+        if config.progress { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
+    );
+    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} {msg}") {
+        bar.set_style(style);
+    }
+    bar.set_position(state.step);
+
+    let normaliser = match config.sampling {
+        Sampling::Poisson => Some(config.batch_size as f64),
+        Sampling::Shuffled => None,
+    };
+    let zo_privacy = accounting.as_ref().map(|a| ZoPrivacy { clip_norm: config.clip_norm, noise_std: a.noise_std });
+    let use_anchor = method.is_stagewise()
+        && config.proximal_mode == ProximalMode::Intended
+        && config.proximal_weight > 0.0;
+
+    for step in state.step + 1..=steps_total {
+        let at = schedule.as_ref().expect("invariant: steps_total > 0").at(step as usize).map_err(theory_err)?;
+        let batch = train
+            .batch(BatchRequest { step, batch_size: config.batch_size, sampling: config.sampling, seed: config.seed })
+            .map_err(|reason| TrainError::Source { step, reason })?;
+        if at.anchor_reset && method.is_stagewise() {
+            if method == Method::DpZopo {
+                state.rescore_mask(model, &batch, at.stage as u64)?;
+            }
+            if use_anchor {
+                state.anchor = Some(state.params.snapshot_anchor()?);
+            }
+        } else if method == Method::DpZopo && state.params.masks().is_none() {
+            state.rescore_mask(model, &batch, at.stage as u64)?;
+        }
+        let outcome: std::result::Result<Option<f64>, OptimError> = match method {
+            Method::ZeroShot => Ok(None),
+            Method::Mezo | Method::Dpzero | Method::DpZoso | Method::DpZopo => {
+                let settings = ZoStepSettings {
+                    zo_eps: at.zo_eps,
+                    step_size: at.step_size,
+                    num_directions: config.num_directions,
+                    privacy: if method == Method::Mezo { None } else { zo_privacy },
+                    normaliser: if method == Method::Mezo { None } else { normaliser },
+                    proximal: if use_anchor {
+                        state.anchor.as_ref().map(|a| (a, config.proximal_weight))
+                    } else {
+                        None
+                    },
+                };
+                zo_step(model, &state.params, &batch, &settings, config.seed, step).map(|r| r.loss)
+            }
+            Method::DpSgd => {
+                let a = accounting.as_ref().expect("invariant: DP-SGD is private");
+                let settings = DpSgdSettings {
+                    step_size: at.step_size,
+                    clip_norm: config.clip_norm,
+                    noise_std: a.noise_std,
+                    normaliser,
+                };
+                dp_sgd_step(model, &state.params, &batch, &settings, config.seed, step).map(|r| {
+                    state.dp_sgd_extra_state_bytes = Some(r.extra_state_bytes);
+                    r.loss
+                })
+            }
+            Method::FullFineTune => {
+                let adam = state.adam.as_mut().expect("invariant: AdamW state exists");
+                adam.step(model, &state.params, &batch, at.step_size, step).map(Some)
+            }
+        };
+        let step_loss = match outcome {
+            Ok(loss) => loss,
+            Err(OptimError::NonFiniteLoss { step: bad_step, loss, context }) => {
+                bar.abandon_with_message(format!("non-finite loss at step {bad_step}"));
+                let saved = state.save(model)?;
+                return Err(TrainError::NonFiniteLoss {
+                    step: bad_step,
+                    loss,
+                    context: context.to_string(),
+                    last_good_step: state.step,
+                    checkpoint: saved,
+                });
+            }
+            Err(other) => return Err(other.into()),
+        };
+        state.step = step;
+        state.stage = at.stage as u64;
+        state.ledger.steps_done = step;
+        state.steps.push(StepMetric {
+            step,
+            loss: step_loss,
+            learning_rate: at.step_size,
+            zo_eps: at.zo_eps,
+            stage: at.stage as u64,
+        });
+        if config.eval_every > 0 && step % config.eval_every == 0 {
+            if let Some(metric) = evaluate(model, dev, step)? {
+                state.dev.push(metric);
+            }
+            if let Some(a) = &accounting {
+                account(&mut state.ledger, a, step)?;
+            }
+            let epsilon = state.ledger.epsilon_spent.map_or("n/a".into(), |e| format!("{e:.3}"));
+            let dev_accuracy = state.dev.last().map_or("n/a".into(), |m| format!("{:.4}", m.accuracy));
+            bar.set_message(format!(
+                "loss {} dev acc {dev_accuracy} eps {epsilon}",
+                step_loss.map_or("n/a".into(), |l| format!("{l:.4}"))
+            ));
+        }
+        if let Some(a) = &accounting {
+            if config.checkpoint_every > 0 && step % config.checkpoint_every == 0 {
+                account(&mut state.ledger, a, step)?;
+            }
+        }
+        if config.checkpoint_every > 0 && step % config.checkpoint_every == 0 {
+            state.save(model)?;
+        }
+        bar.inc(1);
+    }
+    bar.finish();
+    if let Some(a) = &accounting {
+        account(&mut state.ledger, a, state.step)?;
+    }
+    if config.checkpoint_dir.is_some() && config.checkpoint_every > 0 && state.step > 0 {
+        state.save(model)?;
+    }
+    let final_dev = evaluate(model, dev, state.step)?;
+    let test_metric = evaluate(model, test, state.step)?;
+    Ok(RunRecord {
+        config: config.clone(),
+        resolved: Resolved {
+            total_steps: steps_total,
+            train_examples,
+            total_coordinates: state.params.total_numel(),
+            trained_coordinates: state.params.trained_numel(),
+            anchor_bytes: if use_anchor { state.params.anchor_bytes() } else { 0 },
+            dp_sgd_extra_state_bytes: state.dp_sgd_extra_state_bytes,
+        },
+        provenance: options.provenance.clone().unwrap_or_else(|| Provenance::detect(device)),
+        steps: state.steps,
+        dev: state.dev,
+        final_dev,
+        test: test_metric,
+        ledger: state.ledger,
+        resumed_from,
+    })
+}

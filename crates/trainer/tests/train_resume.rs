@@ -1,0 +1,189 @@
+//! Checkpoint/resume and the run's safety stops: a child process is killed with SIGKILL mid-run
+//! and the resumed run ends bit for bit where an uninterrupted one does (CPU); a non-finite loss
+//! stops the run keeping the last good state; a run whose planned epsilon exceeds its target
+//! refuses to start, before step 1 and on resume.
+
+mod optim_support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use optim_support::{bits, SyntheticTask, TinyModel};
+use tch::Kind;
+use trainer::optim::mask::MaskStrategy;
+use trainer::train::checkpoint;
+use trainer::train::{run_training, Method, RunOptions, RunRecord, TrainConfig, TrainError};
+
+const CHILD_ENV: &str = "DPZO_TRAIN_RESUME_CHILD_DIR";
+const TOTAL_STEPS: u64 = 120;
+
+fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dpzo-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// DP-ZOPO with a dynamic mask and the intended proximal term: the checkpoint must carry the
+/// weights, the anchor, the mask, metrics and ledger. Stages: steps 1-20, 21-60, 61-120.
+fn resumable_config(dir: &Path) -> TrainConfig {
+    let mut config = TrainConfig {
+        method: Method::DpZopo,
+        learning_rate: 0.05,
+        steps: TOTAL_STEPS,
+        batch_size: 16,
+        zo_eps: 1e-3,
+        zo_eps_end: Some(2e-4),
+        clip_norm: 5.0,
+        epsilon: Some(4.0),
+        eval_every: 10,
+        checkpoint_every: 7,
+        checkpoint_dir: Some(dir.to_path_buf()),
+        seed: 99,
+        proximal_weight: 0.5,
+        ..TrainConfig::default()
+    };
+    config.stage.first_stage_steps = 20;
+    config.stage.num_stages = 3;
+    config.mask.strategy = MaskStrategy::Dynamic;
+    config.mask.score.ratio = 0.1;
+    config
+}
+
+fn train(config: &TrainConfig, sleep_ms: u64, resume: bool) -> (RunRecord, TinyModel) {
+    let mut model = TinyModel::new(3, Kind::Float);
+    let mut source = SyntheticTask::new(256, 17);
+    source.sleep_ms = sleep_ms;
+    let dev = SyntheticTask::new(64, 18).batches(32);
+    let test = SyntheticTask::new(64, 19).batches(32);
+    let options = RunOptions { resume, provenance: None };
+    let record = run_training(&mut model, config, &mut source, &dev, &test, &options).unwrap();
+    (record, model)
+}
+
+#[test]
+fn kill_9_mid_run_then_resume_matches_an_uninterrupted_run_bit_for_bit() {
+    if let Some(dir) = std::env::var_os(CHILD_ENV) {
+        // Child role: train slowly, checkpointing, until the parent kills us.
+        train(&resumable_config(Path::new(&dir)), 15, false);
+        return;
+    }
+    let dir = scratch_dir("kill9");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "kill_9_mid_run_then_resume_matches_an_uninterrupted_run_bit_for_bit"])
+        .args(["--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, &dir)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let killed_after = loop {
+        if let Ok(Some((_, state))) = checkpoint::latest(&dir) {
+            if state.step >= 40 {
+                child.kill().unwrap(); // SIGKILL on Unix
+                break state.step;
+            }
+        }
+        assert!(started.elapsed() < Duration::from_secs(300), "child never reached step 40");
+        assert!(child.try_wait().unwrap().is_none(), "child exited before it was killed");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    child.wait().unwrap();
+    let (_, at_kill) = checkpoint::latest(&dir).unwrap().expect("a checkpoint survives the kill");
+    assert!(at_kill.step < TOTAL_STEPS, "killed after the run ended (step {})", at_kill.step);
+    assert!(at_kill.step >= killed_after);
+
+    let (resumed, resumed_model) = train(&resumable_config(&dir), 0, true);
+    assert_eq!(resumed.resumed_from, Some(at_kill.step));
+    let reference_dir = scratch_dir("kill9-reference");
+    let (reference, reference_model) = train(&resumable_config(&reference_dir), 0, false);
+
+    assert_eq!(resumed.steps, reference.steps);
+    assert_eq!(resumed.dev, reference.dev);
+    assert_eq!(resumed.final_dev, reference.final_dev);
+    assert_eq!(resumed.test, reference.test);
+    assert_eq!(resumed.ledger, reference.ledger);
+    assert_eq!(bits(&resumed_model), bits(&reference_model));
+    assert_eq!(reference.steps.len() as u64, TOTAL_STEPS);
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&reference_dir);
+}
+
+#[test]
+fn non_finite_loss_stops_the_run_and_keeps_the_last_good_state() {
+    let dir = scratch_dir("nan");
+    let mut config = resumable_config(&dir);
+    config.method = Method::Dpzero;
+    config.checkpoint_every = 5;
+    let mut model = TinyModel::new(3, Kind::Float);
+    // Two forwards per step: poisoning after 2 * 12 calls makes step 13 non-finite.
+    model.poison_after = Some(24);
+    let mut source = SyntheticTask::new(256, 17);
+    let error = run_training(&mut model, &config, &mut source, &[], &[], &RunOptions::default())
+        .unwrap_err();
+    let message = error.to_string();
+    match error {
+        TrainError::NonFiniteLoss { step, last_good_step, checkpoint: Some(path), .. } => {
+            assert_eq!((step, last_good_step), (13, 12), "{message}");
+            assert!(path.ends_with("step-0000000012"), "{message}");
+        }
+        other => panic!("expected NonFiniteLoss, got {other}"),
+    }
+    assert!(message.contains("non-finite loss NaN at step 13"), "{message}");
+    let weights = optim_support::snapshot(&model);
+    assert!(weights.iter().all(|(_, v)| v.iter().all(|x| x.is_finite())));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_run_above_its_epsilon_target_refuses_to_start() {
+    let mut config = resumable_config(&scratch_dir("budget-unused"));
+    config.checkpoint_dir = None;
+    config.noise_multiplier = Some(0.3);
+    config.epsilon = Some(1.0);
+    let mut model = TinyModel::new(3, Kind::Float);
+    let before = bits(&model);
+    let error = run_training(
+        &mut model,
+        &config,
+        &mut SyntheticTask::new(256, 17),
+        &[],
+        &[],
+        &RunOptions::default(),
+    )
+    .unwrap_err();
+    let message = error.to_string();
+    assert!(matches!(error, TrainError::BudgetExceeded { .. }), "{message}");
+    assert!(message.contains("above the target 1"), "{message}");
+    assert_eq!(bits(&model), before, "a refused run must not train");
+}
+
+#[test]
+fn resuming_with_more_steps_than_the_budget_allows_is_refused() {
+    let dir = scratch_dir("budget-resume");
+    let mut config = resumable_config(&dir);
+    config.method = Method::Dpzero;
+    config.steps = 20;
+    config.checkpoint_every = 10;
+    train(&config, 0, false);
+    // Same noise multiplier, four times the steps: planned epsilon now exceeds the target.
+    config.steps = 80;
+    let mut model = TinyModel::new(3, Kind::Float);
+    let options = RunOptions { resume: true, provenance: None };
+    let error =
+        run_training(&mut model, &config, &mut SyntheticTask::new(256, 17), &[], &[], &options)
+            .unwrap_err();
+    assert!(matches!(error, TrainError::BudgetExceeded { steps: 80, .. }), "{error}");
+    // And a fresh run over an existing checkpoint is refused rather than overwriting it.
+    config.steps = 20;
+    let error = run_training(
+        &mut model,
+        &config,
+        &mut SyntheticTask::new(256, 17),
+        &[],
+        &[],
+        &RunOptions::default(),
+    )
+    .unwrap_err();
+    assert!(matches!(error, TrainError::CheckpointExists { step: 20, .. }), "{error}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
