@@ -9,3 +9,5 @@ pub mod device;
 pub mod model;
 pub mod models;
 pub mod perturb;
+pub mod optim;
+pub mod train;
