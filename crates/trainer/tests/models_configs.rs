@@ -46,8 +46,15 @@ fn random_models_run_in_each_dtype_and_have_trainable_parameters() {
     for kind in [Kind::Float, Kind::BFloat16, Kind::Half] {
         tch::manual_seed(7);
         let model = random_from_config(&config, kind, Device::Cpu).unwrap();
-        assert!(model.var_store().variables().values().all(|v| v.kind() == kind));
-        assert_eq!(model.var_store().trainable_variables().len(), model.var_store().len());
+        assert!(model
+            .var_store()
+            .variables()
+            .values()
+            .all(|v| v.kind() == kind));
+        assert_eq!(
+            model.var_store().trainable_variables().len(),
+            model.var_store().len()
+        );
         let batch = Batch {
             input_ids: Tensor::from_slice(&[5i64, 6, 7, 1, 8, 9, 10, 11]).view([2, 4]),
             attention_mask: Tensor::from_slice(&[1i64, 1, 1, 0, 1, 1, 1, 1]).view([2, 4]),
@@ -68,7 +75,9 @@ fn refused_configs_name_the_field() {
     let text = r#"{"model_type": "llama", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
         "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
         "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}"#;
-    let err = ModelConfig::from_json_str(text, Path::new("x.json")).err().expect("scaled RoPE");
+    let err = ModelConfig::from_json_str(text, Path::new("x.json"))
+        .err()
+        .expect("scaled RoPE");
     assert!(err.to_string().contains("rope_scaling"), "{err}");
     let err = ModelConfig::from_json_str(r#"{"model_type": "bert"}"#, Path::new("y.json"))
         .err()

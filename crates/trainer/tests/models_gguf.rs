@@ -30,7 +30,9 @@ fn gguf_path() -> PathBuf {
 }
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/smollm2").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/smollm2")
+        .join(name)
 }
 
 #[test]
@@ -44,7 +46,11 @@ fn q4_1_and_q8_0_blocks_dequantize_per_the_ggml_layout() {
     assert_eq!(values.len(), 32);
     for j in 0..16 {
         assert_eq!(values[j], 0.5 * j as f32 - 1.0, "low nibble {j}");
-        assert_eq!(values[j + 16], 0.5 * (15 - j) as f32 - 1.0, "high nibble {j}");
+        assert_eq!(
+            values[j + 16],
+            0.5 * (15 - j) as f32 - 1.0,
+            "high nibble {j}"
+        );
     }
     // Q8_0: f16 scale then 32 int8.
     let mut block = f16::from_f32(0.25).to_le_bytes().to_vec();
@@ -63,13 +69,21 @@ fn gguf_tokenizer_matches_transformers() {
     let cases = expected["tokens"].as_object().unwrap();
     assert!(cases.len() >= 5);
     for (text, ids) in cases {
-        let ids: Vec<u32> = ids.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let ids: Vec<u32> = ids
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         let ours = tokenizer.encode(text.as_str(), false).unwrap();
         assert_eq!(ours.get_ids(), ids.as_slice(), "text {text:?}");
     }
     // The label words of the assets doc.
     assert_eq!(tokenizer.encode(" great", false).unwrap().get_ids(), [1109]);
-    assert_eq!(tokenizer.encode(" terrible", false).unwrap().get_ids(), [13321]);
+    assert_eq!(
+        tokenizer.encode(" terrible", false).unwrap().get_ids(),
+        [13321]
+    );
     let decoded = tokenizer.decode(&[504, 7704, 436, 253], false).unwrap();
     assert_eq!(decoded, "The movie was a");
 }
@@ -77,9 +91,16 @@ fn gguf_tokenizer_matches_transformers() {
 #[test]
 fn smollm2_logits_match_transformers_gguf_loader() {
     let model = load_model(&gguf_path(), Kind::Float, Device::Cpu).unwrap();
-    assert_eq!(model.parameter_count(), 134_515_008, "assets.md: 134,515,008 params");
+    assert_eq!(
+        model.parameter_count(),
+        134_515_008,
+        "assets.md: 134,515,008 params"
+    );
     let reference: std::collections::HashMap<String, Tensor> =
-        Tensor::read_safetensors(fixture("reference.safetensors")).unwrap().into_iter().collect();
+        Tensor::read_safetensors(fixture("reference.safetensors"))
+            .unwrap()
+            .into_iter()
+            .collect();
     let ids = &reference["input_ids"];
     let positions = &reference["positions"];
     let expected = &reference["logits"];
@@ -91,7 +112,10 @@ fn smollm2_logits_match_transformers_gguf_loader() {
     eprintln!("smollm2: max |logit diff| {diff:.2e}, max |logit| {scale:.2}");
     // Both sides compute in f32 from identical dequantised weights; 30 layers of f32
     // rounding in different kernel orders stay well below 2e-3.
-    assert!(diff < 2e-3, "max |logit diff| {diff:.3e} (max |logit| {scale:.2})");
+    assert!(
+        diff < 2e-3,
+        "max |logit diff| {diff:.3e} (max |logit| {scale:.2})"
+    );
     // The label-word path at the last position: " great" (1109) vs " terrible" (13321).
     let length = ids.size()[1];
     let batch = Batch {
@@ -102,7 +126,12 @@ fn smollm2_logits_match_transformers_gguf_loader() {
         label_word_ids: Tensor::from_slice(&[1109i64, 13321]),
     };
     let words = tch::no_grad(|| model.label_word_logits(&batch)).unwrap();
-    let last = expected.get(1).index_select(0, &Tensor::from_slice(&[1109i64, 13321]));
+    let last = expected
+        .get(1)
+        .index_select(0, &Tensor::from_slice(&[1109i64, 13321]));
     let word_diff = (words.get(0) - last).abs().max().double_value(&[]);
-    assert!(word_diff < 2e-3, "label-word logits differ by {word_diff:.3e}");
+    assert!(
+        word_diff < 2e-3,
+        "label-word logits differ by {word_diff:.3e}"
+    );
 }

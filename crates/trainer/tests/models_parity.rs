@@ -15,7 +15,9 @@ use trainer::models::{load_model, Model, ModelError};
 const F32_TOLERANCE: f64 = 1e-4;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn reference(name: &str) -> HashMap<String, Tensor> {
@@ -28,7 +30,9 @@ fn reference(name: &str) -> HashMap<String, Tensor> {
 /// Max |ours - reference| over real (unpadded) positions.
 fn masked_max_abs_diff(ours: &Tensor, reference: &Tensor, mask: &Tensor) -> f64 {
     let real = mask.ne(0).unsqueeze(-1).expand_as(ours);
-    let diff = (ours - reference).abs().masked_fill(&real.logical_not(), 0.0);
+    let diff = (ours - reference)
+        .abs()
+        .masked_fill(&real.logical_not(), 0.0);
     diff.max().double_value(&[])
 }
 
@@ -49,11 +53,15 @@ fn check_parity(name: &str, kind: Kind, device: Device, tolerance: f64) {
         let ids = refs[&format!("{side}_input_ids")].to_device(device);
         let mask = refs[&format!("{side}_attention_mask")].to_device(device);
         let expected = &refs[&format!("{side}_logits")];
-        let ours = tch::no_grad(|| model.full_logits(&ids, &mask)).unwrap().to_device(Device::Cpu);
+        let ours = tch::no_grad(|| model.full_logits(&ids, &mask))
+            .unwrap()
+            .to_device(Device::Cpu);
         assert_eq!(ours.size(), expected.size(), "{name} {side}: logits shape");
         let diff = masked_max_abs_diff(&ours, expected, &mask.to_device(Device::Cpu));
         let scale = expected.abs().max().double_value(&[]);
-        eprintln!("{name} {kind:?} {device:?} {side}: max |diff| {diff:.2e}, max |logit| {scale:.2}");
+        eprintln!(
+            "{name} {kind:?} {device:?} {side}: max |diff| {diff:.2e}, max |logit| {scale:.2}"
+        );
         assert!(
             diff <= tolerance,
             "{name} ({kind:?}, {device:?}) {side} padding: max |logit diff| {diff:.3e} > {tolerance:.1e} \
@@ -71,11 +79,15 @@ fn check_parity(name: &str, kind: Kind, device: Device, tolerance: f64) {
             labels: Tensor::zeros([3], (Kind::Int64, device)),
             label_word_ids: label_word_ids.to_device(device),
         };
-        let words = tch::no_grad(|| model.label_word_logits(&batch)).unwrap().to_device(Device::Cpu);
+        let words = tch::no_grad(|| model.label_word_logits(&batch))
+            .unwrap()
+            .to_device(Device::Cpu);
         assert_eq!(words.kind(), Kind::Float);
         let index = positions.view([3, 1, 1]).expand([3, 1, vocab], false);
-        let expected_words =
-            expected.gather(1, &index, false).squeeze_dim(1).index_select(1, &label_word_ids);
+        let expected_words = expected
+            .gather(1, &index, false)
+            .squeeze_dim(1)
+            .index_select(1, &label_word_ids);
         let word_diff = (&words - &expected_words).abs().max().double_value(&[]);
         assert!(
             word_diff <= tolerance,
@@ -96,17 +108,32 @@ fn opt_pre_ln_matches_transformers_f32_cpu() {
 
 #[test]
 fn opt_post_ln_with_projections_matches_transformers_f32_cpu() {
-    check_parity("opt_tiny_proj_postln", Kind::Float, Device::Cpu, F32_TOLERANCE);
+    check_parity(
+        "opt_tiny_proj_postln",
+        Kind::Float,
+        Device::Cpu,
+        F32_TOLERANCE,
+    );
 }
 
 #[test]
 fn llama_gqa_untied_sharded_matches_transformers_f32_cpu() {
-    check_parity("llama_tiny_gqa_untied", Kind::Float, Device::Cpu, F32_TOLERANCE);
+    check_parity(
+        "llama_tiny_gqa_untied",
+        Kind::Float,
+        Device::Cpu,
+        F32_TOLERANCE,
+    );
 }
 
 #[test]
 fn llama_tied_bf16_checkpoint_matches_transformers_f32_cpu() {
-    check_parity("llama_tiny_tied_bf16", Kind::Float, Device::Cpu, F32_TOLERANCE);
+    check_parity(
+        "llama_tiny_tied_bf16",
+        Kind::Float,
+        Device::Cpu,
+        F32_TOLERANCE,
+    );
 }
 
 /// bf16 compute on CUDA. Tolerance 0.15 absolute: bf16 keeps 8 mantissa bits (relative
@@ -141,21 +168,31 @@ fn f16_and_bf16_compute_on_cpu_stay_close() {
         let ours = tch::no_grad(|| model.full_logits(ids, mask)).unwrap();
         let diff = masked_max_abs_diff(&ours, &refs["right_logits"], mask);
         assert!(diff < 0.25, "{kind:?}: max diff {diff}");
-        assert!(diff > 0.0, "{kind:?}: half-precision result identical to f32: dtype ignored?");
+        assert!(
+            diff > 0.0,
+            "{kind:?}: half-precision result identical to f32: dtype ignored?"
+        );
     }
 }
 
 /// Rewrite a fixture checkpoint with some tensors removed or added, in a fresh temp dir.
 fn altered_checkpoint(name: &str, drop: &str, add: Option<&str>) -> PathBuf {
     let source = fixture(name);
-    let dir = std::env::temp_dir().join(format!("models_parity_{name}_{}_{}", std::process::id(), drop.len()));
+    let dir = std::env::temp_dir().join(format!(
+        "models_parity_{name}_{}_{}",
+        std::process::id(),
+        drop.len()
+    ));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::copy(source.join("config.json"), dir.join("config.json")).unwrap();
     let mut tensors: Vec<(String, Tensor)> =
         Tensor::read_safetensors(source.join("model.safetensors")).unwrap();
     tensors.retain(|(n, _)| n != drop);
     if let Some(extra) = add {
-        tensors.push((extra.to_string(), Tensor::zeros([2], (Kind::Float, Device::Cpu))));
+        tensors.push((
+            extra.to_string(),
+            Tensor::zeros([2], (Kind::Float, Device::Cpu)),
+        ));
     }
     Tensor::write_safetensors(&tensors, dir.join("model.safetensors")).unwrap();
     dir
@@ -164,17 +201,27 @@ fn altered_checkpoint(name: &str, drop: &str, add: Option<&str>) -> PathBuf {
 #[test]
 fn missing_tensor_is_an_error_naming_it() {
     let dir = altered_checkpoint("opt_tiny", "model.decoder.layers.1.fc2.bias", None);
-    let err = Model::from_hf_dir(&dir, Kind::Float, Device::Cpu).err().expect("must fail");
+    let err = Model::from_hf_dir(&dir, Kind::Float, Device::Cpu)
+        .err()
+        .expect("must fail");
     assert!(matches!(err, ModelError::MissingTensors { .. }), "{err}");
-    assert!(err.to_string().contains("decoder.layers.1.fc2.bias"), "{err}");
+    assert!(
+        err.to_string().contains("decoder.layers.1.fc2.bias"),
+        "{err}"
+    );
     std::fs::remove_dir_all(dir).ok();
 }
 
 #[test]
 fn unexpected_tensor_is_an_error_naming_it_but_known_extras_are_ignored() {
     let dir = altered_checkpoint("roberta_tiny", "", Some("roberta.encoder.layer.0.surprise"));
-    let err = Model::from_hf_dir(&dir, Kind::Float, Device::Cpu).err().expect("must fail");
-    assert!(err.to_string().contains("roberta.encoder.layer.0.surprise"), "{err}");
+    let err = Model::from_hf_dir(&dir, Kind::Float, Device::Cpu)
+        .err()
+        .expect("must fail");
+    assert!(
+        err.to_string().contains("roberta.encoder.layer.0.surprise"),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).ok();
     // transformers ignores RoBERTa's pooler when loading RobertaForMaskedLM; so do we.
     let dir = altered_checkpoint("roberta_tiny", "", Some("roberta.pooler.dense.bias"));
@@ -194,9 +241,15 @@ fn bad_batches_are_errors_not_panics() {
         labels: Tensor::from_slice(&[0i64]),
         label_word_ids: Tensor::from_slice(words),
     };
-    let err = model.label_word_logits(&batch(&[3], &[5])).err().expect("position 3 of 3");
+    let err = model
+        .label_word_logits(&batch(&[3], &[5]))
+        .err()
+        .expect("position 3 of 3");
     assert!(err.to_string().contains("outside 0..3"), "{err}");
-    let err = model.label_word_logits(&batch(&[2], &[5, 110])).err().expect("word 110 of 110");
+    let err = model
+        .label_word_logits(&batch(&[2], &[5, 110]))
+        .err()
+        .expect("word 110 of 110");
     assert!(err.to_string().contains("110"), "{err}");
     let ok = model.label_word_logits(&batch(&[2], &[5, 109])).unwrap();
     assert_eq!(ok.size(), [1, 2]);
@@ -227,6 +280,9 @@ fn continuation_log_prob_equals_sum_of_token_log_softmax() {
             expected += log_probs.double_value(&[row as i64, t - 1, token]);
         }
         let value = got.double_value(&[row as i64]);
-        assert!((value - expected).abs() < 1e-4, "row {row}: {value} vs {expected}");
+        assert!(
+            (value - expected).abs() < 1e-4,
+            "row {row}: {value} vs {expected}"
+        );
     }
 }

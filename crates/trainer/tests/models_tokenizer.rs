@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use trainer::models::tokenizer::load_tokenizer;
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
 }
 
 fn expected() -> serde_json::Value {
@@ -21,14 +23,27 @@ fn check(dir: &str) {
     assert!(cases.len() >= 4);
     for case in cases {
         let text = case["text"].as_str().unwrap();
-        let ids: Vec<u32> =
-            case["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let ids: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
         let ours = tokenizer.encode(text, true).unwrap();
         assert_eq!(ours.get_ids(), ids.as_slice(), "{dir}: {text:?}");
     }
     for (word, ids) in expected["words"].as_object().unwrap() {
-        let ids: Vec<u32> = ids.as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-        assert_eq!(tokenizer.encode(word.as_str(), false).unwrap().get_ids(), ids.as_slice(), "{word:?}");
+        let ids: Vec<u32> = ids
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(
+            tokenizer.encode(word.as_str(), false).unwrap().get_ids(),
+            ids.as_slice(),
+            "{word:?}"
+        );
     }
 }
 
@@ -44,6 +59,8 @@ fn tokenizer_json_matches_transformers() {
 
 #[test]
 fn missing_tokenizer_files_are_named() {
-    let err = load_tokenizer(&fixture("opt_tiny")).err().expect("opt_tiny has no tokenizer");
+    let err = load_tokenizer(&fixture("opt_tiny"))
+        .err()
+        .expect("opt_tiny has no tokenizer");
     assert!(err.to_string().contains("vocab.json"), "{err}");
 }

@@ -70,13 +70,22 @@ pub fn map_tensor_name(config: &ModelConfig, name: &str) -> TensorTarget {
 pub fn checkpoint_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.exists() {
-        let text = std::fs::read_to_string(&index)
-            .map_err(|source| ModelError::Io { path: index.clone(), source })?;
-        let value: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|source| ModelError::Json { path: index.clone(), source })?;
-        let map = value.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
-            ModelError::Safetensors { path: index.clone(), message: "no weight_map object".into() }
+        let text = std::fs::read_to_string(&index).map_err(|source| ModelError::Io {
+            path: index.clone(),
+            source,
         })?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|source| ModelError::Json {
+                path: index.clone(),
+                source,
+            })?;
+        let map = value
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| ModelError::Safetensors {
+                path: index.clone(),
+                message: "no weight_map object".into(),
+            })?;
         let mut shards = BTreeSet::new();
         for (tensor, file) in map {
             let file = file.as_str().ok_or_else(|| ModelError::Safetensors {
@@ -137,8 +146,9 @@ pub(crate) fn copy_bytes_into(
         // SAFETY: `bytes` is aligned for `kind`, holds exactly `count` elements laid out
         // contiguously (checked above), and outlives the borrowed tensor, which is dropped at
         // the end of this function after the copy; it is only read.
-        let source =
-            unsafe { Tensor::f_from_blob(bytes.as_ptr(), shape, &strides, kind, tch::Device::Cpu)? };
+        let source = unsafe {
+            Tensor::f_from_blob(bytes.as_ptr(), shape, &strides, kind, tch::Device::Cpu)?
+        };
         copy_into(target, &source)
     } else {
         copy_into(target, &Tensor::f_from_data_size(bytes, shape, kind)?)
@@ -159,7 +169,11 @@ pub(crate) fn release_pages(map: &memmap2::Mmap, data: &[u8]) {
     // which fault back in with the same file content if read again, so no live borrow of the
     // map observes a change.
     let _ = unsafe {
-        map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, aligned_start, end - aligned_start)
+        map.unchecked_advise_range(
+            memmap2::UncheckedAdvice::DontNeed,
+            aligned_start,
+            end - aligned_start,
+        )
     };
 }
 
@@ -174,15 +188,21 @@ pub fn load_safetensors(
     let mut filled: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut aliased: BTreeSet<String> = BTreeSet::new();
     for file in files {
-        let handle =
-            std::fs::File::open(file).map_err(|source| ModelError::Io { path: file.clone(), source })?;
+        let handle = std::fs::File::open(file).map_err(|source| ModelError::Io {
+            path: file.clone(),
+            source,
+        })?;
         // SAFETY: the map is read-only and lives until the end of this iteration; a checkpoint
         // modified by another process while we read it is outside this loader's contract.
-        let map = unsafe { memmap2::Mmap::map(&handle) }
-            .map_err(|source| ModelError::Io { path: file.clone(), source })?;
-        let tensors = safetensors::SafeTensors::deserialize(&map).map_err(|e| {
-            ModelError::Safetensors { path: file.clone(), message: e.to_string() }
+        let map = unsafe { memmap2::Mmap::map(&handle) }.map_err(|source| ModelError::Io {
+            path: file.clone(),
+            source,
         })?;
+        let tensors =
+            safetensors::SafeTensors::deserialize(&map).map_err(|e| ModelError::Safetensors {
+                path: file.clone(),
+                message: e.to_string(),
+            })?;
         let mut names: Vec<String> = tensors.names().into_iter().map(str::to_string).collect();
         names.sort();
         for name in names {
@@ -200,10 +220,12 @@ pub fn load_safetensors(
                 }
                 TensorTarget::Alias(p) => (p, true),
             };
-            let variable = variables.get(&target).ok_or_else(|| ModelError::UnexpectedTensor {
-                path: file.clone(),
-                name: name.clone(),
-            })?;
+            let variable = variables
+                .get(&target)
+                .ok_or_else(|| ModelError::UnexpectedTensor {
+                    path: file.clone(),
+                    name: name.clone(),
+                })?;
             let view = tensors.tensor(&name).map_err(|e| ModelError::Safetensors {
                 path: file.clone(),
                 message: format!("{name}: {e}"),
@@ -231,16 +253,22 @@ pub fn load_safetensors(
             }
         }
     }
-    let mut missing: Vec<String> =
-        variables
+    let mut missing: Vec<String> = variables
         .keys()
         .filter(|name| !filled.contains_key(*name) && !aliased.contains(*name))
         .cloned()
         .collect();
     if !missing.is_empty() {
         missing.sort();
-        let path = files.first().and_then(|f| f.parent()).unwrap_or(Path::new(".")).to_path_buf();
-        return Err(ModelError::MissingTensors { path, names: missing });
+        let path = files
+            .first()
+            .and_then(|f| f.parent())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        return Err(ModelError::MissingTensors {
+            path,
+            names: missing,
+        });
     }
     Ok(())
 }

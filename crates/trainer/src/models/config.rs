@@ -140,7 +140,8 @@ impl LlamaConfig {
     }
     /// Per-head width.
     pub fn head_width(&self) -> i64 {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads)
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads)
     }
     /// RoPE base, from either config layout (default 10000 as in transformers).
     pub fn rope_base(&self) -> f64 {
@@ -166,9 +167,15 @@ pub enum ModelConfig {
 impl ModelConfig {
     /// Parse a config from JSON text; `origin` names the file in errors.
     pub fn from_json_str(text: &str, origin: &Path) -> Result<Self> {
-        let json_err = |source| ModelError::Json { path: origin.to_path_buf(), source };
+        let json_err = |source| ModelError::Json {
+            path: origin.to_path_buf(),
+            source,
+        };
         let value: serde_json::Value = serde_json::from_str(text).map_err(json_err)?;
-        let model_type = value.get("model_type").and_then(|v| v.as_str()).unwrap_or("<missing>");
+        let model_type = value
+            .get("model_type")
+            .and_then(|v| v.as_str())
+            .unwrap_or("<missing>");
         let config = match model_type {
             "roberta" => Self::Roberta(serde_json::from_value(value.clone()).map_err(json_err)?),
             "opt" => Self::Opt(serde_json::from_value(value.clone()).map_err(json_err)?),
@@ -186,8 +193,10 @@ impl ModelConfig {
 
     /// Read `path` (a `config.json`).
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ModelError::Io { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Self::from_json_str(&text, path)
     }
 
@@ -212,7 +221,11 @@ impl ModelConfig {
     /// Reject configurations this implementation does not compute faithfully.
     pub fn validate(&self) -> Result<()> {
         let unsupported = |field, value: String, reason| {
-            Err(ModelError::UnsupportedConfig { field, value, reason })
+            Err(ModelError::UnsupportedConfig {
+                field,
+                value,
+                reason,
+            })
         };
         let positive = |field: &'static str, value: i64| {
             if value <= 0 {
@@ -234,7 +247,11 @@ impl ModelConfig {
                     );
                 }
                 if c.hidden_act != "gelu" {
-                    return unsupported("hidden_act", c.hidden_act.clone(), "only gelu is implemented");
+                    return unsupported(
+                        "hidden_act",
+                        c.hidden_act.clone(),
+                        "only gelu is implemented",
+                    );
                 }
                 if let Some(kind) = &c.position_embedding_type {
                     if kind != "absolute" {
@@ -292,10 +309,18 @@ impl ModelConfig {
                     );
                 }
                 if c.head_width() % 2 != 0 {
-                    return unsupported("head_dim", c.head_width().to_string(), "RoPE needs it even");
+                    return unsupported(
+                        "head_dim",
+                        c.head_width().to_string(),
+                        "RoPE needs it even",
+                    );
                 }
                 if c.hidden_act != "silu" {
-                    return unsupported("hidden_act", c.hidden_act.clone(), "only silu is implemented");
+                    return unsupported(
+                        "hidden_act",
+                        c.hidden_act.clone(),
+                        "only silu is implemented",
+                    );
                 }
                 let scaled = |v: &serde_json::Value| {
                     let kind = v
@@ -305,12 +330,17 @@ impl ModelConfig {
                         .unwrap_or("default");
                     kind != "default"
                 };
-                for (field, value) in
-                    [("rope_scaling", &c.rope_scaling), ("rope_parameters", &c.rope_parameters)]
-                {
+                for (field, value) in [
+                    ("rope_scaling", &c.rope_scaling),
+                    ("rope_parameters", &c.rope_parameters),
+                ] {
                     if let Some(v) = value {
                         if !v.is_null() && scaled(v) {
-                            return unsupported(field, v.to_string(), "only unscaled RoPE is implemented");
+                            return unsupported(
+                                field,
+                                v.to_string(),
+                                "only unscaled RoPE is implemented",
+                            );
                         }
                     }
                 }
@@ -327,7 +357,8 @@ impl ModelConfig {
         match self {
             Self::Roberta(c) => {
                 let h = c.hidden_size;
-                let embeddings = (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * h + 2 * h;
+                let embeddings =
+                    (c.vocab_size + c.max_position_embeddings + c.type_vocab_size) * h + 2 * h;
                 let attention = 4 * (h * h + h) + 2 * h;
                 let ffn = 2 * h * c.intermediate_size + c.intermediate_size + h + 2 * h;
                 let head = h * h + h + 2 * h + c.vocab_size;
@@ -343,7 +374,8 @@ impl ModelConfig {
                 if c.has_final_layer_norm() {
                     total += 2 * h;
                 }
-                let layer = 4 * (h * h + bias * h) + 2 * h * c.ffn_dim + bias * (c.ffn_dim + h) + 4 * h;
+                let layer =
+                    4 * (h * h + bias * h) + 2 * h * c.ffn_dim + bias * (c.ffn_dim + h) + 4 * h;
                 total + c.num_hidden_layers * layer
             }
             Self::Llama(c) => {
@@ -351,9 +383,22 @@ impl ModelConfig {
                 let d = c.head_width();
                 let (q, kv) = (c.num_attention_heads * d, c.kv_heads() * d);
                 let attention_bias = if c.attention_bias { q + 2 * kv + h } else { 0 };
-                let mlp_bias = if c.mlp_bias { 2 * c.intermediate_size + h } else { 0 };
-                let layer = h * (q + 2 * kv) + q * h + attention_bias + 3 * h * c.intermediate_size + mlp_bias + 2 * h;
-                let head = if c.tie_word_embeddings { 0 } else { c.vocab_size * h };
+                let mlp_bias = if c.mlp_bias {
+                    2 * c.intermediate_size + h
+                } else {
+                    0
+                };
+                let layer = h * (q + 2 * kv)
+                    + q * h
+                    + attention_bias
+                    + 3 * h * c.intermediate_size
+                    + mlp_bias
+                    + 2 * h;
+                let head = if c.tie_word_embeddings {
+                    0
+                } else {
+                    c.vocab_size * h
+                };
                 c.vocab_size * h + c.num_hidden_layers * layer + h + head
             }
         }

@@ -34,7 +34,9 @@ impl safetensors::View for &Bytes {
 /// The checkpoint name of a parameter (transformers' `*ForMaskedLM` / `*ForCausalLM` prefixes).
 pub fn checkpoint_name(config: &ModelConfig, parameter: &str) -> String {
     match config {
-        ModelConfig::Roberta(_) if !parameter.starts_with("lm_head.") => format!("roberta.{parameter}"),
+        ModelConfig::Roberta(_) if !parameter.starts_with("lm_head.") => {
+            format!("roberta.{parameter}")
+        }
         ModelConfig::Opt(_) => format!("model.{parameter}"),
         ModelConfig::Llama(_) if !parameter.starts_with("lm_head.") => format!("model.{parameter}"),
         _ => parameter.to_string(),
@@ -69,16 +71,26 @@ fn config_json(config: &ModelConfig, kind: Kind) -> Result<serde_json::Value> {
 
 /// Write `model` to `dir` in the Hugging Face layout with its current dtype, plus
 /// `tokenizer.json` when given. Tied matrices are written once, as transformers does.
-pub fn export_hf(model: &Model, dir: &Path, tokenizer_json: Option<&serde_json::Value>) -> Result<()> {
+pub fn export_hf(
+    model: &Model,
+    dir: &Path,
+    tokenizer_json: Option<&serde_json::Value>,
+) -> Result<()> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| ModelError::Io { path: path.clone(), source }
+        move |source| ModelError::Io {
+            path: path.clone(),
+            source,
+        }
     };
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let config = config_json(model.config(), model.kind())?;
     let config_path = dir.join("config.json");
-    std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap_or_default())
-        .map_err(io(&config_path))?;
+    std::fs::write(
+        &config_path,
+        serde_json::to_string_pretty(&config).unwrap_or_default(),
+    )
+    .map_err(io(&config_path))?;
     if let Some(tokenizer) = tokenizer_json {
         let path = dir.join("tokenizer.json");
         std::fs::write(&path, tokenizer.to_string()).map_err(io(&path))?;
@@ -90,19 +102,33 @@ pub fn export_hf(model: &Model, dir: &Path, tokenizer_json: Option<&serde_json::
             Kind::Float => (safetensors::Dtype::F32, 4),
             Kind::Half => (safetensors::Dtype::F16, 2),
             Kind::BFloat16 => (safetensors::Dtype::BF16, 2),
-            other => return Err(ModelError::BadInput(format!("{name}: dtype {other:?} not exportable"))),
+            other => {
+                return Err(ModelError::BadInput(format!(
+                    "{name}: dtype {other:?} not exportable"
+                )))
+            }
         };
         let count = cpu.numel();
         let mut data = vec![0u8; count * width];
         cpu.f_copy_data_u8(&mut data, count)?;
         let shape = cpu.size().iter().map(|&d| d as usize).collect();
-        tensors.push((checkpoint_name(model.config(), &name), Bytes { dtype, shape, data }));
+        tensors.push((
+            checkpoint_name(model.config(), &name),
+            Bytes { dtype, shape, data },
+        ));
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let metadata: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
     let path = dir.join("model.safetensors");
-    safetensors::serialize_to_file(tensors.iter().map(|(n, b)| (n.clone(), b)), Some(metadata), &path)
-        .map_err(|e| ModelError::Safetensors { path: path.clone(), message: e.to_string() })
+    safetensors::serialize_to_file(
+        tensors.iter().map(|(n, b)| (n.clone(), b)),
+        Some(metadata),
+        &path,
+    )
+    .map_err(|e| ModelError::Safetensors {
+        path: path.clone(),
+        message: e.to_string(),
+    })
 }
 
 /// Convert a Llama GGUF file into a Hugging Face checkpoint directory in `kind`

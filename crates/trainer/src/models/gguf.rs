@@ -121,7 +121,10 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn err(&self, message: String) -> ModelError {
-        ModelError::Gguf { path: self.path.to_path_buf(), message: format!("at byte {}: {message}", self.pos) }
+        ModelError::Gguf {
+            path: self.path.to_path_buf(),
+            message: format!("at byte {}: {message}", self.pos),
+        }
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.bytes.len());
@@ -188,18 +191,27 @@ impl<'a> Reader<'a> {
 impl GgufFile {
     /// Memory-map and parse the header, metadata and tensor directory of `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let io = |source| ModelError::Io { path: path.to_path_buf(), source };
+        let io = |source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
         let file = std::fs::File::open(path).map_err(io)?;
         // SAFETY: read-only map; the file is not expected to change while the model loads.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
-        let mut r = Reader { bytes: &map, pos: 0, path };
+        let mut r = Reader {
+            bytes: &map,
+            pos: 0,
+            path,
+        };
         let magic = r.u32()?;
         if magic != MAGIC {
             return Err(r.err(format!("magic {magic:#x} is not GGUF")));
         }
         let version = r.u32()?;
         if !(2..=3).contains(&version) {
-            return Err(r.err(format!("GGUF version {version} (this reader knows 2 and 3)")));
+            return Err(r.err(format!(
+                "GGUF version {version} (this reader knows 2 and 3)"
+            )));
         }
         let n_tensors = r.len()?;
         let n_metadata = r.len()?;
@@ -250,13 +262,28 @@ impl GgufFile {
             if start + byte_len > map.len() as u64 {
                 return Err(ModelError::Gguf {
                     path: path.to_path_buf(),
-                    message: format!("tensor {name}: data {start}..{} beyond the file end {}", start + byte_len, map.len()),
+                    message: format!(
+                        "tensor {name}: data {start}..{} beyond the file end {}",
+                        start + byte_len,
+                        map.len()
+                    ),
                 });
             }
             let shape = dims.iter().rev().map(|&d| d as i64).collect();
-            tensors.push(TensorInfo { name, shape, ggml_type, offset: start as usize, byte_len: byte_len as usize });
+            tensors.push(TensorInfo {
+                name,
+                shape,
+                ggml_type,
+                offset: start as usize,
+                byte_len: byte_len as usize,
+            });
         }
-        Ok(Self { path: path.to_path_buf(), metadata, tensors, map })
+        Ok(Self {
+            path: path.to_path_buf(),
+            metadata,
+            tensors,
+            map,
+        })
     }
 
     fn meta(&self, key: &str) -> Result<&MetadataValue> {
@@ -289,10 +316,12 @@ impl GgufFile {
         items
             .iter()
             .map(|v| {
-                v.as_str().map(str::to_string).ok_or_else(|| ModelError::Gguf {
-                    path: self.path.clone(),
-                    message: format!("metadata {key} holds a non-string"),
-                })
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ModelError::Gguf {
+                        path: self.path.clone(),
+                        message: format!("metadata {key} holds a non-string"),
+                    })
             })
             .collect()
     }
@@ -323,7 +352,10 @@ impl GgufFile {
 
     /// The Hugging Face `LlamaConfig` equivalent to this file's `llama.*` metadata.
     pub fn llama_config(&self) -> Result<LlamaConfig> {
-        let arch = self.meta("general.architecture")?.as_str().unwrap_or("<not a string>");
+        let arch = self
+            .meta("general.architecture")?
+            .as_str()
+            .unwrap_or("<not a string>");
         if arch != "llama" {
             return Err(ModelError::Gguf {
                 path: self.path.clone(),
@@ -332,7 +364,9 @@ impl GgufFile {
         }
         let hidden = self.meta_u64("llama.embedding_length")? as i64;
         let heads = self.meta_u64("llama.attention.head_count")? as i64;
-        let kv_heads = self.optional_u64("llama.attention.head_count_kv").map_or(heads, |v| v as i64);
+        let kv_heads = self
+            .optional_u64("llama.attention.head_count_kv")
+            .map_or(heads, |v| v as i64);
         let vocab = match self.optional_u64("llama.vocab_size") {
             Some(v) => v as i64,
             None => self.string_array("tokenizer.ggml.tokens")?.len() as i64,
@@ -358,13 +392,20 @@ impl GgufFile {
             head_dim: Some(head_dim),
             hidden_act: "silu".into(),
             rms_norm_eps: self.meta_f64("llama.attention.layer_norm_rms_epsilon")?,
-            rope_theta: Some(self.metadata.get("llama.rope.freq_base").and_then(|v| v.as_f64()).unwrap_or(10000.0)),
+            rope_theta: Some(
+                self.metadata
+                    .get("llama.rope.freq_base")
+                    .and_then(|v| v.as_f64())
+                    .unwrap_or(10000.0),
+            ),
             rope_parameters: None,
             rope_scaling: None,
             attention_bias: false,
             mlp_bias: false,
             tie_word_embeddings: tied,
-            max_position_embeddings: self.optional_u64("llama.context_length").map_or(2048, |v| v as i64),
+            max_position_embeddings: self
+                .optional_u64("llama.context_length")
+                .map_or(2048, |v| v as i64),
         })
     }
 
@@ -379,7 +420,11 @@ impl GgufFile {
 
 /// `[blocks, 2]` little-endian f16 bytes -> `[blocks, 1]` f32.
 fn block_f16(blocks: &Tensor, at: i64) -> std::result::Result<Tensor, tch::TchError> {
-    blocks.f_narrow(1, at, 2)?.f_contiguous()?.f_view_dtype(Kind::Half)?.f_to_kind(Kind::Float)
+    blocks
+        .f_narrow(1, at, 2)?
+        .f_contiguous()?
+        .f_view_dtype(Kind::Half)?
+        .f_to_kind(Kind::Float)
 }
 
 /// 4-bit codes of `[blocks, 16]` bytes in weight order: byte j holds weight j in its low
@@ -393,7 +438,10 @@ fn nibbles(bytes: &Tensor) -> std::result::Result<Tensor, tch::TchError> {
 
 /// Dequantise raw GGML data of `ggml_type` (whole blocks, little-endian) to a 1-D f32 tensor.
 /// Runs as tensor ops (a few ms for a 49152 x 576 matrix).
-pub fn dequantize_bytes(ggml_type: GgmlType, bytes: &[u8]) -> std::result::Result<Tensor, tch::TchError> {
+pub fn dequantize_bytes(
+    ggml_type: GgmlType,
+    bytes: &[u8],
+) -> std::result::Result<Tensor, tch::TchError> {
     let (_, block_bytes) = ggml_type.block();
     let blocks = (bytes.len() / block_bytes) as i64;
     let raw = Tensor::f_from_data_size(bytes, &[blocks, block_bytes as i64], Kind::Uint8)?;
@@ -401,7 +449,10 @@ pub fn dequantize_bytes(ggml_type: GgmlType, bytes: &[u8]) -> std::result::Resul
         GgmlType::F32 => raw.f_view_dtype(Kind::Float)?,
         GgmlType::F16 => raw.f_view_dtype(Kind::Half)?.f_to_kind(Kind::Float)?,
         GgmlType::Q8_0 => {
-            let codes = raw.f_narrow(1, 2, 32)?.f_contiguous()?.f_view_dtype(Kind::Int8)?;
+            let codes = raw
+                .f_narrow(1, 2, 32)?
+                .f_contiguous()?
+                .f_view_dtype(Kind::Int8)?;
             codes.f_to_kind(Kind::Float)? * block_f16(&raw, 0)?
         }
         GgmlType::Q4_0 => (nibbles(&raw.f_narrow(1, 2, 16)?)? - 8.0) * block_f16(&raw, 0)?,
@@ -456,19 +507,27 @@ fn hf_name(gguf_name: &str, config: &LlamaConfig) -> Option<(String, Option<i64>
 pub fn load_gguf_model(path: &Path, kind: Kind, device: Device) -> Result<Model> {
     let file = GgufFile::open(path)?;
     let config = file.llama_config()?;
-    let model = Model::build(&ModelConfig::Llama(config.clone()), kind, device, ParamInit::ForLoading)?;
+    let model = Model::build(
+        &ModelConfig::Llama(config.clone()),
+        kind,
+        device,
+        ParamInit::ForLoading,
+    )?;
     let variables: HashMap<String, Tensor> =
         crate::model::LabelWordModel::var_store(&model).variables();
     let mut filled = std::collections::BTreeSet::new();
     for info in &file.tensors {
-        let (name, heads) = hf_name(&info.name, &config).ok_or_else(|| ModelError::UnexpectedTensor {
-            path: path.to_path_buf(),
-            name: info.name.clone(),
-        })?;
-        let variable = variables.get(&name).ok_or_else(|| ModelError::UnexpectedTensor {
-            path: path.to_path_buf(),
-            name: info.name.clone(),
-        })?;
+        let (name, heads) =
+            hf_name(&info.name, &config).ok_or_else(|| ModelError::UnexpectedTensor {
+                path: path.to_path_buf(),
+                name: info.name.clone(),
+            })?;
+        let variable = variables
+            .get(&name)
+            .ok_or_else(|| ModelError::UnexpectedTensor {
+                path: path.to_path_buf(),
+                name: info.name.clone(),
+            })?;
         if info.shape != variable.size() {
             return Err(ModelError::ShapeMismatch {
                 path: path.to_path_buf(),
@@ -484,10 +543,17 @@ pub fn load_gguf_model(path: &Path, kind: Kind, device: Device) -> Result<Model>
         super::checkpoint::copy_into(variable, &values)?;
         filled.insert(name);
     }
-    let mut missing: Vec<String> = variables.keys().filter(|n| !filled.contains(*n)).cloned().collect();
+    let mut missing: Vec<String> = variables
+        .keys()
+        .filter(|n| !filled.contains(*n))
+        .cloned()
+        .collect();
     if !missing.is_empty() {
         missing.sort();
-        return Err(ModelError::MissingTensors { path: path.to_path_buf(), names: missing });
+        return Err(ModelError::MissingTensors {
+            path: path.to_path_buf(),
+            names: missing,
+        });
     }
     Ok(model)
 }

@@ -67,7 +67,11 @@ impl Linear {
         with_bias: bool,
     ) -> Result<Self, TchError> {
         let weight = f.matrix(path, "weight", &[out_dim, in_dim])?;
-        let bias = if with_bias { Some(f.bias(path, "bias", &[out_dim])?) } else { None };
+        let bias = if with_bias {
+            Some(f.bias(path, "bias", &[out_dim])?)
+        } else {
+            None
+        };
         Ok(Self { weight, bias })
     }
 
@@ -85,7 +89,11 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn new(f: &ParamFactory, path: &nn::Path, dim: i64, eps: f64) -> Result<Self, TchError> {
-        Ok(Self { weight: f.gain(path, "weight", &[dim])?, bias: f.bias(path, "bias", &[dim])?, eps })
+        Ok(Self {
+            weight: f.gain(path, "weight", &[dim])?,
+            bias: f.bias(path, "bias", &[dim])?,
+            eps,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
@@ -102,7 +110,10 @@ pub struct RmsNorm {
 
 impl RmsNorm {
     pub fn new(f: &ParamFactory, path: &nn::Path, dim: i64, eps: f64) -> Result<Self, TchError> {
-        Ok(Self { weight: f.gain(path, "weight", &[dim])?, eps })
+        Ok(Self {
+            weight: f.gain(path, "weight", &[dim])?,
+            eps,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
@@ -136,7 +147,10 @@ pub fn attention_bool_mask(attention_mask: &Tensor, causal: bool) -> Result<Tens
     let size = attention_mask.size();
     let (b, l) = (size[0], size[1]);
     let device = attention_mask.device();
-    let keys = attention_mask.f_ne(0)?.f_view([b, 1, 1, l])?.f_expand([b, 1, l, l], false)?;
+    let keys = attention_mask
+        .f_ne(0)?
+        .f_view([b, 1, 1, l])?
+        .f_expand([b, 1, l, l], false)?;
     let mut allowed = if causal {
         let lower = Tensor::f_ones([l, l], (Kind::Bool, device))?.f_tril(0)?;
         keys.f_logical_and(&lower)?
@@ -182,9 +196,14 @@ pub fn gather_positions(hidden: &Tensor, positions: &Tensor) -> Result<Tensor, T
     let min = positions.f_min()?.f_int64_value(&[])?;
     let max = positions.f_max()?.f_int64_value(&[])?;
     if b > 0 && (min < 0 || max >= l) {
-        return Err(TchError::Shape(format!("positions span {min}..={max}, outside 0..{l}")));
+        return Err(TchError::Shape(format!(
+            "positions span {min}..={max}, outside 0..{l}"
+        )));
     }
-    let index = positions.f_to_kind(Kind::Int64)?.f_view([b, 1, 1])?.f_expand([b, 1, h], false)?;
+    let index = positions
+        .f_to_kind(Kind::Int64)?
+        .f_view([b, 1, 1])?
+        .f_expand([b, 1, h], false)?;
     hidden.f_gather(1, &index, false)?.f_squeeze_dim(1)
 }
 

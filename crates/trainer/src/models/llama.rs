@@ -42,7 +42,8 @@ impl Llama {
         let kv_width = config.kv_heads() * d;
         let eps = config.rms_norm_eps;
         let (attn_bias, mlp_bias) = (config.attention_bias, config.mlp_bias);
-        let embed_tokens = f.matrix(&root.sub("embed_tokens"), "weight", &[config.vocab_size, h])?;
+        let embed_tokens =
+            f.matrix(&root.sub("embed_tokens"), "weight", &[config.vocab_size, h])?;
         let mut layers = Vec::new();
         for i in 0..config.num_hidden_layers {
             let p = root.sub("layers").sub(i);
@@ -55,7 +56,12 @@ impl Llama {
                 k_proj: Linear::new(f, &att.sub("k_proj"), h, kv_width, attn_bias)?,
                 v_proj: Linear::new(f, &att.sub("v_proj"), h, kv_width, attn_bias)?,
                 o_proj: Linear::new(f, &att.sub("o_proj"), q_width, h, attn_bias)?,
-                post_attention_layernorm: RmsNorm::new(f, &p.sub("post_attention_layernorm"), h, eps)?,
+                post_attention_layernorm: RmsNorm::new(
+                    f,
+                    &p.sub("post_attention_layernorm"),
+                    h,
+                    eps,
+                )?,
                 gate_proj: Linear::new(f, &mlp.sub("gate_proj"), h, inter, mlp_bias)?,
                 up_proj: Linear::new(f, &mlp.sub("up_proj"), h, inter, mlp_bias)?,
                 down_proj: Linear::new(f, &mlp.sub("down_proj"), inter, h, mlp_bias)?,
@@ -73,13 +79,24 @@ impl Llama {
             Tensor::f_full([d / 2], config.rope_base(), (Kind::Float, f.device))?
                 .f_pow(&exponents)?
                 .f_reciprocal()?;
-        Ok(Self { config: config.clone(), embed_tokens, layers, norm, lm_head, inverse_frequencies })
+        Ok(Self {
+            config: config.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            inverse_frequencies,
+        })
     }
 
     /// `(cos, sin)`, each `[B, 1, L, head_dim]` in `kind`, for positions counted over the mask
     /// (0 at the first real token; RoPE is relative, so real tokens see the same angles
     /// differences whatever the padding side).
-    fn rotary_tables(&self, attention_mask: &Tensor, kind: Kind) -> Result<(Tensor, Tensor), TchError> {
+    fn rotary_tables(
+        &self,
+        attention_mask: &Tensor,
+        kind: Kind,
+    ) -> Result<(Tensor, Tensor), TchError> {
         let mask64 = attention_mask.f_to_kind(Kind::Int64)?;
         let positions = (mask64.f_cumsum(1, Kind::Int64)? - 1).f_clamp_min(0)?;
         let angles = positions
@@ -87,7 +104,10 @@ impl Llama {
             .f_unsqueeze(-1)?
             .f_mul(&self.inverse_frequencies)?;
         let angles = Tensor::f_cat(&[&angles, &angles], -1)?.f_unsqueeze(1)?;
-        Ok((angles.f_cos()?.f_to_kind(kind)?, angles.f_sin()?.f_to_kind(kind)?))
+        Ok((
+            angles.f_cos()?.f_to_kind(kind)?,
+            angles.f_sin()?.f_to_kind(kind)?,
+        ))
     }
 
     /// Decoder output `[B, L, H]` after the final RMSNorm.
@@ -105,14 +125,23 @@ impl Llama {
         let group = heads / kv_heads;
         for layer in &self.layers {
             let normed = layer.input_layernorm.forward(&x)?;
-            let q = rotate(&split_heads(&layer.q_proj.forward(&normed)?, heads)?, &cos, &sin)?;
-            let k = rotate(&split_heads(&layer.k_proj.forward(&normed)?, kv_heads)?, &cos, &sin)?;
+            let q = rotate(
+                &split_heads(&layer.q_proj.forward(&normed)?, heads)?,
+                &cos,
+                &sin,
+            )?;
+            let k = rotate(
+                &split_heads(&layer.k_proj.forward(&normed)?, kv_heads)?,
+                &cos,
+                &sin,
+            )?;
             let v = split_heads(&layer.v_proj.forward(&normed)?, kv_heads)?;
             let (k, v) = (repeat_kv(&k, group)?, repeat_kv(&v, group)?);
             let attended = merge_heads(&fused_attention(&q, &k, &v, &mask)?)?;
             x = x + layer.o_proj.forward(&attended)?;
             let normed = layer.post_attention_layernorm.forward(&x)?;
-            let gated = layer.gate_proj.forward(&normed)?.f_silu()? * layer.up_proj.forward(&normed)?;
+            let gated =
+                layer.gate_proj.forward(&normed)?.f_silu()? * layer.up_proj.forward(&normed)?;
             x = x + layer.down_proj.forward(&gated)?;
         }
         self.norm.forward(&x)

@@ -47,7 +47,9 @@ pub fn parse_dtype(name: &str) -> Result<Kind> {
         "f32" | "float32" => Ok(Kind::Float),
         "f16" | "float16" => Ok(Kind::Half),
         "bf16" | "bfloat16" => Ok(Kind::BFloat16),
-        other => Err(ModelError::BadInput(format!("dtype {other:?}: expected f32, f16 or bf16"))),
+        other => Err(ModelError::BadInput(format!(
+            "dtype {other:?}: expected f32, f16 or bf16"
+        ))),
     }
 }
 
@@ -62,7 +64,12 @@ fn check_dtype(kind: Kind) -> Result<()> {
 
 impl Model {
     /// Build the parameters of `config` (zeros for `ParamInit::ForLoading`).
-    pub fn build(config: &ModelConfig, kind: Kind, device: Device, init: ParamInit) -> Result<Self> {
+    pub fn build(
+        config: &ModelConfig,
+        kind: Kind,
+        device: Device,
+        init: ParamInit,
+    ) -> Result<Self> {
         check_dtype(kind)?;
         config.validate()?;
         let mut var_store = VarStore::new(device);
@@ -77,7 +84,11 @@ impl Model {
             ModelConfig::Opt(c) => Architecture::Opt(opt::Opt::new(c, &root, &factory)?),
             ModelConfig::Llama(c) => Architecture::Llama(llama::Llama::new(c, &root, &factory)?),
         };
-        Ok(Self { config: config.clone(), architecture, var_store })
+        Ok(Self {
+            config: config.clone(),
+            architecture,
+            var_store,
+        })
     }
 
     /// Load a Hugging Face checkpoint directory: `config.json` and `model.safetensors` or
@@ -112,7 +123,11 @@ impl Model {
 
     /// Number of scalar parameters.
     pub fn parameter_count(&self) -> i64 {
-        self.var_store.variables().values().map(|t| t.numel() as i64).sum()
+        self.var_store
+            .variables()
+            .values()
+            .map(|t| t.numel() as i64)
+            .sum()
     }
 
     /// Last hidden states `[B, L, H]` (after the final norm for the decoders; the encoder
@@ -130,7 +145,11 @@ impl Model {
     }
 
     /// The output head on hidden states `[..., H]`: all vocabulary logits or only `rows`.
-    pub fn head(&self, hidden: &Tensor, rows: Option<&Tensor>) -> std::result::Result<Tensor, TchError> {
+    pub fn head(
+        &self,
+        hidden: &Tensor,
+        rows: Option<&Tensor>,
+    ) -> std::result::Result<Tensor, TchError> {
         match &self.architecture {
             Architecture::Roberta(m) => m.head(hidden, rows),
             Architecture::Opt(m) => m.head(hidden, rows),
@@ -181,13 +200,23 @@ impl Model {
         let predictor = hidden.f_narrow(1, 0, l - 1)?;
         let flat_index = targets.f_flatten(0, 1)?.f_nonzero()?.f_squeeze_dim(1)?;
         let width = predictor.size()[2];
-        let rows = predictor.f_reshape([-1, width])?.f_index_select(0, &flat_index)?;
+        let rows = predictor
+            .f_reshape([-1, width])?
+            .f_index_select(0, &flat_index)?;
         let log_probs = self.head(&rows, None)?.f_log_softmax(-1, Kind::Float)?;
-        let next_tokens =
-            input_ids.f_narrow(1, 1, l - 1)?.f_flatten(0, 1)?.f_index_select(0, &flat_index)?;
-        let token_log_probs = log_probs.f_gather(1, &next_tokens.f_unsqueeze(1)?, false)?.f_squeeze_dim(1)?;
+        let next_tokens = input_ids
+            .f_narrow(1, 1, l - 1)?
+            .f_flatten(0, 1)?
+            .f_index_select(0, &flat_index)?;
+        let token_log_probs = log_probs
+            .f_gather(1, &next_tokens.f_unsqueeze(1)?, false)?
+            .f_squeeze_dim(1)?;
         let example = flat_index.f_div_scalar_mode(l - 1, "floor")?;
-        Tensor::f_zeros([b], (Kind::Float, hidden.device()))?.f_index_add(0, &example, &token_log_probs)
+        Tensor::f_zeros([b], (Kind::Float, hidden.device()))?.f_index_add(
+            0,
+            &example,
+            &token_log_probs,
+        )
     }
 }
 
@@ -195,7 +224,8 @@ impl LabelWordModel for Model {
     fn label_word_logits(&self, batch: &Batch) -> std::result::Result<Tensor, TchError> {
         let hidden = self.hidden_states(&batch.input_ids, &batch.attention_mask)?;
         let gathered = gather_positions(&hidden, &batch.positions)?;
-        self.head(&gathered, Some(&batch.label_word_ids))?.f_to_kind(Kind::Float)
+        self.head(&gathered, Some(&batch.label_word_ids))?
+            .f_to_kind(Kind::Float)
     }
 
     fn var_store(&self) -> &VarStore {

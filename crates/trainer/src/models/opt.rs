@@ -6,8 +6,8 @@
 
 use super::config::OptConfig;
 use super::layers::{
-    attention_bool_mask, batch_dims, fused_attention, merge_heads, split_heads, LayerNorm,
-    Linear, ParamFactory,
+    attention_bool_mask, batch_dims, fused_attention, merge_heads, split_heads, LayerNorm, Linear,
+    ParamFactory,
 };
 use tch::{nn, Kind, TchError, Tensor};
 
@@ -61,7 +61,12 @@ impl Opt {
             (None, None)
         };
         let final_layer_norm = if config.has_final_layer_norm() {
-            Some(LayerNorm::new(f, &dec.sub("final_layer_norm"), h, LAYER_NORM_EPS)?)
+            Some(LayerNorm::new(
+                f,
+                &dec.sub("final_layer_norm"),
+                h,
+                LAYER_NORM_EPS,
+            )?)
         } else {
             None
         };
@@ -131,7 +136,11 @@ impl Opt {
         let pre_ln = self.config.do_layer_norm_before;
         for layer in &self.layers {
             let residual = x.shallow_clone();
-            let normed = if pre_ln { layer.self_attn_layer_norm.forward(&x)? } else { x };
+            let normed = if pre_ln {
+                layer.self_attn_layer_norm.forward(&x)?
+            } else {
+                x
+            };
             let q = split_heads(&layer.q_proj.forward(&normed)?, heads)?;
             let k = split_heads(&layer.k_proj.forward(&normed)?, heads)?;
             let v = split_heads(&layer.v_proj.forward(&normed)?, heads)?;
@@ -141,7 +150,11 @@ impl Opt {
                 x = layer.self_attn_layer_norm.forward(&x)?;
             }
             let residual = x.shallow_clone();
-            let normed = if pre_ln { layer.final_layer_norm.forward(&x)? } else { x };
+            let normed = if pre_ln {
+                layer.final_layer_norm.forward(&x)?
+            } else {
+                x
+            };
             let inner = self.activation(&layer.fc1.forward(&normed)?)?;
             x = residual + layer.fc2.forward(&inner)?;
             if !pre_ln {

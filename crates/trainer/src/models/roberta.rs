@@ -4,8 +4,8 @@
 
 use super::config::RobertaConfig;
 use super::layers::{
-    attention_bool_mask, batch_dims, fused_attention, merge_heads, split_heads, LayerNorm,
-    Linear, ParamFactory,
+    attention_bool_mask, batch_dims, fused_attention, merge_heads, split_heads, LayerNorm, Linear,
+    ParamFactory,
 };
 use tch::{nn, Kind, TchError, Tensor};
 
@@ -36,19 +36,29 @@ pub struct Roberta {
 
 impl Roberta {
     /// Create the parameters under `root`.
-    pub fn new(config: &RobertaConfig, root: &nn::Path, f: &ParamFactory) -> Result<Self, TchError> {
+    pub fn new(
+        config: &RobertaConfig,
+        root: &nn::Path,
+        f: &ParamFactory,
+    ) -> Result<Self, TchError> {
         let h = config.hidden_size;
         let eps = config.layer_norm_eps;
         let emb = root.sub("embeddings");
-        let word_embeddings =
-            f.matrix(&emb.sub("word_embeddings"), "weight", &[config.vocab_size, h])?;
+        let word_embeddings = f.matrix(
+            &emb.sub("word_embeddings"),
+            "weight",
+            &[config.vocab_size, h],
+        )?;
         let position_embeddings = f.matrix(
             &emb.sub("position_embeddings"),
             "weight",
             &[config.max_position_embeddings, h],
         )?;
-        let token_type_embeddings =
-            f.matrix(&emb.sub("token_type_embeddings"), "weight", &[config.type_vocab_size, h])?;
+        let token_type_embeddings = f.matrix(
+            &emb.sub("token_type_embeddings"),
+            "weight",
+            &[config.type_vocab_size, h],
+        )?;
         let embeddings_norm = LayerNorm::new(f, &emb.sub("LayerNorm"), h, eps)?;
         let mut layers = Vec::new();
         for i in 0..config.num_hidden_layers {
@@ -112,9 +122,12 @@ impl Roberta {
             )));
         }
         let words = Tensor::f_embedding(&self.word_embeddings, input_ids, -1, false, false)?;
-        let positions = Tensor::f_embedding(&self.position_embeddings, &position_ids, -1, false, false)?;
+        let positions =
+            Tensor::f_embedding(&self.position_embeddings, &position_ids, -1, false, false)?;
         let token_type = self.token_type_embeddings.f_get(0)?;
-        let mut x = self.embeddings_norm.forward(&(words + positions + token_type))?;
+        let mut x = self
+            .embeddings_norm
+            .forward(&(words + positions + token_type))?;
         let mask = attention_bool_mask(attention_mask, false)?;
         let heads = self.config.num_attention_heads;
         for layer in &self.layers {
@@ -122,9 +135,13 @@ impl Roberta {
             let k = split_heads(&layer.key.forward(&x)?, heads)?;
             let v = split_heads(&layer.value.forward(&x)?, heads)?;
             let attended = merge_heads(&fused_attention(&q, &k, &v, &mask)?)?;
-            x = layer.attention_norm.forward(&(layer.attention_out.forward(&attended)? + &x))?;
+            x = layer
+                .attention_norm
+                .forward(&(layer.attention_out.forward(&attended)? + &x))?;
             let inner = layer.intermediate.forward(&x)?.f_gelu("none")?;
-            x = layer.output_norm.forward(&(layer.output.forward(&inner)? + &x))?;
+            x = layer
+                .output_norm
+                .forward(&(layer.output.forward(&inner)? + &x))?;
         }
         debug_assert_eq!(x.size(), [b, l, self.config.hidden_size]);
         Ok(x)
@@ -132,7 +149,9 @@ impl Roberta {
 
     /// MLM head on hidden states `[..., H]`: all vocabulary logits, or only `rows`.
     pub fn head(&self, hidden: &Tensor, rows: Option<&Tensor>) -> Result<Tensor, TchError> {
-        let transformed = self.head_norm.forward(&self.head_dense.forward(hidden)?.f_gelu("none")?)?;
+        let transformed = self
+            .head_norm
+            .forward(&self.head_dense.forward(hidden)?.f_gelu("none")?)?;
         match rows {
             Some(rows) => super::layers::project_rows(
                 &transformed,

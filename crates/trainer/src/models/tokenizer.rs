@@ -10,7 +10,10 @@ use std::str::FromStr;
 use tokenizers::Tokenizer;
 
 fn tokenizer_error(path: &Path, message: impl std::fmt::Display) -> ModelError {
-    ModelError::Tokenizer { path: path.to_path_buf(), message: message.to_string() }
+    ModelError::Tokenizer {
+        path: path.to_path_buf(),
+        message: message.to_string(),
+    }
 }
 
 /// An `added_tokens` entry of a `tokenizer.json`.
@@ -61,19 +64,34 @@ pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
     let vocab_path = dir.join("vocab.json");
     let merges_path = dir.join("merges.txt");
     if !vocab_path.exists() || !merges_path.exists() {
-        return Err(tokenizer_error(dir, "neither tokenizer.json nor vocab.json + merges.txt found"));
+        return Err(tokenizer_error(
+            dir,
+            "neither tokenizer.json nor vocab.json + merges.txt found",
+        ));
     }
     // Only `model_type` matters here, so a partial config.json is enough.
     let model_type: Option<String> = std::fs::read_to_string(dir.join("config.json"))
         .ok()
         .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-        .and_then(|v| v.get("model_type").and_then(|t| t.as_str()).map(str::to_string));
+        .and_then(|v| {
+            v.get("model_type")
+                .and_then(|t| t.as_str())
+                .map(str::to_string)
+        });
     let read = |p: &Path| {
-        std::fs::read_to_string(p).map_err(|source| ModelError::Io { path: p.to_path_buf(), source })
+        std::fs::read_to_string(p).map_err(|source| ModelError::Io {
+            path: p.to_path_buf(),
+            source,
+        })
     };
-    let vocab: Value = serde_json::from_str(&read(&vocab_path)?)
-        .map_err(|source| ModelError::Json { path: vocab_path.clone(), source })?;
-    let vocab_map = vocab.as_object().ok_or_else(|| tokenizer_error(&vocab_path, "not a JSON object"))?;
+    let vocab: Value =
+        serde_json::from_str(&read(&vocab_path)?).map_err(|source| ModelError::Json {
+            path: vocab_path.clone(),
+            source,
+        })?;
+    let vocab_map = vocab
+        .as_object()
+        .ok_or_else(|| tokenizer_error(&vocab_path, "not a JSON object"))?;
     let id_of = |token: &str| vocab_map.get(token).and_then(|v| v.as_i64());
     let merges: Vec<String> = read(&merges_path)?
         .lines()
@@ -83,16 +101,25 @@ pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
     let mut added = Vec::new();
     let post_processor = match model_type.as_deref() {
         Some("roberta") => {
-            for (token, lstrip) in
-                [("<s>", false), ("<pad>", false), ("</s>", false), ("<unk>", false), ("<mask>", true)]
-            {
+            for (token, lstrip) in [
+                ("<s>", false),
+                ("<pad>", false),
+                ("</s>", false),
+                ("<unk>", false),
+                ("<mask>", true),
+            ] {
                 if let Some(id) = id_of(token) {
                     added.push(added_token(id, token, lstrip));
                 }
             }
             let (bos, eos) = match (id_of("<s>"), id_of("</s>")) {
                 (Some(b), Some(e)) => (b, e),
-                _ => return Err(tokenizer_error(&vocab_path, "RoBERTa vocabulary lacks <s> or </s>")),
+                _ => {
+                    return Err(tokenizer_error(
+                        &vocab_path,
+                        "RoBERTa vocabulary lacks <s> or </s>",
+                    ))
+                }
             };
             json!({"type": "RobertaProcessing", "sep": ["</s>", eos], "cls": ["<s>", bos],
                    "trim_offsets": true, "add_prefix_space": false})
@@ -104,7 +131,8 @@ pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
                 }
             }
             // OPT's tokenizer prepends its bos token `</s>` to every sequence.
-            let bos = id_of("</s>").ok_or_else(|| tokenizer_error(&vocab_path, "OPT vocabulary lacks </s>"))?;
+            let bos = id_of("</s>")
+                .ok_or_else(|| tokenizer_error(&vocab_path, "OPT vocabulary lacks </s>"))?;
             json!({"type": "TemplateProcessing",
                    "single": [{"SpecialToken": {"id": "</s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
                    "pair": [{"SpecialToken": {"id": "</s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
@@ -113,7 +141,13 @@ pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
         }
         _ => Value::Null,
     };
-    let document = byte_level_bpe_json(vocab, merges, added, byte_level_pre_tokenizer(), post_processor);
+    let document = byte_level_bpe_json(
+        vocab,
+        merges,
+        added,
+        byte_level_pre_tokenizer(),
+        post_processor,
+    );
     Tokenizer::from_str(&document.to_string()).map_err(|e| tokenizer_error(&vocab_path, e))
 }
 
@@ -121,13 +155,22 @@ pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer> {
 /// (`tokenizer.ggml.model = gpt2`): pre-tokenizer Digits(individual) then ByteLevel without a
 /// prefix space, ByteLevel decoder, control tokens (type 3) as special added tokens.
 pub fn gguf_tokenizer_json(file: &GgufFile) -> Result<Value> {
-    let model = file.metadata.get("tokenizer.ggml.model").and_then(|v| v.as_str()).unwrap_or("<missing>");
+    let model = file
+        .metadata
+        .get("tokenizer.ggml.model")
+        .and_then(|v| v.as_str())
+        .unwrap_or("<missing>");
     if model != "gpt2" {
-        return Err(tokenizer_error(&file.path, format!("tokenizer.ggml.model {model:?}: only gpt2 (byte-level BPE) is supported")));
+        return Err(tokenizer_error(
+            &file.path,
+            format!("tokenizer.ggml.model {model:?}: only gpt2 (byte-level BPE) is supported"),
+        ));
     }
     let tokens = file.string_array("tokenizer.ggml.tokens")?;
     let merges = file.string_array("tokenizer.ggml.merges")?;
-    let types = file.integer_array("tokenizer.ggml.token_type").unwrap_or_default();
+    let types = file
+        .integer_array("tokenizer.ggml.token_type")
+        .unwrap_or_default();
     let mut vocab = serde_json::Map::new();
     for (id, token) in tokens.iter().enumerate() {
         vocab.insert(token.clone(), json!(id));
@@ -140,7 +183,13 @@ pub fn gguf_tokenizer_json(file: &GgufFile) -> Result<Value> {
         .collect();
     let pre_tokenizer = json!({"type": "Sequence", "pretokenizers": [
         {"type": "Digits", "individual_digits": true}, byte_level_pre_tokenizer()]});
-    Ok(byte_level_bpe_json(Value::Object(vocab), merges, added, pre_tokenizer, Value::Null))
+    Ok(byte_level_bpe_json(
+        Value::Object(vocab),
+        merges,
+        added,
+        pre_tokenizer,
+        Value::Null,
+    ))
 }
 
 /// The tokenizer embedded in a GGUF file.
