@@ -42,29 +42,44 @@ pub struct LogitsArgs {
     pub json: bool,
 }
 
-pub fn logits(args: LogitsArgs) -> anyhow::Result<()> {
-    let length = args.ids.len() as i64;
+/// Full-vocabulary f32 logits at `position` of the single sequence `ids` (the `logits`
+/// contract), with the model read from `model_dir` in `dtype` on `device`.
+pub fn logits_at(
+    model_dir: &std::path::Path,
+    ids: &[i64],
+    position: i64,
+    device: tch::Device,
+    dtype: &str,
+) -> anyhow::Result<(Vec<f32>, &'static str)> {
+    let length = ids.len() as i64;
     if length == 0 {
         anyhow::bail!("--ids: empty sequence");
     }
-    if args.position < 0 || args.position >= length {
-        anyhow::bail!("--position {}: outside 0..{length} for {length} ids", args.position);
+    if position < 0 || position >= length {
+        anyhow::bail!("--position {position}: outside 0..{length} for {length} ids");
     }
-    let dev = device::select(args.device).map_err(anyhow::Error::msg)?;
-    let kind = trainer::models::parse_dtype(&args.dtype)?;
-    let model = trainer::models::load_model(&args.model_dir, kind, dev)
-        .with_context(|| format!("loading {}", args.model_dir.display()))?;
+    let kind = trainer::models::parse_dtype(dtype)?;
+    let model = trainer::models::load_model(model_dir, kind, device)
+        .with_context(|| format!("loading {}", model_dir.display()))?;
     let vocab = model.config().vocab_size();
-    if let Some(bad) = args.ids.iter().find(|&&id| id < 0 || id >= vocab) {
+    if let Some(bad) = ids.iter().find(|&&id| id < 0 || id >= vocab) {
         anyhow::bail!("--ids: token id {bad} outside the vocabulary 0..{vocab}");
     }
-    let ids = tch::Tensor::from_slice(&args.ids).view([1, length]).to_device(dev);
-    let mask = ids.ones_like();
-    let logits = tch::no_grad(|| model.full_logits(&ids, &mask))?
+    let input = tch::Tensor::from_slice(ids)
+        .view([1, length])
+        .to_device(device);
+    let mask = input.ones_like();
+    let logits = tch::no_grad(|| model.full_logits(&input, &mask))?
         .get(0)
-        .get(args.position)
+        .get(position)
         .to_device(tch::Device::Cpu);
-    let values: Vec<f32> = Vec::<f32>::try_from(&logits)?;
+    Ok((Vec::<f32>::try_from(&logits)?, model.config().model_type()))
+}
+
+pub fn logits(args: LogitsArgs) -> anyhow::Result<()> {
+    let dev = device::select(args.device).map_err(anyhow::Error::msg)?;
+    let (values, model_type) =
+        logits_at(&args.model_dir, &args.ids, args.position, dev, &args.dtype)?;
     if args.json {
         println!("{}", serde_json::json!({ "logits": values }));
     } else {
@@ -73,7 +88,7 @@ pub fn logits(args: LogitsArgs) -> anyhow::Result<()> {
         println!(
             "{} ({}), {} on {}: {} logits at position {}",
             args.model_dir.display(),
-            model.config().model_type(),
+            model_type,
             args.dtype,
             device::name(dev),
             values.len(),
@@ -84,4 +99,46 @@ pub fn logits(args: LogitsArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::logits_at;
+    use std::path::Path;
+    use tch::Tensor;
+
+    /// The contract against transformers' logits (fixture written by
+    /// scripts/fixtures/gen_tiny_models.py): row 1 of the right-padded batch is unpadded.
+    #[test]
+    fn logits_contract_matches_reference_for_each_family() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../trainer/tests/fixtures");
+        for name in ["roberta_tiny", "opt_tiny", "llama_tiny_gqa_untied"] {
+            let dir = fixtures.join(name);
+            let reference: std::collections::HashMap<String, Tensor> =
+                Tensor::read_safetensors(dir.join("reference.safetensors"))
+                    .unwrap()
+                    .into_iter()
+                    .collect();
+            let ids = Vec::<i64>::try_from(reference["right_input_ids"].get(1)).unwrap();
+            let expected = Vec::<f32>::try_from(reference["right_logits"].get(1).get(5)).unwrap();
+            let (values, _) = logits_at(&dir, &ids, 5, tch::Device::Cpu, "f32").unwrap();
+            assert_eq!(values.len(), expected.len(), "{name}");
+            let diff = values
+                .iter()
+                .zip(&expected)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(diff <= 1e-4, "{name}: max |diff| {diff}");
+        }
+        let err = logits_at(
+            &fixtures.join("opt_tiny"),
+            &[0, 17],
+            2,
+            tch::Device::Cpu,
+            "f32",
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("--position 2"), "{err}");
+    }
 }
