@@ -24,7 +24,8 @@ pub fn poisson_subsampled_gaussian_rdp_compat(
     if sampling_rate == 0.0 {
         return Ok(0.0);
     }
-    if order == f64::INFINITY || noise_multiplier == 0.0 {
+    // σ² underflowing to 0 is σ = 0 for every formula below.
+    if order == f64::INFINITY || noise_multiplier * noise_multiplier == 0.0 {
         return Ok(f64::INFINITY);
     }
     if sampling_rate == 1.0 {

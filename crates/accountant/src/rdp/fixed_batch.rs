@@ -18,7 +18,8 @@ pub fn fixed_batch_gaussian_rdp(sampling_rate: f64, noise_multiplier: f64, order
     if sampling_rate == 0.0 || noise_multiplier == f64::INFINITY {
         return Ok(0.0);
     }
-    if order == f64::INFINITY || noise_multiplier == 0.0 {
+    // σ² underflowing to 0 is σ = 0 for every formula below.
+    if order == f64::INFINITY || noise_multiplier * noise_multiplier == 0.0 {
         return Ok(f64::INFINITY);
     }
     if sampling_rate == 1.0 {
