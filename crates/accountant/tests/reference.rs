@@ -85,7 +85,8 @@ fn compat_rdp_reproduces_dp_accounting_including_its_infinities() {
         );
         // The exact value never exceeds dp-accounting's upper bound (beyond rounding).
         let exact = poisson_subsampled_gaussian_rdp(q, sigma, alpha).unwrap();
-        assert!(exact <= want * (1.0 + 1e-9), "exact {exact} > dp-accounting {want}");
+        // At integer orders both are the same sum; dp-accounting carries ~1e-9 rounding there.
+        assert!(exact <= want * (1.0 + 1e-8), "exact {exact} > dp-accounting {want}");
     }
 }
 
