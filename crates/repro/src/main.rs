@@ -23,6 +23,12 @@ enum Command {
     Privacy(privacy::PrivacyArgs),
     /// The zeroth-order and DP claims on synthetic quadratics: curves, plots and checks.
     Theory(theory_cmd::TheoryArgs),
+    /// RoBERTa-large results (the paper's figure), regenerated and compared cell by cell.
+    #[cfg(feature = "torch")]
+    Table2(target::TargetArgs),
+    /// OPT-2.7B results (MeZO protocol), compared with the paper's published deltas.
+    #[cfg(feature = "torch")]
+    Table3(target::TargetArgs),
     /// Re-render a target's summary, comparison and plot from its run records, running nothing.
     Check(target::CheckArgs),
     /// Print the device this binary selects (`cpu`, or `cuda` on a GPU host).
@@ -39,6 +45,10 @@ fn main() {
         Command::Privacy(args) => privacy::run(args),
         Command::Theory(args) => theory_cmd::run(args),
         Command::Check(args) => target::check(args),
+        #[cfg(feature = "torch")]
+        Command::Table2(args) => target::run_paper_target("table2", args),
+        #[cfg(feature = "torch")]
+        Command::Table3(args) => target::run_paper_target("table3", args),
         #[cfg(feature = "torch")]
         Command::Device(args) => model_cmd::device(args),
         #[cfg(feature = "torch")]

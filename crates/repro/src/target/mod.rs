@@ -1,6 +1,8 @@
 //! Paper targets (`table2`, `table3`): run the grid of an experiment spec, then summarise, compare
 //! with the paper and plot. `check` re-renders the comparison from the records without running.
 
+#[cfg(feature = "torch")]
+pub mod cell;
 pub mod compare;
 pub mod plot;
 pub mod record;
@@ -220,4 +222,34 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
 pub fn check(args: CheckArgs) -> Result<()> {
     let spec = Spec::load(&args.experiments.join(format!("{}.toml", args.target)))?;
     render(&spec, &args.preset, &args.out)
+}
+
+/// `repro table2` / `repro table3`: resolve the preset and device, then run the grid.
+#[cfg(feature = "torch")]
+pub fn run_paper_target(target: &str, args: TargetArgs) -> Result<()> {
+    use trainer::device::{self, DeviceRequest};
+    let request: DeviceRequest = args.device.parse().map_err(anyhow::Error::msg)?;
+    let dev = device::select(request).map_err(anyhow::Error::msg)?;
+    println!("device: {}", device::name(dev));
+    let preset_name = match args.preset.as_str() {
+        "auto" => {
+            if dev == tch::Device::Cpu {
+                "smoke"
+            } else {
+                "mini"
+            }
+        }
+        other => other,
+    }
+    .to_string();
+    let spec = Spec::load(&args.experiments.join(format!("{target}.toml")))?;
+    let preset = spec.preset(&preset_name)?;
+    let mut cells = cell::TrainerCells::new(
+        preset,
+        args.model_dir.as_deref(),
+        args.data_dir.as_deref(),
+        args.assets_dir.as_deref(),
+        dev,
+    )?;
+    run_target(target, &args, &preset_name, &mut cells)
 }

@@ -10,6 +10,9 @@ pub enum OptimError {
     /// A libtorch call failed.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),
+    /// The seed-replayed perturbation rejected its parameters or failed.
+    #[error("perturbation: {0}")]
+    Perturb(#[from] crate::perturb::PerturbError),
     /// A hyper-parameter is out of range.
     #[error("invalid {name}: {value} ({requirement})")]
     InvalidHyperparameter {

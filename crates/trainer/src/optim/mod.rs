@@ -24,10 +24,9 @@ pub mod privacy;
 pub mod rng;
 pub mod zo;
 
-mod fallback_perturb;
-
 pub use error::{OptimError, Result};
 
 /// The z generator used by the methods: `axpy_z(params, terms)` does
-/// `theta += sum_k scale_k * z(seed_k)` in place on the trainable (masked) coordinates.
-pub(crate) use fallback_perturb::{axpy_z, ParamSet};
+/// `theta += sum_k scale_k * z(seed_k)` in place on the trainable (masked) coordinates, with z
+/// regenerated from (seed, element index) by Philox (see [`crate::perturb`]).
+pub(crate) use crate::perturb::{axpy_z, ParamSet};

@@ -106,9 +106,9 @@ impl TrainableParams {
         let set = ParamSet::new(named)?;
         match &self.masks {
             None => Ok(set),
-            Some(masks) => set.with_masks(
+            Some(masks) => Ok(set.with_masks(
                 masks.iter().map(|(n, m)| (n.clone(), m.shallow_clone())).collect(),
-            ),
+            )?),
         }
     }
 

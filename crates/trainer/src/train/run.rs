@@ -341,8 +341,14 @@ pub fn run_training(
     if steps_total == 0 && method != Method::ZeroShot {
         return Err(invalid("steps", config.steps, "must be >= 1"));
     }
+    // Models keep shallow copies of their variables: `VarStore::set_kind` would replace the
+    // tensors behind their back, so a dtype mismatch is an error (load the model in the dtype).
     if model.var_store().kind() != config.dtype.kind() {
-        model.var_store_mut().set_kind(config.dtype.kind());
+        return Err(invalid(
+            "dtype",
+            format!("{:?} (model loaded as {:?})", config.dtype, model.var_store().kind()),
+            "load the model in the configured dtype",
+        ));
     }
     let device = model.var_store().device();
     let schedule = if steps_total > 0 { Some(schedule_of(config, steps_total)?) } else { None };

