@@ -135,7 +135,9 @@ proptest! {
     fn exact_never_exceeds_dp_accounting(q in 0.001f64..0.9, sigma in 0.5f64..50.0, alpha in orders_strategy()) {
         let exact = poisson_subsampled_gaussian_rdp(q, sigma, alpha).unwrap();
         let compat = poisson_subsampled_gaussian_rdp_compat(q, sigma, alpha).unwrap();
-        prop_assert!(exact <= compat * (1.0 + 1e-9), "{} > {}", exact, compat);
+        // The compat series is an upper bound in exact arithmetic; numerically it carries the
+        // 1e-7 relative error of statrs' ln_gamma against scipy's (tests/reference.rs).
+        prop_assert!(exact <= compat * (1.0 + 1e-7), "{} > {}", exact, compat);
     }
 }
 

@@ -98,6 +98,8 @@ struct Mechanism {
 }
 
 #[derive(clap::Args)]
+// Negative values must reach the accountant, which names them in its error.
+#[command(allow_negative_numbers = true)]
 struct EpsilonArgs {
     #[command(flatten)]
     mechanism: Mechanism,
@@ -110,6 +112,8 @@ struct EpsilonArgs {
 }
 
 #[derive(clap::Args)]
+// Negative values must reach the accountant, which names them in its error.
+#[command(allow_negative_numbers = true)]
 struct DeltaArgs {
     #[command(flatten)]
     mechanism: Mechanism,
@@ -122,6 +126,8 @@ struct DeltaArgs {
 }
 
 #[derive(clap::Args)]
+// Negative values must reach the accountant, which names them in its error.
+#[command(allow_negative_numbers = true)]
 struct SigmaArgs {
     #[command(flatten)]
     mechanism: Mechanism,
@@ -134,6 +140,8 @@ struct SigmaArgs {
 }
 
 #[derive(clap::Args)]
+// Negative values must reach the accountant, which names them in its error.
+#[command(allow_negative_numbers = true)]
 struct RdpArgs {
     /// Sampling rate q in [0, 1].
     #[arg(long)]

@@ -51,7 +51,11 @@ fn each_method_lowers_the_dev_loss() {
         (Method::FullFineTune, 0.02, 100),
     ];
     for (method, learning_rate, steps) in cases {
-        let (record, initial, _) = run(&config(method, learning_rate, steps), 5);
+        let mut config = config(method, learning_rate, steps);
+        // The tiny model has few coordinates: the paper's 1% mask would train a handful of
+        // them (the smallest-score ones), so this learnability check trains half of them.
+        config.mask.score.ratio = 0.5;
+        let (record, initial, _) = run(&config, 5);
         let last = record.final_dev.as_ref().unwrap();
         assert!(
             last.loss < 0.9 * initial,
@@ -65,14 +69,22 @@ fn each_method_lowers_the_dev_loss() {
 #[test]
 fn dp_with_a_large_epsilon_approaches_the_non_private_run() {
     let steps = 600;
-    let (mezo, _, _) = run(&config(Method::Mezo, 0.05, steps), 5);
+    let (mezo, initial, _) = run(&config(Method::Mezo, 0.05, steps), 5);
     let mut private = config(Method::Dpzero, 0.05, steps);
     private.epsilon = Some(1e6);
-    private.clip_norm = 1e3;
+    // PRV's discretisation breaks down at such an epsilon (so does prv-accountant's:
+    // docs/accountant.md §4.6); RDP calibrates it.
+    private.accountant = trainer::optim::privacy::AccountantKind::Rdp;
+    private.clip_norm = 50.0; // above the tiny task's |differences|, small noise sigma*C
     let (dpzero, _, _) = run(&private, 5);
     let sigma = dpzero.ledger.accounting.as_ref().unwrap().noise_multiplier;
     let (a, b) = (mezo.final_dev.unwrap().loss, dpzero.final_dev.unwrap().loss);
-    assert!((a - b).abs() < 0.05 * a, "MeZO dev loss {a} vs DPZero(eps=1e6, sigma={sigma}) {b}");
+    // Both reduce the dev loss from `initial`; the private run must achieve the non-private
+    // reduction to within 10% of it (batches and clipping still differ between the two).
+    assert!(
+        (a - b).abs() < 0.1 * (initial - a),
+        "MeZO dev loss {initial} -> {a} vs DPZero(eps=1e6, sigma={sigma}) {b}"
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::path::Path;
 /// One row of `paper-tables/<target>.csv`.
 #[derive(Debug, Clone, Deserialize)]
 pub struct PaperRow {
+    #[allow(dead_code)] // part of the file's key; read by humans and other tools
     pub target: String,
     pub model: String,
     pub task: String,
@@ -17,6 +18,7 @@ pub struct PaperRow {
     pub epsilon: Option<f64>,
     pub metric: String,
     pub value: f64,
+    #[allow(dead_code)] // the paper's spread where it gives one; shown by other tools
     pub std: Option<f64>,
     pub source: String,
 }

@@ -231,18 +231,21 @@ pub fn run_paper_target(target: &str, args: TargetArgs) -> Result<()> {
     let request: DeviceRequest = args.device.parse().map_err(anyhow::Error::msg)?;
     let dev = device::select(request).map_err(anyhow::Error::msg)?;
     println!("device: {}", device::name(dev));
-    let preset_name = match args.preset.as_str() {
-        "auto" => {
-            if dev == tch::Device::Cpu {
-                "smoke"
-            } else {
-                "mini"
-            }
-        }
-        other => other,
-    }
-    .to_string();
     let spec = Spec::load(&args.experiments.join(format!("{target}.toml")))?;
+    let preset_name = if args.preset == "auto" {
+        // The first preset meant for this device class (`mini` on CUDA, `smoke` on CPU).
+        let class = if dev == tch::Device::Cpu { "cpu" } else { "cuda" };
+        let fallback = if class == "cpu" { "smoke" } else { "mini" };
+        spec.preset
+            .iter()
+            .find(|(name, p)| p.device == class && name.as_str() == fallback)
+            .or_else(|| spec.preset.iter().find(|(name, p)| p.device == class && name.as_str() != "paper"))
+            .map(|(name, _)| name.clone())
+            .with_context(|| format!("{target}: no preset for device class {class}"))?
+    } else {
+        args.preset.clone()
+    };
+    println!("preset: {preset_name}");
     let preset = spec.preset(&preset_name)?;
     let mut cells = cell::TrainerCells::new(
         preset,

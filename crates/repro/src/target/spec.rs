@@ -64,7 +64,7 @@ pub struct Preset {
     pub description: String,
     /// `model-dir` (the user's `--model-dir`), or a named asset such as `smollm2-135m`.
     pub model: String,
-    /// Device class the preset is meant for (`cuda` or `cpu`), used by `auto`.
+    /// Device class the preset is meant for (`cuda` or `cpu`); `auto` picks by this.
     pub device: String,
     #[serde(default)]
     pub tasks: Option<Vec<String>>,

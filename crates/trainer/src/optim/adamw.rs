@@ -101,7 +101,7 @@ impl AdamW {
         for (_, p) in params.named() {
             let mut grad = p.grad();
             if grad.defined() {
-                grad.f_zero_()?;
+                let _ = grad.f_zero_()?;
             }
         }
         let mean_loss = loss::per_example_losses(model, batch)?.f_mean(Kind::Float)?;
@@ -128,17 +128,17 @@ impl AdamW {
                     continue;
                 }
                 let g = grad.f_to_kind(m.kind())?;
-                m.shallow_clone().f_mul_scalar_(s.beta1)?;
-                m.shallow_clone().f_add_(&g.f_mul_scalar(1.0 - s.beta1)?)?;
-                v.shallow_clone().f_mul_scalar_(s.beta2)?;
-                v.shallow_clone().f_add_(&g.f_square()?.f_mul_scalar(1.0 - s.beta2)?)?;
+                let _ = m.shallow_clone().f_mul_scalar_(s.beta1)?;
+                let _ = m.shallow_clone().f_add_(&g.f_mul_scalar(1.0 - s.beta1)?)?;
+                let _ = v.shallow_clone().f_mul_scalar_(s.beta2)?;
+                let _ = v.shallow_clone().f_add_(&g.f_square()?.f_mul_scalar(1.0 - s.beta2)?)?;
                 let denominator = v.f_div_scalar(bias2)?.f_sqrt()?.f_add_scalar(s.adam_eps)?;
                 let update = m.f_div_scalar(bias1)?.f_div(&denominator)?.f_mul_scalar(-step_size)?;
                 let mut target = p.shallow_clone();
                 if s.weight_decay != 0.0 {
-                    target.f_mul_scalar_(1.0 - step_size * s.weight_decay)?;
+                    let _ = target.f_mul_scalar_(1.0 - step_size * s.weight_decay)?;
                 }
-                target.f_add_(&update.f_to_kind(p.kind())?)?;
+                let _ = target.f_add_(&update.f_to_kind(p.kind())?)?;
             }
             Ok(())
         })?;

@@ -62,7 +62,7 @@ fn zero_grads(params: &TrainableParams) -> Result<()> {
     for (_, p) in params.named() {
         let mut grad = p.grad();
         if grad.defined() {
-            grad.f_zero_()?;
+            let _ = grad.f_zero_()?;
         }
     }
     Ok(())
@@ -105,7 +105,7 @@ pub fn clipped_gradient_sum(
             for (acc, grad) in accumulators.iter().zip(&grads) {
                 if grad.defined() {
                     let scaled = grad.f_to_kind(acc.kind())?.f_mul_scalar(factor)?;
-                    acc.shallow_clone().f_add_(&scaled)?;
+                    let _ = acc.shallow_clone().f_add_(&scaled)?;
                 }
             }
             Ok(())
@@ -140,7 +140,7 @@ pub fn dp_sgd_step(
     tch::no_grad(|| -> Result<()> {
         for ((_, p), acc) in params.named().iter().zip(&accumulators) {
             let update = acc.f_mul_scalar(-settings.step_size / normaliser)?.f_to_kind(p.kind())?;
-            p.shallow_clone().f_add_(&update)?;
+            let _ = p.shallow_clone().f_add_(&update)?;
         }
         Ok(())
     })?;

@@ -115,7 +115,7 @@ pub fn data_free_scores(
         .collect::<std::result::Result<_, _>>()?;
     tch::no_grad(|| -> Result<()> {
         for (_, t) in params.named() {
-            t.shallow_clone().f_abs_()?;
+            let _ = t.shallow_clone().f_abs_()?;
         }
         Ok(())
     })?;
@@ -223,7 +223,7 @@ pub fn select_mask(
                     MaskSelection::Largest => f64::NEG_INFINITY,
                 };
                 let fill = Tensor::f_full([indices.numel() as i64], never, (Kind::Double, tch::Device::Cpu))?;
-                flat.f_put_(&indices.to_device(tch::Device::Cpu), &fill, false)?;
+                let _ = flat.f_put_(&indices.to_device(tch::Device::Cpu), &fill, false)?;
             }
             Ok(flat)
         })

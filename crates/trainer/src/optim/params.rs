@@ -153,13 +153,13 @@ impl TrainableParams {
                 match self.mask_of(name) {
                     None => {}
                     Some(None) => {
-                        tensor.shallow_clone().f_lerp_(values, weight)?;
+                        let _ = tensor.shallow_clone().f_lerp_(values, weight)?;
                     }
                     Some(Some(mask)) => {
                         let index = mask.to_device(tensor.device());
                         let mut flat = tensor.f_view(-1)?;
                         let moved = flat.f_take(&index)?.f_lerp(values, weight)?;
-                        flat.f_put_(&index, &moved, false)?;
+                        let _ = flat.f_put_(&index, &moved, false)?;
                     }
                 }
             }

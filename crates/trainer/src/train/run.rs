@@ -343,10 +343,11 @@ pub fn run_training(
     }
     // Models keep shallow copies of their variables: `VarStore::set_kind` would replace the
     // tensors behind their back, so a dtype mismatch is an error (load the model in the dtype).
-    if model.var_store().kind() != config.dtype.kind() {
+    let loaded_kind = model.var_store().trainable_variables().first().map(|t| t.kind());
+    if let Some(kind) = loaded_kind.filter(|k| *k != config.dtype.kind()) {
         return Err(invalid(
             "dtype",
-            format!("{:?} (model loaded as {:?})", config.dtype, model.var_store().kind()),
+            format!("{:?} (model loaded as {kind:?})", config.dtype),
             "load the model in the configured dtype",
         ));
     }

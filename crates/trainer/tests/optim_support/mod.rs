@@ -36,7 +36,9 @@ fn seeded(rng: &mut ChaCha8Rng, n: usize, scale: f64) -> Vec<f64> {
 impl TinyModel {
     /// Weights drawn from rand_chacha(seed) (never the global tch RNG), in `kind`.
     pub fn new(seed: u64, kind: Kind) -> Self {
-        let vs = VarStore::new(Device::Cpu);
+        let mut vs = VarStore::new(Device::Cpu);
+        // Variables take the store's kind (var_copy converts), so set it before creating them.
+        vs.set_kind(kind);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let root = vs.root();
         let make = |rng: &mut ChaCha8Rng, dims: &[i64], scale: f64| {
@@ -44,8 +46,8 @@ impl TinyModel {
             Tensor::from_slice(&seeded(rng, n, scale)).view(dims).to_kind(kind)
         };
         let embedding = root.var_copy("embedding", &make(&mut rng, &[VOCAB, HIDDEN], 0.5));
-        let head = root.var_copy("head.weight", &make(&mut rng, &[HIDDEN, VOCAB], 0.5));
-        let bias = root.var_copy("head.bias", &make(&mut rng, &[VOCAB], 0.1));
+        let head = (&root / "head").var_copy("weight", &make(&mut rng, &[HIDDEN, VOCAB], 0.5));
+        let bias = (&root / "head").var_copy("bias", &make(&mut rng, &[VOCAB], 0.1));
         Self { vs, embedding, head, bias, poison_after: None, calls: Cell::new(0) }
     }
 }
