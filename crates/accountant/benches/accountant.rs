@@ -1,17 +1,26 @@
 //! Criterion benchmarks: ε on dp-accounting's 156 orders for T = 1e4, σ calibration, PRV.
 
 use accountant::{
-    calibrate_noise_multiplier, DpEvent, NeighboringRelation, Orders, PrvAccountant,
-    RdpAccountant, RdpMethod,
+    calibrate_noise_multiplier, DpEvent, NeighboringRelation, Orders, PrvAccountant, RdpAccountant,
+    RdpMethod,
 };
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 
 fn epsilon(q: f64, sigma: f64, steps: u64, delta: f64, method: RdpMethod) -> f64 {
-    let mut a =
-        RdpAccountant::new(Orders::dp_accounting_default(), NeighboringRelation::AddOrRemoveOne, method);
-    a.compose(&DpEvent::PoissonSampledGaussian { sampling_rate: q, noise_multiplier: sigma }, steps)
-        .expect("valid event");
+    let mut a = RdpAccountant::new(
+        Orders::dp_accounting_default(),
+        NeighboringRelation::AddOrRemoveOne,
+        method,
+    );
+    a.compose(
+        &DpEvent::PoissonSampledGaussian {
+            sampling_rate: q,
+            noise_multiplier: sigma,
+        },
+        steps,
+    )
+    .expect("valid event");
     a.epsilon(delta).expect("valid delta").value
 }
 
@@ -22,7 +31,15 @@ fn benches(c: &mut Criterion) {
         b.iter(|| epsilon(black_box(0.01), 1.0, 10_000, 1e-5, RdpMethod::Exact))
     });
     group.bench_function("rdp_compat_epsilon_T1e4_156_orders", |b| {
-        b.iter(|| epsilon(black_box(0.01), 1.0, 10_000, 1e-5, RdpMethod::DpAccountingCompat))
+        b.iter(|| {
+            epsilon(
+                black_box(0.01),
+                1.0,
+                10_000,
+                1e-5,
+                RdpMethod::DpAccountingCompat,
+            )
+        })
     });
     group.bench_function("rdp_sigma_calibration", |b| {
         b.iter(|| {
@@ -33,8 +50,14 @@ fn benches(c: &mut Criterion) {
     });
     group.bench_function("prv_epsilon_upper_T6000", |b| {
         b.iter(|| {
-            PrvAccountant::poisson_subsampled_gaussian(black_box(0.0625), 1.0, 6000, 0.1, 1.0 / 1024e3)
-                .and_then(|p| p.epsilon(1.0 / 1024.0, 6000))
+            PrvAccountant::poisson_subsampled_gaussian(
+                black_box(0.0625),
+                1.0,
+                6000,
+                0.1,
+                1.0 / 1024e3,
+            )
+            .and_then(|p| p.epsilon(1.0 / 1024.0, 6000))
         })
     });
     group.finish();

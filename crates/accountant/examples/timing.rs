@@ -2,16 +2,25 @@
 //! and prints one JSON object per case: {"case", "seconds" (median), "repeats", "value"}.
 
 use accountant::{
-    calibrate_noise_multiplier, DpEvent, NeighboringRelation, Orders, PrvAccountant,
-    RdpAccountant, RdpMethod,
+    calibrate_noise_multiplier, DpEvent, NeighboringRelation, Orders, PrvAccountant, RdpAccountant,
+    RdpMethod,
 };
 use std::time::Instant;
 
 fn epsilon(q: f64, sigma: f64, steps: u64, delta: f64, method: RdpMethod) -> f64 {
-    let mut a =
-        RdpAccountant::new(Orders::dp_accounting_default(), NeighboringRelation::AddOrRemoveOne, method);
-    a.compose(&DpEvent::PoissonSampledGaussian { sampling_rate: q, noise_multiplier: sigma }, steps)
-        .expect("valid event");
+    let mut a = RdpAccountant::new(
+        Orders::dp_accounting_default(),
+        NeighboringRelation::AddOrRemoveOne,
+        method,
+    );
+    a.compose(
+        &DpEvent::PoissonSampledGaussian {
+            sampling_rate: q,
+            noise_multiplier: sigma,
+        },
+        steps,
+    )
+    .expect("valid event");
     a.epsilon(delta).expect("valid delta").value
 }
 
@@ -33,13 +42,17 @@ fn time(case: &str, repeats: usize, mut f: impl FnMut() -> f64) {
 
 fn main() {
     let (q, sigma, steps, delta) = (0.01, 1.0, 10_000u64, 1e-5);
-    time("rdp_epsilon_T1e4_156_orders", 21, || epsilon(q, sigma, steps, delta, RdpMethod::Exact));
+    time("rdp_epsilon_T1e4_156_orders", 21, || {
+        epsilon(q, sigma, steps, delta, RdpMethod::Exact)
+    });
     time("rdp_compat_epsilon_T1e4_156_orders", 21, || {
         epsilon(q, sigma, steps, delta, RdpMethod::DpAccountingCompat)
     });
     time("rdp_sigma_calibration", 3, || {
-        calibrate_noise_multiplier(2.0, 1e-9, |s| Ok(epsilon(q, s, steps, delta, RdpMethod::Exact)))
-            .expect("feasible")
+        calibrate_noise_multiplier(2.0, 1e-9, |s| {
+            Ok(epsilon(q, s, steps, delta, RdpMethod::Exact))
+        })
+        .expect("feasible")
     });
     let (pq, psigma, psteps, pdelta) = (0.0625, 1.0, 6000u64, 1.0 / 1024.0);
     time("prv_epsilon_upper", 5, || {

@@ -60,7 +60,9 @@ pub fn calibrate_noise_multiplier(
     // Infeasible at 2^(k-1), feasible at 2^k: bisect in log2 σ.
     let mut low = (exponent - 1) as f64;
     let mut high = exponent as f64;
-    let iterations = (1.0 / (relative_tolerance / std::f64::consts::LN_2)).log2().ceil() as u32;
+    let iterations = (1.0 / (relative_tolerance / std::f64::consts::LN_2))
+        .log2()
+        .ceil() as u32;
     for _ in 0..iterations {
         let middle = 0.5 * (low + high);
         if feasible(middle.exp2())? {

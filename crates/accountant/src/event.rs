@@ -1,8 +1,6 @@
 //! Privacy events, neighbouring relations and the serialisable ledger of what was composed.
 
-use crate::error::{
-    check_noise_multiplier, check_sampling_rate, AccountantError, Result,
-};
+use crate::error::{check_noise_multiplier, check_sampling_rate, AccountantError, Result};
 use serde::{Deserialize, Serialize};
 
 /// Which datasets count as neighbours.
@@ -75,11 +73,18 @@ impl DpEvent {
     pub fn validate(&self) -> Result<()> {
         match self {
             DpEvent::Gaussian { noise_multiplier } => check_noise_multiplier(*noise_multiplier),
-            DpEvent::PoissonSampledGaussian { sampling_rate, noise_multiplier } => {
+            DpEvent::PoissonSampledGaussian {
+                sampling_rate,
+                noise_multiplier,
+            } => {
                 check_sampling_rate(*sampling_rate)?;
                 check_noise_multiplier(*noise_multiplier)
             }
-            DpEvent::FixedBatchGaussian { dataset_size, batch_size, noise_multiplier } => {
+            DpEvent::FixedBatchGaussian {
+                dataset_size,
+                batch_size,
+                noise_multiplier,
+            } => {
                 if *batch_size == 0 || batch_size > dataset_size {
                     return Err(AccountantError::InvalidBatch {
                         dataset_size: *dataset_size,
@@ -151,7 +156,10 @@ pub struct Ledger {
 impl Ledger {
     /// An empty ledger.
     pub fn new(relation: NeighboringRelation) -> Self {
-        Ledger { relation, entries: Vec::new() }
+        Ledger {
+            relation,
+            entries: Vec::new(),
+        }
     }
 
     /// JSON text of the ledger.

@@ -17,7 +17,7 @@ pub(crate) fn log_add(a: f64, b: f64) -> f64 {
 /// log(Σ e^{x_i}) with a max shift; -inf for an empty or all -inf input.
 pub(crate) fn log_sum_exp(values: &[f64]) -> f64 {
     let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if max == f64::NEG_INFINITY || max == f64::INFINITY {
+    if max.is_infinite() {
         return max;
     }
     max + values.iter().map(|v| (v - max).exp()).sum::<f64>().ln()

@@ -78,6 +78,9 @@ mod tests {
         assert!(Orders::custom(vec![]).is_err());
         assert!(Orders::custom(vec![2.0, 1.0]).is_err());
         assert!(Orders::custom(vec![2.0, f64::NAN]).is_err());
-        assert_eq!(Orders::custom(vec![3.0, 2.0, 3.0]).unwrap().as_slice(), &[2.0, 3.0]);
+        assert_eq!(
+            Orders::custom(vec![3.0, 2.0, 3.0]).unwrap().as_slice(),
+            &[2.0, 3.0]
+        );
     }
 }

@@ -194,9 +194,17 @@ impl PrvAccountant {
         if trivial {
             return Ok(accountant);
         }
-        let loss = PrivacyLoss { q: sampling_rate, sigma: noise_multiplier };
-        let half_width =
-            safe_domain_half_width(sampling_rate, noise_multiplier, max_steps, epsilon_error, delta_error)?;
+        let loss = PrivacyLoss {
+            q: sampling_rate,
+            sigma: noise_multiplier,
+        };
+        let half_width = safe_domain_half_width(
+            sampling_rate,
+            noise_multiplier,
+            max_steps,
+            epsilon_error,
+            delta_error,
+        )?;
         let steps = max_steps as f64;
         let mesh = epsilon_error / (steps / 2.0 * (12.0 / delta_error).ln()).sqrt();
         let k = (half_width / mesh).ceil() as usize;
@@ -278,7 +286,11 @@ impl PrvAccountant {
     pub fn epsilon(&self, delta: f64, steps: u64) -> Result<EpsilonBounds> {
         check_delta(delta)?;
         if self.trivial {
-            return Ok(EpsilonBounds { lower: 0.0, estimate: 0.0, upper: 0.0 });
+            return Ok(EpsilonBounds {
+                lower: 0.0,
+                estimate: 0.0,
+                upper: 0.0,
+            });
         }
         if delta <= self.delta_error {
             return Err(AccountantError::Prv(format!(
@@ -319,14 +331,22 @@ impl PrvAccountant {
         let upper = find_epsilon(delta - self.delta_error)? + self.epsilon_error;
         let lower = find_epsilon(delta + self.delta_error)? - self.epsilon_error;
         let estimate = find_epsilon(delta)?;
-        Ok(EpsilonBounds { lower: lower.max(0.0), estimate: estimate.max(0.0), upper })
+        Ok(EpsilonBounds {
+            lower: lower.max(0.0),
+            estimate: estimate.max(0.0),
+            upper,
+        })
     }
 
     /// δ bounds for `epsilon` after `steps` compositions.
     pub fn delta(&self, epsilon: f64, steps: u64) -> Result<DeltaBounds> {
         check_epsilon(epsilon)?;
         if self.trivial {
-            return Ok(DeltaBounds { lower: 0.0, estimate: 0.0, upper: 0.0 });
+            return Ok(DeltaBounds {
+                lower: 0.0,
+                estimate: 0.0,
+                upper: 0.0,
+            });
         }
         let (grid, pmf) = self.compose(steps)?;
         let delta_at = |e: f64| -> f64 {
@@ -359,7 +379,13 @@ fn complex_power(mut base: Complex<f64>, mut exponent: u64) -> Complex<f64> {
 
 /// GLW21 Remark 5.6 (as in prv-accountant 0.2.0): L = max(ε_RDP(T steps, δ_err/4),
 /// ε_RDP(1 step, δ_err/(8T)), ε_err) + 3, with the improved RDP conversion on Opacus' grid.
-fn safe_domain_half_width(q: f64, sigma: f64, steps: u64, epsilon_error: f64, delta_error: f64) -> Result<f64> {
+fn safe_domain_half_width(
+    q: f64,
+    sigma: f64,
+    steps: u64,
+    epsilon_error: f64,
+    delta_error: f64,
+) -> Result<f64> {
     let orders = Orders::opacus();
     let rdp: Vec<f64> = orders
         .as_slice()
@@ -402,10 +428,18 @@ mod tests {
     fn gaussian_prv_matches_the_analytic_gaussian() {
         // q = 1: T steps of σ are one Gaussian with σ/√T (Balle & Wang 2018 Thm 8).
         let (sigma, steps, delta) = (2.0, 50u64, 1e-5);
-        let prv = PrvAccountant::poisson_subsampled_gaussian(1.0, sigma, steps, 0.01, 1e-8).unwrap();
+        let prv =
+            PrvAccountant::poisson_subsampled_gaussian(1.0, sigma, steps, 0.01, 1e-8).unwrap();
         let bounds = prv.epsilon(delta, steps).unwrap();
-        let exact = crate::analytic_gaussian::epsilon(sigma / (steps as f64).sqrt(), delta).unwrap();
-        assert!(bounds.lower <= exact && exact <= bounds.upper, "{bounds:?} vs {exact}");
-        assert!((bounds.estimate - exact).abs() < 5e-3, "{bounds:?} vs {exact}");
+        let exact =
+            crate::analytic_gaussian::epsilon(sigma / (steps as f64).sqrt(), delta).unwrap();
+        assert!(
+            bounds.lower <= exact && exact <= bounds.upper,
+            "{bounds:?} vs {exact}"
+        );
+        assert!(
+            (bounds.estimate - exact).abs() < 5e-3,
+            "{bounds:?} vs {exact}"
+        );
     }
 }

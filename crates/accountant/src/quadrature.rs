@@ -71,7 +71,12 @@ fn gauss_kronrod_log(log_integrand: &impl Fn(f64) -> f64, left: f64, right: f64)
     gauss_terms[6] = GAUSS_WEIGHTS[3].ln() + f_centre;
     let log_kronrod = log_sum_exp(&kronrod_terms) + log_half;
     let log_gauss = log_sum_exp(&gauss_terms) + log_half;
-    Piece { left, right, log_value: log_kronrod, log_error: log_abs_diff(log_kronrod, log_gauss) }
+    Piece {
+        left,
+        right,
+        log_value: log_kronrod,
+        log_error: log_abs_diff(log_kronrod, log_gauss),
+    }
 }
 
 /// Result of a log-space integration.
@@ -117,7 +122,10 @@ pub(crate) fn integrate_log(
             });
         }
         if log_error <= log_tolerance + log_value || log_value == f64::NEG_INFINITY {
-            return Ok(LogIntegral { log_value, log_error });
+            return Ok(LogIntegral {
+                log_value,
+                log_error,
+            });
         }
         let worst = pieces
             .iter()
@@ -150,7 +158,10 @@ mod tests {
             let piece = gauss_kronrod_log(&|x: f64| degree as f64 * x.ln(), 0.0, 1.0);
             let exact = 1.0 / (degree as f64 + 1.0);
             let got = piece.log_value.exp();
-            assert!((got - exact).abs() < 1e-14, "degree {degree}: {got} vs {exact}");
+            assert!(
+                (got - exact).abs() < 1e-14,
+                "degree {degree}: {got} vs {exact}"
+            );
         }
         // The embedded 7-point Gauss rule is exact up to degree 13, so K - G vanishes there.
         let piece = gauss_kronrod_log(&|x: f64| 13.0 * x.ln(), 0.0, 1.0);
@@ -169,6 +180,10 @@ mod tests {
         )
         .unwrap();
         let expected = 1e5 + 0.5 * (2.0 * std::f64::consts::PI).ln();
-        assert!((result.log_value - expected).abs() < 1e-11, "{}", result.log_value);
+        assert!(
+            (result.log_value - expected).abs() < 1e-11,
+            "{}",
+            result.log_value
+        );
     }
 }

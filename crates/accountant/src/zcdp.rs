@@ -35,12 +35,20 @@ impl Zcdp {
 
     /// Sequential composition: ρ1 + ρ2.
     pub fn compose(&self, other: &Zcdp) -> Zcdp {
-        Zcdp { rho: self.rho + other.rho }
+        Zcdp {
+            rho: self.rho + other.rho,
+        }
     }
 
     /// `count`-fold self-composition: count · ρ.
     pub fn compose_times(&self, count: u64) -> Zcdp {
-        Zcdp { rho: if count == 0 { 0.0 } else { self.rho * count as f64 } }
+        Zcdp {
+            rho: if count == 0 {
+                0.0
+            } else {
+                self.rho * count as f64
+            },
+        }
     }
 
     /// BS16 Prop. 1.3: ε = ρ + 2 sqrt(ρ ln(1/δ)).

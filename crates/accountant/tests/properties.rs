@@ -12,11 +12,17 @@ use accountant::{
 use proptest::prelude::*;
 
 fn config(cases: u32) -> ProptestConfig {
-    ProptestConfig { cases, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases,
+        ..ProptestConfig::default()
+    }
 }
 
 fn poisson(q: f64, sigma: f64) -> DpEvent {
-    DpEvent::PoissonSampledGaussian { sampling_rate: q, noise_multiplier: sigma }
+    DpEvent::PoissonSampledGaussian {
+        sampling_rate: q,
+        noise_multiplier: sigma,
+    }
 }
 
 fn accountant_with(event: &DpEvent, count: u64) -> RdpAccountant {
@@ -30,7 +36,10 @@ fn accountant_with(event: &DpEvent, count: u64) -> RdpAccountant {
 }
 
 fn poisson_epsilon(q: f64, sigma: f64, steps: u64, delta: f64) -> f64 {
-    accountant_with(&poisson(q, sigma), steps).epsilon(delta).unwrap().value
+    accountant_with(&poisson(q, sigma), steps)
+        .epsilon(delta)
+        .unwrap()
+        .value
 }
 
 fn orders_strategy() -> impl Strategy<Value = f64> {
@@ -173,7 +182,10 @@ fn epsilon_delta_round_trip_on_dp_accountings_grid() {
                         "q={q} sigma={sigma} delta={delta}: eps {eps:?} back {back}"
                     );
                 } else {
-                    assert!(back <= delta * (1.0 + 1e-12), "q={q} sigma={sigma}: {back} > {delta}");
+                    assert!(
+                        back <= delta * (1.0 + 1e-12),
+                        "q={q} sigma={sigma}: {back} > {delta}"
+                    );
                 }
             }
         }
@@ -237,11 +249,22 @@ fn invalid_inputs_give_typed_errors() {
         poisson_subsampled_gaussian_rdp(0.1, -1.0, 2.0),
         Err(AccountantError::InvalidNoiseMultiplier(-1.0))
     );
-    assert_eq!(poisson_subsampled_gaussian_rdp(0.1, 1.0, 0.5), Err(AccountantError::InvalidOrder(0.5)));
+    assert_eq!(
+        poisson_subsampled_gaussian_rdp(0.1, 1.0, 0.5),
+        Err(AccountantError::InvalidOrder(0.5))
+    );
     let accountant = accountant_with(&poisson(0.1, 1.0), 10);
-    assert_eq!(accountant.epsilon(0.0), Err(AccountantError::InvalidDelta(0.0)));
-    assert_eq!(accountant.epsilon(1.0), Err(AccountantError::InvalidDelta(1.0)));
-    assert!(matches!(accountant.epsilon(f64::NAN), Err(AccountantError::InvalidDelta(d)) if d.is_nan()));
+    assert_eq!(
+        accountant.epsilon(0.0),
+        Err(AccountantError::InvalidDelta(0.0))
+    );
+    assert_eq!(
+        accountant.epsilon(1.0),
+        Err(AccountantError::InvalidDelta(1.0))
+    );
+    assert!(
+        matches!(accountant.epsilon(f64::NAN), Err(AccountantError::InvalidDelta(d)) if d.is_nan())
+    );
     let message = AccountantError::InvalidSamplingRate(1.5).to_string();
     assert!(message.contains("1.5"), "{message}");
 }
@@ -253,15 +276,25 @@ fn unsupported_event_relation_pairs_are_refused() {
         NeighboringRelation::AddOrRemoveOne,
         RdpMethod::Exact,
     );
-    let fixed = DpEvent::FixedBatchGaussian { dataset_size: 100, batch_size: 10, noise_multiplier: 1.0 };
-    assert!(matches!(add_remove.compose(&fixed, 1), Err(AccountantError::UnsupportedEvent { .. })));
+    let fixed = DpEvent::FixedBatchGaussian {
+        dataset_size: 100,
+        batch_size: 10,
+        noise_multiplier: 1.0,
+    };
+    assert!(matches!(
+        add_remove.compose(&fixed, 1),
+        Err(AccountantError::UnsupportedEvent { .. })
+    ));
     assert!(add_remove.ledger().entries.is_empty());
     let mut replace = RdpAccountant::new(
         Orders::dp_accounting_default(),
         NeighboringRelation::ReplaceOne,
         RdpMethod::Exact,
     );
-    assert!(matches!(replace.compose(&poisson(0.1, 1.0), 1), Err(AccountantError::UnsupportedEvent { .. })));
+    assert!(matches!(
+        replace.compose(&poisson(0.1, 1.0), 1),
+        Err(AccountantError::UnsupportedEvent { .. })
+    ));
     replace.compose(&fixed, 5).unwrap();
     assert!(replace.epsilon(1e-5).unwrap().value > 0.0);
 }
@@ -290,9 +323,17 @@ proptest! {
 
 #[test]
 fn overflow_free_at_extreme_orders_and_small_noise() {
-    for (q, sigma, alpha) in [(0.5, 0.3, 1024.0), (0.999, 0.3, 1024.0), (0.01, 0.3, 1000.5), (0.1, 0.05, 64.0)] {
+    for (q, sigma, alpha) in [
+        (0.5, 0.3, 1024.0),
+        (0.999, 0.3, 1024.0),
+        (0.01, 0.3, 1000.5),
+        (0.1, 0.05, 64.0),
+    ] {
         let v = poisson_subsampled_gaussian_rdp(q, sigma, alpha).unwrap();
-        assert!(v.is_finite() && v > 0.0, "q={q} sigma={sigma} alpha={alpha}: {v}");
+        assert!(
+            v.is_finite() && v > 0.0,
+            "q={q} sigma={sigma} alpha={alpha}: {v}"
+        );
         assert!(v <= alpha / (2.0 * sigma * sigma));
     }
 }

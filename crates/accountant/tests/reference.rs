@@ -23,7 +23,11 @@ fn read_rows(name: &str) -> Vec<HashMap<String, String>> {
         .records()
         .map(|r| {
             let r = r.unwrap();
-            headers.iter().map(String::from).zip(r.iter().map(String::from)).collect()
+            headers
+                .iter()
+                .map(String::from)
+                .zip(r.iter().map(String::from))
+                .collect()
         })
         .collect();
     assert!(!rows.is_empty(), "{path} has no rows");
@@ -34,7 +38,9 @@ fn num(row: &HashMap<String, String>, key: &str) -> f64 {
     let text = &row[key];
     match text.as_str() {
         "inf" => f64::INFINITY,
-        _ => text.parse().unwrap_or_else(|e| panic!("{key} = {text}: {e}")),
+        _ => text
+            .parse()
+            .unwrap_or_else(|e| panic!("{key} = {text}: {e}")),
     }
 }
 
@@ -51,14 +57,20 @@ fn exact_rdp_matches_the_40_digit_oracle() {
     let mut worst_integer: f64 = 0.0;
     let mut worst_fractional: f64 = 0.0;
     for row in read_rows("rdp_oracle.csv") {
-        let (q, sigma, alpha) =
-            (num(&row, "sampling_rate"), num(&row, "noise_multiplier"), num(&row, "order"));
+        let (q, sigma, alpha) = (
+            num(&row, "sampling_rate"),
+            num(&row, "noise_multiplier"),
+            num(&row, "order"),
+        );
         let want = num(&row, "rdp");
         let got = poisson_subsampled_gaussian_rdp(q, sigma, alpha).unwrap();
         let err = relative_error(got, want);
         let integer = alpha.fract() == 0.0;
         let bound = if integer { 1e-10 } else { 1e-9 };
-        assert!(err <= bound, "q={q} sigma={sigma} alpha={alpha}: {got} vs {want} (rel {err:e})");
+        assert!(
+            err <= bound,
+            "q={q} sigma={sigma} alpha={alpha}: {got} vs {want} (rel {err:e})"
+        );
         if integer {
             worst_integer = worst_integer.max(err);
         } else {
@@ -71,8 +83,11 @@ fn exact_rdp_matches_the_40_digit_oracle() {
 #[test]
 fn compat_rdp_reproduces_dp_accounting_including_its_infinities() {
     for row in read_rows("dp_accounting_rdp.csv") {
-        let (q, sigma, alpha) =
-            (num(&row, "sampling_rate"), num(&row, "noise_multiplier"), num(&row, "order"));
+        let (q, sigma, alpha) = (
+            num(&row, "sampling_rate"),
+            num(&row, "noise_multiplier"),
+            num(&row, "order"),
+        );
         let want = num(&row, "rdp");
         let got = poisson_subsampled_gaussian_rdp_compat(q, sigma, alpha).unwrap();
         let err = relative_error(got, want);
@@ -86,7 +101,10 @@ fn compat_rdp_reproduces_dp_accounting_including_its_infinities() {
         // The exact value never exceeds dp-accounting's upper bound (beyond rounding).
         let exact = poisson_subsampled_gaussian_rdp(q, sigma, alpha).unwrap();
         // At integer orders both are the same sum; dp-accounting carries ~1e-9 rounding there.
-        assert!(exact <= want * (1.0 + 1e-8), "exact {exact} > dp-accounting {want}");
+        assert!(
+            exact <= want * (1.0 + 1e-8),
+            "exact {exact} > dp-accounting {want}"
+        );
     }
 }
 
@@ -98,7 +116,10 @@ fn fixed_batch_rdp_reproduces_dp_accounting() {
         let (sigma, alpha) = (num(&row, "noise_multiplier"), num(&row, "order"));
         let want = num(&row, "rdp");
         let got = fixed_batch_gaussian_rdp(m / n, sigma, alpha).unwrap();
-        assert!(relative_error(got, want) <= 1e-9, "n={n} m={m} sigma={sigma} alpha={alpha}: {got} vs {want}");
+        assert!(
+            relative_error(got, want) <= 1e-9,
+            "n={n} m={m} sigma={sigma} alpha={alpha}: {got} vs {want}"
+        );
     }
 }
 
@@ -108,7 +129,10 @@ fn poisson_accountant(q: f64, sigma: f64, steps: u64, method: RdpMethod) -> RdpA
         NeighboringRelation::AddOrRemoveOne,
         method,
     );
-    let event = DpEvent::PoissonSampledGaussian { sampling_rate: q, noise_multiplier: sigma };
+    let event = DpEvent::PoissonSampledGaussian {
+        sampling_rate: q,
+        noise_multiplier: sigma,
+    };
     accountant.compose(&event, steps).unwrap();
     accountant
 }
@@ -126,7 +150,9 @@ fn epsilon_on_the_default_grid_matches_dp_accounting() {
             relative_error(compat.value, want) <= 1e-6 && compat.order == want_order,
             "compat q={q} sigma={sigma} T={steps} delta={delta}: {compat:?} vs {want} @ {want_order}"
         );
-        let exact = poisson_accountant(q, sigma, steps, RdpMethod::Exact).epsilon(delta).unwrap();
+        let exact = poisson_accountant(q, sigma, steps, RdpMethod::Exact)
+            .epsilon(delta)
+            .unwrap();
         assert!(
             exact.value <= want * (1.0 + 1e-6),
             "exact {} > dp-accounting {want} (q={q} sigma={sigma} T={steps})",
@@ -154,10 +180,16 @@ fn delta_on_the_default_grid_matches_dp_accounting() {
 #[test]
 fn analytic_gaussian_matches_dp_accounting() {
     for row in read_rows("analytic_gaussian.csv") {
-        let (sigma, delta, want) =
-            (num(&row, "noise_multiplier"), num(&row, "delta"), num(&row, "epsilon"));
+        let (sigma, delta, want) = (
+            num(&row, "noise_multiplier"),
+            num(&row, "delta"),
+            num(&row, "epsilon"),
+        );
         let got = analytic_gaussian::epsilon(sigma, delta).unwrap();
-        assert!(relative_error(got, want) <= 1e-8, "sigma={sigma} delta={delta}: {got} vs {want}");
+        assert!(
+            relative_error(got, want) <= 1e-8,
+            "sigma={sigma} delta={delta}: {got} vs {want}"
+        );
     }
 }
 
@@ -172,7 +204,8 @@ fn zcdp_conversions_match_opendp() {
             other => panic!("unknown query {other}"),
         };
         // Values below 1e-300 (OpenDP returns the subnormal 5e-324 where we return 0) are equal.
-        let close = relative_error(got, want) <= 1e-9 || (got.abs() < 1e-300 && want.abs() < 1e-300);
+        let close =
+            relative_error(got, want) <= 1e-9 || (got.abs() < 1e-300 && want.abs() < 1e-300);
         assert!(close, "{row:?}: {got} vs {want}");
     }
 }
@@ -184,12 +217,17 @@ fn calibration_matches_dp_accounting() {
         let (q, steps) = (num(&row, "sampling_rate"), num(&row, "steps") as u64);
         let want = num(&row, "noise_multiplier");
         let got = calibrate_noise_multiplier(epsilon, 1e-10, |sigma| {
-            Ok(poisson_accountant(q, sigma, steps, RdpMethod::DpAccountingCompat)
-                .epsilon(delta)?
-                .value)
+            Ok(
+                poisson_accountant(q, sigma, steps, RdpMethod::DpAccountingCompat)
+                    .epsilon(delta)?
+                    .value,
+            )
         })
         .unwrap();
-        assert!(relative_error(got, want) <= 1e-6, "{row:?}: {got} vs {want}");
+        assert!(
+            relative_error(got, want) <= 1e-6,
+            "{row:?}: {got} vs {want}"
+        );
     }
 }
 
@@ -211,6 +249,9 @@ fn prv_upper_bound_lies_in_prv_accountants_error_band() {
             got.upper
         );
         let estimate = num(&row, "epsilon_estimate");
-        assert!((got.estimate - estimate).abs() <= eps_error, "{got:?} vs {estimate}");
+        assert!(
+            (got.estimate - estimate).abs() <= eps_error,
+            "{got:?} vs {estimate}"
+        );
     }
 }

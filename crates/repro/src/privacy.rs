@@ -179,15 +179,22 @@ pub fn run(args: PrivacyArgs) -> anyhow::Result<()> {
 }
 
 /// The per-step event and its neighbouring relation.
-fn step_event(m: &Mechanism, noise_multiplier: f64) -> anyhow::Result<(DpEvent, NeighboringRelation)> {
+fn step_event(
+    m: &Mechanism,
+    noise_multiplier: f64,
+) -> anyhow::Result<(DpEvent, NeighboringRelation)> {
     match m.sampling {
         Sampling::Poisson => Ok((
-            DpEvent::PoissonSampledGaussian { sampling_rate: m.sampling_rate, noise_multiplier },
+            DpEvent::PoissonSampledGaussian {
+                sampling_rate: m.sampling_rate,
+                noise_multiplier,
+            },
             NeighboringRelation::AddOrRemoveOne,
         )),
         Sampling::Fixed => {
-            let dataset_size =
-                m.dataset_size.context("--sampling fixed needs --dataset-size N")?;
+            let dataset_size = m
+                .dataset_size
+                .context("--sampling fixed needs --dataset-size N")?;
             if !(m.sampling_rate > 0.0 && m.sampling_rate <= 1.0) {
                 return Err(AccountantError::InvalidSamplingRate(m.sampling_rate).into());
             }
@@ -240,7 +247,11 @@ fn check_scope(m: &Mechanism) -> anyhow::Result<()> {
     }
 }
 
-fn prv_accountant(m: &Mechanism, noise_multiplier: f64, delta: f64) -> anyhow::Result<PrvAccountant> {
+fn prv_accountant(
+    m: &Mechanism,
+    noise_multiplier: f64,
+    delta: f64,
+) -> anyhow::Result<PrvAccountant> {
     Ok(PrvAccountant::poisson_subsampled_gaussian(
         m.sampling_rate,
         noise_multiplier,
@@ -251,7 +262,11 @@ fn prv_accountant(m: &Mechanism, noise_multiplier: f64, delta: f64) -> anyhow::R
 }
 
 /// ε and (for RDP) the optimal order.
-fn epsilon_of(m: &Mechanism, noise_multiplier: f64, delta: f64) -> anyhow::Result<(f64, Option<f64>)> {
+fn epsilon_of(
+    m: &Mechanism,
+    noise_multiplier: f64,
+    delta: f64,
+) -> anyhow::Result<(f64, Option<f64>)> {
     check_scope(m)?;
     match m.accountant {
         AccountantKind::Rdp | AccountantKind::RdpCompat => {
@@ -285,7 +300,9 @@ fn delta_of(m: &Mechanism, noise_multiplier: f64, epsilon: f64) -> anyhow::Resul
             let rdp_delta = {
                 let mut rdp = m.clone();
                 rdp.accountant = AccountantKind::Rdp;
-                rdp_accountant(&rdp, noise_multiplier)?.delta(epsilon)?.value
+                rdp_accountant(&rdp, noise_multiplier)?
+                    .delta(epsilon)?
+                    .value
             };
             let delta_error = (rdp_delta * PRV_DELTA_ERROR_FRACTION).clamp(1e-15, 1e-3);
             let prv = PrvAccountant::poisson_subsampled_gaussian(
@@ -297,9 +314,9 @@ fn delta_of(m: &Mechanism, noise_multiplier: f64, epsilon: f64) -> anyhow::Resul
             )?;
             Ok(prv.delta(epsilon, m.steps)?.upper)
         }
-        AccountantKind::Zcdp => {
-            Ok(Zcdp::from_gaussian(noise_multiplier)?.compose_times(m.steps).delta(epsilon)?)
-        }
+        AccountantKind::Zcdp => Ok(Zcdp::from_gaussian(noise_multiplier)?
+            .compose_times(m.steps)
+            .delta(epsilon)?),
         AccountantKind::Analytic => {
             let effective = noise_multiplier / (m.steps as f64).sqrt();
             Ok(analytic_gaussian::delta(effective, epsilon)?)
@@ -311,16 +328,17 @@ fn sigma_of(m: &Mechanism, epsilon: f64, delta: f64) -> anyhow::Result<f64> {
     check_scope(m)?;
     accountant::validate_delta(delta)?;
     let mut failure: Option<anyhow::Error> = None;
-    let result = calibrate_noise_multiplier(epsilon, CALIBRATION_TOLERANCE, |sigma| {
-        match epsilon_of(m, sigma, delta) {
-            Ok((value, _)) => Ok(value),
-            Err(err) => {
-                let message = format!("{err:#}");
-                failure = Some(err);
-                Err(AccountantError::Calibration(message))
+    let result =
+        calibrate_noise_multiplier(epsilon, CALIBRATION_TOLERANCE, |sigma| {
+            match epsilon_of(m, sigma, delta) {
+                Ok((value, _)) => Ok(value),
+                Err(err) => {
+                    let message = format!("{err:#}");
+                    failure = Some(err);
+                    Err(AccountantError::Calibration(message))
+                }
             }
-        }
-    });
+        });
     match (result, failure) {
         (Ok(sigma), _) => Ok(sigma),
         (Err(_), Some(err)) => Err(err.context("noise calibration failed")),
@@ -420,16 +438,28 @@ const PAPER_EPSILONS: [f64; 3] = [2.0, 4.0, 8.0];
 fn table_command(a: TableArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let path = a.out.join("sigma.csv");
-    let mut writer = csv::Writer::from_path(&path).with_context(|| format!("writing {}", path.display()))?;
+    let mut writer =
+        csv::Writer::from_path(&path).with_context(|| format!("writing {}", path.display()))?;
     writer.write_record([
-        "task", "dataset_size", "batch_size", "steps", "sampling_rate", "delta", "epsilon",
-        "accountant", "noise_multiplier",
+        "task",
+        "dataset_size",
+        "batch_size",
+        "steps",
+        "sampling_rate",
+        "delta",
+        "epsilon",
+        "accountant",
+        "noise_multiplier",
     ])?;
     for (task, n) in PAPER_TASKS {
         let q = PAPER_BATCH as f64 / n as f64;
         let delta = 1.0 / n as f64;
         for epsilon in PAPER_EPSILONS {
-            for kind in [AccountantKind::Rdp, AccountantKind::RdpCompat, AccountantKind::Prv] {
+            for kind in [
+                AccountantKind::Rdp,
+                AccountantKind::RdpCompat,
+                AccountantKind::Prv,
+            ] {
                 let m = Mechanism {
                     sampling_rate: q,
                     steps: PAPER_STEPS,

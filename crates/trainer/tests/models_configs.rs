@@ -75,12 +75,9 @@ fn refused_configs_name_the_field() {
     let text = r#"{"model_type": "llama", "vocab_size": 10, "hidden_size": 8, "intermediate_size": 8,
         "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 2,
         "rope_scaling": {"rope_type": "llama3", "factor": 8.0}}"#;
-    let err = ModelConfig::from_json_str(text, Path::new("x.json"))
-        .err()
-        .expect("scaled RoPE");
+    let err = ModelConfig::from_json_str(text, Path::new("x.json")).expect_err("scaled RoPE");
     assert!(err.to_string().contains("rope_scaling"), "{err}");
     let err = ModelConfig::from_json_str(r#"{"model_type": "bert"}"#, Path::new("y.json"))
-        .err()
-        .expect("bert");
+        .expect_err("bert");
     assert!(err.to_string().contains("\"bert\""), "{err}");
 }

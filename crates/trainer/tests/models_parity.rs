@@ -243,13 +243,11 @@ fn bad_batches_are_errors_not_panics() {
     };
     let err = model
         .label_word_logits(&batch(&[3], &[5]))
-        .err()
-        .expect("position 3 of 3");
+        .expect_err("position 3 of 3");
     assert!(err.to_string().contains("outside 0..3"), "{err}");
     let err = model
         .label_word_logits(&batch(&[2], &[5, 110]))
-        .err()
-        .expect("word 110 of 110");
+        .expect_err("word 110 of 110");
     assert!(err.to_string().contains("110"), "{err}");
     let ok = model.label_word_logits(&batch(&[2], &[5, 109])).unwrap();
     assert_eq!(ok.size(), [1, 2]);

@@ -59,8 +59,6 @@ fn tokenizer_json_matches_transformers() {
 
 #[test]
 fn missing_tokenizer_files_are_named() {
-    let err = load_tokenizer(&fixture("opt_tiny"))
-        .err()
-        .expect("opt_tiny has no tokenizer");
+    let err = load_tokenizer(&fixture("opt_tiny")).expect_err("opt_tiny has no tokenizer");
     assert!(err.to_string().contains("vocab.json"), "{err}");
 }

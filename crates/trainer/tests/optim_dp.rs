@@ -10,7 +10,8 @@ use trainer::optim::dp_sgd::{clipped_gradient_sum, dp_sgd_step, DpSgdSettings};
 use trainer::optim::loss::per_example_losses;
 use trainer::optim::params::TrainableParams;
 use trainer::optim::privacy::{
-    calibrate_noise_multiplier, epsilon_spent, AccountantKind, NeighboringRelation, SubsampledGaussian,
+    calibrate_noise_multiplier, epsilon_spent, AccountantKind, NeighboringRelation,
+    SubsampledGaussian,
 };
 use trainer::optim::zo::{zo_step, ZoPrivacy, ZoStepSettings};
 use trainer::train::run::plan_privacy;
@@ -25,7 +26,11 @@ fn dp_sgd_clipping_equals_explicit_per_example_autograd_clipping() {
     let params = TrainableParams::from_model(&model).unwrap();
     let task = SyntheticTask::new(10, 9);
     let batch = task.batch_of(&(0..10).collect::<Vec<_>>());
-    let tensors: Vec<Tensor> = params.named().iter().map(|(_, t)| t.shallow_clone()).collect();
+    let tensors: Vec<Tensor> = params
+        .named()
+        .iter()
+        .map(|(_, t)| t.shallow_clone())
+        .collect();
     // Reference: one batched forward, then the gradient of each example's loss separately.
     let losses = per_example_losses(&model, &batch).unwrap();
     let per_example: Vec<Vec<Tensor>> = (0..10)
@@ -33,7 +38,12 @@ fn dp_sgd_clipping_equals_explicit_per_example_autograd_clipping() {
         .collect();
     let norms: Vec<f64> = per_example
         .iter()
-        .map(|g| g.iter().map(|t| (t * t).sum(Kind::Double).double_value(&[])).sum::<f64>().sqrt())
+        .map(|g| {
+            g.iter()
+                .map(|t| (t * t).sum(Kind::Double).double_value(&[]))
+                .sum::<f64>()
+                .sqrt()
+        })
         .collect();
     let mut sorted = norms.clone();
     sorted.sort_by(f64::total_cmp);
@@ -48,7 +58,11 @@ fn dp_sgd_clipping_equals_explicit_per_example_autograd_clipping() {
             expected += &g[k] * (clip_norm / norm).min(1.0);
         }
         let error = (accumulated - &expected).abs().max().double_value(&[]);
-        assert!(error < 1e-12, "tensor {}: max error {error}", params.named()[k].0);
+        assert!(
+            error < 1e-12,
+            "tensor {}: max error {error}",
+            params.named()[k].0
+        );
     }
 }
 
@@ -64,7 +78,10 @@ fn zo_scalar_noise_has_the_configured_std() {
         zo_eps: 1e-3,
         step_size: 0.0,
         num_directions: 2,
-        privacy: Some(ZoPrivacy { clip_norm: 1.0, noise_std }),
+        privacy: Some(ZoPrivacy {
+            clip_norm: 1.0,
+            noise_std,
+        }),
         normaliser: Some(normaliser),
         proximal: None,
     };
@@ -83,7 +100,10 @@ fn zo_scalar_noise_has_the_configured_std() {
     let mean_bound = Z_ALPHA_1E6 / n.sqrt();
     // E[x^2] = 1 and Var[x^2] = 2 for x ~ N(0, 1).
     let variance_bound = Z_ALPHA_1E6 * (2.0 / n).sqrt();
-    assert!(mean.abs() <= mean_bound, "mean {mean}, bound {mean_bound}, n={n}, seed {seed}");
+    assert!(
+        mean.abs() <= mean_bound,
+        "mean {mean}, bound {mean_bound}, n={n}, seed {seed}"
+    );
     assert!(
         (variance - 1.0).abs() <= variance_bound,
         "E[x^2] {variance}, |.-1| bound {variance_bound}, n={n}, seed {seed}"
@@ -95,8 +115,12 @@ fn dp_sgd_noise_is_per_coordinate_with_the_configured_std() {
     let model = TinyModel::new(2, Kind::Double);
     let params = TrainableParams::from_model(&model).unwrap();
     let empty = SyntheticTask::new(4, 1).batch_of(&[]);
-    let settings =
-        DpSgdSettings { step_size: 0.5, clip_norm: 1.0, noise_std: 3.0, normaliser: Some(8.0) };
+    let settings = DpSgdSettings {
+        step_size: 0.5,
+        clip_norm: 1.0,
+        noise_std: 3.0,
+        normaliser: Some(8.0),
+    };
     let scale = settings.step_size * settings.noise_std / 8.0;
     let seed = 77;
     let mut draws = Vec::new();
@@ -111,9 +135,15 @@ fn dp_sgd_noise_is_per_coordinate_with_the_configured_std() {
     let n = draws.len() as f64;
     let mean = draws.iter().sum::<f64>() / n;
     let second = draws.iter().map(|x| x * x).sum::<f64>() / n;
-    assert!(mean.abs() <= Z_ALPHA_1E6 / n.sqrt(), "mean {mean}, n={n}, seed {seed}");
+    assert!(
+        mean.abs() <= Z_ALPHA_1E6 / n.sqrt(),
+        "mean {mean}, n={n}, seed {seed}"
+    );
     let bound = Z_ALPHA_1E6 * (2.0 / n).sqrt();
-    assert!((second - 1.0).abs() <= bound, "E[x^2] {second}, bound {bound}, n={n}, seed {seed}");
+    assert!(
+        (second - 1.0).abs() <= bound,
+        "E[x^2] {second}, bound {bound}, n={n}, seed {seed}"
+    );
 }
 
 #[test]
@@ -127,8 +157,24 @@ fn noise_std_follows_the_neighbouring_relation() {
         epsilon: None,
         ..TrainConfig::default()
     };
-    let poisson = plan_privacy(&TrainConfig { sampling: Sampling::Poisson, ..base.clone() }, 1024, 100).unwrap();
-    let shuffled = plan_privacy(&TrainConfig { sampling: Sampling::Shuffled, ..base }, 1024, 100).unwrap();
+    let poisson = plan_privacy(
+        &TrainConfig {
+            sampling: Sampling::Poisson,
+            ..base.clone()
+        },
+        1024,
+        100,
+    )
+    .unwrap();
+    let shuffled = plan_privacy(
+        &TrainConfig {
+            sampling: Sampling::Shuffled,
+            ..base
+        },
+        1024,
+        100,
+    )
+    .unwrap();
     assert_eq!(poisson.noise_std, 2.0 * 30.0); // sigma C, add/remove-one
     assert_eq!(shuffled.noise_std, 2.0 * 2.0 * 30.0); // 2 sigma C, replace-one
     assert_eq!(poisson.delta, 1.0 / 1024.0);
@@ -163,8 +209,14 @@ fn calibration_matches_the_rdp_table_of_paper_md() {
             (sigma - expected).abs() / expected < 0.02,
             "n={n}, eps={epsilon}: sigma {sigma} vs table {expected}"
         );
-        let calibrated = SubsampledGaussian { noise_multiplier: sigma, ..mechanism };
+        let calibrated = SubsampledGaussian {
+            noise_multiplier: sigma,
+            ..mechanism
+        };
         let spent = epsilon_spent(AccountantKind::Rdp, &calibrated, 6000, 1.0 / n).unwrap();
-        assert!(spent <= epsilon, "calibrated sigma {sigma} spends {spent} > {epsilon}");
+        assert!(
+            spent <= epsilon,
+            "calibrated sigma {sigma} spends {spent} > {epsilon}"
+        );
     }
 }

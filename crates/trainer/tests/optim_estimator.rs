@@ -16,12 +16,22 @@ const Z_ALPHA_1E6: f64 = 4.8916;
 
 /// d loss / d theta for every trainable tensor (autograd; the graph is kept for reuse).
 fn gradient_of(params: &TrainableParams, loss: &Tensor) -> Vec<Tensor> {
-    let tensors: Vec<Tensor> = params.named().iter().map(|(_, t)| t.shallow_clone()).collect();
-    Tensor::run_backward(&[loss], &tensors, true, false).into_iter().map(|g| g.detach()).collect()
+    let tensors: Vec<Tensor> = params
+        .named()
+        .iter()
+        .map(|(_, t)| t.shallow_clone())
+        .collect();
+    Tensor::run_backward(&[loss], &tensors, true, false)
+        .into_iter()
+        .map(|g| g.detach())
+        .collect()
 }
 
 fn dot(a: &[Tensor], b: &[(String, Tensor)]) -> f64 {
-    a.iter().zip(b).map(|(x, (_, y))| (x * y).sum(Kind::Double).double_value(&[])).sum()
+    a.iter()
+        .zip(b)
+        .map(|(x, (_, y))| (x * y).sum(Kind::Double).double_value(&[]))
+        .sum()
 }
 
 #[test]
@@ -31,8 +41,9 @@ fn central_difference_matches_autograd_directional_derivative_per_example() {
     let task = SyntheticTask::new(8, 3);
     let batch = task.batch_of(&(0..8).collect::<Vec<_>>());
     let losses = per_example_losses(&model, &batch).unwrap();
-    let per_example_grads: Vec<Vec<Tensor>> =
-        (0..8).map(|i| gradient_of(&params, &losses.get(i))).collect();
+    let per_example_grads: Vec<Vec<Tensor>> = (0..8)
+        .map(|i| gradient_of(&params, &losses.get(i)))
+        .collect();
     let zo_eps = 1e-5;
     for seed in 0..20u64 {
         let z = materialise_direction(&params, &[(seed, 1.0)]).unwrap();
@@ -56,10 +67,14 @@ fn projected_gradient_has_mean_zero_and_second_moment_grad_norm_squared() {
     let params = TrainableParams::from_model(&model).unwrap();
     let task = SyntheticTask::new(16, 5);
     let batch = task.batch_of(&(0..16).collect::<Vec<_>>());
-    let mean_loss = per_example_losses(&model, &batch).unwrap().mean(Kind::Double);
+    let mean_loss = per_example_losses(&model, &batch)
+        .unwrap()
+        .mean(Kind::Double);
     let gradient = gradient_of(&params, &mean_loss);
-    let grad_norm_sq: f64 =
-        gradient.iter().map(|g| (g * g).sum(Kind::Double).double_value(&[])).sum();
+    let grad_norm_sq: f64 = gradient
+        .iter()
+        .map(|g| (g * g).sum(Kind::Double).double_value(&[]))
+        .sum();
     let n = 4000usize;
     let base_seed = 1_000_000u64;
     let samples: Vec<f64> = (0..n as u64)
@@ -83,6 +98,9 @@ fn projected_gradient_has_mean_zero_and_second_moment_grad_norm_squared() {
         "second moment / ||g||^2 = {second}, |.-1| bound {second_bound} (n={n}, seeds {base_seed}..)"
     );
     // The model is restored after every pair of evaluations (up to rounding).
-    let after = per_example_losses(&model, &batch).unwrap().mean(Kind::Double).double_value(&[]);
+    let after = per_example_losses(&model, &batch)
+        .unwrap()
+        .mean(Kind::Double)
+        .double_value(&[]);
     assert!((after - mean_loss.double_value(&[])).abs() < 1e-9);
 }

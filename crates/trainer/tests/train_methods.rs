@@ -35,8 +35,15 @@ fn run(config: &TrainConfig, model_seed: u64) -> (RunRecord, f64, TinyModel) {
     let mut train = SyntheticTask::new(256, 17);
     let dev = SyntheticTask::new(128, 18).batches(64);
     let (initial_loss, _, _) = evaluate(&model, &dev).unwrap();
-    let record =
-        run_training(&mut model, config, &mut train, &dev, &[], &RunOptions::default()).unwrap();
+    let record = run_training(
+        &mut model,
+        config,
+        &mut train,
+        &dev,
+        &[],
+        &RunOptions::default(),
+    )
+    .unwrap();
     (record, initial_loss, model)
 }
 
@@ -89,7 +96,11 @@ fn dp_with_a_large_epsilon_approaches_the_non_private_run() {
 
 #[test]
 fn dp_zopo_leaves_every_unmasked_weight_bit_identical() {
-    for strategy in [MaskStrategy::Static, MaskStrategy::Dynamic, MaskStrategy::Incremental] {
+    for strategy in [
+        MaskStrategy::Static,
+        MaskStrategy::Dynamic,
+        MaskStrategy::Incremental,
+    ] {
         let mut config = config(Method::DpZopo, 0.05, 60);
         config.mask.strategy = strategy;
         config.stage.first_stage_steps = 10; // stages of 10, 20, 40 steps
@@ -112,10 +123,17 @@ fn dp_zopo_leaves_every_unmasked_weight_bit_identical() {
             MaskStrategy::Dynamic | MaskStrategy::Incremental => 3 * per_stage,
         };
         assert!(moved > 0, "{strategy:?}: nothing trained");
-        assert!(moved <= bound, "{strategy:?}: {moved} coordinates moved, masks hold <= {bound}");
+        assert!(
+            moved <= bound,
+            "{strategy:?}: {moved} coordinates moved, masks hold <= {bound}"
+        );
         assert_eq!(
             record.ledger.events.len(),
-            if strategy == MaskStrategy::Static { 1 } else { 3 },
+            if strategy == MaskStrategy::Static {
+                1
+            } else {
+                3
+            },
             "{strategy:?}: {:?}",
             record.ledger.events
         );
@@ -133,16 +151,29 @@ fn dp_zopo_static_mask_is_exact() {
     let mut model = TinyModel::new(5, Kind::Float);
     let mut train = SyntheticTask::new(256, 17);
     let dev = SyntheticTask::new(64, 18).batches(64);
-    let record =
-        run_training(&mut model, &config, &mut train, &dev, &[], &RunOptions::default()).unwrap();
-    assert_eq!(record.resolved.trained_coordinates, (0.2f64 * record.resolved.total_coordinates as f64).ceil() as usize);
+    let record = run_training(
+        &mut model,
+        &config,
+        &mut train,
+        &dev,
+        &[],
+        &RunOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        record.resolved.trained_coordinates,
+        (0.2f64 * record.resolved.total_coordinates as f64).ceil() as usize
+    );
     let after = bits(&model);
     let moved: usize = before
         .iter()
         .zip(&after)
         .map(|((_, b), (_, a))| b.iter().zip(a).filter(|(x, y)| x != y).count())
         .sum();
-    assert!(moved > 0 && moved <= record.resolved.trained_coordinates, "moved {moved}");
+    assert!(
+        moved > 0 && moved <= record.resolved.trained_coordinates,
+        "moved {moved}"
+    );
 }
 
 #[test]
@@ -157,6 +188,9 @@ fn same_seed_same_run_and_another_seed_another_run() {
         assert_eq!(bits(&model_a), bits(&model_b), "{method:?}");
         config.seed += 1;
         let (third, _, _) = run(&config, 5);
-        assert_ne!(first.steps, third.steps, "{method:?}: the seed had no effect");
+        assert_ne!(
+            first.steps, third.steps,
+            "{method:?}: the seed had no effect"
+        );
     }
 }

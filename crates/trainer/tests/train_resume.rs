@@ -56,7 +56,10 @@ fn train(config: &TrainConfig, sleep_ms: u64, resume: bool) -> (RunRecord, TinyM
     source.sleep_ms = sleep_ms;
     let dev = SyntheticTask::new(64, 18).batches(32);
     let test = SyntheticTask::new(64, 19).batches(32);
-    let options = RunOptions { resume, provenance: None };
+    let options = RunOptions {
+        resume,
+        provenance: None,
+    };
     let record = run_training(&mut model, config, &mut source, &dev, &test, &options).unwrap();
     (record, model)
 }
@@ -70,7 +73,10 @@ fn kill_9_mid_run_then_resume_matches_an_uninterrupted_run_bit_for_bit() {
     }
     let dir = scratch_dir("kill9");
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "kill_9_mid_run_then_resume_matches_an_uninterrupted_run_bit_for_bit"])
+        .args([
+            "--exact",
+            "kill_9_mid_run_then_resume_matches_an_uninterrupted_run_bit_for_bit",
+        ])
         .args(["--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, &dir)
         .spawn()
@@ -83,13 +89,25 @@ fn kill_9_mid_run_then_resume_matches_an_uninterrupted_run_bit_for_bit() {
                 break state.step;
             }
         }
-        assert!(started.elapsed() < Duration::from_secs(300), "child never reached step 40");
-        assert!(child.try_wait().unwrap().is_none(), "child exited before it was killed");
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "child never reached step 40"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "child exited before it was killed"
+        );
         std::thread::sleep(Duration::from_millis(5));
     };
     child.wait().unwrap();
-    let (_, at_kill) = checkpoint::latest(&dir).unwrap().expect("a checkpoint survives the kill");
-    assert!(at_kill.step < TOTAL_STEPS, "killed after the run ended (step {})", at_kill.step);
+    let (_, at_kill) = checkpoint::latest(&dir)
+        .unwrap()
+        .expect("a checkpoint survives the kill");
+    assert!(
+        at_kill.step < TOTAL_STEPS,
+        "killed after the run ended (step {})",
+        at_kill.step
+    );
     assert!(at_kill.step >= killed_after);
 
     let (resumed, resumed_model) = train(&resumable_config(&dir), 0, true);
@@ -118,17 +136,32 @@ fn non_finite_loss_stops_the_run_and_keeps_the_last_good_state() {
     // Two forwards per step: poisoning after 2 * 12 calls makes step 13 non-finite.
     model.poison_after = Some(24);
     let mut source = SyntheticTask::new(256, 17);
-    let error = run_training(&mut model, &config, &mut source, &[], &[], &RunOptions::default())
-        .unwrap_err();
+    let error = run_training(
+        &mut model,
+        &config,
+        &mut source,
+        &[],
+        &[],
+        &RunOptions::default(),
+    )
+    .unwrap_err();
     let message = error.to_string();
     match error {
-        TrainError::NonFiniteLoss { step, last_good_step, checkpoint: Some(path), .. } => {
+        TrainError::NonFiniteLoss {
+            step,
+            last_good_step,
+            checkpoint: Some(path),
+            ..
+        } => {
             assert_eq!((step, last_good_step), (13, 12), "{message}");
             assert!(path.ends_with("step-0000000012"), "{message}");
         }
         other => panic!("expected NonFiniteLoss, got {other}"),
     }
-    assert!(message.contains("non-finite loss NaN at step 13"), "{message}");
+    assert!(
+        message.contains("non-finite loss NaN at step 13"),
+        "{message}"
+    );
     let weights = optim_support::snapshot(&model);
     assert!(weights.iter().all(|(_, v)| v.iter().all(|x| x.is_finite())));
     let _ = std::fs::remove_dir_all(&dir);
@@ -152,7 +185,10 @@ fn a_run_above_its_epsilon_target_refuses_to_start() {
     )
     .unwrap_err();
     let message = error.to_string();
-    assert!(matches!(error, TrainError::BudgetExceeded { .. }), "{message}");
+    assert!(
+        matches!(error, TrainError::BudgetExceeded { .. }),
+        "{message}"
+    );
     assert!(message.contains("above the target 1"), "{message}");
     assert_eq!(bits(&model), before, "a refused run must not train");
 }
@@ -168,11 +204,23 @@ fn resuming_with_more_steps_than_the_budget_allows_is_refused() {
     // Same noise multiplier, four times the steps: planned epsilon now exceeds the target.
     config.steps = 80;
     let mut model = TinyModel::new(3, Kind::Float);
-    let options = RunOptions { resume: true, provenance: None };
-    let error =
-        run_training(&mut model, &config, &mut SyntheticTask::new(256, 17), &[], &[], &options)
-            .unwrap_err();
-    assert!(matches!(error, TrainError::BudgetExceeded { steps: 80, .. }), "{error}");
+    let options = RunOptions {
+        resume: true,
+        provenance: None,
+    };
+    let error = run_training(
+        &mut model,
+        &config,
+        &mut SyntheticTask::new(256, 17),
+        &[],
+        &[],
+        &options,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(error, TrainError::BudgetExceeded { steps: 80, .. }),
+        "{error}"
+    );
     // And a fresh run over an existing checkpoint is refused rather than overwriting it.
     config.steps = 20;
     let error = run_training(
@@ -184,6 +232,9 @@ fn resuming_with_more_steps_than_the_budget_allows_is_refused() {
         &RunOptions::default(),
     )
     .unwrap_err();
-    assert!(matches!(error, TrainError::CheckpointExists { step: 20, .. }), "{error}");
+    assert!(
+        matches!(error, TrainError::CheckpointExists { step: 20, .. }),
+        "{error}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -23,7 +23,10 @@ pub struct Conversion {
 
 fn check_curve(orders: &[f64], rdp: &[f64]) -> Result<()> {
     if orders.len() != rdp.len() || orders.is_empty() {
-        return Err(AccountantError::OrderGridMismatch { left: orders.len(), right: rdp.len() });
+        return Err(AccountantError::OrderGridMismatch {
+            left: orders.len(),
+            right: rdp.len(),
+        });
     }
     if let Some(bad) = orders.iter().find(|a| !(**a >= 1.0)) {
         return Err(AccountantError::InvalidOrder(*bad));
@@ -42,7 +45,10 @@ fn check_curve(orders: &[f64], rdp: &[f64]) -> Result<()> {
 pub fn epsilon_from_rdp(orders: &[f64], rdp: &[f64], delta: f64) -> Result<Conversion> {
     check_delta(delta)?;
     check_curve(orders, rdp)?;
-    let mut best = Conversion { value: f64::INFINITY, order: orders[0] };
+    let mut best = Conversion {
+        value: f64::INFINITY,
+        order: orders[0],
+    };
     for (&alpha, &value) in orders.iter().zip(rdp) {
         let epsilon = if value < 0.0 || delta * delta + (-value).exp_m1() > 0.0 {
             0.0
@@ -52,7 +58,10 @@ pub fn epsilon_from_rdp(orders: &[f64], rdp: &[f64], delta: f64) -> Result<Conve
             f64::INFINITY
         };
         if epsilon < best.value {
-            best = Conversion { value: epsilon, order: alpha };
+            best = Conversion {
+                value: epsilon,
+                order: alpha,
+            };
         }
     }
     best.value = best.value.max(0.0);
@@ -63,7 +72,10 @@ pub fn epsilon_from_rdp(orders: &[f64], rdp: &[f64], delta: f64) -> Result<Conve
 pub fn delta_from_rdp(orders: &[f64], rdp: &[f64], epsilon: f64) -> Result<Conversion> {
     check_epsilon(epsilon)?;
     check_curve(orders, rdp)?;
-    let mut best = Conversion { value: f64::INFINITY, order: orders[0] };
+    let mut best = Conversion {
+        value: f64::INFINITY,
+        order: orders[0],
+    };
     for (&alpha, &value) in orders.iter().zip(rdp) {
         let mut log_delta = if value <= 0.0 {
             f64::NEG_INFINITY
@@ -71,12 +83,14 @@ pub fn delta_from_rdp(orders: &[f64], rdp: &[f64], epsilon: f64) -> Result<Conve
             0.5 * (-(-value).exp()).ln_1p()
         };
         if alpha > MIN_CONVERSION_ORDER && value > 0.0 {
-            let bound =
-                (alpha - 1.0) * (value - epsilon + (-1.0 / alpha).ln_1p()) - alpha.ln();
+            let bound = (alpha - 1.0) * (value - epsilon + (-1.0 / alpha).ln_1p()) - alpha.ln();
             log_delta = log_delta.min(bound);
         }
         if log_delta < best.value {
-            best = Conversion { value: log_delta, order: alpha };
+            best = Conversion {
+                value: log_delta,
+                order: alpha,
+            };
         }
     }
     best.value = best.value.exp().min(1.0);
@@ -87,12 +101,18 @@ pub fn delta_from_rdp(orders: &[f64], rdp: &[f64], epsilon: f64) -> Result<Conve
 pub fn epsilon_from_rdp_classical(orders: &[f64], rdp: &[f64], delta: f64) -> Result<Conversion> {
     check_delta(delta)?;
     check_curve(orders, rdp)?;
-    let mut best = Conversion { value: f64::INFINITY, order: orders[0] };
+    let mut best = Conversion {
+        value: f64::INFINITY,
+        order: orders[0],
+    };
     for (&alpha, &value) in orders.iter().zip(rdp) {
         if alpha > 1.0 {
             let epsilon = value - delta.ln() / (alpha - 1.0);
             if epsilon < best.value {
-                best = Conversion { value: epsilon, order: alpha };
+                best = Conversion {
+                    value: epsilon,
+                    order: alpha,
+                };
             }
         }
     }

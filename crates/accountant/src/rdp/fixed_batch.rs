@@ -11,7 +11,11 @@ use crate::numeric::{log_abs_binomial, log_add};
 const MAX_EXACT_ORDER: u64 = 256;
 
 /// One-step RDP at `order` for a batch fraction q = m/n of the Gaussian with noise σ.
-pub fn fixed_batch_gaussian_rdp(sampling_rate: f64, noise_multiplier: f64, order: f64) -> Result<f64> {
+pub fn fixed_batch_gaussian_rdp(
+    sampling_rate: f64,
+    noise_multiplier: f64,
+    order: f64,
+) -> Result<f64> {
     check_sampling_rate(sampling_rate)?;
     check_noise_multiplier(noise_multiplier)?;
     check_order(order)?;
@@ -46,11 +50,20 @@ struct Signed {
 /// log(e^a - e^b) with its sign (dp-accounting `_log_sub_sign`).
 fn log_sub_sign(a: f64, b: f64) -> Signed {
     if a > b {
-        Signed { log_magnitude: a + (-(b - a).exp()).ln_1p(), positive: true }
+        Signed {
+            log_magnitude: a + (-(b - a).exp()).ln_1p(),
+            positive: true,
+        }
     } else if a < b {
-        Signed { log_magnitude: b + (-(a - b).exp()).ln_1p(), positive: false }
+        Signed {
+            log_magnitude: b + (-(a - b).exp()).ln_1p(),
+            positive: false,
+        }
     } else {
-        Signed { log_magnitude: f64::NEG_INFINITY, positive: true }
+        Signed {
+            log_magnitude: f64::NEG_INFINITY,
+            positive: true,
+        }
     }
 }
 
@@ -98,9 +111,8 @@ fn log_a_integer(q: f64, sigma: f64, alpha: u64) -> f64 {
     let ln4 = 4.0_f64.ln();
     let ln2 = std::f64::consts::LN_2;
     let log_f2_minus_1 = gaussian_rdp(2.0) + (-(-gaussian_rdp(2.0)).exp()).ln_1p();
-    let second = 2.0 * ln_q
-        + log_abs_binomial(a, 2.0)
-        + (ln4 + log_f2_minus_1).min(gaussian_rdp(2.0) + ln2);
+    let second =
+        2.0 * ln_q + log_abs_binomial(a, 2.0) + (ln4 + log_f2_minus_1).min(gaussian_rdp(2.0) + ln2);
     let mut log_a = log_add(0.0, second);
     let deltas = if alpha <= MAX_EXACT_ORDER {
         forward_differences(sigma, alpha as usize)

@@ -40,7 +40,10 @@ pub fn event_rdp(event: &DpEvent, order: f64, method: RdpMethod) -> Result<f64> 
     event.validate()?;
     match event {
         DpEvent::Gaussian { noise_multiplier } => gaussian_rdp(*noise_multiplier, order),
-        DpEvent::PoissonSampledGaussian { sampling_rate, noise_multiplier } => match method {
+        DpEvent::PoissonSampledGaussian {
+            sampling_rate,
+            noise_multiplier,
+        } => match method {
             RdpMethod::Exact => {
                 poisson_subsampled_gaussian_rdp(*sampling_rate, *noise_multiplier, order)
             }
@@ -48,7 +51,11 @@ pub fn event_rdp(event: &DpEvent, order: f64, method: RdpMethod) -> Result<f64> 
                 poisson_subsampled_gaussian_rdp_compat(*sampling_rate, *noise_multiplier, order)
             }
         },
-        DpEvent::FixedBatchGaussian { dataset_size, batch_size, noise_multiplier } => {
+        DpEvent::FixedBatchGaussian {
+            dataset_size,
+            batch_size,
+            noise_multiplier,
+        } => {
             let q = *batch_size as f64 / *dataset_size as f64;
             fixed_batch_gaussian_rdp(q, *noise_multiplier, order)
         }
@@ -96,7 +103,12 @@ impl RdpAccountant {
     /// An empty accountant.
     pub fn new(orders: Orders, relation: NeighboringRelation, method: RdpMethod) -> Self {
         let rdp = vec![0.0; orders.len()];
-        RdpAccountant { orders, method, rdp, ledger: Ledger::new(relation) }
+        RdpAccountant {
+            orders,
+            method,
+            rdp,
+            ledger: Ledger::new(relation),
+        }
     }
 
     /// Rebuilds an accountant by composing every entry of a stored ledger.
@@ -120,7 +132,10 @@ impl RdpAccountant {
         for (total, inc) in self.rdp.iter_mut().zip(increments) {
             *total += inc;
         }
-        self.ledger.entries.push(LedgerEntry { event: event.clone(), count });
+        self.ledger.entries.push(LedgerEntry {
+            event: event.clone(),
+            count,
+        });
         Ok(())
     }
 
@@ -142,7 +157,9 @@ impl RdpAccountant {
         for (total, inc) in self.rdp.iter_mut().zip(&other.rdp) {
             *total += inc;
         }
-        self.ledger.entries.extend(other.ledger.entries.iter().cloned());
+        self.ledger
+            .entries
+            .extend(other.ledger.entries.iter().cloned());
         Ok(())
     }
 
@@ -190,8 +207,17 @@ impl RdpAccountant {
         }
         let orders = self.orders.as_slice();
         let index = orders.iter().position(|&a| a == grid.order).unwrap_or(0);
-        let low = if index == 0 { (1.0 + orders[0]) / 2.0 } else { orders[index - 1] }.max(1.011);
-        let high = if index + 1 == orders.len() { 4.0 * orders[index] } else { orders[index + 1] };
+        let low = if index == 0 {
+            (1.0 + orders[0]) / 2.0
+        } else {
+            orders[index - 1]
+        }
+        .max(1.011);
+        let high = if index + 1 == orders.len() {
+            4.0 * orders[index]
+        } else {
+            orders[index + 1]
+        };
         let epsilon_at = |alpha: f64| -> Result<f64> {
             let value = self.rdp_at(alpha)?;
             Ok(value + (-1.0 / alpha).ln_1p() - (delta * alpha).ln() / (alpha - 1.0))
@@ -223,7 +249,10 @@ impl RdpAccountant {
         }
         let (order, value) = if fc < fd { (c, fc) } else { (d, fd) };
         if value < grid.value {
-            Ok(Conversion { value: value.max(0.0), order })
+            Ok(Conversion {
+                value: value.max(0.0),
+                order,
+            })
         } else {
             Ok(grid)
         }

@@ -62,10 +62,8 @@ fn log_a_minus_1_integer(q: f64, sigma: f64, alpha: u64) -> f64 {
     for k in 2..=alpha {
         let kf = k as f64;
         log_binomial += ((a - kf + 1.0) / kf).ln();
-        let term = log_binomial
-            + kf * ln_q
-            + (a - kf) * ln_1mq
-            + log_expm1((kf * kf - kf) * inv_two_var);
+        let term =
+            log_binomial + kf * ln_q + (a - kf) * ln_1mq + log_expm1((kf * kf - kf) * inv_two_var);
         total = log_add(total, term);
     }
     total
@@ -213,7 +211,10 @@ mod tests {
             let exact = log_a_minus_1_integer(q, sigma, alpha);
             let quad = log_a_minus_1_quadrature(q, sigma, alpha as f64).unwrap();
             let rel = ((quad - exact) / exact.abs().max(1.0)).abs();
-            assert!(rel < 1e-11, "q={q} sigma={sigma} alpha={alpha}: {quad} vs {exact}");
+            assert!(
+                rel < 1e-11,
+                "q={q} sigma={sigma} alpha={alpha}: {quad} vs {exact}"
+            );
         }
     }
 }

@@ -11,7 +11,8 @@ use std::time::Instant;
 use tokenizers::Tokenizer;
 use trainer::batch::Batch;
 use trainer::data::{
-    self, AssetsDir, DataDir, EncodedExample, ModelConventions, PaddingSide, PromptEncoder, TaskRegistry,
+    self, AssetsDir, DataDir, EncodedExample, ModelConventions, PaddingSide, PromptEncoder,
+    TaskRegistry,
 };
 use trainer::models;
 use trainer::optim::rng::{stream, Purpose};
@@ -70,24 +71,36 @@ impl TrainerCells {
         let assets = AssetsDir::from_flag_or_env(assets_dir);
         let (source, model_name) = match preset.model.as_str() {
             "model-dir" => {
-                let dir = model_dir.context("this preset needs --model-dir (an HF checkpoint directory)")?;
-                let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                let dir = model_dir
+                    .context("this preset needs --model-dir (an HF checkpoint directory)")?;
+                let name = dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
                 (ModelSource::HfDir(dir.to_path_buf()), name)
             }
             "smollm2-135m" => {
                 let path = assets.smollm2_gguf();
                 if !path.exists() {
-                    bail!("{} is missing: run scripts/setup.sh (or scripts/assets.sh)", path.display());
+                    bail!(
+                        "{} is missing: run scripts/setup.sh (or scripts/assets.sh)",
+                        path.display()
+                    );
                 }
                 (ModelSource::Gguf(path), "smollm2-135m".to_string())
             }
-            other => bail!("unknown model {other:?} in the preset (expected model-dir or smollm2-135m)"),
+            other => {
+                bail!("unknown model {other:?} in the preset (expected model-dir or smollm2-135m)")
+            }
         };
         let (tokenizer, conventions, padding) = match &source {
             ModelSource::Gguf(path) => (
                 models::tokenizer::load_gguf_tokenizer(path).map_err(|e| anyhow!("{e}"))?,
                 // SmolLM2 takes no BOS; padded positions are masked out, so any pad id works.
-                ModelConventions::Decoder { bos_token: None, pad_token: "<|endoftext|>".into() },
+                ModelConventions::Decoder {
+                    bos_token: None,
+                    pad_token: "<|endoftext|>".into(),
+                },
                 PaddingSide::Left,
             ),
             ModelSource::HfDir(dir) => {
@@ -104,7 +117,10 @@ impl TrainerCells {
                     "opt" => (tok, ModelConventions::opt(), PaddingSide::Left),
                     "llama" => (
                         tok,
-                        ModelConventions::Decoder { bos_token: None, pad_token: "<pad>".into() },
+                        ModelConventions::Decoder {
+                            bos_token: None,
+                            pad_token: "<pad>".into(),
+                        },
                         PaddingSide::Left,
                     ),
                     other => bail!("{}: unsupported model_type {other:?}", dir.display()),
@@ -133,7 +149,8 @@ impl TrainerCells {
         let path = match &self.source {
             ModelSource::HfDir(p) | ModelSource::Gguf(p) => p,
         };
-        models::load_model(path, kind, self.device).map_err(|e| anyhow!("loading {}: {e}", path.display()))
+        models::load_model(path, kind, self.device)
+            .map_err(|e| anyhow!("loading {}: {e}", path.display()))
     }
 
     /// The registry name of a paper task (`SST-5` → `sst-5`), matched case-insensitively.
@@ -160,13 +177,19 @@ impl TrainerCells {
             return Ok((name, splits, "real".into()));
         }
         let Some(stand_in) = self.stand_ins.get(task) else {
-            bail!("no data for task {task} (pass --data-dir) and the preset names no stand-in for it");
+            bail!(
+                "no data for task {task} (pass --data-dir) and the preset names no stand-in for it"
+            );
         };
         let sname = self.task_name(stand_in)?;
         let sspec = self.registry.get(&sname).map_err(|e| anyhow!("{e}"))?;
         let splits =
             data::load_task(sspec, None, &self.assets, k, seed).map_err(|e| anyhow!("{e}"))?;
-        Ok((sname.clone(), splits, format!("stand-in {sname} (no {task} data under --data-dir)")))
+        Ok((
+            sname.clone(),
+            splits,
+            format!("stand-in {sname} (no {task} data under --data-dir)"),
+        ))
     }
 }
 
@@ -199,12 +222,19 @@ impl TrainBatches for EncodedTrain<'_> {
                 let epoch = (request.step - 1) / per_epoch;
                 let within = ((request.step - 1) % per_epoch) as usize;
                 let mut order: Vec<usize> = (0..n).collect();
-                order.shuffle(&mut stream(request.seed, u64::MAX - epoch, Purpose::Batches));
+                order.shuffle(&mut stream(
+                    request.seed,
+                    u64::MAX - epoch,
+                    Purpose::Batches,
+                ));
                 let start = within * request.batch_size;
                 order[start..(start + request.batch_size).min(n)].to_vec()
             }
         };
-        let batch = self.encoder.collate(&self.examples, &indices).map_err(|e| e.to_string())?;
+        let batch = self
+            .encoder
+            .collate(&self.examples, &indices)
+            .map_err(|e| e.to_string())?;
         Ok(batch.to_device(self.device))
     }
 }
@@ -219,7 +249,10 @@ fn eval_batches(
         .map_err(|e| anyhow!("{e}"))?
         .map(|range| {
             let idx: Vec<usize> = range.collect();
-            Ok(encoder.collate(examples, &idx).map_err(|e| anyhow!("{e}"))?.to_device(device))
+            Ok(encoder
+                .collate(examples, &idx)
+                .map_err(|e| anyhow!("{e}"))?
+                .to_device(device))
         })
         .collect()
 }
@@ -248,8 +281,12 @@ pub fn train_config(spec: &RunSpec, checkpoint_dir: &Path) -> Result<TrainConfig
     obj.insert("method".into(), trainer_method(&spec.method)?.into());
     obj.insert("epsilon".into(), spec.epsilon.into());
     obj.insert("seed".into(), spec.seed.into());
-    obj.insert("checkpoint_dir".into(), checkpoint_dir.to_string_lossy().into_owned().into());
-    serde_json::from_value(json).with_context(|| format!("invalid trainer settings for {}", spec.stem()))
+    obj.insert(
+        "checkpoint_dir".into(),
+        checkpoint_dir.to_string_lossy().into_owned().into(),
+    );
+    serde_json::from_value(json)
+        .with_context(|| format!("invalid trainer settings for {}", spec.stem()))
 }
 
 impl CellRunner for TrainerCells {
@@ -261,7 +298,12 @@ impl CellRunner for TrainerCells {
         trainer::device::name(self.device).to_string()
     }
 
-    fn run(&mut self, spec: &RunSpec, config: &serde_json::Value, checkpoint_dir: &Path) -> Result<CellRecord> {
+    fn run(
+        &mut self,
+        spec: &RunSpec,
+        config: &serde_json::Value,
+        checkpoint_dir: &Path,
+    ) -> Result<CellRecord> {
         let start = Instant::now();
         let data_settings: DataSettings = spec
             .settings
@@ -274,9 +316,14 @@ impl CellRunner for TrainerCells {
         train_config.progress = true;
         let (task_name, splits, data_note) = self.splits(&spec.task, data_settings.k, spec.seed)?;
         let task_spec = self.registry.get(&task_name).map_err(|e| anyhow!("{e}"))?;
-        let mut encoder =
-            PromptEncoder::new(&self.tokenizer, &task_name, task_spec, &self.conventions, self.padding)
-                .map_err(|e| anyhow!("{e}"))?;
+        let mut encoder = PromptEncoder::new(
+            &self.tokenizer,
+            &task_name,
+            task_spec,
+            &self.conventions,
+            self.padding,
+        )
+        .map_err(|e| anyhow!("{e}"))?;
         if let Some(max) = data_settings.max_length {
             encoder = encoder.with_max_length(max).map_err(|e| anyhow!("{e}"))?;
         }
@@ -284,21 +331,47 @@ impl CellRunner for TrainerCells {
             Some(n) => v.into_iter().take(n).collect(),
             None => v,
         };
-        let train_ex = encoder.encode_all(&splits.train).map_err(|e| anyhow!("{e}"))?;
+        let train_ex = encoder
+            .encode_all(&splits.train)
+            .map_err(|e| anyhow!("{e}"))?;
         let dev_ex = encoder
             .encode_all(&cap(splits.dev.clone(), data_settings.max_dev))
             .map_err(|e| anyhow!("{e}"))?;
         let test_ex = encoder
             .encode_all(&cap(splits.test.clone(), data_settings.max_test))
             .map_err(|e| anyhow!("{e}"))?;
-        let dev = eval_batches(&encoder, &dev_ex, data_settings.eval_batch_size, self.device)?;
-        let test = eval_batches(&encoder, &test_ex, data_settings.eval_batch_size, self.device)?;
+        let dev = eval_batches(
+            &encoder,
+            &dev_ex,
+            data_settings.eval_batch_size,
+            self.device,
+        )?;
+        let test = eval_batches(
+            &encoder,
+            &test_ex,
+            data_settings.eval_batch_size,
+            self.device,
+        )?;
         let mut model = self.load_model(train_config.dtype.kind())?;
-        let mut train_source = EncodedTrain { encoder: &encoder, examples: train_ex, device: self.device };
+        let mut train_source = EncodedTrain {
+            encoder: &encoder,
+            examples: train_ex,
+            device: self.device,
+        };
         let provenance = train::Provenance::detect(self.device);
-        let options = RunOptions { resume: true, provenance: Some(provenance) };
-        let rec = train::run_training(&mut model, &train_config, &mut train_source, &dev, &test, &options)
-            .map_err(|e| anyhow!("{e}"))?;
+        let options = RunOptions {
+            resume: true,
+            provenance: Some(provenance),
+        };
+        let rec = train::run_training(
+            &mut model,
+            &train_config,
+            &mut train_source,
+            &dev,
+            &test,
+            &options,
+        )
+        .map_err(|e| anyhow!("{e}"))?;
         let test_accuracy = rec
             .test
             .as_ref()

@@ -234,12 +234,20 @@ pub fn run_paper_target(target: &str, args: TargetArgs) -> Result<()> {
     let spec = Spec::load(&args.experiments.join(format!("{target}.toml")))?;
     let preset_name = if args.preset == "auto" {
         // The first preset meant for this device class (`mini` on CUDA, `smoke` on CPU).
-        let class = if dev == tch::Device::Cpu { "cpu" } else { "cuda" };
+        let class = if dev == tch::Device::Cpu {
+            "cpu"
+        } else {
+            "cuda"
+        };
         let fallback = if class == "cpu" { "smoke" } else { "mini" };
         spec.preset
             .iter()
             .find(|(name, p)| p.device == class && name.as_str() == fallback)
-            .or_else(|| spec.preset.iter().find(|(name, p)| p.device == class && name.as_str() != "paper"))
+            .or_else(|| {
+                spec.preset
+                    .iter()
+                    .find(|(name, p)| p.device == class && name.as_str() != "paper")
+            })
             .map(|(name, _)| name.clone())
             .with_context(|| format!("{target}: no preset for device class {class}"))?
     } else {

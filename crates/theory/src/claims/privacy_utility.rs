@@ -67,11 +67,14 @@ mod local_rdp {
             delta,
             message,
         };
-        if !(target.is_finite() && target > 0.0)
-            || !(delta > 0.0 && delta < 1.0)
-            || !(q > 0.0 && q <= 1.0)
-            || steps == 0
-        {
+        let valid = target.is_finite()
+            && target > 0.0
+            && delta > 0.0
+            && delta < 1.0
+            && q > 0.0
+            && q <= 1.0
+            && steps > 0;
+        if !valid {
             return Err(fail(format!("invalid input q={q}, steps={steps}")));
         }
         let (mut low, mut high) = (0.05, 1000.0);

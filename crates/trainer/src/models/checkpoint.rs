@@ -138,7 +138,7 @@ pub(crate) fn copy_bytes_into(
             bytes.len()
         )));
     }
-    if (bytes.as_ptr() as usize) % width == 0 {
+    if (bytes.as_ptr() as usize).is_multiple_of(width) {
         let mut strides = vec![1i64; shape.len()];
         for i in (0..shape.len().saturating_sub(1)).rev() {
             strides[i] = strides[i + 1] * shape[i + 1];

@@ -251,7 +251,7 @@ impl GgufFile {
             })?;
             let count: u64 = dims.iter().product();
             let (per_block, block_bytes) = ggml_type.block();
-            if count % per_block as u64 != 0 {
+            if !count.is_multiple_of(per_block as u64) {
                 return Err(ModelError::Gguf {
                     path: path.to_path_buf(),
                     message: format!("tensor {name}: {count} weights is not a whole number of {per_block}-blocks"),

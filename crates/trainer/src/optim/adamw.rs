@@ -31,7 +31,12 @@ pub struct AdamWSettings {
 
 impl Default for AdamWSettings {
     fn default() -> Self {
-        Self { beta1: 0.9, beta2: 0.999, adam_eps: 1e-8, weight_decay: 0.0 }
+        Self {
+            beta1: 0.9,
+            beta2: 0.999,
+            adam_eps: 1e-8,
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -49,16 +54,28 @@ impl AdamW {
     /// Zero moments shaped like `params`.
     pub fn new(params: &TrainableParams, settings: AdamWSettings) -> Result<Self> {
         let zeros = || -> Result<Vec<Tensor>> {
-            Ok(params.zeros_like_f32()?.into_iter().map(|(_, t)| t).collect())
+            Ok(params
+                .zeros_like_f32()?
+                .into_iter()
+                .map(|(_, t)| t)
+                .collect())
         };
-        Ok(Self { settings, steps: 0, first_moments: zeros()?, second_moments: zeros()? })
+        Ok(Self {
+            settings,
+            steps: 0,
+            first_moments: zeros()?,
+            second_moments: zeros()?,
+        })
     }
 
     /// The moments as `(name, tensor)` for a checkpoint (`adam_m/<param>`, `adam_v/<param>`).
     pub fn state_tensors(&self, params: &TrainableParams) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();
-        for (((name, _), m), v) in
-            params.named().iter().zip(&self.first_moments).zip(&self.second_moments)
+        for (((name, _), m), v) in params
+            .named()
+            .iter()
+            .zip(&self.first_moments)
+            .zip(&self.second_moments)
         {
             out.push((format!("adam_m/{name}"), m.shallow_clone()));
             out.push((format!("adam_v/{name}"), v.shallow_clone()));
@@ -77,9 +94,13 @@ impl AdamW {
         steps: u64,
     ) -> Result<()> {
         let find = |key: String| -> Result<Tensor> {
-            saved.iter().find(|(n, _)| *n == key).map(|(_, t)| t.shallow_clone()).ok_or_else(
-                || OptimError::invalid("checkpoint", key, "AdamW moment missing from checkpoint"),
-            )
+            saved
+                .iter()
+                .find(|(n, _)| *n == key)
+                .map(|(_, t)| t.shallow_clone())
+                .ok_or_else(|| {
+                    OptimError::invalid("checkpoint", key, "AdamW moment missing from checkpoint")
+                })
         };
         for (i, (name, p)) in params.named().iter().enumerate() {
             self.first_moments[i] = find(format!("adam_m/{name}"))?.f_to_device(p.device())?;
@@ -120,8 +141,11 @@ impl AdamW {
         let bias1 = 1.0 - s.beta1.powi(t);
         let bias2 = 1.0 - s.beta2.powi(t);
         tch::no_grad(|| -> Result<()> {
-            for (((_, p), m), v) in
-                params.named().iter().zip(&self.first_moments).zip(&self.second_moments)
+            for (((_, p), m), v) in params
+                .named()
+                .iter()
+                .zip(&self.first_moments)
+                .zip(&self.second_moments)
             {
                 let grad = p.grad();
                 if !grad.defined() {
@@ -131,9 +155,14 @@ impl AdamW {
                 let _ = m.shallow_clone().f_mul_scalar_(s.beta1)?;
                 let _ = m.shallow_clone().f_add_(&g.f_mul_scalar(1.0 - s.beta1)?)?;
                 let _ = v.shallow_clone().f_mul_scalar_(s.beta2)?;
-                let _ = v.shallow_clone().f_add_(&g.f_square()?.f_mul_scalar(1.0 - s.beta2)?)?;
+                let _ = v
+                    .shallow_clone()
+                    .f_add_(&g.f_square()?.f_mul_scalar(1.0 - s.beta2)?)?;
                 let denominator = v.f_div_scalar(bias2)?.f_sqrt()?.f_add_scalar(s.adam_eps)?;
-                let update = m.f_div_scalar(bias1)?.f_div(&denominator)?.f_mul_scalar(-step_size)?;
+                let update = m
+                    .f_div_scalar(bias1)?
+                    .f_div(&denominator)?
+                    .f_mul_scalar(-step_size)?;
                 let mut target = p.shallow_clone();
                 if s.weight_decay != 0.0 {
                     let _ = target.f_mul_scalar_(1.0 - step_size * s.weight_decay)?;

@@ -77,10 +77,17 @@ pub fn clipped_gradient_sum(
     clip_norm: f64,
 ) -> Result<(Vec<Tensor>, Vec<f64>, usize)> {
     if !(clip_norm > 0.0 && clip_norm.is_finite()) {
-        return Err(OptimError::invalid("clip_norm", clip_norm, "must be finite and > 0"));
+        return Err(OptimError::invalid(
+            "clip_norm",
+            clip_norm,
+            "must be finite and > 0",
+        ));
     }
-    let accumulators: Vec<Tensor> =
-        params.zeros_like_f32()?.into_iter().map(|(_, t)| t).collect();
+    let accumulators: Vec<Tensor> = params
+        .zeros_like_f32()?
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
     let mut losses = Vec::with_capacity(batch.len());
     let mut clipped = 0;
     for i in 0..batch.len() as i64 {
@@ -93,7 +100,11 @@ pub fn clipped_gradient_sum(
             let mut squared_norm = 0.0;
             let grads: Vec<Tensor> = params.named().iter().map(|(_, p)| p.grad()).collect();
             for grad in grads.iter().filter(|g| g.defined()) {
-                squared_norm += grad.f_to_kind(Kind::Double)?.f_square()?.f_sum(Kind::Double)?.double_value(&[]);
+                squared_norm += grad
+                    .f_to_kind(Kind::Double)?
+                    .f_square()?
+                    .f_sum(Kind::Double)?
+                    .double_value(&[]);
             }
             let norm = squared_norm.sqrt();
             let factor = if norm > clip_norm {
@@ -129,28 +140,49 @@ pub fn dp_sgd_step(
         return Err(OptimError::EmptyBatch { step });
     }
     if !(settings.noise_std >= 0.0 && settings.noise_std.is_finite()) {
-        return Err(OptimError::invalid("noise_std", settings.noise_std, "must be >= 0"));
+        return Err(OptimError::invalid(
+            "noise_std",
+            settings.noise_std,
+            "must be >= 0",
+        ));
     }
     let (accumulators, losses, clipped) =
         clipped_gradient_sum(model, params, batch, settings.clip_norm)?;
     if let Some(&bad) = losses.iter().find(|l| !l.is_finite()) {
-        return Err(OptimError::NonFiniteLoss { step, loss: bad, context: "DP-SGD example loss" });
+        return Err(OptimError::NonFiniteLoss {
+            step,
+            loss: bad,
+            context: "DP-SGD example loss",
+        });
     }
     let normaliser = settings.normaliser.unwrap_or(batch.len() as f64);
     tch::no_grad(|| -> Result<()> {
         for ((_, p), acc) in params.named().iter().zip(&accumulators) {
-            let update = acc.f_mul_scalar(-settings.step_size / normaliser)?.f_to_kind(p.kind())?;
+            let update = acc
+                .f_mul_scalar(-settings.step_size / normaliser)?
+                .f_to_kind(p.kind())?;
             let _ = p.shallow_clone().f_add_(&update)?;
         }
         Ok(())
     })?;
     let noise_seed: u64 = stream(run_seed, step, Purpose::Noise).random();
     let set = ParamSet::new(
-        params.named().iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect(),
+        params
+            .named()
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect(),
     )?;
-    axpy_z(&set, &[(noise_seed, -settings.step_size * settings.noise_std / normaliser)])?;
+    axpy_z(
+        &set,
+        &[(
+            noise_seed,
+            -settings.step_size * settings.noise_std / normaliser,
+        )],
+    )?;
     let elt = params.named()[0].1.kind().elt_size_in_bytes();
-    let extra_state_bytes = params.total_numel() * (elt + accumulators[0].kind().elt_size_in_bytes());
+    let extra_state_bytes =
+        params.total_numel() * (elt + accumulators[0].kind().elt_size_in_bytes());
     Ok(DpSgdReport {
         loss: (!losses.is_empty()).then(|| losses.iter().sum::<f64>() / losses.len() as f64),
         clipped,

@@ -56,7 +56,15 @@ pub enum OptimError {
 }
 
 impl OptimError {
-    pub(crate) fn invalid(name: &'static str, value: impl ToString, requirement: &'static str) -> Self {
-        OptimError::InvalidHyperparameter { name, value: value.to_string(), requirement }
+    pub(crate) fn invalid(
+        name: &'static str,
+        value: impl ToString,
+        requirement: &'static str,
+    ) -> Self {
+        OptimError::InvalidHyperparameter {
+            name,
+            value: value.to_string(),
+            requirement,
+        }
     }
 }

@@ -15,7 +15,11 @@ pub fn per_example_losses(model: &dyn LabelWordModel, batch: &Batch) -> Result<T
 
 /// Cross-entropy of `[B, n_labels]` logits against `[B]` labels (f64 kept, else f32).
 pub fn losses_from_logits(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-    let kind = if logits.kind() == Kind::Double { Kind::Double } else { Kind::Float };
+    let kind = if logits.kind() == Kind::Double {
+        Kind::Double
+    } else {
+        Kind::Float
+    };
     Ok(logits
         .f_to_kind(kind)?
         .f_log_softmax(-1, kind)?
@@ -27,7 +31,11 @@ pub fn losses_from_logits(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
 /// The per-example losses as host f64 values (forward only, no graph).
 pub fn per_example_loss_values(model: &dyn LabelWordModel, batch: &Batch) -> Result<Vec<f64>> {
     let losses = tch::no_grad(|| per_example_losses(model, batch))?;
-    Ok(Vec::<f64>::try_from(losses.f_to_kind(Kind::Double)?.f_to_device(tch::Device::Cpu)?)?)
+    Ok(Vec::<f64>::try_from(
+        losses
+            .f_to_kind(Kind::Double)?
+            .f_to_device(tch::Device::Cpu)?,
+    )?)
 }
 
 /// Mean loss and number of correct argmax predictions over `batches` (forward only).
@@ -39,14 +47,23 @@ pub fn evaluate(model: &dyn LabelWordModel, batches: &[Batch]) -> Result<(f64, u
         for batch in batches {
             let logits = model.label_word_logits(batch)?;
             let losses = losses_from_logits(&logits, &batch.labels)?;
-            loss_sum += losses.f_sum(Kind::Double)?.f_to_device(tch::Device::Cpu)?.double_value(&[]);
+            loss_sum += losses
+                .f_sum(Kind::Double)?
+                .f_to_device(tch::Device::Cpu)?
+                .double_value(&[]);
             let predicted = logits.f_argmax(-1, false)?;
-            correct += predicted.f_eq_tensor(&batch.labels)?.f_sum(Kind::Int64)?.int64_value(&[])
-                as usize;
+            correct += predicted
+                .f_eq_tensor(&batch.labels)?
+                .f_sum(Kind::Int64)?
+                .int64_value(&[]) as usize;
             total += batch.len();
         }
         Ok(())
     })?;
-    let mean = if total == 0 { f64::NAN } else { loss_sum / total as f64 };
+    let mean = if total == 0 {
+        f64::NAN
+    } else {
+        loss_sum / total as f64
+    };
     Ok((mean, correct, total))
 }

@@ -64,7 +64,12 @@ pub struct MaskScoreSettings {
 
 impl Default for MaskScoreSettings {
     fn default() -> Self {
-        Self { ratio: 0.01, selection: MaskSelection::Smallest, zo_eps: 1e-3, queries: 1 }
+        Self {
+            ratio: 0.01,
+            selection: MaskSelection::Smallest,
+            zo_eps: 1e-3,
+            queries: 1,
+        }
     }
 }
 
@@ -83,7 +88,10 @@ fn constant_token_batch(label_word_ids: &Tensor) -> Result<Batch> {
 
 fn objective(model: &dyn LabelWordModel, batch: &Batch) -> Result<f64> {
     let logits = tch::no_grad(|| model.label_word_logits(batch))?;
-    Ok(logits.f_sum(Kind::Double)?.f_to_device(tch::Device::Cpu)?.double_value(&[]))
+    Ok(logits
+        .f_sum(Kind::Double)?
+        .f_to_device(tch::Device::Cpu)?
+        .double_value(&[]))
 }
 
 /// The data-free scores `Hg * |theta|` of every trainable coordinate (module docs, steps 1-6).
@@ -100,10 +108,18 @@ pub fn data_free_scores(
     stage: u64,
 ) -> Result<Vec<(String, Tensor)>> {
     if params.masks().is_some() {
-        return Err(OptimError::invalid("mask", "installed", "scoring needs unmasked parameters"));
+        return Err(OptimError::invalid(
+            "mask",
+            "installed",
+            "scoring needs unmasked parameters",
+        ));
     }
     if !(settings.zo_eps > 0.0 && settings.zo_eps.is_finite()) {
-        return Err(OptimError::invalid("mask_zo_eps", settings.zo_eps, "must be > 0"));
+        return Err(OptimError::invalid(
+            "mask_zo_eps",
+            settings.zo_eps,
+            "must be > 0",
+        ));
     }
     if settings.queries == 0 {
         return Err(OptimError::invalid("mask_queries", 0, "must be >= 1"));
@@ -175,7 +191,10 @@ fn score_linearised(
         axpy_z(&set, &[(seed1, -e * grad1 / q)])?;
         let grad2 = grad2?;
         // Hg / q = (z2 grad2 - z1 grad1) / (e q)
-        let hg = materialise_direction(params, &[(seed2, grad2 / (e * q)), (seed1, -grad1 / (e * q))])?;
+        let hg = materialise_direction(
+            params,
+            &[(seed2, grad2 / (e * q)), (seed1, -grad1 / (e * q))],
+        )?;
         total = Some(match total {
             None => hg,
             Some(acc) => acc
@@ -201,7 +220,11 @@ pub fn select_mask(
     exclude: Option<&[(String, Tensor)]>,
 ) -> Result<Vec<(String, Tensor)>> {
     if !(ratio > 0.0 && ratio <= 1.0) {
-        return Err(OptimError::invalid("mask_ratio", ratio, "must be in (0, 1]"));
+        return Err(OptimError::invalid(
+            "mask_ratio",
+            ratio,
+            "must be in (0, 1]",
+        ));
     }
     let total: usize = scores.iter().map(|(_, s)| s.numel()).sum();
     let excluded: usize = exclude.map_or(0, |e| e.iter().map(|(_, m)| m.numel()).sum());
@@ -216,13 +239,21 @@ pub fn select_mask(
     let flats: Vec<Tensor> = scores
         .iter()
         .map(|(name, s)| {
-            let mut flat = s.f_abs()?.f_to_kind(Kind::Double)?.f_to_device(tch::Device::Cpu)?.f_view(-1)?;
+            let mut flat = s
+                .f_abs()?
+                .f_to_kind(Kind::Double)?
+                .f_to_device(tch::Device::Cpu)?
+                .f_view(-1)?;
             if let Some((_, indices)) = exclude.and_then(|e| e.iter().find(|(n, _)| n == name)) {
                 let never = match selection {
                     MaskSelection::Smallest => f64::INFINITY,
                     MaskSelection::Largest => f64::NEG_INFINITY,
                 };
-                let fill = Tensor::f_full([indices.numel() as i64], never, (Kind::Double, tch::Device::Cpu))?;
+                let fill = Tensor::f_full(
+                    [indices.numel() as i64],
+                    never,
+                    (Kind::Double, tch::Device::Cpu),
+                )?;
                 let _ = flat.f_put_(&indices.to_device(tch::Device::Cpu), &fill, false)?;
             }
             Ok(flat)
@@ -243,7 +274,10 @@ pub fn select_mask(
             cursor += 1;
         }
         if cursor > start_cursor {
-            let local: Vec<i64> = chosen[start_cursor..cursor].iter().map(|i| i - offset).collect();
+            let local: Vec<i64> = chosen[start_cursor..cursor]
+                .iter()
+                .map(|i| i - offset)
+                .collect();
             masks.push((name.clone(), Tensor::from_slice(&local)));
         }
         offset = end;
@@ -269,7 +303,10 @@ pub fn union_masks(
                 .map(|(_, m)| m.shallow_clone())
                 .collect();
             let (sorted, _) = Tensor::f_cat(&parts, 0)?.f_sort(0, false)?;
-            Ok((name.clone(), sorted.f_unique_consecutive(false, false, 0)?.0))
+            Ok((
+                name.clone(),
+                sorted.f_unique_consecutive(false, false, 0)?.0,
+            ))
         })
         .collect()
 }

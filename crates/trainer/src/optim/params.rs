@@ -102,12 +102,19 @@ impl TrainableParams {
 
     /// The set handed to the z generator (masked if a mask is installed).
     pub fn param_set(&self) -> Result<ParamSet> {
-        let named = self.named.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect();
+        let named = self
+            .named
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect();
         let set = ParamSet::new(named)?;
         match &self.masks {
             None => Ok(set),
             Some(masks) => Ok(set.with_masks(
-                masks.iter().map(|(n, m)| (n.clone(), m.shallow_clone())).collect(),
+                masks
+                    .iter()
+                    .map(|(n, m)| (n.clone(), m.shallow_clone()))
+                    .collect(),
             )?),
         }
     }
@@ -169,7 +176,11 @@ impl TrainableParams {
 
     /// Bytes of one copy of the trained coordinates (the anchor's cost).
     pub fn anchor_bytes(&self) -> usize {
-        let elt = self.named.first().map(|(_, t)| t.kind().elt_size_in_bytes()).unwrap_or(4);
+        let elt = self
+            .named
+            .first()
+            .map(|(_, t)| t.kind().elt_size_in_bytes())
+            .unwrap_or(4);
         self.trained_numel() * elt
     }
 
@@ -178,7 +189,11 @@ impl TrainableParams {
         self.named
             .iter()
             .map(|(n, t)| {
-                let kind = if t.kind() == Kind::Double { Kind::Double } else { Kind::Float };
+                let kind = if t.kind() == Kind::Double {
+                    Kind::Double
+                } else {
+                    Kind::Float
+                };
                 Ok((n.clone(), Tensor::f_zeros(t.size(), (kind, t.device()))?))
             })
             .collect()

@@ -76,7 +76,10 @@ impl SubsampledGaussian {
     pub fn ledger(&self, compositions: u64) -> Ledger {
         let mut ledger = Ledger::new(self.relation);
         if compositions > 0 {
-            ledger.entries.push(LedgerEntry { event: self.event(), count: compositions });
+            ledger.entries.push(LedgerEntry {
+                event: self.event(),
+                count: compositions,
+            });
         }
         ledger
     }
@@ -138,7 +141,8 @@ pub fn epsilon_spent(
                 mechanism.relation,
                 RdpMethod::Exact,
             );
-            rdp.compose(&mechanism.event(), compositions).map_err(privacy_err)?;
+            rdp.compose(&mechanism.event(), compositions)
+                .map_err(privacy_err)?;
             Ok(rdp.epsilon(delta).map_err(privacy_err)?.value)
         }
     }
@@ -157,10 +161,17 @@ pub fn calibrate_noise_multiplier(
     compositions: u64,
 ) -> Result<f64> {
     if compositions == 0 {
-        return Err(OptimError::invalid("steps", 0, "must be >= 1 to calibrate noise"));
+        return Err(OptimError::invalid(
+            "steps",
+            0,
+            "must be >= 1 to calibrate noise",
+        ));
     }
     accountant::calibrate_noise_multiplier(epsilon, CALIBRATION_TOLERANCE, |sigma| {
-        let candidate = SubsampledGaussian { noise_multiplier: sigma, ..*mechanism };
+        let candidate = SubsampledGaussian {
+            noise_multiplier: sigma,
+            ..*mechanism
+        };
         epsilon_spent(kind, &candidate, compositions, delta)
             .map_err(|e| accountant::AccountantError::Calibration(e.to_string()))
     })

@@ -73,25 +73,45 @@ pub struct ZoStepReport {
 
 fn check_settings(settings: &ZoStepSettings<'_>) -> Result<()> {
     if !(settings.zo_eps > 0.0 && settings.zo_eps.is_finite()) {
-        return Err(OptimError::invalid("zo_eps", settings.zo_eps, "must be finite and > 0"));
+        return Err(OptimError::invalid(
+            "zo_eps",
+            settings.zo_eps,
+            "must be finite and > 0",
+        ));
     }
     if !settings.step_size.is_finite() || settings.step_size < 0.0 {
-        return Err(OptimError::invalid("learning_rate", settings.step_size, "must be >= 0"));
+        return Err(OptimError::invalid(
+            "learning_rate",
+            settings.step_size,
+            "must be >= 0",
+        ));
     }
     if settings.num_directions == 0 {
         return Err(OptimError::invalid("num_directions", 0, "must be >= 1"));
     }
     if let Some(p) = settings.privacy {
         if !(p.clip_norm > 0.0 && p.clip_norm.is_finite()) {
-            return Err(OptimError::invalid("clip_norm", p.clip_norm, "must be finite and > 0"));
+            return Err(OptimError::invalid(
+                "clip_norm",
+                p.clip_norm,
+                "must be finite and > 0",
+            ));
         }
         if !(p.noise_std >= 0.0 && p.noise_std.is_finite()) {
-            return Err(OptimError::invalid("noise_std", p.noise_std, "must be finite and >= 0"));
+            return Err(OptimError::invalid(
+                "noise_std",
+                p.noise_std,
+                "must be finite and >= 0",
+            ));
         }
     }
     if let Some(n) = settings.normaliser {
         if !(n > 0.0 && n.is_finite()) {
-            return Err(OptimError::invalid("normaliser", n, "must be finite and > 0"));
+            return Err(OptimError::invalid(
+                "normaliser",
+                n,
+                "must be finite and > 0",
+            ));
         }
     }
     Ok(())
@@ -99,7 +119,11 @@ fn check_settings(settings: &ZoStepSettings<'_>) -> Result<()> {
 
 fn finite_or_err(values: &[f64], step: u64, context: &'static str) -> Result<()> {
     match values.iter().find(|v| !v.is_finite()) {
-        Some(&loss) => Err(OptimError::NonFiniteLoss { step, loss, context }),
+        Some(&loss) => Err(OptimError::NonFiniteLoss {
+            step,
+            loss,
+            context,
+        }),
         None => Ok(()),
     }
 }
@@ -120,7 +144,11 @@ pub fn directional_differences(
     let minus = loss::per_example_loss_values(model, batch);
     axpy_z(&set, &[(seed, zo_eps)])?;
     let (plus, minus) = (plus?, minus?);
-    Ok(plus.iter().zip(&minus).map(|(p, m)| (p - m) / (2.0 * zo_eps)).collect())
+    Ok(plus
+        .iter()
+        .zip(&minus)
+        .map(|(p, m)| (p - m) / (2.0 * zo_eps))
+        .collect())
 }
 
 /// z(seed) materialised on the trained coordinates: `(name, tensor)` shaped like the
@@ -130,12 +158,20 @@ pub fn materialise_direction(
     terms: &[(u64, f64)],
 ) -> Result<Vec<(String, Tensor)>> {
     let zeros = params.zeros_like_f32()?;
-    let set = ParamSet::new(zeros.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect())?;
+    let set = ParamSet::new(
+        zeros
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect(),
+    )?;
     let set = match params.masks() {
         None => set,
-        Some(masks) => {
-            set.with_masks(masks.iter().map(|(n, m)| (n.clone(), m.shallow_clone())).collect())?
-        }
+        Some(masks) => set.with_masks(
+            masks
+                .iter()
+                .map(|(n, m)| (n.clone(), m.shallow_clone()))
+                .collect(),
+        )?,
     };
     axpy_z(&set, terms)?;
     Ok(zeros)
@@ -156,7 +192,9 @@ pub fn zo_step(
     let mu = settings.zo_eps;
     let mut direction_rng = stream(run_seed, step, Purpose::Directions);
     let mut noise_rng = stream(run_seed, step, Purpose::Noise);
-    let seeds: Vec<u64> = (0..settings.num_directions).map(|_| direction_rng.random()).collect();
+    let seeds: Vec<u64> = (0..settings.num_directions)
+        .map(|_| direction_rng.random())
+        .collect();
     if batch.is_empty() {
         return noise_only_step(params, &set, settings, seeds, &mut noise_rng, step);
     }
@@ -253,8 +291,10 @@ fn noise_only_step(
     let (Some(privacy), Some(normaliser)) = (settings.privacy, settings.normaliser) else {
         return Err(OptimError::EmptyBatch { step });
     };
-    let noise: Vec<f64> =
-        seeds.iter().map(|_| privacy.noise_std * standard_normal(noise_rng)).collect();
+    let noise: Vec<f64> = seeds
+        .iter()
+        .map(|_| privacy.noise_std * standard_normal(noise_rng))
+        .collect();
     let projected_grads: Vec<f64> = noise.iter().map(|n| n / normaliser).collect();
     if let Some((anchor, lambda)) = settings.proximal {
         params.pull_towards(anchor, settings.step_size * lambda)?;
@@ -266,5 +306,11 @@ fn noise_only_step(
         .map(|(&seed, &a)| (seed, -settings.step_size * a / q))
         .collect();
     axpy_z(set, &terms)?;
-    Ok(ZoStepReport { loss: None, projected_grads, seeds, noise, clipped: 0 })
+    Ok(ZoStepReport {
+        loss: None,
+        projected_grads,
+        seeds,
+        noise,
+        clipped: 0,
+    })
 }

@@ -107,7 +107,7 @@ pub fn normal_at(seed: u64, element_index: u64) -> f32 {
     } else {
         box_muller(words[2], words[3])
     };
-    if lane % 2 == 0 {
+    if lane.is_multiple_of(2) {
         pair.0
     } else {
         pair.1

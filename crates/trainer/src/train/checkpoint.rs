@@ -43,12 +43,18 @@ pub struct CheckpointState {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
-    move |source| TrainError::Io { path: path.to_path_buf(), source }
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let temporary = path.with_file_name(format!(".{file_name}.tmp"));
     let mut file = std::fs::File::create(&temporary).map_err(io_err(&temporary))?;
     file.write_all(bytes).map_err(io_err(&temporary))?;
@@ -80,8 +86,10 @@ pub fn save(
         Tensor::write_safetensors(extra, temporary.join("extra.safetensors"))?;
     }
     let state_path = temporary.join("state.json");
-    let text = serde_json::to_string_pretty(state)
-        .map_err(|e| TrainError::Format { path: state_path.clone(), reason: e.to_string() })?;
+    let text = serde_json::to_string_pretty(state).map_err(|e| TrainError::Format {
+        path: state_path.clone(),
+        reason: e.to_string(),
+    })?;
     write_atomically(&state_path, text.as_bytes())?;
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(io_err(&final_dir))?;
@@ -108,8 +116,10 @@ pub fn latest(root: &Path) -> Result<Option<(PathBuf, CheckpointState)>> {
     let dir = root.join(name.trim());
     let state_path = dir.join("state.json");
     let text = std::fs::read_to_string(&state_path).map_err(io_err(&state_path))?;
-    let state: CheckpointState = serde_json::from_str(&text)
-        .map_err(|e| TrainError::Format { path: state_path.clone(), reason: e.to_string() })?;
+    let state: CheckpointState = serde_json::from_str(&text).map_err(|e| TrainError::Format {
+        path: state_path.clone(),
+        reason: e.to_string(),
+    })?;
     if state.format_version != FORMAT_VERSION {
         return Err(TrainError::Format {
             path: state_path,

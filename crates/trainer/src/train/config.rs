@@ -32,12 +32,18 @@ pub enum Method {
 impl Method {
     /// True for the methods with a DP guarantee.
     pub fn is_private(self) -> bool {
-        matches!(self, Method::Dpzero | Method::DpZoso | Method::DpZopo | Method::DpSgd)
+        matches!(
+            self,
+            Method::Dpzero | Method::DpZoso | Method::DpZopo | Method::DpSgd
+        )
     }
 
     /// True for the zeroth-order methods.
     pub fn is_zeroth_order(self) -> bool {
-        matches!(self, Method::Mezo | Method::Dpzero | Method::DpZoso | Method::DpZopo)
+        matches!(
+            self,
+            Method::Mezo | Method::Dpzero | Method::DpZoso | Method::DpZopo
+        )
     }
 
     /// True for the methods with the stagewise schedule.
@@ -214,7 +220,10 @@ impl Default for TrainConfig {
             },
             proximal_weight: 5e-4,
             proximal_mode: ProximalMode::Intended,
-            mask: MaskConfig { score: MaskScoreSettings::default(), strategy: MaskStrategy::Static },
+            mask: MaskConfig {
+                score: MaskScoreSettings::default(),
+                strategy: MaskStrategy::Static,
+            },
             adamw: AdamWSettings::default(),
             eval_every: 10,
             checkpoint_every: 0,

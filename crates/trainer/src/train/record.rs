@@ -183,8 +183,10 @@ pub struct RunRecord {
 impl RunRecord {
     /// Writes the record as pretty JSON, atomically (temporary file + rename).
     pub fn write_json(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self)
-            .map_err(|e| TrainError::Format { path: path.into(), reason: e.to_string() })?;
+        let text = serde_json::to_string_pretty(self).map_err(|e| TrainError::Format {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
         super::checkpoint::write_atomically(path, text.as_bytes())
     }
 }

@@ -13,8 +13,7 @@ use super::checkpoint::{self, CheckpointState, FORMAT_VERSION};
 use super::config::{Method, MuScheduleChoice, ProximalMode, Sampling, TrainConfig};
 use super::error::{Result, TrainError};
 use super::record::{
-    Accounting, EvalMetric, LedgerEvent, PrivacyLedger, Provenance, Resolved, RunRecord,
-    StepMetric,
+    Accounting, EvalMetric, LedgerEvent, PrivacyLedger, Provenance, Resolved, RunRecord, StepMetric,
 };
 use super::source::{BatchRequest, TrainBatches};
 use crate::batch::Batch;
@@ -90,8 +89,11 @@ fn schedule_of(config: &TrainConfig, steps: u64) -> Result<StagewiseSchedule> {
 pub fn plan_privacy(config: &TrainConfig, train_examples: usize, steps: u64) -> Result<Accounting> {
     let relation = config.sampling.relation();
     let delta = config.delta.unwrap_or(1.0 / train_examples as f64);
-    let compositions_per_step =
-        if config.method.is_zeroth_order() { config.num_directions as u64 } else { 1 };
+    let compositions_per_step = if config.method.is_zeroth_order() {
+        config.num_directions as u64
+    } else {
+        1
+    };
     let compositions = steps * compositions_per_step;
     let mut mechanism = SubsampledGaussian {
         relation,
@@ -109,7 +111,9 @@ pub fn plan_privacy(config: &TrainConfig, train_examples: usize, steps: u64) -> 
             compositions,
         )?,
         (None, None) => {
-            return Err(TrainError::MissingPrivacyTarget { method: format!("{:?}", config.method) })
+            return Err(TrainError::MissingPrivacyTarget {
+                method: format!("{:?}", config.method),
+            })
         }
     };
     let epsilon_planned =
@@ -121,10 +125,14 @@ pub fn plan_privacy(config: &TrainConfig, train_examples: usize, steps: u64) -> 
         "the clipped per-example gradients, Gaussian noise on every coordinate"
     };
     let sampling_note = match config.sampling {
-        Sampling::Poisson => "Poisson sampling at rate q = B/n, add/remove-one adjacency, noise \
-             std sigma C, sums divided by B",
-        Sampling::Shuffled => "fixed-size shuffled batches accounted as sampling without \
-             replacement, replace-one adjacency, noise std 2 sigma C, sums divided by |B_t|",
+        Sampling::Poisson => {
+            "Poisson sampling at rate q = B/n, add/remove-one adjacency, noise \
+             std sigma C, sums divided by B"
+        }
+        Sampling::Shuffled => {
+            "fixed-size shuffled batches accounted as sampling without \
+             replacement, replace-one adjacency, noise std 2 sigma C, sums divided by |B_t|"
+        }
     };
     Ok(Accounting {
         mechanism: format!("subsampled Gaussian on the sum of {what}; {sampling_note}"),
@@ -182,28 +190,47 @@ fn account(ledger: &mut PrivacyLedger, accounting: &Accounting, steps_done: u64)
     Ok(())
 }
 
-fn evaluate(model: &dyn LabelWordModel, batches: &[Batch], step: u64) -> Result<Option<EvalMetric>> {
+fn evaluate(
+    model: &dyn LabelWordModel,
+    batches: &[Batch],
+    step: u64,
+) -> Result<Option<EvalMetric>> {
     let (loss, correct, total) = loss::evaluate(model, batches)?;
     if total == 0 {
         return Ok(None);
     }
-    Ok(Some(EvalMetric { step, loss, accuracy: correct as f64 / total as f64, examples: total }))
+    Ok(Some(EvalMetric {
+        step,
+        loss,
+        accuracy: correct as f64 / total as f64,
+        examples: total,
+    }))
 }
 
 /// Fields that may change between a checkpoint and its resume.
 const RESUMABLE_CHANGES: [&str; 4] = ["progress", "checkpoint_dir", "checkpoint_every", "steps"];
 
-fn check_same_config(path: &std::path::Path, saved: &TrainConfig, current: &TrainConfig) -> Result<()> {
+fn check_same_config(
+    path: &std::path::Path,
+    saved: &TrainConfig,
+    current: &TrainConfig,
+) -> Result<()> {
     let to_map = |c: &TrainConfig| match serde_json::to_value(c) {
         Ok(serde_json::Value::Object(map)) => Ok(map),
-        other => Err(TrainError::Format { path: path.into(), reason: format!("{other:?}") }),
+        other => Err(TrainError::Format {
+            path: path.into(),
+            reason: format!("{other:?}"),
+        }),
     };
     let (saved_map, current_map) = (to_map(saved)?, to_map(current)?);
     for (key, value) in &current_map {
         if RESUMABLE_CHANGES.contains(&key.as_str()) {
             continue;
         }
-        let before = saved_map.get(key).cloned().unwrap_or(serde_json::Value::Null);
+        let before = saved_map
+            .get(key)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
         if &before != value {
             return Err(TrainError::ConfigMismatch {
                 path: path.into(),
@@ -249,7 +276,9 @@ impl Loop<'_> {
     }
 
     fn save(&self, model: &dyn LabelWordModel) -> Result<Option<PathBuf>> {
-        let Some(root) = &self.config.checkpoint_dir else { return Ok(None) };
+        let Some(root) = &self.config.checkpoint_dir else {
+            return Ok(None);
+        };
         let state = CheckpointState {
             format_version: FORMAT_VERSION,
             config: self.config.clone(),
@@ -260,19 +289,30 @@ impl Loop<'_> {
             ledger: self.ledger.clone(),
             adam_steps: self.adam.as_ref().map_or(0, |a| a.steps),
         };
-        Ok(Some(checkpoint::save(root, model.var_store(), &state, &self.extra_tensors())?))
+        Ok(Some(checkpoint::save(
+            root,
+            model.var_store(),
+            &state,
+            &self.extra_tensors(),
+        )?))
     }
 
     /// DP-ZOPO mask at the first step of stage `stage` (module docs of `optim::mask`).
-    fn rescore_mask(&mut self, model: &dyn LabelWordModel, batch: &Batch, stage: u64) -> Result<()> {
+    fn rescore_mask(
+        &mut self,
+        model: &dyn LabelWordModel,
+        batch: &Batch,
+        stage: u64,
+    ) -> Result<()> {
         let strategy = self.config.mask.strategy;
         if strategy == MaskStrategy::Static && self.params.masks().is_some() {
             return Ok(());
         }
-        let old: Option<Vec<(String, Tensor)>> = self
-            .params
-            .masks()
-            .map(|m| m.iter().map(|(n, t)| (n.clone(), t.shallow_clone())).collect());
+        let old: Option<Vec<(String, Tensor)>> = self.params.masks().map(|m| {
+            m.iter()
+                .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                .collect()
+        });
         self.params.set_masks(None)?;
         let settings = &self.config.mask.score;
         let scores = data_free_scores(
@@ -328,14 +368,22 @@ pub fn run_training(
         return Err(invalid("batch_size", 0, "must be >= 1"));
     }
     if !(config.learning_rate.is_finite() && config.learning_rate >= 0.0) {
-        return Err(invalid("learning_rate", config.learning_rate, "must be finite and >= 0"));
+        return Err(invalid(
+            "learning_rate",
+            config.learning_rate,
+            "must be finite and >= 0",
+        ));
     }
     if config.num_directions == 0 {
         return Err(invalid("num_directions", 0, "must be >= 1"));
     }
     let train_examples = train.num_examples();
     if train_examples < config.batch_size && method != Method::ZeroShot {
-        return Err(invalid("batch_size", config.batch_size, "must be <= the number of training examples"));
+        return Err(invalid(
+            "batch_size",
+            config.batch_size,
+            "must be <= the number of training examples",
+        ));
     }
     let steps_total = total_steps(config);
     if steps_total == 0 && method != Method::ZeroShot {
@@ -343,7 +391,11 @@ pub fn run_training(
     }
     // Models keep shallow copies of their variables: `VarStore::set_kind` would replace the
     // tensors behind their back, so a dtype mismatch is an error (load the model in the dtype).
-    let loaded_kind = model.var_store().trainable_variables().first().map(|t| t.kind());
+    let loaded_kind = model
+        .var_store()
+        .trainable_variables()
+        .first()
+        .map(|t| t.kind());
     if let Some(kind) = loaded_kind.filter(|k| *k != config.dtype.kind()) {
         return Err(invalid(
             "dtype",
@@ -352,9 +404,16 @@ pub fn run_training(
         ));
     }
     let device = model.var_store().device();
-    let schedule = if steps_total > 0 { Some(schedule_of(config, steps_total)?) } else { None };
-    let mut accounting =
-        if method.is_private() { Some(plan_privacy(config, train_examples, steps_total)?) } else { None };
+    let schedule = if steps_total > 0 {
+        Some(schedule_of(config, steps_total)?)
+    } else {
+        None
+    };
+    let mut accounting = if method.is_private() {
+        Some(plan_privacy(config, train_examples, steps_total)?)
+    } else {
+        None
+    };
 
     let mut state = Loop {
         config,
@@ -382,31 +441,41 @@ pub fn run_training(
     if let Some(root) = &config.checkpoint_dir {
         if let Some((dir, saved)) = checkpoint::latest(root)? {
             if !options.resume {
-                return Err(TrainError::CheckpointExists { path: root.clone(), step: saved.step });
+                return Err(TrainError::CheckpointExists {
+                    path: root.clone(),
+                    step: saved.step,
+                });
             }
             check_same_config(&dir, &saved.config, config)?;
-            model.var_store_mut().load(dir.join("weights.safetensors"))?;
+            model
+                .var_store_mut()
+                .load(dir.join("weights.safetensors"))?;
             let extra = checkpoint::load_extra(&dir)?;
             let take = |prefix: &str| -> Vec<(String, Tensor)> {
                 extra
                     .iter()
                     .filter_map(|(n, t)| {
-                        n.strip_prefix(prefix).map(|rest| (rest.to_string(), t.to_device(device)))
+                        n.strip_prefix(prefix)
+                            .map(|rest| (rest.to_string(), t.to_device(device)))
                     })
                     .collect()
             };
             let masks = take("mask/");
             let mut masks_sorted = masks;
             masks_sorted.sort_by(|a, b| a.0.cmp(&b.0));
-            let masks: Vec<(String, Tensor)> =
-                masks_sorted.into_iter().map(|(n, t)| (n, t.to_device(tch::Device::Cpu))).collect();
+            let masks: Vec<(String, Tensor)> = masks_sorted
+                .into_iter()
+                .map(|(n, t)| (n, t.to_device(tch::Device::Cpu)))
+                .collect();
             if !masks.is_empty() {
                 state.params.set_masks(Some(masks))?;
             }
             let mut anchor_values = take("anchor/");
             if !anchor_values.is_empty() {
                 anchor_values.sort_by(|a, b| a.0.cmp(&b.0));
-                state.anchor = Some(Anchor { values: anchor_values });
+                state.anchor = Some(Anchor {
+                    values: anchor_values,
+                });
             }
             if let Some(adam) = &mut state.adam {
                 adam.load_state(&state.params, &extra, saved.adam_steps)?;
@@ -419,7 +488,10 @@ pub fn run_training(
             if let (Some(a), Some(saved_accounting)) = (&mut accounting, &state.ledger.accounting) {
                 // Keep the noise multiplier the run started with; re-plan epsilon for the
                 // (possibly changed) number of steps.
-                let mut replanned = TrainConfig { noise_multiplier: Some(saved_accounting.noise_multiplier), ..config.clone() };
+                let mut replanned = TrainConfig {
+                    noise_multiplier: Some(saved_accounting.noise_multiplier),
+                    ..config.clone()
+                };
                 replanned.epsilon = config.epsilon;
                 *a = plan_privacy(&replanned, train_examples, steps_total)?;
             }
@@ -433,9 +505,14 @@ pub fn run_training(
 
     let bar = ProgressBar::with_draw_target(
         Some(steps_total),
-        if config.progress { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
+        if config.progress {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
     );
-    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} {msg}") {
+    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {elapsed_precise} {msg}")
+    {
         bar.set_style(style);
     }
     bar.set_position(state.step);
@@ -444,15 +521,27 @@ pub fn run_training(
         Sampling::Poisson => Some(config.batch_size as f64),
         Sampling::Shuffled => None,
     };
-    let zo_privacy = accounting.as_ref().map(|a| ZoPrivacy { clip_norm: config.clip_norm, noise_std: a.noise_std });
+    let zo_privacy = accounting.as_ref().map(|a| ZoPrivacy {
+        clip_norm: config.clip_norm,
+        noise_std: a.noise_std,
+    });
     let use_anchor = method.is_stagewise()
         && config.proximal_mode == ProximalMode::Intended
         && config.proximal_weight > 0.0;
 
     for step in state.step + 1..=steps_total {
-        let at = schedule.as_ref().expect("invariant: steps_total > 0").at(step as usize).map_err(theory_err)?;
+        let at = schedule
+            .as_ref()
+            .expect("invariant: steps_total > 0")
+            .at(step as usize)
+            .map_err(theory_err)?;
         let batch = train
-            .batch(BatchRequest { step, batch_size: config.batch_size, sampling: config.sampling, seed: config.seed })
+            .batch(BatchRequest {
+                step,
+                batch_size: config.batch_size,
+                sampling: config.sampling,
+                seed: config.seed,
+            })
             .map_err(|reason| TrainError::Source { step, reason })?;
         if at.anchor_reset && method.is_stagewise() {
             if method == Method::DpZopo {
@@ -471,8 +560,16 @@ pub fn run_training(
                     zo_eps: at.zo_eps,
                     step_size: at.step_size,
                     num_directions: config.num_directions,
-                    privacy: if method == Method::Mezo { None } else { zo_privacy },
-                    normaliser: if method == Method::Mezo { None } else { normaliser },
+                    privacy: if method == Method::Mezo {
+                        None
+                    } else {
+                        zo_privacy
+                    },
+                    normaliser: if method == Method::Mezo {
+                        None
+                    } else {
+                        normaliser
+                    },
                     proximal: if use_anchor {
                         state.anchor.as_ref().map(|a| (a, config.proximal_weight))
                     } else {
@@ -496,12 +593,17 @@ pub fn run_training(
             }
             Method::FullFineTune => {
                 let adam = state.adam.as_mut().expect("invariant: AdamW state exists");
-                adam.step(model, &state.params, &batch, at.step_size, step).map(Some)
+                adam.step(model, &state.params, &batch, at.step_size, step)
+                    .map(Some)
             }
         };
         let step_loss = match outcome {
             Ok(loss) => loss,
-            Err(OptimError::NonFiniteLoss { step: bad_step, loss, context }) => {
+            Err(OptimError::NonFiniteLoss {
+                step: bad_step,
+                loss,
+                context,
+            }) => {
                 bar.abandon_with_message(format!("non-finite loss at step {bad_step}"));
                 let saved = state.save(model)?;
                 return Err(TrainError::NonFiniteLoss {
@@ -531,8 +633,14 @@ pub fn run_training(
             if let Some(a) = &accounting {
                 account(&mut state.ledger, a, step)?;
             }
-            let epsilon = state.ledger.epsilon_spent.map_or("n/a".into(), |e| format!("{e:.3}"));
-            let dev_accuracy = state.dev.last().map_or("n/a".into(), |m| format!("{:.4}", m.accuracy));
+            let epsilon = state
+                .ledger
+                .epsilon_spent
+                .map_or("n/a".into(), |e| format!("{e:.3}"));
+            let dev_accuracy = state
+                .dev
+                .last()
+                .map_or("n/a".into(), |m| format!("{:.4}", m.accuracy));
             bar.set_message(format!(
                 "loss {} dev acc {dev_accuracy} eps {epsilon}",
                 step_loss.map_or("n/a".into(), |l| format!("{l:.4}"))
@@ -564,10 +672,17 @@ pub fn run_training(
             train_examples,
             total_coordinates: state.params.total_numel(),
             trained_coordinates: state.params.trained_numel(),
-            anchor_bytes: if use_anchor { state.params.anchor_bytes() } else { 0 },
+            anchor_bytes: if use_anchor {
+                state.params.anchor_bytes()
+            } else {
+                0
+            },
             dp_sgd_extra_state_bytes: state.dp_sgd_extra_state_bytes,
         },
-        provenance: options.provenance.clone().unwrap_or_else(|| Provenance::detect(device)),
+        provenance: options
+            .provenance
+            .clone()
+            .unwrap_or_else(|| Provenance::detect(device)),
         steps: state.steps,
         dev: state.dev,
         final_dev,

@@ -30,7 +30,9 @@ pub struct TinyModel {
 }
 
 fn seeded(rng: &mut ChaCha8Rng, n: usize, scale: f64) -> Vec<f64> {
-    (0..n).map(|_| (rng.random::<f64>() * 2.0 - 1.0) * scale).collect()
+    (0..n)
+        .map(|_| (rng.random::<f64>() * 2.0 - 1.0) * scale)
+        .collect()
 }
 
 impl TinyModel {
@@ -43,12 +45,21 @@ impl TinyModel {
         let root = vs.root();
         let make = |rng: &mut ChaCha8Rng, dims: &[i64], scale: f64| {
             let n = dims.iter().product::<i64>() as usize;
-            Tensor::from_slice(&seeded(rng, n, scale)).view(dims).to_kind(kind)
+            Tensor::from_slice(&seeded(rng, n, scale))
+                .view(dims)
+                .to_kind(kind)
         };
         let embedding = root.var_copy("embedding", &make(&mut rng, &[VOCAB, HIDDEN], 0.5));
         let head = (&root / "head").var_copy("weight", &make(&mut rng, &[HIDDEN, VOCAB], 0.5));
         let bias = (&root / "head").var_copy("bias", &make(&mut rng, &[VOCAB], 0.1));
-        Self { vs, embedding, head, bias, poison_after: None, calls: Cell::new(0) }
+        Self {
+            vs,
+            embedding,
+            head,
+            bias,
+            poison_after: None,
+            calls: Cell::new(0),
+        }
     }
 }
 
@@ -57,12 +68,25 @@ impl LabelWordModel for TinyModel {
         self.calls.set(self.calls.get() + 1);
         let kind = self.embedding.kind();
         let (b, l) = (batch.input_ids.size()[0], batch.input_ids.size()[1]);
-        let emb = self.embedding.f_index_select(0, &batch.input_ids.f_view(-1)?)?.f_view([b, l, HIDDEN])?;
+        let emb = self
+            .embedding
+            .f_index_select(0, &batch.input_ids.f_view(-1)?)?
+            .f_view([b, l, HIDDEN])?;
         let mask = batch.attention_mask.f_to_kind(kind)?.f_unsqueeze(-1)?;
-        let hidden = emb.f_mul(&mask)?.f_sum_dim_intlist(1, false, kind)?.f_div(&mask.f_sum_dim_intlist(1, false, kind)?)?.f_tanh()?;
+        let hidden = emb
+            .f_mul(&mask)?
+            .f_sum_dim_intlist(1, false, kind)?
+            .f_div(&mask.f_sum_dim_intlist(1, false, kind)?)?
+            .f_tanh()?;
         let columns = self.head.f_index_select(1, &batch.label_word_ids)?;
-        let logits = hidden.f_matmul(&columns)?.f_add(&self.bias.f_index_select(0, &batch.label_word_ids)?)?;
-        let out_kind = if kind == Kind::Double { Kind::Double } else { Kind::Float };
+        let logits = hidden
+            .f_matmul(&columns)?
+            .f_add(&self.bias.f_index_select(0, &batch.label_word_ids)?)?;
+        let out_kind = if kind == Kind::Double {
+            Kind::Double
+        } else {
+            Kind::Float
+        };
         let logits = logits.f_to_kind(out_kind)?;
         if self.poison_after.is_some_and(|n| self.calls.get() > n) {
             return logits.f_mul_scalar(f64::NAN);
@@ -100,11 +124,18 @@ impl SyntheticTask {
                     })
                     .collect();
                 let ones = tokens.iter().filter(|&&t| t >= 16).count() as i64;
-                let label = if 2 * ones > SEQ_LEN || (2 * ones == SEQ_LEN && tokens[0] >= 16) { 1 } else { 0 };
+                let label = if 2 * ones > SEQ_LEN || (2 * ones == SEQ_LEN && tokens[0] >= 16) {
+                    1
+                } else {
+                    0
+                };
                 (tokens, label)
             })
             .collect();
-        Self { examples, sleep_ms: 0 }
+        Self {
+            examples,
+            sleep_ms: 0,
+        }
     }
 
     /// The examples with the given indices as one batch.
@@ -167,11 +198,19 @@ pub fn snapshot(model: &dyn LabelWordModel) -> Vec<(String, Vec<f64>)> {
     let mut vars: Vec<(String, Tensor)> = model.var_store().variables().into_iter().collect();
     vars.sort_by(|a, b| a.0.cmp(&b.0));
     vars.into_iter()
-        .map(|(n, t)| (n, Vec::<f64>::try_from(t.detach().to_kind(Kind::Double).view(-1)).unwrap()))
+        .map(|(n, t)| {
+            (
+                n,
+                Vec::<f64>::try_from(t.detach().to_kind(Kind::Double).view(-1)).unwrap(),
+            )
+        })
         .collect()
 }
 
 /// Bit patterns of all parameters, for exact comparisons.
 pub fn bits(model: &dyn LabelWordModel) -> Vec<(String, Vec<u64>)> {
-    snapshot(model).into_iter().map(|(n, v)| (n, v.iter().map(|x| x.to_bits()).collect())).collect()
+    snapshot(model)
+        .into_iter()
+        .map(|(n, v)| (n, v.iter().map(|x| x.to_bits()).collect()))
+        .collect()
 }
