@@ -18,79 +18,31 @@ pub fn noise_multiplier_for(
     sampling_rate: f64,
     steps: usize,
 ) -> Result<f64> {
-    local_rdp::calibrate(epsilon, delta, sampling_rate, steps)
-}
-
-mod local_rdp {
-    //! Poisson-subsampled Gaussian RDP at integer orders (paper.md §2 formula).
-    use super::{Result, TheoryError};
-
-    fn log_add(a: f64, b: f64) -> f64 {
-        let (hi, lo) = if a > b { (a, b) } else { (b, a) };
-        if lo == f64::NEG_INFINITY {
-            hi
-        } else {
-            hi + (lo - hi).exp().ln_1p()
-        }
-    }
-
-    fn ln_binomial(n: u32, k: u32) -> f64 {
-        (1..=k)
-            .map(|i| ((n - k + i) as f64).ln() - (i as f64).ln())
-            .sum()
-    }
-
-    fn epsilon(noise_multiplier: f64, delta: f64, q: f64, steps: usize) -> f64 {
-        let mut best = f64::INFINITY;
-        for order in 2u32..=256 {
-            let mut log_a = f64::NEG_INFINITY;
-            for k in 0..=order {
-                let kf = k as f64;
-                let term = ln_binomial(order, k)
-                    + (order - k) as f64 * (1.0 - q).ln()
-                    + if k == 0 { 0.0 } else { kf * q.ln() }
-                    + (kf * kf - kf) / (2.0 * noise_multiplier * noise_multiplier);
-                log_a = log_add(log_a, term);
-            }
-            let alpha = order as f64;
-            let rdp = steps as f64 * log_a / (alpha - 1.0);
-            let value =
-                rdp + ((alpha - 1.0) / alpha).ln() - (delta.ln() + alpha.ln()) / (alpha - 1.0);
-            best = best.min(value);
-        }
-        best
-    }
-
-    pub(super) fn calibrate(target: f64, delta: f64, q: f64, steps: usize) -> Result<f64> {
-        let fail = |message: String| TheoryError::Accountant {
-            epsilon: target,
+    use accountant::{DpEvent, NeighboringRelation, Orders, RdpAccountant, RdpMethod};
+    // The accountant crate's exact RDP of the Poisson-subsampled Gaussian (MTZ19) on
+    // dp-accounting's 156 orders, calibrated by bracketing and bisection in log sigma.
+    let epsilon_of = |sigma: f64| {
+        let mut rdp = RdpAccountant::new(
+            Orders::dp_accounting_default(),
+            NeighboringRelation::AddOrRemoveOne,
+            RdpMethod::Exact,
+        );
+        rdp.compose(
+            &DpEvent::PoissonSampledGaussian {
+                sampling_rate,
+                noise_multiplier: sigma,
+            },
+            steps as u64,
+        )?;
+        Ok(rdp.epsilon(delta)?.value)
+    };
+    accountant::calibrate_noise_multiplier(epsilon, 1e-9, epsilon_of).map_err(|e| {
+        TheoryError::Accountant {
+            epsilon,
             delta,
-            message,
-        };
-        let valid = target.is_finite()
-            && target > 0.0
-            && delta > 0.0
-            && delta < 1.0
-            && q > 0.0
-            && q <= 1.0
-            && steps > 0;
-        if !valid {
-            return Err(fail(format!("invalid input q={q}, steps={steps}")));
+            message: e.to_string(),
         }
-        let (mut low, mut high) = (0.05, 1000.0);
-        if epsilon(high, delta, q, steps) > target {
-            return Err(fail("sigma=1000 does not reach the target".into()));
-        }
-        while high - low > 1e-4 * high {
-            let mid = 0.5 * (low + high);
-            if epsilon(mid, delta, q, steps) > target {
-                low = mid;
-            } else {
-                high = mid;
-            }
-        }
-        Ok(high)
-    }
+    })
 }
 
 /// Claim 8: with sigma calibrated per epsilon (equal T, q, delta), the final error of DPZero is
