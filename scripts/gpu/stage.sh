@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Steps of the GPU-host run (scripts/gpu/README.md). Run from the copied checkout's root.
-#   stage.sh receive-a | receive-b | mini [extra repro table2 args]
+#   stage.sh receive-a [reference] | receive-b | mini [extra repro table2 args]
 set -u
 cd "$(dirname "$0")/../.."
 keep=/root/dpzo-gpu            # survives between calls while the machine stays warm
@@ -16,6 +16,10 @@ case "${1:-}" in
     cp .gpu-xfer-a/smol.part-a "$keep/"
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
     ls -la "$keep"
+    # The PyTorch reference needs no bundle: run it in this first call.
+    if [ "${2:-}" = reference ]; then
+      OUT="$OUT/perf" scripts/perf/run_gpu.sh reference
+    fi
     ;;
   receive-b)
     [ -f "$keep/smol.part-a" ] || { echo "part a is gone: the machine was not warm; rerun receive-a" >&2; exit 3; }
@@ -29,8 +33,9 @@ case "${1:-}" in
       echo "== models_parity --ignored (bf16 on CUDA vs transformers fixtures)"
       (cd crates/trainer && "$keep/bundle/tests/models_parity" --ignored --test-threads=1)
     } 2>&1 | tee "$OUT/gpu_tests.txt"
-    mkdir -p .gpu-bundle && rm -rf .gpu-bundle/perf && cp -r "$keep/bundle/perf" .gpu-bundle/perf
-    OUT="$OUT/perf" timeout 300 scripts/perf/run_gpu.sh
+    mkdir -p .gpu-bundle && rm -rf .gpu-bundle/perf .gpu-bundle/bin
+    cp -r "$keep/bundle/perf" .gpu-bundle/perf && cp -r "$keep/bundle/bin" .gpu-bundle/bin
+    OUT="$OUT/perf" timeout "${PERF_SECONDS:-420}" scripts/perf/run_gpu.sh ours
     ;;
   mini)
     shift

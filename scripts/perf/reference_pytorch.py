@@ -5,15 +5,20 @@ Tested against: Python 3.12, torch 2.11.0+cu130, transformers 5.17.0 (the H200 h
 /opt/torch/.venv). Models are built with random weights from the published configs committed at
 crates/trainer/configs/<model>.json (no hub access needed).
 
-Methods (per step, median of --repeats after --warmup; peak = torch.cuda.max_memory_allocated):
+Methods (per step, median of --repeats after --warmup), named as in results/perf/zo_step.csv:
   infer     one forward whose loss uses only the label-word logits at one position per example
   zo        MeZO / DPZero-style two-point DP-ZO step on that loss: per-tensor in-place
             perturbation from a re-seeded torch generator (+eps, -2eps, +eps restore, update),
             per-example loss differences clipped and noised (scalar), i.e. four weight passes
-  perturb   one such perturbation pass over all weights
-  bp        backprop + AdamW
-  psg       DP-SGD with per-sample gradients (torch.func vmap(grad)), clipping, Gaussian noise
-Writes CSV rows: model,dtype,batch,seq,method,impl,ms_median,peak_bytes (impl=pytorch-reference).
+  perturb   one such perturbation pass over all weights (not a zo_step.csv method)
+  backprop  backprop + AdamW
+  dp-sgd    DP-SGD with per-sample gradients (torch.func vmap(grad)), clipping, Gaussian noise,
+            at the setting's batch and at each --psg-batches size (until one runs out of memory)
+Writes CSV rows: model,dtype,batch,seq,method,impl,ms_median,peak_bytes (impl=pytorch-reference)
+where peak_bytes is device memory in use (torch.cuda.mem_get_info: total - free) after the
+method minus the reading taken after CUDA initialised, before the model: the same quantity
+`repro memory` reports for ours. The caching allocator's own figures (max_memory_allocated,
+max_memory_reserved) go to <out>.allocator.csv.
 
 Usage: python3 scripts/perf/reference_pytorch.py --out results/perf/reference.csv
 """
@@ -46,10 +51,16 @@ def build_model(name, dtype, device):
     config = transformers.AutoConfig.for_model(fields.pop("model_type"), **fields)
     config.attn_implementation = "sdpa"
     torch.manual_seed(0)
-    if config.model_type == "roberta":
-        model = transformers.RobertaForMaskedLM(config)
-    else:
-        model = transformers.OPTForCausalLM(config)
+    cls = transformers.RobertaForMaskedLM if config.model_type == "roberta" else transformers.OPTForCausalLM
+    # Built on the GPU in the target dtype: initialising billions of weights on the CPU in f32
+    # first takes minutes.
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = cls(config)
+    finally:
+        torch.set_default_dtype(previous)
     return model.to(device=device, dtype=dtype).eval()
 
 
@@ -92,24 +103,36 @@ def perturb(params, seed, scale):
         p.data.add_(z, alpha=scale)
 
 
+def device_used():
+    free, total = torch.cuda.mem_get_info()
+    return total - free
+
+
+BASELINE = [None]
+
+
 def measure(step, warmup, repeats):
+    """(median ms, device bytes above the baseline, max allocated, max reserved)."""
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
     for _ in range(warmup):
         step()
     torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         step()
         torch.cuda.synchronize()
         times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times), torch.cuda.max_memory_allocated()
+    return (statistics.median(times), device_used() - BASELINE[0],
+            torch.cuda.max_memory_allocated(), torch.cuda.max_memory_reserved())
 
 
-def run_setting(name, dtype, batch_size, seq, args, write):
+def run_setting(name, dtype, batch_size, seq, args, write, write_allocator):
     device = torch.device("cuda")
     model = build_model(name, dtype, device)
     batch = make_batch(model.config, batch_size, seq, device)
+    batches = {batch_size: batch}
     params = [p for p in model.parameters() if p.requires_grad]
     eps, lr, clip, noise_multiplier = 1e-3, 1e-6, 1.0, 1.0
     seed_box = [0]
@@ -152,7 +175,8 @@ def run_setting(name, dtype, batch_size, seq, args, write):
 
     names = [n for n, _ in model.named_parameters()]
 
-    def psg():
+    def psg(current):
+        batch = batches[current]
         wrapper = _LabelWordModule(model)
         detached = {n: p.detach() for n, p in model.named_parameters()}
 
@@ -174,20 +198,30 @@ def run_setting(name, dtype, batch_size, seq, args, write):
                 g = grads[n]
                 summed = torch.einsum("b,b...->...", factor.to(g.dtype), g)
                 noisy = summed + noise_multiplier * clip * torch.randn_like(summed)
-                detached[n].add_(noisy / batch_size, alpha=-lr)
+                detached[n].add_(noisy / current, alpha=-lr)
 
-    methods = [("infer", infer), ("zo", zo), ("perturb", one_pass), ("bp", bp), ("psg", psg)]
-    for method, step in methods:
+    methods = [("infer", infer, batch_size), ("zo", zo, batch_size), ("perturb", one_pass, batch_size),
+               ("backprop", bp, batch_size), ("dp-sgd", lambda: psg(batch_size), batch_size)]
+    for extra in args.psg_batches:
+        if extra != batch_size:
+            batches[extra] = make_batch(model.config, extra, seq, device)
+            methods.append(("dp-sgd", (lambda b: lambda: psg(b))(extra), extra))
+    out_of_memory = False
+    for method, step, size in methods:
         if args.methods and method not in args.methods:
             continue
+        if method == "dp-sgd" and out_of_memory and size > batch_size:
+            continue
         try:
-            ms, peak = measure(step, args.warmup, args.repeats)
+            ms, peak, allocated, reserved = measure(step, args.warmup, args.repeats)
         except Exception as error:  # OOM or an op vmap cannot batch: record, keep going
-            print(f"{name} {method}: {type(error).__name__}: {error}", file=sys.stderr)
-            ms, peak = math.nan, -1
+            print(f"{name} {method} B={size}: {type(error).__name__}: {str(error)[:300]}", file=sys.stderr)
+            out_of_memory = out_of_memory or isinstance(error, torch.OutOfMemoryError)
+            ms, peak, allocated, reserved = math.nan, -1, -1, -1
             optimizer_box.clear()
-        write(f"{name},{DTYPE_NAMES[dtype]},{batch_size},{seq},{method},pytorch-reference,{ms:.4f},{peak}")
-        if method == "bp":
+        write(f"{name},{DTYPE_NAMES[dtype]},{size},{seq},{method},pytorch-reference,{ms:.4f},{peak}")
+        write_allocator(f"{name},{DTYPE_NAMES[dtype]},{size},{seq},{method},{allocated},{reserved}")
+        if method == "backprop":
             optimizer_box.clear()
             model.zero_grad(set_to_none=True)
             for p in params:
@@ -214,24 +248,37 @@ def main():
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--models", nargs="*", help="subset of: " + " ".join(s[0] for s in SETTINGS))
-    parser.add_argument("--methods", nargs="*", help="subset of: infer zo perturb bp psg")
+    parser.add_argument("--methods", nargs="*", help="subset of: infer zo perturb backprop dp-sgd")
+    parser.add_argument("--psg-batches", type=lambda s: [int(x) for x in s.split(",") if x],
+                        default=[1, 4], help="extra DP-SGD batch sizes, e.g. 1,4,32")
     args = parser.parse_args()
     if not torch.cuda.is_available():
         sys.exit("reference_pytorch.py needs a CUDA device")
+    torch.zeros(1, device="cuda")
+    torch.cuda.synchronize()
+    BASELINE[0] = device_used()
     new_file = not os.path.exists(args.out)
-    with open(args.out, "a") as out:
+    allocator_path = args.out + ".allocator.csv"
+    new_allocator = not os.path.exists(allocator_path)
+    with open(args.out, "a") as out, open(allocator_path, "a") as allocator_out:
         if new_file:
             out.write("model,dtype,batch,seq,method,impl,ms_median,peak_bytes\n")
+        if new_allocator:
+            allocator_out.write("model,dtype,batch,seq,method,max_memory_allocated,max_memory_reserved\n")
 
         def write(line):
             print(line, flush=True)
             out.write(line + "\n")
             out.flush()
 
+        def write_allocator(line):
+            allocator_out.write(line + "\n")
+            allocator_out.flush()
+
         for name, dtype, batch_size, seq in SETTINGS:
             if args.models and name not in args.models:
                 continue
-            run_setting(name, dtype, batch_size, seq, args, write)
+            run_setting(name, dtype, batch_size, seq, args, write, write_allocator)
     print(f"torch {torch.__version__}, transformers {transformers.__version__}, "
           f"{torch.cuda.get_device_name()}", file=sys.stderr)
 

@@ -4,6 +4,8 @@
 use clap::{Parser, Subcommand};
 
 #[cfg(feature = "torch")]
+mod memory_cmd;
+#[cfg(feature = "torch")]
 mod model_cmd;
 mod privacy;
 mod provenance;
@@ -31,6 +33,13 @@ enum Command {
     Table3(target::TargetArgs),
     /// Re-render a target's summary, comparison and plot from its run records, running nothing.
     Check(target::CheckArgs),
+    /// Peak GPU memory and step time of every method (random weights, published configs).
+    #[cfg(feature = "torch")]
+    Memory(memory_cmd::MemoryArgs),
+    /// One cell of `memory`, measured in this process (used by `memory`; JSON on stdout).
+    #[cfg(feature = "torch")]
+    #[command(hide = true)]
+    MemoryCell(memory_cmd::CellArgs),
     /// Print the device this binary selects (`cpu`, or `cuda` on a GPU host).
     #[cfg(feature = "torch")]
     Device(model_cmd::DeviceArgs),
@@ -49,6 +58,10 @@ fn main() {
         Command::Table2(args) => target::run_paper_target("table2", args),
         #[cfg(feature = "torch")]
         Command::Table3(args) => target::run_paper_target("table3", args),
+        #[cfg(feature = "torch")]
+        Command::Memory(args) => memory_cmd::run(args),
+        #[cfg(feature = "torch")]
+        Command::MemoryCell(args) => memory_cmd::cell(args),
         #[cfg(feature = "torch")]
         Command::Device(args) => model_cmd::device(args),
         #[cfg(feature = "torch")]

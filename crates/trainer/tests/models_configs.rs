@@ -18,6 +18,10 @@ fn published_configs_have_the_parameter_counts_transformers_gives() {
         ("configs/roberta-large.json", 355_412_057i64),
         ("configs/opt-1.3b.json", 1_315_758_080),
         ("configs/opt-2.7b.json", 2_651_596_800),
+        // Closed form for a pre-LN OPT with tied head and word_embed_proj_dim = h:
+        // V h + (P + 2) h + L (12 h^2 + 13 h) + 2 h (V 50272, P 2048, FFN 4h).
+        ("configs/opt-30b.json", 29_974_540_288),
+        ("configs/opt-66b.json", 65_719_701_504),
     ] {
         let config = ModelConfig::from_file(&path(file)).unwrap();
         assert_eq!(config.parameter_count(), expected, "{file}");

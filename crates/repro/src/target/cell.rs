@@ -35,12 +35,15 @@ struct DataSettings {
     k: usize,
     /// Batch size for dev/test evaluation.
     eval_batch_size: usize,
-    /// Cap on dev examples evaluated (first n of the split); `None` = all.
+    /// Cap on dev examples evaluated (a seeded subsample, order kept); `None` = all.
     #[serde(default)]
     max_dev: Option<usize>,
-    /// Cap on test examples evaluated (first n of the split); `None` = all (the paper: ≤ 1000).
+    /// Cap on test examples evaluated (a seeded subsample); `None` = all (the paper: ≤ 1000).
     #[serde(default)]
     max_test: Option<usize>,
+    /// Seed of the dev/test subsamples (`data::seeded_subsample`); required with a cap.
+    #[serde(default)]
+    subsample_seed: Option<u64>,
     /// Cap on prompt length in tokens (`None`: the task's own `max_length`).
     #[serde(default)]
     max_length: Option<usize>,
@@ -327,18 +330,24 @@ impl CellRunner for TrainerCells {
         if let Some(max) = data_settings.max_length {
             encoder = encoder.with_max_length(max).map_err(|e| anyhow!("{e}"))?;
         }
-        let cap = |v: Vec<data::Example>, n: Option<usize>| match n {
-            Some(n) => v.into_iter().take(n).collect(),
-            None => v,
+        let cap = |v: Vec<data::Example>, n: Option<usize>| -> Result<Vec<data::Example>> {
+            match (n, data_settings.subsample_seed) {
+                (None, _) => Ok(v),
+                (Some(n), Some(seed)) => Ok(data::seeded_subsample(v, n, seed)),
+                (Some(n), None) => bail!(
+                    "[train.data] caps an evaluation split at {n} examples but sets no \
+                     subsample_seed: the cap draws a seeded subsample, so give its seed"
+                ),
+            }
         };
         let train_ex = encoder
             .encode_all(&splits.train)
             .map_err(|e| anyhow!("{e}"))?;
         let dev_ex = encoder
-            .encode_all(&cap(splits.dev.clone(), data_settings.max_dev))
+            .encode_all(&cap(splits.dev.clone(), data_settings.max_dev)?)
             .map_err(|e| anyhow!("{e}"))?;
         let test_ex = encoder
-            .encode_all(&cap(splits.test.clone(), data_settings.max_test))
+            .encode_all(&cap(splits.test.clone(), data_settings.max_test)?)
             .map_err(|e| anyhow!("{e}"))?;
         let dev = eval_batches(
             &encoder,

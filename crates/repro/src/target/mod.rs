@@ -47,6 +47,9 @@ pub struct TargetArgs {
     /// Run only these seeds (comma-separated).
     #[arg(long, value_delimiter = ',')]
     pub seeds: Option<Vec<u64>>,
+    /// Run only these privacy budgets (comma-separated; non-private runs are kept).
+    #[arg(long, value_delimiter = ',')]
+    pub epsilons: Option<Vec<f64>>,
     /// Print the resolved grid and deviations, run nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -122,6 +125,9 @@ pub fn run_target(
     }
     if let Some(s) = &args.seeds {
         runs.retain(|r| s.contains(&r.seed));
+    }
+    if let Some(e) = &args.epsilons {
+        runs.retain(|r| r.epsilon.is_none_or(|eps| e.contains(&eps)));
     }
     if runs.is_empty() {
         bail!("the filters leave no run of {target} preset {preset_name}");

@@ -47,6 +47,25 @@ pub struct Splits {
     pub test: Vec<Example>,
 }
 
+/// At most `max` of `items`, drawn uniformly without replacement with a ChaCha8 generator seeded
+/// with `seed`, in their original order. Evaluation caps use this instead of "the first n",
+/// because LM-BFF's k-shot dev files are grouped by label (the first n would be one class).
+pub fn seeded_subsample<T>(items: Vec<T>, max: usize, seed: u64) -> Vec<T> {
+    use rand::SeedableRng;
+    if items.len() <= max {
+        return items;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut keep = rand::seq::index::sample(&mut rng, items.len(), max).into_vec();
+    keep.sort_unstable();
+    let mut keep = keep.into_iter().peekable();
+    items
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, item)| (keep.next_if_eq(&i).is_some()).then_some(item))
+        .collect()
+}
+
 /// The lines of a text file, `\r\n` or `\n` terminated, each checked to be UTF-8; a leading
 /// byte-order mark is dropped. Returns `(1-based line number, text)`.
 ///
@@ -102,5 +121,37 @@ pub(crate) fn non_empty(examples: Vec<Example>, path: &Path) -> Result<Vec<Examp
         })
     } else {
         Ok(examples)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::seeded_subsample;
+
+    #[test]
+    fn seeded_subsample_keeps_order_and_mixes_grouped_labels() {
+        // A label-grouped split (as LM-BFF's dev files are): 100 of class 0, then 100 of class 1.
+        let items: Vec<(usize, usize)> = (0..200).map(|i| (i, i / 100)).collect();
+        let picked = seeded_subsample(items.clone(), 50, 42);
+        assert_eq!(picked.len(), 50);
+        assert!(picked.windows(2).all(|w| w[0].0 < w[1].0), "order kept");
+        let ones = picked.iter().filter(|(_, label)| *label == 1).count();
+        // Hypergeometric(200, 100, 50): P(ones outside 10..=40) < 1e-6.
+        assert!((10..=40).contains(&ones), "class 1 count {ones} of 50");
+        assert_eq!(
+            picked,
+            seeded_subsample(items.clone(), 50, 42),
+            "deterministic"
+        );
+        assert_ne!(
+            picked,
+            seeded_subsample(items.clone(), 50, 43),
+            "seed matters"
+        );
+        assert_eq!(
+            seeded_subsample(items.clone(), 500, 42),
+            items,
+            "short input kept whole"
+        );
     }
 }

@@ -25,7 +25,7 @@ pub use batcher::{sequential_batches, PoissonSampler, ShuffledBatches};
 pub use dir::{AssetsDir, DataDir};
 pub use encode::{EncodedExample, ModelConventions, PaddingSide, PromptEncoder};
 pub use error::{DataError, Result};
-pub use example::{Example, Splits};
+pub use example::{seeded_subsample, Example, Splits};
 pub use task::{ReaderKind, TaskRegistry, TaskSpec};
 
 /// Loads the splits of one task instance: `k` examples per class (LM-BFF tasks and stand-ins;

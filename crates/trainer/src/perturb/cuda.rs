@@ -14,6 +14,7 @@ use super::normal::{
 };
 use super::param_set::{ParamEntry, Selection};
 use super::philox::{PHILOX_MULTIPLIER_0, PHILOX_MULTIPLIER_1, PHILOX_WEYL_0, PHILOX_WEYL_1};
+use super::{normal_math, NormalMath};
 use cudarc::driver::sys;
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
@@ -37,11 +38,27 @@ struct KernelTerms {
     _padding: u32,
 }
 
-/// A loaded module's two kernels for one device, with the primary context they live in.
-struct DeviceKernels {
-    context: sys::CUcontext,
+/// The dense and masked kernels of one compiled module.
+#[derive(Clone, Copy)]
+struct KernelPair {
     dense: sys::CUfunction,
     masked: sys::CUfunction,
+}
+
+/// A device's kernels (exact and fast normal math), with the primary context they live in.
+struct DeviceKernels {
+    context: sys::CUcontext,
+    exact: KernelPair,
+    fast: KernelPair,
+}
+
+impl DeviceKernels {
+    fn pair(&self, math: NormalMath) -> KernelPair {
+        match math {
+            NormalMath::Exact => self.exact,
+            NormalMath::Fast => self.fast,
+        }
+    }
 }
 
 // SAFETY: CUDA driver handles may be used from any thread once the context is made current on
@@ -50,8 +67,9 @@ unsafe impl Send for DeviceKernels {}
 
 static KERNELS: OnceLock<Mutex<HashMap<usize, Result<DeviceKernels, String>>>> = OnceLock::new();
 
-/// `#define`s of every constant shared with `normal.rs`/`philox.rs`, as exact bit patterns.
-fn kernel_source() -> String {
+/// `#define`s of every constant shared with `normal.rs`/`philox.rs`, as exact bit patterns,
+/// then `kernel.cu` (with `DPZO_FAST_NORMAL` defined for the fast variant).
+fn kernel_source(math: NormalMath) -> String {
     let float = |name: &str, value: f32| {
         format!(
             "#define {name} __uint_as_float(0x{:08X}u) /* {value:e} */\n",
@@ -59,6 +77,9 @@ fn kernel_source() -> String {
         )
     };
     let mut source = String::new();
+    if math == NormalMath::Fast {
+        source.push_str("#define DPZO_FAST_NORMAL 1\n");
+    }
     source.push_str(&format!(
         "#define PHILOX_MULTIPLIER_0 0x{PHILOX_MULTIPLIER_0:08X}u\n\
          #define PHILOX_MULTIPLIER_1 0x{PHILOX_MULTIPLIER_1:08X}u\n\
@@ -162,42 +183,74 @@ fn load_kernels(ordinal: usize) -> Result<DeviceKernels, String> {
                 sys::cuDevicePrimaryCtxRetain(&mut context, device),
             )?;
             check("cuCtxSetCurrent", sys::cuCtxSetCurrent(context))?;
-            let options = cudarc::nvrtc::CompileOptions {
-                options: vec![
-                    format!("--gpu-architecture=compute_{major}{minor}"),
-                    "--fmad=false".into(),
-                    "--ftz=false".into(),
-                    "--prec-div=true".into(),
-                    "--prec-sqrt=true".into(),
-                ],
-                ..Default::default()
-            };
-            let ptx = cudarc::nvrtc::compile_ptx_with_opts(kernel_source(), options)
-                .map_err(|e| format!("NVRTC: {e:?}"))?;
-            let ptx = CString::new(ptx.to_src()).map_err(|e| format!("PTX text: {e}"))?;
-            let mut module: sys::CUmodule = std::ptr::null_mut();
-            check(
-                "cuModuleLoadData",
-                sys::cuModuleLoadData(&mut module, ptx.as_ptr() as *const c_void),
-            )?;
-            let mut dense: sys::CUfunction = std::ptr::null_mut();
-            check(
-                "cuModuleGetFunction(perturb_dense)",
-                sys::cuModuleGetFunction(&mut dense, module, c"perturb_dense".as_ptr()),
-            )?;
-            let mut masked: sys::CUfunction = std::ptr::null_mut();
-            check(
-                "cuModuleGetFunction(perturb_masked)",
-                sys::cuModuleGetFunction(&mut masked, module, c"perturb_masked".as_ptr()),
-            )?;
+            let exact = compile_pair(NormalMath::Exact, major, minor)?;
+            let fast = compile_pair(NormalMath::Fast, major, minor)?;
             Ok(DeviceKernels {
                 context,
-                dense,
-                masked,
+                exact,
+                fast,
             })
         }
     });
     loaded.unwrap_or_else(|_| Err("cudarc panicked while loading CUDA or NVRTC".into()))
+}
+
+/// Compile one variant with NVRTC and load it into the current context. The exact variant
+/// forbids FMA contraction and uses IEEE division and square root, so that it reproduces the
+/// CPU's f32 arithmetic bit for bit; the fast one lets NVRTC contract and approximate.
+///
+/// # Safety
+/// A CUDA context must be current on this thread.
+unsafe fn compile_pair(math: NormalMath, major: i32, minor: i32) -> Result<KernelPair, String> {
+    let exact = math == NormalMath::Exact;
+    let options = cudarc::nvrtc::CompileOptions {
+        options: vec![
+            format!("--gpu-architecture=compute_{major}{minor}"),
+            format!("--fmad={}", !exact),
+            "--ftz=false".into(),
+            format!("--prec-div={exact}"),
+            format!("--prec-sqrt={exact}"),
+        ],
+        ..Default::default()
+    };
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(kernel_source(math), options)
+        .map_err(|e| format!("NVRTC ({math:?}): {e:?}"))?;
+    let ptx = CString::new(ptx.to_src()).map_err(|e| format!("PTX text: {e}"))?;
+    let mut module: sys::CUmodule = std::ptr::null_mut();
+    // SAFETY (caller): a context is current; out-pointers are to locals.
+    unsafe {
+        check(
+            "cuModuleLoadData",
+            sys::cuModuleLoadData(&mut module, ptx.as_ptr() as *const c_void),
+        )?;
+        let mut dense: sys::CUfunction = std::ptr::null_mut();
+        check(
+            "cuModuleGetFunction(perturb_dense)",
+            sys::cuModuleGetFunction(&mut dense, module, c"perturb_dense".as_ptr()),
+        )?;
+        let mut masked: sys::CUfunction = std::ptr::null_mut();
+        check(
+            "cuModuleGetFunction(perturb_masked)",
+            sys::cuModuleGetFunction(&mut masked, module, c"perturb_masked".as_ptr()),
+        )?;
+        Ok(KernelPair { dense, masked })
+    }
+}
+
+/// Device memory in use on CUDA device `ordinal` (`total - free` from `cuMemGetInfo`), in bytes:
+/// every process's allocations plus contexts. Differences of two readings in one process
+/// measure what its caching allocator reserved in between (it never returns memory unless
+/// asked to), which is how `repro memory` reports peaks.
+pub fn device_memory_used(ordinal: usize) -> Result<u64, String> {
+    with_kernels(ordinal, |kernels| {
+        let (mut free, mut total) = (0usize, 0usize);
+        // SAFETY: the primary context is retained; out-pointers are to locals.
+        unsafe {
+            check("cuCtxSetCurrent", sys::cuCtxSetCurrent(kernels.context))?;
+            check("cuMemGetInfo", sys::cuMemGetInfo_v2(&mut free, &mut total))?;
+        }
+        Ok((total - free) as u64)
+    })
 }
 
 /// Run `f` with the kernels of device `ordinal`, loading them on first use.
@@ -360,10 +413,11 @@ pub(crate) fn update_entries(
             }
         }
         let device = Device::Cuda(ordinal);
+        let math = normal_math();
         with_kernels(ordinal, |kernels| {
             launch(
                 kernels,
-                kernels.dense,
+                kernels.pair(math).dense,
                 device,
                 &dense_records,
                 dense_blocks,
@@ -371,7 +425,7 @@ pub(crate) fn update_entries(
             )?;
             launch(
                 kernels,
-                kernels.masked,
+                kernels.pair(math).masked,
                 device,
                 &masked_records,
                 masked_blocks,

@@ -2,6 +2,8 @@
 // Compiled at run time by NVRTC with --fmad=false and no fast math, so every float operation is
 // the same correctly rounded IEEE f32 operation as in normal.rs and cpu.rs (same order, same
 // constants, which cuda.rs prepends as exact bit patterns). Keep the two files in step.
+// With DPZO_FAST_NORMAL defined (NormalMath::Fast) box_muller uses libdevice functions instead
+// and the module is compiled with FMA contraction: close to, not bitwise equal to, the CPU.
 //
 // Segment table: 8 u64 per tensor:
 //   0 data pointer, 1 numel, 2 global offset, 3 first grid block, 4 dtype (0 f32, 1 f16,
@@ -64,6 +66,19 @@ __device__ __forceinline__ void sin_cos_of_24_bit_angle(unsigned int a, float* s
     }
 }
 
+#ifdef DPZO_FAST_NORMAL
+// Fast variant (NormalMath::Fast, CUDA only): the same Philox words and the same 24-bit
+// fractions, but CUDA's libdevice logf / sincospif / sqrtf with FMA contraction instead of the
+// correctly rounded series: each z is within a few ulps of the exact one (tests/perturb_gpu.rs).
+__device__ __forceinline__ void box_muller(unsigned int radius_word, unsigned int angle_word, float* z0, float* z1) {
+    float u = (float)((radius_word >> 8) + 1u) * 5.9604644775390625e-8f;  // n / 2^24, exact
+    float radius = sqrtf(-2.0f * logf(u));
+    float s, c;
+    sincospif((float)(angle_word >> 8) * 1.1920928955078125e-7f, &s, &c);  // 2 pi a / 2^24
+    *z0 = radius * c;
+    *z1 = radius * s;
+}
+#else
 __device__ __forceinline__ void box_muller(unsigned int radius_word, unsigned int angle_word, float* z0, float* z1) {
     float ln_u = ln_of_24_bit_fraction((radius_word >> 8) + 1u);
     float radius = __fsqrt_rn(__fmul_rn(-2.0f, ln_u));
@@ -72,6 +87,7 @@ __device__ __forceinline__ void box_muller(unsigned int radius_word, unsigned in
     *z0 = __fmul_rn(radius, c);
     *z1 = __fmul_rn(radius, s);
 }
+#endif
 
 __device__ __forceinline__ void normal_block(unsigned long long seed, unsigned long long block, float z[4]) {
     unsigned int c[4] = {(unsigned int)block, (unsigned int)(block >> 32), 0u, 0u};
@@ -143,15 +159,20 @@ __device__ __forceinline__ void update_four(unsigned long long ptr, unsigned int
     }
 }
 
-// The segment whose grid blocks contain blockIdx.x (uniform across the block).
+// The segment whose grid blocks contain blockIdx.x: one thread searches, the block shares it.
 __device__ __forceinline__ unsigned int find_segment(const unsigned long long* table, unsigned int n_segments) {
-    unsigned int low = 0, high = n_segments - 1;
-    unsigned long long b = blockIdx.x;
-    while (low < high) {
-        unsigned int mid = (low + high + 1) >> 1;
-        if (table[8 * mid + 3] <= b) low = mid; else high = mid - 1;
+    __shared__ unsigned int segment;
+    if (threadIdx.x == 0) {
+        unsigned int low = 0, high = n_segments - 1;
+        unsigned long long b = blockIdx.x;
+        while (low < high) {
+            unsigned int mid = (low + high + 1) >> 1;
+            if (table[8 * mid + 3] <= b) low = mid; else high = mid - 1;
+        }
+        segment = low;
     }
-    return low;
+    __syncthreads();
+    return segment;
 }
 
 extern "C" __global__ void __launch_bounds__(THREADS)
@@ -170,7 +191,8 @@ perturb_dense(const unsigned long long* table, unsigned int n_segments, Terms te
     }
     long long first = (long long)(4 * block) - (long long)offset;  // local index of lane 0
     unsigned long long element_bytes = dtype == 0 ? 4 : (dtype == 3 ? 8 : 2);
-    bool aligned = ((ptr + (unsigned long long)first * element_bytes) % (4 * element_bytes)) == 0;
+    // A power-of-two mask, not %: a 64-bit modulo by a run-time value is a slow subroutine.
+    bool aligned = ((ptr + (unsigned long long)first * element_bytes) & (4 * element_bytes - 1)) == 0;
     if (first >= 0 && first + 4 <= (long long)numel && aligned) {
         update_four(ptr, dtype, first, delta);
     } else {

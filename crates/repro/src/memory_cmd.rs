@@ -1,0 +1,665 @@
+//! `repro memory`: peak GPU memory and median step time of every method on the paper's model
+//! sizes (random weights from the published configs), one child process per (model, method) so
+//! that each peak is measured from a clean caching allocator.
+//!
+//! Peak memory is device memory (`cuMemGetInfo`: total - free) at the end of the cell minus the
+//! reading taken after CUDA and libtorch initialised and before the model was built. libtorch's
+//! caching allocator never hands memory back unless asked, so this is its peak reservation plus
+//! the cuBLAS workspace: the memory a user has to have. `scripts/perf/reference_pytorch.py`
+//! measures PyTorch the same way (and also reports `max_memory_allocated`).
+//!
+//! Output (under `--out`): `zo_step.csv` (`model,dtype,batch,seq,method,impl,ms_median,
+//! peak_bytes`, the contract of issue 8), `details.jsonl` (one JSON object per cell: every
+//! measured field) and `cells.log` (the children's stderr).
+
+use anyhow::{anyhow, bail, Context, Result};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+use trainer::batch::Batch;
+use trainer::device::{self, DeviceRequest};
+use trainer::model::LabelWordModel;
+use trainer::models::{random_from_config, ModelConfig};
+use trainer::optim::adamw::{AdamW, AdamWSettings};
+use trainer::optim::dp_sgd::{dp_sgd_step, DpSgdSettings};
+use trainer::optim::loss::per_example_loss_values;
+use trainer::optim::params::TrainableParams;
+use trainer::optim::zo::{zo_step, ZoPrivacy, ZoStepSettings};
+use trainer::perturb::{axpy_z, set_normal_math, NormalMath};
+
+/// The published configurations this command knows by name (crates/trainer/configs).
+const CONFIGS: [(&str, &str); 5] = [
+    (
+        "roberta-large",
+        include_str!("../../trainer/configs/roberta-large.json"),
+    ),
+    (
+        "opt-1.3b",
+        include_str!("../../trainer/configs/opt-1.3b.json"),
+    ),
+    (
+        "opt-2.7b",
+        include_str!("../../trainer/configs/opt-2.7b.json"),
+    ),
+    (
+        "opt-30b",
+        include_str!("../../trainer/configs/opt-30b.json"),
+    ),
+    (
+        "opt-66b",
+        include_str!("../../trainer/configs/opt-66b.json"),
+    ),
+];
+
+/// The shapes of docs/gpu.md's reference table: RoBERTa-large f32 64 x 128, OPT f16 16 x 256.
+fn default_shape(model: &str) -> (&'static str, i64, i64) {
+    if model.starts_with("roberta") {
+        ("f32", 64, 128)
+    } else {
+        ("f16", 16, 256)
+    }
+}
+
+/// Methods, named as in `results/perf/zo_step.csv`.
+const METHODS: [&str; 7] = [
+    "infer",
+    "zo",
+    "dp-zoso",
+    "dp-zoso-noanchor",
+    "dp-zopo",
+    "dp-sgd",
+    "backprop",
+];
+
+#[derive(clap::Args)]
+pub struct MemoryArgs {
+    /// Published configs by name (roberta-large, opt-1.3b, opt-2.7b) or paths to a config.json;
+    /// weights are random (std 0.02).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "roberta-large,opt-1.3b,opt-2.7b"
+    )]
+    pub models: Vec<String>,
+    /// Methods: infer (one label-word forward), zo (MeZO step), dp-zoso (DPZero step + stagewise
+    /// proximal anchor, the trainer's default), dp-zoso-noanchor (the released code's no-op
+    /// anchor), dp-zopo (1% mask), dp-sgd (per-example micro-batches), backprop (AdamW).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "infer,zo,dp-zoso,dp-zoso-noanchor,dp-zopo,dp-sgd,backprop"
+    )]
+    pub methods: Vec<String>,
+    /// Extra batch sizes at which DP-SGD is measured (memory and time against batch size).
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    pub dp_sgd_batches: Vec<i64>,
+    /// Timed steps per cell (median reported).
+    #[arg(long, default_value_t = 10)]
+    pub repeats: usize,
+    /// Untimed steps first (NVRTC compile, cuBLAS heuristics, allocator warm-up).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Override the batch size of every model.
+    #[arg(long)]
+    pub batch: Option<i64>,
+    /// Override the sequence length of every model.
+    #[arg(long)]
+    pub seq: Option<i64>,
+    /// Override the dtype of every model (f32, f16, bf16).
+    #[arg(long)]
+    pub dtype: Option<String>,
+    /// The CUDA kernel's normal math (exact: bitwise equal to CPU; fast: libdevice, see
+    /// trainer::perturb::NormalMath).
+    #[arg(long, default_value = "exact")]
+    pub normal_math: String,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceRequest,
+    /// Output directory.
+    #[arg(long, default_value = "results/perf/latest")]
+    pub out: PathBuf,
+}
+
+/// One (model, method, shape) measurement, run in a child process.
+#[derive(clap::Args, Clone)]
+pub struct CellArgs {
+    #[arg(long)]
+    pub model: String,
+    #[arg(long)]
+    pub method: String,
+    #[arg(long)]
+    pub dtype: String,
+    #[arg(long)]
+    pub batch: i64,
+    #[arg(long)]
+    pub seq: i64,
+    #[arg(long, default_value_t = 10)]
+    pub repeats: usize,
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    #[arg(long, default_value = "exact")]
+    pub normal_math: String,
+    #[arg(long, default_value = "auto")]
+    pub device: DeviceRequest,
+}
+
+/// What a cell measured (one line of `details.jsonl`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CellResult {
+    pub model: String,
+    pub dtype: String,
+    pub batch: i64,
+    pub seq: i64,
+    pub method: String,
+    pub device: String,
+    pub normal_math: String,
+    /// Median wall time of one step (synchronised), ms.
+    pub ms_median: f64,
+    /// All timed steps, ms.
+    pub ms_all: Vec<f64>,
+    /// Device memory used at the end minus before the model (bytes); -1 on CPU.
+    pub peak_bytes: i64,
+    /// Bytes of the weights.
+    pub weight_bytes: i64,
+    /// Parameters in the model.
+    pub parameters: i64,
+    /// Coordinates a step updates (|M| for dp-zopo).
+    pub trained_coordinates: i64,
+    /// Median time of one perturbation pass over the trained coordinates, ms (ZO methods).
+    pub perturb_ms: Option<f64>,
+    /// Bytes of the proximal anchor (dp-zoso) or mask indices (dp-zopo) the method keeps.
+    pub method_state_bytes: i64,
+}
+
+fn parse_math(name: &str) -> Result<NormalMath> {
+    match name {
+        "exact" => Ok(NormalMath::Exact),
+        "fast" => Ok(NormalMath::Fast),
+        other => bail!("--normal-math {other}: expected exact or fast"),
+    }
+}
+
+fn load_config(model: &str) -> Result<ModelConfig> {
+    match CONFIGS.iter().find(|(name, _)| *name == model) {
+        Some((name, text)) => {
+            ModelConfig::from_json_str(text, std::path::Path::new(name)).map_err(|e| anyhow!("{e}"))
+        }
+        None => {
+            let path = PathBuf::from(model);
+            if !path.is_file() {
+                bail!(
+                    "--models {model}: neither a known config ({}) nor a config.json file",
+                    CONFIGS.map(|(n, _)| n).join(", ")
+                );
+            }
+            ModelConfig::from_file(&path).map_err(|e| anyhow!("{e}"))
+        }
+    }
+}
+
+/// Random token ids (never the special ids 0..4), every token real, two label words (1000 and
+/// 2000, as the PyTorch reference; a third and two thirds of a tiny vocabulary) scored at the
+/// last position: the shape of a prompt-classification batch.
+fn random_batch(vocab: i64, batch: i64, seq: i64, device: Device) -> Result<Batch> {
+    if batch < 1 || seq < 2 {
+        bail!("batch {batch} and seq {seq}: need batch >= 1 and seq >= 2");
+    }
+    if vocab < 8 {
+        bail!("vocabulary of {vocab} is too small for a test batch");
+    }
+    let label_words = if vocab > 2001 {
+        [1000i64, 2000]
+    } else {
+        [vocab / 3, 2 * vocab / 3]
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+    let ids: Vec<i64> = (0..batch * seq)
+        .map(|_| rng.random_range(4..vocab))
+        .collect();
+    let labels: Vec<i64> = (0..batch).map(|_| rng.random_range(0..2)).collect();
+    Ok(Batch {
+        input_ids: Tensor::from_slice(&ids)
+            .view([batch, seq])
+            .to_device(device),
+        attention_mask: Tensor::ones([batch, seq], (Kind::Int64, device)),
+        positions: Tensor::full([batch], seq - 1, (Kind::Int64, device)),
+        labels: Tensor::from_slice(&labels).to_device(device),
+        label_word_ids: Tensor::from_slice(&label_words).to_device(device),
+    })
+}
+
+/// 1% of each tensor's coordinates, uniformly at random (duplicates dropped): the cost of a
+/// DP-ZOPO step depends on |M| and its layout only, so the data-free scorer (run once per
+/// stage) is not part of the step measurement.
+fn random_masks(params: &TrainableParams, ratio: f64) -> Result<Vec<(String, Tensor)>> {
+    tch::manual_seed(7);
+    let mut masks = Vec::new();
+    for (name, tensor) in params.named() {
+        let numel = tensor.numel() as i64;
+        let count = ((numel as f64) * ratio).round() as i64;
+        if count == 0 {
+            continue;
+        }
+        let draws = Tensor::randint(numel, [count], (Kind::Int64, tensor.device()));
+        let (unique, _, _) = draws.unique_dim(0, true, false, false);
+        masks.push((name.clone(), unique));
+    }
+    Ok(masks)
+}
+
+fn synchronize(device: Device) {
+    if let Device::Cuda(ordinal) = device {
+        tch::Cuda::synchronize(ordinal as i64);
+    }
+}
+
+fn memory_used(device: Device) -> Result<Option<u64>> {
+    match device {
+        Device::Cuda(ordinal) => trainer::perturb::device_memory_used(ordinal)
+            .map(Some)
+            .map_err(|e| anyhow!("cuMemGetInfo: {e}")),
+        _ => Ok(None),
+    }
+}
+
+/// Median of `repeats` synchronised runs of `step` after `warmup` untimed ones, and all times.
+fn time_steps(
+    device: Device,
+    warmup: usize,
+    repeats: usize,
+    mut step: impl FnMut(u64) -> Result<()>,
+) -> Result<(f64, Vec<f64>)> {
+    let mut counter = 0u64;
+    for _ in 0..warmup {
+        counter += 1;
+        step(counter)?;
+    }
+    synchronize(device);
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats.max(1) {
+        counter += 1;
+        let start = Instant::now();
+        step(counter)?;
+        synchronize(device);
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    let mut sorted = times.clone();
+    sorted.sort_by(f64::total_cmp);
+    Ok((sorted[sorted.len() / 2], times))
+}
+
+/// Measures one cell in this process.
+pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
+    if !METHODS.contains(&args.method.as_str()) {
+        bail!(
+            "--method {}: expected one of {}",
+            args.method,
+            METHODS.join(", ")
+        );
+    }
+    let math = parse_math(&args.normal_math)?;
+    set_normal_math(math);
+    let device = device::select(args.device).map_err(anyhow::Error::msg)?;
+    let kind = trainer::models::parse_dtype(&args.dtype).map_err(|e| anyhow!("{e}"))?;
+    let config = load_config(&args.model)?;
+    // Initialise CUDA, libtorch and the kernels before the baseline reading.
+    let _touch = Tensor::zeros([1], (Kind::Float, device));
+    synchronize(device);
+    let baseline = memory_used(device)?;
+
+    let model = random_from_config(&config, kind, device).map_err(|e| anyhow!("{e}"))?;
+    let batch = random_batch(config.vocab_size(), args.batch, args.seq, device)?;
+    let mut params = TrainableParams::from_model(&model).map_err(|e| anyhow!("{e}"))?;
+    let parameters = params.total_numel() as i64;
+    let weight_bytes = params
+        .named()
+        .iter()
+        .map(|(_, t)| (t.numel() * t.kind().elt_size_in_bytes()) as i64)
+        .sum();
+    let mut method_state_bytes = 0i64;
+    let (zo_eps, step_size, clip_norm, noise_std, lambda) = (1e-3, 1e-7, 1.0, 1.0, 5e-4);
+    let dp = Some(ZoPrivacy {
+        clip_norm,
+        noise_std,
+    });
+    let mut perturb_ms = None;
+    let model_ref: &dyn LabelWordModel = &model;
+    let err = |e: trainer::optim::OptimError| anyhow!("{e}");
+
+    let (ms_median, ms_all) = match args.method.as_str() {
+        "infer" => time_steps(device, args.warmup, args.repeats, |_| {
+            per_example_loss_values(model_ref, &batch).map_err(err)?;
+            Ok(())
+        })?,
+        "zo" | "dp-zoso" | "dp-zoso-noanchor" | "dp-zopo" => {
+            let anchor = match args.method.as_str() {
+                "dp-zopo" => {
+                    params
+                        .set_masks(Some(random_masks(&params, 0.01)?))
+                        .map_err(err)?;
+                    method_state_bytes = params
+                        .masks()
+                        .unwrap_or(&[])
+                        .iter()
+                        .map(|(_, m)| (m.numel() * 8) as i64)
+                        .sum();
+                    let anchor = params.snapshot_anchor().map_err(err)?;
+                    method_state_bytes += params.anchor_bytes() as i64;
+                    Some(anchor)
+                }
+                "dp-zoso" => {
+                    let anchor = params.snapshot_anchor().map_err(err)?;
+                    method_state_bytes = params.anchor_bytes() as i64;
+                    Some(anchor)
+                }
+                _ => None,
+            };
+            let settings = ZoStepSettings {
+                zo_eps,
+                step_size,
+                num_directions: 1,
+                privacy: if args.method == "zo" { None } else { dp },
+                normaliser: None,
+                proximal: anchor.as_ref().map(|a| (a, lambda)),
+            };
+            let set = params.param_set().map_err(err)?;
+            let (pass, _) = time_steps(device, 1, args.repeats, |s| {
+                axpy_z(&set, &[(s, 0.0)]).map_err(|e| anyhow!("{e}"))
+            })?;
+            perturb_ms = Some(pass);
+            let params_ref = &params;
+            time_steps(device, args.warmup, args.repeats, |s| {
+                zo_step(model_ref, params_ref, &batch, &settings, 11, s).map_err(err)?;
+                Ok(())
+            })?
+        }
+        "dp-sgd" => {
+            let settings = DpSgdSettings {
+                step_size,
+                clip_norm,
+                noise_std,
+                normaliser: None,
+            };
+            let params_ref = &params;
+            time_steps(device, args.warmup, args.repeats, |s| {
+                dp_sgd_step(model_ref, params_ref, &batch, &settings, 11, s).map_err(err)?;
+                Ok(())
+            })?
+        }
+        "backprop" => {
+            let mut optimizer = AdamW::new(&params, AdamWSettings::default()).map_err(err)?;
+            let params_ref = &params;
+            time_steps(device, args.warmup, args.repeats, |s| {
+                optimizer
+                    .step(model_ref, params_ref, &batch, step_size, s)
+                    .map_err(err)?;
+                Ok(())
+            })?
+        }
+        other => bail!("--method {other}: not measured"),
+    };
+    synchronize(device);
+    let peak_bytes = match (baseline, memory_used(device)?) {
+        (Some(before), Some(after)) => after.saturating_sub(before) as i64,
+        _ => -1,
+    };
+    Ok(CellResult {
+        model: args.model.clone(),
+        dtype: args.dtype.clone(),
+        batch: args.batch,
+        seq: args.seq,
+        method: args.method.clone(),
+        device: device::name(device).to_string(),
+        normal_math: args.normal_math.clone(),
+        ms_median,
+        ms_all,
+        peak_bytes,
+        weight_bytes,
+        parameters,
+        trained_coordinates: params.trained_numel() as i64,
+        perturb_ms,
+        method_state_bytes,
+    })
+}
+
+/// `repro memory-cell`: one cell, JSON on the last stdout line.
+pub fn cell(args: CellArgs) -> Result<()> {
+    let result = measure_cell(&args)?;
+    println!("{}", serde_json::to_string(&result)?);
+    Ok(())
+}
+
+/// The model name as written in CSV rows (a config path becomes its parent folder's name).
+fn model_label(model: &str) -> String {
+    if CONFIGS.iter().any(|(n, _)| *n == model) {
+        return model.to_string();
+    }
+    let path = PathBuf::from(model);
+    path.parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| model.to_string())
+}
+
+/// `repro memory`: every (model, method) cell in its own process.
+pub fn run(args: MemoryArgs) -> Result<()> {
+    parse_math(&args.normal_math)?;
+    for method in &args.methods {
+        if !METHODS.contains(&method.as_str()) {
+            bail!("--methods {method}: expected among {}", METHODS.join(", "));
+        }
+    }
+    for model in &args.models {
+        load_config(model)?;
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let exe = std::env::current_exe().context("locating the repro binary")?;
+    let csv_path = args.out.join("zo_step.csv");
+    let mut csv = csv::Writer::from_path(&csv_path)
+        .with_context(|| format!("creating {}", csv_path.display()))?;
+    csv.write_record([
+        "model",
+        "dtype",
+        "batch",
+        "seq",
+        "method",
+        "impl",
+        "ms_median",
+        "peak_bytes",
+    ])?;
+    let details_path = args.out.join("details.jsonl");
+    let mut details = std::fs::File::create(&details_path)
+        .with_context(|| format!("creating {}", details_path.display()))?;
+    let log_path = args.out.join("cells.log");
+    let mut log = std::fs::File::create(&log_path)
+        .with_context(|| format!("creating {}", log_path.display()))?;
+
+    for model in &args.models {
+        let (dtype, batch, seq) = default_shape(&model_label(model));
+        let dtype = args.dtype.clone().unwrap_or_else(|| dtype.to_string());
+        let batch = args.batch.unwrap_or(batch);
+        let seq = args.seq.unwrap_or(seq);
+        let mut cells: Vec<(String, i64)> =
+            args.methods.iter().map(|m| (m.clone(), batch)).collect();
+        if args.methods.iter().any(|m| m == "dp-sgd") {
+            for &b in &args.dp_sgd_batches {
+                if b != batch {
+                    cells.push(("dp-sgd".into(), b));
+                }
+            }
+        }
+        for (method, batch) in cells {
+            let cell = CellArgs {
+                model: model.clone(),
+                method: method.clone(),
+                dtype: dtype.clone(),
+                batch,
+                seq,
+                repeats: args.repeats,
+                warmup: args.warmup,
+                normal_math: args.normal_math.clone(),
+                device: args.device,
+            };
+            let started = Instant::now();
+            let output = Command::new(&exe)
+                .args(cell_command_line(&cell))
+                .output()
+                .with_context(|| format!("running {} memory-cell", exe.display()))?;
+            log.write_all(&output.stderr)?;
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let parsed = stdout
+                .lines()
+                .last()
+                .and_then(|line| serde_json::from_str::<CellResult>(line).ok());
+            let label = model_label(model);
+            match (output.status.success(), parsed) {
+                (true, Some(result)) => {
+                    csv.write_record([
+                        label.clone(),
+                        dtype.clone(),
+                        batch.to_string(),
+                        seq.to_string(),
+                        method.clone(),
+                        "ours".into(),
+                        format!("{:.4}", result.ms_median),
+                        result.peak_bytes.to_string(),
+                    ])?;
+                    writeln!(details, "{}", serde_json::to_string(&result)?)?;
+                    eprintln!(
+                        "{label} {method} B={batch}: {:.2} ms, peak {:.1} MiB ({:.0} s)",
+                        result.ms_median,
+                        result.peak_bytes as f64 / 1048576.0,
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                _ => {
+                    let stderr = String::from_utf8_lossy(&output.stderr);
+                    let reason = stderr
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("no output");
+                    eprintln!("{label} {method} B={batch}: failed: {reason}");
+                    csv.write_record([
+                        label.clone(),
+                        dtype.clone(),
+                        batch.to_string(),
+                        seq.to_string(),
+                        method.clone(),
+                        "ours".into(),
+                        "nan".into(),
+                        "-1".into(),
+                    ])?;
+                    writeln!(
+                        details,
+                        "{}",
+                        serde_json::json!({"model": label, "method": method, "batch": batch,
+                                           "error": reason})
+                    )?;
+                }
+            }
+            csv.flush()?;
+        }
+    }
+    println!("wrote {}", csv_path.display());
+    Ok(())
+}
+
+fn cell_command_line(cell: &CellArgs) -> Vec<String> {
+    let device = match cell.device {
+        DeviceRequest::Auto => "auto",
+        DeviceRequest::Cpu => "cpu",
+        DeviceRequest::Cuda => "cuda",
+    };
+    vec![
+        "memory-cell".into(),
+        "--model".into(),
+        cell.model.clone(),
+        "--method".into(),
+        cell.method.clone(),
+        "--dtype".into(),
+        cell.dtype.clone(),
+        "--batch".into(),
+        cell.batch.to_string(),
+        "--seq".into(),
+        cell.seq.to_string(),
+        "--repeats".into(),
+        cell.repeats.to_string(),
+        "--warmup".into(),
+        cell.warmup.to_string(),
+        "--normal-math".into(),
+        cell.normal_math.clone(),
+        "--device".into(),
+        device.into(),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny(method: &str) -> CellArgs {
+        let config = trainer::data::dir::workspace_root()
+            .join("crates/trainer/tests/fixtures/opt_tiny/config.json");
+        CellArgs {
+            model: config.to_string_lossy().into_owned(),
+            method: method.into(),
+            dtype: "f32".into(),
+            batch: 3,
+            seq: 8,
+            repeats: 2,
+            warmup: 1,
+            normal_math: "exact".into(),
+            device: DeviceRequest::Cpu,
+        }
+    }
+
+    #[test]
+    fn every_method_measures_on_a_tiny_model() {
+        for method in METHODS {
+            let result = measure_cell(&tiny(method)).unwrap_or_else(|e| panic!("{method}: {e:#}"));
+            assert!(
+                result.ms_median.is_finite() && result.ms_median > 0.0,
+                "{method}"
+            );
+            assert_eq!(result.peak_bytes, -1, "no device memory reading on CPU");
+            let expected_trained = if method == "dp-zopo" {
+                result.parameters / 100
+            } else {
+                result.parameters
+            };
+            // Per-tensor rounding of 1% and dropped duplicate draws move |M| a little.
+            assert!(
+                (result.trained_coordinates - expected_trained).abs() <= expected_trained / 5,
+                "{method}: trained {} of {}",
+                result.trained_coordinates,
+                result.parameters
+            );
+            assert_eq!(
+                result.perturb_ms.is_some(),
+                method.starts_with("zo") || method.starts_with("dp-zo")
+            );
+        }
+    }
+
+    #[test]
+    fn bad_cells_are_errors_naming_the_value() {
+        let mut args = tiny("nope");
+        let e = measure_cell(&args).unwrap_err().to_string();
+        assert!(e.contains("nope"), "{e}");
+        args.method = "infer".into();
+        args.model = "/no/such/config.json".into();
+        let e = measure_cell(&args).unwrap_err().to_string();
+        assert!(e.contains("/no/such/config.json"), "{e}");
+        let mut args = tiny("infer");
+        args.normal_math = "sloppy".into();
+        assert!(measure_cell(&args)
+            .unwrap_err()
+            .to_string()
+            .contains("sloppy"));
+    }
+}
