@@ -25,6 +25,8 @@ use tch::{Device, Kind, Tensor};
 pub const MAX_KERNEL_TERMS: usize = 8;
 /// Threads per block (the kernel's `THREADS`).
 const THREADS: u64 = 256;
+/// Philox blocks per thread in the dense kernel (the kernel's `CHUNKS`).
+const CHUNKS: u64 = 8;
 /// u64 words per segment record (see `kernel.cu`).
 const RECORD_WORDS: usize = 8;
 
@@ -391,7 +393,7 @@ pub(crate) fn update_entries(
                         0,
                         0,
                     ]);
-                    dense_blocks += philox_blocks.div_ceil(THREADS);
+                    dense_blocks += philox_blocks.div_ceil(THREADS * CHUNKS);
                 }
                 Selection::Masked {
                     indices,

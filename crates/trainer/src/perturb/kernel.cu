@@ -11,6 +11,9 @@
 
 #define MAX_TERMS 8
 #define THREADS 256
+// Philox blocks (4 elements) per thread in the dense kernel: a grid block covers
+// THREADS * CHUNKS of them, so the per-block segment search is amortised over more work.
+#define CHUNKS 8
 
 struct Terms {
     unsigned long long seed[MAX_TERMS];
@@ -180,26 +183,31 @@ perturb_dense(const unsigned long long* table, unsigned int n_segments, Terms te
     const unsigned long long* seg = table + 8 * find_segment(table, n_segments);
     unsigned long long ptr = seg[0], numel = seg[1], offset = seg[2];
     unsigned int dtype = (unsigned int)seg[4];
-    unsigned long long block = offset / 4 + (blockIdx.x - seg[3]) * (unsigned long long)THREADS + threadIdx.x;
-    if (block > (offset + numel - 1) / 4) return;
-    float delta[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (unsigned int k = 0; k < terms.count; ++k) {
-        float z[4];
-        normal_block(terms.seed[k], block, z);
-        #pragma unroll
-        for (int l = 0; l < 4; ++l) delta[l] = __fadd_rn(delta[l], __fmul_rn(terms.scale[k], z[l]));
-    }
-    long long first = (long long)(4 * block) - (long long)offset;  // local index of lane 0
+    unsigned long long last_block = (offset + numel - 1) / 4;
     unsigned long long element_bytes = dtype == 0 ? 4 : (dtype == 3 ? 8 : 2);
-    // A power-of-two mask, not %: a 64-bit modulo by a run-time value is a slow subroutine.
-    bool aligned = ((ptr + (unsigned long long)first * element_bytes) & (4 * element_bytes - 1)) == 0;
-    if (first >= 0 && first + 4 <= (long long)numel && aligned) {
-        update_four(ptr, dtype, first, delta);
-    } else {
-        #pragma unroll
-        for (int l = 0; l < 4; ++l) {
-            long long i = first + l;
-            if (i >= 0 && i < (long long)numel) update_one(ptr, dtype, i, delta[l]);
+    unsigned long long base = offset / 4 + (blockIdx.x - seg[3]) * (unsigned long long)(THREADS * CHUNKS);
+    // Chunk c of every thread is contiguous across the block (coalesced accesses).
+    for (unsigned int c = 0; c < CHUNKS; ++c) {
+        unsigned long long block = base + (unsigned long long)c * THREADS + threadIdx.x;
+        if (block > last_block) return;
+        float delta[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+        for (unsigned int k = 0; k < terms.count; ++k) {
+            float z[4];
+            normal_block(terms.seed[k], block, z);
+            #pragma unroll
+            for (int l = 0; l < 4; ++l) delta[l] = __fadd_rn(delta[l], __fmul_rn(terms.scale[k], z[l]));
+        }
+        long long first = (long long)(4 * block) - (long long)offset;  // local index of lane 0
+        // element_bytes is a power of two: test alignment with a mask.
+        bool aligned = ((ptr + (unsigned long long)first * element_bytes) & (4 * element_bytes - 1)) == 0;
+        if (first >= 0 && first + 4 <= (long long)numel && aligned) {
+            update_four(ptr, dtype, first, delta);
+        } else {
+            #pragma unroll
+            for (int l = 0; l < 4; ++l) {
+                long long i = first + l;
+                if (i >= 0 && i < (long long)numel) update_one(ptr, dtype, i, delta[l]);
+            }
         }
     }
 }
