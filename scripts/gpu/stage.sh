@@ -44,7 +44,8 @@ case "${1:-}" in
     timeout "${MINI_SECONDS:-540}" "$keep/bundle/bin/repro" table2 --preset mini --device cuda \
       --out "$keep/results" "$@" 2>&1 | tr '\r' '\n' | grep -v '^\s*$' | tail -n 60
     "$keep/bundle/bin/repro" check table2 --preset mini --out "$keep/results" || true
-    tar czf "$OUT/mini.tgz" -C "$keep/results" table2
+    # Records, summary, comparison and plot only: an unfinished run's checkpoint is hundreds of MB.
+    tar czf "$OUT/mini.tgz" --exclude=checkpoints -C "$keep/results" table2
     ls -la "$OUT"
     ;;
   *) echo "usage: stage.sh receive-a | receive-b | mini [repro args]" >&2; exit 2 ;;

@@ -181,10 +181,12 @@ def run_setting(name, dtype, batch_size, seq, args, write, write_allocator):
         detached = {n: p.detach() for n, p in model.named_parameters()}
 
         def loss_one(weights, input_ids, attention_mask, position, label):
+            # attention_mask=None: the batch has no padding, and HF's mask preparation calls
+            # .item(), which vmap cannot batch (the 2026-11-30 H200 run failed on it).
             logits = torch.func.functional_call(
                 wrapper,
                 {f"m.{k}": v for k, v in weights.items()},
-                (input_ids[None], attention_mask[None], position[None], batch[3]),
+                (input_ids[None], None, position[None], batch[3]),
             )
             return F.cross_entropy(logits, label[None])
 

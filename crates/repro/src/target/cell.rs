@@ -171,8 +171,9 @@ impl TrainerCells {
     fn splits(&self, task: &str, k: usize, seed: u64) -> Result<(String, data::Splits, String)> {
         let name = self.task_name(task)?;
         let spec = self.registry.get(&name).map_err(|e| anyhow!("{e}"))?;
-        let real = self.data.as_ref().is_some_and(|d| {
-            d.mezo_split(&spec.dir, k, seed).exists() || d.original(&spec.dir).exists()
+        let real = self.data.as_ref().is_some_and(|d| match spec.reader {
+            data::ReaderKind::Superglue => d.superglue(&spec.dir).exists(),
+            _ => d.mezo_split(&spec.dir, k, seed).exists() || d.original(&spec.dir).exists(),
         });
         if real {
             let splits = data::load_task(spec, self.data.as_ref(), &self.assets, k, seed)
