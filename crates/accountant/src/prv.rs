@@ -217,13 +217,43 @@ impl PrvAccountant {
         let t_min = -(k as f64) * mesh;
         let t_max = (k as f64 + 1.0) * mesh;
         let total = loss.mass(t_min, t_max);
+        // Cell i is (e_i, e_{i+1}] with e_i = t_i - h/2 clamped to [t_min, t_max]; each edge's
+        // CDF (lower half) or survival function (upper half) is evaluated once and shared by
+        // the two cells it bounds, as `PrivacyLoss::mass` would compute it per cell.
+        let edge = |i: usize| (t_min + (i as f64 - 0.5) * mesh).clamp(t_min, t_max);
+        let upper_half = |t: f64| loss.cdf(t) > 0.5;
         let mut pmf = Vec::with_capacity(size);
         let mut discrete_mean = 0.0;
+        let mut left = edge(0);
+        let mut left_in_upper = upper_half(left);
+        let mut left_value = if left_in_upper {
+            loss.survival(left)
+        } else {
+            loss.cdf(left)
+        };
         for i in 0..size {
             let t = t_min + i as f64 * mesh;
-            let a = (t - mesh / 2.0).max(t_min);
-            let b = (t + mesh / 2.0).min(t_max);
-            let p = loss.mass(a, b) / total;
+            let right = edge(i + 1);
+            let mass = if right <= left {
+                0.0
+            } else if left_in_upper {
+                let right_value = loss.survival(right);
+                let m = left_value - right_value;
+                left_value = right_value;
+                m
+            } else {
+                let right_cdf = loss.cdf(right);
+                let m = right_cdf - left_value;
+                left_in_upper = right_cdf > 0.5;
+                left_value = if left_in_upper {
+                    loss.survival(right)
+                } else {
+                    right_cdf
+                };
+                m
+            };
+            left = right;
+            let p = mass.max(0.0) / total;
             discrete_mean += t * p;
             pmf.push(p);
         }
@@ -261,6 +291,8 @@ impl PrvAccountant {
                 self.max_steps
             )));
         }
+        // The FFT length is the grid's own (as prv-accountant's): zero-padding would change
+        // where the circular wrap-around lands and move ε off prv-accountant's values.
         let n = self.pmf.len();
         let mut planner = FftPlanner::<f64>::new();
         let mut spectrum: Vec<Complex<f64>> =

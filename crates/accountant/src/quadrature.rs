@@ -39,6 +39,21 @@ const GAUSS_WEIGHTS: [f64; 4] = [
 ];
 
 /// One sub-interval with its log-integral (Kronrod) and log error estimate |K - G|.
+/// ln of the Kronrod and Gauss weights, computed once per integral instead of per piece.
+struct LogWeights {
+    kronrod: [f64; 8],
+    gauss: [f64; 4],
+}
+
+impl LogWeights {
+    fn new() -> Self {
+        LogWeights {
+            kronrod: KRONROD_WEIGHTS.map(f64::ln),
+            gauss: GAUSS_WEIGHTS.map(f64::ln),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Piece {
     left: f64,
@@ -47,7 +62,12 @@ struct Piece {
     log_error: f64,
 }
 
-fn gauss_kronrod_log(log_integrand: &impl Fn(f64) -> f64, left: f64, right: f64) -> Piece {
+fn gauss_kronrod_log(
+    log_integrand: &impl Fn(f64) -> f64,
+    weights: &LogWeights,
+    left: f64,
+    right: f64,
+) -> Piece {
     let centre = 0.5 * (left + right);
     let half = 0.5 * (right - left);
     let log_half = half.ln();
@@ -55,20 +75,20 @@ fn gauss_kronrod_log(log_integrand: &impl Fn(f64) -> f64, left: f64, right: f64)
     let mut gauss_terms = [f64::NEG_INFINITY; 7];
     for i in 0..7 {
         let offset = half * KRONROD_NODES[i];
-        let lw = KRONROD_WEIGHTS[i].ln();
+        let lw = weights.kronrod[i];
         let f_minus = log_integrand(centre - offset);
         let f_plus = log_integrand(centre + offset);
         kronrod_terms[2 * i] = lw + f_minus;
         kronrod_terms[2 * i + 1] = lw + f_plus;
         if i % 2 == 1 {
-            let gw = GAUSS_WEIGHTS[i / 2].ln();
+            let gw = weights.gauss[i / 2];
             gauss_terms[i - 1] = gw + f_minus;
             gauss_terms[i] = gw + f_plus;
         }
     }
     let f_centre = log_integrand(centre);
-    kronrod_terms[14] = KRONROD_WEIGHTS[7].ln() + f_centre;
-    gauss_terms[6] = GAUSS_WEIGHTS[3].ln() + f_centre;
+    kronrod_terms[14] = weights.kronrod[7] + f_centre;
+    gauss_terms[6] = weights.gauss[3] + f_centre;
     let log_kronrod = log_sum_exp(&kronrod_terms) + log_half;
     let log_gauss = log_sum_exp(&gauss_terms) + log_half;
     Piece {
@@ -99,10 +119,11 @@ pub(crate) fn integrate_log(
     max_pieces: usize,
     what: &str,
 ) -> Result<LogIntegral> {
+    let weights = LogWeights::new();
     let mut pieces: Vec<Piece> = breakpoints
         .windows(2)
         .filter(|w| w[1] > w[0])
-        .map(|w| gauss_kronrod_log(&log_integrand, w[0], w[1]))
+        .map(|w| gauss_kronrod_log(&log_integrand, &weights, w[0], w[1]))
         .collect();
     let log_tolerance = relative_tolerance.ln();
     let mut values = Vec::with_capacity(max_pieces);
@@ -142,8 +163,13 @@ pub(crate) fn integrate_log(
                 intervals: pieces.len(),
             });
         }
-        pieces[worst] = gauss_kronrod_log(&log_integrand, piece.left, middle);
-        pieces.push(gauss_kronrod_log(&log_integrand, middle, piece.right));
+        pieces[worst] = gauss_kronrod_log(&log_integrand, &weights, piece.left, middle);
+        pieces.push(gauss_kronrod_log(
+            &log_integrand,
+            &weights,
+            middle,
+            piece.right,
+        ));
     }
 }
 
@@ -155,7 +181,12 @@ mod tests {
     fn kronrod_rule_is_exact_for_polynomials_up_to_degree_22() {
         // ∫_0^1 x^d dx = 1/(d+1); one K15 piece on [0, 1] must be exact to rounding.
         for degree in 0..=22 {
-            let piece = gauss_kronrod_log(&|x: f64| degree as f64 * x.ln(), 0.0, 1.0);
+            let piece = gauss_kronrod_log(
+                &|x: f64| degree as f64 * x.ln(),
+                &LogWeights::new(),
+                0.0,
+                1.0,
+            );
             let exact = 1.0 / (degree as f64 + 1.0);
             let got = piece.log_value.exp();
             assert!(
@@ -164,7 +195,7 @@ mod tests {
             );
         }
         // The embedded 7-point Gauss rule is exact up to degree 13, so K - G vanishes there.
-        let piece = gauss_kronrod_log(&|x: f64| 13.0 * x.ln(), 0.0, 1.0);
+        let piece = gauss_kronrod_log(&|x: f64| 13.0 * x.ln(), &LogWeights::new(), 0.0, 1.0);
         assert!(piece.log_error < (1e-14_f64).ln(), "{}", piece.log_error);
     }
 

@@ -4,6 +4,8 @@
 use clap::{Parser, Subcommand};
 
 #[cfg(feature = "torch")]
+mod eval_cmd;
+#[cfg(feature = "torch")]
 mod memory_cmd;
 #[cfg(feature = "torch")]
 mod model_cmd;
@@ -33,6 +35,9 @@ enum Command {
     Table3(target::TargetArgs),
     /// Re-render a target's summary, comparison and plot from its run records, running nothing.
     Check(target::CheckArgs),
+    /// Zero-shot accuracy of a checkpoint on one task's test split.
+    #[cfg(feature = "torch")]
+    Eval(eval_cmd::EvalArgs),
     /// Peak GPU memory and step time of every method (random weights, published configs).
     #[cfg(feature = "torch")]
     Memory(memory_cmd::MemoryArgs),
@@ -58,6 +63,8 @@ fn main() {
         Command::Table2(args) => target::run_paper_target("table2", args),
         #[cfg(feature = "torch")]
         Command::Table3(args) => target::run_paper_target("table3", args),
+        #[cfg(feature = "torch")]
+        Command::Eval(args) => eval_cmd::run(args),
         #[cfg(feature = "torch")]
         Command::Memory(args) => memory_cmd::run(args),
         #[cfg(feature = "torch")]

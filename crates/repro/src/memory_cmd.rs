@@ -595,8 +595,9 @@ fn read_details(dirs: &[PathBuf]) -> Result<Vec<CellResult>> {
             if value.get("error").is_some() {
                 continue;
             }
-            let mut cell: CellResult = serde_json::from_value(value)
-                .with_context(|| format!("{}:{}: not a cell result", path.display(), line_no + 1))?;
+            let mut cell: CellResult = serde_json::from_value(value).with_context(|| {
+                format!("{}:{}: not a cell result", path.display(), line_no + 1)
+            })?;
             cell.model = model_label(&cell.model);
             cells.retain(|c| {
                 (c.model.as_str(), c.method.as_str(), c.batch)
@@ -609,16 +610,25 @@ fn read_details(dirs: &[PathBuf]) -> Result<Vec<CellResult>> {
 }
 
 /// `comparison.md`: our peaks and times against the paper's memory figure, and its claims.
-fn write_comparison(out: &std::path::Path, cells: &[CellResult], paper: &std::path::Path) -> Result<()> {
-    let mut reader = csv::Reader::from_path(paper)
-        .with_context(|| format!("reading {}", paper.display()))?;
+fn write_comparison(
+    out: &std::path::Path,
+    cells: &[CellResult],
+    paper: &std::path::Path,
+) -> Result<()> {
+    let mut reader =
+        csv::Reader::from_path(paper).with_context(|| format!("reading {}", paper.display()))?;
     let mut paper_rows: Vec<(String, String, String, f64)> = Vec::new();
     for (i, row) in reader.records().enumerate() {
         let row = row.with_context(|| format!("{}:{}", paper.display(), i + 2))?;
         let value: f64 = row[6]
             .parse()
             .with_context(|| format!("{}:{}: value {:?}", paper.display(), i + 2, &row[6]))?;
-        paper_rows.push((row[1].to_string(), row[3].to_string(), row[5].to_string(), value));
+        paper_rows.push((
+            row[1].to_string(),
+            row[3].to_string(),
+            row[5].to_string(),
+            value,
+        ));
     }
     let paper_value = |model: &str, method: &str, metric: &str| {
         paper_rows
@@ -656,13 +666,19 @@ fn write_comparison(out: &std::path::Path, cells: &[CellResult], paper: &std::pa
         for (paper_method, cell_method) in MAP {
             let p = paper_value(model, paper_method, "peak_mb");
             let o = ours(model, cell_method);
-            let fmt = |v: Option<f64>, d: usize| v.map_or("–".to_string(), |v| format!("{v:.d$}"));
+            let fmt =
+                |v: Option<f64>, d: usize| v.map_or("–".to_string(), |v| format!("{v:.d$}"));
             md.push_str(&format!(
                 "| {model} | {paper_method} | {cell_method} | {} | {} | {} | {} | {} |\n",
                 fmt(p, 1),
                 fmt(o.map(|c| mib(c.peak_bytes)), 0),
                 fmt(p.zip(base_paper).map(|(a, b)| a / b), 2),
-                fmt(o.map(|c| mib(c.peak_bytes)).zip(base_ours).map(|(a, b)| a / b), 2),
+                fmt(
+                    o.map(|c| mib(c.peak_bytes))
+                        .zip(base_ours)
+                        .map(|(a, b)| a / b),
+                    2
+                ),
                 fmt(o.map(|c| c.ms_median), 1),
             ));
         }
@@ -670,11 +686,19 @@ fn write_comparison(out: &std::path::Path, cells: &[CellResult], paper: &std::pa
             md.push_str(&format!(
                 "| {model} | (dp-zoso, intended anchor) | dp-zoso | – | {:.0} | – | {} | {:.1} |\n",
                 mib(anchor.peak_bytes),
-                base_ours.map_or("–".into(), |b| format!("{:.2}", mib(anchor.peak_bytes) / b)),
+                base_ours.map_or("–".into(), |b| format!(
+                    "{:.2}",
+                    mib(anchor.peak_bytes) / b
+                )),
                 anchor.ms_median
             ));
         }
-        let ratio = |m: &str| ours(model, m).map(|c| mib(c.peak_bytes)).zip(base_ours).map(|(a, b)| a / b);
+        let ratio = |m: &str| {
+            ours(model, m)
+                .map(|c| mib(c.peak_bytes))
+                .zip(base_ours)
+                .map(|(a, b)| a / b)
+        };
         let verdict = |ok: bool| if ok { "reproduced" } else { "not reproduced" };
         if let Some(r) = ratio("dp-zoso-noanchor") {
             claims.push(format!("| {model}: DP-ZOSO memory = inference memory | yes | {r:.3} x (released no-op anchor); {} with the intended anchor copy | {} |",
@@ -682,18 +706,25 @@ fn write_comparison(out: &std::path::Path, cells: &[CellResult], paper: &std::pa
         }
         if let (Some(ft), Some(zoso)) = (ours(model, "dp-sgd"), ours(model, "dp-zoso-noanchor")) {
             let r = ft.peak_bytes as f64 / zoso.peak_bytes as f64;
-            let paper_r = paper_value(model, "dp-ft", "peak_mb").zip(paper_value(model, "dp-zoso", "peak_mb")).map(|(a, b)| a / b);
+            let paper_r = paper_value(model, "dp-ft", "peak_mb")
+                .zip(paper_value(model, "dp-zoso", "peak_mb"))
+                .map(|(a, b)| a / b);
             claims.push(format!("| {model}: DP FT needs 3-4 x DP-ZOSO's memory | {} | {r:.2} x (per-example micro-batch DP-SGD, memory independent of B) | {} |",
                 paper_r.map_or("–".into(), |p| format!("{p:.2} x")), verdict(r >= 3.0)));
         }
-        if let (Some(zopo), Some(zoso)) = (ours(model, "dp-zopo"), ours(model, "dp-zoso-noanchor")) {
+        if let (Some(zopo), Some(zoso)) = (ours(model, "dp-zopo"), ours(model, "dp-zoso-noanchor"))
+        {
             let extra = mib(zopo.peak_bytes - zoso.peak_bytes);
-            let paper_extra = paper_value(model, "dp-zopo", "peak_mb").zip(paper_value(model, "dp-zoso", "peak_mb")).map(|(a, b)| a - b);
+            let paper_extra = paper_value(model, "dp-zopo", "peak_mb")
+                .zip(paper_value(model, "dp-zoso", "peak_mb"))
+                .map(|(a, b)| a - b);
             claims.push(format!("| {model}: DP-ZOPO adds little memory over DP-ZOSO | {} | +{extra:.0} MiB (int64 indices of the 1% mask + its anchor) | {} |",
                 paper_extra.map_or("–".into(), |p| format!("+{p:.0} MB")), verdict(extra < 0.15 * mib(zoso.peak_bytes))));
         }
     }
-    md.push_str("\n## The paper's claims\n\n| claim | paper | ours | verdict |\n|---|---|---|---|\n");
+    md.push_str(
+        "\n## The paper's claims\n\n| claim | paper | ours | verdict |\n|---|---|---|---|\n",
+    );
     for c in claims {
         md.push_str(&c);
         md.push('\n');

@@ -148,6 +148,43 @@ impl TrainerCells {
         })
     }
 
+    /// Zero-shot evaluation of the model on `task`'s test split (for `repro eval`): returns
+    /// (accuracy %, examples, mean loss, data note). `max_test` draws a seeded subsample
+    /// (seed 42) like the presets' caps.
+    pub fn evaluate(
+        &self,
+        task: &str,
+        k: usize,
+        seed: u64,
+        max_test: Option<usize>,
+        batch_size: usize,
+        kind: tch::Kind,
+    ) -> Result<(f64, usize, f64, String)> {
+        let (task_name, splits, note) = self.splits(task, k, seed)?;
+        let task_spec = self.registry.get(&task_name).map_err(|e| anyhow!("{e}"))?;
+        let encoder = PromptEncoder::new(
+            &self.tokenizer,
+            &task_name,
+            task_spec,
+            &self.conventions,
+            self.padding,
+        )
+        .map_err(|e| anyhow!("{e}"))?;
+        let test = match max_test {
+            Some(n) => data::seeded_subsample(splits.test, n, 42),
+            None => splits.test,
+        };
+        let encoded = encoder.encode_all(&test).map_err(|e| anyhow!("{e}"))?;
+        let batches = eval_batches(&encoder, &encoded, batch_size, self.device)?;
+        let model = self.load_model(kind)?;
+        let (loss, correct, total) =
+            trainer::optim::loss::evaluate(&model, &batches).map_err(|e| anyhow!("{e}"))?;
+        if total == 0 {
+            bail!("task {task}: the test split is empty");
+        }
+        Ok((100.0 * correct as f64 / total as f64, total, loss, note))
+    }
+
     fn load_model(&self, kind: tch::Kind) -> Result<models::Model> {
         let path = match &self.source {
             ModelSource::HfDir(p) | ModelSource::Gguf(p) => p,
