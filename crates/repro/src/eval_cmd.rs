@@ -76,7 +76,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         args.assets_dir.as_deref(),
         dev,
     )?;
-    let (accuracy, examples, loss, data) = cells.evaluate(
+    let (accuracy, examples, loss, data, auc) = cells.evaluate(
         &args.task,
         args.k,
         args.seed,
@@ -88,11 +88,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
         println!(
             "{}",
             serde_json::json!({"task": args.task, "accuracy": accuracy, "examples": examples,
-                               "loss": loss, "data": data, "device": device::name(dev)})
+                               "loss": loss, "auc": auc, "data": data,
+                               "device": device::name(dev)})
         );
     } else {
+        let auc = auc.map_or(String::new(), |a| format!(", ROC AUC {a:.3}"));
         println!(
-            "{}: accuracy {accuracy:.2}% on {examples} test examples (mean loss {loss:.4}; data: {data})",
+            "{}: accuracy {accuracy:.2}% on {examples} test examples{auc} (mean loss {loss:.4}; data: {data})",
             args.task
         );
     }

@@ -374,7 +374,7 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
             };
             let set = params.param_set().map_err(err)?;
             let (pass, _) = time_steps(device, 1, args.repeats, |s| {
-                axpy_z(&set, &[(s, 0.0)]).map_err(|e| anyhow!("{e}"))
+                axpy_z(set, &[(s, 0.0)]).map_err(|e| anyhow!("{e}"))
             })?;
             perturb_ms = Some(pass);
             let params_ref = &params;

@@ -168,11 +168,11 @@ fn score_linearised(
     let mut rng = stream(run_seed, stage, Purpose::MaskScore);
     let mut total: Option<Vec<(String, Tensor)>> = None;
     let half_difference = |seed: u64| -> Result<f64> {
-        axpy_z(&set, &[(seed, e)])?;
+        axpy_z(set, &[(seed, e)])?;
         let plus = objective(model, &batch)?;
-        axpy_z(&set, &[(seed, -2.0 * e)])?;
+        axpy_z(set, &[(seed, -2.0 * e)])?;
         let minus = objective(model, &batch)?;
-        axpy_z(&set, &[(seed, e)])?;
+        axpy_z(set, &[(seed, e)])?;
         let value = (plus - minus) / 2.0;
         if !value.is_finite() {
             return Err(OptimError::NonFiniteLoss {
@@ -186,9 +186,9 @@ fn score_linearised(
     for _ in 0..settings.queries {
         let (seed1, seed2): (u64, u64) = (rng.random(), rng.random());
         let grad1 = half_difference(seed1)?;
-        axpy_z(&set, &[(seed1, e * grad1 / q)])?;
+        axpy_z(set, &[(seed1, e * grad1 / q)])?;
         let grad2 = half_difference(seed2);
-        axpy_z(&set, &[(seed1, -e * grad1 / q)])?;
+        axpy_z(set, &[(seed1, -e * grad1 / q)])?;
         let grad2 = grad2?;
         // Hg / q = (z2 grad2 - z1 grad1) / (e q)
         let hg = materialise_direction(

@@ -138,11 +138,11 @@ pub fn directional_differences(
     zo_eps: f64,
 ) -> Result<Vec<f64>> {
     let set = params.param_set()?;
-    axpy_z(&set, &[(seed, zo_eps)])?;
+    axpy_z(set, &[(seed, zo_eps)])?;
     let plus = loss::per_example_loss_values(model, batch);
-    axpy_z(&set, &[(seed, -2.0 * zo_eps)])?;
+    axpy_z(set, &[(seed, -2.0 * zo_eps)])?;
     let minus = loss::per_example_loss_values(model, batch);
-    axpy_z(&set, &[(seed, zo_eps)])?;
+    axpy_z(set, &[(seed, zo_eps)])?;
     let (plus, minus) = (plus?, minus?);
     Ok(plus
         .iter()
@@ -196,7 +196,7 @@ pub fn zo_step(
         .map(|_| direction_rng.random())
         .collect();
     if batch.is_empty() {
-        return noise_only_step(params, &set, settings, seeds, &mut noise_rng, step);
+        return noise_only_step(params, set, settings, seeds, &mut noise_rng, step);
     }
     let normaliser = settings.normaliser.unwrap_or(batch.len() as f64);
 
@@ -213,9 +213,9 @@ pub fn zo_step(
         if let Some(previous) = pending_restore.take() {
             terms.push((previous, mu));
         }
-        axpy_z(&set, &terms)?;
+        axpy_z(set, &terms)?;
         let plus = loss::per_example_loss_values(model, batch);
-        axpy_z(&set, &[(seed, -2.0 * mu)])?;
+        axpy_z(set, &[(seed, -2.0 * mu)])?;
         let minus = loss::per_example_loss_values(model, batch);
         let checked = plus.and_then(|p| minus.map(|m| (p, m))).and_then(|(p, m)| {
             finite_or_err(&p, step, "loss at theta + mu z")?;
@@ -225,7 +225,7 @@ pub fn zo_step(
         let (plus, minus) = match checked {
             Ok(values) => values,
             Err(err) => {
-                axpy_z(&set, &[(seed, mu)])?;
+                axpy_z(set, &[(seed, mu)])?;
                 return Err(err);
             }
         };
@@ -274,7 +274,7 @@ pub fn zo_step(
         }
         terms.push((seed, scale));
     }
-    axpy_z(&set, &terms)?;
+    axpy_z(set, &terms)?;
     Ok(report)
 }
 
