@@ -338,8 +338,9 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
 
     let (ms_median, ms_all) = match args.method.as_str() {
         "infer" => time_steps(device, args.warmup, args.repeats, |_| {
-            per_example_loss_values(model_ref, &batch).map_err(err)?;
-            Ok(())
+            per_example_loss_values(model_ref, &batch)
+                .map(drop)
+                .map_err(err)
         })?,
         "zo" | "dp-zoso" | "dp-zoso-noanchor" | "dp-zopo" => {
             let anchor = match args.method.as_str() {
@@ -379,8 +380,9 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
             perturb_ms = Some(pass);
             let params_ref = &params;
             time_steps(device, args.warmup, args.repeats, |s| {
-                zo_step(model_ref, params_ref, &batch, &settings, 11, s).map_err(err)?;
-                Ok(())
+                zo_step(model_ref, params_ref, &batch, &settings, 11, s)
+                    .map(drop)
+                    .map_err(err)
             })?
         }
         "dp-sgd" => {
@@ -392,8 +394,9 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
             };
             let params_ref = &params;
             time_steps(device, args.warmup, args.repeats, |s| {
-                dp_sgd_step(model_ref, params_ref, &batch, &settings, 11, s).map_err(err)?;
-                Ok(())
+                dp_sgd_step(model_ref, params_ref, &batch, &settings, 11, s)
+                    .map(drop)
+                    .map_err(err)
             })?
         }
         "backprop" => {
@@ -402,8 +405,8 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
             time_steps(device, args.warmup, args.repeats, |s| {
                 optimizer
                     .step(model_ref, params_ref, &batch, step_size, s)
-                    .map_err(err)?;
-                Ok(())
+                    .map(drop)
+                    .map_err(err)
             })?
         }
         other => bail!("--method {other}: not measured"),
@@ -742,27 +745,24 @@ fn cell_command_line(cell: &CellArgs) -> Vec<String> {
         DeviceRequest::Cpu => "cpu",
         DeviceRequest::Cuda => "cuda",
     };
-    vec![
-        "memory-cell".into(),
-        "--model".into(),
-        cell.model.clone(),
-        "--method".into(),
-        cell.method.clone(),
-        "--dtype".into(),
-        cell.dtype.clone(),
-        "--batch".into(),
-        cell.batch.to_string(),
-        "--seq".into(),
-        cell.seq.to_string(),
-        "--repeats".into(),
-        cell.repeats.to_string(),
-        "--warmup".into(),
-        cell.warmup.to_string(),
-        "--normal-math".into(),
-        cell.normal_math.clone(),
-        "--device".into(),
-        device.into(),
-    ]
+    let flags = [
+        ("--model", cell.model.clone()),
+        ("--method", cell.method.clone()),
+        ("--dtype", cell.dtype.clone()),
+        ("--batch", cell.batch.to_string()),
+        ("--seq", cell.seq.to_string()),
+        ("--repeats", cell.repeats.to_string()),
+        ("--warmup", cell.warmup.to_string()),
+        ("--normal-math", cell.normal_math.clone()),
+        ("--device", device.to_string()),
+    ];
+    std::iter::once("memory-cell".to_string())
+        .chain(
+            flags
+                .into_iter()
+                .flat_map(|(flag, value)| [flag.to_string(), value]),
+        )
+        .collect()
 }
 
 #[cfg(test)]

@@ -162,14 +162,7 @@ impl TrainerCells {
     ) -> Result<(f64, usize, f64, String, Option<f64>)> {
         let (task_name, splits, note) = self.splits(task, k, seed)?;
         let task_spec = self.registry.get(&task_name).map_err(|e| anyhow!("{e}"))?;
-        let encoder = PromptEncoder::new(
-            &self.tokenizer,
-            &task_name,
-            task_spec,
-            &self.conventions,
-            self.padding,
-        )
-        .map_err(|e| anyhow!("{e}"))?;
+        let encoder = self.encoder(&task_name)?;
         let test = match max_test {
             Some(n) => data::seeded_subsample(splits.test, n, 42),
             None => splits.test,
@@ -204,6 +197,19 @@ impl TrainerCells {
             note,
             auc,
         ))
+    }
+
+    /// The prompt encoder of registry task `task_name` for this model's tokenizer.
+    fn encoder(&self, task_name: &str) -> Result<PromptEncoder<'_>> {
+        let task_spec = self.registry.get(task_name).map_err(|e| anyhow!("{e}"))?;
+        PromptEncoder::new(
+            &self.tokenizer,
+            task_name,
+            task_spec,
+            &self.conventions,
+            self.padding,
+        )
+        .map_err(|e| anyhow!("{e}"))
     }
 
     fn load_model(&self, kind: tch::Kind) -> Result<models::Model> {
@@ -410,15 +416,7 @@ impl CellRunner for TrainerCells {
         let mut train_config = train_config(spec, checkpoint_dir)?;
         train_config.progress = true;
         let (task_name, splits, data_note) = self.splits(&spec.task, data_settings.k, spec.seed)?;
-        let task_spec = self.registry.get(&task_name).map_err(|e| anyhow!("{e}"))?;
-        let mut encoder = PromptEncoder::new(
-            &self.tokenizer,
-            &task_name,
-            task_spec,
-            &self.conventions,
-            self.padding,
-        )
-        .map_err(|e| anyhow!("{e}"))?;
+        let mut encoder = self.encoder(&task_name)?;
         if let Some(max) = data_settings.max_length {
             encoder = encoder.with_max_length(max).map_err(|e| anyhow!("{e}"))?;
         }
