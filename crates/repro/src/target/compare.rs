@@ -109,6 +109,20 @@ pub fn claims(meta: &Meta, paper_rows: &[PaperRow], ours: &[SummaryRow]) -> Vec<
                 && r.metric == meta.metric
         })
         .collect();
+    // Published differences (table3: the abstract's DP-ZOPO − DPZero deltas, no accuracies).
+    let published_delta = |task: &str, e: f64| {
+        paper_rows
+            .iter()
+            .find(|r| {
+                r.model == meta.paper_model
+                    && r.source.starts_with(&meta.paper_source)
+                    && r.metric == "delta_vs_dpzero"
+                    && r.method == "dp-zopo"
+                    && r.task.eq_ignore_ascii_case(task)
+                    && r.epsilon == Some(e)
+            })
+            .map(|r| r.value)
+    };
     let ctx = Ctx { meta, paper, ours };
     let mut out = Vec::new();
     let mut tasks: Vec<&str> = ours.iter().map(|r| r.task.as_str()).collect();
@@ -123,7 +137,8 @@ pub fn claims(meta: &Meta, paper_rows: &[PaperRow], ours: &[SummaryRow]) -> Vec<
             let p = ctx
                 .paper_value(task, "dp-zopo", Some(e))
                 .zip(ctx.paper_value(task, "dpzero", Some(e)))
-                .map(|(a, b)| a - b);
+                .map(|(a, b)| a - b)
+                .or_else(|| published_delta(task, e));
             let o = ctx
                 .ours(task, "dp-zopo", Some(e))
                 .zip(ctx.ours(task, "dpzero", Some(e)))
