@@ -1,27 +1,13 @@
 //! Criterion benchmarks: ε on dp-accounting's 156 orders for T = 1e4, σ calibration, PRV.
 
-use accountant::{
-    calibrate_noise_multiplier, DpEvent, NeighboringRelation, Orders, PrvAccountant, RdpAccountant,
-    RdpMethod,
-};
+use accountant::{calibrate_noise_multiplier, poisson_gaussian_epsilon, PrvAccountant, RdpMethod};
 use criterion::{criterion_group, criterion_main, Criterion};
 use std::hint::black_box;
 
 fn epsilon(q: f64, sigma: f64, steps: u64, delta: f64, method: RdpMethod) -> f64 {
-    let mut a = RdpAccountant::new(
-        Orders::dp_accounting_default(),
-        NeighboringRelation::AddOrRemoveOne,
-        method,
-    );
-    a.compose(
-        &DpEvent::PoissonSampledGaussian {
-            sampling_rate: q,
-            noise_multiplier: sigma,
-        },
-        steps,
-    )
-    .expect("valid event");
-    a.epsilon(delta).expect("valid delta").value
+    poisson_gaussian_epsilon(q, sigma, steps, delta, method)
+        .expect("valid event and delta")
+        .value
 }
 
 fn benches(c: &mut Criterion) {

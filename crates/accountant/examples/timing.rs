@@ -1,27 +1,13 @@
 //! Times the accountant on the side-by-side benchmark cases (scripts/accountant/bench_side_by_side.py)
 //! and prints one JSON object per case: {"case", "seconds" (median), "repeats", "value"}.
 
-use accountant::{
-    calibrate_noise_multiplier, DpEvent, NeighboringRelation, Orders, PrvAccountant, RdpAccountant,
-    RdpMethod,
-};
+use accountant::{calibrate_noise_multiplier, poisson_gaussian_epsilon, PrvAccountant, RdpMethod};
 use std::time::Instant;
 
 fn epsilon(q: f64, sigma: f64, steps: u64, delta: f64, method: RdpMethod) -> f64 {
-    let mut a = RdpAccountant::new(
-        Orders::dp_accounting_default(),
-        NeighboringRelation::AddOrRemoveOne,
-        method,
-    );
-    a.compose(
-        &DpEvent::PoissonSampledGaussian {
-            sampling_rate: q,
-            noise_multiplier: sigma,
-        },
-        steps,
-    )
-    .expect("valid event");
-    a.epsilon(delta).expect("valid delta").value
+    poisson_gaussian_epsilon(q, sigma, steps, delta, method)
+        .expect("valid event and delta")
+        .value
 }
 
 fn time(case: &str, repeats: usize, mut f: impl FnMut() -> f64) {

@@ -35,5 +35,5 @@ pub use error::{AccountantError, Result};
 pub use event::{DpEvent, Ledger, LedgerEntry, NeighboringRelation};
 pub use orders::Orders;
 pub use prv::{DeltaBounds, EpsilonBounds, PrvAccountant};
-pub use rdp::{RdpAccountant, RdpMethod};
+pub use rdp::{poisson_gaussian_epsilon, RdpAccountant, RdpMethod};
 pub use zcdp::Zcdp;

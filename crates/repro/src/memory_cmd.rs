@@ -336,81 +336,66 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
     let model_ref: &dyn LabelWordModel = &model;
     let err = |e: trainer::optim::OptimError| anyhow!("{e}");
 
-    let (ms_median, ms_all) = match args.method.as_str() {
-        "infer" => time_steps(device, args.warmup, args.repeats, |_| {
-            per_example_loss_values(model_ref, &batch)
-                .map(drop)
-                .map_err(err)
-        })?,
-        "zo" | "dp-zoso" | "dp-zoso-noanchor" | "dp-zopo" => {
-            let anchor = match args.method.as_str() {
-                "dp-zopo" => {
-                    params
-                        .set_masks(Some(random_masks(&params, 0.01)?))
-                        .map_err(err)?;
-                    method_state_bytes = params
-                        .masks()
-                        .unwrap_or(&[])
-                        .iter()
-                        .map(|(_, m)| (m.numel() * 8) as i64)
-                        .sum();
-                    let anchor = params.snapshot_anchor().map_err(err)?;
-                    method_state_bytes += params.anchor_bytes() as i64;
-                    Some(anchor)
-                }
-                "dp-zoso" => {
-                    let anchor = params.snapshot_anchor().map_err(err)?;
-                    method_state_bytes = params.anchor_bytes() as i64;
-                    Some(anchor)
-                }
-                _ => None,
-            };
-            let settings = ZoStepSettings {
-                zo_eps,
-                step_size,
-                num_directions: 1,
-                privacy: if args.method == "zo" { None } else { dp },
-                normaliser: None,
-                proximal: anchor.as_ref().map(|a| (a, lambda)),
-            };
-            let set = params.param_set().map_err(err)?;
-            let (pass, _) = time_steps(device, 1, args.repeats, |s| {
-                axpy_z(set, &[(s, 0.0)]).map_err(|e| anyhow!("{e}"))
-            })?;
-            perturb_ms = Some(pass);
-            let params_ref = &params;
-            time_steps(device, args.warmup, args.repeats, |s| {
-                zo_step(model_ref, params_ref, &batch, &settings, 11, s)
-                    .map(drop)
-                    .map_err(err)
-            })?
+    // Method state (mask, proximal anchor, optimiser) first, then one timed step loop.
+    let method = args.method.as_str();
+    if method == "dp-zopo" {
+        params
+            .set_masks(Some(random_masks(&params, 0.01)?))
+            .map_err(err)?;
+        method_state_bytes = params
+            .masks()
+            .unwrap_or(&[])
+            .iter()
+            .map(|(_, m)| (m.numel() * 8) as i64)
+            .sum();
+    }
+    let anchor = match method {
+        "dp-zoso" | "dp-zopo" => {
+            method_state_bytes += params.anchor_bytes() as i64;
+            Some(params.snapshot_anchor().map_err(err)?)
         }
-        "dp-sgd" => {
-            let settings = DpSgdSettings {
-                step_size,
-                clip_norm,
-                noise_std,
-                normaliser: None,
-            };
-            let params_ref = &params;
-            time_steps(device, args.warmup, args.repeats, |s| {
-                dp_sgd_step(model_ref, params_ref, &batch, &settings, 11, s)
-                    .map(drop)
-                    .map_err(err)
-            })?
-        }
-        "backprop" => {
-            let mut optimizer = AdamW::new(&params, AdamWSettings::default()).map_err(err)?;
-            let params_ref = &params;
-            time_steps(device, args.warmup, args.repeats, |s| {
-                optimizer
-                    .step(model_ref, params_ref, &batch, step_size, s)
-                    .map(drop)
-                    .map_err(err)
-            })?
-        }
-        other => bail!("--method {other}: not measured"),
+        _ => None,
     };
+    let zo_settings = ZoStepSettings {
+        zo_eps,
+        step_size,
+        num_directions: 1,
+        privacy: if method == "zo" { None } else { dp },
+        normaliser: None,
+        proximal: anchor.as_ref().map(|a| (a, lambda)),
+    };
+    let dp_sgd_settings = DpSgdSettings {
+        step_size,
+        clip_norm,
+        noise_std,
+        normaliser: None,
+    };
+    let mut optimizer = match method {
+        "backprop" => Some(AdamW::new(&params, AdamWSettings::default()).map_err(err)?),
+        _ => None,
+    };
+    let params = &params;
+    let zeroth_order = matches!(method, "zo" | "dp-zoso" | "dp-zoso-noanchor" | "dp-zopo");
+    if zeroth_order {
+        let set = params.param_set().map_err(err)?;
+        let (pass, _) = time_steps(device, 1, args.repeats, |s| {
+            axpy_z(set, &[(s, 0.0)]).map_err(|e| anyhow!("{e}"))
+        })?;
+        perturb_ms = Some(pass);
+    }
+    let (ms_median, ms_all) = time_steps(device, args.warmup, args.repeats, |s| {
+        match (method, optimizer.as_mut()) {
+            ("infer", _) => per_example_loss_values(model_ref, &batch).map(drop),
+            ("dp-sgd", _) => {
+                dp_sgd_step(model_ref, params, &batch, &dp_sgd_settings, 11, s).map(drop)
+            }
+            (_, Some(adamw)) => adamw
+                .step(model_ref, params, &batch, step_size, s)
+                .map(drop),
+            _ => zo_step(model_ref, params, &batch, &zo_settings, 11, s).map(drop),
+        }
+        .map_err(err)
+    })?;
     synchronize(device);
     let peak_bytes = match (baseline, memory_used(device)?) {
         (Some(before), Some(after)) => after.saturating_sub(before) as i64,

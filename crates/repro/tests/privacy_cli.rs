@@ -160,96 +160,19 @@ fn human_readable_output_without_json() {
 
 #[test]
 fn invalid_inputs_exit_nonzero_with_one_line() {
-    let cases: [&[&str]; 7] = [
-        &[
-            "epsilon",
-            "--sampling-rate",
-            "1.5",
-            "--noise-multiplier",
-            "1",
-            "--steps",
-            "10",
-            "--delta",
-            "1e-5",
-            "--json",
-        ],
-        &[
-            "epsilon",
-            "--sampling-rate",
-            "0.1",
-            "--noise-multiplier",
-            "-1",
-            "--steps",
-            "10",
-            "--delta",
-            "1e-5",
-            "--json",
-        ],
-        &[
-            "epsilon",
-            "--sampling-rate",
-            "0.1",
-            "--noise-multiplier",
-            "1",
-            "--steps",
-            "10",
-            "--delta",
-            "1.5",
-            "--json",
-        ],
-        &[
-            "epsilon",
-            "--sampling-rate",
-            "NaN",
-            "--noise-multiplier",
-            "1",
-            "--steps",
-            "10",
-            "--delta",
-            "1e-5",
-            "--json",
-        ],
-        &[
-            "epsilon",
-            "--sampling-rate",
-            "0.1",
-            "--noise-multiplier",
-            "1",
-            "--steps",
-            "10",
-            "--delta",
-            "1e-5",
-            "--accountant",
-            "zcdp",
-            "--json",
-        ],
-        &[
-            "epsilon",
-            "--sampling-rate",
-            "0.1",
-            "--noise-multiplier",
-            "1",
-            "--steps",
-            "10",
-            "--delta",
-            "1e-5",
-            "--sampling",
-            "fixed",
-            "--json",
-        ],
-        &[
-            "rdp",
-            "--sampling-rate",
-            "0.1",
-            "--noise-multiplier",
-            "1",
-            "--order",
-            "0.5",
-            "--json",
-        ],
+    // One command line per case, split on whitespace.
+    let cases = [
+        "epsilon --sampling-rate 1.5 --noise-multiplier 1 --steps 10 --delta 1e-5 --json",
+        "epsilon --sampling-rate 0.1 --noise-multiplier -1 --steps 10 --delta 1e-5 --json",
+        "epsilon --sampling-rate 0.1 --noise-multiplier 1 --steps 10 --delta 1.5 --json",
+        "epsilon --sampling-rate NaN --noise-multiplier 1 --steps 10 --delta 1e-5 --json",
+        "epsilon --sampling-rate 0.1 --noise-multiplier 1 --steps 10 --delta 1e-5 --accountant zcdp --json",
+        "epsilon --sampling-rate 0.1 --noise-multiplier 1 --steps 10 --delta 1e-5 --sampling fixed --json",
+        "rdp --sampling-rate 0.1 --noise-multiplier 1 --order 0.5 --json",
     ];
-    for args in cases {
-        let out = repro(args);
+    for line in cases {
+        let args: Vec<&str> = line.split_whitespace().collect();
+        let out = repro(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success(),
@@ -259,16 +182,7 @@ fn invalid_inputs_exit_nonzero_with_one_line() {
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
     }
-    let out = repro(&[
-        "epsilon",
-        "--sampling-rate",
-        "1.5",
-        "--noise-multiplier",
-        "1",
-        "--steps",
-        "10",
-        "--delta",
-        "1e-5",
-    ]);
+    let args: Vec<&str> = cases[0].split_whitespace().collect();
+    let out = repro(&args[..args.len() - 1]); // the same without --json
     assert!(String::from_utf8_lossy(&out.stderr).contains("1.5"));
 }

@@ -64,6 +64,23 @@ fn train(config: &TrainConfig, sleep_ms: u64, resume: bool) -> (RunRecord, TinyM
     (record, model)
 }
 
+/// A run expected to be refused before training: its error.
+fn refused_run(model: &mut TinyModel, config: &TrainConfig, resume: bool) -> TrainError {
+    let options = RunOptions {
+        resume,
+        provenance: None,
+    };
+    run_training(
+        model,
+        config,
+        &mut SyntheticTask::new(256, 17),
+        &[],
+        &[],
+        &options,
+    )
+    .unwrap_err()
+}
+
 #[test]
 fn kill_9_mid_run_then_resume_matches_an_uninterrupted_run_bit_for_bit() {
     if let Some(dir) = std::env::var_os(CHILD_ENV) {
@@ -175,15 +192,7 @@ fn a_run_above_its_epsilon_target_refuses_to_start() {
     config.epsilon = Some(1.0);
     let mut model = TinyModel::new(3, Kind::Float);
     let before = bits(&model);
-    let error = run_training(
-        &mut model,
-        &config,
-        &mut SyntheticTask::new(256, 17),
-        &[],
-        &[],
-        &RunOptions::default(),
-    )
-    .unwrap_err();
+    let error = refused_run(&mut model, &config, false);
     let message = error.to_string();
     assert!(
         matches!(error, TrainError::BudgetExceeded { .. }),
@@ -204,34 +213,14 @@ fn resuming_with_more_steps_than_the_budget_allows_is_refused() {
     // Same noise multiplier, four times the steps: planned epsilon now exceeds the target.
     config.steps = 80;
     let mut model = TinyModel::new(3, Kind::Float);
-    let options = RunOptions {
-        resume: true,
-        provenance: None,
-    };
-    let error = run_training(
-        &mut model,
-        &config,
-        &mut SyntheticTask::new(256, 17),
-        &[],
-        &[],
-        &options,
-    )
-    .unwrap_err();
+    let error = refused_run(&mut model, &config, true);
     assert!(
         matches!(error, TrainError::BudgetExceeded { steps: 80, .. }),
         "{error}"
     );
     // And a fresh run over an existing checkpoint is refused rather than overwriting it.
     config.steps = 20;
-    let error = run_training(
-        &mut model,
-        &config,
-        &mut SyntheticTask::new(256, 17),
-        &[],
-        &[],
-        &RunOptions::default(),
-    )
-    .unwrap_err();
+    let error = refused_run(&mut model, &config, false);
     assert!(
         matches!(error, TrainError::CheckpointExists { step: 20, .. }),
         "{error}"

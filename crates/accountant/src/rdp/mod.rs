@@ -127,6 +127,31 @@ fn per_order(orders: &[f64], f: impl Fn(f64) -> Result<f64> + Sync) -> Result<Ve
     Ok(values)
 }
 
+/// ε (with its optimal order) of `steps` Poisson-subsampled Gaussian steps under add/remove-one
+/// adjacency on dp-accounting's 156 orders: the one-liner that calibration loops, benchmarks
+/// and the theory claims share.
+pub fn poisson_gaussian_epsilon(
+    sampling_rate: f64,
+    noise_multiplier: f64,
+    steps: u64,
+    delta: f64,
+    method: RdpMethod,
+) -> Result<EpsilonAndOrder> {
+    let mut accountant = RdpAccountant::new(
+        Orders::dp_accounting_default(),
+        NeighboringRelation::AddOrRemoveOne,
+        method,
+    );
+    accountant.compose(
+        &DpEvent::PoissonSampledGaussian {
+            sampling_rate,
+            noise_multiplier,
+        },
+        steps,
+    )?;
+    accountant.epsilon(delta)
+}
+
 /// An RDP accountant over a fixed order grid.
 #[derive(Clone, Debug)]
 pub struct RdpAccountant {

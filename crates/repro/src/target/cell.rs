@@ -170,16 +170,15 @@ impl TrainerCells {
         let encoded = encoder.encode_all(&test).map_err(|e| anyhow!("{e}"))?;
         let batches = eval_batches(&encoder, &encoded, batch_size, self.device)?;
         let model = self.load_model(kind)?;
-        let (loss, correct, total) =
-            trainer::optim::loss::evaluate(&model, &batches).map_err(|e| anyhow!("{e}"))?;
+        let (loss, correct, total, logits) =
+            trainer::optim::loss::evaluate_keeping_logits(&model, &batches)
+                .map_err(|e| anyhow!("{e}"))?;
         if total == 0 {
             bail!("task {task}: the test split is empty");
         }
         let auc = if task_spec.labels.len() == 2 {
             let mut scored = Vec::with_capacity(total);
-            for batch in &batches {
-                use trainer::model::LabelWordModel;
-                let logits = tch::no_grad(|| model.label_word_logits(batch))?;
+            for (batch, logits) in batches.iter().zip(&logits) {
                 let difference = Vec::<f32>::try_from(
                     (logits.select(1, 1) - logits.select(1, 0)).to_device(tch::Device::Cpu),
                 )?;

@@ -18,23 +18,17 @@ pub fn noise_multiplier_for(
     sampling_rate: f64,
     steps: usize,
 ) -> Result<f64> {
-    use accountant::{DpEvent, NeighboringRelation, Orders, RdpAccountant, RdpMethod};
     // The accountant crate's exact RDP of the Poisson-subsampled Gaussian (MTZ19) on
-    // dp-accounting's 156 orders, calibrated by bracketing and bisection in log sigma.
+    // dp-accounting's 156 orders, calibrated on a fixed grid of log sigma.
     let epsilon_of = |sigma: f64| {
-        let mut rdp = RdpAccountant::new(
-            Orders::dp_accounting_default(),
-            NeighboringRelation::AddOrRemoveOne,
-            RdpMethod::Exact,
-        );
-        rdp.compose(
-            &DpEvent::PoissonSampledGaussian {
-                sampling_rate,
-                noise_multiplier: sigma,
-            },
+        accountant::poisson_gaussian_epsilon(
+            sampling_rate,
+            sigma,
             steps as u64,
-        )?;
-        Ok(rdp.epsilon(delta)?.value)
+            delta,
+            accountant::RdpMethod::Exact,
+        )
+        .map(|e| e.value)
     };
     accountant::calibrate_noise_multiplier(epsilon, 1e-9, epsilon_of).map_err(|e| {
         TheoryError::Accountant {

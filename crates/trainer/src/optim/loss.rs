@@ -40,9 +40,19 @@ pub fn per_example_loss_values(model: &dyn LabelWordModel, batch: &Batch) -> Res
 
 /// Mean loss and number of correct argmax predictions over `batches` (forward only).
 pub fn evaluate(model: &dyn LabelWordModel, batches: &[Batch]) -> Result<(f64, usize, usize)> {
+    evaluate_keeping_logits(model, batches).map(|(mean, correct, total, _)| (mean, correct, total))
+}
+
+/// [`evaluate`], also returning each batch's `[B, n_labels]` label-word logits (on the model's
+/// device) for scores beyond accuracy, such as a ROC AUC.
+pub fn evaluate_keeping_logits(
+    model: &dyn LabelWordModel,
+    batches: &[Batch],
+) -> Result<(f64, usize, usize, Vec<Tensor>)> {
     let mut loss_sum = 0.0;
     let mut correct = 0usize;
     let mut total = 0usize;
+    let mut all_logits = Vec::with_capacity(batches.len());
     tch::no_grad(|| -> Result<()> {
         for batch in batches {
             let logits = model.label_word_logits(batch)?;
@@ -57,6 +67,7 @@ pub fn evaluate(model: &dyn LabelWordModel, batches: &[Batch]) -> Result<(f64, u
                 .f_sum(Kind::Int64)?
                 .int64_value(&[]) as usize;
             total += batch.len();
+            all_logits.push(logits);
         }
         Ok(())
     })?;
@@ -65,5 +76,5 @@ pub fn evaluate(model: &dyn LabelWordModel, batches: &[Batch]) -> Result<(f64, u
     } else {
         loss_sum / total as f64
     };
-    Ok((mean, correct, total))
+    Ok((mean, correct, total, all_logits))
 }
