@@ -515,18 +515,8 @@ pub fn run(args: MemoryArgs) -> Result<()> {
                 .last()
                 .and_then(|line| serde_json::from_str::<CellResult>(line).ok());
             let label = model_label(model);
-            match (output.status.success(), parsed) {
+            let (ms, peak) = match (output.status.success(), parsed) {
                 (true, Some(result)) => {
-                    csv.write_record([
-                        label.clone(),
-                        dtype.clone(),
-                        batch.to_string(),
-                        seq.to_string(),
-                        method.clone(),
-                        "ours".into(),
-                        format!("{:.4}", result.ms_median),
-                        result.peak_bytes.to_string(),
-                    ])?;
                     writeln!(details, "{}", serde_json::to_string(&result)?)?;
                     eprintln!(
                         "{label} {method} B={batch}: {:.2} ms, peak {:.1} MiB ({:.0} s)",
@@ -534,6 +524,7 @@ pub fn run(args: MemoryArgs) -> Result<()> {
                         result.peak_bytes as f64 / 1048576.0,
                         started.elapsed().as_secs_f64()
                     );
+                    (format!("{:.4}", result.ms_median), result.peak_bytes)
                 }
                 _ => {
                     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -543,24 +534,25 @@ pub fn run(args: MemoryArgs) -> Result<()> {
                         .find(|l| !l.trim().is_empty())
                         .unwrap_or("no output");
                     eprintln!("{label} {method} B={batch}: failed: {reason}");
-                    csv.write_record([
-                        label.clone(),
-                        dtype.clone(),
-                        batch.to_string(),
-                        seq.to_string(),
-                        method.clone(),
-                        "ours".into(),
-                        "nan".into(),
-                        "-1".into(),
-                    ])?;
                     writeln!(
                         details,
                         "{}",
                         serde_json::json!({"model": label, "method": method, "batch": batch,
                                            "error": reason})
                     )?;
+                    ("nan".to_string(), -1)
                 }
-            }
+            };
+            csv.write_record([
+                label,
+                dtype.clone(),
+                batch.to_string(),
+                seq.to_string(),
+                method.clone(),
+                "ours".into(),
+                ms,
+                peak.to_string(),
+            ])?;
             csv.flush()?;
         }
     }

@@ -10,6 +10,11 @@ fn repro(args: &[&str]) -> Output {
         .expect("the repro binary runs")
 }
 
+/// `repro privacy` with a whitespace-separated command line.
+fn repro_line(line: &str) -> Output {
+    repro(&line.split_whitespace().collect::<Vec<_>>())
+}
+
 /// Parses the last stdout line as JSON, failing with the full output otherwise.
 fn last_json(output: &Output) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -25,18 +30,9 @@ fn last_json(output: &Output) -> serde_json::Value {
 
 #[test]
 fn epsilon_json_contract() {
-    let out = repro(&[
-        "epsilon",
-        "--sampling-rate",
-        "0.01",
-        "--noise-multiplier",
-        "1.0",
-        "--steps",
-        "1000",
-        "--delta",
-        "1e-5",
-        "--json",
-    ]);
+    let out = repro_line(
+        "epsilon --sampling-rate 0.01 --noise-multiplier 1.0 --steps 1000 --delta 1e-5 --json",
+    );
     let v = last_json(&out);
     let epsilon = v["epsilon"].as_f64().expect("epsilon is a number");
     assert!(epsilon > 0.5 && epsilon < 5.0, "{v}");
@@ -143,17 +139,8 @@ fn delta_sigma_rdp_json_contracts() {
 
 #[test]
 fn human_readable_output_without_json() {
-    let out = repro(&[
-        "epsilon",
-        "--sampling-rate",
-        "0.01",
-        "--noise-multiplier",
-        "1.0",
-        "--steps",
-        "10",
-        "--delta",
-        "1e-5",
-    ]);
+    let out =
+        repro_line("epsilon --sampling-rate 0.01 --noise-multiplier 1.0 --steps 10 --delta 1e-5");
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("epsilon ="));
 }
@@ -170,9 +157,8 @@ fn invalid_inputs_exit_nonzero_with_one_line() {
         "epsilon --sampling-rate 0.1 --noise-multiplier 1 --steps 10 --delta 1e-5 --sampling fixed --json",
         "rdp --sampling-rate 0.1 --noise-multiplier 1 --order 0.5 --json",
     ];
-    for line in cases {
-        let args: Vec<&str> = line.split_whitespace().collect();
-        let out = repro(&args);
+    for args in cases {
+        let out = repro_line(args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             !out.status.success(),
@@ -182,7 +168,6 @@ fn invalid_inputs_exit_nonzero_with_one_line() {
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
     }
-    let args: Vec<&str> = cases[0].split_whitespace().collect();
-    let out = repro(&args[..args.len() - 1]); // the same without --json
+    let out = repro_line(cases[0].trim_end_matches(" --json"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("1.5"));
 }
