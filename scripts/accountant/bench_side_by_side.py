@@ -97,6 +97,10 @@ def main():
         w.writerow(["case", "reference", "ours_seconds", "reference_seconds", "speedup", "ours_value", "reference_value"])
         w.writerows(rows)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "crates/accountant", "scripts/accountant"],
+                           cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    if dirty:
+        commit += " plus uncommitted changes to crates/accountant or scripts/accountant"
     cpu = "unknown"
     try:
         with open("/proc/cpuinfo") as f:
@@ -110,9 +114,11 @@ def main():
         f"machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; Python {sys.version.split()[0]}.",
         "Written by `scripts/accountant/bench_side_by_side.py` (ours: release build of "
         "`crates/accountant/examples/timing.rs`, median of repeats; reference: the Python library, median of repeats).",
-        "The machine is shared with other jobs, so absolute times are noisy (repeated runs of this script moved the "
-        "PRV ratio between 7.6x and 10x); both sides ran in the same run. Ours spreads the RDP orders over the "
-        f"available cores ({os.cpu_count()} here); dp-accounting and prv-accountant run single-threaded.",
+        "The machine is shared with other jobs, so absolute times are noisy (compare repeated runs of this script); "
+        "both sides ran in the same run. Ours is single-threaded on these cases (the exact fractional orders share "
+        "one trapezoidal node grid, crates/accountant/src/rdp/trapezoid.rs); only the dp-accounting-compatible mode "
+        f"spreads its orders over the available cores ({os.cpu_count()} here). dp-accounting and prv-accountant run "
+        "single-threaded.",
         "",
         "| case | reference | ours (s) | reference (s) | speed-up | our value | reference value |",
         "|---|---|---|---|---|---|---|",

@@ -9,6 +9,7 @@
 //!   (E[r] = 1, so the subtracted terms integrate to 0). The integrand is non-negative, so
 //!   adaptive quadrature in log space has no cancellation (docs/accountant.md §5.2).
 
+use super::trapezoid::{self, SharedNodes};
 use crate::error::{check_noise_multiplier, check_order, check_sampling_rate, Result};
 use crate::numeric::{
     expm1_minus_x, log1p_exp, log1p_minus_x, log_abs_binomial, log_add, log_expm1, HALF_LN_2PI,
@@ -29,29 +30,73 @@ pub fn poisson_subsampled_gaussian_rdp(
     noise_multiplier: f64,
     order: f64,
 ) -> Result<f64> {
+    Ok(poisson_subsampled_gaussian_rdp_curve(sampling_rate, noise_multiplier, &[order])?[0])
+}
+
+/// [`poisson_subsampled_gaussian_rdp`] at every order of `orders`, sharing the quadrature
+/// nodes of the fractional orders (trapezoid.rs). Each value is bit-identical to the
+/// single-order call: an order's nodes and summation order do not depend on the other orders.
+pub fn poisson_subsampled_gaussian_rdp_curve(
+    sampling_rate: f64,
+    noise_multiplier: f64,
+    orders: &[f64],
+) -> Result<Vec<f64>> {
     check_sampling_rate(sampling_rate)?;
     check_noise_multiplier(noise_multiplier)?;
-    check_order(order)?;
-    if sampling_rate == 0.0 || noise_multiplier == f64::INFINITY {
-        return Ok(0.0);
+    for &order in orders {
+        check_order(order)?;
+    }
+    let (q, sigma) = (sampling_rate, noise_multiplier);
+    if q == 0.0 || sigma == f64::INFINITY {
+        return Ok(vec![0.0; orders.len()]);
     }
     // σ² underflowing to 0 is σ = 0 for every formula below.
-    if order == f64::INFINITY || noise_multiplier * noise_multiplier == 0.0 {
-        return Ok(f64::INFINITY);
-    }
-    if sampling_rate == 1.0 {
-        return Ok(order / (2.0 * noise_multiplier * noise_multiplier));
-    }
-    let log_a_minus_1 = if order.fract() == 0.0 && order <= MAX_SUM_ORDER {
-        log_a_minus_1_integer(sampling_rate, noise_multiplier, order as u64)
-    } else {
-        log_a_minus_1_quadrature(sampling_rate, noise_multiplier, order)?
+    let sigma_zero = sigma * sigma == 0.0;
+    let closed_form = |order: f64| -> Option<f64> {
+        if order == f64::INFINITY || sigma_zero {
+            Some(f64::INFINITY)
+        } else if q == 1.0 {
+            Some(order / (2.0 * sigma * sigma))
+        } else {
+            None
+        }
     };
-    Ok(log1p_exp(log_a_minus_1) / (order - 1.0))
+    let summed = |order: f64| order.fract() == 0.0 && order <= MAX_SUM_ORDER;
+    let shared = |order: f64| {
+        closed_form(order).is_none() && !summed(order) && trapezoid::covers(sigma, order)
+    };
+    let max_shared = orders
+        .iter()
+        .copied()
+        .filter(|&a| shared(a))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let nodes = (max_shared > 1.0).then(|| SharedNodes::new(q, sigma, max_shared));
+    let mut buffer = Vec::new();
+    orders
+        .iter()
+        .map(|&order| {
+            if let Some(value) = closed_form(order) {
+                return Ok(value);
+            }
+            let log_a_minus_1 = if summed(order) {
+                log_a_minus_1_integer(q, sigma, order as u64)
+            } else {
+                let fast = nodes
+                    .as_ref()
+                    .filter(|_| shared(order))
+                    .and_then(|n| n.log_a_minus_1(order, &mut buffer));
+                match fast {
+                    Some(value) => value,
+                    None => log_a_minus_1_quadrature(q, sigma, order)?,
+                }
+            };
+            Ok(log1p_exp(log_a_minus_1) / (order - 1.0))
+        })
+        .collect()
 }
 
 /// log(A_α - 1) for integer α >= 2 by the positive-term sum (§4.2 of docs/accountant.md).
-fn log_a_minus_1_integer(q: f64, sigma: f64, alpha: u64) -> f64 {
+pub(super) fn log_a_minus_1_integer(q: f64, sigma: f64, alpha: u64) -> f64 {
     let ln_q = q.ln();
     let ln_1mq = (-q).ln_1p();
     let inv_two_var = 1.0 / (2.0 * sigma * sigma);
@@ -69,61 +114,98 @@ fn log_a_minus_1_integer(q: f64, sigma: f64, alpha: u64) -> f64 {
     total
 }
 
-/// The log of the quadrature integrand φ_σ(z)[r^α - 1 - α(r - 1)].
-struct FractionalIntegrand {
-    alpha: f64,
+/// The (q, σ)-dependent parts of the quadrature integrand φ_σ(z)[r^α - 1 - α(r - 1)], split so
+/// that the z-dependent terms ([`NodeTerms`]) can be shared by every order α.
+pub(super) struct Mixture {
     sampling_rate: f64,
     ln_q: f64,
-    ln_alpha: f64,
     inv_two_var: f64,
     ln_normaliser: f64,
 }
 
-impl FractionalIntegrand {
-    fn new(q: f64, sigma: f64, alpha: f64) -> Self {
-        FractionalIntegrand {
-            alpha,
+/// The α-independent terms of the integrand at one point z (x = (2z-1)/(2σ²), u = q·expm1(x)).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct NodeTerms {
+    /// log φ_σ(z).
+    log_density: f64,
+    /// x > 40: u ≈ q e^x may overflow, so only ln u and ln(1+u) are kept.
+    large: bool,
+    /// ln u (NaN where u <= 0; only read where u > 0).
+    ln_u: f64,
+    /// ln(1 + u).
+    log1p_u: f64,
+    /// ln(1 + u) - u (unused where `large`).
+    log1p_u_minus_u: f64,
+}
+
+impl Mixture {
+    pub(super) fn new(q: f64, sigma: f64) -> Self {
+        Mixture {
             sampling_rate: q,
             ln_q: q.ln(),
-            ln_alpha: alpha.ln(),
             inv_two_var: 1.0 / (2.0 * sigma * sigma),
             ln_normaliser: -(sigma.ln() + HALF_LN_2PI),
         }
     }
 
-    fn log_value(&self, z: f64) -> f64 {
+    pub(super) fn node(&self, z: f64) -> NodeTerms {
         let log_density = self.ln_normaliser - z * z * self.inv_two_var;
         let x = (2.0 * z - 1.0) * self.inv_two_var;
-        log_density + self.log_excess(x)
-    }
-
-    /// log g with g(u) = (1+u)^α - 1 - αu, u = q·expm1(x).
-    fn log_excess(&self, x: f64) -> f64 {
         if x > 40.0 {
-            // u ≈ q e^x may overflow: stay in logs.
             let ln_u = self.ln_q + x + (-(-x).exp_m1()).ln();
-            return self.log_excess_large(ln_u, log1p_exp(ln_u));
+            return NodeTerms {
+                log_density,
+                large: true,
+                ln_u,
+                log1p_u: log1p_exp(ln_u),
+                log1p_u_minus_u: f64::NAN,
+            };
         }
         let u = self.sampling_rate * x.exp_m1();
         let log1p_u = u.ln_1p();
-        let alpha_log1p_u = self.alpha * log1p_u;
-        if alpha_log1p_u > 40.0 {
-            return self.log_excess_large(u.ln(), log1p_u);
-        }
-        // g = [expm1(αL) - αL] + α[L - u], both brackets accurate near u = 0.
-        let excess = expm1_minus_x(alpha_log1p_u) + self.alpha * log1p_minus_x(u, log1p_u);
-        if excess > 0.0 {
-            excess.ln()
-        } else {
-            f64::NEG_INFINITY
+        NodeTerms {
+            log_density,
+            large: false,
+            ln_u: if u > 0.0 { u.ln() } else { f64::NAN },
+            log1p_u,
+            log1p_u_minus_u: log1p_minus_x(u, log1p_u),
         }
     }
 
-    /// log g when (1+u)^α dominates: g = (1+u)^α (1 - (1+αu)(1+u)^-α).
-    fn log_excess_large(&self, ln_u: f64, log1p_u: f64) -> f64 {
-        let alpha_log1p_u = self.alpha * log1p_u;
-        let ln_linear = log1p_exp(self.ln_alpha + ln_u);
-        alpha_log1p_u + (-(ln_linear - alpha_log1p_u).exp()).ln_1p()
+    /// log g(-q), the supremum of g over z < 1/2 (the limit z → -∞).
+    pub(super) fn log_excess_at_lower_limit(&self, alpha: f64, ln_alpha: f64) -> f64 {
+        let u = -self.sampling_rate;
+        let log1p_u = u.ln_1p();
+        let node = NodeTerms {
+            log_density: 0.0,
+            large: false,
+            ln_u: f64::NAN,
+            log1p_u,
+            log1p_u_minus_u: log1p_minus_x(u, log1p_u),
+        };
+        log_excess(&node, alpha, ln_alpha)
+    }
+
+    /// log of the integrand at a node for order α (`ln_alpha` = ln α).
+    pub(super) fn log_value(&self, node: &NodeTerms, alpha: f64, ln_alpha: f64) -> f64 {
+        node.log_density + log_excess(node, alpha, ln_alpha)
+    }
+}
+
+/// log g with g(u) = (1+u)^α - 1 - αu.
+fn log_excess(node: &NodeTerms, alpha: f64, ln_alpha: f64) -> f64 {
+    let alpha_log1p_u = alpha * node.log1p_u;
+    if node.large || alpha_log1p_u > 40.0 {
+        // (1+u)^α dominates: g = (1+u)^α (1 - (1+αu)(1+u)^-α).
+        let ln_linear = log1p_exp(ln_alpha + node.ln_u);
+        return alpha_log1p_u + (-(ln_linear - alpha_log1p_u).exp()).ln_1p();
+    }
+    // g = [expm1(αL) - αL] + α[L - u], both brackets accurate near u = 0.
+    let excess = expm1_minus_x(alpha_log1p_u) + alpha * node.log1p_u_minus_u;
+    if excess > 0.0 {
+        excess.ln()
+    } else {
+        f64::NEG_INFINITY
     }
 }
 
@@ -164,7 +246,8 @@ fn dominant_centre(q: f64, sigma: f64, alpha: f64) -> f64 {
 
 /// log(A_α - 1) by adaptive log-space Gauss–Kronrod quadrature (any real α > 1).
 pub(crate) fn log_a_minus_1_quadrature(q: f64, sigma: f64, alpha: f64) -> Result<f64> {
-    let integrand = FractionalIntegrand::new(q, sigma, alpha);
+    let mixture = Mixture::new(q, sigma);
+    let ln_alpha = alpha.ln();
     let reach = 40.0 * sigma + 1.0;
     let lower = -reach;
     let upper = alpha + reach;
@@ -185,7 +268,7 @@ pub(crate) fn log_a_minus_1_quadrature(q: f64, sigma: f64, alpha: f64) -> Result
     breakpoints.sort_by(f64::total_cmp);
     breakpoints.dedup_by(|a, b| (*a - *b).abs() <= 1e-12 * (1.0 + b.abs()));
     let result = integrate_log(
-        |z| integrand.log_value(z),
+        |z| mixture.log_value(&mixture.node(z), alpha, ln_alpha),
         &breakpoints,
         QUADRATURE_TOLERANCE,
         MAX_PIECES,
