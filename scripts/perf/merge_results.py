@@ -5,7 +5,8 @@
 
 Each RUN_DIR is a folder written by scripts/perf/run_gpu.sh (or a later partial run): its
 `memory-exact/zo_step.csv` or `mem/zo_step.csv` (impl ours) and `reference.csv`
-(impl pytorch-reference). Later RUN_DIRs override earlier ones row by row, keyed on
+(impl pytorch-reference), and the TF32 pair `memory-tf32-exact/zo_step.csv` /
+`reference-tf32.csv` (dtype tf32). Later RUN_DIRs override earlier ones row by row, keyed on
 (model, dtype, batch, seq, method, impl). Only the methods of the zo_step.csv contract
 (infer, zo, dp-zoso, dp-zopo, dp-sgd, backprop) are kept, and rows whose measurement failed
 (ms_median nan) are dropped; the run folders keep everything. Standard library only.
@@ -29,7 +30,8 @@ def read_rows(path):
 def merged(run_dirs):
     rows = {}
     for run in run_dirs:
-        for name in ["memory-exact/zo_step.csv", "mem/zo_step.csv", "reference.csv"]:
+        for name in ["memory-exact/zo_step.csv", "mem/zo_step.csv", "reference.csv",
+                     "memory-tf32-exact/zo_step.csv", "reference-tf32.csv"]:
             for row in read_rows(os.path.join(run, name)):
                 if row["method"] not in METHODS or math.isnan(float(row["ms_median"])):
                     continue

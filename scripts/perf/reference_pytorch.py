@@ -45,6 +45,14 @@ LABEL_WORDS = 2
 DTYPE_NAMES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
 
 
+def dtype_name(dtype):
+    """The dtype column; f32 with TF32 cuBLAS matmuls (TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1, as
+    `repro memory` labels it) is `tf32`."""
+    if dtype == torch.float32 and torch.backends.cuda.matmul.allow_tf32:
+        return "tf32"
+    return DTYPE_NAMES[dtype]
+
+
 def build_model(name, dtype, device):
     with open(os.path.join(ROOT, "crates", "trainer", "configs", f"{name}.json")) as f:
         fields = json.load(f)
@@ -221,8 +229,8 @@ def run_setting(name, dtype, batch_size, seq, args, write, write_allocator):
             out_of_memory = out_of_memory or isinstance(error, torch.OutOfMemoryError)
             ms, peak, allocated, reserved = math.nan, -1, -1, -1
             optimizer_box.clear()
-        write(f"{name},{DTYPE_NAMES[dtype]},{size},{seq},{method},pytorch-reference,{ms:.4f},{peak}")
-        write_allocator(f"{name},{DTYPE_NAMES[dtype]},{size},{seq},{method},{allocated},{reserved}")
+        write(f"{name},{dtype_name(dtype)},{size},{seq},{method},pytorch-reference,{ms:.4f},{peak}")
+        write_allocator(f"{name},{dtype_name(dtype)},{size},{seq},{method},{allocated},{reserved}")
         if method == "backprop":
             optimizer_box.clear()
             model.zero_grad(set_to_none=True)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Performance harness for the H200 host. Run from the repository root of the copied checkout
 # after scripts/perf/bundle.sh has put the binaries into .gpu-bundle/:
-#   OUT=/some/dir scripts/perf/run_gpu.sh [ours] [reference]   # default: both; OUT default results/perf/run-<date>
+#   OUT=/some/dir scripts/perf/run_gpu.sh [tests] [tune] [pass] [ours] [tf32] [scale] [reference]
+#   (default: ours reference; `ours` includes tests and pass; OUT default results/perf/run-<date>)
 # Writes into $OUT:
 #   env.txt               nvidia-smi, torch/transformers versions, library paths
 #   perturb_gpu.txt       the #[ignore]d GPU tests of perturb (CUDA z == CPU z bitwise, fast z bound)
@@ -9,6 +10,9 @@
 #   perturb_pass.log      the same with the bandwidth-floor ratios
 #   memory-exact/         `repro memory`: zo_step.csv, details.jsonl, cells.log (exact normal math)
 #   memory-fast/          the same for the ZO methods with the fast normal math
+#   memory-tf32-*/, reference-tf32.csv   RoBERTa-large with TF32 matmuls, ours and the reference
+#   memory-scale/         OPT-30B / OPT-66B in bf16
+#   tune-C-M.{csv,log}, tuned-shape.env   pass timings per dense kernel shape, and the fastest
 #   reference.csv         PyTorch 2.11 + transformers reference (impl pytorch-reference)
 #   reference.csv.allocator.csv, reference.log
 # All step CSVs share the header model,dtype,batch,seq,method,impl,ms_median,peak_bytes.
@@ -32,24 +36,95 @@ export LD_LIBRARY_PATH="$TORCH_LIB${NVRTC_DIR:+:$NVRTC_DIR}:/usr/local/cuda/lib6
 } >"$OUT/env.txt" 2>&1
 status=0
 bundle=.gpu-bundle
-case " $parts " in *" ours "*)
-  if [ -x "$bundle/perf/perturb_gpu" ] && [ -x "$bundle/bin/repro" ]; then
+have_bundle() {
+  [ -x "$bundle/perf/perturb_gpu" ] && [ -x "$bundle/bin/repro" ] && return 0
+  echo "missing $bundle/perf or $bundle/bin/repro: run scripts/perf/bundle.sh on the build machine first" | tee -a "$OUT/missing.txt"
+  return 1
+}
+# Kernel shape tuning: one perturbation-pass benchmark per (Philox blocks per thread : resident
+# blocks per SM) shape; the fastest for the largest model's dense pass (fast normal math) is
+# written to tuned-shape.env, and later parts of this call use it.
+case " $parts " in *" tune "*)
+  if have_bundle; then
+    for shape in ${TUNE_SHAPES:-8:1 4:2 4:3 2:4 8:2 16:1}; do
+      chunks=${shape%%:*}; min_blocks=${shape##*:}
+      DPZO_PERTURB_CHUNKS=$chunks DPZO_PERTURB_MIN_BLOCKS=$min_blocks PERF_SKIP_ATEN=1 \
+        PERF_CSV="$OUT/tune-$chunks-$min_blocks.csv" "$bundle/perf/perturb_pass" \
+        >"$OUT/tune-$chunks-$min_blocks.log" 2>&1 || status=1
+    done
+    "$PY" - "$OUT" <<'PYEOF' || status=1
+import csv, glob, os, sys
+out = sys.argv[1]
+best = None
+for path in sorted(glob.glob(os.path.join(out, "tune-*.csv"))):
+    chunks, min_blocks = os.path.basename(path)[5:-4].split("-")
+    for row in csv.DictReader(open(path)):
+        if row["model"] == "opt-2.7b" and row["method"] == "perturb" and row["impl"] == "ours-nvrtc-fast":
+            ms = float(row["ms_median"])
+            print(f"shape {chunks}:{min_blocks}: opt-2.7b fast pass {ms:.3f} ms")
+            if best is None or ms < best[0]:
+                best = (ms, chunks, min_blocks)
+if best:
+    with open(os.path.join(out, "tuned-shape.env"), "w") as f:
+        f.write(f"export DPZO_PERTURB_CHUNKS={best[1]} DPZO_PERTURB_MIN_BLOCKS={best[2]}\n")
+    print(f"tuned shape {best[1]}:{best[2]} ({best[0]:.3f} ms)")
+PYEOF
+    # shellcheck disable=SC1091
+    [ -f "$OUT/tuned-shape.env" ] && . "$OUT/tuned-shape.env"
+  else status=1; fi
+  ;;
+esac
+# Methods of our `repro memory` cells (dp-sgd and backprop take minutes: ask for them).
+OURS_METHODS=${OURS_METHODS:-infer,zo,dp-zoso,dp-zopo,dp-sgd,backprop}
+FAST_METHODS=${FAST_METHODS:-zo,dp-zoso-noanchor,dp-zopo}
+case " $parts " in *" tests "*|*" ours "*)
+  if have_bundle; then
     (cd crates/trainer && "../../$bundle/perf/perturb_gpu" --ignored --test-threads=1 --nocapture) >"$OUT/perturb_gpu.txt" 2>&1 || status=1
+  else status=1; fi
+  ;;
+esac
+case " $parts " in *" pass "*|*" ours "*)
+  if have_bundle; then
     PERF_CSV="$OUT/ours.csv" "$bundle/perf/perturb_pass" >"$OUT/perturb_pass.log" 2>&1 || status=1
-    "$bundle/bin/repro" memory --device cuda --out "$OUT/memory-exact" --normal-math exact 2>&1 | tail -n 40 || status=1
+  else status=1; fi
+  ;;
+esac
+case " $parts " in *" ours "*)
+  if have_bundle; then
+    "$bundle/bin/repro" memory --device cuda --out "$OUT/memory-exact" --normal-math exact \
+      --methods "$OURS_METHODS" 2>&1 | tail -n 40 || status=1
     "$bundle/bin/repro" memory --device cuda --out "$OUT/memory-fast" --normal-math fast \
-      --methods zo,dp-zoso-noanchor,dp-zopo 2>&1 | tail -n 20 || status=1
-    # Scale: the largest OPT whose ZO step fits one GPU in bf16 (random weights).
+      --methods "$FAST_METHODS" 2>&1 | tail -n 20 || status=1
+  else status=1; fi
+  ;;
+esac
+# RoBERTa-large with TF32 cuBLAS matmuls (f32 storage; the dtype column says tf32), both sides:
+# the conditions of docs/gpu.md's reference figures (29.9 ms forward, 93.4 ms ZO step).
+case " $parts " in *" tf32 "*)
+  if have_bundle; then
+    for math in exact fast; do
+      TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 "$bundle/bin/repro" memory --device cuda --models roberta-large \
+        --out "$OUT/memory-tf32-$math" --normal-math "$math" --methods infer,zo,dp-zopo 2>&1 | tail -n 5 || status=1
+    done
+  else status=1; fi
+  TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1 timeout "${REFERENCE_SECONDS:-480}" "$PY" scripts/perf/reference_pytorch.py \
+    --out "$OUT/reference-tf32.csv" --models roberta-large --methods infer zo perturb \
+    >"$OUT/reference-tf32.stdout" 2>"$OUT/reference-tf32.log" || status=1
+  cat "$OUT"/reference-tf32.csv 2>/dev/null
+  ;;
+esac
+case " $parts " in *" scale "*)
+  # Scale: the largest OPT whose ZO step fits one GPU in bf16 (random weights).
+  if have_bundle; then
     "$bundle/bin/repro" memory --device cuda --out "$OUT/memory-scale" --models opt-30b,opt-66b \
       --dtype bf16 --batch 4 --seq 128 --methods infer,zo --repeats 3 --warmup 1 2>&1 | tail -n 10 || status=1
-  else
-    echo "missing $bundle/perf or $bundle/bin/repro: run scripts/perf/bundle.sh on the build machine first" | tee "$OUT/perturb_gpu.txt"
-    status=1
-  fi
+  else status=1; fi
   ;;
 esac
 case " $parts " in *" reference "*)
+  # shellcheck disable=SC2086
   timeout "${REFERENCE_SECONDS:-480}" "$PY" scripts/perf/reference_pytorch.py --out "$OUT/reference.csv" \
+    ${REFERENCE_METHODS:+--methods $REFERENCE_METHODS} \
     --psg-batches "${PSG_BATCHES:-1,4,32}" >"$OUT/reference.stdout" 2>"$OUT/reference.log" || status=1
   cat "$OUT"/reference.csv 2>/dev/null
   ;;

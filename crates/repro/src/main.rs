@@ -51,6 +51,12 @@ enum Command {
     /// Full-vocabulary logits at one position for one sequence (parity contract).
     #[cfg(feature = "torch")]
     Logits(model_cmd::LogitsArgs),
+    /// Peak host memory of loading a checkpoint, against the model's size (JSON on stdout).
+    #[cfg(feature = "torch")]
+    LoadMemory(model_cmd::LoadMemoryArgs),
+    /// Convert a Llama GGUF file into a Hugging Face checkpoint directory.
+    #[cfg(feature = "torch")]
+    ExportHf(model_cmd::ExportHfArgs),
 }
 
 fn main() {
@@ -73,6 +79,10 @@ fn main() {
         Command::Device(args) => model_cmd::device(args),
         #[cfg(feature = "torch")]
         Command::Logits(args) => model_cmd::logits(args),
+        #[cfg(feature = "torch")]
+        Command::LoadMemory(args) => model_cmd::load_memory(args),
+        #[cfg(feature = "torch")]
+        Command::ExportHf(args) => model_cmd::export_hf(args),
     };
     if let Err(err) = result {
         // One line on stderr, non-zero exit: scripts rely on this contract.

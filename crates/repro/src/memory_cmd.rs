@@ -181,6 +181,18 @@ pub struct CellResult {
     pub method_state_bytes: i64,
 }
 
+/// The dtype column: `tf32` for f32 runs whose cuBLAS matmuls use TF32, i.e. under libtorch's
+/// `TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1` (ATen/Context.h reads it when the context is created;
+/// the PyTorch reference script labels its rows the same way).
+fn dtype_label(dtype: &str) -> String {
+    let tf32 = std::env::var("TORCH_ALLOW_TF32_CUBLAS_OVERRIDE").is_ok_and(|v| v == "1");
+    if dtype == "f32" && tf32 {
+        "tf32".into()
+    } else {
+        dtype.to_string()
+    }
+}
+
 fn parse_math(name: &str) -> Result<NormalMath> {
     match name {
         "exact" => Ok(NormalMath::Exact),
@@ -545,7 +557,7 @@ pub fn run(args: MemoryArgs) -> Result<()> {
             };
             csv.write_record([
                 label,
-                dtype.clone(),
+                dtype_label(&dtype),
                 batch.to_string(),
                 seq.to_string(),
                 method.clone(),

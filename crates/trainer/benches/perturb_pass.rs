@@ -103,7 +103,8 @@ fn csv_report(device: Device, csv_path: &str) -> Result<(), Box<dyn std::error::
         let dense = ParamSet::new(share(&tensors))?;
         let masked = ParamSet::new(share(&tensors))?.with_masks(random_masks(&tensors, 0.01))?;
         let floor = bandwidth_floor_ms(&dense, H200_COPY_BANDWIDTH);
-        // The ATen fallback (host-generated z) takes seconds per pass: timed on RoBERTa only.
+        // The ATen fallback (host-generated z) takes seconds per pass: timed on RoBERTa only
+        // (and not at all with PERF_SKIP_ATEN set, for tuning runs of the kernel).
         let mut paths = Vec::new();
         if kernel {
             paths.push(("ours-nvrtc", PerturbPath::NvrtcKernel, NormalMath::Exact));
@@ -115,7 +116,7 @@ fn csv_report(device: Device, csv_path: &str) -> Result<(), Box<dyn std::error::
         }
         if device == Device::Cpu {
             paths.push(("ours-cpu", PerturbPath::Auto, NormalMath::Exact));
-        } else if shape.name == ROBERTA_LARGE.name {
+        } else if shape.name == ROBERTA_LARGE.name && std::env::var_os("PERF_SKIP_ATEN").is_none() {
             paths.push(("ours-aten", PerturbPath::Aten, NormalMath::Exact));
         }
         for (implementation, path, math) in paths {

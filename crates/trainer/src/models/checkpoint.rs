@@ -1,9 +1,9 @@
 //! Loading Hugging Face safetensors checkpoints (single file or sharded) into a model's
 //! `VarStore`, one memory-mapped shard at a time.
 //!
-//! Each tensor is read from the map, copied into its variable under `no_grad` (which converts
-//! it to the compute dtype and device), and dropped, so host memory beyond the page cache
-//! holds at most one tensor at a time.
+//! Each tensor is read from the map in runs of at most 16 MiB of rows, copied into its variable
+//! under `no_grad` (which converts it to the compute dtype and device), and the run's mapped
+//! pages released, so host memory beyond the model holds at most one run at a time.
 
 use super::config::ModelConfig;
 use super::error::{ModelError, Result};
@@ -177,6 +177,41 @@ pub(crate) fn release_pages(map: &memmap2::Mmap, data: &[u8]) {
     };
 }
 
+/// The most file bytes of one tensor resident at once while loading: larger tensors are copied
+/// in runs of whole rows (dimension 0) and each run's pages released before the next.
+const LOAD_CHUNK_BYTES: usize = 16 << 20;
+
+/// [`copy_bytes_into`] then [`release_pages`], in runs of rows of at most [`LOAD_CHUNK_BYTES`]
+/// (one row when a row is larger), so that loading holds the model plus one run, not the model
+/// plus its largest tensor (e.g. a 50k x 2560 embedding, 250 MiB in f16).
+fn copy_in_chunks(
+    map: &memmap2::Mmap,
+    target: &Tensor,
+    bytes: &[u8],
+    shape: &[i64],
+    kind: Kind,
+) -> std::result::Result<(), tch::TchError> {
+    let rows = shape.first().copied().unwrap_or(1);
+    if shape.is_empty() || rows <= 1 || bytes.len() <= LOAD_CHUNK_BYTES {
+        copy_bytes_into(target, bytes, shape, kind)?;
+        release_pages(map, bytes);
+        return Ok(());
+    }
+    let row_bytes = bytes.len() / rows as usize;
+    let rows_per_run = (LOAD_CHUNK_BYTES / row_bytes.max(1)).max(1) as i64;
+    let mut run_shape = shape.to_vec();
+    let mut start = 0i64;
+    while start < rows {
+        let n = rows_per_run.min(rows - start);
+        let run = &bytes[start as usize * row_bytes..(start + n) as usize * row_bytes];
+        run_shape[0] = n;
+        copy_bytes_into(&target.f_narrow(0, start, n)?, run, &run_shape, kind)?;
+        release_pages(map, run);
+        start += n;
+    }
+    Ok(())
+}
+
 /// Fill every variable of `var_store` from the checkpoint `files`. A tensor that maps to no
 /// variable, a variable left unfilled, a shape mismatch or a duplicate is an error naming it.
 pub fn load_safetensors(
@@ -244,8 +279,7 @@ pub fn load_safetensors(
                 name: name.clone(),
                 dtype: format!("{:?}", view.dtype()),
             })?;
-            copy_bytes_into(variable, view.data(), &shape, kind)?;
-            release_pages(&map, view.data());
+            copy_in_chunks(&map, variable, view.data(), &shape, kind)?;
             if is_alias {
                 aliased.insert(target);
             } else {

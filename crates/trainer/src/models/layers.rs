@@ -175,14 +175,63 @@ pub fn merge_heads(x: &Tensor) -> Result<Tensor, TchError> {
     x.f_transpose(1, 2)?.f_contiguous()?.f_view([b, l, h * d])
 }
 
+/// Which keys each query may see, as the fused attention kernel takes it.
+pub enum AttentionPattern {
+    /// No padding in the batch: SDPA's own causal flag (or none), so that it may pick its fastest
+    /// kernel (flash attention for f16/bf16) with no mask tensor to read.
+    Unpadded { causal: bool },
+    /// An explicit boolean mask `[B, 1, L, L]` ([`attention_bool_mask`]).
+    Masked(Tensor),
+}
+
+/// The attention pattern of a `[B, L]` padding mask: [`AttentionPattern::Unpadded`] when every
+/// position is real (one device-to-host read), else the explicit mask. transformers' SDPA
+/// paths drop an all-ones mask the same way.
+pub fn attention_pattern(
+    attention_mask: &Tensor,
+    causal: bool,
+) -> Result<AttentionPattern, TchError> {
+    let unpadded = attention_mask.f_ne(0)?.f_all()?.f_int64_value(&[])? != 0;
+    if unpadded {
+        Ok(AttentionPattern::Unpadded { causal })
+    } else {
+        Ok(AttentionPattern::Masked(attention_bool_mask(
+            attention_mask,
+            causal,
+        )?))
+    }
+}
+
 /// Fused attention `softmax(q k^T / sqrt(d) + mask) v` (`Tensor::scaled_dot_product_attention`).
 pub fn fused_attention(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    mask: &Tensor,
+    pattern: &AttentionPattern,
 ) -> Result<Tensor, TchError> {
-    Tensor::f_scaled_dot_product_attention(q, k, v, Some(mask), 0.0, false, None, false)
+    match pattern {
+        AttentionPattern::Unpadded { causal } => Tensor::f_scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            None::<&Tensor>,
+            0.0,
+            *causal,
+            None,
+            false,
+        ),
+        AttentionPattern::Masked(mask) => {
+            Tensor::f_scaled_dot_product_attention(q, k, v, Some(mask), 0.0, false, None, false)
+        }
+    }
+}
+
+/// (min, max) of a non-empty integer tensor, read to the host in one transfer.
+fn min_max(values: &Tensor) -> Result<(i64, i64), TchError> {
+    let both = Tensor::f_stack(&[values.f_min()?, values.f_max()?], 0)?
+        .f_to_kind(Kind::Int64)?
+        .f_to_device(Device::Cpu)?;
+    Ok((both.f_int64_value(&[0])?, both.f_int64_value(&[1])?))
 }
 
 /// Hidden states `[B, L, H]` at one position per row -> `[B, H]`.
@@ -193,12 +242,13 @@ pub fn gather_positions(hidden: &Tensor, positions: &Tensor) -> Result<Tensor, T
     if pos != [b] {
         return Err(TchError::Shape(format!("positions {pos:?} must be [{b}]")));
     }
-    let min = positions.f_min()?.f_int64_value(&[])?;
-    let max = positions.f_max()?.f_int64_value(&[])?;
-    if b > 0 && (min < 0 || max >= l) {
-        return Err(TchError::Shape(format!(
-            "positions span {min}..={max}, outside 0..{l}"
-        )));
+    if b > 0 {
+        let (min, max) = min_max(positions)?;
+        if min < 0 || max >= l {
+            return Err(TchError::Shape(format!(
+                "positions span {min}..={max}, outside 0..{l}"
+            )));
+        }
     }
     let index = positions
         .f_to_kind(Kind::Int64)?
@@ -221,8 +271,7 @@ pub fn project_rows(
         return Err(TchError::Shape(format!("label_word_ids {n:?} must be 1-D")));
     }
     if n[0] > 0 {
-        let min = rows.f_min()?.f_int64_value(&[])?;
-        let max = rows.f_max()?.f_int64_value(&[])?;
+        let (min, max) = min_max(rows)?;
         if min < 0 || max >= vocab {
             return Err(TchError::Shape(format!(
                 "label_word_ids span {min}..={max}, outside the vocabulary 0..{vocab}"
@@ -235,4 +284,36 @@ pub fn project_rows(
         None => None,
     };
     hidden.f_linear(&selected, selected_bias.as_ref())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The unpadded pattern (SDPA's own causal flag, no mask tensor) attends exactly like the
+    /// explicit boolean mask of an all-ones padding mask, bidirectional and causal; a padded
+    /// batch keeps the explicit mask.
+    #[test]
+    fn unpadded_pattern_matches_the_explicit_mask() {
+        tch::manual_seed(7);
+        let (b, heads, l, d) = (2, 3, 5, 4);
+        let q = Tensor::randn([b, heads, l, d], (Kind::Float, Device::Cpu));
+        let k = Tensor::randn([b, heads, l, d], (Kind::Float, Device::Cpu));
+        let v = Tensor::randn([b, heads, l, d], (Kind::Float, Device::Cpu));
+        let ones = Tensor::ones([b, l], (Kind::Int64, Device::Cpu));
+        for causal in [false, true] {
+            let pattern = attention_pattern(&ones, causal).unwrap();
+            assert!(matches!(pattern, AttentionPattern::Unpadded { causal: c } if c == causal));
+            let explicit = AttentionPattern::Masked(attention_bool_mask(&ones, causal).unwrap());
+            let a = fused_attention(&q, &k, &v, &pattern).unwrap();
+            let e = fused_attention(&q, &k, &v, &explicit).unwrap();
+            let diff = (a - e).abs().max().double_value(&[]);
+            assert!(diff < 1e-6, "causal {causal}: max diff {diff:e}");
+        }
+        let padded = Tensor::from_slice(&[1i64, 1, 1, 0, 0, 1, 1, 1, 1, 1]).view([b, l]);
+        assert!(matches!(
+            attention_pattern(&padded, true).unwrap(),
+            AttentionPattern::Masked(_)
+        ));
+    }
 }

@@ -3,8 +3,8 @@
 
 use super::config::LlamaConfig;
 use super::layers::{
-    attention_bool_mask, batch_dims, fused_attention, merge_heads, split_heads, Linear,
-    ParamFactory, RmsNorm,
+    attention_pattern, batch_dims, fused_attention, merge_heads, split_heads, Linear, ParamFactory,
+    RmsNorm,
 };
 use tch::{nn, Kind, TchError, Tensor};
 
@@ -119,7 +119,7 @@ impl Llama {
         batch_dims(input_ids, attention_mask)?;
         let mut x = Tensor::f_embedding(&self.embed_tokens, input_ids, -1, false, false)?;
         let (cos, sin) = self.rotary_tables(attention_mask, x.kind())?;
-        let mask = attention_bool_mask(attention_mask, true)?;
+        let mask = attention_pattern(attention_mask, true)?;
         let heads = self.config.num_attention_heads;
         let kv_heads = self.config.kv_heads();
         let group = heads / kv_heads;

@@ -6,7 +6,7 @@
 
 use super::config::OptConfig;
 use super::layers::{
-    attention_bool_mask, batch_dims, fused_attention, merge_heads, split_heads, LayerNorm, Linear,
+    attention_pattern, batch_dims, fused_attention, merge_heads, split_heads, LayerNorm, Linear,
     ParamFactory,
 };
 use tch::{nn, Kind, TchError, Tensor};
@@ -114,11 +114,17 @@ impl Opt {
         input_ids: &Tensor,
         attention_mask: &Tensor,
     ) -> Result<Tensor, TchError> {
-        batch_dims(input_ids, attention_mask)?;
+        let (_, l) = batch_dims(input_ids, attention_mask)?;
         let mask64 = attention_mask.f_to_kind(Kind::Int64)?;
         // Position of a real token = (number of real tokens up to it) - 1; padding gets -1.
         let position_ids = (mask64.f_cumsum(1, Kind::Int64)? * &mask64) - 1 + POSITION_OFFSET;
-        let max = position_ids.f_max()?.f_int64_value(&[])?;
+        // A row of L tokens needs at most L positions: only longer-than-table batches pay a
+        // device-to-host read for the exact check.
+        let max = if l <= self.config.max_position_embeddings {
+            0
+        } else {
+            position_ids.f_max()?.f_int64_value(&[])?
+        };
         if max >= self.config.max_position_embeddings + POSITION_OFFSET {
             return Err(TchError::Shape(format!(
                 "sequence needs {} positions, beyond max_position_embeddings {}",
@@ -131,7 +137,7 @@ impl Opt {
             x = project_in.forward(&x)?;
         }
         x = x + Tensor::f_embedding(&self.embed_positions, &position_ids, -1, false, false)?;
-        let mask = attention_bool_mask(attention_mask, true)?;
+        let mask = attention_pattern(attention_mask, true)?;
         let heads = self.config.num_attention_heads;
         let pre_ln = self.config.do_layer_norm_before;
         for layer in &self.layers {

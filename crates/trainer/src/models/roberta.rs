@@ -4,7 +4,7 @@
 
 use super::config::RobertaConfig;
 use super::layers::{
-    attention_bool_mask, batch_dims, fused_attention, merge_heads, split_heads, LayerNorm, Linear,
+    attention_pattern, batch_dims, fused_attention, merge_heads, split_heads, LayerNorm, Linear,
     ParamFactory,
 };
 use tch::{nn, Kind, TchError, Tensor};
@@ -114,7 +114,13 @@ impl Roberta {
         // (transformers' `create_position_ids_from_input_ids`).
         let not_pad = input_ids.f_ne(pad)?.f_to_kind(Kind::Int64)?;
         let position_ids = (not_pad.f_cumsum(1, Kind::Int64)? * &not_pad) + pad;
-        let max = position_ids.f_max()?.f_int64_value(&[])?;
+        // Position ids are at most pad + L: only batches that could overflow the table pay a
+        // device-to-host read for the exact check.
+        let max = if pad + l < self.config.max_position_embeddings {
+            pad + l
+        } else {
+            position_ids.f_max()?.f_int64_value(&[])?
+        };
         if max >= self.config.max_position_embeddings {
             return Err(TchError::Shape(format!(
                 "sequence needs position id {max}, beyond max_position_embeddings {}",
@@ -128,7 +134,7 @@ impl Roberta {
         let mut x = self
             .embeddings_norm
             .forward(&(words + positions + token_type))?;
-        let mask = attention_bool_mask(attention_mask, false)?;
+        let mask = attention_pattern(attention_mask, false)?;
         let heads = self.config.num_attention_heads;
         for layer in &self.layers {
             let q = split_heads(&layer.query.forward(&x)?, heads)?;

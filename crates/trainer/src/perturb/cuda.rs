@@ -1,5 +1,6 @@
 //! The CUDA path: `kernel.cu` compiled once per device by NVRTC and launched on the tensors'
-//! `data_ptr()`s, one launch for all dense tensors of a device and one for all masked ones.
+//! `data_ptr()`s, one launch for all dense tensors of a device and element type, and one for all
+//! masked ones.
 //!
 //! The CUDA driver and NVRTC are loaded at run time (cudarc, `dynamic-loading`), so nothing CUDA
 //! is needed to build. We work in the device's primary context (the one libtorch uses) and
@@ -25,8 +26,54 @@ use tch::{Device, Kind, Tensor};
 pub const MAX_KERNEL_TERMS: usize = 8;
 /// Threads per block (the kernel's `THREADS`).
 const THREADS: u64 = 256;
-/// Philox blocks per thread in the dense kernel (the kernel's `CHUNKS`).
-const CHUNKS: u64 = 8;
+/// The dense kernels' shape: Philox blocks per thread (the kernel's `CHUNKS`) and the resident
+/// grid blocks per SM its register budget must allow (`MIN_BLOCKS`, `__launch_bounds__`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DenseShape {
+    chunks: u64,
+    min_blocks: u32,
+}
+
+/// The default dense shape (fastest measured on the H200, results/perf/README.md).
+const DEFAULT_DENSE_SHAPE: DenseShape = DenseShape {
+    chunks: 8,
+    min_blocks: 1,
+};
+
+/// The dense shape of this process: the default, or `DPZO_PERTURB_CHUNKS` (1, 2, 4, 8 or 16) and
+/// `DPZO_PERTURB_MIN_BLOCKS` (1 to 8) for tuning runs. Read once.
+fn dense_shape() -> Result<DenseShape, String> {
+    static SHAPE: OnceLock<Result<DenseShape, String>> = OnceLock::new();
+    SHAPE
+        .get_or_init(|| {
+            let read = |name: &str, default: u64, allowed: &[u64]| -> Result<u64, String> {
+                match std::env::var(name) {
+                    Err(_) => Ok(default),
+                    Ok(text) => match text.trim().parse::<u64>() {
+                        Ok(v) if allowed.contains(&v) => Ok(v),
+                        _ => Err(format!("{name}={text:?}: expected one of {allowed:?}")),
+                    },
+                }
+            };
+            Ok(DenseShape {
+                chunks: read(
+                    "DPZO_PERTURB_CHUNKS",
+                    DEFAULT_DENSE_SHAPE.chunks,
+                    &[1, 2, 4, 8, 16],
+                )?,
+                min_blocks: read(
+                    "DPZO_PERTURB_MIN_BLOCKS",
+                    u64::from(DEFAULT_DENSE_SHAPE.min_blocks),
+                    &[1, 2, 3, 4, 5, 6, 7, 8],
+                )? as u32,
+            })
+        })
+        .clone()
+}
+/// Masked coordinates per thread in the masked kernels (the kernel's `MASKED_PER_THREAD`).
+const MASKED_PER_THREAD: u64 = 4;
+/// Element types with a kernel each, indexed by [`dtype_code`]: the kernels' name suffixes.
+const DTYPE_SUFFIXES: [&str; 4] = ["f32", "f16", "bf16", "f64"];
 /// u64 words per segment record (see `kernel.cu`).
 const RECORD_WORDS: usize = 8;
 
@@ -40,11 +87,12 @@ struct KernelTerms {
     _padding: u32,
 }
 
-/// The dense and masked kernels of one compiled module.
+/// The dense and masked kernels of one compiled module, one per element type (indexed by
+/// [`dtype_code`]).
 #[derive(Clone, Copy)]
 struct KernelPair {
-    dense: sys::CUfunction,
-    masked: sys::CUfunction,
+    dense: [sys::CUfunction; 4],
+    masked: [sys::CUfunction; 4],
 }
 
 /// A device's kernels (exact and fast normal math), with the primary context they live in.
@@ -71,14 +119,17 @@ static KERNELS: OnceLock<Mutex<HashMap<usize, Result<DeviceKernels, String>>>> =
 
 /// `#define`s of every constant shared with `normal.rs`/`philox.rs`, as exact bit patterns,
 /// then `kernel.cu` (with `DPZO_FAST_NORMAL` defined for the fast variant).
-fn kernel_source(math: NormalMath) -> String {
+fn kernel_source(math: NormalMath, shape: DenseShape) -> String {
     let float = |name: &str, value: f32| {
         format!(
             "#define {name} __uint_as_float(0x{:08X}u) /* {value:e} */\n",
             value.to_bits()
         )
     };
-    let mut source = String::new();
+    let mut source = format!(
+        "#define CHUNKS {}\n#define MIN_BLOCKS {}\n",
+        shape.chunks, shape.min_blocks
+    );
     if math == NormalMath::Fast {
         source.push_str("#define DPZO_FAST_NORMAL 1\n");
     }
@@ -215,7 +266,7 @@ unsafe fn compile_pair(math: NormalMath, major: i32, minor: i32) -> Result<Kerne
         ],
         ..Default::default()
     };
-    let ptx = cudarc::nvrtc::compile_ptx_with_opts(kernel_source(math), options)
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(kernel_source(math, dense_shape()?), options)
         .map_err(|e| format!("NVRTC ({math:?}): {e:?}"))?;
     let ptx = CString::new(ptx.to_src()).map_err(|e| format!("PTX text: {e}"))?;
     let mut module: sys::CUmodule = std::ptr::null_mut();
@@ -225,17 +276,24 @@ unsafe fn compile_pair(math: NormalMath, major: i32, minor: i32) -> Result<Kerne
             "cuModuleLoadData",
             sys::cuModuleLoadData(&mut module, ptx.as_ptr() as *const c_void),
         )?;
-        let mut dense: sys::CUfunction = std::ptr::null_mut();
-        check(
-            "cuModuleGetFunction(perturb_dense)",
-            sys::cuModuleGetFunction(&mut dense, module, c"perturb_dense".as_ptr()),
-        )?;
-        let mut masked: sys::CUfunction = std::ptr::null_mut();
-        check(
-            "cuModuleGetFunction(perturb_masked)",
-            sys::cuModuleGetFunction(&mut masked, module, c"perturb_masked".as_ptr()),
-        )?;
-        Ok(KernelPair { dense, masked })
+        let function = |name: String| -> Result<sys::CUfunction, String> {
+            let c_name = CString::new(name.clone()).map_err(|e| format!("{name}: {e}"))?;
+            let mut function: sys::CUfunction = std::ptr::null_mut();
+            check(
+                &format!("cuModuleGetFunction({name})"),
+                sys::cuModuleGetFunction(&mut function, module, c_name.as_ptr()),
+            )?;
+            Ok(function)
+        };
+        let mut pair = KernelPair {
+            dense: [std::ptr::null_mut(); 4],
+            masked: [std::ptr::null_mut(); 4],
+        };
+        for (code, suffix) in DTYPE_SUFFIXES.iter().enumerate() {
+            pair.dense[code] = function(format!("perturb_dense_{suffix}"))?;
+            pair.masked[code] = function(format!("perturb_masked_{suffix}"))?;
+        }
+        Ok(pair)
     }
 }
 
@@ -279,7 +337,7 @@ pub fn cuda_kernel_available() -> bool {
     with_kernels(0, |_| Ok(())).is_ok()
 }
 
-fn dtype_code(kind: Kind) -> Result<u64, String> {
+fn dtype_code(kind: Kind) -> Result<usize, String> {
     match kind {
         Kind::Float => Ok(0),
         Kind::Half => Ok(1),
@@ -345,7 +403,8 @@ fn launch(
     Ok(())
 }
 
-/// Update all CUDA entries with the kernel: per device, one dense and one masked launch.
+/// Update all CUDA entries with the kernel: per device and element type present, one dense and
+/// one masked launch.
 pub(crate) fn update_entries(
     entries: &[&ParamEntry],
     terms: &[(u64, f32)],
@@ -373,43 +432,46 @@ pub(crate) fn update_entries(
         }
     }
     for (ordinal, entries) in by_device {
-        let mut dense_records = Vec::new();
-        let mut dense_blocks = 0u64;
-        let mut masked_records = Vec::new();
-        let mut masked_blocks = 0u64;
+        // Per element type: the segment records and the grid size of its dense and masked
+        // launches (each launch numbers its grid blocks from 0).
+        let chunks = dense_shape().map_err(PerturbError::Cuda)?.chunks;
+        let mut dense = [(); 4].map(|_| (Vec::new(), 0u64));
+        let mut masked = [(); 4].map(|_| (Vec::new(), 0u64));
         for entry in entries {
             let code = dtype_code(entry.kind).map_err(PerturbError::Cuda)?;
             let pointer = entry.tensor.data_ptr() as u64;
             match &entry.selection {
                 Selection::Dense if entry.numel > 0 => {
+                    let (records, blocks) = &mut dense[code];
                     let philox_blocks = (entry.offset + entry.numel - 1) / 4 - entry.offset / 4 + 1;
-                    dense_records.extend_from_slice(&[
+                    records.extend_from_slice(&[
                         pointer,
                         entry.numel,
                         entry.offset,
-                        dense_blocks,
-                        code,
+                        *blocks,
+                        code as u64,
                         0,
                         0,
                         0,
                     ]);
-                    dense_blocks += philox_blocks.div_ceil(THREADS * CHUNKS);
+                    *blocks += philox_blocks.div_ceil(THREADS * chunks);
                 }
                 Selection::Masked {
                     indices,
                     indices_on_device,
                 } if !indices.is_empty() => {
-                    masked_records.extend_from_slice(&[
+                    let (records, blocks) = &mut masked[code];
+                    records.extend_from_slice(&[
                         pointer,
                         entry.numel,
                         entry.offset,
-                        masked_blocks,
-                        code,
+                        *blocks,
+                        code as u64,
                         indices_on_device.data_ptr() as u64,
                         indices.len() as u64,
                         0,
                     ]);
-                    masked_blocks += (indices.len() as u64).div_ceil(THREADS);
+                    *blocks += (indices.len() as u64).div_ceil(THREADS * MASKED_PER_THREAD);
                 }
                 _ => {}
             }
@@ -417,22 +479,28 @@ pub(crate) fn update_entries(
         let device = Device::Cuda(ordinal);
         let math = normal_math();
         with_kernels(ordinal, |kernels| {
-            launch(
-                kernels,
-                kernels.pair(math).dense,
-                device,
-                &dense_records,
-                dense_blocks,
-                &kernel_terms,
-            )?;
-            launch(
-                kernels,
-                kernels.pair(math).masked,
-                device,
-                &masked_records,
-                masked_blocks,
-                &kernel_terms,
-            )
+            let pair = kernels.pair(math);
+            for code in 0..DTYPE_SUFFIXES.len() {
+                let (records, blocks) = &dense[code];
+                launch(
+                    kernels,
+                    pair.dense[code],
+                    device,
+                    records,
+                    *blocks,
+                    &kernel_terms,
+                )?;
+                let (records, blocks) = &masked[code];
+                launch(
+                    kernels,
+                    pair.masked[code],
+                    device,
+                    records,
+                    *blocks,
+                    &kernel_terms,
+                )?;
+            }
+            Ok(())
         })
         .map_err(PerturbError::Cuda)?;
     }

@@ -2,18 +2,31 @@
 // Compiled at run time by NVRTC with --fmad=false and no fast math, so every float operation is
 // the same correctly rounded IEEE f32 operation as in normal.rs and cpu.rs (same order, same
 // constants, which cuda.rs prepends as exact bit patterns). Keep the two files in step.
-// With DPZO_FAST_NORMAL defined (NormalMath::Fast) box_muller uses libdevice functions instead
-// and the module is compiled with FMA contraction: close to, not bitwise equal to, the CPU.
+// With DPZO_FAST_NORMAL defined (NormalMath::Fast) box_muller uses FMA and the hardware's
+// approximate reciprocal, square root, sine and cosine instead: close to, not bitwise equal to,
+// the CPU (bound in tests/perturb_gpu.rs).
 //
-// Segment table: 8 u64 per tensor:
+// One kernel per element type (f32, f16, bf16, f64) and selection (dense, masked); cuda.rs
+// launches one per type present. Segment table: 8 u64 per tensor:
 //   0 data pointer, 1 numel, 2 global offset, 3 first grid block, 4 dtype (0 f32, 1 f16,
 //   2 bf16, 3 f64), 5 mask pointer (int64 flat indices) or 0, 6 mask length, 7 unused.
 
 #define MAX_TERMS 8
 #define THREADS 256
 // Philox blocks (4 elements) per thread in the dense kernel: a grid block covers
-// THREADS * CHUNKS of them, so the per-block segment search is amortised over more work.
+// THREADS * CHUNKS of them, so the per-block segment search is amortised over more work, and
+// each thread has CHUNKS independent loads in flight while it generates z. cuda.rs defines it
+// (and MIN_BLOCKS, the resident grid blocks per SM the register budget must allow).
+#ifndef CHUNKS
 #define CHUNKS 8
+#endif
+#ifndef MIN_BLOCKS
+#define MIN_BLOCKS 1
+#endif
+// Masked coordinates per thread in the masked kernel (independent gathers in flight).
+#define MASKED_PER_THREAD 4
+// 2 pi / 2^32: a 32-bit angle word (top 24 bits used) read as a signed turn fraction.
+#define TWO_PI_OVER_2_32 (6.2831853071795865f * 2.3283064365386963e-10f)
 
 struct Terms {
     unsigned long long seed[MAX_TERMS];
@@ -21,20 +34,69 @@ struct Terms {
     unsigned int count;
 };
 
-__device__ __forceinline__ void philox4x32_10(unsigned int c[4], unsigned int k0, unsigned int k1) {
+// The ten round keys of Philox4x32-10 for one seed (key + r * Weyl, paper section 4.2),
+// computed once per term and reused for every block a thread generates.
+struct PhiloxKeys {
+    unsigned int k0[10];
+    unsigned int k1[10];
+};
+
+__device__ __forceinline__ PhiloxKeys philox_keys(unsigned long long seed) {
+    PhiloxKeys keys;
+    unsigned int k0 = (unsigned int)seed, k1 = (unsigned int)(seed >> 32);
     #pragma unroll
     for (int round = 0; round < 10; ++round) {
-        if (round > 0) { k0 += PHILOX_WEYL_0; k1 += PHILOX_WEYL_1; }
-        unsigned int hi0 = __umulhi(PHILOX_MULTIPLIER_0, c[0]);
-        unsigned int lo0 = PHILOX_MULTIPLIER_0 * c[0];
-        unsigned int hi1 = __umulhi(PHILOX_MULTIPLIER_1, c[2]);
-        unsigned int lo1 = PHILOX_MULTIPLIER_1 * c[2];
-        unsigned int n0 = hi1 ^ c[1] ^ k0;
-        unsigned int n2 = hi0 ^ c[3] ^ k1;
+        keys.k0[round] = k0;
+        keys.k1[round] = k1;
+        k0 += PHILOX_WEYL_0;
+        k1 += PHILOX_WEYL_1;
+    }
+    return keys;
+}
+
+// Philox4x32-10 (philox.rs): counter (block lo, block hi, 0, 0); each round one 32x32->64
+// product per multiplier, high halves XORed with the other words and the round key.
+__device__ __forceinline__ void philox_block(const PhiloxKeys& keys, unsigned long long block, unsigned int c[4]) {
+    c[0] = (unsigned int)block; c[1] = (unsigned int)(block >> 32); c[2] = 0u; c[3] = 0u;
+    #pragma unroll
+    for (int round = 0; round < 10; ++round) {
+        unsigned int hi0 = __umulhi(PHILOX_MULTIPLIER_0, c[0]), lo0 = PHILOX_MULTIPLIER_0 * c[0];
+        unsigned int hi1 = __umulhi(PHILOX_MULTIPLIER_1, c[2]), lo1 = PHILOX_MULTIPLIER_1 * c[2];
+        unsigned int n0 = hi1 ^ c[1] ^ keys.k0[round];
+        unsigned int n2 = hi0 ^ c[3] ^ keys.k1[round];
         c[0] = n0; c[1] = lo1; c[2] = n2; c[3] = lo0;
     }
 }
 
+#ifdef DPZO_FAST_NORMAL
+// Fast variant (NormalMath::Fast, CUDA only): the same Philox words, the same 24-bit fractions
+// and the same ln reduction and series as the exact path, but with FMA, the hardware's
+// approximate reciprocal, square root, sine and cosine (angle in [-pi, pi)), and the scale
+// folded into the radius: delta += (scale r) cos, (scale r) sin.
+#define LN2_FAST 0.69314718055994531f
+__device__ __forceinline__ float rcp_approx(float x) {
+    float r; asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x)); return r;
+}
+__device__ __forceinline__ float sqrt_approx(float x) {
+    float r; asm("sqrt.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x)); return r;
+}
+__device__ __forceinline__ void accumulate_pair(unsigned int radius_word, unsigned int angle_word, float scale, float* d0, float* d1) {
+    unsigned int bits = __float_as_uint((float)((radius_word >> 8) + 1u));
+    int exponent = (int)(bits >> 23) - 127;
+    float mantissa = __uint_as_float((bits & 0x007FFFFFu) | 0x3F800000u);
+    if (mantissa > SQRT_2) { mantissa *= 0.5f; exponent += 1; }
+    float s = (mantissa - 1.0f) * rcp_approx(mantissa + 1.0f);
+    float s2 = s * s;
+    float series = s2 * fmaf(s2, fmaf(s2, fmaf(s2, fmaf(s2, ATANH_11, ATANH_9), ATANH_7), ATANH_5), ATANH_3);
+    float two_s = s + s;
+    float ln_u = fmaf((float)(exponent - 24), LN2_FAST, fmaf(two_s, series, two_s));
+    float radius = sqrt_approx(-2.0f * ln_u) * scale;
+    float sin_v, cos_v;
+    __sincosf((float)(int)(angle_word & 0xFFFFFF00u) * TWO_PI_OVER_2_32, &sin_v, &cos_v);
+    *d0 = fmaf(radius, cos_v, *d0);
+    *d1 = fmaf(radius, sin_v, *d1);
+}
+#else
 // ln(n / 2^24), n in 1..=2^24 (normal.rs: ln_of_24_bit_fraction).
 __device__ __forceinline__ float ln_of_24_bit_fraction(unsigned int n) {
     unsigned int bits = __float_as_uint((float)n);
@@ -69,19 +131,6 @@ __device__ __forceinline__ void sin_cos_of_24_bit_angle(unsigned int a, float* s
     }
 }
 
-#ifdef DPZO_FAST_NORMAL
-// Fast variant (NormalMath::Fast, CUDA only): the same Philox words and the same 24-bit
-// fractions, but CUDA's libdevice logf / sincospif / sqrtf with FMA contraction instead of the
-// correctly rounded series: each z is within a few ulps of the exact one (tests/perturb_gpu.rs).
-__device__ __forceinline__ void box_muller(unsigned int radius_word, unsigned int angle_word, float* z0, float* z1) {
-    float u = (float)((radius_word >> 8) + 1u) * 5.9604644775390625e-8f;  // n / 2^24, exact
-    float radius = sqrtf(-2.0f * logf(u));
-    float s, c;
-    sincospif((float)(angle_word >> 8) * 1.1920928955078125e-7f, &s, &c);  // 2 pi a / 2^24
-    *z0 = radius * c;
-    *z1 = radius * s;
-}
-#else
 __device__ __forceinline__ void box_muller(unsigned int radius_word, unsigned int angle_word, float* z0, float* z1) {
     float ln_u = ln_of_24_bit_fraction((radius_word >> 8) + 1u);
     float radius = __fsqrt_rn(__fmul_rn(-2.0f, ln_u));
@@ -90,23 +139,35 @@ __device__ __forceinline__ void box_muller(unsigned int radius_word, unsigned in
     *z0 = __fmul_rn(radius, c);
     *z1 = __fmul_rn(radius, s);
 }
+
+// delta += scale * z for one Box-Muller pair, in the CPU's order (cpu.rs: block_delta).
+__device__ __forceinline__ void accumulate_pair(unsigned int radius_word, unsigned int angle_word, float scale, float* d0, float* d1) {
+    float z0, z1;
+    box_muller(radius_word, angle_word, &z0, &z1);
+    *d0 = __fadd_rn(*d0, __fmul_rn(scale, z0));
+    *d1 = __fadd_rn(*d1, __fmul_rn(scale, z1));
+}
 #endif
 
-__device__ __forceinline__ void normal_block(unsigned long long seed, unsigned long long block, float z[4]) {
-    unsigned int c[4] = {(unsigned int)block, (unsigned int)(block >> 32), 0u, 0u};
-    philox4x32_10(c, (unsigned int)seed, (unsigned int)(seed >> 32));
-    box_muller(c[0], c[1], &z[0], &z[1]);
-    box_muller(c[2], c[3], &z[2], &z[3]);
+// delta[l] += scale * z[4 block + l] of one seed, l = 0..3.
+__device__ __forceinline__ void accumulate_block(const PhiloxKeys& keys, unsigned long long block, float scale, float delta[4]) {
+    unsigned int c[4];
+    philox_block(keys, block, c);
+    accumulate_pair(c[0], c[1], scale, &delta[0], &delta[1]);
+    accumulate_pair(c[2], c[3], scale, &delta[2], &delta[3]);
 }
 
-__device__ __forceinline__ float normal_at(unsigned long long seed, unsigned long long index) {
-    unsigned long long block = index >> 2;
-    unsigned int c[4] = {(unsigned int)block, (unsigned int)(block >> 32), 0u, 0u};
-    philox4x32_10(c, (unsigned int)seed, (unsigned int)(seed >> 32));
+// delta += scale * z(seed, index): only the Box-Muller pair the element needs.
+__device__ __forceinline__ void accumulate_at(const PhiloxKeys& keys, unsigned long long index, float scale, float* delta) {
+    unsigned int c[4];
+    philox_block(keys, index >> 2, c);
     unsigned int lane = (unsigned int)(index & 3ull);
-    float a, b;
-    if (lane < 2) box_muller(c[0], c[1], &a, &b); else box_muller(c[2], c[3], &a, &b);
-    return (lane & 1u) ? b : a;
+    // The running delta rides in the pair slot of its lane; the other slot is discarded.
+    float pair[2] = {0.0f, 0.0f};
+    pair[lane & 1u] = *delta;
+    if (lane < 2) accumulate_pair(c[0], c[1], scale, &pair[0], &pair[1]);
+    else accumulate_pair(c[2], c[3], scale, &pair[0], &pair[1]);
+    *delta = pair[lane & 1u];
 }
 
 // Element conversions through PTX (round to nearest even), no headers needed.
@@ -123,104 +184,173 @@ __device__ __forceinline__ unsigned short float_to_bf16(float f) {
     unsigned short b; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(b) : "f"(f)); return b;
 }
 
-__device__ __forceinline__ void update_one(unsigned long long ptr, unsigned int dtype, long long i, float delta) {
-    switch (dtype) {
-        case 0: { float* p = (float*)ptr + i; *p = __fadd_rn(*p, delta); break; }
-        case 1: { unsigned short* p = (unsigned short*)ptr + i; *p = float_to_half(__fadd_rn(half_to_float(*p), delta)); break; }
-        case 2: { unsigned short* p = (unsigned short*)ptr + i; *p = float_to_bf16(__fadd_rn(bf16_to_float(*p), delta)); break; }
-        default: { double* p = (double*)ptr + i; *p = __dadd_rn(*p, (double)delta); break; }
-    }
-}
+// theta + delta in f32 (f64 for f64), rounded once to the storage type: 0 f32, 1 f16, 2 bf16,
+// 3 f64. The vector forms hold four consecutive, 4-element-aligned elements.
+template <int DT> struct Storage;
 
-// Four consecutive elements starting at i, 4-element aligned: one vector load and store.
-__device__ __forceinline__ void update_four(unsigned long long ptr, unsigned int dtype, long long i, const float d[4]) {
-    switch (dtype) {
-        case 0: {
-            float4* p = (float4*)((float*)ptr + i); float4 v = *p;
-            v.x = __fadd_rn(v.x, d[0]); v.y = __fadd_rn(v.y, d[1]); v.z = __fadd_rn(v.z, d[2]); v.w = __fadd_rn(v.w, d[3]);
-            *p = v; break;
-        }
-        case 1: case 2: {
-            uint2* p = (uint2*)((unsigned short*)ptr + i); uint2 v = *p;
-            unsigned short e[4] = {(unsigned short)(v.x & 0xFFFFu), (unsigned short)(v.x >> 16),
-                                   (unsigned short)(v.y & 0xFFFFu), (unsigned short)(v.y >> 16)};
-            #pragma unroll
-            for (int l = 0; l < 4; ++l) {
-                e[l] = dtype == 1 ? float_to_half(__fadd_rn(half_to_float(e[l]), d[l]))
-                                  : float_to_bf16(__fadd_rn(bf16_to_float(e[l]), d[l]));
-            }
-            v.x = (unsigned int)e[0] | ((unsigned int)e[1] << 16);
-            v.y = (unsigned int)e[2] | ((unsigned int)e[3] << 16);
-            *p = v; break;
-        }
-        default: {
-            double2* p = (double2*)((double*)ptr + i); double2 a = p[0], b = p[1];
-            a.x = __dadd_rn(a.x, (double)d[0]); a.y = __dadd_rn(a.y, (double)d[1]);
-            b.x = __dadd_rn(b.x, (double)d[2]); b.y = __dadd_rn(b.y, (double)d[3]);
-            p[0] = a; p[1] = b; break;
-        }
+template <> struct Storage<0> {
+    typedef float Scalar;
+    typedef float4 Quad;
+    static __device__ __forceinline__ Scalar add(Scalar x, float d) { return __fadd_rn(x, d); }
+    static __device__ __forceinline__ Quad add4(Quad v, const float d[4]) {
+        v.x = __fadd_rn(v.x, d[0]); v.y = __fadd_rn(v.y, d[1]); v.z = __fadd_rn(v.z, d[2]); v.w = __fadd_rn(v.w, d[3]);
+        return v;
     }
-}
+};
 
-// The segment whose grid blocks contain blockIdx.x: one thread searches, the block shares it.
-__device__ __forceinline__ unsigned int find_segment(const unsigned long long* table, unsigned int n_segments) {
-    __shared__ unsigned int segment;
+template <int DT> struct HalfStorage {
+    typedef unsigned short Scalar;
+    typedef uint2 Quad;
+    static __device__ __forceinline__ Scalar add(Scalar x, float d) {
+        return DT == 1 ? float_to_half(__fadd_rn(half_to_float(x), d)) : float_to_bf16(__fadd_rn(bf16_to_float(x), d));
+    }
+    static __device__ __forceinline__ Quad add4(Quad v, const float d[4]) {
+        unsigned int lo0 = add((unsigned short)(v.x & 0xFFFFu), d[0]), hi0 = add((unsigned short)(v.x >> 16), d[1]);
+        unsigned int lo1 = add((unsigned short)(v.y & 0xFFFFu), d[2]), hi1 = add((unsigned short)(v.y >> 16), d[3]);
+        v.x = lo0 | (hi0 << 16);
+        v.y = lo1 | (hi1 << 16);
+        return v;
+    }
+};
+template <> struct Storage<1> : HalfStorage<1> {};
+template <> struct Storage<2> : HalfStorage<2> {};
+
+struct Double4 { double2 a, b; };
+template <> struct Storage<3> {
+    typedef double Scalar;
+    typedef Double4 Quad;
+    static __device__ __forceinline__ Scalar add(Scalar x, float d) { return __dadd_rn(x, (double)d); }
+    static __device__ __forceinline__ Quad add4(Quad v, const float d[4]) {
+        v.a.x = __dadd_rn(v.a.x, (double)d[0]); v.a.y = __dadd_rn(v.a.y, (double)d[1]);
+        v.b.x = __dadd_rn(v.b.x, (double)d[2]); v.b.y = __dadd_rn(v.b.y, (double)d[3]);
+        return v;
+    }
+};
+
+// The terms in shared memory (the kernel parameter is only read at constant indices, so it is
+// not copied to local memory), and the segment whose grid blocks contain blockIdx.x, found by
+// one thread's binary search. One barrier covers both.
+struct BlockSetup {
+    unsigned long long seed[MAX_TERMS];
+    float scale[MAX_TERMS];
+    unsigned int segment;
+};
+
+__device__ __forceinline__ void block_setup(const unsigned long long* table, unsigned int n_segments,
+                                            const Terms& terms, BlockSetup* shared) {
     if (threadIdx.x == 0) {
+        #pragma unroll
+        for (int k = 0; k < MAX_TERMS; ++k) { shared->seed[k] = terms.seed[k]; shared->scale[k] = terms.scale[k]; }
         unsigned int low = 0, high = n_segments - 1;
         unsigned long long b = blockIdx.x;
         while (low < high) {
             unsigned int mid = (low + high + 1) >> 1;
             if (table[8 * mid + 3] <= b) low = mid; else high = mid - 1;
         }
-        segment = low;
+        shared->segment = low;
     }
     __syncthreads();
-    return segment;
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS)
-perturb_dense(const unsigned long long* table, unsigned int n_segments, Terms terms) {
-    const unsigned long long* seg = table + 8 * find_segment(table, n_segments);
+template <int DT>
+__device__ __forceinline__ void perturb_dense(const unsigned long long* table, unsigned int n_segments, const Terms& terms) {
+    typedef Storage<DT> S;
+    __shared__ BlockSetup setup;
+    block_setup(table, n_segments, terms, &setup);
+    const unsigned long long* seg = table + 8 * setup.segment;
     unsigned long long ptr = seg[0], numel = seg[1], offset = seg[2];
-    unsigned int dtype = (unsigned int)seg[4];
-    unsigned long long last_block = (offset + numel - 1) / 4;
-    unsigned long long element_bytes = dtype == 0 ? 4 : (dtype == 3 ? 8 : 2);
+    unsigned int count = terms.count;
     unsigned long long base = offset / 4 + (blockIdx.x - seg[3]) * (unsigned long long)(THREADS * CHUNKS);
-    // Chunk c of every thread is contiguous across the block (coalesced accesses).
+    // Local index of lane 0 of this grid block's first Philox block (negative when the tensor
+    // starts inside it), and of the end of its last one.
+    long long first = (long long)(4 * base) - (long long)offset;
+    long long end = first + 4LL * THREADS * CHUNKS;
+    bool aligned = ((ptr + (unsigned long long)first * sizeof(typename S::Scalar)) & (4 * sizeof(typename S::Scalar) - 1)) == 0;
+    if (first >= 0 && end <= (long long)numel && aligned) {
+        // Interior grid block: every Philox block is four whole, aligned elements. Issue all
+        // loads first, generate z while they are in flight, then add and store.
+        typename S::Quad* data = (typename S::Quad*)((typename S::Scalar*)ptr + first);
+        typename S::Quad values[CHUNKS];
+        #pragma unroll
+        for (int c = 0; c < CHUNKS; ++c) values[c] = data[c * THREADS + threadIdx.x];
+        float delta[CHUNKS][4];
+        #pragma unroll
+        for (int c = 0; c < CHUNKS; ++c) { delta[c][0] = 0.0f; delta[c][1] = 0.0f; delta[c][2] = 0.0f; delta[c][3] = 0.0f; }
+        for (unsigned int k = 0; k < count; ++k) {
+            PhiloxKeys keys = philox_keys(setup.seed[k]);
+            float scale = setup.scale[k];
+            #pragma unroll
+            for (int c = 0; c < CHUNKS; ++c)
+                accumulate_block(keys, base + (unsigned long long)(c * THREADS + threadIdx.x), scale, delta[c]);
+        }
+        #pragma unroll
+        for (int c = 0; c < CHUNKS; ++c) data[c * THREADS + threadIdx.x] = S::add4(values[c], delta[c]);
+        return;
+    }
+    // Edge grid block (a tensor's first or last, or misaligned data): element by element.
+    unsigned long long last_block = (offset + numel - 1) / 4;
+    typename S::Scalar* elements = (typename S::Scalar*)ptr;
     for (unsigned int c = 0; c < CHUNKS; ++c) {
         unsigned long long block = base + (unsigned long long)c * THREADS + threadIdx.x;
         if (block > last_block) return;
         float delta[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (unsigned int k = 0; k < terms.count; ++k) {
-            float z[4];
-            normal_block(terms.seed[k], block, z);
-            #pragma unroll
-            for (int l = 0; l < 4; ++l) delta[l] = __fadd_rn(delta[l], __fmul_rn(terms.scale[k], z[l]));
+        for (unsigned int k = 0; k < count; ++k) {
+            PhiloxKeys keys = philox_keys(setup.seed[k]);
+            accumulate_block(keys, block, setup.scale[k], delta);
         }
-        long long first = (long long)(4 * block) - (long long)offset;  // local index of lane 0
-        // element_bytes is a power of two: test alignment with a mask.
-        bool aligned = ((ptr + (unsigned long long)first * element_bytes) & (4 * element_bytes - 1)) == 0;
-        if (first >= 0 && first + 4 <= (long long)numel && aligned) {
-            update_four(ptr, dtype, first, delta);
-        } else {
-            #pragma unroll
-            for (int l = 0; l < 4; ++l) {
-                long long i = first + l;
-                if (i >= 0 && i < (long long)numel) update_one(ptr, dtype, i, delta[l]);
-            }
+        long long lane0 = (long long)(4 * block) - (long long)offset;
+        #pragma unroll
+        for (int l = 0; l < 4; ++l) {
+            long long i = lane0 + l;
+            if (i >= 0 && i < (long long)numel) elements[i] = S::add(elements[i], delta[l]);
         }
     }
 }
 
-extern "C" __global__ void __launch_bounds__(THREADS)
-perturb_masked(const unsigned long long* table, unsigned int n_segments, Terms terms) {
-    const unsigned long long* seg = table + 8 * find_segment(table, n_segments);
-    unsigned long long j = (blockIdx.x - seg[3]) * (unsigned long long)THREADS + threadIdx.x;
-    if (j >= seg[6]) return;
-    long long index = ((const long long*)seg[5])[j];
-    unsigned long long global = seg[2] + (unsigned long long)index;
-    float delta = 0.0f;
-    for (unsigned int k = 0; k < terms.count; ++k)
-        delta = __fadd_rn(delta, __fmul_rn(terms.scale[k], normal_at(terms.seed[k], global)));
-    update_one(seg[0], (unsigned int)seg[4], index, delta);
+template <int DT>
+__device__ __forceinline__ void perturb_masked(const unsigned long long* table, unsigned int n_segments, const Terms& terms) {
+    typedef Storage<DT> S;
+    __shared__ BlockSetup setup;
+    block_setup(table, n_segments, terms, &setup);
+    const unsigned long long* seg = table + 8 * setup.segment;
+    typename S::Scalar* elements = (typename S::Scalar*)seg[0];
+    const long long* indices = (const long long*)seg[5];
+    unsigned long long offset = seg[2], length = seg[6];
+    unsigned int count = terms.count;
+    unsigned long long first = (blockIdx.x - seg[3]) * (unsigned long long)(THREADS * MASKED_PER_THREAD) + threadIdx.x;
+    // Gather every coordinate first (independent loads in flight), then generate and store.
+    long long index[MASKED_PER_THREAD];
+    typename S::Scalar values[MASKED_PER_THREAD];
+    #pragma unroll
+    for (int m = 0; m < MASKED_PER_THREAD; ++m) {
+        unsigned long long j = first + (unsigned long long)(m * THREADS);
+        index[m] = j < length ? indices[j] : -1;
+    }
+    #pragma unroll
+    for (int m = 0; m < MASKED_PER_THREAD; ++m) if (index[m] >= 0) values[m] = elements[index[m]];
+    float delta[MASKED_PER_THREAD];
+    #pragma unroll
+    for (int m = 0; m < MASKED_PER_THREAD; ++m) delta[m] = 0.0f;
+    for (unsigned int k = 0; k < count; ++k) {
+        PhiloxKeys keys = philox_keys(setup.seed[k]);
+        float scale = setup.scale[k];
+        #pragma unroll
+        for (int m = 0; m < MASKED_PER_THREAD; ++m)
+            if (index[m] >= 0) accumulate_at(keys, offset + (unsigned long long)index[m], scale, &delta[m]);
+    }
+    #pragma unroll
+    for (int m = 0; m < MASKED_PER_THREAD; ++m) if (index[m] >= 0) elements[index[m]] = S::add(values[m], delta[m]);
 }
+
+#define KERNELS(SUFFIX, DT) \
+    extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) \
+    perturb_dense_##SUFFIX(const unsigned long long* table, unsigned int n_segments, Terms terms) { \
+        perturb_dense<DT>(table, n_segments, terms); } \
+    extern "C" __global__ void __launch_bounds__(THREADS) \
+    perturb_masked_##SUFFIX(const unsigned long long* table, unsigned int n_segments, Terms terms) { \
+        perturb_masked<DT>(table, n_segments, terms); }
+
+KERNELS(f32, 0)
+KERNELS(f16, 1)
+KERNELS(bf16, 2)
+KERNELS(f64, 3)
