@@ -34,7 +34,10 @@ fn load_memory_reports_the_model_and_the_resident_set() {
     let value: serde_json::Value = serde_json::from_str(last).expect("last line is JSON");
     let model_bytes = value["model_bytes"].as_u64().expect("model_bytes");
     // The tiny RoBERTa fixture: its parameters in f32 (the count the library reports).
-    assert!(model_bytes > 0 && model_bytes.is_multiple_of(4), "{model_bytes}");
+    assert!(
+        model_bytes > 0 && model_bytes.is_multiple_of(4),
+        "{model_bytes}"
+    );
     let before = value["rss_before"].as_u64().expect("rss_before");
     let peak = value["rss_peak"].as_u64().expect("rss_peak");
     assert!(peak >= before, "peak {peak} < before {before}");

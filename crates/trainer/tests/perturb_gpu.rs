@@ -94,8 +94,10 @@ fn fast_normal_math_is_within_tolerance_of_exact() {
     let fast = kernel_z(0x005E_ED0F_FA57, numel, NormalMath::Fast);
     let exact = z_values(0x005E_ED0F_FA57, 0, numel as usize);
     // The hardware sine/cosine are within 2^-20.9 (5.1e-7) absolute on [-pi, pi] (PTX ISA,
-    // sin.approx/cos.approx), times a radius of at most 5.77, plus a few ulp from the approximate
-    // reciprocal and square root: at most 3e-6 + 5.77 * 4 * 2^-24 ~ 4.4e-6 of max(|z|, 1).
+    // sin.approx/cos.approx) and the fast angle keeps the word's top 24 bits up to rounding
+    // (<= 2^-24 turn, 3.7e-7 rad), each times a radius of at most 5.77, plus a few ulp from the
+    // approximate reciprocal and square root: at most 3e-6 + 2.2e-6 + 5.77 * 4 * 2^-24 ~ 6.6e-6
+    // of max(|z|, 1).
     let bound = 8e-6f64;
     let (worst, at) = fast
         .iter()

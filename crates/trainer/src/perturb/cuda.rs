@@ -34,10 +34,12 @@ struct DenseShape {
     min_blocks: u32,
 }
 
-/// The default dense shape (fastest measured on the H200, results/perf/README.md).
+/// The default dense shape: the fastest of 8:1, 8:2, 8:3, 8:4, 4:4 and 4:3 on the H200
+/// (results/perf/README.md, h200-2026-11-30c/run-d/tune-*): at most 64 registers, four resident
+/// blocks (half occupancy) without spills (ptxas 13, sm_90).
 const DEFAULT_DENSE_SHAPE: DenseShape = DenseShape {
     chunks: 8,
-    min_blocks: 1,
+    min_blocks: 4,
 };
 
 /// The dense shape of this process: the default, or `DPZO_PERTURB_CHUNKS` (1, 2, 4, 8 or 16) and
@@ -77,7 +79,8 @@ const DTYPE_SUFFIXES: [&str; 4] = ["f32", "f16", "bf16", "f64"];
 /// u64 words per segment record (see `kernel.cu`).
 const RECORD_WORDS: usize = 8;
 
-/// The kernel's `Terms` argument, passed by value.
+/// The kernel's `Terms` argument, passed by value: seeds, scales, and each seed's Philox round
+/// keys (`PhiloxKeys`: ten words for key 0, then ten for key 1).
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct KernelTerms {
@@ -85,6 +88,20 @@ struct KernelTerms {
     scales: [f32; MAX_KERNEL_TERMS],
     count: u32,
     _padding: u32,
+    round_keys: [[u32; 20]; MAX_KERNEL_TERMS],
+}
+
+/// The round keys of Philox4x32-10 for `seed`: key + r * Weyl increment, r = 0..9 (philox.rs).
+fn philox_round_keys(seed: u64) -> [u32; 20] {
+    let mut keys = [0u32; 20];
+    let (mut k0, mut k1) = (seed as u32, (seed >> 32) as u32);
+    for round in 0..10 {
+        keys[round] = k0;
+        keys[10 + round] = k1;
+        k0 = k0.wrapping_add(PHILOX_WEYL_0);
+        k1 = k1.wrapping_add(PHILOX_WEYL_1);
+    }
+    keys
 }
 
 /// The dense and masked kernels of one compiled module, one per element type (indexed by
@@ -420,10 +437,12 @@ pub(crate) fn update_entries(
         scales: [0.0; MAX_KERNEL_TERMS],
         count: terms.len() as u32,
         _padding: 0,
+        round_keys: [[0; 20]; MAX_KERNEL_TERMS],
     };
     for (k, &(seed, scale)) in terms.iter().enumerate() {
         kernel_terms.seeds[k] = seed;
         kernel_terms.scales[k] = scale;
+        kernel_terms.round_keys[k] = philox_round_keys(seed);
     }
     let mut by_device: HashMap<usize, Vec<&ParamEntry>> = HashMap::new();
     for entry in entries {

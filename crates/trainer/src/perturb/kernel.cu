@@ -21,24 +21,29 @@
 #define CHUNKS 8
 #endif
 #ifndef MIN_BLOCKS
-#define MIN_BLOCKS 1
+#define MIN_BLOCKS 4
 #endif
 // Masked coordinates per thread in the masked kernel (independent gathers in flight).
 #define MASKED_PER_THREAD 4
-// 2 pi / 2^32: a 32-bit angle word (top 24 bits used) read as a signed turn fraction.
+// 2 pi / 2^32: a 32-bit angle word read as a signed turn fraction (fast normal math).
 #define TWO_PI_OVER_2_32 (6.2831853071795865f * 2.3283064365386963e-10f)
-
-struct Terms {
-    unsigned long long seed[MAX_TERMS];
-    float scale[MAX_TERMS];
-    unsigned int count;
-};
 
 // The ten round keys of Philox4x32-10 for one seed (key + r * Weyl, paper section 4.2),
 // computed once per term and reused for every block a thread generates.
 struct PhiloxKeys {
     unsigned int k0[10];
     unsigned int k1[10];
+};
+
+// The terms of one launch (cuda.rs: KernelTerms). `keys[k]` is the round-key schedule of
+// `seed[k]`, computed on the host: a single-term launch reads it straight from the parameter
+// bank instead of holding twenty registers.
+struct Terms {
+    unsigned long long seed[MAX_TERMS];
+    float scale[MAX_TERMS];
+    unsigned int count;
+    unsigned int padding;
+    PhiloxKeys keys[MAX_TERMS];
 };
 
 __device__ __forceinline__ PhiloxKeys philox_keys(unsigned long long seed) {
@@ -88,11 +93,14 @@ __device__ __forceinline__ void accumulate_pair(unsigned int radius_word, unsign
     float s = (mantissa - 1.0f) * rcp_approx(mantissa + 1.0f);
     float s2 = s * s;
     float series = s2 * fmaf(s2, fmaf(s2, fmaf(s2, fmaf(s2, ATANH_11, ATANH_9), ATANH_7), ATANH_5), ATANH_3);
-    float two_s = s + s;
-    float ln_u = fmaf((float)(exponent - 24), LN2_FAST, fmaf(two_s, series, two_s));
-    float radius = sqrt_approx(-2.0f * ln_u) * scale;
+    // -2 ln u = k (-2 ln 2) - 4s (1 + series), the factor -2 folded into the terms.
+    float minus_4s = -4.0f * s;
+    float minus_2_ln_u = fmaf((float)(exponent - 24), -2.0f * LN2_FAST, fmaf(minus_4s, series, minus_4s));
+    float radius = sqrt_approx(minus_2_ln_u) * scale;
+    // The whole word as a signed turn fraction: converting it to f32 keeps its top 24 bits up
+    // to rounding, i.e. the exact path's 24-bit angle within 2^-24 of a turn.
     float sin_v, cos_v;
-    __sincosf((float)(int)(angle_word & 0xFFFFFF00u) * TWO_PI_OVER_2_32, &sin_v, &cos_v);
+    __sincosf((float)(int)angle_word * TWO_PI_OVER_2_32, &sin_v, &cos_v);
     *d0 = fmaf(radius, cos_v, *d0);
     *d1 = fmaf(radius, sin_v, *d1);
 }
@@ -273,18 +281,32 @@ __device__ __forceinline__ void perturb_dense(const unsigned long long* table, u
         typename S::Quad values[CHUNKS];
         #pragma unroll
         for (int c = 0; c < CHUNKS; ++c) values[c] = data[c * THREADS + threadIdx.x];
-        float delta[CHUNKS][4];
-        #pragma unroll
-        for (int c = 0; c < CHUNKS; ++c) { delta[c][0] = 0.0f; delta[c][1] = 0.0f; delta[c][2] = 0.0f; delta[c][3] = 0.0f; }
-        for (unsigned int k = 0; k < count; ++k) {
-            PhiloxKeys keys = philox_keys(setup.seed[k]);
-            float scale = setup.scale[k];
+        if (count == 1) {
+            // One term (every pass of a single-direction step): round keys from the parameter
+            // bank, each chunk's delta added as soon as it is generated.
+            float scale = terms.scale[0];
             #pragma unroll
-            for (int c = 0; c < CHUNKS; ++c)
-                accumulate_block(keys, base + (unsigned long long)(c * THREADS + threadIdx.x), scale, delta[c]);
+            for (int c = 0; c < CHUNKS; ++c) {
+                float delta[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                accumulate_block(terms.keys[0], base + (unsigned long long)(c * THREADS + threadIdx.x), scale, delta);
+                values[c] = S::add4(values[c], delta);
+            }
+            #pragma unroll
+            for (int c = 0; c < CHUNKS; ++c) data[c * THREADS + threadIdx.x] = values[c];
+            return;
+        }
+        // Several terms: chunk by chunk (round keys recomputed per chunk, a few adds), so that
+        // this rare path does not raise the kernel's register count.
+        #pragma unroll
+        for (int c = 0; c < CHUNKS; ++c) {
+            float delta[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            unsigned long long block = base + (unsigned long long)(c * THREADS + threadIdx.x);
+            for (unsigned int k = 0; k < count; ++k)
+                accumulate_block(philox_keys(setup.seed[k]), block, setup.scale[k], delta);
+            values[c] = S::add4(values[c], delta);
         }
         #pragma unroll
-        for (int c = 0; c < CHUNKS; ++c) data[c * THREADS + threadIdx.x] = S::add4(values[c], delta[c]);
+        for (int c = 0; c < CHUNKS; ++c) data[c * THREADS + threadIdx.x] = values[c];
         return;
     }
     // Edge grid block (a tensor's first or last, or misaligned data): element by element.
