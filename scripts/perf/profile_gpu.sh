@@ -4,7 +4,8 @@
 # - nsys: per-kernel GPU time of the RoBERTa-large label-word forward with TF32 matmuls, ours
 #   (`repro memory-cell`) and the PyTorch reference (`reference_pytorch.py`), as CSV summaries
 #   (nsys-ours-tf32_cuda_gpu_kern_sum.csv, nsys-reference-tf32_cuda_gpu_kern_sum.csv);
-# - ncu: one dense f16 perturbation launch (OPT-2.7B shapes, fast and exact normal math) with the
+# - ncu: per-kernel durations of one RoBERTa-large TF32 forward, ours and the reference
+#   (ncu-forward-*.csv); one dense f16 perturbation launch (OPT-2.7B shapes, fast and exact normal math) with the
 #   speed-of-light, pipe, warp-state and occupancy sections (ncu-dense-f16-*.txt).
 # Needs .gpu-bundle/bin/repro and .gpu-bundle/perf/perturb_pass (scripts/perf/bundle.sh).
 set -u
@@ -39,6 +40,16 @@ if [ -n "$NSYS" ]; then
   unset TORCH_ALLOW_TF32_CUBLAS_OVERRIDE
 fi
 if [ -n "$NCU" ]; then
+  # Per-kernel durations of one RoBERTa-large forward with TF32 matmuls (model built, no warm-up),
+  # ours and the reference: ncu-forward-{ours,reference}.csv (one row per launch).
+  export TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1
+  "$NCU" --csv --metrics gpu__time_duration.sum .gpu-bundle/bin/repro memory-cell \
+    --model roberta-large --method infer --dtype f32 --batch 64 --seq 128 --repeats 1 --warmup 0 \
+    --device cuda >"$OUT/ncu-forward-ours.csv" 2>"$OUT/ncu-forward-ours.log" || status=1
+  "$NCU" --csv --metrics gpu__time_duration.sum "$PY" scripts/perf/reference_pytorch.py \
+    --out "$OUT/ncu-reference.csv" --models roberta-large --methods infer --repeats 1 --warmup 0 \
+    >"$OUT/ncu-forward-reference.csv" 2>"$OUT/ncu-forward-reference.log" || status=1
+  unset TORCH_ALLOW_TF32_CUBLAS_OVERRIDE
   for math in fast exact; do
     # perturb_pass times the fast path second: skip to the first dense f16 launch of the math.
     skip=$([ "$math" = fast ] && echo 30 || echo 2)

@@ -226,29 +226,46 @@ pub fn fused_attention(
     }
 }
 
-/// (min, max) of a non-empty integer tensor, read to the host in one transfer.
-fn min_max(values: &Tensor) -> Result<(i64, i64), TchError> {
-    let both = Tensor::f_stack(&[values.f_min()?, values.f_max()?], 0)?
-        .f_to_kind(Kind::Int64)?
-        .f_to_device(Device::Cpu)?;
-    Ok((both.f_int64_value(&[0])?, both.f_int64_value(&[1])?))
+/// Checks that every named 1-D index tensor lies in `0..bound`, reading all their minima and
+/// maxima to the host in one transfer (one synchronisation, however many tensors).
+pub fn check_indices(checks: &[(&str, &Tensor, i64)]) -> Result<(), TchError> {
+    let present: Vec<&(&str, &Tensor, i64)> = checks.iter().filter(|c| c.1.numel() > 0).collect();
+    if present.is_empty() {
+        return Ok(());
+    }
+    let mut extremes = Vec::with_capacity(2 * present.len());
+    for (_, values, _) in &present {
+        extremes.push(values.f_min()?.f_to_kind(Kind::Int64)?);
+        extremes.push(values.f_max()?.f_to_kind(Kind::Int64)?);
+    }
+    let host = Tensor::f_stack(&extremes, 0)?.f_to_device(Device::Cpu)?;
+    for (i, (name, _, bound)) in present.iter().enumerate() {
+        let min = host.f_int64_value(&[2 * i as i64])?;
+        let max = host.f_int64_value(&[2 * i as i64 + 1])?;
+        if min < 0 || max >= *bound {
+            return Err(TchError::Shape(format!(
+                "{name} span {min}..={max}, outside 0..{bound}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Hidden states `[B, L, H]` at one position per row -> `[B, H]`.
 pub fn gather_positions(hidden: &Tensor, positions: &Tensor) -> Result<Tensor, TchError> {
+    let l = hidden.size().get(1).copied().unwrap_or(0);
+    check_indices(&[("positions", positions, l)])?;
+    gather_checked_positions(hidden, positions)
+}
+
+/// [`gather_positions`] for positions already checked to lie in `0..L` ([`check_indices`]):
+/// only the shapes are checked here (on the host).
+pub fn gather_checked_positions(hidden: &Tensor, positions: &Tensor) -> Result<Tensor, TchError> {
     let size = hidden.size();
-    let (b, l, h) = (size[0], size[1], size[2]);
+    let (b, h) = (size[0], size[2]);
     let pos = positions.size();
     if pos != [b] {
         return Err(TchError::Shape(format!("positions {pos:?} must be [{b}]")));
-    }
-    if b > 0 {
-        let (min, max) = min_max(positions)?;
-        if min < 0 || max >= l {
-            return Err(TchError::Shape(format!(
-                "positions span {min}..={max}, outside 0..{l}"
-            )));
-        }
     }
     let index = positions
         .f_to_kind(Kind::Int64)?
@@ -258,25 +275,18 @@ pub fn gather_positions(hidden: &Tensor, positions: &Tensor) -> Result<Tensor, T
 }
 
 /// Logits of selected rows of an output matrix: `hidden [B, H]`, `matrix [V, H]`,
-/// `rows [n]` -> `[B, n]` (+ the matching entries of `bias`).
+/// `rows [n]` -> `[B, n]` (+ the matching entries of `bias`). The callers (`Model::head`,
+/// `Model::label_word_logits`) check that `rows` lie in `0..V` ([`check_indices`]) first; here
+/// only the shape is checked.
 pub fn project_rows(
     hidden: &Tensor,
     matrix: &Tensor,
     bias: Option<&Tensor>,
     rows: &Tensor,
 ) -> Result<Tensor, TchError> {
-    let vocab = matrix.size()[0];
     let n = rows.size();
     if n.len() != 1 {
         return Err(TchError::Shape(format!("label_word_ids {n:?} must be 1-D")));
-    }
-    if n[0] > 0 {
-        let (min, max) = min_max(rows)?;
-        if min < 0 || max >= vocab {
-            return Err(TchError::Shape(format!(
-                "label_word_ids span {min}..={max}, outside the vocabulary 0..{vocab}"
-            )));
-        }
     }
     let selected = matrix.f_index_select(0, rows)?;
     let selected_bias = match bias {

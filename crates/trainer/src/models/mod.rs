@@ -21,7 +21,7 @@ use crate::batch::Batch;
 use crate::model::LabelWordModel;
 pub use config::{LlamaConfig, ModelConfig, OptConfig, RobertaConfig};
 pub use error::{ModelError, Result};
-use layers::{gather_positions, ParamFactory, ParamInit};
+use layers::{check_indices, gather_checked_positions, ParamFactory, ParamInit};
 use std::path::Path;
 use tch::{nn::VarStore, Device, Kind, TchError, Tensor};
 
@@ -144,8 +144,21 @@ impl Model {
         }
     }
 
-    /// The output head on hidden states `[..., H]`: all vocabulary logits or only `rows`.
+    /// The output head on hidden states `[..., H]`: all vocabulary logits or only `rows`
+    /// (checked to lie in the vocabulary).
     pub fn head(
+        &self,
+        hidden: &Tensor,
+        rows: Option<&Tensor>,
+    ) -> std::result::Result<Tensor, TchError> {
+        if let Some(rows) = rows {
+            check_indices(&[("label_word_ids", rows, self.config.vocab_size())])?;
+        }
+        self.head_checked_rows(hidden, rows)
+    }
+
+    /// [`Model::head`] with `rows` already checked.
+    fn head_checked_rows(
         &self,
         hidden: &Tensor,
         rows: Option<&Tensor>,
@@ -222,9 +235,20 @@ impl Model {
 
 impl LabelWordModel for Model {
     fn label_word_logits(&self, batch: &Batch) -> std::result::Result<Tensor, TchError> {
+        // Both index checks in one device-to-host read, before the encoder is queued, so the GPU
+        // never waits for the host between the encoder and the head.
+        let length = batch.input_ids.size().get(1).copied().unwrap_or(0);
+        check_indices(&[
+            ("positions", &batch.positions, length),
+            (
+                "label_word_ids",
+                &batch.label_word_ids,
+                self.config.vocab_size(),
+            ),
+        ])?;
         let hidden = self.hidden_states(&batch.input_ids, &batch.attention_mask)?;
-        let gathered = gather_positions(&hidden, &batch.positions)?;
-        self.head(&gathered, Some(&batch.label_word_ids))?
+        let gathered = gather_checked_positions(&hidden, &batch.positions)?;
+        self.head_checked_rows(&gathered, Some(&batch.label_word_ids))?
             .f_to_kind(Kind::Float)
     }
 
