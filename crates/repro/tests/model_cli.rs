@@ -2,12 +2,9 @@
 //! missing checkpoint.
 #![cfg(feature = "torch")]
 
-use std::path::Path;
-use std::process::Command;
+mod common;
 
-fn repro() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_repro"))
-}
+use std::path::Path;
 
 fn fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -19,19 +16,11 @@ fn fixture(name: &str) -> String {
 
 #[test]
 fn load_memory_reports_the_model_and_the_resident_set() {
-    let output = repro()
-        .args(["load-memory", "--model-dir", &fixture("roberta_tiny")])
-        .args(["--dtype", "f32", "--device", "cpu"])
-        .output()
-        .expect("run repro");
-    assert!(
-        output.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
+    let line = format!(
+        "load-memory --model-dir {} --dtype f32 --device cpu",
+        fixture("roberta_tiny")
     );
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let last = stdout.lines().last().expect("a JSON line");
-    let value: serde_json::Value = serde_json::from_str(last).expect("last line is JSON");
+    let value = common::last_json(&common::repro_line(&line));
     let model_bytes = value["model_bytes"].as_u64().expect("model_bytes");
     // The tiny RoBERTa fixture: its parameters in f32 (the count the library reports).
     assert!(
@@ -48,14 +37,8 @@ fn load_memory_reports_the_model_and_the_resident_set() {
 
 #[test]
 fn load_memory_names_a_missing_checkpoint() {
-    let output = repro()
-        .args(["load-memory", "--model-dir", "/nonexistent/checkpoint"])
-        .output()
-        .expect("run repro");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("/nonexistent/checkpoint"),
-        "stderr: {stderr}"
+    common::assert_fails_naming(
+        "load-memory --model-dir /nonexistent/checkpoint",
+        "/nonexistent/checkpoint",
     );
 }

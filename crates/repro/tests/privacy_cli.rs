@@ -1,5 +1,7 @@
 //! `repro privacy` JSON contract and invalid-input exit codes (runs the built binary).
 
+mod common;
+
 use std::process::{Command, Output};
 
 fn repro(args: &[&str]) -> Output {
@@ -15,18 +17,7 @@ fn repro_line(line: &str) -> Output {
     repro(&line.split_whitespace().collect::<Vec<_>>())
 }
 
-/// Parses the last stdout line as JSON, failing with the full output otherwise.
-fn last_json(output: &Output) -> serde_json::Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "exit {:?}; stdout {stdout}; stderr {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let line = stdout.lines().last().expect("some stdout");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"))
-}
+use common::last_json;
 
 #[test]
 fn epsilon_json_contract() {

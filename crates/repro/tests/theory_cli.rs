@@ -1,5 +1,7 @@
 //! `repro theory variance` contract: JSON keys, agreement with the closed form, bad input.
 
+mod common;
+
 use std::process::Command;
 
 fn repro() -> Command {
@@ -49,24 +51,8 @@ fn variance_json_matches_closed_form() {
 
 #[test]
 fn variance_rejects_zero_directions_with_the_value() {
-    let output = repro()
-        .args([
-            "theory",
-            "variance",
-            "--dim",
-            "10",
-            "--directions",
-            "0",
-            "--samples",
-            "10",
-        ])
-        .args(["--seed", "1", "--json"])
-        .output()
-        .expect("run repro");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("directions must be >= 1, got 0"),
-        "stderr: {stderr}"
+    common::assert_fails_naming(
+        "theory variance --dim 10 --directions 0 --samples 10 --seed 1 --json",
+        "directions must be >= 1, got 0",
     );
 }

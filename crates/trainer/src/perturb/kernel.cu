@@ -244,8 +244,9 @@ struct BlockSetup {
     unsigned int segment;
 };
 
-__device__ __forceinline__ void block_setup(const unsigned long long* table, unsigned int n_segments,
-                                            const Terms& terms, BlockSetup* shared) {
+// Returns the block's segment record.
+__device__ __forceinline__ const unsigned long long* block_setup(const unsigned long long* table, unsigned int n_segments,
+                                                                 const Terms& terms, BlockSetup* shared) {
     if (threadIdx.x == 0) {
         #pragma unroll
         for (int k = 0; k < MAX_TERMS; ++k) { shared->seed[k] = terms.seed[k]; shared->scale[k] = terms.scale[k]; }
@@ -258,14 +259,14 @@ __device__ __forceinline__ void block_setup(const unsigned long long* table, uns
         shared->segment = low;
     }
     __syncthreads();
+    return table + 8 * shared->segment;
 }
 
 template <int DT>
 __device__ __forceinline__ void perturb_dense(const unsigned long long* table, unsigned int n_segments, const Terms& terms) {
     typedef Storage<DT> S;
     __shared__ BlockSetup setup;
-    block_setup(table, n_segments, terms, &setup);
-    const unsigned long long* seg = table + 8 * setup.segment;
+    const unsigned long long* seg = block_setup(table, n_segments, terms, &setup);
     unsigned long long ptr = seg[0], numel = seg[1], offset = seg[2];
     unsigned int count = terms.count;
     unsigned long long base = offset / 4 + (blockIdx.x - seg[3]) * (unsigned long long)(THREADS * CHUNKS);
@@ -333,8 +334,7 @@ template <int DT>
 __device__ __forceinline__ void perturb_masked(const unsigned long long* table, unsigned int n_segments, const Terms& terms) {
     typedef Storage<DT> S;
     __shared__ BlockSetup setup;
-    block_setup(table, n_segments, terms, &setup);
-    const unsigned long long* seg = table + 8 * setup.segment;
+    const unsigned long long* seg = block_setup(table, n_segments, terms, &setup);
     typename S::Scalar* elements = (typename S::Scalar*)seg[0];
     const long long* indices = (const long long*)seg[5];
     unsigned long long offset = seg[2], length = seg[6];
