@@ -28,6 +28,12 @@ fn kernel_z(seed: u64, numel: i64, math: NormalMath) -> Vec<f32> {
     Vec::<f32>::try_from(&zeros.to_device(Device::Cpu)).unwrap()
 }
 
+/// z(seed, 0..3,000,001) from the kernel with `math`, and the CPU's exact z of the same indices.
+fn kernel_and_cpu_z(seed: u64, math: NormalMath) -> (Vec<f32>, Vec<f32>) {
+    let numel = 3_000_001usize;
+    (kernel_z(seed, numel as i64, math), z_values(seed, 0, numel))
+}
+
 fn cuda() -> Device {
     trainer::device::select(trainer::device::DeviceRequest::Cuda)
         .unwrap_or_else(|e| panic!("this test needs a CUDA device: {e}"))
@@ -66,9 +72,8 @@ fn f64_bits(t: &Tensor) -> Vec<u64> {
 #[ignore = "GPU: run with --ignored on a CUDA host"]
 fn cuda_z_equals_cpu_z_bitwise() {
     let _lock = MATH.lock().unwrap_or_else(|e| e.into_inner());
-    let numel = 3_000_001i64;
-    let gpu = kernel_z(0xDEAD_BEEF_0123, numel, NormalMath::Exact);
-    let cpu = z_values(0xDEAD_BEEF_0123, 0, numel as usize);
+    let (gpu, cpu) = kernel_and_cpu_z(0xDEAD_BEEF_0123, NormalMath::Exact);
+    let numel = gpu.len();
     let mismatches = gpu
         .iter()
         .zip(&cpu)
@@ -90,9 +95,8 @@ fn cuda_z_equals_cpu_z_bitwise() {
 #[ignore = "GPU: run with --ignored on a CUDA host"]
 fn fast_normal_math_is_within_tolerance_of_exact() {
     let _lock = MATH.lock().unwrap_or_else(|e| e.into_inner());
-    let numel = 3_000_001i64;
-    let fast = kernel_z(0x005E_ED0F_FA57, numel, NormalMath::Fast);
-    let exact = z_values(0x005E_ED0F_FA57, 0, numel as usize);
+    let (fast, exact) = kernel_and_cpu_z(0x005E_ED0F_FA57, NormalMath::Fast);
+    let numel = fast.len();
     // The hardware sine/cosine are within 2^-20.9 (5.1e-7) absolute on [-pi, pi] (PTX ISA,
     // sin.approx/cos.approx) and the fast angle keeps the word's top 24 bits up to rounding
     // (<= 2^-24 turn, 3.7e-7 rad), each times a radius of at most 5.77, plus a few ulp from the

@@ -209,21 +209,11 @@ pub fn fused_attention(
     v: &Tensor,
     pattern: &AttentionPattern,
 ) -> Result<Tensor, TchError> {
-    match pattern {
-        AttentionPattern::Unpadded { causal } => Tensor::f_scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            None::<&Tensor>,
-            0.0,
-            *causal,
-            None,
-            false,
-        ),
-        AttentionPattern::Masked(mask) => {
-            Tensor::f_scaled_dot_product_attention(q, k, v, Some(mask), 0.0, false, None, false)
-        }
-    }
+    let (mask, causal) = match pattern {
+        AttentionPattern::Unpadded { causal } => (None, *causal),
+        AttentionPattern::Masked(mask) => (Some(mask), false),
+    };
+    Tensor::f_scaled_dot_product_attention(q, k, v, mask, 0.0, causal, None, false)
 }
 
 /// Checks that every named 1-D index tensor lies in `0..bound`, reading all their minima and
