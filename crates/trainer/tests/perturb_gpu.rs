@@ -160,3 +160,52 @@ fn kernel_aten_and_cpu_agree_dense_and_masked() {
         );
     }
 }
+
+#[test]
+#[ignore = "GPU: run with --ignored on a CUDA host"]
+fn many_tensors_and_grid_blocks_match_cpu_bitwise() {
+    // ~31M elements in five tensors of three element types: thousands of grid blocks, tensors
+    // that start and end inside Philox blocks and grid blocks, misaligned starts.
+    let _lock = MATH.lock().unwrap_or_else(|e| e.into_inner());
+    let device = cuda();
+    let shapes = [
+        (Kind::Half, 9_000_001i64),
+        (Kind::Half, 8_388_608),
+        (Kind::Float, 6_000_007),
+        (Kind::Half, 5),
+        (Kind::BFloat16, 7_340_033),
+    ];
+    let build = |dev: Device| -> Vec<(String, Tensor)> {
+        shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &(kind, numel))| {
+                let values = (Tensor::arange(numel, (Kind::Float, Device::Cpu)) * 0.37).cos();
+                (format!("p{i}"), values.to_kind(kind).to_device(dev))
+            })
+            .collect()
+    };
+    for terms in [vec![(11u64, 1e-3f64)], vec![(12u64, 2e-3), (13u64, -5e-4)]] {
+        let mut results = Vec::new();
+        for (path, dev) in [
+            (PerturbPath::NvrtcKernel, device),
+            (PerturbPath::Auto, Device::Cpu),
+        ] {
+            let named = build(dev);
+            let handles: Vec<Tensor> = named.iter().map(|(_, t)| t.shallow_clone()).collect();
+            let set = ParamSet::new(named).unwrap();
+            axpy_z_using(&set, &terms, path).unwrap();
+            results.push(handles.iter().map(f64_bits).collect::<Vec<_>>());
+        }
+        for (i, (gpu, cpu)) in results[0].iter().zip(&results[1]).enumerate() {
+            let differing = gpu.iter().zip(cpu).filter(|(a, b)| a != b).count();
+            assert_eq!(
+                differing,
+                0,
+                "tensor p{i} ({:?}): {differing} elements differ, {} terms",
+                shapes[i],
+                terms.len()
+            );
+        }
+    }
+}

@@ -79,12 +79,11 @@ const DTYPE_SUFFIXES: [&str; 4] = ["f32", "f16", "bf16", "f64"];
 /// u64 words per segment record (see `kernel.cu`).
 const RECORD_WORDS: usize = 8;
 
-/// The kernel's `Terms` argument, passed by value: seeds, scales, and each seed's Philox round
-/// keys (`PhiloxKeys`: ten words for key 0, then ten for key 1).
+/// The kernel's `Terms` argument, passed by value: scales and each seed's Philox round keys
+/// (`PhiloxKeys`: ten words for key 0, then ten for key 1).
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct KernelTerms {
-    seeds: [u64; MAX_KERNEL_TERMS],
     scales: [f32; MAX_KERNEL_TERMS],
     count: u32,
     _padding: u32,
@@ -364,11 +363,41 @@ fn dtype_code(kind: Kind) -> Result<usize, String> {
     }
 }
 
-/// Launch `function` over the records (built with grid block starts) on stream 0.
+/// A launch's tables on the device: the segment records and, per grid block, the index of its
+/// segment (u32).
+struct DeviceTables {
+    records: Tensor,
+    block_segments: Tensor,
+}
+
+/// Device tables by (device ordinal, records). A parameter set's records (data pointers, sizes,
+/// offsets) are the same at every pass, so each is uploaded once, and a pass neither copies
+/// from the host nor waits for the device. The tables are a pure function of the key, so a
+/// reused address cannot make an entry stale. At most `TABLE_CACHE_ENTRIES` are kept.
+static TABLES: OnceLock<Mutex<HashMap<(usize, Vec<u64>), DeviceTables>>> = OnceLock::new();
+const TABLE_CACHE_ENTRIES: usize = 64;
+
+/// The per-grid-block segment indices of `records` (whose word 3 is a segment's first grid
+/// block, in increasing order) for a launch of `grid_blocks` blocks.
+fn block_segments(records: &[u64], grid_blocks: u64) -> Vec<u32> {
+    let starts: Vec<u64> = records
+        .chunks_exact(RECORD_WORDS)
+        .map(|record| record[3])
+        .collect();
+    let mut segments = Vec::with_capacity(grid_blocks as usize);
+    for (i, &start) in starts.iter().enumerate() {
+        let end = starts.get(i + 1).copied().unwrap_or(grid_blocks);
+        segments.extend(std::iter::repeat_n(i as u32, (end - start) as usize));
+    }
+    segments
+}
+
+/// Launch `function` on stream 0 over the records (built with grid block starts), `grid_blocks`
+/// blocks in all.
 fn launch(
     kernels: &DeviceKernels,
     function: sys::CUfunction,
-    device: Device,
+    ordinal: usize,
     records: &[u64],
     grid_blocks: u64,
     terms: &KernelTerms,
@@ -379,24 +408,54 @@ fn launch(
     if grid_blocks > i32::MAX as u64 {
         return Err(format!("{grid_blocks} blocks exceed the grid limit"));
     }
-    // The table lives in libtorch's caching allocator; dropping it after an asynchronous launch
-    // on the same stream is safe (its memory is only reused by later work on that stream).
-    // Same bits as i64 (libtorch has no u64 dtype).
-    let words: Vec<i64> = records.iter().map(|&w| w as i64).collect();
-    let table = Tensor::from_slice(&words)
-        .f_to_device(device)
-        .map_err(|e| format!("segment table upload: {e}"))?;
-    let mut table_ptr = table.data_ptr() as u64;
-    let mut n_segments = (records.len() / RECORD_WORDS) as u32;
+    if records.len() / RECORD_WORDS > u32::MAX as usize {
+        return Err(format!(
+            "{} tensors exceed the kernel's u32 segment index",
+            records.len() / RECORD_WORDS
+        ));
+    }
+    let cache = TABLES.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut cache = cache
+        .lock()
+        .map_err(|_| "segment table cache poisoned".to_string())?;
+    let key = (ordinal, records.to_vec());
+    if !cache.contains_key(&key) {
+        if cache.len() >= TABLE_CACHE_ENTRIES {
+            // Freeing is stream-ordered (libtorch's caching allocator reuses the memory only for
+            // later work on the same stream), so launches still in flight are unaffected.
+            cache.clear();
+        }
+        let device = Device::Cuda(ordinal);
+        // Same bits as i64 / i32 (libtorch has no u64 or u32 dtype).
+        let words: Vec<i64> = records.iter().map(|&w| w as i64).collect();
+        let segments: Vec<i32> = block_segments(records, grid_blocks)
+            .into_iter()
+            .map(|s| s as i32)
+            .collect();
+        let upload = |values: Tensor, what: &str| {
+            values
+                .f_to_device(device)
+                .map_err(|e| format!("{what} upload: {e}"))
+        };
+        let tables = DeviceTables {
+            records: upload(Tensor::from_slice(&words), "segment table")?,
+            block_segments: upload(Tensor::from_slice(&segments), "block segment table")?,
+        };
+        cache.insert(key.clone(), tables);
+    }
+    let tables = &cache[&key];
+    let mut table_ptr = tables.records.data_ptr() as u64;
+    let mut segments_ptr = tables.block_segments.data_ptr() as u64;
     let mut terms = *terms;
     let mut params: [*mut c_void; 3] = [
         &mut table_ptr as *mut u64 as *mut c_void,
-        &mut n_segments as *mut u32 as *mut c_void,
+        &mut segments_ptr as *mut u64 as *mut c_void,
         &mut terms as *mut KernelTerms as *mut c_void,
     ];
     // SAFETY: the context is the device's primary context; params point at live locals whose
-    // types match the kernel signature (pointer, unsigned int, Terms by value); the records hold
-    // data pointers of contiguous tensors of the recorded dtype and length.
+    // types match the kernel signature (two pointers, Terms by value); the records hold data
+    // pointers of contiguous tensors of the recorded dtype and length, and the block segment
+    // table has one entry per grid block.
     unsafe {
         check("cuCtxSetCurrent", sys::cuCtxSetCurrent(kernels.context))?;
         check(
@@ -416,7 +475,6 @@ fn launch(
             ),
         )?;
     }
-    drop(table);
     Ok(())
 }
 
@@ -433,14 +491,12 @@ pub(crate) fn update_entries(
         )));
     }
     let mut kernel_terms = KernelTerms {
-        seeds: [0; MAX_KERNEL_TERMS],
         scales: [0.0; MAX_KERNEL_TERMS],
         count: terms.len() as u32,
         _padding: 0,
         round_keys: [[0; 20]; MAX_KERNEL_TERMS],
     };
     for (k, &(seed, scale)) in terms.iter().enumerate() {
-        kernel_terms.seeds[k] = seed;
         kernel_terms.scales[k] = scale;
         kernel_terms.round_keys[k] = philox_round_keys(seed);
     }
@@ -495,7 +551,6 @@ pub(crate) fn update_entries(
                 _ => {}
             }
         }
-        let device = Device::Cuda(ordinal);
         let math = normal_math();
         with_kernels(ordinal, |kernels| {
             let pair = kernels.pair(math);
@@ -504,7 +559,7 @@ pub(crate) fn update_entries(
                 launch(
                     kernels,
                     pair.dense[code],
-                    device,
+                    ordinal,
                     records,
                     *blocks,
                     &kernel_terms,
@@ -513,7 +568,7 @@ pub(crate) fn update_entries(
                 launch(
                     kernels,
                     pair.masked[code],
-                    device,
+                    ordinal,
                     records,
                     *blocks,
                     &kernel_terms,
@@ -524,4 +579,20 @@ pub(crate) fn update_entries(
         .map_err(PerturbError::Cuda)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Three segments whose first grid blocks are 0, 2 and 5, in a launch of 7 blocks.
+    #[test]
+    fn block_segments_map_each_grid_block_to_its_segment() {
+        let mut records = Vec::new();
+        for start in [0u64, 2, 5] {
+            records.extend_from_slice(&[0, 1, 0, start, 0, 0, 0, 0]);
+        }
+        assert_eq!(block_segments(&records, 7), vec![0, 0, 1, 1, 1, 2, 2]);
+        assert_eq!(block_segments(&records[..8], 1), vec![0]);
+    }
 }

@@ -9,14 +9,15 @@
 // One kernel per element type (f32, f16, bf16, f64) and selection (dense, masked); cuda.rs
 // launches one per type present. Segment table: 8 u64 per tensor:
 //   0 data pointer, 1 numel, 2 global offset, 3 first grid block, 4 dtype (0 f32, 1 f16,
-//   2 bf16, 3 f64), 5 mask pointer (int64 flat indices) or 0, 6 mask length, 7 unused.
+//   2 bf16, 3 f64), 5 mask pointer (int64 flat indices) or 0, 6 mask length, 7 unused;
+// and one u32 per grid block, the index of its segment.
 
 #define MAX_TERMS 8
 #define THREADS 256
 // Philox blocks (4 elements) per thread in the dense kernel: a grid block covers
-// THREADS * CHUNKS of them, so the per-block segment search is amortised over more work, and
-// each thread has CHUNKS independent loads in flight while it generates z. cuda.rs defines it
-// (and MIN_BLOCKS, the resident grid blocks per SM the register budget must allow).
+// THREADS * CHUNKS of them, and each thread has CHUNKS independent loads in flight while it
+// generates z. cuda.rs defines it (and MIN_BLOCKS, the resident grid blocks per SM the register
+// budget must allow).
 #ifndef CHUNKS
 #define CHUNKS 8
 #endif
@@ -28,36 +29,21 @@
 // 2 pi / 2^32: a 32-bit angle word read as a signed turn fraction (fast normal math).
 #define TWO_PI_OVER_2_32 (6.2831853071795865f * 2.3283064365386963e-10f)
 
-// The ten round keys of Philox4x32-10 for one seed (key + r * Weyl, paper section 4.2),
-// computed once per term and reused for every block a thread generates.
+// The ten round keys of Philox4x32-10 for one seed (key + r * Weyl, paper section 4.2), computed
+// on the host (cuda.rs: philox_round_keys).
 struct PhiloxKeys {
     unsigned int k0[10];
     unsigned int k1[10];
 };
 
-// The terms of one launch (cuda.rs: KernelTerms). `keys[k]` is the round-key schedule of
-// `seed[k]`, computed on the host: a single-term launch reads it straight from the parameter
-// bank instead of holding twenty registers.
+// The terms of one launch (cuda.rs: KernelTerms): scale_k and the round-key schedule of seed_k.
+// Kernels take it as a __grid_constant__ and read it straight from the parameter bank.
 struct Terms {
-    unsigned long long seed[MAX_TERMS];
     float scale[MAX_TERMS];
     unsigned int count;
     unsigned int padding;
     PhiloxKeys keys[MAX_TERMS];
 };
-
-__device__ __forceinline__ PhiloxKeys philox_keys(unsigned long long seed) {
-    PhiloxKeys keys;
-    unsigned int k0 = (unsigned int)seed, k1 = (unsigned int)(seed >> 32);
-    #pragma unroll
-    for (int round = 0; round < 10; ++round) {
-        keys.k0[round] = k0;
-        keys.k1[round] = k1;
-        k0 += PHILOX_WEYL_0;
-        k1 += PHILOX_WEYL_1;
-    }
-    return keys;
-}
 
 // Philox4x32-10 (philox.rs): counter (block lo, block hi, 0, 0); each round one 32x32->64
 // product per multiplier, high halves XORed with the other words and the round key.
@@ -165,17 +151,15 @@ __device__ __forceinline__ void accumulate_block(const PhiloxKeys& keys, unsigne
     accumulate_pair(c[2], c[3], scale, &delta[2], &delta[3]);
 }
 
-// delta += scale * z(seed, index): only the Box-Muller pair the element needs.
+// delta += scale * z(seed, index): only the Box-Muller pair the element needs. Both slots of the
+// pair start from delta and the element's slot is kept (a select, not an indexed local array).
 __device__ __forceinline__ void accumulate_at(const PhiloxKeys& keys, unsigned long long index, float scale, float* delta) {
     unsigned int c[4];
     philox_block(keys, index >> 2, c);
     unsigned int lane = (unsigned int)(index & 3ull);
-    // The running delta rides in the pair slot of its lane; the other slot is discarded.
-    float pair[2] = {0.0f, 0.0f};
-    pair[lane & 1u] = *delta;
-    if (lane < 2) accumulate_pair(c[0], c[1], scale, &pair[0], &pair[1]);
-    else accumulate_pair(c[2], c[3], scale, &pair[0], &pair[1]);
-    *delta = pair[lane & 1u];
+    float d0 = *delta, d1 = *delta;
+    accumulate_pair(lane < 2 ? c[0] : c[2], lane < 2 ? c[1] : c[3], scale, &d0, &d1);
+    *delta = (lane & 1u) ? d1 : d0;
 }
 
 // Element conversions through PTX (round to nearest even), no headers needed.
@@ -235,41 +219,22 @@ template <> struct Storage<3> {
     }
 };
 
-// The terms in shared memory (the kernel parameter is only read at constant indices, so it is
-// not copied to local memory), and the segment whose grid blocks contain blockIdx.x, found by
-// one thread's binary search. One barrier covers both.
-struct BlockSetup {
-    unsigned long long seed[MAX_TERMS];
-    float scale[MAX_TERMS];
-    unsigned int segment;
-};
-
-// Returns the block's segment record.
-__device__ __forceinline__ const unsigned long long* block_setup(const unsigned long long* table, unsigned int n_segments,
-                                                                 const Terms& terms, BlockSetup* shared) {
-    if (threadIdx.x == 0) {
-        #pragma unroll
-        for (int k = 0; k < MAX_TERMS; ++k) { shared->seed[k] = terms.seed[k]; shared->scale[k] = terms.scale[k]; }
-        unsigned int low = 0, high = n_segments - 1;
-        unsigned long long b = blockIdx.x;
-        while (low < high) {
-            unsigned int mid = (low + high + 1) >> 1;
-            if (table[8 * mid + 3] <= b) low = mid; else high = mid - 1;
-        }
-        shared->segment = low;
-    }
-    __syncthreads();
-    return table + 8 * shared->segment;
+// The segment record of grid block b: `block_segments[b]` is the segment that contains it
+// (cuda.rs builds the table once per parameter set). One uniform load, no barrier.
+__device__ __forceinline__ const unsigned long long* block_segment(const unsigned long long* table,
+                                                                   const unsigned int* block_segments,
+                                                                   unsigned long long b) {
+    return table + 8 * (unsigned long long)__ldg(block_segments + b);
 }
 
 template <int DT>
-__device__ __forceinline__ void perturb_dense(const unsigned long long* table, unsigned int n_segments, const Terms& terms) {
+__device__ __forceinline__ void perturb_dense(const unsigned long long* table, const unsigned int* block_segments,
+                                              const Terms& terms) {
     typedef Storage<DT> S;
-    __shared__ BlockSetup setup;
-    const unsigned long long* seg = block_setup(table, n_segments, terms, &setup);
-    unsigned long long ptr = seg[0], numel = seg[1], offset = seg[2];
+    const unsigned long long* seg = block_segment(table, block_segments, blockIdx.x);
+    unsigned long long ptr = __ldg(seg), numel = __ldg(seg + 1), offset = __ldg(seg + 2);
     unsigned int count = terms.count;
-    unsigned long long base = offset / 4 + (blockIdx.x - seg[3]) * (unsigned long long)(THREADS * CHUNKS);
+    unsigned long long base = offset / 4 + (blockIdx.x - __ldg(seg + 3)) * (unsigned long long)(THREADS * CHUNKS);
     // Local index of lane 0 of this grid block's first Philox block (negative when the tensor
     // starts inside it), and of the end of its last one.
     long long first = (long long)(4 * base) - (long long)offset;
@@ -296,14 +261,13 @@ __device__ __forceinline__ void perturb_dense(const unsigned long long* table, u
             for (int c = 0; c < CHUNKS; ++c) data[c * THREADS + threadIdx.x] = values[c];
             return;
         }
-        // Several terms: chunk by chunk (round keys recomputed per chunk, a few adds), so that
-        // this rare path does not raise the kernel's register count.
+        // Several terms: chunk by chunk, each term's round keys read from the parameter bank
+        // (`terms` is a __grid_constant__, so indexing it by k needs no local copy).
         #pragma unroll
         for (int c = 0; c < CHUNKS; ++c) {
             float delta[4] = {0.0f, 0.0f, 0.0f, 0.0f};
             unsigned long long block = base + (unsigned long long)(c * THREADS + threadIdx.x);
-            for (unsigned int k = 0; k < count; ++k)
-                accumulate_block(philox_keys(setup.seed[k]), block, setup.scale[k], delta);
+            for (unsigned int k = 0; k < count; ++k) accumulate_block(terms.keys[k], block, terms.scale[k], delta);
             values[c] = S::add4(values[c], delta);
         }
         #pragma unroll
@@ -317,10 +281,7 @@ __device__ __forceinline__ void perturb_dense(const unsigned long long* table, u
         unsigned long long block = base + (unsigned long long)c * THREADS + threadIdx.x;
         if (block > last_block) return;
         float delta[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-        for (unsigned int k = 0; k < count; ++k) {
-            PhiloxKeys keys = philox_keys(setup.seed[k]);
-            accumulate_block(keys, block, setup.scale[k], delta);
-        }
+        for (unsigned int k = 0; k < count; ++k) accumulate_block(terms.keys[k], block, terms.scale[k], delta);
         long long lane0 = (long long)(4 * block) - (long long)offset;
         #pragma unroll
         for (int l = 0; l < 4; ++l) {
@@ -331,10 +292,10 @@ __device__ __forceinline__ void perturb_dense(const unsigned long long* table, u
 }
 
 template <int DT>
-__device__ __forceinline__ void perturb_masked(const unsigned long long* table, unsigned int n_segments, const Terms& terms) {
+__device__ __forceinline__ void perturb_masked(const unsigned long long* table, const unsigned int* block_segments,
+                                               const Terms& terms) {
     typedef Storage<DT> S;
-    __shared__ BlockSetup setup;
-    const unsigned long long* seg = block_setup(table, n_segments, terms, &setup);
+    const unsigned long long* seg = block_segment(table, block_segments, blockIdx.x);
     typename S::Scalar* elements = (typename S::Scalar*)seg[0];
     const long long* indices = (const long long*)seg[5];
     unsigned long long offset = seg[2], length = seg[6];
@@ -354,11 +315,10 @@ __device__ __forceinline__ void perturb_masked(const unsigned long long* table, 
     #pragma unroll
     for (int m = 0; m < MASKED_PER_THREAD; ++m) delta[m] = 0.0f;
     for (unsigned int k = 0; k < count; ++k) {
-        PhiloxKeys keys = philox_keys(setup.seed[k]);
-        float scale = setup.scale[k];
+        float scale = terms.scale[k];
         #pragma unroll
         for (int m = 0; m < MASKED_PER_THREAD; ++m)
-            if (index[m] >= 0) accumulate_at(keys, offset + (unsigned long long)index[m], scale, &delta[m]);
+            if (index[m] >= 0) accumulate_at(terms.keys[k], offset + (unsigned long long)index[m], scale, &delta[m]);
     }
     #pragma unroll
     for (int m = 0; m < MASKED_PER_THREAD; ++m) if (index[m] >= 0) elements[index[m]] = S::add(values[m], delta[m]);
@@ -366,11 +326,13 @@ __device__ __forceinline__ void perturb_masked(const unsigned long long* table, 
 
 #define KERNELS(SUFFIX, DT) \
     extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) \
-    perturb_dense_##SUFFIX(const unsigned long long* table, unsigned int n_segments, Terms terms) { \
-        perturb_dense<DT>(table, n_segments, terms); } \
+    perturb_dense_##SUFFIX(const unsigned long long* table, const unsigned int* block_segments, \
+                           const __grid_constant__ Terms terms) { \
+        perturb_dense<DT>(table, block_segments, terms); } \
     extern "C" __global__ void __launch_bounds__(THREADS) \
-    perturb_masked_##SUFFIX(const unsigned long long* table, unsigned int n_segments, Terms terms) { \
-        perturb_masked<DT>(table, n_segments, terms); }
+    perturb_masked_##SUFFIX(const unsigned long long* table, const unsigned int* block_segments, \
+                            const __grid_constant__ Terms terms) { \
+        perturb_masked<DT>(table, block_segments, terms); }
 
 KERNELS(f32, 0)
 KERNELS(f16, 1)
