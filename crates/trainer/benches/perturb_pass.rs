@@ -16,7 +16,8 @@ use trainer::perturb::bench::{
     TransformerShape, H200_COPY_BANDWIDTH, OPT_1_3B, OPT_2_7B, ROBERTA_LARGE,
 };
 use trainer::perturb::{
-    axpy_z_using, cuda_kernel_available, set_normal_math, NormalMath, ParamSet, PerturbPath,
+    axpy_z_using, cuda_kernel_available, pull_towards_using, set_normal_math, NormalMath, ParamSet,
+    PerturbPath, Selection,
 };
 
 fn share(named: &[(String, tch::Tensor)]) -> Vec<(String, tch::Tensor)> {
@@ -155,6 +156,50 @@ fn csv_report(device: Device, csv_path: &str) -> Result<(), Box<dyn std::error::
             }
         }
         set_normal_math(NormalMath::Exact);
+        // The DP-ZOSO / DP-ZOPO proximal pull towards an anchor: one kernel launch against
+        // ATen's per-tensor lerp (take / lerp / put for masked tensors).
+        if kernel {
+            for (method, set) in [("pull", &dense), ("pull-mask1pct", &masked)] {
+                let anchors = set
+                    .entries()
+                    .iter()
+                    .filter_map(|entry| {
+                        let flat = entry.tensor.view(-1);
+                        let values = match &entry.selection {
+                            Selection::Dense => flat.copy(),
+                            Selection::Masked {
+                                indices_on_device, ..
+                            } => flat.take(indices_on_device),
+                            Selection::Untouched => return None,
+                        };
+                        Some((entry.name.clone(), values * 0.5))
+                    })
+                    .collect::<Vec<_>>();
+                for (implementation, path) in [
+                    ("ours-nvrtc", PerturbPath::NvrtcKernel),
+                    ("ours-aten", PerturbPath::Aten),
+                ] {
+                    let ms = median_ms(device, 1, 11, || {
+                        pull_towards_using(set, &anchors, 1e-7, path)
+                    })?;
+                    let row = PerfRow {
+                        model: shape.name.to_string(),
+                        dtype: dtype.to_string(),
+                        batch: 0,
+                        seq: 0,
+                        method: method.to_string(),
+                        implementation: implementation.to_string(),
+                        ms_median: ms,
+                        peak_bytes: -1,
+                    };
+                    writeln!(out, "{}", row.csv_line())?;
+                    eprintln!(
+                        "{} {dtype} {method} {implementation}: {ms:.3} ms",
+                        shape.name
+                    );
+                }
+            }
+        }
         drop(tensors);
     }
     Ok(())

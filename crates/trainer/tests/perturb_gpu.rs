@@ -8,8 +8,8 @@
 use std::sync::Mutex;
 use tch::{Device, Kind, Tensor};
 use trainer::perturb::{
-    axpy_z_using, cuda_kernel_available, set_normal_math, z_values, NormalMath, ParamSet,
-    PerturbPath,
+    axpy_z_using, cuda_kernel_available, pull_towards_using, set_normal_math, z_values, NormalMath,
+    ParamSet, PerturbPath,
 };
 
 /// The normal math is process-wide: tests that depend on it take this lock.
@@ -206,6 +206,56 @@ fn many_tensors_and_grid_blocks_match_cpu_bitwise() {
                 shapes[i],
                 terms.len()
             );
+        }
+    }
+}
+
+#[test]
+#[ignore = "GPU: run with --ignored on a CUDA host"]
+fn pull_kernel_agrees_with_aten_lerp_within_one_rounding() {
+    // The kernel computes ATen's lerp formula without FMA contraction; ATen's CUDA build may
+    // contract it, so the two can differ by one rounding of the storage type (pull.rs). Bound:
+    // |kernel - ATen| <= 2^-p max(|ATen|, 2^-14) with p the storage type's mantissa bits.
+    let device = cuda();
+    for weight in [0.003f64, 0.75] {
+        for masked in [false, true] {
+            let mut results = Vec::new();
+            for path in [PerturbPath::NvrtcKernel, PerturbPath::Aten] {
+                let named = tensors(device);
+                let handles: Vec<Tensor> = named.iter().map(|(_, t)| t.shallow_clone()).collect();
+                let mut anchors = Vec::new();
+                let mut masks = Vec::new();
+                for (i, t) in handles.iter().enumerate() {
+                    let n = t.numel() as i64;
+                    let index = Tensor::arange_start_step(1, n, 7, (Kind::Int64, device));
+                    let count = if masked { index.numel() as i64 } else { n };
+                    let values = (Tensor::arange(count, (Kind::Double, device)) * 0.13).cos() * 3.0;
+                    anchors.push((format!("t{i}"), values.to_kind(t.kind())));
+                    masks.push((format!("t{i}"), index));
+                }
+                let mut set = ParamSet::new(named).unwrap();
+                if masked {
+                    set = set.with_masks(masks).unwrap();
+                }
+                pull_towards_using(&set, &anchors, weight, path).unwrap();
+                results.push(handles.iter().map(f64_bits).collect::<Vec<_>>());
+            }
+            let mantissa_bits = [23, 10, 7, 52];
+            for (i, (kernel, aten)) in results[0].iter().zip(&results[1]).enumerate() {
+                let bound = 2f64.powi(-mantissa_bits[i]);
+                let worst = kernel
+                    .iter()
+                    .zip(aten)
+                    .map(|(k, a)| {
+                        let (k, a) = (f64::from_bits(*k), f64::from_bits(*a));
+                        (k - a).abs() / a.abs().max(2f64.powi(-14))
+                    })
+                    .fold(0.0f64, f64::max);
+                assert!(
+                    worst <= bound,
+                    "t{i} (weight {weight}, masked {masked}): relative difference {worst:e} > {bound:e}"
+                );
+            }
         }
     }
 }

@@ -165,31 +165,11 @@ impl TrainableParams {
 
     /// `theta <- (1 - w) theta + w theta_anchor` on the trained coordinates, with
     /// `w = step_size * proximal_weight`: the proximal part of
-    /// `theta <- theta - eta (a z + lambda (theta - theta_anchor))`.
+    /// `theta <- theta - eta (a z + lambda (theta - theta_anchor))`. One kernel launch per
+    /// element type on CUDA ([`crate::perturb::pull_towards`]).
     pub fn pull_towards(&self, anchor: &Anchor, weight: f64) -> Result<()> {
-        tch::no_grad(|| -> Result<()> {
-            for (name, values) in &anchor.values {
-                let Some((_, tensor)) = self.named.iter().find(|(n, _)| n == name) else {
-                    return Err(OptimError::BadMask {
-                        name: name.clone(),
-                        reason: "anchor names a tensor that is not trainable".into(),
-                    });
-                };
-                match self.mask_of(name) {
-                    None => {}
-                    Some(None) => {
-                        let _ = tensor.shallow_clone().f_lerp_(values, weight)?;
-                    }
-                    Some(Some(mask)) => {
-                        let index = mask.to_device(tensor.device());
-                        let mut flat = tensor.f_view(-1)?;
-                        let moved = flat.f_take(&index)?.f_lerp(values, weight)?;
-                        let _ = flat.f_put_(&index, &moved, false)?;
-                    }
-                }
-            }
-            Ok(())
-        })
+        crate::perturb::pull_towards(self.param_set()?, &anchor.values, weight)?;
+        Ok(())
     }
 
     /// Bytes of one copy of the trained coordinates (the anchor's cost).

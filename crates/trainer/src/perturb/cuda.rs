@@ -103,12 +103,13 @@ fn philox_round_keys(seed: u64) -> [u32; 20] {
     keys
 }
 
-/// The dense and masked kernels of one compiled module, one per element type (indexed by
-/// [`dtype_code`]).
+/// The dense, masked and proximal-pull kernels of one compiled module, one per element type
+/// (indexed by [`dtype_code`]).
 #[derive(Clone, Copy)]
 struct KernelPair {
     dense: [sys::CUfunction; 4],
     masked: [sys::CUfunction; 4],
+    pull: [sys::CUfunction; 4],
 }
 
 /// A device's kernels (exact and fast normal math), with the primary context they live in.
@@ -304,10 +305,12 @@ unsafe fn compile_pair(math: NormalMath, major: i32, minor: i32) -> Result<Kerne
         let mut pair = KernelPair {
             dense: [std::ptr::null_mut(); 4],
             masked: [std::ptr::null_mut(); 4],
+            pull: [std::ptr::null_mut(); 4],
         };
         for (code, suffix) in DTYPE_SUFFIXES.iter().enumerate() {
             pair.dense[code] = function(format!("perturb_dense_{suffix}"))?;
             pair.masked[code] = function(format!("perturb_masked_{suffix}"))?;
+            pair.pull[code] = function(format!("pull_{suffix}"))?;
         }
         Ok(pair)
     }
@@ -374,7 +377,8 @@ struct DeviceTables {
 /// offsets) are the same at every pass, so each is uploaded once, and a pass neither copies
 /// from the host nor waits for the device. The tables are a pure function of the key, so a
 /// reused address cannot make an entry stale. At most `TABLE_CACHE_ENTRIES` are kept.
-static TABLES: OnceLock<Mutex<HashMap<(usize, Vec<u64>), DeviceTables>>> = OnceLock::new();
+static TABLES: OnceLock<Mutex<TableCache>> = OnceLock::new();
+type TableCache = HashMap<(usize, Vec<u64>), DeviceTables>;
 const TABLE_CACHE_ENTRIES: usize = 64;
 
 /// The per-grid-block segment indices of `records` (whose word 3 is a segment's first grid
@@ -392,15 +396,21 @@ fn block_segments(records: &[u64], grid_blocks: u64) -> Vec<u32> {
     segments
 }
 
+/// The last argument of a kernel: the perturbation's terms or the pull's weight.
+enum LastArgument<'a> {
+    Terms(&'a mut KernelTerms),
+    Weight(&'a mut f64),
+}
+
 /// Launch `function` on stream 0 over the records (built with grid block starts), `grid_blocks`
-/// blocks in all.
+/// blocks in all; its arguments are the two tables and `last`.
 fn launch(
     kernels: &DeviceKernels,
     function: sys::CUfunction,
     ordinal: usize,
     records: &[u64],
     grid_blocks: u64,
-    terms: &KernelTerms,
+    last: LastArgument<'_>,
 ) -> Result<(), String> {
     if grid_blocks == 0 {
         return Ok(());
@@ -446,16 +456,20 @@ fn launch(
     let tables = &cache[&key];
     let mut table_ptr = tables.records.data_ptr() as u64;
     let mut segments_ptr = tables.block_segments.data_ptr() as u64;
-    let mut terms = *terms;
+    let last_ptr = match last {
+        LastArgument::Terms(terms) => terms as *mut KernelTerms as *mut c_void,
+        LastArgument::Weight(weight) => weight as *mut f64 as *mut c_void,
+    };
     let mut params: [*mut c_void; 3] = [
         &mut table_ptr as *mut u64 as *mut c_void,
         &mut segments_ptr as *mut u64 as *mut c_void,
-        &mut terms as *mut KernelTerms as *mut c_void,
+        last_ptr,
     ];
     // SAFETY: the context is the device's primary context; params point at live locals whose
-    // types match the kernel signature (two pointers, Terms by value); the records hold data
-    // pointers of contiguous tensors of the recorded dtype and length, and the block segment
-    // table has one entry per grid block.
+    // types match the kernel signature (two pointers, then Terms by value for the perturbation
+    // kernels or a double for the pull); the records hold data pointers of contiguous tensors
+    // of the recorded dtype and length (and anchors of the recorded count), and the block
+    // segment table has one entry per grid block.
     unsafe {
         check("cuCtxSetCurrent", sys::cuCtxSetCurrent(kernels.context))?;
         check(
@@ -562,7 +576,7 @@ pub(crate) fn update_entries(
                     ordinal,
                     records,
                     *blocks,
-                    &kernel_terms,
+                    LastArgument::Terms(&mut kernel_terms.clone()),
                 )?;
                 let (records, blocks) = &masked[code];
                 launch(
@@ -571,12 +585,71 @@ pub(crate) fn update_entries(
                     ordinal,
                     records,
                     *blocks,
-                    &kernel_terms,
+                    LastArgument::Terms(&mut kernel_terms.clone()),
                 )?;
             }
             Ok(())
         })
         .map_err(PerturbError::Cuda)?;
+    }
+    Ok(())
+}
+
+/// Coordinates per thread of the pull kernels (the kernel's `PULL_PER_THREAD`).
+const PULL_PER_THREAD: u64 = 4;
+
+/// The proximal pull (pull.rs) of CUDA entries, each with its checked anchor: one launch per
+/// device and element type.
+pub(crate) fn pull_entries(pairs: &[(&ParamEntry, &Tensor)], weight: f64) -> Result<(), String> {
+    let mut by_device: HashMap<usize, Vec<(&ParamEntry, &Tensor)>> = HashMap::new();
+    for &(entry, anchor) in pairs {
+        if let Device::Cuda(ordinal) = entry.device {
+            by_device.entry(ordinal).or_default().push((entry, anchor));
+        }
+    }
+    for (ordinal, pairs) in by_device {
+        let mut per_type = [(); 4].map(|_| (Vec::new(), 0u64));
+        for (entry, anchor) in pairs {
+            let code = dtype_code(entry.kind)?;
+            let (mask, count) = match &entry.selection {
+                Selection::Dense => (0, entry.numel),
+                Selection::Masked {
+                    indices,
+                    indices_on_device,
+                } => (indices_on_device.data_ptr() as u64, indices.len() as u64),
+                Selection::Untouched => continue,
+            };
+            if count == 0 {
+                continue;
+            }
+            let (records, blocks) = &mut per_type[code];
+            records.extend_from_slice(&[
+                entry.tensor.data_ptr() as u64,
+                entry.numel,
+                entry.offset,
+                *blocks,
+                code as u64,
+                mask,
+                count,
+                anchor.data_ptr() as u64,
+            ]);
+            *blocks += count.div_ceil(THREADS * PULL_PER_THREAD);
+        }
+        with_kernels(ordinal, |kernels| {
+            // The pull does not depend on the normal math: either module's kernel will do.
+            let pair = kernels.pair(NormalMath::Exact);
+            for (code, (records, blocks)) in per_type.iter().enumerate() {
+                launch(
+                    kernels,
+                    pair.pull[code],
+                    ordinal,
+                    records,
+                    *blocks,
+                    LastArgument::Weight(&mut weight.clone()),
+                )?;
+            }
+            Ok(())
+        })?;
     }
     Ok(())
 }

@@ -50,6 +50,12 @@ pub enum PerturbError {
     /// A scale that is NaN, infinite, or beyond the f32 range the update is computed in.
     #[error("term {term} has scale {scale}, which is not a finite f32 value")]
     InvalidScale { term: usize, scale: f64 },
+    /// A proximal pull weight that is NaN or infinite.
+    #[error("proximal pull weight {weight} is not finite")]
+    InvalidPullWeight { weight: f64 },
+    /// A proximal anchor that does not fit its tensor.
+    #[error("proximal anchor for {name:?}: {reason}")]
+    AnchorMismatch { name: String, reason: String },
     /// A failure reported by libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

@@ -6,8 +6,8 @@
 // approximate reciprocal, square root, sine and cosine instead: close to, not bitwise equal to,
 // the CPU (bound in tests/perturb_gpu.rs).
 //
-// One kernel per element type (f32, f16, bf16, f64) and selection (dense, masked); cuda.rs
-// launches one per type present. Segment table: 8 u64 per tensor:
+// One kernel per element type (f32, f16, bf16, f64) and selection (dense, masked), and the
+// proximal pull (see pull below); cuda.rs launches one per type present. Segment table: 8 u64 per tensor:
 //   0 data pointer, 1 numel, 2 global offset, 3 first grid block, 4 dtype (0 f32, 1 f16,
 //   2 bf16, 3 f64), 5 mask pointer (int64 flat indices) or 0, 6 mask length, 7 unused;
 // and one u32 per grid block, the index of its segment.
@@ -324,6 +324,75 @@ __device__ __forceinline__ void perturb_masked(const unsigned long long* table, 
     for (int m = 0; m < MASKED_PER_THREAD; ++m) if (index[m] >= 0) elements[index[m]] = S::add(values[m], delta[m]);
 }
 
+// Proximal pull (pull.rs): theta <- lerp(theta, anchor, w) at the touched coordinates, as
+// ATen's lerp computes it (aten/src/ATen/native/Lerp.h): in f32 (f64 for f64) with the weight
+// rounded to that type, x + w (a - x) for |w| < 1/2, else a - (a - x)(1 - w), rounded once to
+// the storage type. Record words as above, with 6 the coordinate count (numel, or the mask
+// length) and 7 the anchor: one value per coordinate, in mask order for a masked tensor.
+#define PULL_PER_THREAD 4
+
+template <int DT> struct Opmath;
+template <> struct Opmath<0> {
+    typedef float T;
+    static __device__ __forceinline__ T load(float x) { return x; }
+    static __device__ __forceinline__ float store(T v) { return v; }
+};
+template <> struct Opmath<1> {
+    typedef float T;
+    static __device__ __forceinline__ T load(unsigned short x) { return half_to_float(x); }
+    static __device__ __forceinline__ unsigned short store(T v) { return float_to_half(v); }
+};
+template <> struct Opmath<2> {
+    typedef float T;
+    static __device__ __forceinline__ T load(unsigned short x) { return bf16_to_float(x); }
+    static __device__ __forceinline__ unsigned short store(T v) { return float_to_bf16(v); }
+};
+template <> struct Opmath<3> {
+    typedef double T;
+    static __device__ __forceinline__ T load(double x) { return x; }
+    static __device__ __forceinline__ double store(T v) { return v; }
+};
+
+__device__ __forceinline__ float lerp_rn(float x, float a, float w) {
+    return fabsf(w) < 0.5f ? __fadd_rn(x, __fmul_rn(w, __fsub_rn(a, x)))
+                           : __fsub_rn(a, __fmul_rn(__fsub_rn(a, x), __fsub_rn(1.0f, w)));
+}
+__device__ __forceinline__ double lerp_rn(double x, double a, double w) {
+    return fabs(w) < 0.5 ? __dadd_rn(x, __dmul_rn(w, __dsub_rn(a, x)))
+                         : __dsub_rn(a, __dmul_rn(__dsub_rn(a, x), __dsub_rn(1.0, w)));
+}
+
+template <int DT>
+__device__ __forceinline__ void pull(const unsigned long long* table, const unsigned int* block_segments, double weight) {
+    typedef Storage<DT> S;
+    typedef Opmath<DT> O;
+    const unsigned long long* seg = block_segment(table, block_segments, blockIdx.x);
+    typename S::Scalar* elements = (typename S::Scalar*)__ldg(seg);
+    const long long* indices = (const long long*)__ldg(seg + 5);
+    unsigned long long count = __ldg(seg + 6);
+    const typename S::Scalar* anchor = (const typename S::Scalar*)__ldg(seg + 7);
+    typename O::T w = (typename O::T)weight;
+    unsigned long long first = (blockIdx.x - __ldg(seg + 3)) * (unsigned long long)(THREADS * PULL_PER_THREAD) + threadIdx.x;
+    // Every load first (independent loads in flight), then compute and store.
+    long long index[PULL_PER_THREAD];
+    typename S::Scalar values[PULL_PER_THREAD], targets[PULL_PER_THREAD];
+    #pragma unroll
+    for (int m = 0; m < PULL_PER_THREAD; ++m) {
+        unsigned long long j = first + (unsigned long long)(m * THREADS);
+        index[m] = j < count ? (indices ? indices[j] : (long long)j) : -1;
+    }
+    #pragma unroll
+    for (int m = 0; m < PULL_PER_THREAD; ++m) {
+        if (index[m] >= 0) {
+            values[m] = elements[index[m]];
+            targets[m] = anchor[first + (unsigned long long)(m * THREADS)];
+        }
+    }
+    #pragma unroll
+    for (int m = 0; m < PULL_PER_THREAD; ++m)
+        if (index[m] >= 0) elements[index[m]] = O::store(lerp_rn(O::load(values[m]), O::load(targets[m]), w));
+}
+
 #define KERNELS(SUFFIX, DT) \
     extern "C" __global__ void __launch_bounds__(THREADS, MIN_BLOCKS) \
     perturb_dense_##SUFFIX(const unsigned long long* table, const unsigned int* block_segments, \
@@ -332,7 +401,10 @@ __device__ __forceinline__ void perturb_masked(const unsigned long long* table, 
     extern "C" __global__ void __launch_bounds__(THREADS) \
     perturb_masked_##SUFFIX(const unsigned long long* table, const unsigned int* block_segments, \
                             const __grid_constant__ Terms terms) { \
-        perturb_masked<DT>(table, block_segments, terms); }
+        perturb_masked<DT>(table, block_segments, terms); } \
+    extern "C" __global__ void __launch_bounds__(THREADS) \
+    pull_##SUFFIX(const unsigned long long* table, const unsigned int* block_segments, double weight) { \
+        pull<DT>(table, block_segments, weight); }
 
 KERNELS(f32, 0)
 KERNELS(f16, 1)

@@ -38,12 +38,14 @@ mod error;
 mod normal;
 mod param_set;
 mod philox;
+mod pull;
 
 pub use cuda::{cuda_kernel_available, device_memory_used};
 pub use error::PerturbError;
 pub use normal::{box_muller, normal_at, normal_block};
 pub use param_set::{ParamEntry, ParamSet, Selection};
 pub use philox::{philox4x32_10, philox_block};
+pub use pull::{pull_towards, pull_towards_using};
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use tch::Device;
