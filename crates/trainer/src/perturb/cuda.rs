@@ -633,7 +633,12 @@ pub(crate) fn pull_entries(pairs: &[(&ParamEntry, &Tensor)], weight: f64) -> Res
                 count,
                 anchor.data_ptr() as u64,
             ]);
-            *blocks += count.div_ceil(THREADS * PULL_PER_THREAD);
+            // Dense grid blocks take 4-element groups (kernel.cu: pull).
+            let per_block = match mask {
+                0 => THREADS * PULL_PER_THREAD * 4,
+                _ => THREADS * PULL_PER_THREAD,
+            };
+            *blocks += count.div_ceil(per_block);
         }
         with_kernels(ordinal, |kernels| {
             // The pull does not depend on the normal math: either module's kernel will do.

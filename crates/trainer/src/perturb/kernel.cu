@@ -363,23 +363,60 @@ __device__ __forceinline__ double lerp_rn(double x, double a, double w) {
 }
 
 template <int DT>
+__device__ __forceinline__ typename Storage<DT>::Scalar lerp_element(typename Storage<DT>::Scalar x, typename Storage<DT>::Scalar a,
+                                                                    typename Opmath<DT>::T w) {
+    return Opmath<DT>::store(lerp_rn(Opmath<DT>::load(x), Opmath<DT>::load(a), w));
+}
+
+// A grid block covers THREADS * PULL_PER_THREAD coordinates of a masked tensor, or that many
+// 4-element groups of a dense one (vector loads when the tensor and its anchor are aligned).
+template <int DT>
 __device__ __forceinline__ void pull(const unsigned long long* table, const unsigned int* block_segments, double weight) {
     typedef Storage<DT> S;
-    typedef Opmath<DT> O;
+    typedef typename S::Scalar Scalar;
     const unsigned long long* seg = block_segment(table, block_segments, blockIdx.x);
-    typename S::Scalar* elements = (typename S::Scalar*)__ldg(seg);
+    Scalar* elements = (Scalar*)__ldg(seg);
     const long long* indices = (const long long*)__ldg(seg + 5);
     unsigned long long count = __ldg(seg + 6);
-    const typename S::Scalar* anchor = (const typename S::Scalar*)__ldg(seg + 7);
-    typename O::T w = (typename O::T)weight;
-    unsigned long long first = (blockIdx.x - __ldg(seg + 3)) * (unsigned long long)(THREADS * PULL_PER_THREAD) + threadIdx.x;
-    // Every load first (independent loads in flight), then compute and store.
+    const Scalar* anchor = (const Scalar*)__ldg(seg + 7);
+    typename Opmath<DT>::T w = (typename Opmath<DT>::T)weight;
+    unsigned long long block = blockIdx.x - __ldg(seg + 3);
+    if (!indices) {
+        unsigned long long start = block * (unsigned long long)(THREADS * PULL_PER_THREAD * 4);
+        bool aligned = (((unsigned long long)elements | (unsigned long long)anchor) & (4 * sizeof(Scalar) - 1)) == 0;
+        if (aligned && start + THREADS * PULL_PER_THREAD * 4 <= count) {
+            typename S::Quad* data = (typename S::Quad*)(elements + start);
+            const typename S::Quad* targets = (const typename S::Quad*)(anchor + start);
+            typename S::Quad x[PULL_PER_THREAD], a[PULL_PER_THREAD];
+            #pragma unroll
+            for (int m = 0; m < PULL_PER_THREAD; ++m) {
+                x[m] = data[m * THREADS + threadIdx.x];
+                a[m] = targets[m * THREADS + threadIdx.x];
+            }
+            #pragma unroll
+            for (int m = 0; m < PULL_PER_THREAD; ++m) {
+                Scalar* xs = (Scalar*)&x[m];
+                const Scalar* as = (const Scalar*)&a[m];
+                #pragma unroll
+                for (int l = 0; l < 4; ++l) xs[l] = lerp_element<DT>(xs[l], as[l], w);
+                data[m * THREADS + threadIdx.x] = x[m];
+            }
+            return;
+        }
+        for (int m = 0; m < PULL_PER_THREAD * 4; ++m) {
+            unsigned long long j = start + (unsigned long long)(m * THREADS) + threadIdx.x;
+            if (j < count) elements[j] = lerp_element<DT>(elements[j], anchor[j], w);
+        }
+        return;
+    }
+    // Masked: every load first (independent gathers in flight), then compute and store.
+    unsigned long long first = block * (unsigned long long)(THREADS * PULL_PER_THREAD) + threadIdx.x;
     long long index[PULL_PER_THREAD];
-    typename S::Scalar values[PULL_PER_THREAD], targets[PULL_PER_THREAD];
+    Scalar values[PULL_PER_THREAD], targets[PULL_PER_THREAD];
     #pragma unroll
     for (int m = 0; m < PULL_PER_THREAD; ++m) {
         unsigned long long j = first + (unsigned long long)(m * THREADS);
-        index[m] = j < count ? (indices ? indices[j] : (long long)j) : -1;
+        index[m] = j < count ? indices[j] : -1;
     }
     #pragma unroll
     for (int m = 0; m < PULL_PER_THREAD; ++m) {
@@ -390,7 +427,7 @@ __device__ __forceinline__ void pull(const unsigned long long* table, const unsi
     }
     #pragma unroll
     for (int m = 0; m < PULL_PER_THREAD; ++m)
-        if (index[m] >= 0) elements[index[m]] = O::store(lerp_rn(O::load(values[m]), O::load(targets[m]), w));
+        if (index[m] >= 0) elements[index[m]] = lerp_element<DT>(values[m], targets[m], w);
 }
 
 #define KERNELS(SUFFIX, DT) \
