@@ -376,10 +376,13 @@ struct DeviceTables {
 /// Device tables by (device ordinal, records). A parameter set's records (data pointers, sizes,
 /// offsets) are the same at every pass, so each is uploaded once, and a pass neither copies
 /// from the host nor waits for the device. The tables are a pure function of the key, so a
-/// reused address cannot make an entry stale. At most `TABLE_CACHE_ENTRIES` are kept.
+/// reused address cannot make an entry stale. The cache is emptied before it would exceed
+/// `TABLE_CACHE_ENTRIES` entries or `TABLE_CACHE_BYTES` of device memory (a dense OPT-66B table is
+/// 8M grid blocks x 4 bytes = 32 MiB; a training run uses a handful of entries).
 static TABLES: OnceLock<Mutex<TableCache>> = OnceLock::new();
 type TableCache = HashMap<(usize, Vec<u64>), DeviceTables>;
 const TABLE_CACHE_ENTRIES: usize = 64;
+const TABLE_CACHE_BYTES: u64 = 256 << 20;
 
 /// The per-grid-block segment indices of `records` (whose word 3 is a segment's first grid
 /// block, in increasing order) for a launch of `grid_blocks` blocks.
@@ -430,7 +433,12 @@ fn launch(
         .map_err(|_| "segment table cache poisoned".to_string())?;
     let key = (ordinal, records.to_vec());
     if !cache.contains_key(&key) {
-        if cache.len() >= TABLE_CACHE_ENTRIES {
+        let cached_bytes: u64 = cache
+            .values()
+            .map(|t| (8 * t.records.numel() + 4 * t.block_segments.numel()) as u64)
+            .sum();
+        let new_bytes = 8 * records.len() as u64 + 4 * grid_blocks;
+        if cache.len() >= TABLE_CACHE_ENTRIES || cached_bytes + new_bytes > TABLE_CACHE_BYTES {
             // Freeing is stream-ordered (libtorch's caching allocator reuses the memory only for
             // later work on the same stream), so launches still in flight are unaffected.
             cache.clear();
