@@ -27,6 +27,9 @@
 //! add/mul/div/sqrt only (see [`normal`]). The kernel's opt-in [`NormalMath::Fast`] trades that
 //! for speed (z within 8e-6, tested on the GPU).
 //!
+//! [`pull_towards`] applies the DP-ZOSO / DP-ZOPO proximal pull `theta <- lerp(theta, anchor, w)`
+//! over the same touched coordinates, with one kernel launch per element type on CUDA.
+//!
 //! The writes bypass autograd (no version-counter bump): do not perturb tensors that a live
 //! autograd graph has saved.
 
