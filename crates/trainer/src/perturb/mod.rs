@@ -20,11 +20,11 @@
 //! term order starting from 0, added to theta in f32 (f64 for f64 tensors) and rounded once to
 //! the tensor's dtype (round to nearest even).
 //!
-//! Devices: CPU tensors are updated by plain loops ([`cpu`]); CUDA tensors by one NVRTC-compiled
+//! Devices: CPU tensors are updated by plain loops (`cpu.rs`); CUDA tensors by one NVRTC-compiled
 //! kernel launch per element type (all tensors of that type at once) when NVRTC and the driver
 //! can be loaded (`cuda`), otherwise by an ATen fallback that copies host-generated z
-//! ([`aten`]). All three produce bit-identical results: the arithmetic is IEEE f32
-//! add/mul/div/sqrt only (see [`normal`]). The kernel's opt-in [`NormalMath::Fast`] trades that
+//! (`aten.rs`). All three produce bit-identical results: the arithmetic is IEEE f32
+//! add/mul/div/sqrt only (see `normal.rs`). The kernel's opt-in [`NormalMath::Fast`] trades that
 //! for speed (z within 8e-6, tested on the GPU).
 //!
 //! [`pull_towards`] applies the DP-ZOSO / DP-ZOPO proximal pull `theta <- lerp(theta, anchor, w)`

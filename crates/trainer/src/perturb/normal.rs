@@ -88,7 +88,7 @@ pub fn box_muller(radius_word: u32, angle_word: u32) -> (f32, f32) {
     (radius * cos_v, radius * sin_v)
 }
 
-/// The four normals z[4b], ..., z[4b + 3] of Philox block b = `block_index` for `seed`.
+/// The four normals `z[4b]`, ..., `z[4b + 3]` of Philox block b = `block_index` for `seed`.
 #[inline]
 pub fn normal_block(seed: u64, block_index: u64) -> [f32; 4] {
     let words = philox_block(seed, block_index);
