@@ -26,12 +26,14 @@ use tch::{Device, Kind, Tensor};
 pub const MAX_KERNEL_TERMS: usize = 8;
 /// Threads per block (the kernel's `THREADS`).
 const THREADS: u64 = 256;
-/// The dense kernels' shape: Philox blocks per thread (the kernel's `CHUNKS`) and the resident
-/// grid blocks per SM its register budget must allow (`MIN_BLOCKS`, `__launch_bounds__`).
+/// The kernels' shape: the dense kernels' Philox blocks per thread (the kernel's `CHUNKS`) and
+/// the resident grid blocks per SM their register budget must allow (`MIN_BLOCKS`,
+/// `__launch_bounds__`), and the masked kernels' coordinates per thread (`MASKED_PER_THREAD`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct DenseShape {
     chunks: u64,
     min_blocks: u32,
+    masked_per_thread: u64,
 }
 
 /// The default dense shape: the fastest of 8:1, 8:2, 8:3, 8:4, 4:4 and 4:3 on the H200
@@ -40,10 +42,12 @@ struct DenseShape {
 const DEFAULT_DENSE_SHAPE: DenseShape = DenseShape {
     chunks: 8,
     min_blocks: 4,
+    masked_per_thread: 4,
 };
 
-/// The dense shape of this process: the default, or `DPZO_PERTURB_CHUNKS` (1, 2, 4, 8 or 16) and
-/// `DPZO_PERTURB_MIN_BLOCKS` (1 to 8) for tuning runs. Read once.
+/// The kernel shape of this process: the default, or `DPZO_PERTURB_CHUNKS` (1, 2, 4, 8 or 16),
+/// `DPZO_PERTURB_MIN_BLOCKS` (1 to 8) and `DPZO_PERTURB_MASKED` (1, 2, 4, 8 or 16) for tuning
+/// runs. Read once.
 fn dense_shape() -> Result<DenseShape, String> {
     static SHAPE: OnceLock<Result<DenseShape, String>> = OnceLock::new();
     SHAPE
@@ -68,12 +72,15 @@ fn dense_shape() -> Result<DenseShape, String> {
                     u64::from(DEFAULT_DENSE_SHAPE.min_blocks),
                     &[1, 2, 3, 4, 5, 6, 7, 8],
                 )? as u32,
+                masked_per_thread: read(
+                    "DPZO_PERTURB_MASKED",
+                    DEFAULT_DENSE_SHAPE.masked_per_thread,
+                    &[1, 2, 4, 8, 16],
+                )?,
             })
         })
         .clone()
 }
-/// Masked coordinates per thread in the masked kernels (the kernel's `MASKED_PER_THREAD`).
-const MASKED_PER_THREAD: u64 = 4;
 /// Element types with a kernel each, indexed by [`dtype_code`]: the kernels' name suffixes.
 const DTYPE_SUFFIXES: [&str; 4] = ["f32", "f16", "bf16", "f64"];
 /// u64 words per segment record (see `kernel.cu`).
@@ -144,8 +151,8 @@ fn kernel_source(math: NormalMath, shape: DenseShape) -> String {
         )
     };
     let mut source = format!(
-        "#define CHUNKS {}\n#define MIN_BLOCKS {}\n",
-        shape.chunks, shape.min_blocks
+        "#define CHUNKS {}\n#define MIN_BLOCKS {}\n#define MASKED_PER_THREAD {}\n",
+        shape.chunks, shape.min_blocks, shape.masked_per_thread
     );
     if math == NormalMath::Fast {
         source.push_str("#define DPZO_FAST_NORMAL 1\n");
@@ -531,7 +538,8 @@ pub(crate) fn update_entries(
     for (ordinal, entries) in by_device {
         // Per element type: the segment records and the grid size of its dense and masked
         // launches (each launch numbers its grid blocks from 0).
-        let chunks = dense_shape().map_err(PerturbError::Cuda)?.chunks;
+        let shape = dense_shape().map_err(PerturbError::Cuda)?;
+        let chunks = shape.chunks;
         let mut dense = [(); 4].map(|_| (Vec::new(), 0u64));
         let mut masked = [(); 4].map(|_| (Vec::new(), 0u64));
         for entry in entries {
@@ -568,7 +576,7 @@ pub(crate) fn update_entries(
                         indices.len() as u64,
                         0,
                     ]);
-                    *blocks += (indices.len() as u64).div_ceil(THREADS * MASKED_PER_THREAD);
+                    *blocks += (indices.len() as u64).div_ceil(THREADS * shape.masked_per_thread);
                 }
                 _ => {}
             }

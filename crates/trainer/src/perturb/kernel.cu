@@ -24,8 +24,11 @@
 #ifndef MIN_BLOCKS
 #define MIN_BLOCKS 4
 #endif
-// Masked coordinates per thread in the masked kernel (independent gathers in flight).
+// Masked coordinates per thread in the masked kernel (independent gathers in flight); cuda.rs
+// defines it.
+#ifndef MASKED_PER_THREAD
 #define MASKED_PER_THREAD 4
+#endif
 // 2 pi / 2^32: a 32-bit angle word read as a signed turn fraction (fast normal math).
 #define TWO_PI_OVER_2_32 (6.2831853071795865f * 2.3283064365386963e-10f)
 
