@@ -134,11 +134,7 @@ fn csv_report(device: Device, csv_path: &str) -> Result<(), Box<dyn std::error::
                 ("perturb-mask1pct", &masked, vec![(7u64, 1e-3f64)]),
             ] {
                 let ms = median_ms(device, 1, repetitions, || axpy_z_using(set, &terms, path))?;
-                writeln!(
-                    out,
-                    "{}",
-                    pass_row(shape.name, dtype, method, implementation, ms)
-                )?;
+                write_row(&mut out, shape.name, dtype, method, implementation, ms)?;
                 eprintln!(
                     "{} {dtype} {method} {implementation}: {ms:.3} ms, floor {floor:.3} ms \
                      (2 x {:.2} GB / 4.3 TB/s), ratio {:.2}",
@@ -175,11 +171,7 @@ fn csv_report(device: Device, csv_path: &str) -> Result<(), Box<dyn std::error::
                     let ms = median_ms(device, 1, 11, || {
                         pull_towards_using(set, &anchors, 1e-7, path)
                     })?;
-                    writeln!(
-                        out,
-                        "{}",
-                        pass_row(shape.name, dtype, method, implementation, ms)
-                    )?;
+                    write_row(&mut out, shape.name, dtype, method, implementation, ms)?;
                     eprintln!(
                         "{} {dtype} {method} {implementation}: {ms:.3} ms",
                         shape.name
@@ -192,10 +184,17 @@ fn csv_report(device: Device, csv_path: &str) -> Result<(), Box<dyn std::error::
     Ok(())
 }
 
-/// One CSV line of a pass timing (no batch or sequence; peak memory is not measured from Rust,
-/// tch exposes no allocator statistics).
-fn pass_row(model: &str, dtype: &str, method: &str, implementation: &str, ms: f64) -> String {
-    PerfRow {
+/// Append one CSV line of a pass timing (no batch or sequence; peak memory is not measured from
+/// Rust, tch exposes no allocator statistics).
+fn write_row(
+    out: &mut impl Write,
+    model: &str,
+    dtype: &str,
+    method: &str,
+    implementation: &str,
+    ms: f64,
+) -> std::io::Result<()> {
+    let row = PerfRow {
         model: model.to_string(),
         dtype: dtype.to_string(),
         batch: 0,
@@ -204,8 +203,8 @@ fn pass_row(model: &str, dtype: &str, method: &str, implementation: &str, ms: f6
         implementation: implementation.to_string(),
         ms_median: ms,
         peak_bytes: -1,
-    }
-    .csv_line()
+    };
+    writeln!(out, "{}", row.csv_line())
 }
 
 fn main() {
