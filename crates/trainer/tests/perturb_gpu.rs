@@ -41,19 +41,27 @@ fn cuda() -> Device {
 
 fn tensors(device: Device) -> Vec<(String, Tensor)> {
     // Odd sizes and a misaligned offset exercise the scalar edges and the vector fast path.
-    [
-        (Kind::Float, 1_000_003i64),
-        (Kind::Half, 65_537),
-        (Kind::BFloat16, 4_099),
-        (Kind::Double, 1_031),
-    ]
-    .iter()
-    .enumerate()
-    .map(|(i, &(kind, numel))| {
-        let values = (Tensor::arange(numel, (Kind::Double, Device::Cpu)) * 0.61).sin();
-        (format!("t{i}"), values.to_kind(kind).to_device(device))
-    })
-    .collect()
+    named_tensors(
+        &[
+            (Kind::Float, 1_000_003),
+            (Kind::Half, 65_537),
+            (Kind::BFloat16, 4_099),
+            (Kind::Double, 1_031),
+        ],
+        device,
+    )
+}
+
+/// Tensors t0, t1, ... of the given dtypes and lengths on `device`, holding sin(0.61 i).
+fn named_tensors(shapes: &[(Kind, i64)], device: Device) -> Vec<(String, Tensor)> {
+    shapes
+        .iter()
+        .enumerate()
+        .map(|(i, &(kind, numel))| {
+            let values = (Tensor::arange(numel, (Kind::Double, Device::Cpu)) * 0.61).sin();
+            (format!("t{i}"), values.to_kind(kind).to_device(device))
+        })
+        .collect()
 }
 
 fn f64_bits(t: &Tensor) -> Vec<u64> {
@@ -175,23 +183,13 @@ fn many_tensors_and_grid_blocks_match_cpu_bitwise() {
         (Kind::Half, 5),
         (Kind::BFloat16, 7_340_033),
     ];
-    let build = |dev: Device| -> Vec<(String, Tensor)> {
-        shapes
-            .iter()
-            .enumerate()
-            .map(|(i, &(kind, numel))| {
-                let values = (Tensor::arange(numel, (Kind::Float, Device::Cpu)) * 0.37).cos();
-                (format!("p{i}"), values.to_kind(kind).to_device(dev))
-            })
-            .collect()
-    };
     for terms in [vec![(11u64, 1e-3f64)], vec![(12u64, 2e-3), (13u64, -5e-4)]] {
         let mut results = Vec::new();
         for (path, dev) in [
             (PerturbPath::NvrtcKernel, device),
             (PerturbPath::Auto, Device::Cpu),
         ] {
-            let named = build(dev);
+            let named = named_tensors(&shapes, dev);
             let handles: Vec<Tensor> = named.iter().map(|(_, t)| t.shallow_clone()).collect();
             let set = ParamSet::new(named).unwrap();
             axpy_z_using(&set, &terms, path).unwrap();
@@ -202,7 +200,7 @@ fn many_tensors_and_grid_blocks_match_cpu_bitwise() {
             assert_eq!(
                 differing,
                 0,
-                "tensor p{i} ({:?}): {differing} elements differ, {} terms",
+                "tensor t{i} ({:?}): {differing} elements differ, {} terms",
                 shapes[i],
                 terms.len()
             );

@@ -117,7 +117,7 @@ impl ParamSet {
         let mut set = self;
         let mut given: Vec<Option<Vec<i64>>> = vec![None; set.entries.len()];
         for (name, mask) in masks {
-            let Ok(position) = set.entries.binary_search_by(|e| e.name.as_str().cmp(&name)) else {
+            let Some(position) = set.position(&name) else {
                 return Err(PerturbError::MaskUnknownName { name });
             };
             if given[position].is_some() {
@@ -156,6 +156,13 @@ impl ParamSet {
             };
         }
         Ok(set)
+    }
+
+    /// Index of the entry named `name` (entries are sorted by name).
+    pub(crate) fn position(&self, name: &str) -> Option<usize> {
+        self.entries
+            .binary_search_by(|e| e.name.as_str().cmp(name))
+            .ok()
     }
 
     /// The entries in global order.

@@ -49,10 +49,9 @@ pub fn pull_towards_using(
     let mut pairs = Vec::with_capacity(anchors.len());
     for (name, anchor) in anchors {
         let entry = params
-            .entries
-            .binary_search_by(|e| e.name.as_str().cmp(name))
+            .position(name)
             .map(|position| &params.entries[position])
-            .map_err(|_| PerturbError::AnchorMismatch {
+            .ok_or_else(|| PerturbError::AnchorMismatch {
                 name: name.clone(),
                 reason: "no parameter of this set has that name".into(),
             })?;
@@ -180,27 +179,12 @@ mod tests {
     #[test]
     fn mismatched_anchors_are_refused_by_name() {
         let (set, _a, _b) = set_with_mask();
+        let zeros = |n: i64, kind: Kind| Tensor::zeros([n], (kind, Device::Cpu));
         let cases = [
-            (
-                "c",
-                Tensor::zeros([2], (Kind::Float, Device::Cpu)),
-                "no parameter",
-            ),
-            (
-                "a",
-                Tensor::zeros([4], (Kind::Float, Device::Cpu)),
-                "not trained",
-            ),
-            (
-                "b",
-                Tensor::zeros([3], (Kind::Float, Device::Cpu)),
-                "expected 2",
-            ),
-            (
-                "b",
-                Tensor::zeros([2], (Kind::Double, Device::Cpu)),
-                "Double",
-            ),
+            ("c", zeros(2, Kind::Float), "no parameter"),
+            ("a", zeros(4, Kind::Float), "not trained"),
+            ("b", zeros(3, Kind::Float), "expected 2"),
+            ("b", zeros(2, Kind::Double), "Double"),
         ];
         for (name, anchor, needle) in cases {
             let err = pull_towards(&set, &[(name.into(), anchor)], 0.1).unwrap_err();
