@@ -28,8 +28,8 @@ use trainer::optim::adamw::{AdamW, AdamWSettings};
 use trainer::optim::dp_sgd::{dp_sgd_step, DpSgdSettings};
 use trainer::optim::loss::per_example_loss_values;
 use trainer::optim::params::TrainableParams;
-use trainer::optim::zo::{zo_step, ZoPrivacy, ZoStepSettings};
-use trainer::perturb::{axpy_z, set_normal_math, NormalMath};
+use trainer::optim::zo::{settle, zo_step_carrying, ZoPrivacy, ZoStepSettings};
+use trainer::perturb::{axpy_z, passes_on_this_thread, set_normal_math, NormalMath};
 
 /// The published configurations this command knows by name (crates/trainer/configs).
 const CONFIGS: [(&str, &str); 5] = [
@@ -116,6 +116,10 @@ pub struct MemoryArgs {
     /// trainer::perturb::NormalMath).
     #[arg(long, default_value = "exact")]
     pub normal_math: String,
+    /// ZO steps without merging the update with the next step's first perturbation (3 passes
+    /// per step instead of 2; trainer::optim::zo::zo_step_carrying).
+    #[arg(long)]
+    pub no_carry: bool,
     #[arg(long, default_value = "auto")]
     pub device: DeviceRequest,
     /// Output directory.
@@ -149,6 +153,8 @@ pub struct CellArgs {
     pub warmup: usize,
     #[arg(long, default_value = "exact")]
     pub normal_math: String,
+    #[arg(long)]
+    pub no_carry: bool,
     #[arg(long, default_value = "auto")]
     pub device: DeviceRequest,
 }
@@ -163,6 +169,13 @@ pub struct CellResult {
     pub method: String,
     pub device: String,
     pub normal_math: String,
+    /// Whether ZO steps merged their update with the next step's first perturbation (rows
+    /// written before the option existed did not).
+    #[serde(default)]
+    pub carry: bool,
+    /// Perturbation passes per timed step (ZO methods).
+    #[serde(default)]
+    pub passes_per_step: Option<f64>,
     /// Median wall time of one step (synchronised), ms.
     pub ms_median: f64,
     /// All timed steps, ms.
@@ -395,6 +408,10 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
         })?;
         perturb_ms = Some(pass);
     }
+    // ZO steps chain as in training: each leaves the next one's first perturbation on theta.
+    let carry_out = (!args.no_carry).then_some(zo_eps);
+    let mut carried = None;
+    let passes_before = passes_on_this_thread();
     let (ms_median, ms_all) = time_steps(device, args.warmup, args.repeats, |s| {
         match (method, optimizer.as_mut()) {
             ("infer", _) => per_example_loss_values(model_ref, &batch).map(drop),
@@ -404,10 +421,24 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
             (_, Some(adamw)) => adamw
                 .step(model_ref, params, &batch, step_size, s)
                 .map(drop),
-            _ => zo_step(model_ref, params, &batch, &zo_settings, 11, s).map(drop),
+            _ => zo_step_carrying(
+                model_ref,
+                params,
+                &batch,
+                &zo_settings,
+                11,
+                s,
+                carried.take(),
+                carry_out,
+            )
+            .map(|(_, next)| carried = next),
         }
         .map_err(err)
     })?;
+    let steps_run = (args.warmup + args.repeats.max(1)) as f64;
+    let passes_per_step =
+        zeroth_order.then(|| (passes_on_this_thread() - passes_before) as f64 / steps_run);
+    settle(params, carried.take()).map_err(err)?;
     synchronize(device);
     let peak_bytes = match (baseline, memory_used(device)?) {
         (Some(before), Some(after)) => after.saturating_sub(before) as i64,
@@ -421,6 +452,8 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
         method: args.method.clone(),
         device: device::name(device).to_string(),
         normal_math: args.normal_math.clone(),
+        carry: zeroth_order && !args.no_carry,
+        passes_per_step,
         ms_median,
         ms_all,
         peak_bytes,
@@ -513,6 +546,7 @@ pub fn run(args: MemoryArgs) -> Result<()> {
                 repeats: args.repeats,
                 warmup: args.warmup,
                 normal_math: args.normal_math.clone(),
+                no_carry: args.no_carry,
                 device: args.device,
             };
             let started = Instant::now();
@@ -751,6 +785,7 @@ fn cell_command_line(cell: &CellArgs) -> Vec<String> {
                 .into_iter()
                 .flat_map(|(flag, value)| [flag.to_string(), value]),
         )
+        .chain(cell.no_carry.then(|| "--no-carry".to_string()))
         .collect()
 }
 
@@ -770,6 +805,7 @@ mod tests {
             repeats: 2,
             warmup: 1,
             normal_math: "exact".into(),
+            no_carry: false,
             device: DeviceRequest::Cpu,
         }
     }
@@ -795,11 +831,22 @@ mod tests {
                 result.trained_coordinates,
                 result.parameters
             );
-            assert_eq!(
-                result.perturb_ms.is_some(),
-                method.starts_with("zo") || method.starts_with("dp-zo")
-            );
+            let zeroth_order = method.starts_with("zo") || method.starts_with("dp-zo");
+            assert_eq!(result.perturb_ms.is_some(), zeroth_order);
+            // 3 steps (1 warm-up, 2 timed) chained: 3 passes for the first, 2 for the others.
+            let expected_passes = zeroth_order.then_some(7.0 / 3.0);
+            assert_eq!(result.passes_per_step, expected_passes, "{method}");
+            assert_eq!(result.carry, zeroth_order, "{method}");
         }
+    }
+
+    #[test]
+    fn unchained_zo_steps_take_three_passes() {
+        let mut args = tiny("dp-zopo");
+        args.no_carry = true;
+        let result = measure_cell(&args).unwrap();
+        assert_eq!(result.passes_per_step, Some(3.0));
+        assert!(!result.carry);
     }
 
     #[test]

@@ -59,6 +59,7 @@ fn train(config: &TrainConfig, sleep_ms: u64, resume: bool) -> (RunRecord, TinyM
     let options = RunOptions {
         resume,
         provenance: None,
+        ..RunOptions::default()
     };
     let record = run_training(&mut model, config, &mut source, &dev, &test, &options).unwrap();
     (record, model)
@@ -69,6 +70,7 @@ fn refused_run(model: &mut TinyModel, config: &TrainConfig, resume: bool) -> Tra
     let options = RunOptions {
         resume,
         provenance: None,
+        ..RunOptions::default()
     };
     run_training(
         model,

@@ -460,6 +460,7 @@ impl CellRunner for TrainerCells {
         let options = RunOptions {
             resume: true,
             provenance: Some(provenance),
+            ..RunOptions::default()
         };
         let rec = train::run_training(
             &mut model,

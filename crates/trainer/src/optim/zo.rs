@@ -14,6 +14,10 @@
 //!
 //! Passes over the parameters: the restore `+mu z_j` is merged with the next direction's
 //! `+mu z_{j+1}`, and the last restore with the update (MeZO's 4 passes become 3 for q = 1).
+//! [`zo_step_carrying`] also merges the update with the next step's first `+mu z`, leaving that
+//! perturbation on theta for the next step ([`Carried`]): 2 passes per step for q = 1. Where
+//! theta is read between steps (evaluation, checkpoints, anchors, masks) the caller does not
+//! carry, so theta is plain there.
 //! The proximal term is exact without a copy of theta_t: with w = eta lambda, pulling the
 //! current point theta_t - mu z_q towards the anchor by w and restoring with (1 - w) mu gives
 //! (1 - w) theta_t + w theta_anchor - eta (1/q) sum_j a_j z_j, the update above.
@@ -128,6 +132,54 @@ fn finite_or_err(values: &[f64], step: u64, context: &'static str) -> Result<()>
     }
 }
 
+/// A perturbation `+scale z(seed)` that a step's final pass left on theta: the next step's
+/// first `+mu z` (module docs). Whoever holds one owns removing it ([`settle`]) before theta is
+/// read for anything else.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[must_use = "theta carries this perturbation until it is settled or consumed"]
+pub struct Carried {
+    /// The direction seed.
+    pub seed: u64,
+    /// The scale on theta (the next step's mu).
+    pub scale: f64,
+}
+
+/// The first direction seed `zo_step` draws at `step` of the run seeded `run_seed`.
+pub fn first_direction_seed(run_seed: u64, step: u64) -> u64 {
+    stream(run_seed, step, Purpose::Directions).random()
+}
+
+/// Removes a carried perturbation from theta (no pass when there is none).
+pub fn settle(params: &TrainableParams, carried: Option<Carried>) -> Result<()> {
+    match carried {
+        None => Ok(()),
+        Some(c) => axpy_z(params.param_set()?, &[(c.seed, -c.scale)]).map_err(Into::into),
+    }
+}
+
+/// Terms with equal seeds summed (in f64, in order of first appearance) and zero scales
+/// dropped: one kernel term per distinct direction.
+fn merged(terms: &[(u64, f64)]) -> Vec<(u64, f64)> {
+    let mut out: Vec<(u64, f64)> = Vec::with_capacity(terms.len());
+    for &(seed, scale) in terms {
+        match out.iter_mut().find(|(s, _)| *s == seed) {
+            Some(term) => term.1 += scale,
+            None => out.push((seed, scale)),
+        }
+    }
+    out.retain(|(_, scale)| *scale != 0.0);
+    out
+}
+
+/// One pass with `terms` merged; none when they cancel.
+fn apply(set: &ParamSet, terms: &[(u64, f64)]) -> Result<()> {
+    let terms = merged(terms);
+    if terms.is_empty() {
+        return Ok(());
+    }
+    axpy_z(set, &terms).map_err(Into::into)
+}
+
 /// Per-example central differences `(l_i(theta + mu z) - l_i(theta - mu z)) / (2 mu)` for
 /// `z = z(seed)` on the trained coordinates; theta is restored (up to rounding) afterwards.
 pub fn directional_differences(
@@ -187,7 +239,46 @@ pub fn zo_step(
     run_seed: u64,
     step: u64,
 ) -> Result<ZoStepReport> {
-    check_settings(settings)?;
+    let (report, carried) =
+        zo_step_carrying(model, params, batch, settings, run_seed, step, None, None)?;
+    debug_assert!(carried.is_none());
+    Ok(report)
+}
+
+/// Directions at most this many carry: the final pass then has at most 8 terms, what one
+/// kernel launch takes.
+const MAX_CARRYING_DIRECTIONS: usize = 7;
+
+/// [`zo_step`] with the passes chained across steps. `carried_in` is on theta already (the
+/// previous step's [`Carried`]; any seed and scale are accepted, a match saves the first
+/// pass). With `carry_out = Some(next_mu)` the final pass also adds step + 1's first
+/// `+next_mu z`, returned as the new [`Carried`] (`None` when the final pass would exceed one
+/// launch's terms). On `Err` theta carries nothing (the carried perturbation is removed).
+#[allow(clippy::too_many_arguments)]
+pub fn zo_step_carrying(
+    model: &dyn LabelWordModel,
+    params: &TrainableParams,
+    batch: &Batch,
+    settings: &ZoStepSettings<'_>,
+    run_seed: u64,
+    step: u64,
+    carried_in: Option<Carried>,
+    carry_out: Option<f64>,
+) -> Result<(ZoStepReport, Option<Carried>)> {
+    if let Err(err) = check_settings(settings) {
+        settle(params, carried_in)?;
+        return Err(err);
+    }
+    if let Some(next_mu) = carry_out {
+        if !(next_mu > 0.0 && next_mu.is_finite()) {
+            settle(params, carried_in)?;
+            return Err(OptimError::invalid(
+                "zo_eps",
+                next_mu,
+                "must be finite and > 0 (next step)",
+            ));
+        }
+    }
     let set = params.param_set()?;
     let mu = settings.zo_eps;
     let mut direction_rng = stream(run_seed, step, Purpose::Directions);
@@ -195,8 +286,26 @@ pub fn zo_step(
     let seeds: Vec<u64> = (0..settings.num_directions)
         .map(|_| direction_rng.random())
         .collect();
+    // The perturbation left for step + 1 (seed, scale), added by this step's final pass.
+    let carry = carry_out
+        .filter(|_| seeds.len() <= MAX_CARRYING_DIRECTIONS)
+        .map(|next_mu| Carried {
+            seed: first_direction_seed(run_seed, step + 1),
+            scale: next_mu,
+        });
+    // Undoing what theta carries in: merged into the first pass.
+    let uncarry: Vec<(u64, f64)> = carried_in.iter().map(|c| (c.seed, -c.scale)).collect();
     if batch.is_empty() {
-        return noise_only_step(params, set, settings, seeds, &mut noise_rng, step);
+        return noise_only_step(
+            params,
+            set,
+            settings,
+            seeds,
+            &mut noise_rng,
+            step,
+            &uncarry,
+            carry,
+        );
     }
     let normaliser = settings.normaliser.unwrap_or(batch.len() as f64);
 
@@ -208,12 +317,20 @@ pub fn zo_step(
         clipped: 0,
     };
     let mut pending_restore: Option<u64> = None;
-    for &seed in &seeds {
+    for (j, &seed) in seeds.iter().enumerate() {
         let mut terms = vec![(seed, mu)];
         if let Some(previous) = pending_restore.take() {
             terms.push((previous, mu));
         }
-        axpy_z(set, &terms)?;
+        if j == 0 {
+            terms.extend_from_slice(&uncarry);
+        }
+        if let Err(err) = apply(set, &terms) {
+            if j == 0 {
+                settle(params, carried_in)?;
+            }
+            return Err(err);
+        }
         let plus = loss::per_example_loss_values(model, batch);
         axpy_z(set, &[(seed, -2.0 * mu)])?;
         let minus = loss::per_example_loss_values(model, batch);
@@ -266,7 +383,7 @@ pub fn zo_step(
         restore_scale = mu * (1.0 - weight);
     }
     let q = seeds.len() as f64;
-    let mut terms: Vec<(u64, f64)> = Vec::with_capacity(seeds.len());
+    let mut terms: Vec<(u64, f64)> = Vec::with_capacity(seeds.len() + 2);
     for (&seed, &a) in seeds.iter().zip(&report.projected_grads) {
         let mut scale = -settings.step_size * a / q;
         if seed == last && terms.iter().all(|(s, _)| *s != last) {
@@ -274,12 +391,14 @@ pub fn zo_step(
         }
         terms.push((seed, scale));
     }
-    axpy_z(set, &terms)?;
-    Ok(report)
+    terms.extend(carry.iter().map(|c| (c.seed, c.scale)));
+    apply(set, &terms)?;
+    Ok((report, carry))
 }
 
 /// An empty Poisson batch: the mechanism still runs, so each direction releases
 /// `a_j = N(0, noise_std^2) / normaliser` and theta moves along it (no forward pass).
+#[allow(clippy::too_many_arguments)]
 fn noise_only_step(
     params: &TrainableParams,
     set: &ParamSet,
@@ -287,10 +406,21 @@ fn noise_only_step(
     seeds: Vec<u64>,
     noise_rng: &mut rand_chacha::ChaCha8Rng,
     step: u64,
-) -> Result<ZoStepReport> {
+    uncarry: &[(u64, f64)],
+    carry: Option<Carried>,
+) -> Result<(ZoStepReport, Option<Carried>)> {
     let (Some(privacy), Some(normaliser)) = (settings.privacy, settings.normaliser) else {
+        apply(set, uncarry)?;
         return Err(OptimError::EmptyBatch { step });
     };
+    // The pull acts on plain theta: remove the carried perturbation first when there is one,
+    // else in the update's pass.
+    let mut terms: Vec<(u64, f64)> = Vec::with_capacity(seeds.len() + 2);
+    if settings.proximal.is_some() {
+        apply(set, uncarry)?;
+    } else {
+        terms.extend_from_slice(uncarry);
+    }
     let noise: Vec<f64> = seeds
         .iter()
         .map(|_| privacy.noise_std * standard_normal(noise_rng))
@@ -300,17 +430,20 @@ fn noise_only_step(
         params.pull_towards(anchor, settings.step_size * lambda)?;
     }
     let q = seeds.len() as f64;
-    let terms: Vec<(u64, f64)> = seeds
-        .iter()
-        .zip(&projected_grads)
-        .map(|(&seed, &a)| (seed, -settings.step_size * a / q))
-        .collect();
-    axpy_z(set, &terms)?;
-    Ok(ZoStepReport {
+    terms.extend(
+        seeds
+            .iter()
+            .zip(&projected_grads)
+            .map(|(&seed, &a)| (seed, -settings.step_size * a / q)),
+    );
+    terms.extend(carry.iter().map(|c| (c.seed, c.scale)));
+    apply(set, &terms)?;
+    let report = ZoStepReport {
         loss: None,
         projected_grads,
         seeds,
         noise,
         clipped: 0,
-    })
+    };
+    Ok((report, carry))
 }

@@ -90,6 +90,16 @@ pub fn normal_math() -> NormalMath {
     }
 }
 
+thread_local! {
+    static PASSES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// How many perturbation passes ([`axpy_z`] calls with at least one term) this thread has
+/// started: the pass count per step that the optimisers promise, checked in the tests.
+pub fn passes_on_this_thread() -> u64 {
+    PASSES.with(|passes| passes.get())
+}
+
 /// z(seed, start_index + i) for i in 0..n, as f32 (the values every path adds).
 pub fn z_values(seed: u64, start_index: u64, n: usize) -> Vec<f32> {
     (0..n as u64)
@@ -173,6 +183,7 @@ pub fn axpy_z_using(
     if terms.is_empty() {
         return Ok(());
     }
+    PASSES.with(|passes| passes.set(passes.get() + 1));
     let mut cuda_entries = Vec::new();
     for entry in &params.entries {
         check_unchanged(entry)?;

@@ -23,7 +23,7 @@ use crate::optim::dp_sgd::{dp_sgd_step, DpSgdSettings};
 use crate::optim::mask::{data_free_scores, select_mask, union_masks, MaskStrategy};
 use crate::optim::params::{Anchor, TrainableParams};
 use crate::optim::privacy::{self, SubsampledGaussian};
-use crate::optim::zo::{zo_step, ZoPrivacy, ZoStepSettings};
+use crate::optim::zo::{settle, zo_step_carrying, Carried, ZoPrivacy, ZoStepSettings};
 use crate::optim::{loss, OptimError};
 
 /// How to start a run.
@@ -34,6 +34,10 @@ pub struct RunOptions {
     pub resume: bool,
     /// Provenance to record (`None`: [`Provenance::detect`]).
     pub provenance: Option<Provenance>,
+    /// Do not merge a ZO step's update with the next step's first perturbation
+    /// ([`crate::optim::zo::zo_step_carrying`]): 3 passes per step instead of 2. Same
+    /// arithmetic up to the rounding of the intermediate theta; for comparisons.
+    pub no_carry: bool,
 }
 
 fn invalid(name: &'static str, value: impl ToString, requirement: &'static str) -> TrainError {
@@ -355,6 +359,27 @@ impl Loop<'_> {
 /// Invalid configuration, a privacy plan above its target (checked before step 1 and on
 /// resume), a non-finite loss (the run stops with the last good state kept and, if
 /// checkpointing, saved), checkpoint I/O, or a libtorch failure.
+/// The mu of step + 1 when step's ZO update may carry step + 1's first perturbation: the next
+/// step follows directly, with no evaluation, checkpoint, anchor or mask reset between that
+/// would read theta. A function of the config and the step only, so a resumed run takes the
+/// same passes as an uninterrupted one.
+fn next_step_mu(
+    config: &TrainConfig,
+    schedule: &StagewiseSchedule,
+    step: u64,
+    steps_total: u64,
+) -> Option<f64> {
+    let due = |every: u64| every > 0 && step.is_multiple_of(every);
+    if step >= steps_total || due(config.eval_every) || due(config.checkpoint_every) {
+        return None;
+    }
+    let next = schedule.at(step as usize + 1).ok()?;
+    if next.anchor_reset && config.method.is_stagewise() {
+        return None;
+    }
+    Some(next.zo_eps)
+}
+
 pub fn run_training(
     model: &mut dyn LabelWordModel,
     config: &TrainConfig,
@@ -529,20 +554,38 @@ pub fn run_training(
         && config.proximal_mode == ProximalMode::Intended
         && config.proximal_weight > 0.0;
 
+    // A perturbation the previous ZO step left on theta for this one (optim::zo module docs).
+    // Only carried into a step that follows directly, so theta is plain wherever it is read.
+    let mut carried: Option<Carried> = None;
     for step in state.step + 1..=steps_total {
-        let at = schedule
-            .as_ref()
-            .expect("invariant: steps_total > 0")
-            .at(step as usize)
-            .map_err(theory_err)?;
-        let batch = train
-            .batch(BatchRequest {
+        let schedule = schedule.as_ref().expect("invariant: steps_total > 0");
+        let at = match schedule.at(step as usize) {
+            Ok(at) => at,
+            Err(err) => {
+                settle(&state.params, carried.take())?;
+                return Err(theory_err(err));
+            }
+        };
+        let request = BatchRequest {
+            step,
+            batch_size: config.batch_size,
+            sampling: config.sampling,
+            seed: config.seed,
+        };
+        let batch = match train.batch(request) {
+            Ok(batch) => batch,
+            Err(reason) => {
+                settle(&state.params, carried.take())?;
+                return Err(TrainError::Source { step, reason });
+            }
+        };
+        if carried.is_some() && at.anchor_reset && method.is_stagewise() {
+            return Err(invalid(
+                "step",
                 step,
-                batch_size: config.batch_size,
-                sampling: config.sampling,
-                seed: config.seed,
-            })
-            .map_err(|reason| TrainError::Source { step, reason })?;
+                "internal: a perturbation was carried into an anchor reset",
+            ));
+        }
         if at.anchor_reset && method.is_stagewise() {
             if method == Method::DpZopo {
                 state.rescore_mask(model, &batch, at.stage as u64)?;
@@ -576,7 +619,23 @@ pub fn run_training(
                         None
                     },
                 };
-                zo_step(model, &state.params, &batch, &settings, config.seed, step).map(|r| r.loss)
+                let carry_out = (!options.no_carry)
+                    .then(|| next_step_mu(config, schedule, step, steps_total))
+                    .flatten();
+                zo_step_carrying(
+                    model,
+                    &state.params,
+                    &batch,
+                    &settings,
+                    config.seed,
+                    step,
+                    carried.take(),
+                    carry_out,
+                )
+                .map(|(report, next)| {
+                    carried = next;
+                    report.loss
+                })
             }
             Method::DpSgd => {
                 let a = accounting.as_ref().expect("invariant: DP-SGD is private");
