@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Performance harness for the H200 host. Run from the repository root of the copied checkout
 # after scripts/perf/bundle.sh has put the binaries into .gpu-bundle/:
-#   OUT=/some/dir scripts/perf/run_gpu.sh [tests] [tune] [pass] [ours] [tf32] [scale] [reference]
+#   OUT=/some/dir scripts/perf/run_gpu.sh [tests] [tune] [pass] [ours] [nocarry] [tf32] [scale] [reference]
 #   (default: ours reference; `ours` includes tests and pass; OUT default results/perf/run-<date>)
 # Writes into $OUT:
 #   env.txt               nvidia-smi, torch/transformers versions, library paths
@@ -9,7 +9,8 @@
 #   ours.csv              perturbation pass timings (impl ours-nvrtc / ours-aten, exact and fast math)
 #   perturb_pass.log      the same with the bandwidth-floor ratios
 #   memory-exact/         `repro memory`: zo_step.csv, details.jsonl, cells.log (exact normal math)
-#   memory-fast/          the same for the ZO methods with the fast normal math
+#   memory-fast/          the same for the ZO methods with the fast normal math (the default)
+#   memory-fast-nocarry/  fast, ZO steps not chained (3 passes per step; part nocarry)
 #   memory-tf32-*/, reference-tf32.csv   RoBERTa-large with TF32 matmuls, ours and the reference
 #   memory-scale/         OPT-30B / OPT-66B in bf16
 #   tune-C-M.{csv,log}, tuned-shape.env   pass timings per dense kernel shape, and the fastest
@@ -101,6 +102,14 @@ case " $parts " in *" ours "*)
       --methods "$OURS_METHODS" 2>&1 | tail -n 40 || status=1
     "$bundle/bin/repro" memory --device cuda --out "$OUT/memory-fast" --normal-math fast \
       --methods "$FAST_METHODS" 2>&1 | tail -n 20 || status=1
+  else status=1; fi
+  ;;
+esac
+# ZO steps without chaining (3 passes per step instead of 2), fast normal math, for comparison.
+case " $parts " in *" nocarry "*)
+  if have_bundle; then
+    "$bundle/bin/repro" memory --device cuda --out "$OUT/memory-fast-nocarry" --normal-math fast \
+      --no-carry --methods "${NOCARRY_METHODS:-infer,zo,dp-zopo}" 2>&1 | tail -n 20 || status=1
   else status=1; fi
   ;;
 esac

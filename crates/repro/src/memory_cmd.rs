@@ -112,9 +112,9 @@ pub struct MemoryArgs {
     /// Override the dtype of every model (f32, f16, bf16).
     #[arg(long)]
     pub dtype: Option<String>,
-    /// The CUDA kernel's normal math (exact: bitwise equal to CPU; fast: libdevice, see
+    /// The CUDA kernel's normal math (fast, the default, or exact: bitwise equal to the CPU;
     /// trainer::perturb::NormalMath).
-    #[arg(long, default_value = "exact")]
+    #[arg(long, default_value = "fast")]
     pub normal_math: String,
     /// ZO steps without merging the update with the next step's first perturbation (3 passes
     /// per step instead of 2; trainer::optim::zo::zo_step_carrying).
@@ -151,7 +151,7 @@ pub struct CellArgs {
     pub repeats: usize,
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
-    #[arg(long, default_value = "exact")]
+    #[arg(long, default_value = "fast")]
     pub normal_math: String,
     #[arg(long)]
     pub no_carry: bool,
@@ -207,11 +207,8 @@ fn dtype_label(dtype: &str) -> String {
 }
 
 fn parse_math(name: &str) -> Result<NormalMath> {
-    match name {
-        "exact" => Ok(NormalMath::Exact),
-        "fast" => Ok(NormalMath::Fast),
-        other => bail!("--normal-math {other}: expected exact or fast"),
-    }
+    name.parse()
+        .map_err(|reason: String| anyhow!("--normal-math: {reason}"))
 }
 
 fn load_config(model: &str) -> Result<ModelConfig> {

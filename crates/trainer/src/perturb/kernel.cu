@@ -2,9 +2,9 @@
 // Compiled at run time by NVRTC with --fmad=false and no fast math, so every float operation is
 // the same correctly rounded IEEE f32 operation as in normal.rs and cpu.rs (same order, same
 // constants, which cuda.rs prepends as exact bit patterns). Keep the two files in step.
-// With DPZO_FAST_NORMAL defined (NormalMath::Fast) box_muller uses FMA and the hardware's
-// approximate reciprocal, square root, sine and cosine instead: close to, not bitwise equal to,
-// the CPU (bound in tests/perturb_gpu.rs).
+// With DPZO_FAST_NORMAL defined (NormalMath::Fast, the CUDA default) the pair uses FMA and the
+// hardware's approximate base-2 logarithm, square root, sine and cosine instead: close to, not
+// bitwise equal to, the CPU (bound in tests/perturb_gpu.rs).
 //
 // One kernel per element type (f32, f16, bf16, f64) and selection (dense, masked), and the
 // proximal pull (see pull below); cuda.rs launches one per type present. Segment table: 8 u64 per tensor:
@@ -63,28 +63,25 @@ __device__ __forceinline__ void philox_block(const PhiloxKeys& keys, unsigned lo
 }
 
 #ifdef DPZO_FAST_NORMAL
-// Fast variant (NormalMath::Fast, CUDA only): the same Philox words, the same 24-bit fractions
-// and the same ln reduction and series as the exact path, but with FMA, the hardware's
-// approximate reciprocal, square root, sine and cosine (angle in [-pi, pi)), and the scale
-// folded into the radius: delta += (scale r) cos, (scale r) sin.
-#define LN2_FAST 0.69314718055994531f
-__device__ __forceinline__ float rcp_approx(float x) {
-    float r; asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x)); return r;
+// Fast variant (NormalMath::Fast, CUDA only): the same Philox words and 24-bit fractions as the
+// exact path, but -2 ln u from the hardware base-2 logarithm, the hardware square root, sine and
+// cosine (angle in [-pi, pi)), and FMA, with the scale folded into the radius:
+// delta += (scale r) cos, (scale r) sin.
+// lg2.approx: absolute error <= 2^-22.6 for u in [0.5, 2], 2 ulp elsewhere (CUDA C++
+// Programming Guide, intrinsic functions, __log2f), so near u = 1 the product can come out a
+// hair below zero: clamped (r = 0 instead of r <= 5e-4; tests/perturb_gpu.rs bounds the effect).
+#define MINUS_2_LN2 (-1.3862943611198906f)
+#define TWO_POW_MINUS_24 5.9604644775390625e-8f
+__device__ __forceinline__ float lg2_approx(float x) {
+    float r; asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x)); return r;
 }
 __device__ __forceinline__ float sqrt_approx(float x) {
     float r; asm("sqrt.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x)); return r;
 }
 __device__ __forceinline__ void accumulate_pair(unsigned int radius_word, unsigned int angle_word, float scale, float* d0, float* d1) {
-    unsigned int bits = __float_as_uint((float)((radius_word >> 8) + 1u));
-    int exponent = (int)(bits >> 23) - 127;
-    float mantissa = __uint_as_float((bits & 0x007FFFFFu) | 0x3F800000u);
-    if (mantissa > SQRT_2) { mantissa *= 0.5f; exponent += 1; }
-    float s = (mantissa - 1.0f) * rcp_approx(mantissa + 1.0f);
-    float s2 = s * s;
-    float series = s2 * fmaf(s2, fmaf(s2, fmaf(s2, fmaf(s2, ATANH_11, ATANH_9), ATANH_7), ATANH_5), ATANH_3);
-    // -2 ln u = k (-2 ln 2) - 4s (1 + series), the factor -2 folded into the terms.
-    float minus_4s = -4.0f * s;
-    float minus_2_ln_u = fmaf((float)(exponent - 24), -2.0f * LN2_FAST, fmaf(minus_4s, series, minus_4s));
+    // u = ((w >> 8) + 1) / 2^24 in (0, 1], exact in f32.
+    float u = (float)((radius_word >> 8) + 1u) * TWO_POW_MINUS_24;
+    float minus_2_ln_u = fmaxf(lg2_approx(u) * MINUS_2_LN2, 0.0f);
     float radius = sqrt_approx(minus_2_ln_u) * scale;
     // The whole word as a signed turn fraction: converting it to f32 keeps its top 24 bits up
     // to rounding, i.e. the exact path's 24-bit angle within 2^-24 of a turn.

@@ -115,6 +115,10 @@ pub struct Provenance {
     pub tch: String,
     /// This crate's version.
     pub trainer: String,
+    /// The CUDA kernel's normal math (`exact` or `fast`, trainer::perturb::NormalMath); `exact`
+    /// on CPU. Absent in records written before the option existed, all exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normal_math: Option<String>,
 }
 
 impl Provenance {
@@ -136,6 +140,14 @@ impl Provenance {
             libtorch,
             tch: "0.24.0".into(),
             trainer: env!("CARGO_PKG_VERSION").into(),
+            normal_math: Some(
+                match device {
+                    tch::Device::Cpu => crate::perturb::NormalMath::Exact,
+                    _ => crate::perturb::normal_math(),
+                }
+                .name()
+                .into(),
+            ),
         }
     }
 }
