@@ -579,14 +579,10 @@ pub fn run_training(
                 return Err(TrainError::Source { step, reason });
             }
         };
-        if carried.is_some() && at.anchor_reset && method.is_stagewise() {
-            return Err(invalid(
-                "step",
-                step,
-                "internal: a perturbation was carried into an anchor reset",
-            ));
-        }
         if at.anchor_reset && method.is_stagewise() {
+            // next_step_mu never carries into a reset; settle regardless, as the anchor and
+            // the mask score read theta.
+            settle(&state.params, carried.take())?;
             if method == Method::DpZopo {
                 state.rescore_mask(model, &batch, at.stage as u64)?;
             }
