@@ -4,9 +4,10 @@
     python3 scripts/perf/merge_results.py OUT_DIR RUN_DIR [RUN_DIR ...]
 
 Each RUN_DIR is a folder written by scripts/perf/run_gpu.sh (or a later partial run): its
-`memory-exact/zo_step.csv` or `mem/zo_step.csv` (impl ours) and `reference.csv`
-(impl pytorch-reference), and the TF32 pair `memory-tf32-exact/zo_step.csv` /
-`reference-tf32.csv` (dtype tf32). Later RUN_DIRs override earlier ones row by row, keyed on
+`memory-exact/zo_step.csv` or `mem/zo_step.csv`, then `memory-fast/zo_step.csv` (impl ours; the
+fast normal math is the default since session 5, so its rows win within a run) and
+`reference.csv` (impl pytorch-reference), and the TF32 files `memory-tf32-{exact,fast}/zo_step.csv`
+/ `reference-tf32.csv` (dtype tf32). Later RUN_DIRs override earlier ones row by row, keyed on
 (model, dtype, batch, seq, method, impl). Only the methods of the zo_step.csv contract
 (infer, zo, dp-zoso, dp-zopo, dp-sgd, backprop) are kept, and rows whose measurement failed
 (ms_median nan) are dropped; the run folders keep everything. Standard library only.
@@ -30,8 +31,11 @@ def read_rows(path):
 def merged(run_dirs):
     rows = {}
     for run in run_dirs:
-        for name in ["memory-exact/zo_step.csv", "mem/zo_step.csv", "reference.csv",
-                     "memory-tf32-exact/zo_step.csv", "reference-tf32.csv"]:
+        # Within a run the default configuration wins: since session 5 the fast normal math
+        # (memory-fast*), before it the exact one.
+        for name in ["memory-exact/zo_step.csv", "mem/zo_step.csv", "memory-fast/zo_step.csv",
+                     "reference.csv", "memory-tf32-exact/zo_step.csv",
+                     "memory-tf32-fast/zo_step.csv", "reference-tf32.csv"]:
             for row in read_rows(os.path.join(run, name)):
                 if row["method"] not in METHODS or math.isnan(float(row["ms_median"])):
                     continue

@@ -323,7 +323,7 @@ fn time_steps(
     while counter < warmup as u64 || warm_start.elapsed().as_secs_f64() < MIN_WARMUP_SECONDS {
         counter += 1;
         step(counter)?;
-        if counter % 8 == 0 {
+        if counter.is_multiple_of(8) {
             synchronize(device);
         }
     }

@@ -261,6 +261,22 @@ __device__ __forceinline__ void perturb_dense(const unsigned long long* table, c
             for (int c = 0; c < CHUNKS; ++c) data[c * THREADS + threadIdx.x] = values[c];
             return;
         }
+        if (count == 2) {
+            // Two terms (a chained step's update plus the next step's perturbation): unrolled
+            // like the single term, so both key schedules are uniform constant-bank operands.
+            float scale0 = terms.scale[0], scale1 = terms.scale[1];
+            #pragma unroll
+            for (int c = 0; c < CHUNKS; ++c) {
+                float delta[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+                unsigned long long block = base + (unsigned long long)(c * THREADS + threadIdx.x);
+                accumulate_block(terms.keys[0], block, scale0, delta);
+                accumulate_block(terms.keys[1], block, scale1, delta);
+                values[c] = S::add4(values[c], delta);
+            }
+            #pragma unroll
+            for (int c = 0; c < CHUNKS; ++c) data[c * THREADS + threadIdx.x] = values[c];
+            return;
+        }
         // Several terms: chunk by chunk, each term's round keys read from the parameter bank
         // (`terms` is a __grid_constant__, so indexing it by k needs no local copy).
         #pragma unroll
