@@ -28,7 +28,7 @@ use trainer::optim::adamw::{AdamW, AdamWSettings};
 use trainer::optim::dp_sgd::{dp_sgd_step, DpSgdSettings};
 use trainer::optim::loss::per_example_loss_values;
 use trainer::optim::params::TrainableParams;
-use trainer::optim::zo::{settle, zo_step_carrying, ZoPrivacy, ZoStepSettings};
+use trainer::optim::zo::{settle, zo_step, ZoPrivacy, ZoStepSettings};
 use trainer::perturb::{axpy_z, passes_on_this_thread, set_normal_math, NormalMath};
 
 /// The published configurations this command knows by name (crates/trainer/configs).
@@ -118,7 +118,7 @@ pub struct MemoryArgs {
     #[arg(long, default_value = "fast")]
     pub normal_math: String,
     /// ZO steps without merging the update with the next step's first perturbation (3 passes
-    /// per step instead of 2; trainer::optim::zo::zo_step_carrying).
+    /// per step instead of 2; trainer::optim::zo::zo_step).
     #[arg(long)]
     pub no_carry: bool,
     #[arg(long, default_value = "auto")]
@@ -443,7 +443,7 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
             (_, Some(adamw)) => adamw
                 .step(model_ref, params, &batch, step_size, s)
                 .map(drop),
-            _ => zo_step_carrying(
+            _ => zo_step(
                 model_ref,
                 params,
                 &batch,

@@ -1,4 +1,4 @@
-//! Chained ZO steps (`zo_step_carrying`): the update merged with the next step's first
+//! Chained ZO steps (`zo_step` with `carry_out`): the update merged with the next step's first
 //! perturbation ends where plain steps do up to the f32 rounding of the merged delta, takes two
 //! passes per step instead of three, leaves exactly the next step's `+mu z` on theta, and leaves
 //! theta plain on every error; the training loop carries only between steps that follow
@@ -10,7 +10,7 @@ use optim_support::{snapshot, SyntheticTask, TinyModel};
 use tch::{Kind, Tensor};
 use trainer::optim::params::{Anchor, TrainableParams};
 use trainer::optim::zo::{
-    first_direction_seed, settle, zo_step, zo_step_carrying, Carried, ZoPrivacy, ZoStepSettings,
+    first_direction_seed, settle, zo_step, Carried, ZoPrivacy, ZoStepSettings,
 };
 use trainer::optim::OptimError;
 use trainer::perturb::passes_on_this_thread;
@@ -129,19 +129,21 @@ fn carried_steps_end_where_plain_steps_do_in_two_passes_per_step() {
                     .collect::<Vec<_>>(),
             );
             let before = passes_on_this_thread();
-            let reference = zo_step(
+            let (reference, _) = zo_step(
                 &plain_model,
                 &plain,
                 &batch,
                 &plain_settings,
                 RUN_SEED,
                 step,
+                None,
+                None,
             )
             .unwrap();
             plain_passes += passes_on_this_thread() - before;
             let before = passes_on_this_thread();
             let carry_out = (step < STEPS).then_some(1e-3);
-            let (report, next) = zo_step_carrying(
+            let (report, next) = zo_step(
                 &carried_model,
                 &chained,
                 &batch,
@@ -212,11 +214,21 @@ fn one_carrying_step(masked: bool) -> OneStep {
     let step_settings = settings(case, None);
     let plain_model = TinyModel::new(9, Kind::Double);
     let plain = params_of(&plain_model, masked);
-    let report = zo_step(&plain_model, &plain, &batch, &step_settings, RUN_SEED, 1).unwrap();
+    let (report, _) = zo_step(
+        &plain_model,
+        &plain,
+        &batch,
+        &step_settings,
+        RUN_SEED,
+        1,
+        None,
+        None,
+    )
+    .unwrap();
     let model = TinyModel::new(9, Kind::Double);
     let params = params_of(&model, masked);
     let next_mu = 2e-3;
-    let (_, carried) = zo_step_carrying(
+    let (_, carried) = zo_step(
         &model,
         &params,
         &batch,
@@ -238,6 +250,15 @@ fn one_carrying_step(masked: bool) -> OneStep {
     }
 }
 
+/// Theta of `model` is the plain step's up to `bound`.
+fn assert_plain(model: &TinyModel, plain: &[(String, Vec<f64>)], bound: f64, what: &str) {
+    let difference = max_abs_difference(&snapshot(model), plain);
+    assert!(
+        difference <= bound,
+        "{what}: theta differs from the plain step by {difference} (bound {bound:.3e})"
+    );
+}
+
 #[test]
 fn theta_carries_exactly_the_next_steps_first_perturbation() {
     for masked in [false, true] {
@@ -257,11 +278,7 @@ fn theta_carries_exactly_the_next_steps_first_perturbation() {
             "masked {masked}: theta carries nothing ({moved})"
         );
         settle(&params, Some(carried)).unwrap();
-        let difference = max_abs_difference(&snapshot(&model), &plain);
-        assert!(
-            difference <= bound,
-            "masked {masked}: settled theta differs from the plain step by {difference} (bound {bound:.3e})"
-        );
+        assert_plain(&model, &plain, bound, &format!("masked {masked}, settled"));
     }
 }
 
@@ -275,36 +292,50 @@ fn errors_leave_theta_plain() {
         zo_eps: 0.0,
         ..settings(case, None)
     };
+    // (name, batch, settings, next step's mu, poison the model's next forward)
     type Failing<'a> = (
         &'static str,
         &'a trainer::batch::Batch,
         ZoStepSettings<'a>,
         Option<f64>,
+        bool,
     );
-    let failures: [Failing; 3] = [
-        ("invalid zo_eps", &batch, bad_eps, None),
+    let failures: [Failing; 4] = [
+        ("invalid zo_eps", &batch, bad_eps, None, false),
         (
             "invalid next zo_eps",
             &batch,
             settings(case, None),
             Some(f64::NAN),
+            false,
         ),
         (
             "empty batch without DP",
             &empty,
             settings(case, None),
             Some(1e-3),
+            false,
+        ),
+        (
+            "non-finite loss",
+            &batch,
+            settings(case, None),
+            Some(1e-3),
+            true,
         ),
     ];
-    for (name, batch, step_settings, carry_out) in failures {
+    for (name, batch, step_settings, carry_out, poison) in failures {
         let OneStep {
-            model,
+            mut model,
             params,
             carried,
             plain,
             bound,
         } = one_carrying_step(false);
-        let err = zo_step_carrying(
+        if poison {
+            model.poison_after = Some(model.calls.get());
+        }
+        let err = zo_step(
             &model,
             &params,
             batch,
@@ -315,45 +346,17 @@ fn errors_leave_theta_plain() {
             carry_out,
         )
         .unwrap_err();
-        assert!(
+        let expected = if poison {
+            matches!(err, OptimError::NonFiniteLoss { .. })
+        } else {
             matches!(
                 err,
                 OptimError::InvalidHyperparameter { .. } | OptimError::EmptyBatch { .. }
-            ),
-            "{name}: {err}"
-        );
-        let difference = max_abs_difference(&snapshot(&model), &plain);
-        assert!(
-            difference <= bound,
-            "{name}: theta is off by {difference} (bound {bound:.3e})"
-        );
+            )
+        };
+        assert!(expected, "{name}: {err}");
+        assert_plain(&model, &plain, bound, name);
     }
-    // A non-finite loss in the carried step restores theta too.
-    let OneStep {
-        mut model,
-        params,
-        carried,
-        plain,
-        bound,
-    } = one_carrying_step(false);
-    model.poison_after = Some(model.calls.get());
-    let err = zo_step_carrying(
-        &model,
-        &params,
-        &batch,
-        &settings(case, None),
-        RUN_SEED,
-        2,
-        Some(carried),
-        Some(1e-3),
-    )
-    .unwrap_err();
-    assert!(matches!(err, OptimError::NonFiniteLoss { .. }), "{err}");
-    let difference = max_abs_difference(&snapshot(&model), &plain);
-    assert!(
-        difference <= bound,
-        "non-finite loss: theta is off by {difference} (bound {bound:.3e})"
-    );
 }
 
 #[test]

@@ -88,7 +88,8 @@ fn zo_scalar_noise_has_the_configured_std() {
     let seed = 0x5EED;
     let mut draws = Vec::new();
     for step in 1..=10_000u64 {
-        let report = zo_step(&model, &params, &empty, &settings, seed, step).unwrap();
+        let (report, _) =
+            zo_step(&model, &params, &empty, &settings, seed, step, None, None).unwrap();
         for (a, noise) in report.projected_grads.iter().zip(&report.noise) {
             assert_eq!(a * normaliser, *noise);
             draws.push(noise / noise_std);

@@ -14,7 +14,7 @@
 //!
 //! Passes over the parameters: the restore `+mu z_j` is merged with the next direction's
 //! `+mu z_{j+1}`, and the last restore with the update (MeZO's 4 passes become 3 for q = 1).
-//! [`zo_step_carrying`] also merges the update with the next step's first `+mu z`, leaving that
+//! [`zo_step`] also merges the update with the next step's first `+mu z`, leaving that
 //! perturbation on theta for the next step ([`Carried`]): 2 passes per step for q = 1. Where
 //! theta is read between steps (evaluation, checkpoints, anchors, masks) the caller does not
 //! carry, so theta is plain there.
@@ -229,33 +229,21 @@ pub fn materialise_direction(
     Ok(zeros)
 }
 
-/// One ZO step at global step `step` of the run seeded `run_seed` (directions and noise come
-/// from [`super::rng::stream`]). On a non-finite loss theta is restored and the update skipped.
-pub fn zo_step(
-    model: &dyn LabelWordModel,
-    params: &TrainableParams,
-    batch: &Batch,
-    settings: &ZoStepSettings<'_>,
-    run_seed: u64,
-    step: u64,
-) -> Result<ZoStepReport> {
-    let (report, carried) =
-        zo_step_carrying(model, params, batch, settings, run_seed, step, None, None)?;
-    debug_assert!(carried.is_none());
-    Ok(report)
-}
-
 /// Directions at most this many carry: the final pass then has at most 8 terms, what one
 /// kernel launch takes.
 const MAX_CARRYING_DIRECTIONS: usize = 7;
 
-/// [`zo_step`] with the passes chained across steps. `carried_in` is on theta already (the
-/// previous step's [`Carried`]; any seed and scale are accepted, a match saves the first
-/// pass). With `carry_out = Some(next_mu)` the final pass also adds step + 1's first
-/// `+next_mu z`, returned as the new [`Carried`] (`None` when the final pass would exceed one
-/// launch's terms). On `Err` theta carries nothing (the carried perturbation is removed).
+/// One ZO step at global step `step` of the run seeded `run_seed` (directions and noise come
+/// from [`super::rng::stream`]). On a non-finite loss theta is restored and the update skipped.
+///
+/// Passes chain across steps (module docs): `carried_in` is on theta already (the previous
+/// step's [`Carried`]; any seed and scale are accepted, a match saves the first pass). With
+/// `carry_out = Some(next_mu)` the final pass also adds step + 1's first `+next_mu z`, returned
+/// as the new [`Carried`] (`None` when the final pass would exceed one launch's terms).
+/// `None, None` is a self-contained step. On `Err` theta carries nothing (the carried
+/// perturbation is removed).
 #[allow(clippy::too_many_arguments)]
-pub fn zo_step_carrying(
+pub fn zo_step(
     model: &dyn LabelWordModel,
     params: &TrainableParams,
     batch: &Batch,

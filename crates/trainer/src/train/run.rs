@@ -23,7 +23,7 @@ use crate::optim::dp_sgd::{dp_sgd_step, DpSgdSettings};
 use crate::optim::mask::{data_free_scores, select_mask, union_masks, MaskStrategy};
 use crate::optim::params::{Anchor, TrainableParams};
 use crate::optim::privacy::{self, SubsampledGaussian};
-use crate::optim::zo::{settle, zo_step_carrying, Carried, ZoPrivacy, ZoStepSettings};
+use crate::optim::zo::{settle, zo_step, Carried, ZoPrivacy, ZoStepSettings};
 use crate::optim::{loss, OptimError};
 
 /// How to start a run.
@@ -35,7 +35,7 @@ pub struct RunOptions {
     /// Provenance to record (`None`: [`Provenance::detect`]).
     pub provenance: Option<Provenance>,
     /// Do not merge a ZO step's update with the next step's first perturbation
-    /// ([`crate::optim::zo::zo_step_carrying`]): 3 passes per step instead of 2. Same
+    /// ([`crate::optim::zo::zo_step`]): 3 passes per step instead of 2. Same
     /// arithmetic up to the rounding of the intermediate theta; for comparisons.
     pub no_carry: bool,
 }
@@ -618,7 +618,7 @@ pub fn run_training(
                 let carry_out = (!options.no_carry)
                     .then(|| next_step_mu(config, schedule, step, steps_total))
                     .flatten();
-                zo_step_carrying(
+                zo_step(
                     model,
                     &state.params,
                     &batch,
