@@ -2,8 +2,10 @@
 //!
 //! Every operation here is an IEEE-754 f32 add, multiply, divide or square root (each correctly
 //! rounded), integer arithmetic, or an exact bit manipulation. No `fma`, no libm call. The CUDA
-//! kernel (`kernel.cu`, compiled by NVRTC with `--fmad=false`, no fast math) performs the same
-//! operations in the same order with the same constants, so CPU and GPU produce bit-identical z.
+//! kernel's exact variant (`kernel.cu` without `DPZO_FAST_NORMAL`, compiled by NVRTC with
+//! `--fmad=false`, no fast math; `NormalMath::Exact`) performs the same operations in the same
+//! order with the same constants, so CPU and GPU produce bit-identical z. The kernel's default
+//! fast variant approximates these z (bound in `tests/perturb_gpu.rs`).
 //!
 //! Box-Muller (Box and Muller 1958): for u in (0, 1] and v in [0, 1),
 //! `r = sqrt(-2 ln u)`, `z0 = r cos(2 pi v)`, `z1 = r sin(2 pi v)` are independent N(0, 1).
