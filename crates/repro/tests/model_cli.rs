@@ -1,5 +1,5 @@
 //! `repro load-memory` contract: JSON fields on the last stdout line, and a clear error for a
-//! missing checkpoint.
+//! missing checkpoint; an unknown `--normal-math` is refused naming it.
 #![cfg(feature = "torch")]
 
 mod common;
@@ -41,4 +41,15 @@ fn load_memory_names_a_missing_checkpoint() {
         "load-memory --model-dir /nonexistent/checkpoint",
         "/nonexistent/checkpoint",
     );
+}
+
+#[test]
+fn an_unknown_normal_math_is_refused_naming_it() {
+    for command in [
+        "table2 --dry-run",
+        "table3 --dry-run",
+        "memory --out /tmp/unused",
+    ] {
+        common::assert_fails_naming(&format!("{command} --normal-math sloppy"), "sloppy");
+    }
 }

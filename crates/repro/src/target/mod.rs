@@ -35,7 +35,7 @@ pub struct TargetArgs {
     /// The CUDA perturbation kernel's normal math: fast (the default) or exact (bit-identical
     /// to a CPU run; trainer::perturb::NormalMath). Recorded in each run's provenance.
     #[arg(long, default_value = "fast")]
-    pub normal_math: trainer::perturb::NormalMath,
+    pub normal_math: String,
     /// Where `results/<target>/<preset>/` goes.
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
@@ -239,7 +239,11 @@ pub fn check(args: CheckArgs) -> Result<()> {
 pub fn run_paper_target(target: &str, args: TargetArgs) -> Result<()> {
     use trainer::device::{self, DeviceRequest};
     let request: DeviceRequest = args.device.parse().map_err(anyhow::Error::msg)?;
-    trainer::perturb::set_normal_math(args.normal_math);
+    let math: trainer::perturb::NormalMath = args
+        .normal_math
+        .parse()
+        .map_err(|reason: String| anyhow::anyhow!("--normal-math: {reason}"))?;
+    trainer::perturb::set_normal_math(math);
     let dev = device::select(request).map_err(anyhow::Error::msg)?;
     println!("device: {}", device::name(dev));
     let spec = Spec::load(&args.experiments.join(format!("{target}.toml")))?;
