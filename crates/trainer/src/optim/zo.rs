@@ -171,6 +171,16 @@ fn merged(terms: &[(u64, f64)]) -> Vec<(u64, f64)> {
     out
 }
 
+/// The update's terms `-eta a_j / q` along each direction z_j.
+fn update_terms(seeds: &[u64], projected_grads: &[f64], step_size: f64) -> Vec<(u64, f64)> {
+    let q = seeds.len() as f64;
+    seeds
+        .iter()
+        .zip(projected_grads)
+        .map(|(&seed, &a)| (seed, -step_size * a / q))
+        .collect()
+}
+
 /// One pass with `terms` merged; none when they cancel.
 fn apply(set: &ParamSet, terms: &[(u64, f64)]) -> Result<()> {
     let terms = merged(terms);
@@ -370,15 +380,10 @@ pub fn zo_step(
         params.pull_towards(anchor, weight)?;
         restore_scale = mu * (1.0 - weight);
     }
-    let q = seeds.len() as f64;
-    let mut terms: Vec<(u64, f64)> = Vec::with_capacity(seeds.len() + 2);
-    for (&seed, &a) in seeds.iter().zip(&report.projected_grads) {
-        let mut scale = -settings.step_size * a / q;
-        if seed == last && terms.iter().all(|(s, _)| *s != last) {
-            scale += restore_scale;
-        }
-        terms.push((seed, scale));
-    }
+    // `apply` sums the restore into the last direction's update term (same f64 order as
+    // before: update, then restore).
+    let mut terms = update_terms(&seeds, &report.projected_grads, settings.step_size);
+    terms.push((last, restore_scale));
     terms.extend(carry.iter().map(|c| (c.seed, c.scale)));
     apply(set, &terms)?;
     Ok((report, carry))
@@ -417,13 +422,7 @@ fn noise_only_step(
     if let Some((anchor, lambda)) = settings.proximal {
         params.pull_towards(anchor, settings.step_size * lambda)?;
     }
-    let q = seeds.len() as f64;
-    terms.extend(
-        seeds
-            .iter()
-            .zip(&projected_grads)
-            .map(|(&seed, &a)| (seed, -settings.step_size * a / q)),
-    );
+    terms.extend(update_terms(&seeds, &projected_grads, settings.step_size));
     terms.extend(carry.iter().map(|c| (c.seed, c.scale)));
     apply(set, &terms)?;
     let report = ZoStepReport {
