@@ -21,7 +21,12 @@ pub fn calibrate_noise_multiplier(
 ) -> Result<f64> {
     check_epsilon(target_epsilon)?;
     if target_epsilon == 0.0 {
-        return Err(AccountantError::InvalidEpsilon(target_epsilon));
+        // ε = 0 needs infinite noise for any mechanism that touches the data.
+        return Err(AccountantError::InvalidParameter {
+            name: "target epsilon",
+            value: target_epsilon,
+            reason: "a noise calibration needs epsilon > 0 (epsilon = 0 needs infinite noise)",
+        });
     }
     if !(relative_tolerance > 0.0 && relative_tolerance < 0.5) {
         return Err(AccountantError::InvalidParameter {

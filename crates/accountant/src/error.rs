@@ -80,6 +80,28 @@ pub enum AccountantError {
     /// The PRV accountant cannot answer this query at its precision.
     #[error("PRV accountant: {0}")]
     Prv(String),
+    /// The query is valid but its evaluation would exceed a documented work limit.
+    #[error("{what} is refused: {cost}, above the limit of {limit}{hint}")]
+    TooExpensive {
+        /// The refused computation, with its inputs.
+        what: String,
+        /// Its estimated cost.
+        cost: String,
+        /// The limit it exceeds.
+        limit: String,
+        /// How to get an answer instead (may be empty; starts with "; ").
+        hint: String,
+    },
+    /// The accountant does not cover this event (see [`crate::Accountant::supports`]).
+    #[error("accountant {accountant} does not support {event}: {reason}")]
+    Unsupported {
+        /// The accountant's name.
+        accountant: &'static str,
+        /// The refused event, in words.
+        event: String,
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Result alias used throughout the crate.

@@ -10,10 +10,14 @@
 //! * [`prv`]: the PRV accountant (Gopi, Lee & Wutschitz 2021) with explicit ε error bounds.
 //! * [`calibrate`]: the smallest noise multiplier meeting (ε, δ).
 //!
+//! Every accountant implements [`Accountant`] (compose, supports, ε, δ) and is built by name
+//! from [`AccountantKind`]; [`SampledGaussian`] maps a batch [`Sampling`] scheme to its events.
+//!
 //! Neighbouring relations: Poisson sampling is analysed under add/remove-one, fixed-size
 //! batches under replace-one; other pairs are refused with [`AccountantError::UnsupportedEvent`].
 //! Formulas, conventions and anchors: docs/accountant.md of the project.
 
+mod accountants;
 pub mod analytic_gaussian;
 pub mod calibrate;
 mod error;
@@ -23,9 +27,15 @@ mod orders;
 pub mod prv;
 mod quadrature;
 pub mod rdp;
+mod sampling;
 pub mod zcdp;
 
+pub use accountants::{
+    Accountant, AccountantKind, AnalyticGaussianAccountant, PrvComposition, ZcdpAccountant,
+    DEFAULT_PRV_EPSILON_ERROR, PRV_DELTA_ERROR_FRACTION,
+};
 pub use calibrate::calibrate_noise_multiplier;
+pub use sampling::{poisson_composition, sum_sensitivity, SampledGaussian, Sampling};
 
 /// Checks δ ∈ (0, 1), returning [`AccountantError::InvalidDelta`] otherwise.
 pub fn validate_delta(delta: f64) -> Result<()> {

@@ -131,6 +131,79 @@ impl PrivacyLoss {
     }
 }
 
+/// Largest discretisation grid built (each point costs about [`SECONDS_PER_POINT`]).
+pub const MAX_GRID_POINTS: usize = 1 << 22;
+/// Measured cost of one grid point (CDF pair, FFT and ε search) on one core of the 2-core CI
+/// machine: an order of magnitude for refusals, not a promise.
+pub const SECONDS_PER_POINT: f64 = 3e-7;
+
+/// GLW21 Alg. 1's mesh width h = ε_err / sqrt(T/2 · ln(12/δ_err)).
+fn mesh_width(steps: u64, epsilon_error: f64, delta_error: f64) -> f64 {
+    epsilon_error / (steps as f64 / 2.0 * (12.0 / delta_error).ln()).sqrt()
+}
+
+fn too_many_points(
+    points: f64,
+    q: f64,
+    sigma: f64,
+    steps: u64,
+    epsilon_error: f64,
+) -> AccountantError {
+    AccountantError::TooExpensive {
+        what: format!(
+            "the PRV accountant at q = {q}, sigma = {sigma}, steps = {steps}, eps_error = {epsilon_error}"
+        ),
+        cost: format!(
+            "its grid needs {points:.3e} points (about {:.0} s and {:.0} MiB)",
+            points * SECONDS_PER_POINT,
+            points * 40.0 / (1 << 20) as f64
+        ),
+        limit: format!("{MAX_GRID_POINTS} points"),
+        hint: "; raise eps_error (the grid shrinks in proportion) or use the RDP accountant".into(),
+    }
+}
+
+/// ε_err finite and > 0, δ_err in (0, 1).
+fn check_error_budget(epsilon_error: f64, delta_error: f64) -> Result<()> {
+    if !(epsilon_error > 0.0 && epsilon_error.is_finite()) {
+        return Err(AccountantError::InvalidParameter {
+            name: "eps_error",
+            value: epsilon_error,
+            reason: "must be finite and > 0",
+        });
+    }
+    if !(delta_error > 0.0 && delta_error < 1.0) {
+        return Err(AccountantError::InvalidParameter {
+            name: "delta_error",
+            value: delta_error,
+            reason: "must be in (0, 1)",
+        });
+    }
+    Ok(())
+}
+
+/// Number of grid points the PRV accountant would build for these inputs (the domain comes
+/// from RDP, so this costs a few µs). Lets a caller estimate a command's cost before running.
+pub fn grid_points(
+    sampling_rate: f64,
+    noise_multiplier: f64,
+    steps: u64,
+    epsilon_error: f64,
+    delta_error: f64,
+) -> Result<f64> {
+    check_sampling_rate(sampling_rate)?;
+    check_noise_multiplier(noise_multiplier)?;
+    check_error_budget(epsilon_error, delta_error)?;
+    let half_width = safe_domain_half_width(
+        sampling_rate,
+        noise_multiplier,
+        steps,
+        epsilon_error,
+        delta_error,
+    )?;
+    Ok(2.0 * (half_width / mesh_width(steps, epsilon_error, delta_error)).ceil() + 2.0)
+}
+
 /// Numerical PRV accountant for T-fold composition of one Poisson-subsampled Gaussian.
 #[derive(Clone, Debug)]
 pub struct PrvAccountant {
@@ -161,20 +234,7 @@ impl PrvAccountant {
         if max_steps == 0 {
             return Err(AccountantError::InvalidSteps(0));
         }
-        if !(epsilon_error > 0.0 && epsilon_error.is_finite()) {
-            return Err(AccountantError::InvalidParameter {
-                name: "eps_error",
-                value: epsilon_error,
-                reason: "must be finite and > 0",
-            });
-        }
-        if !(delta_error > 0.0 && delta_error < 1.0) {
-            return Err(AccountantError::InvalidParameter {
-                name: "delta_error",
-                value: delta_error,
-                reason: "must be in (0, 1)",
-            });
-        }
+        check_error_budget(epsilon_error, delta_error)?;
         if noise_multiplier == 0.0 {
             return Err(AccountantError::Prv(format!(
                 "noise multiplier 0 at sampling rate {sampling_rate}: the privacy loss is infinite"
@@ -205,15 +265,19 @@ impl PrvAccountant {
             epsilon_error,
             delta_error,
         )?;
-        let steps = max_steps as f64;
-        let mesh = epsilon_error / (steps / 2.0 * (12.0 / delta_error).ln()).sqrt();
+        let mesh = mesh_width(max_steps, epsilon_error, delta_error);
+        let points = 2.0 * (half_width / mesh).ceil() + 2.0;
+        if points > MAX_GRID_POINTS as f64 {
+            return Err(too_many_points(
+                points,
+                sampling_rate,
+                noise_multiplier,
+                max_steps,
+                epsilon_error,
+            ));
+        }
         let k = (half_width / mesh).ceil() as usize;
         let size = 2 * k + 2;
-        if size > 1 << 27 {
-            return Err(AccountantError::Prv(format!(
-                "the mesh needs {size} points (eps_error = {epsilon_error}, steps = {max_steps}); increase eps_error"
-            )));
-        }
         let t_min = -(k as f64) * mesh;
         let t_max = (k as f64 + 1.0) * mesh;
         let total = loss.mass(t_min, t_max);
@@ -280,8 +344,9 @@ impl PrvAccountant {
         self.pmf.len()
     }
 
-    /// The T-fold composition: (grid of privacy-loss values, probabilities).
-    fn compose(&self, steps: u64) -> Result<(Vec<f64>, Vec<f64>)> {
+    /// The T-fold composition: (grid of privacy-loss values, probabilities, the FFT's roundoff
+    /// floor η = max(0, -min p̃)).
+    fn compose(&self, steps: u64) -> Result<(Vec<f64>, Vec<f64>, f64)> {
         if steps == 0 {
             return Err(AccountantError::InvalidSteps(0));
         }
@@ -322,7 +387,8 @@ impl PrvAccountant {
         }
         let start = -(self.centre as f64) * self.mesh + steps as f64 * self.shift;
         let grid = (0..n).map(|j| start + j as f64 * self.mesh).collect();
-        Ok((grid, pmf))
+        let floor = pmf.iter().fold(0.0_f64, |m, &p| m.max(-p));
+        Ok((grid, pmf, floor))
     }
 
     /// ε bounds for `delta` after `steps` compositions.
@@ -341,7 +407,7 @@ impl PrvAccountant {
                 self.delta_error
             )));
         }
-        let (grid, pmf) = self.compose(steps)?;
+        let (grid, pmf, _) = self.compose(steps)?;
         if f64::EPSILON * grid.len() as f64 > delta - self.delta_error {
             return Err(AccountantError::Prv(format!(
                 "delta = {delta} is too small for the f64 FFT on {} points",
@@ -359,29 +425,49 @@ impl PrvAccountant {
             tail_mass[i] = d1;
             tail_weighted[i] = d2;
         }
+        // The smallest ε' on the grid's range with δ_Ỹ(ε') <= target; -∞ when already
+        // δ_Ỹ(t_0) <= target at the domain's lower end t_0 = -L < -ε_err.
         let find_epsilon = |target: f64| -> Result<f64> {
             // δ(t_i) = d1_i - e^{t_i} d2_i decreases in i; first i with δ(t_i) <= target.
             let index = (0..n)
                 .find(|&i| tail_mass[i] - grid[i].exp() * tail_weighted[i] <= target)
                 .unwrap_or(n);
-            if index == 0 || index == n {
+            if index == 0 {
+                return Ok(f64::NEG_INFINITY);
+            }
+            if index == n {
                 return Err(AccountantError::Prv(format!(
                     "delta = {target} lies outside the discretised domain; the true epsilon may exceed the domain"
                 )));
             }
-            Ok(((tail_mass[index] - target) / tail_weighted[index]).ln())
+            // On (t_{i-1}, t_i], δ_Ỹ(ε) = d1_i - e^ε d2_i; its root, else t_i itself (where
+            // roundoff leaves no positive ratio), at which δ_Ỹ <= target already holds.
+            let root = ((tail_mass[index] - target) / tail_weighted[index]).ln();
+            Ok(if root.is_finite() && root <= grid[index] {
+                root
+            } else {
+                grid[index]
+            })
         };
+        // GLW21 Thm 5.5: δ_Y(ε' + ε_err) <= δ_Ỹ(ε') + δ_err. ε >= 0 by definition, and δ_Y is
+        // non-increasing, so where these bounds fall below 0 the exact ε is 0 (δ_Y(0) <= δ
+        // already): that, and only that, is why they are raised to 0.
         let upper = find_epsilon(delta - self.delta_error)? + self.epsilon_error;
         let lower = find_epsilon(delta + self.delta_error)? - self.epsilon_error;
         let estimate = find_epsilon(delta)?;
         Ok(EpsilonBounds {
             lower: lower.max(0.0),
             estimate: estimate.max(0.0),
-            upper,
+            upper: upper.max(0.0),
         })
     }
 
     /// δ bounds for `epsilon` after `steps` compositions.
+    ///
+    /// The composed probabilities carry the FFT's roundoff. True probabilities are >= 0, so the
+    /// most negative composed entry measures that noise floor η; the upper bound adds η to every
+    /// entry (each p̃ + η >= max(p, 0)), the estimate and the lower bound drop entries below 0.
+    /// Hence 0 <= lower <= estimate <= upper <= 1.
     pub fn delta(&self, epsilon: f64, steps: u64) -> Result<DeltaBounds> {
         check_epsilon(epsilon)?;
         if self.trivial {
@@ -391,18 +477,21 @@ impl PrvAccountant {
                 upper: 0.0,
             });
         }
-        let (grid, pmf) = self.compose(steps)?;
-        let delta_at = |e: f64| -> f64 {
+        let (grid, pmf, floor) = self.compose(steps)?;
+        let delta_at = |e: f64, raise: f64| -> f64 {
             grid.iter()
                 .zip(&pmf)
                 .filter(|(t, _)| **t >= e)
-                .map(|(t, p)| p * (-(e - t).exp_m1()))
+                .map(|(t, p)| (p + raise).max(0.0) * (-(e - t).exp_m1()))
                 .sum()
         };
+        let estimate = delta_at(epsilon, 0.0).min(1.0);
+        let lower = (delta_at(epsilon + self.epsilon_error, 0.0) - self.delta_error).max(0.0);
+        let upper = (delta_at(epsilon - self.epsilon_error, floor) + self.delta_error).min(1.0);
         Ok(DeltaBounds {
-            lower: (delta_at(epsilon + self.epsilon_error) - self.delta_error).max(0.0),
-            estimate: delta_at(epsilon).clamp(0.0, 1.0),
-            upper: (delta_at(epsilon - self.epsilon_error) + self.delta_error).min(1.0),
+            lower,
+            estimate,
+            upper,
         })
     }
 }

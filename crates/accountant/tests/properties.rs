@@ -37,7 +37,7 @@ fn accountant_with(event: &DpEvent, count: u64) -> RdpAccountant {
 
 fn poisson_epsilon(q: f64, sigma: f64, steps: u64, delta: f64) -> f64 {
     accountant_with(&poisson(q, sigma), steps)
-        .epsilon(delta)
+        .epsilon_and_order(delta)
         .unwrap()
         .value
 }
@@ -171,11 +171,11 @@ fn epsilon_delta_round_trip_on_dp_accountings_grid() {
         for sigma in [0.0, 0.1, 1.0, 10.0, 100.0] {
             let accountant = accountant_with(&poisson(q, sigma), 1);
             for delta in [0.99, 0.9, 0.5, 0.1, 1e-2, 1e-3, 1e-5, 1e-8, 1e-12] {
-                let eps = accountant.epsilon(delta).unwrap();
+                let eps = accountant.epsilon_and_order(delta).unwrap();
                 if !eps.value.is_finite() {
                     continue;
                 }
-                let back = accountant.delta(eps.value).unwrap().value;
+                let back = accountant.delta_and_order(eps.value).unwrap().value;
                 if eps.value > 0.0 {
                     assert!(
                         (back - delta).abs() <= 1e-9 * delta,
@@ -255,15 +255,15 @@ fn invalid_inputs_give_typed_errors() {
     );
     let accountant = accountant_with(&poisson(0.1, 1.0), 10);
     assert_eq!(
-        accountant.epsilon(0.0),
+        accountant.epsilon_and_order(0.0),
         Err(AccountantError::InvalidDelta(0.0))
     );
     assert_eq!(
-        accountant.epsilon(1.0),
+        accountant.epsilon_and_order(1.0),
         Err(AccountantError::InvalidDelta(1.0))
     );
     assert!(
-        matches!(accountant.epsilon(f64::NAN), Err(AccountantError::InvalidDelta(d)) if d.is_nan())
+        matches!(accountant.epsilon_and_order(f64::NAN), Err(AccountantError::InvalidDelta(d)) if d.is_nan())
     );
     let message = AccountantError::InvalidSamplingRate(1.5).to_string();
     assert!(message.contains("1.5"), "{message}");
@@ -296,7 +296,7 @@ fn unsupported_event_relation_pairs_are_refused() {
         Err(AccountantError::UnsupportedEvent { .. })
     ));
     replace.compose(&fixed, 5).unwrap();
-    assert!(replace.epsilon(1e-5).unwrap().value > 0.0);
+    assert!(replace.epsilon_and_order(1e-5).unwrap().value > 0.0);
 }
 
 // Fuzz: arbitrary f64 inputs never panic and never produce NaN.
@@ -315,8 +315,8 @@ proptest! {
         let mut accountant = RdpAccountant::new(
             Orders::custom(vec![1.5, 2.0, 16.0]).unwrap(), NeighboringRelation::AddOrRemoveOne, RdpMethod::Exact);
         if accountant.compose(&poisson(q, sigma), 10).is_ok() {
-            if let Ok(v) = accountant.epsilon(delta) { prop_assert!(!v.value.is_nan()); }
-            if let Ok(v) = accountant.delta(eps) { prop_assert!(!v.value.is_nan()); }
+            if let Ok(v) = accountant.epsilon_and_order(delta) { prop_assert!(!v.value.is_nan()); }
+            if let Ok(v) = accountant.delta_and_order(eps) { prop_assert!(!v.value.is_nan()); }
         }
     }
 }

@@ -144,14 +144,14 @@ fn epsilon_on_the_default_grid_matches_dp_accounting() {
         let (steps, delta) = (num(&row, "steps") as u64, num(&row, "delta"));
         let (want, want_order) = (num(&row, "epsilon"), num(&row, "order"));
         let compat = poisson_accountant(q, sigma, steps, RdpMethod::DpAccountingCompat)
-            .epsilon(delta)
+            .epsilon_and_order(delta)
             .unwrap();
         assert!(
             relative_error(compat.value, want) <= 1e-6 && compat.order == want_order,
             "compat q={q} sigma={sigma} T={steps} delta={delta}: {compat:?} vs {want} @ {want_order}"
         );
         let exact = poisson_accountant(q, sigma, steps, RdpMethod::Exact)
-            .epsilon(delta)
+            .epsilon_and_order(delta)
             .unwrap();
         assert!(
             exact.value <= want * (1.0 + 1e-6),
@@ -168,7 +168,7 @@ fn delta_on_the_default_grid_matches_dp_accounting() {
         let (steps, epsilon) = (num(&row, "steps") as u64, num(&row, "epsilon"));
         let (want, want_order) = (num(&row, "delta"), num(&row, "order"));
         let got = poisson_accountant(q, sigma, steps, RdpMethod::DpAccountingCompat)
-            .delta(epsilon)
+            .delta_and_order(epsilon)
             .unwrap();
         assert!(
             relative_error(got.value, want) <= 1e-6 && got.order == want_order,
@@ -219,7 +219,7 @@ fn calibration_matches_dp_accounting() {
         let got = calibrate_noise_multiplier(epsilon, 1e-10, |sigma| {
             Ok(
                 poisson_accountant(q, sigma, steps, RdpMethod::DpAccountingCompat)
-                    .epsilon(delta)?
+                    .epsilon_and_order(delta)?
                     .value,
             )
         })

@@ -2,20 +2,26 @@
 
 use accountant::rdp::poisson_subsampled_gaussian_rdp;
 use accountant::{
-    analytic_gaussian, calibrate_noise_multiplier, AccountantError, DpEvent, NeighboringRelation,
-    Orders, PrvAccountant, RdpAccountant, RdpMethod, Zcdp,
+    calibrate_noise_multiplier, poisson_composition, prv, Accountant, AccountantError,
+    AccountantKind, LedgerEntry, SampledGaussian, Sampling,
 };
 use anyhow::{bail, Context};
-use clap::ValueEnum;
 use serde_json::json;
 use std::path::PathBuf;
 
 /// Relative tolerance of every noise calibration.
 const CALIBRATION_TOLERANCE: f64 = 1e-9;
-/// PRV's δ error budget as a fraction of δ (Opacus' and prv-accountant's choice).
-const PRV_DELTA_ERROR_FRACTION: f64 = 1e-3;
+/// Most a `privacy` command may be estimated to take before it is refused (seconds).
+const TIME_LIMIT_SECONDS: f64 = 8.0;
+/// `privacy table` computes 54 calibrations; it may take this long.
+const TABLE_TIME_LIMIT_SECONDS: f64 = 120.0;
+/// Accountant evaluations of one noise calibration (bracketing then regula falsi), at most.
+const CALIBRATION_EVALUATIONS: f64 = 40.0;
 
 /// `repro privacy`: epsilon, delta, sigma, per-step RDP and the paper's sigma table.
+///
+/// JSON output: an unbounded value (an infinite ε or RDP: no finite value is certified) is
+/// written as the string "inf", never as null.
 #[derive(clap::Args)]
 pub struct PrivacyArgs {
     #[command(subcommand)]
@@ -36,40 +42,12 @@ enum PrivacyCommand {
     Table(TableArgs),
 }
 
-/// Which accountant answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum AccountantKind {
-    /// Exact RDP on dp-accounting's 156 orders.
-    Rdp,
-    /// dp-accounting 0.6.0-compatible RDP (its loose fractional orders, its +∞).
-    RdpCompat,
-    /// PRV accountant (Gopi et al. 2021), reporting the upper bound.
-    Prv,
-    /// zCDP with the tight CKS20 conversion (q = 1 only).
-    Zcdp,
-    /// Analytic Gaussian (Balle & Wang 2018; q = 1 only).
-    Analytic,
+fn parse_accountant(text: &str) -> Result<AccountantKind, String> {
+    text.parse()
 }
 
-impl AccountantKind {
-    fn name(self) -> &'static str {
-        match self {
-            AccountantKind::Rdp => "rdp",
-            AccountantKind::RdpCompat => "rdp-compat",
-            AccountantKind::Prv => "prv",
-            AccountantKind::Zcdp => "zcdp",
-            AccountantKind::Analytic => "analytic",
-        }
-    }
-}
-
-/// How batches are drawn.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Sampling {
-    /// Poisson subsampling with rate q (add/remove-one adjacency).
-    Poisson,
-    /// Fixed-size batches of q·N without replacement (replace-one adjacency).
-    Fixed,
+fn parse_sampling(text: &str) -> Result<Sampling, String> {
+    text.parse()
 }
 
 #[derive(clap::Args, Clone)]
@@ -80,13 +58,14 @@ struct Mechanism {
     /// Number of steps T.
     #[arg(long)]
     steps: u64,
-    /// Accountant.
-    #[arg(long, value_enum, default_value = "rdp")]
+    /// Accountant: rdp, rdp-compat, prv, zcdp (q = 1 only) or analytic (q = 1 only).
+    #[arg(long, default_value = "rdp", value_parser = parse_accountant)]
     accountant: AccountantKind,
-    /// Sampling scheme.
-    #[arg(long, value_enum, default_value = "poisson")]
+    /// Sampling: poisson; fixed-size (a fresh batch of q·N each step, without replacement);
+    /// shuffled (disjoint batches of a shuffle per epoch, accounted per epoch).
+    #[arg(long, default_value = "poisson", value_parser = parse_sampling)]
     sampling: Sampling,
-    /// Dataset size N (needed with `--sampling fixed`; batch size = q·N).
+    /// Dataset size N (needed with `--sampling fixed-size` and `shuffled`; batch size = q·N).
     #[arg(long)]
     dataset_size: Option<u64>,
     /// PRV accountant's ε error budget.
@@ -178,87 +157,72 @@ pub fn run(args: PrivacyArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The per-step event and its neighbouring relation.
-fn step_event(
+/// The composition of T steps at noise multiplier σ, and its neighbouring relation.
+fn composition(
     m: &Mechanism,
     noise_multiplier: f64,
-) -> anyhow::Result<(DpEvent, NeighboringRelation)> {
-    match m.sampling {
-        Sampling::Poisson => Ok((
-            DpEvent::PoissonSampledGaussian {
-                sampling_rate: m.sampling_rate,
-                noise_multiplier,
-            },
-            NeighboringRelation::AddOrRemoveOne,
-        )),
-        Sampling::Fixed => {
-            let dataset_size = m
-                .dataset_size
-                .context("--sampling fixed needs --dataset-size N")?;
-            if !(m.sampling_rate > 0.0 && m.sampling_rate <= 1.0) {
-                return Err(AccountantError::InvalidSamplingRate(m.sampling_rate).into());
-            }
-            let batch = m.sampling_rate * dataset_size as f64;
-            let batch_size = batch.round();
-            if (batch - batch_size).abs() > 1e-6 * batch.max(1.0) {
-                bail!(
-                    "sampling rate {} times dataset size {dataset_size} = {batch} is not an integer batch size",
-                    m.sampling_rate
-                );
-            }
-            Ok((
-                DpEvent::FixedBatchGaussian {
-                    dataset_size,
-                    batch_size: batch_size as u64,
-                    noise_multiplier,
-                },
-                NeighboringRelation::ReplaceOne,
-            ))
-        }
-    }
-}
-
-fn rdp_accountant(m: &Mechanism, noise_multiplier: f64) -> anyhow::Result<RdpAccountant> {
-    let (event, relation) = step_event(m, noise_multiplier)?;
-    let method = match m.accountant {
-        AccountantKind::RdpCompat => RdpMethod::DpAccountingCompat,
-        _ => RdpMethod::Exact,
-    };
-    let mut accountant = RdpAccountant::new(Orders::dp_accounting_default(), relation, method);
-    accountant.compose(&event, m.steps)?;
-    Ok(accountant)
-}
-
-/// zcdp and analytic cover only full-batch steps; prv only Poisson sampling.
-fn check_scope(m: &Mechanism) -> anyhow::Result<()> {
+) -> anyhow::Result<(LedgerEntry, accountant::NeighboringRelation)> {
     if m.steps == 0 {
         return Err(AccountantError::InvalidSteps(0).into());
     }
-    match m.accountant {
-        AccountantKind::Zcdp | AccountantKind::Analytic if m.sampling_rate != 1.0 => bail!(
-            "accountant {} covers full-batch steps only (sampling rate 1), got sampling rate {}",
-            m.accountant.name(),
-            m.sampling_rate
-        ),
-        AccountantKind::Prv if m.sampling == Sampling::Fixed => {
-            bail!("accountant prv covers Poisson sampling only; use rdp for --sampling fixed")
-        }
-        _ => Ok(()),
+    if m.sampling == Sampling::Poisson && m.dataset_size.is_none() {
+        let entry = poisson_composition(m.sampling_rate, noise_multiplier, m.steps, 1)?;
+        return Ok((entry, Sampling::Poisson.relation()));
     }
+    let dataset_size = m
+        .dataset_size
+        .with_context(|| format!("--sampling {} needs --dataset-size N", m.sampling))?;
+    if !(m.sampling_rate > 0.0 && m.sampling_rate <= 1.0) {
+        return Err(AccountantError::InvalidSamplingRate(m.sampling_rate).into());
+    }
+    let batch = m.sampling_rate * dataset_size as f64;
+    let batch_size = batch.round();
+    if (batch - batch_size).abs() > 1e-6 * batch.max(1.0) {
+        bail!(
+            "sampling rate {} times dataset size {dataset_size} = {batch} is not an integer batch size",
+            m.sampling_rate
+        );
+    }
+    let mechanism = SampledGaussian {
+        sampling: m.sampling,
+        dataset_size,
+        batch_size: batch_size as u64,
+        noise_multiplier,
+    };
+    Ok((mechanism.composition(m.steps, 1)?, mechanism.relation()))
 }
 
-fn prv_accountant(
-    m: &Mechanism,
-    noise_multiplier: f64,
-    delta: f64,
-) -> anyhow::Result<PrvAccountant> {
-    Ok(PrvAccountant::poisson_subsampled_gaussian(
-        m.sampling_rate,
+/// The accountant of kind `m.accountant` holding T steps at σ (`delta_hint` sizes nothing; the
+/// PRV accountant's error budgets follow δ at query time).
+fn composed(m: &Mechanism, noise_multiplier: f64) -> anyhow::Result<Box<dyn Accountant>> {
+    let (entry, relation) = composition(m, noise_multiplier)?;
+    let mut accountant = m.accountant.build(relation, m.eps_error);
+    accountant.compose(&entry.event, entry.count)?;
+    Ok(accountant)
+}
+
+/// Estimated seconds of one PRV evaluation at σ and δ (0 for other accountants), from the
+/// grid size the accountant would build (`accountant::prv::grid_points`).
+fn prv_seconds(m: &Mechanism, noise_multiplier: f64, delta: f64) -> anyhow::Result<f64> {
+    if m.accountant != AccountantKind::Prv {
+        return Ok(0.0);
+    }
+    let q = if m.sampling == Sampling::Poisson {
+        m.sampling_rate
+    } else {
+        1.0
+    };
+    if q == 0.0 || noise_multiplier == f64::INFINITY || noise_multiplier == 0.0 {
+        return Ok(0.0);
+    }
+    let points = prv::grid_points(
+        q,
         noise_multiplier,
-        m.steps,
+        m.steps.max(1),
         m.eps_error,
-        delta * PRV_DELTA_ERROR_FRACTION,
-    )?)
+        delta * accountant::PRV_DELTA_ERROR_FRACTION,
+    )?;
+    Ok(points * prv::SECONDS_PER_POINT)
 }
 
 /// ε and (for RDP) the optimal order.
@@ -267,66 +231,47 @@ fn epsilon_of(
     noise_multiplier: f64,
     delta: f64,
 ) -> anyhow::Result<(f64, Option<f64>)> {
-    check_scope(m)?;
-    match m.accountant {
-        AccountantKind::Rdp | AccountantKind::RdpCompat => {
-            let conversion = rdp_accountant(m, noise_multiplier)?.epsilon(delta)?;
-            Ok((conversion.value, Some(conversion.order)))
-        }
-        AccountantKind::Prv => {
-            accountant::validate_delta(delta)?;
-            let bounds = prv_accountant(m, noise_multiplier, delta)?.epsilon(delta, m.steps)?;
-            Ok((bounds.upper, None))
-        }
-        AccountantKind::Zcdp => {
-            let zcdp = Zcdp::from_gaussian(noise_multiplier)?.compose_times(m.steps);
-            Ok((zcdp.epsilon(delta)?, None))
-        }
-        AccountantKind::Analytic => {
-            let effective = noise_multiplier / (m.steps as f64).sqrt();
-            Ok((analytic_gaussian::epsilon(effective, delta)?, None))
-        }
-    }
+    accountant::validate_delta(delta)?;
+    let accountant = composed(m, noise_multiplier)?;
+    Ok((accountant.epsilon(delta)?, accountant.optimal_order(delta)?))
 }
 
 fn delta_of(m: &Mechanism, noise_multiplier: f64, epsilon: f64) -> anyhow::Result<f64> {
-    check_scope(m)?;
-    match m.accountant {
-        AccountantKind::Rdp | AccountantKind::RdpCompat => {
-            Ok(rdp_accountant(m, noise_multiplier)?.delta(epsilon)?.value)
-        }
-        AccountantKind::Prv => {
-            // δ_error must be fixed before δ is known: use 1e-3 of a first RDP estimate.
-            let rdp_delta = {
-                let mut rdp = m.clone();
-                rdp.accountant = AccountantKind::Rdp;
-                rdp_accountant(&rdp, noise_multiplier)?
-                    .delta(epsilon)?
-                    .value
-            };
-            let delta_error = (rdp_delta * PRV_DELTA_ERROR_FRACTION).clamp(1e-15, 1e-3);
-            let prv = PrvAccountant::poisson_subsampled_gaussian(
-                m.sampling_rate,
-                noise_multiplier,
-                m.steps,
-                m.eps_error,
-                delta_error,
-            )?;
-            Ok(prv.delta(epsilon, m.steps)?.upper)
-        }
-        AccountantKind::Zcdp => Ok(Zcdp::from_gaussian(noise_multiplier)?
-            .compose_times(m.steps)
-            .delta(epsilon)?),
-        AccountantKind::Analytic => {
-            let effective = noise_multiplier / (m.steps as f64).sqrt();
-            Ok(analytic_gaussian::delta(effective, epsilon)?)
-        }
-    }
+    Ok(composed(m, noise_multiplier)?.delta(epsilon)?)
 }
 
-fn sigma_of(m: &Mechanism, epsilon: f64, delta: f64) -> anyhow::Result<f64> {
-    check_scope(m)?;
+/// The smallest σ meeting (ε, δ); refused up front when the PRV evaluations it needs are
+/// estimated to take longer than `time_limit` seconds.
+fn sigma_of(m: &Mechanism, epsilon: f64, delta: f64, time_limit: f64) -> anyhow::Result<f64> {
     accountant::validate_delta(delta)?;
+    // Refuse an unsupported accountant/sampling pair before the search hides it.
+    let (entry, relation) = composition(m, 1.0)?;
+    m.accountant
+        .build(relation, m.eps_error)
+        .check_supported(&entry.event)?;
+    if m.accountant == AccountantKind::Prv {
+        // The PRV grid is widest near the answer's σ; the RDP answer is a close upper bound.
+        let rdp = Mechanism {
+            accountant: AccountantKind::Rdp,
+            ..m.clone()
+        };
+        let near = sigma_of(&rdp, epsilon, delta, time_limit)?;
+        // The search never tries a σ below min(1, answer/2), where the grid is widest.
+        let smallest = (near * 0.5).min(1.0);
+        let seconds = CALIBRATION_EVALUATIONS * prv_seconds(m, smallest, delta)?;
+        if seconds > time_limit {
+            return Err(AccountantError::TooExpensive {
+                what: format!(
+                    "calibrating sigma with the PRV accountant at eps_error = {}",
+                    m.eps_error
+                ),
+                cost: format!("about {seconds:.0} s ({CALIBRATION_EVALUATIONS} evaluations)"),
+                limit: format!("{time_limit} s"),
+                hint: "; raise --eps-error or use --accountant rdp".into(),
+            }
+            .into());
+        }
+    }
     let mut failure: Option<anyhow::Error> = None;
     let result =
         calibrate_noise_multiplier(epsilon, CALIBRATION_TOLERANCE, |sigma| {
@@ -346,6 +291,30 @@ fn sigma_of(m: &Mechanism, epsilon: f64, delta: f64) -> anyhow::Result<f64> {
     }
 }
 
+/// A result as JSON: a number, or the string "inf" for +∞ (JSON has no infinity; serde_json
+/// would write null). NaN is never a result: it is an error.
+fn number(value: f64) -> anyhow::Result<serde_json::Value> {
+    if value.is_nan() {
+        bail!("internal error: the accountant returned NaN");
+    }
+    Ok(if value == f64::INFINITY {
+        json!("inf")
+    } else {
+        json!(value)
+    })
+}
+
+/// A result in a sentence: "inf" for +∞.
+fn text(value: f64, precision: usize, scientific: bool) -> String {
+    if value == f64::INFINITY {
+        "inf".into()
+    } else if scientific {
+        format!("{value:.precision$e}")
+    } else {
+        format!("{value:.precision$}")
+    }
+}
+
 fn print(json_mode: bool, value: serde_json::Value, sentence: String) {
     if json_mode {
         println!("{value}");
@@ -360,9 +329,10 @@ fn epsilon_command(a: EpsilonArgs) -> anyhow::Result<()> {
     let order_text = order.map(|o| format!(" at order {o}")).unwrap_or_default();
     print(
         m.json,
-        json!({"epsilon": epsilon, "order": order, "accountant": m.accountant.name()}),
+        json!({"epsilon": number(epsilon)?, "order": order, "accountant": m.accountant.name()}),
         format!(
-            "epsilon = {epsilon:.6}{order_text} ({} accountant; q = {}, sigma = {}, T = {}, delta = {})",
+            "epsilon = {}{order_text} ({} accountant; q = {}, sigma = {}, T = {}, delta = {})",
+            text(epsilon, 6, false),
             m.accountant.name(),
             m.sampling_rate,
             a.noise_multiplier,
@@ -378,9 +348,10 @@ fn delta_command(a: DeltaArgs) -> anyhow::Result<()> {
     let delta = delta_of(m, a.noise_multiplier, a.epsilon)?;
     print(
         m.json,
-        json!({"delta": delta}),
+        json!({"delta": number(delta)?}),
         format!(
-            "delta = {delta:e} ({} accountant; q = {}, sigma = {}, T = {}, epsilon = {})",
+            "delta = {} ({} accountant; q = {}, sigma = {}, T = {}, epsilon = {})",
+            text(delta, 6, true),
             m.accountant.name(),
             m.sampling_rate,
             a.noise_multiplier,
@@ -393,12 +364,13 @@ fn delta_command(a: DeltaArgs) -> anyhow::Result<()> {
 
 fn sigma_command(a: SigmaArgs) -> anyhow::Result<()> {
     let m = &a.mechanism;
-    let sigma = sigma_of(m, a.epsilon, a.delta)?;
+    let sigma = sigma_of(m, a.epsilon, a.delta, TIME_LIMIT_SECONDS)?;
     print(
         m.json,
-        json!({"noise_multiplier": sigma}),
+        json!({"noise_multiplier": number(sigma)?}),
         format!(
-            "noise multiplier = {sigma:.6} ({} accountant; epsilon = {}, delta = {}, q = {}, T = {})",
+            "noise multiplier = {} ({} accountant; epsilon = {}, delta = {}, q = {}, T = {})",
+            text(sigma, 6, false),
             m.accountant.name(),
             a.epsilon,
             a.delta,
@@ -413,10 +385,13 @@ fn rdp_command(a: RdpArgs) -> anyhow::Result<()> {
     let rdp = poisson_subsampled_gaussian_rdp(a.sampling_rate, a.noise_multiplier, a.order)?;
     print(
         a.json,
-        json!({"rdp": rdp}),
+        json!({"rdp": number(rdp)?}),
         format!(
-            "RDP({}) = {rdp:e} for one step with q = {}, sigma = {}",
-            a.order, a.sampling_rate, a.noise_multiplier
+            "RDP({}) = {} for one step with q = {}, sigma = {}",
+            a.order,
+            text(rdp, 6, true),
+            a.sampling_rate,
+            a.noise_multiplier
         ),
     );
     Ok(())
@@ -436,43 +411,49 @@ const PAPER_STEPS: u64 = 6000;
 const PAPER_EPSILONS: [f64; 3] = [2.0, 4.0, 8.0];
 
 fn table_command(a: TableArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    let path = a.out.join("sigma.csv");
-    let mut writer =
-        csv::Writer::from_path(&path).with_context(|| format!("writing {}", path.display()))?;
-    writer.write_record([
-        "task",
-        "dataset_size",
-        "batch_size",
-        "steps",
-        "sampling_rate",
-        "delta",
-        "epsilon",
-        "accountant",
-        "noise_multiplier",
-    ])?;
+    let kinds = [
+        AccountantKind::Rdp,
+        AccountantKind::RdpCompat,
+        AccountantKind::Prv,
+    ];
+    let cell = |n: u64, kind: AccountantKind| Mechanism {
+        sampling_rate: PAPER_BATCH as f64 / n as f64,
+        steps: PAPER_STEPS,
+        accountant: kind,
+        sampling: Sampling::Poisson,
+        dataset_size: None,
+        eps_error: a.eps_error,
+        json: false,
+    };
+    // Estimate the whole table's PRV work before computing (and writing) anything.
+    let mut seconds = 0.0;
+    for (_, n) in PAPER_TASKS {
+        for epsilon in PAPER_EPSILONS {
+            let m = cell(n, AccountantKind::Prv);
+            let delta = 1.0 / n as f64;
+            let rdp = sigma_of(&cell(n, AccountantKind::Rdp), epsilon, delta, f64::INFINITY)?;
+            seconds += CALIBRATION_EVALUATIONS * prv_seconds(&m, (rdp * 0.5).min(1.0), delta)?;
+        }
+    }
+    if seconds > TABLE_TIME_LIMIT_SECONDS {
+        return Err(AccountantError::TooExpensive {
+            what: format!("privacy table at eps_error = {}", a.eps_error),
+            cost: format!("its 18 PRV calibrations would take about {seconds:.0} s"),
+            limit: format!("{TABLE_TIME_LIMIT_SECONDS} s"),
+            hint: "; raise --eps-error (the cost falls in proportion)".into(),
+        }
+        .into());
+    }
+    let mut rows = Vec::new();
     for (task, n) in PAPER_TASKS {
         let q = PAPER_BATCH as f64 / n as f64;
         let delta = 1.0 / n as f64;
         for epsilon in PAPER_EPSILONS {
-            for kind in [
-                AccountantKind::Rdp,
-                AccountantKind::RdpCompat,
-                AccountantKind::Prv,
-            ] {
-                let m = Mechanism {
-                    sampling_rate: q,
-                    steps: PAPER_STEPS,
-                    accountant: kind,
-                    sampling: Sampling::Poisson,
-                    dataset_size: None,
-                    eps_error: a.eps_error,
-                    json: false,
-                };
-                let sigma = sigma_of(&m, epsilon, delta)
+            for kind in kinds {
+                let sigma = sigma_of(&cell(n, kind), epsilon, delta, f64::INFINITY)
                     .with_context(|| format!("{task}, epsilon {epsilon}, {}", kind.name()))?;
                 eprintln!("{task:6} eps {epsilon} {:10} sigma {sigma:.6}", kind.name());
-                writer.write_record([
+                rows.push([
                     task.to_string(),
                     n.to_string(),
                     PAPER_BATCH.to_string(),
@@ -482,11 +463,33 @@ fn table_command(a: TableArgs) -> anyhow::Result<()> {
                     format!("{epsilon}"),
                     kind.name().to_string(),
                     format!("{sigma:.9}"),
-                ])?;
+                ]);
             }
         }
     }
-    writer.flush()?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let path = a.out.join("sigma.csv");
+    // Every cell is computed before the file is touched, and it is replaced in one rename.
+    atomic_file::write_with(&path, |out| -> anyhow::Result<()> {
+        let mut writer = csv::Writer::from_writer(out);
+        writer.write_record([
+            "task",
+            "dataset_size",
+            "batch_size",
+            "steps",
+            "sampling_rate",
+            "delta",
+            "epsilon",
+            "accountant",
+            "noise_multiplier",
+        ])?;
+        for row in &rows {
+            writer.write_record(row)?;
+        }
+        writer.flush()?;
+        Ok(())
+    })
+    .with_context(|| format!("writing {}", path.display()))?;
     println!("{}", json!({"written": path.display().to_string()}));
     Ok(())
 }

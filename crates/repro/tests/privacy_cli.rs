@@ -120,7 +120,7 @@ fn delta_sigma_rdp_json_contracts() {
         "--delta",
         "1e-5",
         "--sampling",
-        "fixed",
+        "fixed-size",
         "--dataset-size",
         "1024",
         "--json",
@@ -145,7 +145,8 @@ fn invalid_inputs_exit_nonzero_with_one_line() {
         "epsilon --sampling-rate 0.1 --noise-multiplier 1 --steps 10 --delta 1.5 --json",
         "epsilon --sampling-rate NaN --noise-multiplier 1 --steps 10 --delta 1e-5 --json",
         "epsilon --sampling-rate 0.1 --noise-multiplier 1 --steps 10 --delta 1e-5 --accountant zcdp --json",
-        "epsilon --sampling-rate 0.1 --noise-multiplier 1 --steps 10 --delta 1e-5 --sampling fixed --json",
+        "epsilon --sampling-rate 0.1 --noise-multiplier 1 --steps 10 --delta 1e-5 --sampling fixed-size --json",
+        "epsilon --sampling-rate 0.1 --noise-multiplier 1 --steps 10 --delta 1e-5 --sampling fixed-size --dataset-size 100 --accountant prv --json",
         "rdp --sampling-rate 0.1 --noise-multiplier 1 --order 0.5 --json",
     ];
     for args in cases {
@@ -159,6 +160,120 @@ fn invalid_inputs_exit_nonzero_with_one_line() {
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");
         assert!(stderr.starts_with("error:"), "{args:?}: {stderr}");
     }
+    // clap refuses an unknown name, naming it and the valid ones.
+    let out = repro_line(
+        "epsilon --sampling-rate 0.1 --noise-multiplier 1 --steps 10 --delta 1e-5 --accountant rdpx",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("rdpx") && stderr.contains("rdp-compat"),
+        "{stderr}"
+    );
     let out = repro_line(cases[0].trim_end_matches(" --json"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("1.5"));
+}
+
+/// Runs `repro privacy LINE`, failing if it takes 5 s or more.
+fn timed_line(line: &str) -> Output {
+    let start = std::time::Instant::now();
+    let out = repro_line(line);
+    let took = start.elapsed();
+    assert!(took.as_secs_f64() < 5.0, "{line}: {took:?}");
+    out
+}
+
+#[test]
+fn prv_never_prints_a_negative_probability() {
+    // ε was -0.584 at δ = 0.5 (the exact ε is 0 there); δ was -9.6e-16 at σ = 1e6.
+    for delta in ["0.3", "0.5", "0.9"] {
+        let v = last_json(&timed_line(&format!(
+            "epsilon --sampling-rate 0.01 --steps 1000 --noise-multiplier 1 --delta {delta} --accountant prv --json"
+        )));
+        assert_eq!(v["epsilon"].as_f64(), Some(0.0), "delta {delta}: {v}");
+    }
+    let v = last_json(&timed_line(
+        "delta --sampling-rate 0.01 --steps 1000 --noise-multiplier 1e6 --epsilon 1 --accountant prv --json",
+    ));
+    let delta = v["delta"].as_f64().unwrap();
+    assert!((0.0..1e-9).contains(&delta), "{v}");
+}
+
+#[test]
+fn huge_orders_answer_in_seconds() {
+    // 1e12 took 26 s; 1e300 ran past 400 s. RDP(α) -> α/(2σ²) + ln q as α grows.
+    for order in ["1e12", "1e300"] {
+        let v = last_json(&timed_line(&format!(
+            "rdp --sampling-rate 0.0625 --noise-multiplier 1 --order {order} --json"
+        )));
+        let alpha: f64 = order.parse().unwrap();
+        let rdp = v["rdp"].as_f64().unwrap();
+        assert!(
+            rdp <= alpha / 2.0 && rdp >= alpha / 2.0 + 0.0625f64.ln() * 1.000001,
+            "{order}: {v}"
+        );
+    }
+}
+
+#[test]
+fn unbounded_results_print_inf_not_null() {
+    let out = timed_line(
+        "epsilon --sampling-rate 0.01 --steps 1000 --noise-multiplier 0 --delta 1e-5 --json",
+    );
+    assert!(out.status.success());
+    assert_eq!(last_json(&out)["epsilon"], "inf");
+    let out =
+        timed_line("epsilon --sampling-rate 0.01 --steps 1000 --noise-multiplier 0 --delta 1e-5");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("epsilon = inf"));
+}
+
+#[test]
+fn tiny_noise_gives_a_huge_epsilon() {
+    // It said "quadrature did not converge".
+    let out = timed_line(
+        "epsilon --sampling-rate 0.01 --steps 1000 --noise-multiplier 1e-6 --delta 1e-5 --json",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(last_json(&out)["epsilon"].as_f64().unwrap() > 1e12);
+}
+
+#[test]
+fn calibrating_to_zero_epsilon_says_why() {
+    let out = timed_line("sigma --sampling-rate 0.01 --steps 1000 --epsilon 0 --delta 1e-5");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("epsilon > 0") && !stderr.contains("finite and >= 0"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_failing_or_too_costly_table_leaves_the_old_file_intact() {
+    let dir = std::env::temp_dir().join(format!("dpzo-privacy-table-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("sigma.csv");
+    std::fs::write(&path, "a good table\n").unwrap();
+    let out = dir.to_str().unwrap();
+    for eps_error in ["0", "6.6e-4", "nan"] {
+        let result = timed_line(&format!("table --out {out} --eps-error {eps_error}"));
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(!result.status.success(), "{eps_error}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a good table\n");
+    }
+    let stderr = String::from_utf8_lossy(
+        &timed_line(&format!("table --out {out} --eps-error 6.6e-4")).stderr,
+    )
+    .into_owned();
+    assert!(
+        stderr.contains(" s") && stderr.contains("limit"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

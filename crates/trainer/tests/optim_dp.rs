@@ -10,8 +10,7 @@ use trainer::optim::dp_sgd::{clipped_gradient_sum, dp_sgd_step, DpSgdSettings};
 use trainer::optim::loss::per_example_losses;
 use trainer::optim::params::TrainableParams;
 use trainer::optim::privacy::{
-    calibrate_noise_multiplier, epsilon_spent, AccountantKind, NeighboringRelation,
-    SubsampledGaussian,
+    calibrate_noise_multiplier, epsilon_spent, AccountantKind, SampledGaussian,
 };
 use trainer::optim::zo::{zo_step, ZoPrivacy, ZoStepSettings};
 use trainer::train::run::plan_privacy;
@@ -197,24 +196,24 @@ fn calibration_matches_the_rdp_table_of_paper_md() {
         (3072.0, 8.0, 1.12),
     ];
     for (n, epsilon, expected) in cases {
-        let mechanism = SubsampledGaussian {
-            relation: NeighboringRelation::AddOrRemoveOne,
+        let mechanism = SampledGaussian {
+            sampling: Sampling::Poisson,
             dataset_size: n as u64,
             batch_size: 64,
             noise_multiplier: 1.0,
         };
         let sigma =
-            calibrate_noise_multiplier(AccountantKind::Rdp, epsilon, 1.0 / n, &mechanism, 6000)
+            calibrate_noise_multiplier(AccountantKind::Rdp, epsilon, 1.0 / n, &mechanism, 6000, 1)
                 .unwrap();
         assert!(
             (sigma - expected).abs() / expected < 0.02,
             "n={n}, eps={epsilon}: sigma {sigma} vs table {expected}"
         );
-        let calibrated = SubsampledGaussian {
+        let calibrated = SampledGaussian {
             noise_multiplier: sigma,
             ..mechanism
         };
-        let spent = epsilon_spent(AccountantKind::Rdp, &calibrated, 6000, 1.0 / n).unwrap();
+        let spent = epsilon_spent(AccountantKind::Rdp, &calibrated, 6000, 1, 1.0 / n).unwrap();
         assert!(
             spent <= epsilon,
             "calibrated sigma {sigma} spends {spent} > {epsilon}"

@@ -6,11 +6,15 @@
 //! ε minimisation). Use it only to reproduce dp-accounting's numbers; the exact evaluation is
 //! [`crate::rdp::poisson_subsampled_gaussian_rdp`].
 
-use crate::error::{check_noise_multiplier, check_order, check_sampling_rate, Result};
+use crate::error::{
+    check_noise_multiplier, check_order, check_sampling_rate, AccountantError, Result,
+};
 use crate::numeric::{log_abs_binomial, log_add, log_normal_cdf};
 
 /// dp-accounting's `_MAX_STEPS_LOG_A_FRAC`.
 const MAX_FRACTIONAL_TERMS: usize = 1000;
+/// Integer orders sum α + 1 terms (~0.1 µs each); larger orders are refused.
+pub const MAX_INTEGER_ORDER: f64 = 1e7;
 
 /// One-step RDP as dp-accounting 0.6.0 computes it (including its +∞ at some fractional orders).
 pub fn poisson_subsampled_gaussian_rdp_compat(
@@ -21,7 +25,7 @@ pub fn poisson_subsampled_gaussian_rdp_compat(
     check_sampling_rate(sampling_rate)?;
     check_noise_multiplier(noise_multiplier)?;
     check_order(order)?;
-    if sampling_rate == 0.0 {
+    if sampling_rate == 0.0 || noise_multiplier == f64::INFINITY {
         return Ok(0.0);
     }
     // σ² underflowing to 0 is σ = 0 for every formula below.
@@ -31,26 +35,31 @@ pub fn poisson_subsampled_gaussian_rdp_compat(
     if sampling_rate == 1.0 {
         return Ok(order / (2.0 * noise_multiplier * noise_multiplier));
     }
+    if order.fract() == 0.0 && order > MAX_INTEGER_ORDER {
+        return Err(AccountantError::TooExpensive {
+            what: format!("the dp-accounting-compatible RDP at order {order}"),
+            cost: format!("its sum has {order:e} terms (about {:.0} s)", order * 1e-7),
+            limit: format!("{MAX_INTEGER_ORDER:e} terms"),
+            hint: "; the exact evaluation (accountant rdp) has a closed form for huge orders"
+                .into(),
+        });
+    }
     let log_a = if order.fract() == 0.0 {
-        log_a_integer(sampling_rate, noise_multiplier, order)
+        // dp-accounting sums the α + 1 terms of A_α itself, whose roundoff can make
+        // log A slightly negative at large σ (A >= 1 by Jensen); the same sum written for A - 1
+        // has only positive terms (MTZ19 §3.3), equal in exact arithmetic.
+        crate::numeric::log1p_exp(super::poisson_gaussian::log_a_minus_1_integer(
+            sampling_rate,
+            noise_multiplier,
+            order as u64,
+        ))
     } else {
-        log_a_fractional(sampling_rate, noise_multiplier, order)
+        // A_α >= 1 (Jensen: E[r^α] >= E[r]^α = 1), and the series sums terms of order 1 to a
+        // few ulp, so a negative log A is roundoff of an exact value within ulps of 0 (at
+        // q -> 0 or σ -> ∞): only there is it raised to 0.
+        log_a_fractional(sampling_rate, noise_multiplier, order).max(0.0)
     };
     Ok(log_a / (order - 1.0))
-}
-
-/// `_compute_log_a_int`: log-sum of all α + 1 binomial terms.
-fn log_a_integer(q: f64, sigma: f64, alpha: f64) -> f64 {
-    let ln_q = q.ln();
-    let ln_1mq = (-q).ln_1p();
-    let mut log_a = f64::NEG_INFINITY;
-    let mut i = 0.0;
-    while i <= alpha {
-        let log_coefficient = log_abs_binomial(alpha, i) + i * ln_q + (alpha - i) * ln_1mq;
-        log_a = log_add(log_a, log_coefficient + (i * i - i) / (2.0 * sigma * sigma));
-        i += 1.0;
-    }
-    log_a
 }
 
 /// `_compute_log_a_frac`: |terms| summed, stopping rule "both decreasing and < total - 30".

@@ -9,6 +9,10 @@ use crate::numeric::{log_abs_binomial, log_add};
 
 /// Orders above this use only the 2e^{cgf(j-1)} branch (dp-accounting's `max_alpha`).
 const MAX_EXACT_ORDER: u64 = 256;
+/// Thm 27's sum has α terms; above this order the unsampled Gaussian's α/(2σ²) is returned
+/// instead (a valid upper bound: Rényi divergence is jointly quasi-convex and every pair of
+/// batches differs in at most one replaced record).
+pub const MAX_SUM_ORDER: f64 = 65_536.0;
 
 /// One-step RDP at `order` for a batch fraction q = m/n of the Gaussian with noise σ.
 pub fn fixed_batch_gaussian_rdp(
@@ -26,7 +30,7 @@ pub fn fixed_batch_gaussian_rdp(
     if order == f64::INFINITY || noise_multiplier * noise_multiplier == 0.0 {
         return Ok(f64::INFINITY);
     }
-    if sampling_rate == 1.0 {
+    if sampling_rate == 1.0 || order > MAX_SUM_ORDER {
         return Ok(order / (2.0 * noise_multiplier * noise_multiplier));
     }
     if order.fract() == 0.0 {

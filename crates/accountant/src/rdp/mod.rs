@@ -119,9 +119,6 @@ fn scale(value: f64, count: u64) -> f64 {
     }
 }
 
-/// (ε, optimal order) or (δ, optimal order) returned by the accountant.
-pub type EpsilonAndOrder = Conversion;
-
 /// `f` at every order, in order. The orders are independent (the dp-accounting-compatible
 /// fractional series and the adaptive quadrature cost tens of µs each), so they are shared
 /// among the available cores; the values do not depend on the number of threads.
@@ -168,7 +165,7 @@ pub fn poisson_gaussian_epsilon(
     steps: u64,
     delta: f64,
     method: RdpMethod,
-) -> Result<EpsilonAndOrder> {
+) -> Result<Conversion> {
     let mut accountant = RdpAccountant::new(
         Orders::dp_accounting_default(),
         NeighboringRelation::AddOrRemoveOne,
@@ -181,7 +178,7 @@ pub fn poisson_gaussian_epsilon(
         },
         steps,
     )?;
-    accountant.epsilon(delta)
+    accountant.epsilon_and_order(delta)
 }
 
 /// An RDP accountant over a fixed order grid.
@@ -278,21 +275,26 @@ impl RdpAccountant {
         Ok(total)
     }
 
+    /// The order evaluation method.
+    pub fn method(&self) -> RdpMethod {
+        self.method
+    }
+
     /// Smallest ε over the grid for `delta`, with the optimal order.
-    pub fn epsilon(&self, delta: f64) -> Result<EpsilonAndOrder> {
+    pub fn epsilon_and_order(&self, delta: f64) -> Result<Conversion> {
         epsilon_from_rdp(self.orders.as_slice(), &self.rdp, delta)
     }
 
     /// Smallest δ over the grid for `epsilon`, with the optimal order.
-    pub fn delta(&self, epsilon: f64) -> Result<EpsilonAndOrder> {
+    pub fn delta_and_order(&self, epsilon: f64) -> Result<Conversion> {
         delta_from_rdp(self.orders.as_slice(), &self.rdp, epsilon)
     }
 
     /// ε refined over continuous α: golden-section search of the improved conversion between
     /// the grid neighbours of the grid optimum (beyond the last order: up to 4× it). Never
     /// larger than [`RdpAccountant::epsilon`].
-    pub fn epsilon_continuous(&self, delta: f64) -> Result<EpsilonAndOrder> {
-        let grid = self.epsilon(delta)?;
+    pub fn epsilon_continuous(&self, delta: f64) -> Result<Conversion> {
+        let grid = self.epsilon_and_order(delta)?;
         if grid.value == 0.0 || !grid.value.is_finite() {
             return Ok(grid);
         }

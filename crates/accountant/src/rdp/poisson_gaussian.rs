@@ -10,7 +10,9 @@
 //!   adaptive quadrature in log space has no cancellation (docs/accountant.md §5.2).
 
 use super::trapezoid::{self, SharedNodes};
-use crate::error::{check_noise_multiplier, check_order, check_sampling_rate, Result};
+use crate::error::{
+    check_noise_multiplier, check_order, check_sampling_rate, AccountantError, Result,
+};
 use crate::numeric::{
     expm1_minus_x, log1p_exp, log1p_minus_x, log_abs_binomial, log_add, log_expm1, HALF_LN_2PI,
 };
@@ -22,6 +24,43 @@ const MAX_SUM_ORDER: f64 = 20_000.0;
 const QUADRATURE_TOLERANCE: f64 = 1e-12;
 /// Cap on the number of quadrature sub-intervals.
 const MAX_PIECES: usize = 4000;
+/// A closed-form sandwich (see [`closed_form_bound`]) narrower than this, relative to the
+/// value, is returned instead of the quadrature (whose own relative tolerance is 1e-12).
+const CLOSED_FORM_TOLERANCE: f64 = 1e-12;
+/// Largest order the quadrature is run at: beyond it the integrand's support [-40σ, α + 40σ]
+/// spans more than f64 resolves around the peak, so the answer must come from the closed form.
+pub const MAX_QUADRATURE_ORDER: f64 = 1e15;
+
+/// A closed-form value of the one-step RDP when its bracket is narrower than
+/// [`CLOSED_FORM_TOLERANCE`] (huge orders, tiny σ); returns the bracket's upper end.
+///
+/// * Upper, any real α: ε(α) <= α/(2σ²), the unsampled Gaussian (Rényi divergence is jointly
+///   quasi-convex, and the subsampled pair is a mixture of the identical pair and the Gaussian's).
+/// * Lower, any real α: (1 - q + q e^x)^α >= q^α e^{αx} with x = (2z-1)/(2σ²), and
+///   E[e^{αz/σ²}] = e^{α²/(2σ²)}, so log A_α >= ℓ = α ln q + α(α-1)/(2σ²).
+/// * Integer α: A_α = Σ_k w_k with w_k = C(α,k)(1-q)^(α-k) q^k e^{(k²-k)/(2σ²)} (MTZ19); for
+///   j >= 1, w_{α-j}/w_α <= x^j/j! with x = α (1-q)/q · e^{-(α-1)/(2σ²)}, so
+///   log A_α <= ℓ + x: the top term alone is exact to x/(α-1).
+fn closed_form_bound(q: f64, sigma: f64, order: f64) -> Option<f64> {
+    let inv_two_var = 1.0 / (2.0 * sigma * sigma);
+    let gaussian = order * inv_two_var;
+    if gaussian == f64::INFINITY {
+        // Both ends exceed f64's range.
+        return Some(f64::INFINITY);
+    }
+    let lower = gaussian + order / (order - 1.0) * q.ln();
+    if lower > 0.0 && gaussian - lower <= CLOSED_FORM_TOLERANCE * lower {
+        return Some(gaussian);
+    }
+    if order.fract() == 0.0 && lower > 0.0 {
+        let ln_x = order.ln() + ((1.0 - q) / q).ln() - (order - 1.0) * inv_two_var;
+        let gap = (ln_x - (order - 1.0).ln()).exp();
+        if gap <= CLOSED_FORM_TOLERANCE * lower {
+            return Some((lower + gap).min(gaussian));
+        }
+    }
+    None
+}
 
 /// Exact one-step RDP ε(α) of the Poisson-subsampled Gaussian. Special cases as in every
 /// library: q = 0 gives 0; σ = 0 (q > 0) or α = ∞ gives ∞; q = 1 gives α/(2σ²).
@@ -58,9 +97,24 @@ pub fn poisson_subsampled_gaussian_rdp_curve(
         } else if q == 1.0 {
             Some(order / (2.0 * sigma * sigma))
         } else {
-            None
+            closed_form_bound(q, sigma, order)
         }
     };
+    if let Some(&order) = orders.iter().find(|&&a| {
+        a > MAX_QUADRATURE_ORDER
+            && !(a.fract() == 0.0 && a <= MAX_SUM_ORDER)
+            && closed_form(a).is_none()
+    }) {
+        // ℓ's bracket narrows once α >= 2σ²|ln q| / tolerance (or, for integer α, once
+        // α ≳ 2σ² ln(α(1-q)/q)); report the first such order the caller can use instead.
+        let needed = 2.0 * sigma * sigma * q.ln().abs() / CLOSED_FORM_TOLERANCE;
+        return Err(AccountantError::TooExpensive {
+            what: format!("the RDP of the Poisson-subsampled Gaussian at order {order} (q = {q}, sigma = {sigma})"),
+            cost: format!("order {order} is beyond the quadrature's range and the closed form's bracket is wider than {CLOSED_FORM_TOLERANCE:e} relative"),
+            limit: format!("order {MAX_QUADRATURE_ORDER:e} for the quadrature"),
+            hint: format!("; orders <= {MAX_QUADRATURE_ORDER:e}, or >= {needed:e} (closed form), are answered"),
+        });
+    }
     let summed = |order: f64| order.fract() == 0.0 && order <= MAX_SUM_ORDER;
     let shared = |order: f64| {
         closed_form(order).is_none() && !summed(order) && trapezoid::covers(sigma, order)
@@ -87,12 +141,29 @@ pub fn poisson_subsampled_gaussian_rdp_curve(
                     .and_then(|n| n.log_a_minus_1(order, &mut buffer));
                 match fast {
                     Some(value) => value,
-                    None => log_a_minus_1_quadrature(q, sigma, order)?,
+                    None => match log_a_minus_1_quadrature(q, sigma, order) {
+                        Ok(value) => value,
+                        // Tiny σ: the integrand is a spike the quadrature cannot resolve, but
+                        // then the closed-form bracket is narrow; its upper end is returned.
+                        Err(err) => return loose_upper_bound(q, sigma, order).ok_or(err),
+                    },
                 }
             };
             Ok(log1p_exp(log_a_minus_1) / (order - 1.0))
         })
         .collect()
+}
+
+/// Largest relative width of the closed-form bracket accepted where the quadrature fails.
+const LOOSE_TOLERANCE: f64 = 1e-3;
+
+/// The upper end α/(2σ²) of [`closed_form_bound`]'s bracket when the bracket is narrower than
+/// [`LOOSE_TOLERANCE`] relative: a valid upper bound that exceeds the exact value by at most
+/// α|ln q|/(α - 1). Used only where the quadrature did not converge (σ far below 1).
+fn loose_upper_bound(q: f64, sigma: f64, order: f64) -> Option<f64> {
+    let gaussian = order / (2.0 * sigma * sigma);
+    let lower = gaussian + order / (order - 1.0) * q.ln();
+    (lower > 0.0 && gaussian - lower <= LOOSE_TOLERANCE * lower).then_some(gaussian)
 }
 
 /// log(A_α - 1) for integer α >= 2 by the positive-term sum (§4.2 of docs/accountant.md).
@@ -228,17 +299,29 @@ fn dominant_centre(q: f64, sigma: f64, alpha: f64) -> f64 {
         if w > best.1 {
             best = (k, w);
         }
-        k += stride;
+        let next = k + stride;
+        if next <= k {
+            break;
+        }
+        k = next;
     }
     if stride > 1.0 {
+        // Refine around the coarse optimum with at most 4000 more evaluations (a step of 1
+        // would take 2·stride, unbounded for huge α).
         let (centre, _) = best;
+        let fine = (stride / 2000.0).ceil().max(1.0);
         let mut k = (centre - stride).max(0.0);
-        while k <= (centre + stride).min(top) {
+        let end = (centre + stride).min(top);
+        while k <= end {
             let w = weight(k);
             if w > best.1 {
                 best = (k, w);
             }
-            k += 1.0;
+            let next = k + fine;
+            if next <= k {
+                break;
+            }
+            k = next;
         }
     }
     best.0

@@ -292,6 +292,15 @@ impl TrainBatches for EncodedTrain<'_> {
                 let mut rng = stream(request.seed, request.step, Purpose::Batches);
                 (0..n).filter(|_| rng.random::<f64>() < q).collect()
             }
+            // A fresh batch of exactly B each step, without replacement.
+            Sampling::FixedSize => {
+                let mut rng = stream(request.seed, request.step, Purpose::Batches);
+                let mut order: Vec<usize> = (0..n).collect();
+                let (chosen, _) = order.partial_shuffle(&mut rng, request.batch_size.min(n));
+                let mut chosen = chosen.to_vec();
+                chosen.sort_unstable();
+                chosen
+            }
             // Shuffled epochs of fixed-size batches (the released code; drop_last = false).
             Sampling::Shuffled => {
                 let per_epoch = n.div_ceil(request.batch_size) as u64;

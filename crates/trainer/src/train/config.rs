@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::optim::adamw::AdamWSettings;
 use crate::optim::mask::{MaskScoreSettings, MaskStrategy};
-use crate::optim::privacy::{AccountantKind, NeighboringRelation};
+use crate::optim::privacy::AccountantKind;
 
 /// The training method.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,27 +52,10 @@ impl Method {
     }
 }
 
-/// How training batches are drawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Sampling {
-    /// Each example joins each batch independently with probability q = B/n (what the
-    /// accountant assumes); add/remove-one adjacency, noise std sigma C, sums divided by B.
-    Poisson,
-    /// Fixed-size batches of a shuffled epoch (the released code); replace-one adjacency, noise
-    /// std 2 sigma C, sums divided by |B_t|.
-    Shuffled,
-}
-
-impl Sampling {
-    /// The neighbouring relation the noise is calibrated for.
-    pub fn relation(self) -> NeighboringRelation {
-        match self {
-            Sampling::Poisson => NeighboringRelation::AddOrRemoveOne,
-            Sampling::Shuffled => NeighboringRelation::ReplaceOne,
-        }
-    }
-}
+/// How training batches are drawn (defined with its privacy events in the accountant).
+/// Poisson: sums divided by B, noise std σC (add/remove-one); fixed-size and shuffled batches:
+/// sums divided by |B_t|, noise std 2σC (replace-one); shuffled batches are accounted per epoch.
+pub use crate::optim::privacy::Sampling;
 
 /// Parameter dtype (losses are always computed in f32, or f64 for f64 models).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

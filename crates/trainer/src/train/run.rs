@@ -22,7 +22,7 @@ use crate::optim::adamw::AdamW;
 use crate::optim::dp_sgd::{dp_sgd_step, DpSgdSettings};
 use crate::optim::mask::{data_free_scores, select_mask, union_masks, MaskStrategy};
 use crate::optim::params::{Anchor, TrainableParams};
-use crate::optim::privacy::{self, SubsampledGaussian};
+use crate::optim::privacy::{self, SampledGaussian};
 use crate::optim::zo::{settle, zo_step, Carried, ZoPrivacy, ZoStepSettings};
 use crate::optim::{loss, OptimError};
 
@@ -98,9 +98,8 @@ pub fn plan_privacy(config: &TrainConfig, train_examples: usize, steps: u64) -> 
     } else {
         1
     };
-    let compositions = steps * compositions_per_step;
-    let mut mechanism = SubsampledGaussian {
-        relation,
+    let mut mechanism = SampledGaussian {
+        sampling: config.sampling,
         dataset_size: train_examples as u64,
         batch_size: config.batch_size as u64,
         noise_multiplier: 1.0,
@@ -112,7 +111,8 @@ pub fn plan_privacy(config: &TrainConfig, train_examples: usize, steps: u64) -> 
             epsilon,
             delta,
             &mechanism,
-            compositions,
+            steps,
+            compositions_per_step,
         )?,
         (None, None) => {
             return Err(TrainError::MissingPrivacyTarget {
@@ -120,8 +120,13 @@ pub fn plan_privacy(config: &TrainConfig, train_examples: usize, steps: u64) -> 
             })
         }
     };
-    let epsilon_planned =
-        privacy::epsilon_spent(config.accountant, &mechanism, compositions, delta)?;
+    let epsilon_planned = privacy::epsilon_spent(
+        config.accountant,
+        &mechanism,
+        steps,
+        compositions_per_step,
+        delta,
+    )?;
     let what = if config.method.is_zeroth_order() {
         "the clipped per-example scalar finite differences, one Gaussian scalar per direction \
          (each direction one composition)"
@@ -133,15 +138,24 @@ pub fn plan_privacy(config: &TrainConfig, train_examples: usize, steps: u64) -> 
             "Poisson sampling at rate q = B/n, add/remove-one adjacency, noise \
              std sigma C, sums divided by B"
         }
+        Sampling::FixedSize => {
+            "a fresh fixed-size batch each step, sampled without replacement (WBK19 Thm 27), \
+             replace-one adjacency, noise std 2 sigma C, sums divided by B"
+        }
         Sampling::Shuffled => {
-            "fixed-size shuffled batches accounted as sampling without \
-             replacement, replace-one adjacency, noise std 2 sigma C, sums divided by |B_t|"
+            "disjoint fixed-size batches of a fresh shuffle each epoch, accounted as one \
+             unsampled Gaussian release per direction per epoch (no amplification), replace-one \
+             adjacency, noise std 2 sigma C, sums divided by |B_t|"
         }
     };
     Ok(Accounting {
         mechanism: format!("subsampled Gaussian on the sum of {what}; {sampling_note}"),
         accountant_requested: config.accountant,
-        accountant_used: privacy::accountant_used(config.accountant, relation).to_string(),
+        accountant_used: format!(
+            "{} (accountant::{})",
+            config.accountant.name(),
+            config.accountant.description()
+        ),
         relation,
         sampling: config.sampling,
         sampling_rate: mechanism.sampling_rate(),
@@ -171,9 +185,9 @@ fn check_budget(accounting: &Accounting) -> Result<()> {
     Ok(())
 }
 
-fn mechanism_of(accounting: &Accounting) -> SubsampledGaussian {
-    SubsampledGaussian {
-        relation: accounting.relation,
+fn mechanism_of(accounting: &Accounting) -> SampledGaussian {
+    SampledGaussian {
+        sampling: accounting.sampling,
         dataset_size: accounting.dataset_size,
         batch_size: accounting.batch_size,
         noise_multiplier: accounting.noise_multiplier,
@@ -183,14 +197,18 @@ fn mechanism_of(accounting: &Accounting) -> SubsampledGaussian {
 /// Updates epsilon spent and the accountant's ledger for `steps_done` steps.
 fn account(ledger: &mut PrivacyLedger, accounting: &Accounting, steps_done: u64) -> Result<()> {
     let mechanism = mechanism_of(accounting);
-    let compositions = steps_done * accounting.compositions_per_step;
     ledger.epsilon_spent = Some(privacy::epsilon_spent(
         accounting.accountant_requested,
         &mechanism,
-        compositions,
+        steps_done,
+        accounting.compositions_per_step,
         accounting.delta,
     )?);
-    ledger.accountant_ledger = Some(mechanism.ledger(compositions));
+    ledger.accountant_ledger = Some(
+        mechanism
+            .ledger(steps_done, accounting.compositions_per_step)
+            .map_err(|e| OptimError::Privacy(e.to_string()))?,
+    );
     Ok(())
 }
 
@@ -544,7 +562,7 @@ pub fn run_training(
 
     let normaliser = match config.sampling {
         Sampling::Poisson => Some(config.batch_size as f64),
-        Sampling::Shuffled => None,
+        Sampling::FixedSize | Sampling::Shuffled => None,
     };
     let zo_privacy = accounting.as_ref().map(|a| ZoPrivacy {
         clip_norm: config.clip_norm,

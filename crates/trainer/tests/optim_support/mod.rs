@@ -179,7 +179,8 @@ impl TrainBatches for SyntheticTask {
                 let q = request.batch_size as f64 / n as f64;
                 (0..n).filter(|_| rng.random::<f64>() < q).collect()
             }
-            Sampling::Shuffled => {
+            // The fixture draws a fresh fixed-size batch each step for both schemes.
+            Sampling::FixedSize | Sampling::Shuffled => {
                 let mut order: Vec<usize> = (0..n).collect();
                 for i in 0..request.batch_size {
                     let j = rng.random_range(i..n);
