@@ -87,16 +87,18 @@ impl AccountantKind {
         }
     }
 
-    /// A description of what answers, for records.
+    /// What answers, for records (PRV at the default ε error budget).
     pub fn description(self) -> &'static str {
         match self {
-            AccountantKind::Rdp => "RDP, exact evaluation on dp-accounting's 156 orders",
-            AccountantKind::RdpCompat => "RDP as dp-accounting 0.6.0 evaluates it",
-            AccountantKind::Prv => {
-                "PRV (Gopi et al. 2021), upper bound, delta_error = delta / 1000"
+            AccountantKind::Rdp => "accountant::RdpAccountant, dp-accounting default orders",
+            AccountantKind::RdpCompat => {
+                "accountant::RdpAccountant, dp-accounting default orders, dp-accounting 0.6.0 evaluation"
             }
-            AccountantKind::Zcdp => "zCDP with the CKS20 conversion",
-            AccountantKind::Analytic => "analytic Gaussian (Balle & Wang 2018)",
+            AccountantKind::Prv => {
+                "accountant::PrvAccountant, upper bound, eps_error 0.1, delta_error delta/1000"
+            }
+            AccountantKind::Zcdp => "accountant::ZcdpAccountant, CKS20 conversion",
+            AccountantKind::Analytic => "accountant::AnalyticGaussianAccountant, Balle & Wang 2018",
         }
     }
 

@@ -152,7 +152,7 @@ pub fn plan_privacy(config: &TrainConfig, train_examples: usize, steps: u64) -> 
         mechanism: format!("subsampled Gaussian on the sum of {what}; {sampling_note}"),
         accountant_requested: config.accountant,
         accountant_used: format!(
-            "{} (accountant::{})",
+            "{} ({})",
             config.accountant.name(),
             config.accountant.description()
         ),
