@@ -25,7 +25,7 @@ use trainer::device::{self, DeviceRequest};
 use trainer::model::LabelWordModel;
 use trainer::models::{random_from_config, ModelConfig};
 use trainer::optim::adamw::{AdamW, AdamWSettings};
-use trainer::optim::dp_sgd::{dp_sgd_step, DpSgdSettings};
+use trainer::optim::dp_sgd::{dp_sgd_step, DpSgdClipping, DpSgdSettings};
 use trainer::optim::loss::per_example_loss_values;
 use trainer::optim::params::TrainableParams;
 use trainer::optim::zo::{settle, zo_step, ZoPrivacy, ZoStepSettings};
@@ -416,6 +416,11 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
         clip_norm,
         noise_std,
         normaliser: None,
+        clipping: if method == "dp-sgd-microbatch" {
+            DpSgdClipping::Microbatch
+        } else {
+            DpSgdClipping::Ghost
+        },
     };
     let mut optimizer = match method {
         "backprop" => Some(AdamW::new(&params, AdamWSettings::default()).map_err(err)?),
@@ -437,7 +442,7 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
     let timing = time_steps(device, args.warmup, args.repeats, |s| {
         match (method, optimizer.as_mut()) {
             ("infer", _) => per_example_loss_values(model_ref, &batch).map(drop),
-            ("dp-sgd", _) => {
+            ("dp-sgd" | "dp-sgd-microbatch", _) => {
                 dp_sgd_step(model_ref, params, &batch, &dp_sgd_settings, 11, s).map(drop)
             }
             (_, Some(adamw)) => adamw

@@ -19,6 +19,12 @@ pub trait LabelWordModel {
 
     /// Mutable access, for loading checkpoints and freezing.
     fn var_store_mut(&mut self) -> &mut VarStore;
+
+    /// True when every use of a trainable parameter in [`Self::label_word_logits`] is recorded
+    /// on the layer tape ([`crate::models::tape`]), which ghost clipping needs.
+    fn records_layers(&self) -> bool {
+        false
+    }
 }
 
 /// Per-example cross-entropy over the label words, `[B]` f32 (the paper's per-sample loss).

@@ -6,7 +6,7 @@ mod optim_support;
 
 use optim_support::{SyntheticTask, TinyModel};
 use tch::{Kind, Tensor};
-use trainer::optim::dp_sgd::{clipped_gradient_sum, dp_sgd_step, DpSgdSettings};
+use trainer::optim::dp_sgd::{clipped_gradient_sum, dp_sgd_step, DpSgdClipping, DpSgdSettings};
 use trainer::optim::loss::per_example_losses;
 use trainer::optim::params::TrainableParams;
 use trainer::optim::privacy::{
@@ -120,6 +120,7 @@ fn dp_sgd_noise_is_per_coordinate_with_the_configured_std() {
         clip_norm: 1.0,
         noise_std: 3.0,
         normaliser: Some(8.0),
+        clipping: DpSgdClipping::Microbatch,
     };
     let scale = settings.step_size * settings.noise_std / 8.0;
     let seed = 77;

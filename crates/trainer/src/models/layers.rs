@@ -1,6 +1,7 @@
 //! Building blocks shared by the three families: parameter creation, linear and norm layers,
 //! padding/causal masks and fused scaled-dot-product attention.
 
+use super::tape::{self, LayerRecord};
 use tch::{nn, Device, Kind, TchError, Tensor};
 
 /// How fresh parameters are filled: zeros to be overwritten by a checkpoint, or random
@@ -76,7 +77,16 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
-        x.f_linear(&self.weight, self.bias.as_ref())
+        let y = x.f_linear(&self.weight, self.bias.as_ref())?;
+        tape::push(&[Some(&self.weight), self.bias.as_ref()], || {
+            LayerRecord::Linear {
+                weight: self.weight.shallow_clone(),
+                bias: self.bias.as_ref().map(Tensor::shallow_clone),
+                input: x.shallow_clone(),
+                output: y.shallow_clone(),
+            }
+        });
+        Ok(y)
     }
 }
 
@@ -98,7 +108,21 @@ impl LayerNorm {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
         let dim = *self.weight.size().last().unwrap_or(&0);
-        x.f_layer_norm([dim], Some(&self.weight), Some(&self.bias), self.eps, true)
+        if !tape::is_recording() {
+            return x.f_layer_norm([dim], Some(&self.weight), Some(&self.bias), self.eps, true);
+        }
+        // Recording: the normalised input is kept, so the affine part runs unfused.
+        let normed = x.f_layer_norm::<&Tensor>([dim], None, None, self.eps, true)?;
+        let y = normed.f_mul(&self.weight)?.f_add(&self.bias)?;
+        tape::push(&[Some(&self.weight), Some(&self.bias)], || {
+            LayerRecord::Norm {
+                weight: self.weight.shallow_clone(),
+                bias: Some(self.bias.shallow_clone()),
+                normed: normed.shallow_clone(),
+                output: y.shallow_clone(),
+            }
+        });
+        Ok(y)
     }
 }
 
@@ -121,8 +145,26 @@ impl RmsNorm {
         let x32 = x.f_to_kind(Kind::Float)?;
         let mean_square = x32.f_square()?.f_mean_dim(-1, true, Kind::Float)?;
         let normed = (x32 * (mean_square + self.eps).f_rsqrt()?).f_to_kind(kind)?;
-        normed.f_mul(&self.weight)
+        let y = normed.f_mul(&self.weight)?;
+        tape::push(&[Some(&self.weight)], || LayerRecord::Norm {
+            weight: self.weight.shallow_clone(),
+            bias: None,
+            normed: normed.shallow_clone(),
+            output: y.shallow_clone(),
+        });
+        Ok(y)
     }
+}
+
+/// Rows of an embedding `table [V, H]` at `ids [B, L]` -> `[B, L, H]`.
+pub fn embedding(table: &Tensor, ids: &Tensor) -> Result<Tensor, TchError> {
+    let y = Tensor::f_embedding(table, ids, -1, false, false)?;
+    tape::push(&[Some(table)], || LayerRecord::Embedding {
+        table: table.shallow_clone(),
+        ids: ids.shallow_clone(),
+        output: y.shallow_clone(),
+    });
+    Ok(y)
 }
 
 /// Checks a `[B, L]` id tensor against its `[B, L]` mask and returns `(B, L)`.
@@ -283,7 +325,15 @@ pub fn project_rows(
         Some(b) => Some(b.f_index_select(0, rows)?),
         None => None,
     };
-    hidden.f_linear(&selected, selected_bias.as_ref())
+    let y = hidden.f_linear(&selected, selected_bias.as_ref())?;
+    tape::push(&[Some(matrix), bias], || LayerRecord::Rows {
+        matrix: matrix.shallow_clone(),
+        bias: bias.map(Tensor::shallow_clone),
+        rows: rows.shallow_clone(),
+        input: hidden.shallow_clone(),
+        output: y.shallow_clone(),
+    });
+    Ok(y)
 }
 
 #[cfg(test)]

@@ -3,9 +3,10 @@
 
 use super::config::LlamaConfig;
 use super::layers::{
-    attention_pattern, batch_dims, fused_attention, merge_heads, split_heads, Linear, ParamFactory,
-    RmsNorm,
+    attention_pattern, batch_dims, embedding, fused_attention, merge_heads, split_heads, Linear,
+    ParamFactory, RmsNorm,
 };
+use super::tape;
 use tch::{nn, Kind, TchError, Tensor};
 
 struct Layer {
@@ -117,7 +118,7 @@ impl Llama {
         attention_mask: &Tensor,
     ) -> Result<Tensor, TchError> {
         batch_dims(input_ids, attention_mask)?;
-        let mut x = Tensor::f_embedding(&self.embed_tokens, input_ids, -1, false, false)?;
+        let mut x = embedding(&self.embed_tokens, input_ids)?;
         let (cos, sin) = self.rotary_tables(attention_mask, x.kind())?;
         let mask = attention_pattern(attention_mask, true)?;
         let heads = self.config.num_attention_heads;
@@ -152,6 +153,12 @@ impl Llama {
         let matrix = self.lm_head.as_ref().unwrap_or(&self.embed_tokens);
         match rows {
             Some(rows) => super::layers::project_rows(hidden, matrix, None, rows),
+            None if tape::is_recording() => super::layers::project_rows(
+                hidden,
+                matrix,
+                None,
+                &Tensor::f_arange(self.config.vocab_size, (Kind::Int64, hidden.device()))?,
+            ),
             None => hidden.f_linear::<&Tensor>(matrix, None),
         }
     }

@@ -15,6 +15,7 @@ pub mod layers;
 pub mod llama;
 pub mod opt;
 pub mod roberta;
+pub mod tape;
 pub mod tokenizer;
 
 use crate::batch::Batch;
@@ -258,6 +259,10 @@ impl LabelWordModel for Model {
 
     fn var_store_mut(&mut self) -> &mut VarStore {
         &mut self.var_store
+    }
+
+    fn records_layers(&self) -> bool {
+        true
     }
 }
 

@@ -6,9 +6,10 @@
 
 use super::config::OptConfig;
 use super::layers::{
-    attention_pattern, batch_dims, fused_attention, merge_heads, split_heads, LayerNorm, Linear,
-    ParamFactory,
+    attention_pattern, batch_dims, embedding, fused_attention, merge_heads, split_heads, LayerNorm,
+    Linear, ParamFactory,
 };
+use super::tape;
 use tch::{nn, Kind, TchError, Tensor};
 
 /// OPT's learned positions are stored shifted by 2 (transformers' `OPTLearnedPositionalEmbedding`).
@@ -132,11 +133,11 @@ impl Opt {
                 self.config.max_position_embeddings
             )));
         }
-        let mut x = Tensor::f_embedding(&self.embed_tokens, input_ids, -1, false, false)?;
+        let mut x = embedding(&self.embed_tokens, input_ids)?;
         if let Some(project_in) = &self.project_in {
             x = project_in.forward(&x)?;
         }
-        x = x + Tensor::f_embedding(&self.embed_positions, &position_ids, -1, false, false)?;
+        x = x + embedding(&self.embed_positions, &position_ids)?;
         let mask = attention_pattern(attention_mask, true)?;
         let heads = self.config.num_attention_heads;
         let pre_ln = self.config.do_layer_norm_before;
@@ -182,6 +183,12 @@ impl Opt {
         };
         match rows {
             Some(rows) => super::layers::project_rows(&projected, &self.embed_tokens, None, rows),
+            None if tape::is_recording() => super::layers::project_rows(
+                &projected,
+                &self.embed_tokens,
+                None,
+                &Tensor::f_arange(self.config.vocab_size, (Kind::Int64, hidden.device()))?,
+            ),
             None => projected.f_linear::<&Tensor>(&self.embed_tokens, None),
         }
     }

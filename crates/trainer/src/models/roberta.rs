@@ -4,9 +4,10 @@
 
 use super::config::RobertaConfig;
 use super::layers::{
-    attention_pattern, batch_dims, fused_attention, merge_heads, split_heads, LayerNorm, Linear,
-    ParamFactory,
+    attention_pattern, batch_dims, embedding, fused_attention, merge_heads, split_heads, LayerNorm,
+    Linear, ParamFactory,
 };
+use super::tape;
 use tch::{nn, Kind, TchError, Tensor};
 
 struct Layer {
@@ -127,10 +128,10 @@ impl Roberta {
                 self.config.max_position_embeddings
             )));
         }
-        let words = Tensor::f_embedding(&self.word_embeddings, input_ids, -1, false, false)?;
-        let positions =
-            Tensor::f_embedding(&self.position_embeddings, &position_ids, -1, false, false)?;
-        let token_type = self.token_type_embeddings.f_get(0)?;
+        let words = embedding(&self.word_embeddings, input_ids)?;
+        let positions = embedding(&self.position_embeddings, &position_ids)?;
+        // Every token has type 0 (a lookup, so that the row's use is recorded per token).
+        let token_type = embedding(&self.token_type_embeddings, &input_ids.f_zeros_like()?)?;
         let mut x = self
             .embeddings_norm
             .forward(&(words + positions + token_type))?;
@@ -164,6 +165,12 @@ impl Roberta {
                 &self.word_embeddings,
                 Some(&self.head_bias),
                 rows,
+            ),
+            None if tape::is_recording() => super::layers::project_rows(
+                &transformed,
+                &self.word_embeddings,
+                Some(&self.head_bias),
+                &Tensor::f_arange(self.config.vocab_size, (Kind::Int64, hidden.device()))?,
             ),
             None => transformed.f_linear(&self.word_embeddings, Some(&self.head_bias)),
         }

@@ -6,19 +6,35 @@
 //! g_i = grad l_i(theta),  g~_i = g_i min(1, C / ||g_i||)
 //! theta <- theta - eta (sum_i g~_i + noise_std z) / normaliser,  z ~ N(0, I_d) from a seed
 //! ```
-//! Memory-lean per-example strategy: micro-batches of one example, each backpropagated alone and
-//! its clipped gradient accumulated. Beyond inference it holds the gradients and one
-//! accumulator, i.e. two extra copies of the trainable weights (reported in
-//! [`DpSgdReport::extra_state_bytes`]); time is B backward passes per step.
+//! Two ways to clip per example ([`DpSgdClipping`]):
+//! * `Ghost` (default): one forward and one backward, per-example norms from each layer's inputs
+//!   and output gradients and the clipped sum formed layer by layer ([`super::ghost`]). Beyond
+//!   inference it holds the layers' output gradients and one parameter's gradient at a time.
+//! * `Microbatch` (reference): micro-batches of one example, each backpropagated alone and its
+//!   clipped gradient accumulated: B backward passes per step, and the gradients plus one
+//!   accumulator, i.e. two extra copies of the trainable weights.
 
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
+use super::ghost::{clip_factors, ghost_clipped_gradient, PerExampleClipping};
 use super::params::TrainableParams;
 use super::rng::{stream, Purpose};
 use super::{axpy_z, loss, OptimError, ParamSet, Result};
 use crate::batch::Batch;
 use crate::model::LabelWordModel;
+
+/// How the per-example gradients are clipped (both give the same update up to rounding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DpSgdClipping {
+    /// Ghost norms and book-keeping: one forward, one backward ([`super::ghost`]).
+    #[default]
+    Ghost,
+    /// One backward per example (the reference).
+    Microbatch,
+}
 
 /// Settings of one DP-SGD step.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -31,6 +47,8 @@ pub struct DpSgdSettings {
     pub noise_std: f64,
     /// Divide the noisy sum by this; `None`: the actual batch size.
     pub normaliser: Option<f64>,
+    /// How per-example gradients are clipped.
+    pub clipping: DpSgdClipping,
 }
 
 /// What a DP-SGD step did.
@@ -43,7 +61,9 @@ pub struct DpSgdReport {
     pub clipped: usize,
     /// Seed of the per-coordinate noise.
     pub noise_seed: u64,
-    /// Bytes held beyond inference: gradients plus the clipped-sum accumulator.
+    /// Bytes held beyond inference by the parameter gradients: for micro-batches the gradients
+    /// plus the clipped-sum accumulator; for ghost clipping the largest single parameter
+    /// gradient (the layer output gradients, activation-sized, are not counted here).
     pub extra_state_bytes: usize,
 }
 
@@ -68,14 +88,47 @@ fn zero_grads(params: &TrainableParams) -> Result<()> {
     Ok(())
 }
 
-/// `(sum_i clip_C(grad l_i), per-example losses, number clipped)`: the accumulators have the
-/// parameters' shapes (f32, or f64 for an f64 model). Gradients are left zeroed.
+/// `(sum_i clip_C(grad l_i), per-example losses, number clipped)` by micro-batches: the
+/// accumulators have the parameters' shapes (f32, or f64 for an f64 model). Gradients are left
+/// zeroed.
 pub fn clipped_gradient_sum(
     model: &dyn LabelWordModel,
     params: &TrainableParams,
     batch: &Batch,
     clip_norm: f64,
 ) -> Result<(Vec<Tensor>, Vec<f64>, usize)> {
+    let (sum, per_example) = microbatch_clipped_gradient(model, params, batch, clip_norm)?;
+    Ok((sum, per_example.losses, per_example.clipped))
+}
+
+/// `sum_i clip_C(grad l_i)` by ghost clipping, in the layout of [`clipped_gradient_sum`] (f32,
+/// or f64 for an f64 model), with the per-example losses and norms.
+pub fn ghost_clipped_gradient_sum(
+    model: &dyn LabelWordModel,
+    params: &TrainableParams,
+    batch: &Batch,
+    clip_norm: f64,
+) -> Result<(Vec<Tensor>, PerExampleClipping)> {
+    let mut sums: Vec<Tensor> = params
+        .zeros_like_f32()?
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    let per_example = ghost_clipped_gradient(model, params, batch, clip_norm, &mut |k, grad| {
+        sums[k] = grad.f_to_kind(sums[k].kind())?;
+        Ok(())
+    })?;
+    Ok((sums, per_example))
+}
+
+/// Micro-batch clipping (one backward per example): the clipped sum (layout of
+/// [`clipped_gradient_sum`]) with the per-example losses and norms.
+pub fn microbatch_clipped_gradient(
+    model: &dyn LabelWordModel,
+    params: &TrainableParams,
+    batch: &Batch,
+    clip_norm: f64,
+) -> Result<(Vec<Tensor>, PerExampleClipping)> {
     if !(clip_norm > 0.0 && clip_norm.is_finite()) {
         return Err(OptimError::invalid(
             "clip_norm",
@@ -89,7 +142,7 @@ pub fn clipped_gradient_sum(
         .map(|(_, t)| t)
         .collect();
     let mut losses = Vec::with_capacity(batch.len());
-    let mut clipped = 0;
+    let mut norms = Vec::with_capacity(batch.len());
     for i in 0..batch.len() as i64 {
         zero_grads(params)?;
         let example = single_example(batch, i)?;
@@ -107,12 +160,8 @@ pub fn clipped_gradient_sum(
                     .double_value(&[]);
             }
             let norm = squared_norm.sqrt();
-            let factor = if norm > clip_norm {
-                clipped += 1;
-                clip_norm / norm
-            } else {
-                1.0
-            };
+            norms.push(norm);
+            let factor = clip_factors(&[norm], clip_norm).0[0];
             for (acc, grad) in accumulators.iter().zip(&grads) {
                 if grad.defined() {
                     let scaled = grad.f_to_kind(acc.kind())?.f_mul_scalar(factor)?;
@@ -123,7 +172,15 @@ pub fn clipped_gradient_sum(
         })?;
     }
     zero_grads(params)?;
-    Ok((accumulators, losses, clipped))
+    let clipped = clip_factors(&norms, clip_norm).1;
+    Ok((
+        accumulators,
+        PerExampleClipping {
+            losses,
+            norms,
+            clipped,
+        },
+    ))
 }
 
 /// One DP-SGD step at global step `step` (noise seed from [`super::rng::stream`]).
@@ -146,25 +203,58 @@ pub fn dp_sgd_step(
             "must be >= 0",
         ));
     }
-    let (accumulators, losses, clipped) =
-        clipped_gradient_sum(model, params, batch, settings.clip_norm)?;
-    if let Some(&bad) = losses.iter().find(|l| !l.is_finite()) {
-        return Err(OptimError::NonFiniteLoss {
+    let normaliser = settings.normaliser.unwrap_or(batch.len() as f64);
+    let scale = -settings.step_size / normaliser;
+    let non_finite = |losses: &[f64]| match losses.iter().find(|l| !l.is_finite()) {
+        Some(&bad) => Err(OptimError::NonFiniteLoss {
             step,
             loss: bad,
             context: "DP-SGD example loss",
-        });
-    }
-    let normaliser = settings.normaliser.unwrap_or(batch.len() as f64);
-    tch::no_grad(|| -> Result<()> {
-        for ((_, p), acc) in params.named().iter().zip(&accumulators) {
-            let update = acc
-                .f_mul_scalar(-settings.step_size / normaliser)?
-                .f_to_kind(p.kind())?;
-            let _ = p.shallow_clone().f_add_(&update)?;
+        }),
+        None => Ok(()),
+    };
+    let elt = params.named()[0].1.kind().elt_size_in_bytes();
+    let (per_example, extra_state_bytes) = match settings.clipping {
+        DpSgdClipping::Microbatch => {
+            let (accumulators, per_example) =
+                microbatch_clipped_gradient(model, params, batch, settings.clip_norm)?;
+            non_finite(&per_example.losses)?;
+            tch::no_grad(|| -> Result<()> {
+                for ((_, p), acc) in params.named().iter().zip(&accumulators) {
+                    let update = acc.f_mul_scalar(scale)?.f_to_kind(p.kind())?;
+                    let _ = p.shallow_clone().f_add_(&update)?;
+                }
+                Ok(())
+            })?;
+            let bytes = params.total_numel() * (elt + accumulators[0].kind().elt_size_in_bytes());
+            (per_example, bytes)
         }
-        Ok(())
-    })?;
+        DpSgdClipping::Ghost => {
+            let mut largest = 0usize;
+            // Each parameter is updated as soon as its clipped sum is formed, so only one
+            // parameter-sized gradient is alive at a time.
+            let per_example = ghost_clipped_gradient(
+                model,
+                params,
+                batch,
+                settings.clip_norm,
+                &mut |k, grad| {
+                    largest = largest.max(grad.numel() * grad.kind().elt_size_in_bytes());
+                    let p = &params.named()[k].1;
+                    tch::no_grad(|| -> Result<()> {
+                        let update = grad.f_mul_scalar(scale)?.f_to_kind(p.kind())?;
+                        let _ = p.shallow_clone().f_add_(&update)?;
+                        Ok(())
+                    })
+                },
+            )?;
+            non_finite(&per_example.losses)?;
+            (per_example, largest)
+        }
+    };
+    let PerExampleClipping {
+        losses, clipped, ..
+    } = per_example;
     let noise_seed: u64 = stream(run_seed, step, Purpose::Noise).random();
     let set = ParamSet::new(
         params
@@ -180,9 +270,6 @@ pub fn dp_sgd_step(
             -settings.step_size * settings.noise_std / normaliser,
         )],
     )?;
-    let elt = params.named()[0].1.kind().elt_size_in_bytes();
-    let extra_state_bytes =
-        params.total_numel() * (elt + accumulators[0].kind().elt_size_in_bytes());
     Ok(DpSgdReport {
         loss: (!losses.is_empty()).then(|| losses.iter().sum::<f64>() / losses.len() as f64),
         clipped,

@@ -50,6 +50,9 @@ pub enum OptimError {
         /// Global step.
         step: u64,
     },
+    /// Ghost clipping cannot cover this model's parameters.
+    #[error("ghost clipping: {0}")]
+    GhostClipping(String),
     /// Privacy calibration or accounting failed.
     #[error("privacy accounting: {0}")]
     Privacy(String),

@@ -6,7 +6,8 @@
 //!   a proximal term and an optional coordinate mask. z is regenerated from a seed, never stored.
 //! * [`mask`]: the data-free DP-ZOPO parameter score (SynFlow linearisation, constant-token
 //!   input, ZO Hessian-gradient times |theta|) and the global top-r selection.
-//! * [`dp_sgd`]: real DP-SGD (per-example clipping, per-coordinate Gaussian noise).
+//! * [`dp_sgd`]: real DP-SGD (per-example clipping, per-coordinate Gaussian noise), clipping by
+//!   [`ghost`] norms (one forward, one backward) or by micro-batches of one example.
 //! * [`adamw`]: non-private AdamW with a state that can be checkpointed.
 //! * [`privacy`]: noise calibration and epsilon spent (the swap point to the accountant crate).
 //! * [`params`]: the trainable parameters sorted by name, optional masks and proximal anchors.
@@ -17,6 +18,7 @@
 pub mod adamw;
 pub mod dp_sgd;
 mod error;
+pub mod ghost;
 pub mod loss;
 pub mod mask;
 pub mod params;

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::optim::adamw::AdamWSettings;
+use crate::optim::dp_sgd::DpSgdClipping;
 use crate::optim::mask::{MaskScoreSettings, MaskStrategy};
 use crate::optim::privacy::AccountantKind;
 
@@ -145,6 +146,9 @@ pub struct TrainConfig {
     pub num_directions: usize,
     /// Clipping threshold C (scalar for ZO, gradient norm for DP-SGD).
     pub clip_norm: f64,
+    /// DP-SGD's per-example clipping: `ghost` (one backward; used when the model records its
+    /// layers, as every model of `trainer::models` does, else micro-batches) or `microbatch`.
+    pub dp_sgd_clipping: DpSgdClipping,
     /// Target epsilon (required by the DP methods unless `noise_multiplier` is given).
     pub epsilon: Option<f64>,
     /// delta (`None`: 1/n as in the released code).
@@ -191,6 +195,7 @@ impl Default for TrainConfig {
             zo_eps_end: None,
             num_directions: 1,
             clip_norm: 30.0,
+            dp_sgd_clipping: DpSgdClipping::Ghost,
             epsilon: Some(4.0),
             delta: None,
             noise_multiplier: None,

@@ -19,7 +19,7 @@ use super::source::{BatchRequest, TrainBatches};
 use crate::batch::Batch;
 use crate::model::LabelWordModel;
 use crate::optim::adamw::AdamW;
-use crate::optim::dp_sgd::{dp_sgd_step, DpSgdSettings};
+use crate::optim::dp_sgd::{dp_sgd_step, DpSgdClipping, DpSgdSettings};
 use crate::optim::mask::{data_free_scores, select_mask, union_masks, MaskStrategy};
 use crate::optim::params::{Anchor, TrainableParams};
 use crate::optim::privacy::{self, SampledGaussian};
@@ -658,6 +658,11 @@ pub fn run_training(
                     clip_norm: config.clip_norm,
                     noise_std: a.noise_std,
                     normaliser,
+                    clipping: if model.records_layers() {
+                        config.dp_sgd_clipping
+                    } else {
+                        DpSgdClipping::Microbatch
+                    },
                 };
                 dp_sgd_step(model, &state.params, &batch, &settings, config.seed, step).map(|r| {
                     state.dp_sgd_extra_state_bytes = Some(r.extra_state_bytes);
