@@ -118,14 +118,19 @@ impl TrainerCells {
                 match model_type.as_str() {
                     "roberta" => (tok, ModelConventions::roberta(), PaddingSide::Right),
                     "opt" => (tok, ModelConventions::opt(), PaddingSide::Left),
-                    "llama" => (
-                        tok,
-                        ModelConventions::Decoder {
-                            bos_token: None,
-                            pad_token: "<pad>".into(),
-                        },
-                        PaddingSide::Left,
-                    ),
+                    "llama" => {
+                        // The checkpoint's own pad (or EOS) token: an exported GGUF has no <pad>.
+                        let pad_token = models::tokenizer::decoder_pad_token(dir, &tok)
+                            .map_err(|e| anyhow!("{e}"))?;
+                        (
+                            tok,
+                            ModelConventions::Decoder {
+                                bos_token: None,
+                                pad_token,
+                            },
+                            PaddingSide::Left,
+                        )
+                    }
                     other => bail!("{}: unsupported model_type {other:?}", dir.display()),
                 }
             }
@@ -234,11 +239,29 @@ impl TrainerCells {
     fn splits(&self, task: &str, k: usize, seed: u64) -> Result<(String, data::Splits, String)> {
         let name = self.task_name(task)?;
         let spec = self.registry.get(&name).map_err(|e| anyhow!("{e}"))?;
-        let real = self.data.as_ref().is_some_and(|d| match spec.reader {
-            data::ReaderKind::Superglue => d.superglue(&spec.dir).exists(),
-            _ => d.mezo_split(&spec.dir, k, seed).exists() || d.original(&spec.dir).exists(),
-        });
-        if real {
+        let stand_in_reader = matches!(
+            spec.reader,
+            data::ReaderKind::PangLee | data::ReaderKind::Vader | data::ReaderKind::Bbc
+        );
+        if let (Some(d), false) = (self.data.as_ref(), stand_in_reader) {
+            // --data-dir given: the task's files must be there; stand-ins never replace them.
+            let looked: Vec<std::path::PathBuf> = match spec.reader {
+                data::ReaderKind::Superglue => vec![d.superglue(&spec.dir)],
+                _ => vec![d.mezo_split(&spec.dir, k, seed), d.original(&spec.dir)],
+            };
+            if !looked.iter().any(|p| p.exists()) {
+                bail!(
+                    "task {name}: no data under --data-dir {}; looked for {} (the data directory holds k-shot-1k-test/, original/ and superglue/)",
+                    d.root().display(),
+                    looked
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" and ")
+                );
+            }
+        }
+        if self.data.is_some() && !stand_in_reader {
             let splits = data::load_task(spec, self.data.as_ref(), &self.assets, k, seed)
                 .map_err(|e| anyhow!("{e}"))?;
             return Ok((name, splits, "real".into()));
@@ -261,10 +284,11 @@ impl TrainerCells {
         let sspec = self.registry.get(&sname).map_err(|e| anyhow!("{e}"))?;
         let splits =
             data::load_task(sspec, None, &self.assets, k, seed).map_err(|e| anyhow!("{e}"))?;
+        println!("{task}: no --data-dir given, so the stand-in task {sname} is used (said so in the record)");
         Ok((
             sname.clone(),
             splits,
-            format!("stand-in {sname} (no {task} data under --data-dir)"),
+            format!("stand-in {sname} (no --data-dir given)"),
         ))
     }
 }

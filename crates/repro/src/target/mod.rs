@@ -4,6 +4,7 @@
 #[cfg(feature = "torch")]
 pub mod cell;
 pub mod compare;
+pub mod filter;
 pub mod plot;
 pub mod record;
 pub mod spec;
@@ -57,6 +58,10 @@ pub struct TargetArgs {
     /// Print the resolved grid and deviations, run nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Run again the cells that already have a record (a new record replaces the old one only
+    /// when its run succeeds).
+    #[arg(long)]
+    pub rerun: bool,
 }
 
 /// `repro check <target>`.
@@ -120,22 +125,16 @@ pub fn run_target(
 ) -> Result<()> {
     let spec = Spec::load(&args.experiments.join(format!("{target}.toml")))?;
     let preset = spec.preset(preset_name)?.clone();
-    let mut runs = spec.runs(preset_name)?;
-    if let Some(t) = &args.tasks {
-        runs.retain(|r| t.contains(&r.task));
-    }
-    if let Some(m) = &args.methods {
-        runs.retain(|r| m.contains(&r.method));
-    }
-    if let Some(s) = &args.seeds {
-        runs.retain(|r| s.contains(&r.seed));
-    }
-    if let Some(e) = &args.epsilons {
-        runs.retain(|r| r.epsilon.is_none_or(|eps| e.contains(&eps)));
-    }
-    if runs.is_empty() {
-        bail!("the filters leave no run of {target} preset {preset_name}");
-    }
+    let runs = filter::apply(
+        spec.runs(preset_name)?,
+        filter::Filters {
+            tasks: args.tasks.as_deref(),
+            methods: args.methods.as_deref(),
+            seeds: args.seeds.as_deref(),
+            epsilons: args.epsilons.as_deref(),
+        },
+        &format!("{target} preset {preset_name}"),
+    )?;
     println!("{target} · preset {preset_name}: {}", preset.description);
     println!("deviations from the paper's protocol:");
     for d in &preset.deviations {
@@ -162,19 +161,26 @@ pub fn run_target(
         indicatif::ProgressStyle::with_template("grid [{bar:30}] {pos}/{len} {msg} (eta {eta})")
             .expect("static template"),
     );
+    // Result lines and warnings go to stdout whether or not a terminal shows the bar
+    // (`ProgressBar::println` drops them when the bar is hidden, as in a redirected log).
+    let say = |line: String| bar.suspend(|| println!("{line}"));
+    let mut skipped = 0usize;
     for r in &runs {
         let config = resolved_config(r, &model)?;
         let hash = spec_hash(&config);
         let path = runs_dir.join(format!("{}.json", r.stem()));
         if let Ok(done) = record::CellRecord::read(&path) {
-            if done.spec_hash == hash {
+            if done.spec_hash == hash && !args.rerun {
+                skipped += 1;
                 bar.inc(1);
                 continue;
             }
-            bar.println(format!(
-                "{}: spec changed since the last record, rerunning",
-                r.stem()
-            ));
+            if done.spec_hash != hash {
+                say(format!(
+                    "{}: spec changed since the last record, rerunning",
+                    r.stem()
+                ));
+            }
         }
         bar.set_message(r.stem());
         let ckpt = dir.join("checkpoints").join(&hash[..16]);
@@ -186,7 +192,7 @@ pub fn run_target(
             ..rec
         };
         rec.write(&path)?;
-        bar.println(format!(
+        say(format!(
             "{}: test accuracy {:.1}% in {:.0} s",
             r.stem(),
             rec.test_accuracy,
@@ -196,6 +202,13 @@ pub fn run_target(
         bar.inc(1);
     }
     bar.finish_and_clear();
+    if skipped > 0 {
+        println!(
+            "{skipped} of {} runs skipped: already recorded in {} (rerun them with --rerun, or use a fresh --out)",
+            runs.len(),
+            runs_dir.display()
+        );
+    }
     render(&spec, preset_name, &args.out)
 }
 

@@ -70,11 +70,12 @@ fn config_json(config: &ModelConfig, kind: Kind) -> Result<serde_json::Value> {
 }
 
 /// Write `model` to `dir` in the Hugging Face layout with its current dtype, plus
-/// `tokenizer.json` when given. Tied matrices are written once, as transformers does.
+/// `tokenizer.json` and `tokenizer_config.json` (its special tokens) when given. Tied matrices
+/// are written once, as transformers does. Each file is written atomically.
 pub fn export_hf(
     model: &Model,
     dir: &Path,
-    tokenizer_json: Option<&serde_json::Value>,
+    tokenizer: Option<(&serde_json::Value, &serde_json::Value)>,
 ) -> Result<()> {
     let io = |path: &Path| {
         let path = path.to_path_buf();
@@ -86,14 +87,20 @@ pub fn export_hf(
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let config = config_json(model.config(), model.kind())?;
     let config_path = dir.join("config.json");
-    std::fs::write(
+    atomic_file::write(
         &config_path,
         serde_json::to_string_pretty(&config).unwrap_or_default(),
     )
     .map_err(io(&config_path))?;
-    if let Some(tokenizer) = tokenizer_json {
+    if let Some((tokenizer, special)) = tokenizer {
         let path = dir.join("tokenizer.json");
-        std::fs::write(&path, tokenizer.to_string()).map_err(io(&path))?;
+        atomic_file::write(&path, tokenizer.to_string()).map_err(io(&path))?;
+        let path = dir.join("tokenizer_config.json");
+        atomic_file::write(
+            &path,
+            serde_json::to_string_pretty(special).unwrap_or_default(),
+        )
+        .map_err(io(&path))?;
     }
     let mut tensors: Vec<(String, Bytes)> = Vec::new();
     for (name, tensor) in model.var_store().variables() {
@@ -120,15 +127,12 @@ pub fn export_hf(
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let metadata: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
     let path = dir.join("model.safetensors");
-    safetensors::serialize_to_file(
-        tensors.iter().map(|(n, b)| (n.clone(), b)),
-        Some(metadata),
-        &path,
-    )
-    .map_err(|e| ModelError::Safetensors {
-        path: path.clone(),
-        message: e.to_string(),
-    })
+    let bytes = safetensors::serialize(tensors.iter().map(|(n, b)| (n.clone(), b)), Some(metadata))
+        .map_err(|e| ModelError::Safetensors {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+    atomic_file::write(&path, bytes).map_err(io(&path))
 }
 
 /// Convert a Llama GGUF file into a Hugging Face checkpoint directory in `kind`
@@ -137,5 +141,6 @@ pub fn export_gguf_to_hf(gguf_path: &Path, dir: &Path, kind: Kind) -> Result<()>
     let model = super::gguf::load_gguf_model(gguf_path, kind, Device::Cpu)?;
     let file = super::gguf::GgufFile::open(gguf_path)?;
     let tokenizer = super::tokenizer::gguf_tokenizer_json(&file)?;
-    export_hf(&model, dir, Some(&tokenizer))
+    let special = super::tokenizer::gguf_tokenizer_config(&file)?;
+    export_hf(&model, dir, Some((&tokenizer, &special)))
 }

@@ -198,3 +198,78 @@ pub fn load_gguf_tokenizer(path: &Path) -> Result<Tokenizer> {
     let document = gguf_tokenizer_json(&file)?;
     Tokenizer::from_str(&document.to_string()).map_err(|e| tokenizer_error(path, e))
 }
+
+/// A special token of `tokenizer_config.json` (a string, or an object with `content`).
+fn configured_token(config: &Value, key: &str) -> Option<String> {
+    match config.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+/// The padding token of a decoder checkpoint directory: the first of `tokenizer_config.json`'s
+/// `pad_token` and `eos_token`, then `<pad>` and `<|endoftext|>`, that the tokenizer's
+/// vocabulary holds. Padded positions are masked out of attention and never scored, so any
+/// token of the vocabulary serves; what matters is that it exists.
+///
+/// # Errors
+/// A malformed `tokenizer_config.json`, or no candidate in the vocabulary (all named).
+pub fn decoder_pad_token(dir: &Path, tokenizer: &Tokenizer) -> Result<String> {
+    let config_path = dir.join("tokenizer_config.json");
+    let config: Value = if config_path.exists() {
+        let text = std::fs::read_to_string(&config_path).map_err(|source| ModelError::Io {
+            path: config_path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text).map_err(|source| ModelError::Json {
+            path: config_path.clone(),
+            source,
+        })?
+    } else {
+        Value::Null
+    };
+    let mut candidates: Vec<String> = ["pad_token", "eos_token"]
+        .iter()
+        .filter_map(|key| configured_token(&config, key))
+        .collect();
+    candidates.extend(["<pad>".to_string(), "<|endoftext|>".to_string()]);
+    candidates
+        .iter()
+        .find(|t| tokenizer.token_to_id(t).is_some())
+        .cloned()
+        .ok_or_else(|| {
+            tokenizer_error(
+                dir,
+                format!(
+                    "no padding token: none of {candidates:?} (tokenizer_config.json's pad_token and eos_token, then defaults) is in the vocabulary"
+                ),
+            )
+        })
+}
+
+/// `tokenizer_config.json` for a GGUF vocabulary: its BOS, EOS and padding tokens by name
+/// (`tokenizer.ggml.*_token_id`), so that a checkpoint exported from it names its specials.
+pub fn gguf_tokenizer_config(file: &GgufFile) -> Result<Value> {
+    let tokens = file.string_array("tokenizer.ggml.tokens")?;
+    let name = |key: &str| {
+        file.optional_u64(key)
+            .and_then(|id| tokens.get(id as usize).cloned())
+    };
+    let mut config = serde_json::Map::new();
+    for (field, key) in [
+        ("bos_token", "tokenizer.ggml.bos_token_id"),
+        ("eos_token", "tokenizer.ggml.eos_token_id"),
+        ("pad_token", "tokenizer.ggml.padding_token_id"),
+        ("unk_token", "tokenizer.ggml.unknown_token_id"),
+    ] {
+        if let Some(token) = name(key) {
+            config.insert(field.into(), Value::String(token));
+        }
+    }
+    config.insert(
+        "tokenizer_class".into(),
+        Value::String("PreTrainedTokenizerFast".into()),
+    );
+    Ok(Value::Object(config))
+}
