@@ -42,7 +42,10 @@ fn exported_checkpoint_loads_in_eval_and_table2() {
     };
     let from_gguf = eval("");
     let from_dir = eval(&format!("--model-dir {}", dir.display()));
-    assert_eq!(from_gguf["accuracy"], from_dir["accuracy"], "{from_gguf} vs {from_dir}");
+    assert_eq!(
+        from_gguf["accuracy"], from_dir["accuracy"],
+        "{from_gguf} vs {from_dir}"
+    );
     let (a, b) = (
         from_gguf["loss"].as_f64().unwrap(),
         from_dir["loss"].as_f64().unwrap(),

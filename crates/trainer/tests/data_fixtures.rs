@@ -120,7 +120,24 @@ fn missing_column_reports_file_and_line() {
     assert!(
         error
             .to_string()
-            .contains("missing_column.tsv:3: missing column"),
+            .contains("missing_column.tsv:3: 2 columns where the header has 4"),
+        "{error}"
+    );
+}
+
+#[test]
+fn extra_column_reports_file_and_line() {
+    // `hip \tEXTRA\t1` used to load as the sentence "hip " with label 1.
+    let registry = registry();
+    let error = lmbff::read_split(
+        registry.get("SST-2").unwrap(),
+        &malformed("extra_column.tsv"),
+    )
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("extra_column.tsv:3: 3 columns where the header has 2"),
         "{error}"
     );
 }

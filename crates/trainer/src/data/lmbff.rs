@@ -210,11 +210,24 @@ fn pick_columns(spec: &TaskSpec, path: &Path, line: u64, fields: &[&str]) -> Res
 /// GLUE tsv: a header, then TAB-separated rows (no quoting; LM-BFF splits raw lines).
 fn read_tsv_rows(spec: &TaskSpec, path: &Path) -> Result<Vec<Row>> {
     let lines = read_lines(path)?;
+    let header = lines
+        .first()
+        .map_or(0, |(_, text)| text.split('\t').count());
     lines
         .iter()
         .skip(1)
         .map(|(line, text)| {
             let fields: Vec<&str> = text.split('\t').collect();
+            if !spec.variable_columns && fields.len() != header {
+                return Err(DataError::Malformed {
+                    path: path.to_path_buf(),
+                    line: *line,
+                    message: format!(
+                        "{} columns where the header has {header} (a stray TAB?)",
+                        fields.len()
+                    ),
+                });
+            }
             pick_columns(spec, path, *line, &fields)
         })
         .collect()

@@ -75,6 +75,11 @@ pub struct TaskSpec {
     pub text_columns: Vec<i64>,
     /// LM-BFF only: 0-based label column; negative counts from the end.
     pub label_column: Option<i64>,
+    /// LM-BFF tsv only: rows may hold more or fewer columns than the header (SNLI carries one
+    /// to five annotator labels before `gold_label`); otherwise every row must have exactly the
+    /// header's columns.
+    #[serde(default)]
+    pub variable_columns: bool,
     /// LM-BFF only: names of the pre-generated split files.
     pub files: Option<SplitFiles>,
     /// LM-BFF only: names of the original files (absent when only the splits exist).
