@@ -62,6 +62,9 @@ pub struct TargetArgs {
     /// when its run succeeds).
     #[arg(long)]
     pub rerun: bool,
+    /// Discard each cell's checkpoint (e.g. a corrupt one) and start the cell afresh.
+    #[arg(long)]
+    pub restart: bool,
 }
 
 /// `repro check <target>`.
@@ -184,6 +187,10 @@ pub fn run_target(
         }
         bar.set_message(r.stem());
         let ckpt = dir.join("checkpoints").join(&hash[..16]);
+        if args.restart && ckpt.exists() {
+            std::fs::remove_dir_all(&ckpt)
+                .with_context(|| format!("cannot remove {}", ckpt.display()))?;
+        }
         let rec = runner
             .run(r, &config, &ckpt)
             .with_context(|| format!("run {} failed", r.stem()))?;

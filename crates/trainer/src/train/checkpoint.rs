@@ -6,9 +6,11 @@
 //! Layout: `<dir>/step-<step>/{weights.safetensors, extra.safetensors, state.json}` and a
 //! `<dir>/latest` file naming the newest complete one. A checkpoint is built in a temporary
 //! directory, renamed into place, and only then `latest` is replaced (temp file + rename), so a
-//! `kill -9` at any moment leaves the previous checkpoint usable.
+//! `kill -9` at any moment leaves the previous checkpoint usable. `checksums.json` holds the
+//! SHA-256 of every other file of the checkpoint; [`latest`] verifies them, so an edited step or
+//! damaged weights are refused with a hint instead of resuming into wrong results.
 
-use std::io::Write;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -49,17 +51,66 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file in the same directory and a rename.
+/// Writes `bytes` to `path` atomically (the workspace's one atomic writer).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temporary = path.with_file_name(format!(".{file_name}.tmp"));
-    let mut file = std::fs::File::create(&temporary).map_err(io_err(&temporary))?;
-    file.write_all(bytes).map_err(io_err(&temporary))?;
-    file.sync_all().map_err(io_err(&temporary))?;
-    std::fs::rename(&temporary, path).map_err(io_err(path))
+    atomic_file::write(path, bytes).map_err(io_err(path))
+}
+
+/// The files a checksum covers, in a checkpoint directory.
+const CHECKSUMMED: [&str; 3] = ["weights.safetensors", "extra.safetensors", "state.json"];
+/// The checksum file of a checkpoint directory.
+const CHECKSUMS: &str = "checksums.json";
+
+/// Lower-case hex SHA-256 of a file's bytes, streamed.
+fn sha256_file(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let mut file = std::fs::File::open(path).map_err(io_err(path))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(io_err(path))?;
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// SHA-256 of each present file of `dir` among [`CHECKSUMMED`].
+fn checksums(dir: &Path) -> Result<BTreeMap<String, String>> {
+    let mut sums = BTreeMap::new();
+    for name in CHECKSUMMED {
+        let path = dir.join(name);
+        if path.exists() {
+            sums.insert(name.to_string(), sha256_file(&path)?);
+        }
+    }
+    Ok(sums)
+}
+
+/// Verifies `dir` against its `checksums.json`: every listed file present with its digest, and
+/// no checksummed file unlisted.
+fn verify_checksums(dir: &Path) -> Result<()> {
+    let corrupt = |file: &str, reason: String| TrainError::CheckpointCorrupt {
+        path: dir.to_path_buf(),
+        file: file.to_string(),
+        reason,
+    };
+    let path = dir.join(CHECKSUMS);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| corrupt(CHECKSUMS, format!("cannot read it: {e}")))?;
+    let expected: BTreeMap<String, String> = serde_json::from_str(&text)
+        .map_err(|e| corrupt(CHECKSUMS, format!("not valid JSON: {e}")))?;
+    let found = checksums(dir)?;
+    for name in CHECKSUMMED {
+        match (expected.get(name), found.get(name)) {
+            (Some(want), Some(got)) if want != got => {
+                return Err(corrupt(name, format!("sha256 {got}, expected {want}")))
+            }
+            (Some(_), None) => return Err(corrupt(name, "the file is missing".into())),
+            (None, Some(_)) => return Err(corrupt(name, "the file is not listed".into())),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn step_dir_name(step: u64) -> String {
@@ -91,6 +142,12 @@ pub fn save(
         reason: e.to_string(),
     })?;
     write_atomically(&state_path, text.as_bytes())?;
+    let sums =
+        serde_json::to_string_pretty(&checksums(&temporary)?).map_err(|e| TrainError::Format {
+            path: temporary.join(CHECKSUMS),
+            reason: e.to_string(),
+        })?;
+    write_atomically(&temporary.join(CHECKSUMS), sums.as_bytes())?;
     if final_dir.exists() {
         std::fs::remove_dir_all(&final_dir).map_err(io_err(&final_dir))?;
     }
@@ -114,6 +171,7 @@ pub fn latest(root: &Path) -> Result<Option<(PathBuf, CheckpointState)>> {
     }
     let name = std::fs::read_to_string(&pointer).map_err(io_err(&pointer))?;
     let dir = root.join(name.trim());
+    verify_checksums(&dir)?;
     let state_path = dir.join("state.json");
     let text = std::fs::read_to_string(&state_path).map_err(io_err(&state_path))?;
     let state: CheckpointState = serde_json::from_str(&text).map_err(|e| TrainError::Format {

@@ -97,4 +97,14 @@ pub enum TrainError {
         /// Its step.
         step: u64,
     },
+    /// A checkpoint's file does not match the checksum written with it.
+    #[error("checkpoint {}: {file} does not match its checksum ({reason}); the checkpoint is corrupt or was edited: delete {} (or pass --restart) to start this run afresh", path.display(), path.display())]
+    CheckpointCorrupt {
+        /// The checkpoint directory.
+        path: PathBuf,
+        /// The file that failed.
+        file: String,
+        /// Expected and found digests, or what is missing.
+        reason: String,
+    },
 }
