@@ -5,6 +5,7 @@
 pub mod cell;
 pub mod compare;
 pub mod filter;
+pub mod integrity;
 pub mod plot;
 pub mod record;
 pub mod spec;
@@ -223,7 +224,11 @@ pub fn run_target(
 pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
     let preset = spec.preset(preset_name)?;
     let dir = results_dir(out, &spec.meta.target, preset_name);
-    let records = record::read_all(&dir.join("runs"))?;
+    // A record failing its content checksum is reported and never aggregated.
+    let (records, failed) = record::read_all_checked(&dir.join("runs"))?;
+    for message in &failed {
+        eprintln!("warning: {message}; left out of the summary");
+    }
     if records.is_empty() {
         bail!("no run record in {}", dir.join("runs").display());
     }
@@ -245,6 +250,12 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
         dir.display(),
         records.len()
     );
+    if !failed.is_empty() {
+        bail!(
+            "{} run record(s) failed their content checksum and were left out (listed above); rerun those cells (--rerun) or restore the records",
+            failed.len()
+        );
+    }
     Ok(())
 }
 

@@ -33,29 +33,32 @@ pub struct CellRecord {
 }
 
 impl CellRecord {
+    /// Reads a record, refusing one whose content checksum fails (`integrity`).
     pub fn read(path: &Path) -> Result<CellRecord> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("malformed run record {}", path.display()))
+        Ok(super::integrity::read_verified(path)?.0)
     }
 
-    /// Write atomically (temp file, then rename) so an interrupted write never leaves half a record.
+    /// Writes atomically with a content checksum (`integrity`).
     pub fn write(&self, path: &Path) -> Result<()> {
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)
-            .with_context(|| format!("cannot write {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))
+        super::integrity::write_sealed(path, self)
     }
 }
 
-/// All records under `runs_dir`, sorted by file name.
-pub fn read_all(runs_dir: &Path) -> Result<Vec<CellRecord>> {
+/// All records under `runs_dir`, sorted by file name: those that pass their checksum (or carry
+/// none), and one message per record that fails it (never aggregated).
+pub fn read_all_checked(runs_dir: &Path) -> Result<(Vec<CellRecord>, Vec<String>)> {
     let mut paths: Vec<_> = std::fs::read_dir(runs_dir)
         .with_context(|| format!("no run records in {}", runs_dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("json"))
         .collect();
     paths.sort();
-    paths.iter().map(|p| CellRecord::read(p)).collect()
+    let (mut good, mut failed) = (Vec::new(), Vec::new());
+    for p in &paths {
+        match CellRecord::read(p) {
+            Ok(record) => good.push(record),
+            Err(err) => failed.push(format!("{err:#}")),
+        }
+    }
+    Ok((good, failed))
 }
