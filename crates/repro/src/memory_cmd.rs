@@ -529,8 +529,9 @@ pub fn run(args: MemoryArgs) -> Result<()> {
         .with_context(|| format!("creating {}", args.out.display()))?;
     let exe = std::env::current_exe().context("locating the repro binary")?;
     let csv_path = args.out.join("zo_step.csv");
-    let mut csv = csv::Writer::from_path(&csv_path)
-        .with_context(|| format!("creating {}", csv_path.display()))?;
+    // The three files are built in memory and written (atomically) only when every cell has
+    // run, so an interrupted run leaves the previous results in --out intact.
+    let mut csv = csv::Writer::from_writer(Vec::new());
     csv.write_record([
         "model",
         "dtype",
@@ -542,11 +543,9 @@ pub fn run(args: MemoryArgs) -> Result<()> {
         "peak_bytes",
     ])?;
     let details_path = args.out.join("details.jsonl");
-    let mut details = std::fs::File::create(&details_path)
-        .with_context(|| format!("creating {}", details_path.display()))?;
+    let mut details: Vec<u8> = Vec::new();
     let log_path = args.out.join("cells.log");
-    let mut log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
+    let mut log: Vec<u8> = Vec::new();
 
     for model in &args.models {
         let (dtype, batch, seq) = default_shape(&model_label(model));
@@ -625,8 +624,15 @@ pub fn run(args: MemoryArgs) -> Result<()> {
                 ms,
                 peak.to_string(),
             ])?;
-            csv.flush()?;
         }
+    }
+    let csv_bytes = csv.into_inner().context("finishing zo_step.csv")?;
+    for (path, bytes) in [
+        (&log_path, &log),
+        (&details_path, &details),
+        (&csv_path, &csv_bytes),
+    ] {
+        atomic_file::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
     println!("wrote {}", csv_path.display());
     let cells = read_details(std::slice::from_ref(&args.out))?;
@@ -783,7 +789,7 @@ fn write_comparison(
     }
     let path = out.join("comparison.md");
     std::fs::create_dir_all(out)?;
-    std::fs::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
+    atomic_file::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
     println!("wrote {}", path.display());
     Ok(())
 }

@@ -135,7 +135,7 @@ fn run_all(out_dir: &Path) -> anyhow::Result<()> {
         }
     }
     let summary_path = out_dir.join("summary.md");
-    std::fs::write(&summary_path, summary)
+    atomic_file::write(&summary_path, summary)
         .with_context(|| format!("writing {}", summary_path.display()))?;
     let find = |name: &str| {
         reports
@@ -208,51 +208,56 @@ fn draw(
     };
     let (x_min, x_max) = pad(x_min, x_max);
     let (y_min, y_max) = pad(y_min, y_max);
-    let root = SVGBackend::new(path, (800, 520)).into_drawing_area();
-    let to_err = |e: &dyn std::fmt::Display| anyhow::anyhow!("{}: {e}", path.display());
-    root.fill(&WHITE).map_err(|e| to_err(&e))?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(title, ("sans-serif", 20))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(x_min..x_max, y_min..y_max)
-        .map_err(|e| to_err(&e))?;
-    chart
-        .configure_mesh()
-        .x_desc(x_label)
-        .y_desc(y_label)
-        .draw()
-        .map_err(|e| to_err(&e))?;
-    for (index, s) in series.iter().enumerate() {
-        let color = Palette99::pick(index).to_rgba();
-        let points: Vec<(f64, f64)> = s
-            .points
-            .iter()
-            .copied()
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .collect();
-        if s.points_only {
-            chart
-                .draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))
-                .map_err(|e| to_err(&e))?
-                .label(s.label.clone())
-                .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
-        } else {
-            chart
-                .draw_series(LineSeries::new(points, color.stroke_width(2)))
-                .map_err(|e| to_err(&e))?
-                .label(s.label.clone())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (800, 520)).into_drawing_area();
+        let to_err = |e: &dyn std::fmt::Display| anyhow::anyhow!("{}: {e}", path.display());
+        root.fill(&WHITE).map_err(|e| to_err(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(x_min..x_max, y_min..y_max)
+            .map_err(|e| to_err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc(x_label)
+            .y_desc(y_label)
+            .draw()
+            .map_err(|e| to_err(&e))?;
+        for (index, s) in series.iter().enumerate() {
+            let color = Palette99::pick(index).to_rgba();
+            let points: Vec<(f64, f64)> = s
+                .points
+                .iter()
+                .copied()
+                .filter(|(x, y)| x.is_finite() && y.is_finite())
+                .collect();
+            if s.points_only {
+                chart
+                    .draw_series(points.iter().map(|&p| Circle::new(p, 4, color.filled())))
+                    .map_err(|e| to_err(&e))?
+                    .label(s.label.clone())
+                    .legend(move |(x, y)| Circle::new((x + 10, y), 4, color.filled()));
+            } else {
+                chart
+                    .draw_series(LineSeries::new(points, color.stroke_width(2)))
+                    .map_err(|e| to_err(&e))?
+                    .label(s.label.clone())
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+            }
         }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| to_err(&e))?;
+        root.present().map_err(|e| to_err(&e))?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| to_err(&e))?;
-    root.present().map_err(|e| to_err(&e))?;
+    // Rendered in memory, then written in one atomic rename.
+    atomic_file::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

@@ -237,7 +237,9 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
     summary::write_csv(&rows, &dir.join("summary.csv"))?;
     let paper = compare::read_paper_table(Path::new(&spec.meta.paper_table))?;
     let md = compare::render(&spec.meta, preset_name, preset, &model_run, &paper, &rows);
-    std::fs::write(dir.join("comparison.md"), md)?;
+    let comparison = dir.join("comparison.md");
+    atomic_file::write(&comparison, md)
+        .with_context(|| format!("writing {}", comparison.display()))?;
     let ticks = if model_run == spec.meta.paper_model {
         plot::paper_ticks(&paper, &spec.meta.paper_model, &spec.meta.paper_source)
     } else {

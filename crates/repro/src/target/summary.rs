@@ -58,7 +58,7 @@ pub fn summarise(records: &[CellRecord]) -> Vec<SummaryRow> {
 
 /// Write `summary.csv` (columns keyed like the paper tables: task, method, epsilon).
 pub fn write_csv(rows: &[SummaryRow], path: &Path) -> Result<()> {
-    let mut w = csv::Writer::from_path(path)?;
+    let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record([
         "model", "task", "method", "epsilon", "metric", "mean", "sd", "n_seeds", "seeds", "data",
     ])?;
@@ -80,7 +80,7 @@ pub fn write_csv(rows: &[SummaryRow], path: &Path) -> Result<()> {
             r.data.clone(),
         ])?;
     }
-    w.flush()?;
+    atomic_file::write(path, w.into_inner()?)?;
     Ok(())
 }
 

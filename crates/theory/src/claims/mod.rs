@@ -122,8 +122,7 @@ impl Table {
     /// I/O or CSV errors, reported with the path.
     pub fn write_csv(&self, dir: &Path) -> std::result::Result<(), String> {
         let path = dir.join(format!("{}.csv", self.name));
-        let mut writer =
-            csv::Writer::from_path(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut writer = csv::Writer::from_writer(Vec::new());
         writer
             .write_record(&self.header)
             .map_err(|e| format!("{}: {e}", path.display()))?;
@@ -132,9 +131,11 @@ impl Table {
                 .write_record(row.iter().map(|v| format!("{v}")))
                 .map_err(|e| format!("{}: {e}", path.display()))?;
         }
-        writer
-            .flush()
-            .map_err(|e| format!("{}: {e}", path.display()))
+        let bytes = writer
+            .into_inner()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        // Written in one atomic rename, so a failed run never leaves a truncated table.
+        atomic_file::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))
     }
 }
 
