@@ -251,7 +251,7 @@ impl TrainerCells {
             };
             if !looked.iter().any(|p| p.exists()) {
                 bail!(
-                    "task {name}: no data under --data-dir {}; looked for {} (the data directory holds k-shot-1k-test/, original/ and superglue/)",
+                    "task {name}: no data under --data-dir {}; looked for {} (--data-dir is the folder holding lm-bff/ and superglue/)",
                     d.root().display(),
                     looked
                         .iter()

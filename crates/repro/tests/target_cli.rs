@@ -1,0 +1,133 @@
+//! `repro table2` as a cluster job sees it (output redirected, not a terminal): per-run result
+//! lines and the count of cells skipped as already recorded reach the log; a `--data-dir`
+//! without the task's files is an error naming the paths looked for (never a silent stand-in),
+//! stand-ins without `--data-dir` are announced; invalid filter values are errors naming the
+//! value and the valid ones. Runs zero-shot SmolLM2 cells of the smoke preset on the fixture data.
+#![cfg(feature = "torch")]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn fixtures() -> PathBuf {
+    workspace().join("crates/trainer/tests/data-fixtures")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dpzo-target-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// `repro table2 --preset smoke --device cpu ARGS` from the workspace root, stdout piped.
+fn table2(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_repro"))
+        .current_dir(workspace())
+        .env_remove("DPZO_DATA_DIR")
+        .args(["table2", "--preset", "smoke", "--device", "cpu"])
+        .args(args)
+        .output()
+        .expect("the repro binary runs")
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn per_run_lines_and_skipped_cells_reach_a_redirected_log() {
+    let out = scratch("log");
+    let data = fixtures();
+    let args = [
+        "--methods",
+        "zero-shot",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let first = table2(&args);
+    let (stdout, stderr) = text(&first);
+    assert!(first.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("SST-2__zero-shot__nonprivate__seed13: test accuracy"),
+        "{stdout}"
+    );
+    let second = table2(&args);
+    let (stdout, stderr) = text(&second);
+    assert!(second.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("1 of 1 runs skipped: already recorded") && stdout.contains("--rerun"),
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn a_data_dir_without_the_task_files_is_an_error_naming_the_paths() {
+    // One level too deep: the folder that holds k-shot-1k-test/, not the one holding lm-bff/.
+    let out = scratch("deep");
+    let deep = fixtures().join("lm-bff");
+    let output = table2(&[
+        "--methods",
+        "zero-shot",
+        "--data-dir",
+        deep.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = text(&output);
+    assert!(!output.status.success(), "{stdout}");
+    assert!(
+        stderr.contains("lm-bff/lm-bff/k-shot-1k-test/SST-2/16-13")
+            && stderr.contains("lm-bff/lm-bff/original/SST-2"),
+        "{stderr}"
+    );
+    assert!(!stdout.contains("test accuracy"), "{stdout}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn stand_ins_are_used_only_without_a_data_dir_and_announced() {
+    let out = scratch("standin");
+    let output = table2(&["--methods", "zero-shot", "--out", out.to_str().unwrap()]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("SST-2: no --data-dir given, so the stand-in task polarity is used"),
+        "{stdout}"
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn invalid_filter_values_are_errors_naming_the_value_and_the_valid_ones() {
+    for (filter, value, valid) in [
+        ("--methods", "dpzer,dp-zoso", "zero-shot"),
+        ("--epsilons", "0", "2, 8"),
+        ("--epsilons", "NaN", "2, 8"),
+        ("--epsilons", "inf", "2, 8"),
+        ("--epsilons", "4", "2, 8"),
+        ("--tasks", "TREC", "SST-2"),
+        ("--seeds", "42", "13"),
+    ] {
+        let output = table2(&["--dry-run", filter, value]);
+        let (stdout, stderr) = text(&output);
+        assert!(!output.status.success(), "{filter} {value}: {stdout}");
+        let named = value.split(',').next().unwrap();
+        assert!(
+            stderr.contains(named) && stderr.contains(valid),
+            "{filter} {value}: {stderr}"
+        );
+    }
+    // Case differs only: accepted (unambiguous).
+    let output = table2(&["--dry-run", "--tasks", "sst-2"]);
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}{stderr}");
+}
