@@ -95,7 +95,7 @@ fn case(rng: &mut Rng) -> Vec<String> {
         "epsilon", "epsilon", "delta", "delta", "sigma", "rdp", "bogus",
     ]);
     let mut args: Vec<String> = vec![command.into()];
-    let mut flag = |args: &mut Vec<String>, name: &str, value: String| {
+    let flag = |args: &mut Vec<String>, name: &str, value: String| {
         args.push(format!("--{name}"));
         if !value.is_empty() {
             args.push(value);
