@@ -221,3 +221,50 @@ fn calibration_matches_the_rdp_table_of_paper_md() {
         );
     }
 }
+
+#[test]
+fn zo_clip_diagnostics_match_the_per_example_differences() {
+    // The step's diagnostics recomputed from the per-example differences along the same
+    // direction (step 0, first direction seed), with C between two of them.
+    use trainer::optim::zo::{directional_differences, first_direction_seed};
+    let model = TinyModel::new(7, Kind::Double);
+    let params = TrainableParams::from_model(&model).unwrap();
+    let batch = SyntheticTask::new(12, 3).batch_of(&(0..12).collect::<Vec<_>>());
+    let mu = 1e-4;
+    let seed = first_direction_seed(11, 0);
+    let g = directional_differences(&model, &params, &batch, seed, mu).unwrap();
+    let mut magnitudes: Vec<f64> = g.iter().map(|v| v.abs()).collect();
+    magnitudes.sort_by(f64::total_cmp);
+    let clip_norm = 0.5 * (magnitudes[7] + magnitudes[8]);
+    let (noise_std, normaliser) = (0.75, 16.0);
+    let settings = ZoStepSettings {
+        zo_eps: mu,
+        step_size: 0.0,
+        num_directions: 1,
+        privacy: Some(ZoPrivacy {
+            clip_norm,
+            noise_std,
+        }),
+        normaliser: Some(normaliser),
+        proximal: None,
+    };
+    let (report, _) = zo_step(&model, &params, &batch, &settings, 11, 0, None, None).unwrap();
+    let d = report.diagnostics.expect("a DP step reports diagnostics");
+    assert_eq!(d.clipped_fraction, 4.0 / 12.0);
+    let clipped_sum: f64 = g.iter().map(|v| v.clamp(-clip_norm, clip_norm)).sum();
+    let expected = clipped_sum.abs() / normaliser;
+    assert!(
+        (d.mean_clipped_scalar - expected).abs() <= 1e-9 * expected,
+        "{} vs {expected}",
+        d.mean_clipped_scalar
+    );
+    assert_eq!(d.noise_scale, noise_std / normaliser);
+    // MeZO releases no noise and reports none.
+    let mezo = ZoStepSettings {
+        privacy: None,
+        normaliser: None,
+        ..settings
+    };
+    let (report, _) = zo_step(&model, &params, &batch, &mezo, 11, 1, None, None).unwrap();
+    assert_eq!(report.diagnostics, None);
+}

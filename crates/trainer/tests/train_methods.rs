@@ -194,3 +194,39 @@ fn same_seed_same_run_and_another_seed_another_run() {
         );
     }
 }
+
+#[test]
+fn private_records_drop_the_unnoised_diagnostics_and_nothing_else() {
+    let config = config(Method::Dpzero, 0.05, 20);
+    let (full, _, model_full) = run(&config, 3);
+    assert!(full.nonprivate_diagnostics);
+    assert!(full
+        .steps
+        .iter()
+        .all(|s| s.loss.is_some() && s.clip.is_some()));
+    let mut model = TinyModel::new(3, Kind::Float);
+    let dev = SyntheticTask::new(128, 18).batches(64);
+    let options = RunOptions {
+        private_record: true,
+        ..RunOptions::default()
+    };
+    let private = run_training(
+        &mut model,
+        &config,
+        &mut SyntheticTask::new(256, 17),
+        &dev,
+        &[],
+        &options,
+    )
+    .unwrap();
+    assert!(!private.nonprivate_diagnostics);
+    assert!(private
+        .steps
+        .iter()
+        .all(|s| s.loss.is_none() && s.clip.is_none()));
+    // Same training, same evaluations and ledger: only the record differs.
+    assert_eq!(bits(&model), bits(&model_full));
+    assert_eq!(private.final_dev, full.final_dev);
+    assert_eq!(private.ledger, full.ledger);
+    assert_eq!(private, full.without_nonprivate_diagnostics());
+}

@@ -61,6 +61,8 @@ pub struct TrainerCells {
     conventions: ModelConventions,
     padding: PaddingSide,
     stand_ins: std::collections::BTreeMap<String, String>,
+    /// Records without the non-private diagnostics (`--private-records`).
+    pub private_records: bool,
 }
 
 impl TrainerCells {
@@ -150,6 +152,7 @@ impl TrainerCells {
             conventions,
             padding,
             stand_ins: preset.stand_ins.clone(),
+            private_records: false,
         })
     }
 
@@ -493,6 +496,7 @@ impl CellRunner for TrainerCells {
         let options = RunOptions {
             resume: true,
             provenance: Some(provenance),
+            private_record: self.private_records,
             ..RunOptions::default()
         };
         let rec = train::run_training(

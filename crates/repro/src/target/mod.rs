@@ -66,6 +66,11 @@ pub struct TargetArgs {
     /// Discard each cell's checkpoint (e.g. a corrupt one) and start the cell afresh.
     #[arg(long)]
     pub restart: bool,
+    /// Write run records without the non-private diagnostics (per-step training losses and
+    /// clipping statistics, computed from the training data without noise). Records say which
+    /// they are (`nonprivate_diagnostics`); records already written are not rewritten.
+    #[arg(long)]
+    pub private_records: bool,
 }
 
 /// `repro check <target>`.
@@ -310,5 +315,6 @@ pub fn run_paper_target(target: &str, args: TargetArgs) -> Result<()> {
         args.assets_dir.as_deref(),
         dev,
     )?;
+    cells.private_records = args.private_records;
     run_target(target, &args, &preset_name, &mut cells)
 }

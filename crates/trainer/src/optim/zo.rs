@@ -73,6 +73,28 @@ pub struct ZoStepReport {
     pub noise: Vec<f64>,
     /// How many per-example differences were clipped (over all directions).
     pub clipped: usize,
+    /// Clipping and signal-to-noise of a DP step (`None` for MeZO and an empty batch).
+    pub diagnostics: Option<ClipDiagnostics>,
+}
+
+/// What clipping and noise did to one DP step: the measured side of "why epsilon barely
+/// matters". Computed from un-noised per-example values, so it is not private
+/// (`RunRecord::nonprivate_diagnostics`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClipDiagnostics {
+    /// Fraction of the per-example scalars (over all directions) whose magnitude exceeded C.
+    pub clipped_fraction: f64,
+    /// Mean over directions of |sum_i clip_C(g_i)| / normaliser: the signal in a_j.
+    pub mean_clipped_scalar: f64,
+    /// Std of the noise in a_j: noise_std / normaliser (sigma C / B under Poisson sampling).
+    pub noise_scale: f64,
+}
+
+impl ClipDiagnostics {
+    /// Signal over noise std of the released scalar (infinite without noise).
+    pub fn signal_to_noise(&self) -> f64 {
+        self.mean_clipped_scalar / self.noise_scale
+    }
 }
 
 fn check_settings(settings: &ZoStepSettings<'_>) -> Result<()> {
@@ -313,7 +335,10 @@ pub fn zo_step(
         seeds: seeds.clone(),
         noise: Vec::new(),
         clipped: 0,
+        diagnostics: None,
     };
+    // Sum over directions of |clipped sum| (diagnostics only).
+    let mut clipped_signal = 0.0;
     let mut pending_restore: Option<u64> = None;
     for (j, &seed) in seeds.iter().enumerate() {
         let mut terms = vec![(seed, mu)];
@@ -365,11 +390,21 @@ pub fn zo_step(
             };
         }
         if let Some(privacy) = settings.privacy {
+            clipped_signal += sum.abs();
             let noise = privacy.noise_std * standard_normal(&mut noise_rng);
             report.noise.push(noise);
             sum += noise;
         }
         report.projected_grads.push(sum / normaliser);
+    }
+
+    if let Some(privacy) = settings.privacy {
+        let q = seeds.len() as f64;
+        report.diagnostics = Some(ClipDiagnostics {
+            clipped_fraction: report.clipped as f64 / (q * batch.len() as f64),
+            mean_clipped_scalar: clipped_signal / (q * normaliser),
+            noise_scale: privacy.noise_std / normaliser,
+        });
     }
 
     // Final pass: restore of the last direction merged with the update (module docs).
@@ -431,6 +466,7 @@ fn noise_only_step(
         seeds,
         noise,
         clipped: 0,
+        diagnostics: None,
     };
     Ok((report, carry))
 }

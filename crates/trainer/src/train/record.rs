@@ -23,6 +23,10 @@ pub struct StepMetric {
     pub zo_eps: f64,
     /// Stage index.
     pub stage: u64,
+    /// Clipping and signal-to-noise of a DP ZO step (not private; absent in records written
+    /// before it existed, and in private records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clip: Option<crate::optim::zo::ClipDiagnostics>,
 }
 
 /// An evaluation on dev or test.
@@ -190,9 +194,31 @@ pub struct RunRecord {
     pub ledger: PrivacyLedger,
     /// Step of the checkpoint this run was resumed from, if any.
     pub resumed_from: Option<u64>,
+    /// Whether `steps` carries values computed from the training data without noise (per-step
+    /// training losses, clipping diagnostics). They are not covered by the run's DP guarantee:
+    /// publishing them leaks information about the training examples. Records written before
+    /// the field existed all carry them.
+    #[serde(default = "carries_nonprivate_diagnostics")]
+    pub nonprivate_diagnostics: bool,
+}
+
+fn carries_nonprivate_diagnostics() -> bool {
+    true
 }
 
 impl RunRecord {
+    /// The record without its non-private diagnostics: per-step training losses and clipping
+    /// statistics removed; the schedule, the evaluations (on held-out splits) and the privacy
+    /// ledger kept.
+    pub fn without_nonprivate_diagnostics(mut self) -> Self {
+        for step in &mut self.steps {
+            step.loss = None;
+            step.clip = None;
+        }
+        self.nonprivate_diagnostics = false;
+        self
+    }
+
     /// Writes the record as pretty JSON, atomically (temporary file + rename).
     pub fn write_json(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(|e| TrainError::Format {

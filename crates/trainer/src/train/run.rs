@@ -38,6 +38,10 @@ pub struct RunOptions {
     /// ([`crate::optim::zo::zo_step`]): 3 passes per step instead of 2. Same
     /// arithmetic up to the rounding of the intermediate theta; for comparisons.
     pub no_carry: bool,
+    /// Return a record without the non-private diagnostics (per-step training losses and
+    /// clipping statistics; [`RunRecord::without_nonprivate_diagnostics`]). Checkpoints keep
+    /// them, since a resumed run must continue the same record.
+    pub private_record: bool,
 }
 
 fn invalid(name: &'static str, value: impl ToString, requirement: &'static str) -> TrainError {
@@ -576,6 +580,7 @@ pub fn run_training(
     // Only carried into a step that follows directly, so theta is plain wherever it is read.
     let mut carried: Option<Carried> = None;
     for step in state.step + 1..=steps_total {
+        let mut clip = None;
         let schedule = schedule.as_ref().expect("invariant: steps_total > 0");
         let at = match schedule.at(step as usize) {
             Ok(at) => at,
@@ -648,6 +653,7 @@ pub fn run_training(
                 )
                 .map(|(report, next)| {
                     carried = next;
+                    clip = report.diagnostics;
                     report.loss
                 })
             }
@@ -703,6 +709,7 @@ pub fn run_training(
             learning_rate: at.step_size,
             zo_eps: at.zo_eps,
             stage: at.stage as u64,
+            clip,
         });
         if config.eval_every > 0 && step % config.eval_every == 0 {
             if let Some(metric) = evaluate(model, dev, step)? {
@@ -743,7 +750,7 @@ pub fn run_training(
     }
     let final_dev = evaluate(model, dev, state.step)?;
     let test_metric = evaluate(model, test, state.step)?;
-    Ok(RunRecord {
+    let record = RunRecord {
         config: config.clone(),
         resolved: Resolved {
             total_steps: steps_total,
@@ -767,5 +774,11 @@ pub fn run_training(
         test: test_metric,
         ledger: state.ledger,
         resumed_from,
+        nonprivate_diagnostics: true,
+    };
+    Ok(if options.private_record {
+        record.without_nonprivate_diagnostics()
+    } else {
+        record
     })
 }
