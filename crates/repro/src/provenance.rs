@@ -38,9 +38,7 @@ impl Provenance {
             .ok()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_else(|| "unknown".into());
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|s| s.trim().to_string())
-            .unwrap_or_else(|_| "unknown".into());
+        let host = host_name();
         Provenance {
             git_commit,
             git_dirty,
@@ -51,4 +49,11 @@ impl Provenance {
             repro_version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
+}
+
+/// This machine's host name (`unknown` where the kernel does not say).
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }

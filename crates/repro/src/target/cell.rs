@@ -434,6 +434,10 @@ impl CellRunner for TrainerCells {
         trainer::device::name(self.device).to_string()
     }
 
+    fn cuda_devices(&self) -> usize {
+        tch::Cuda::device_count().max(0) as usize
+    }
+
     fn run(
         &mut self,
         spec: &RunSpec,

@@ -5,6 +5,7 @@
 pub mod cell;
 pub mod compare;
 pub mod filter;
+pub mod grid;
 pub mod integrity;
 pub mod plot;
 pub mod record;
@@ -71,6 +72,9 @@ pub struct TargetArgs {
     /// they are (`nonprivate_diagnostics`); records already written are not rewritten.
     #[arg(long)]
     pub private_records: bool,
+    /// How the cells are executed: concurrently, sharded, or through Slurm.
+    #[command(flatten)]
+    pub grid: grid::GridArgs,
 }
 
 /// `repro check <target>`.
@@ -93,6 +97,10 @@ pub trait CellRunner {
     fn model_name(&self) -> String;
     /// Device name (`cpu` / `cuda`).
     fn device_name(&self) -> String;
+    /// CUDA devices this process sees (0 on a CPU-only host).
+    fn cuda_devices(&self) -> usize {
+        0
+    }
     /// Run (or resume from `checkpoint_dir`) one spec and return its record.
     fn run(
         &mut self,
@@ -159,70 +167,116 @@ pub fn run_target(
         runs.len(),
         runner.device_name()
     );
+    execute_grid(target, args, &spec, preset_name, &dir, &runs, runner)
+}
+
+/// Execute the cells of `runs` as the grid flags ask (see [`grid`]), then render unless this
+/// process is one worker or shard of a larger grid.
+fn execute_grid(
+    target: &str,
+    args: &TargetArgs,
+    spec: &Spec,
+    preset_name: &str,
+    dir: &Path,
+    runs: &[RunSpec],
+    runner: &mut dyn CellRunner,
+) -> Result<()> {
+    let g = &args.grid;
+    if g.jobs_per_gpu == 0 {
+        bail!("--jobs-per-gpu 0: must be >= 1");
+    }
+    let model = runner.model_name();
+    let all_cells = grid::plan(runs, dir, &model)?;
+    if let Some(script) = &g.emit_slurm {
+        let tasks = g
+            .slurm_tasks
+            .unwrap_or(all_cells.len())
+            .clamp(1, all_cells.len());
+        let preset = spec.preset(preset_name)?;
+        let gpu = args.device != "cpu" && preset.device == "cuda";
+        let argv: Vec<String> = std::env::args().skip(2).collect();
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+        let text = grid::slurm_script(
+            &grid::SlurmJob {
+                target,
+                preset: preset_name,
+                args: &argv,
+                out: &args.out,
+                experiments: &args.experiments,
+                tasks,
+                gpu,
+                sbatch_args: &g.slurm_arg,
+            },
+            &abs(script),
+            &std::env::current_exe().context("cannot locate the repro binary")?,
+            &abs(Path::new(".")),
+        );
+        grid::write_atomic(script, &text)?;
+        println!(
+            "wrote {} ({tasks} array tasks over {} cells, {}); submit it with: bash {}",
+            script.display(),
+            all_cells.len(),
+            if gpu { "one GPU per task" } else { "CPU" },
+            script.display()
+        );
+        return Ok(());
+    }
+    let cells = match &g.shard {
+        Some(s) => {
+            let shard: grid::Shard = s.parse().map_err(anyhow::Error::msg)?;
+            let cells = shard.select(&all_cells);
+            println!(
+                "shard {}/{}: {} of {} cells",
+                shard.index,
+                shard.count,
+                cells.len(),
+                all_cells.len()
+            );
+            cells
+        }
+        None => all_cells,
+    };
     if args.dry_run {
-        for r in &runs {
-            println!("  {}", r.stem());
+        for c in &cells {
+            println!("  {}", c.run.stem());
         }
         return Ok(());
     }
-    let bar = indicatif::ProgressBar::new(runs.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("grid [{bar:30}] {pos}/{len} {msg} (eta {eta})")
-            .expect("static template"),
-    );
-    // Result lines and warnings go to stdout whether or not a terminal shows the bar
-    // (`ProgressBar::println` drops them when the bar is hidden, as in a redirected log).
-    let say = |line: String| bar.suspend(|| println!("{line}"));
-    let mut skipped = 0usize;
-    for r in &runs {
-        let config = resolved_config(r, &model)?;
-        let hash = spec_hash(&config);
-        let path = runs_dir.join(format!("{}.json", r.stem()));
-        if let Ok(done) = record::CellRecord::read(&path) {
-            if done.spec_hash == hash && !args.rerun {
-                skipped += 1;
-                bar.inc(1);
-                continue;
-            }
-            if done.spec_hash != hash {
-                say(format!(
-                    "{}: spec changed since the last record, rerunning",
-                    r.stem()
-                ));
-            }
-        }
-        bar.set_message(r.stem());
-        let ckpt = dir.join("checkpoints").join(&hash[..16]);
-        if args.restart && ckpt.exists() {
-            std::fs::remove_dir_all(&ckpt)
-                .with_context(|| format!("cannot remove {}", ckpt.display()))?;
-        }
-        let rec = runner
-            .run(r, &config, &ckpt)
-            .with_context(|| format!("run {} failed", r.stem()))?;
-        let rec = record::CellRecord {
-            spec_hash: hash,
-            ..rec
-        };
-        rec.write(&path)?;
-        say(format!(
-            "{}: test accuracy {:.1}% in {:.0} s",
-            r.stem(),
-            rec.test_accuracy,
-            rec.wall_secs
-        ));
-        let _ = std::fs::remove_dir_all(&ckpt);
-        bar.inc(1);
+    if cells.is_empty() {
+        println!("this shard has no cell");
+        return Ok(());
     }
-    bar.finish_and_clear();
-    if skipped > 0 {
+    let policy = grid::Policy::from_flags(args.rerun, args.restart);
+    let parallel = !g.worker && (g.gpus.is_some() || g.jobs_per_gpu > 1);
+    if parallel {
+        let slots = grid::slots(
+            g.gpus.as_deref(),
+            g.jobs_per_gpu,
+            std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
+            runner.cuda_devices(),
+            runner.device_name() == "cuda",
+        )?;
+        grid::run_workers(&cells, &slots, policy)?;
+    } else {
+        let outcome = grid::execute(&cells, runner, policy)?;
+        if !outcome.failed.is_empty() {
+            let names: Vec<&str> = outcome.failed.iter().map(|f| f.0.as_str()).collect();
+            bail!(
+                "{} of {} cells failed: {} (their checkpoints are kept; rerun to resume)",
+                names.len(),
+                cells.len(),
+                names.join(", ")
+            );
+        }
+    }
+    if g.worker || g.shard.is_some() {
         println!(
-            "{skipped} of {} runs skipped: already recorded in {} (rerun them with --rerun, or use a fresh --out)",
-            runs.len(),
-            runs_dir.display()
+            "done; `repro check {target} --preset {preset_name}` merges the records once every \
+             worker has finished"
         );
+        return Ok(());
     }
-    render(&spec, preset_name, &args.out)
+    render(spec, preset_name, &args.out)
 }
 
 /// Summary, comparison and plot from the records on disk.

@@ -1,0 +1,801 @@
+//! Execution of a list of cells: in this process (sequentially), as worker processes pinned to
+//! GPUs (`--gpus`, `--jobs-per-gpu`), as one shard of a grid (`--shard i/n`), or as a Slurm job
+//! array (`--emit-slurm`).
+//!
+//! Safety between concurrent workers (other processes, other hosts on a shared file system):
+//! - a cell is claimed by an exclusive lock on `<results>/locks/<stem>.lock` (`flock`, released
+//!   by the kernel when its holder exits or dies, so a crashed worker never leaves a stale claim);
+//! - a worker re-reads the record after taking the lock, so a cell finished meanwhile is not run
+//!   again;
+//! - records are written to a temporary file and renamed (see `record::CellRecord::write`);
+//! - a cell whose holder died is picked up by the next worker that waits for its lock, and resumes
+//!   from the dead worker's checkpoint (checkpoints are keyed by the spec hash).
+
+use super::record::CellRecord;
+use super::spec::RunSpec;
+use super::{resolved_config, spec_hash, CellRunner};
+use anyhow::{bail, Context, Result};
+use std::fs::File;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Grid execution options shared by every paper target.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct GridArgs {
+    /// Run cells concurrently on these GPUs (comma-separated indices, or `all`), one worker
+    /// process per (GPU, job) slot, each pinned with CUDA_VISIBLE_DEVICES. CUDA only.
+    #[arg(long)]
+    pub gpus: Option<String>,
+    /// Worker processes per GPU (with --gpus), or CPU worker processes (with --device cpu).
+    #[arg(long, default_value_t = 1)]
+    pub jobs_per_gpu: usize,
+    /// Run only shard i of n (0-based, `i/n`): cells i, i + n, i + 2n, … of the grid's order.
+    #[arg(long)]
+    pub shard: Option<String>,
+    /// Write a Slurm submission script (a job array over shards, then `repro check`) to FILE and
+    /// run nothing. Submit it with `bash FILE`.
+    #[arg(long)]
+    pub emit_slurm: Option<PathBuf>,
+    /// Array tasks of the Slurm script (default: one per cell).
+    #[arg(long)]
+    pub slurm_tasks: Option<usize>,
+    /// Extra `#SBATCH` option for the array tasks (repeatable), e.g. `--slurm-arg=--time=04:00:00`.
+    #[arg(long)]
+    pub slurm_arg: Vec<String>,
+    /// Set by a grid parent on the workers it starts: run cells, leave rendering to the parent.
+    #[arg(long, hide = true)]
+    pub worker: bool,
+}
+
+/// Flags of [`GridArgs`] that take a value and that a worker must not inherit.
+const PARENT_ONLY_FLAGS: [&str; 5] = [
+    "--gpus",
+    "--jobs-per-gpu",
+    "--emit-slurm",
+    "--slurm-tasks",
+    "--slurm-arg",
+];
+
+/// One shard of a deterministic partition of a grid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Shard, String> {
+        let bad = || format!("--shard {s:?}: expected i/n with 0 <= i < n (e.g. 0/4)");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let index: usize = i.trim().parse().map_err(|_| bad())?;
+        let count: usize = n.trim().parse().map_err(|_| bad())?;
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl Shard {
+    /// The cells of this shard: positions `index`, `index + count`, … of `runs` (round robin,
+    /// so shards differ in size by at most one and their union is `runs`).
+    pub fn select<T: Clone>(&self, runs: &[T]) -> Vec<T> {
+        runs.iter()
+            .skip(self.index)
+            .step_by(self.count)
+            .cloned()
+            .collect()
+    }
+}
+
+/// A cell ready to run: its spec, resolved configuration, hash and files.
+#[derive(Debug, Clone)]
+pub struct Cell {
+    pub run: RunSpec,
+    pub config: serde_json::Value,
+    pub hash: String,
+    pub record: PathBuf,
+    pub lock: PathBuf,
+    pub checkpoint: PathBuf,
+}
+
+/// Resolve `runs` into cells under the results directory `dir` of a target and preset.
+pub fn plan(runs: &[RunSpec], dir: &Path, model: &str) -> Result<Vec<Cell>> {
+    runs.iter()
+        .map(|r| {
+            let config = resolved_config(r, model)?;
+            let hash = spec_hash(&config);
+            Ok(Cell {
+                record: dir.join("runs").join(format!("{}.json", r.stem())),
+                lock: dir.join("locks").join(format!("{}.lock", r.stem())),
+                checkpoint: dir.join("checkpoints").join(&hash[..16]),
+                run: r.clone(),
+                config,
+                hash,
+            })
+        })
+        .collect()
+}
+
+impl Cell {
+    /// Whether a record with this cell's spec hash exists (a torn, tampered or foreign file is
+    /// not one).
+    pub fn is_recorded(&self) -> bool {
+        CellRecord::read(&self.record).is_ok_and(|r| r.spec_hash == self.hash)
+    }
+
+    /// Whether the cell is done: recorded, and with `since` (a `--rerun`) recorded at or after it.
+    fn is_done(&self, since: Option<SystemTime>) -> bool {
+        self.is_recorded()
+            && since.is_none_or(|t| {
+                std::fs::metadata(&self.record)
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|m| m >= t)
+            })
+    }
+}
+
+/// How [`execute`] treats cells that have a record or a checkpoint.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Policy {
+    /// Run recorded cells again: only a record written at or after this time counts as done (the
+    /// start of the command; a grid parent hands its own to its workers).
+    pub rerun_since: Option<SystemTime>,
+    /// Discard a cell's checkpoint before running it.
+    pub restart: bool,
+}
+
+/// Environment variable in which a grid parent hands `--rerun`'s start time (Unix seconds) to
+/// its workers.
+pub const RERUN_SINCE_ENV: &str = "DPZO_GRID_RERUN_SINCE";
+
+impl Policy {
+    /// The policy of this process for `--rerun` / `--restart`.
+    pub fn from_flags(rerun: bool, restart: bool) -> Policy {
+        let inherited = std::env::var(RERUN_SINCE_ENV)
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|secs| UNIX_EPOCH + std::time::Duration::from_secs_f64(secs));
+        Policy {
+            rerun_since: rerun.then(|| inherited.unwrap_or_else(SystemTime::now)),
+            restart,
+        }
+    }
+}
+
+/// What a call of [`execute`] did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Cells this process ran to a record.
+    pub ran: Vec<String>,
+    /// Cells found already recorded (by this or another worker).
+    pub already_recorded: usize,
+    /// Cells that failed, with their error.
+    pub failed: Vec<(String, String)>,
+}
+
+/// A claim on one cell: an exclusive lock held until dropped.
+struct Claim {
+    _file: File,
+}
+
+enum Wait {
+    /// Return at once when another worker holds the cell.
+    No,
+    /// Block until the holder finishes or dies.
+    Yes,
+}
+
+fn claim(cell: &Cell, wait: Wait) -> Result<Option<Claim>> {
+    let dir = cell.lock.parent().context("lock path has no parent")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&cell.lock)
+        .with_context(|| format!("cannot open lock {}", cell.lock.display()))?;
+    match wait {
+        Wait::Yes => file
+            .lock()
+            .with_context(|| format!("cannot lock {}", cell.lock.display()))?,
+        Wait::No => match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", cell.lock.display()))
+            }
+        },
+    }
+    // Who holds it, for a person looking at a busy cell (the lock, not this text, is the claim).
+    file.set_len(0)?;
+    writeln!(
+        file,
+        "pid {} host {}",
+        std::process::id(),
+        crate::provenance::host_name()
+    )?;
+    Ok(Some(Claim { _file: file }))
+}
+
+/// Prints a line above the progress bar, on stdout whether or not a terminal shows the bar
+/// (`ProgressBar::println` drops lines when the bar is hidden, as in a redirected log).
+fn say(bar: &indicatif::ProgressBar, line: String) {
+    bar.suspend(|| println!("{line}"));
+}
+
+/// Run every cell of `cells` that has no record yet, in this process, one after another.
+///
+/// Cells held by another worker are skipped at first and waited for at the end: when that worker
+/// finishes, the record is there; when it died, this process resumes the cell from its
+/// checkpoint. A failing cell does not stop the others; failures are returned in the outcome.
+pub fn execute(cells: &[Cell], runner: &mut dyn CellRunner, policy: Policy) -> Result<Outcome> {
+    let mut outcome = Outcome::default();
+    let pending: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| !c.is_done(policy.rerun_since))
+        .collect();
+    outcome.already_recorded = cells.len() - pending.len();
+    if outcome.already_recorded > 0 {
+        println!(
+            "{} of {} cells skipped: already recorded in {} (rerun them with --rerun, or use a \
+             fresh --out)",
+            outcome.already_recorded,
+            cells.len(),
+            cells[0]
+                .record
+                .parent()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        );
+    }
+    let bar = indicatif::ProgressBar::new(pending.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("grid [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+            .expect("static template"),
+    );
+    let mut busy = Vec::new();
+    for cell in pending {
+        match claim(cell, Wait::No)? {
+            Some(c) => run_claimed(cell, c, runner, policy, &bar, &mut outcome)?,
+            None => {
+                say(
+                    &bar,
+                    format!("{}: claimed by another worker, later", cell.run.stem()),
+                );
+                busy.push(cell);
+            }
+        }
+    }
+    for cell in busy {
+        let c = claim(cell, Wait::Yes)?.context("a blocking lock always returns a claim")?;
+        run_claimed(cell, c, runner, policy, &bar, &mut outcome)?;
+    }
+    bar.finish_and_clear();
+    Ok(outcome)
+}
+
+fn run_claimed(
+    cell: &Cell,
+    claim: Claim,
+    runner: &mut dyn CellRunner,
+    policy: Policy,
+    bar: &indicatif::ProgressBar,
+    outcome: &mut Outcome,
+) -> Result<()> {
+    let stem = cell.run.stem();
+    // Another worker may have finished it between our first look and the lock.
+    if cell.is_done(policy.rerun_since) {
+        outcome.already_recorded += 1;
+        bar.inc(1);
+        return Ok(());
+    }
+    if policy.restart && cell.checkpoint.exists() {
+        std::fs::remove_dir_all(&cell.checkpoint)
+            .with_context(|| format!("cannot remove {}", cell.checkpoint.display()))?;
+    }
+    if cell.record.exists() && !cell.is_recorded() {
+        say(
+            bar,
+            format!("{stem}: its record is of another spec or fails its checksum, rerunning"),
+        );
+    }
+    bar.set_message(stem.clone());
+    match runner.run(&cell.run, &cell.config, &cell.checkpoint) {
+        Ok(rec) => {
+            let rec = CellRecord {
+                spec_hash: cell.hash.clone(),
+                ..rec
+            };
+            rec.write(&cell.record)?;
+            say(
+                bar,
+                format!(
+                    "{stem}: test accuracy {:.1}% in {:.0} s",
+                    rec.test_accuracy, rec.wall_secs
+                ),
+            );
+            let _ = std::fs::remove_dir_all(&cell.checkpoint);
+            outcome.ran.push(stem);
+        }
+        Err(e) => {
+            let msg = format!("{e:#}").replace('\n', " ");
+            say(bar, format!("{stem}: FAILED: {msg}"));
+            outcome.failed.push((stem, msg));
+        }
+    }
+    drop(claim);
+    bar.inc(1);
+    Ok(())
+}
+
+/// One worker process's place: the CUDA_VISIBLE_DEVICES it gets (`None` on the CPU) and its
+/// job number on that device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub gpu: Option<String>,
+    pub job: usize,
+}
+
+impl Slot {
+    fn label(&self) -> String {
+        match &self.gpu {
+            Some(g) => format!("gpu{g}.{}", self.job),
+            None => format!("cpu.{}", self.job),
+        }
+    }
+}
+
+/// The worker slots of `--gpus LIST|all --jobs-per-gpu N`. `visible` is this process's
+/// CUDA_VISIBLE_DEVICES (indices in LIST refer to its entries), `count` the CUDA devices seen.
+pub fn slots(
+    gpus: Option<&str>,
+    jobs_per_gpu: usize,
+    visible: Option<&str>,
+    count: usize,
+    on_cuda: bool,
+) -> Result<Vec<Slot>> {
+    if jobs_per_gpu == 0 {
+        bail!("--jobs-per-gpu 0: must be >= 1");
+    }
+    let Some(gpus) = gpus else {
+        return Ok((0..jobs_per_gpu)
+            .map(|job| Slot {
+                gpu: if on_cuda { Some("0".into()) } else { None },
+                job,
+            })
+            .collect());
+    };
+    if !on_cuda || count == 0 {
+        bail!(
+            "--gpus {gpus}: this run has no CUDA device (on the CPU, --jobs-per-gpu N alone starts \
+             N worker processes)"
+        );
+    }
+    let indices: Vec<usize> = if gpus.trim() == "all" {
+        (0..count).collect()
+    } else {
+        gpus.split(',')
+            .map(|g| {
+                let i: usize = g.trim().parse().map_err(|_| {
+                    anyhow::anyhow!("--gpus {gpus}: {g:?} is not a GPU index (or use `all`)")
+                })?;
+                if i >= count {
+                    bail!(
+                        "--gpus {gpus}: GPU {i} does not exist ({count} visible: 0..{})",
+                        count - 1
+                    );
+                }
+                Ok(i)
+            })
+            .collect::<Result<_>>()?
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(dup) = indices.iter().find(|i| !seen.insert(**i)) {
+        bail!("--gpus {gpus}: GPU {dup} is listed twice (use --jobs-per-gpu for more workers)");
+    }
+    let visible: Option<Vec<&str>> = visible
+        .filter(|v| !v.trim().is_empty())
+        .map(|v| v.split(',').map(str::trim).collect());
+    Ok(indices
+        .iter()
+        .flat_map(|&i| {
+            let physical = match &visible {
+                Some(v) if i < v.len() => v[i].to_string(),
+                _ => i.to_string(),
+            };
+            (0..jobs_per_gpu).map(move |job| Slot {
+                gpu: Some(physical.clone()),
+                job,
+            })
+        })
+        .collect())
+}
+
+/// `argv` without the parent-only grid flags and without `--device`, so that a worker can be
+/// started with its own device.
+pub fn worker_args(argv: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut skip_value = false;
+    for a in argv {
+        if skip_value {
+            skip_value = false;
+            continue;
+        }
+        let flag = a.split('=').next().unwrap_or(a);
+        if PARENT_ONLY_FLAGS.contains(&flag) || flag == "--device" {
+            skip_value = !a.contains('=');
+            continue;
+        }
+        out.push(a.clone());
+    }
+    out
+}
+
+/// Start one worker process per slot, each running this same command on its own device, show one
+/// progress display over `cells`, forward each worker's lines to this process's output with its
+/// slot as prefix, and wait for all of them.
+pub fn run_workers(cells: &[Cell], slots: &[Slot], policy: Policy) -> Result<()> {
+    let exe = std::env::current_exe().context("cannot locate the repro binary")?;
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let base = worker_args(&argv);
+    let pending = cells
+        .iter()
+        .filter(|c| !c.is_done(policy.rerun_since))
+        .count();
+    println!(
+        "{} cells, {pending} to run, on {} worker processes",
+        cells.len(),
+        slots.len()
+    );
+    let bar = indicatif::ProgressBar::new(cells.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("grid [{bar:30}] {pos}/{len} recorded (eta {eta})")
+            .expect("static template"),
+    );
+    let mut children = Vec::new();
+    let mut forwarders = Vec::new();
+    for slot in slots {
+        let mut cmd = Command::new(&exe);
+        cmd.args(&base).arg("--worker");
+        if let Some(since) = policy.rerun_since {
+            let secs = since
+                .duration_since(UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            cmd.env(RERUN_SINCE_ENV, format!("{secs:.6}"));
+        }
+        match &slot.gpu {
+            Some(g) => {
+                cmd.env("CUDA_VISIBLE_DEVICES", g)
+                    .args(["--device", "cuda"]);
+            }
+            None => {
+                cmd.args(["--device", "cpu"]);
+                // Share the cores instead of oversubscribing them (the user's setting wins).
+                if std::env::var_os("OMP_NUM_THREADS").is_none() {
+                    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                    cmd.env("OMP_NUM_THREADS", (cores / slots.len()).max(1).to_string());
+                }
+            }
+        }
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("cannot start worker {}", slot.label()))?;
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let bar = bar.clone();
+            let label = slot.label();
+            forwarders.push(std::thread::spawn(move || {
+                for chunk in std::io::BufReader::new(stream).split(b'\n') {
+                    let Ok(chunk) = chunk else { break };
+                    // Progress redraws ('\r') of a worker are not worth a log line.
+                    let text = String::from_utf8_lossy(&chunk);
+                    let line = text.rsplit('\r').next().unwrap_or_default().trim_end();
+                    if !line.trim().is_empty() {
+                        say(&bar, format!("[{label}] {line}"));
+                    }
+                }
+            }));
+        }
+        children.push((slot.clone(), child));
+    }
+    let mut failures = Vec::new();
+    for (slot, mut child) in children {
+        loop {
+            bar.set_position(
+                cells
+                    .iter()
+                    .filter(|c| c.is_done(policy.rerun_since))
+                    .count() as u64,
+            );
+            match child.try_wait()? {
+                Some(status) => {
+                    if !status.success() {
+                        failures.push(format!("{} ({status})", slot.label()));
+                    }
+                    break;
+                }
+                None => std::thread::sleep(std::time::Duration::from_millis(500)),
+            }
+        }
+    }
+    for f in forwarders {
+        let _ = f.join();
+    }
+    bar.finish_and_clear();
+    let missing: Vec<String> = cells
+        .iter()
+        .filter(|c| !c.is_done(policy.rerun_since))
+        .map(|c| c.run.stem())
+        .collect();
+    if !failures.is_empty() || !missing.is_empty() {
+        bail!(
+            "workers failed: [{}]; cells without a record: [{}] (rerun the same command to \
+             resume them)",
+            failures.join(", "),
+            missing.join(", ")
+        );
+    }
+    println!("all {} cells recorded", cells.len());
+    Ok(())
+}
+
+/// Quote one shell word.
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,@+".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+/// What the Slurm script runs.
+pub struct SlurmJob<'a> {
+    pub target: &'a str,
+    pub preset: &'a str,
+    /// This command's arguments after the subcommand (grid-parent flags are dropped).
+    pub args: &'a [String],
+    pub out: &'a Path,
+    pub experiments: &'a Path,
+    pub tasks: usize,
+    pub gpu: bool,
+    pub sbatch_args: &'a [String],
+}
+
+/// A bash script that submits a job array of `tasks` shards (each a resumable `repro` call into
+/// the shared results tree, one log per task) and a job, after all of them, that runs
+/// `repro check` to merge the records into the summary, comparison and plot.
+pub fn slurm_script(job: &SlurmJob, script: &Path, exe: &Path, workdir: &Path) -> String {
+    let name = format!("dpzo-{}-{}", job.target, job.preset);
+    let logs = job.out.join("slurm");
+    let mut args: Vec<String> = worker_args(job.args)
+        .into_iter()
+        .filter(|a| !a.starts_with("--shard"))
+        .collect();
+    args.extend([
+        "--device".into(),
+        if job.gpu { "cuda" } else { "cpu" }.into(),
+    ]);
+    let args: Vec<String> = args.iter().map(|a| shell_quote(a)).collect();
+    let mut extra = String::new();
+    if job.gpu {
+        extra.push_str("#SBATCH --gres=gpu:1\n");
+    }
+    for a in job.sbatch_args {
+        extra.push_str(&format!("#SBATCH {}\n", shell_quote(a)));
+    }
+    let exe = shell_quote(&exe.display().to_string());
+    let check = format!(
+        "{exe} check {} --preset {} --out {} --experiments {}",
+        job.target,
+        shell_quote(job.preset),
+        shell_quote(&job.out.display().to_string()),
+        shell_quote(&job.experiments.display().to_string()),
+    );
+    format!(
+        r#"#!/usr/bin/env bash
+# Submit with: bash {script}
+# {tasks} array tasks, each a resumable shard of `repro {target} --preset {preset}` writing into
+# {out}; then `repro check` merges the records. Written by `repro {target} --emit-slurm`.
+set -euo pipefail
+cd {workdir}
+mkdir -p {logs}
+array=$(sbatch --parsable --job-name={name} --array=0-{last} \
+  --output={logs}/{name}-%A_%a.log <<'EOF'
+#!/usr/bin/env bash
+#SBATCH --ntasks=1
+{extra}set -euo pipefail
+cd {workdir}
+exec {exe} {target} {args} --shard "$SLURM_ARRAY_TASK_ID/{tasks}"
+EOF
+)
+array=${{array%%;*}}
+merge=$(sbatch --parsable --job-name={name}-check --dependency=afterok:$array \
+  --output={logs}/{name}-check-%j.log <<'EOF'
+#!/usr/bin/env bash
+set -euo pipefail
+cd {workdir}
+exec {check}
+EOF
+)
+echo "submitted array job $array ({tasks} tasks) and merge job ${{merge%%;*}}; logs in {logs}"
+"#,
+        script = shell_quote(&script.display().to_string()),
+        tasks = job.tasks,
+        last = job.tasks.saturating_sub(1),
+        target = job.target,
+        preset = job.preset,
+        out = job.out.display(),
+        workdir = shell_quote(&workdir.display().to_string()),
+        logs = shell_quote(&logs.display().to_string()),
+        args = args.join(" "),
+    )
+}
+
+/// Write `text` to `path` atomically (a temporary file in the same directory, then rename).
+pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_partition_the_grid() {
+        let grid: Vec<usize> = (0..23).collect();
+        for n in 1..=7 {
+            let mut union: Vec<usize> = (0..n)
+                .flat_map(|i| Shard { index: i, count: n }.select(&grid))
+                .collect();
+            let sizes: Vec<usize> = (0..n)
+                .map(|i| Shard { index: i, count: n }.select(&grid).len())
+                .collect();
+            union.sort();
+            assert_eq!(
+                union, grid,
+                "n = {n}: the union of the shards is the grid, once each"
+            );
+            assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
+        }
+    }
+
+    #[test]
+    fn shard_parsing_names_bad_values() {
+        assert_eq!("1/4".parse::<Shard>(), Ok(Shard { index: 1, count: 4 }));
+        for bad in ["4/4", "1/0", "x/2", "3", "-1/2"] {
+            let err = bad.parse::<Shard>().unwrap_err();
+            assert!(err.contains(bad), "{err}");
+        }
+    }
+
+    #[test]
+    fn slots_pin_workers_to_gpus() {
+        let s = slots(Some("0,2"), 2, None, 4, true).unwrap();
+        let gpus: Vec<_> = s.iter().map(|s| s.gpu.clone().unwrap()).collect();
+        assert_eq!(gpus, ["0", "0", "2", "2"]);
+        // Indices refer to this process's CUDA_VISIBLE_DEVICES.
+        let s = slots(Some("all"), 1, Some("5,7"), 2, true).unwrap();
+        let gpus: Vec<_> = s.iter().map(|s| s.gpu.clone().unwrap()).collect();
+        assert_eq!(gpus, ["5", "7"]);
+        assert!(slots(Some("3"), 1, None, 2, true)
+            .unwrap_err()
+            .to_string()
+            .contains("GPU 3"));
+        assert!(slots(Some("0,0"), 1, None, 2, true).is_err());
+        assert!(slots(Some("0"), 1, None, 0, false)
+            .unwrap_err()
+            .to_string()
+            .contains("no CUDA"));
+        assert_eq!(slots(None, 3, None, 0, false).unwrap().len(), 3);
+        assert!(slots(None, 0, None, 0, false).is_err());
+    }
+
+    #[test]
+    fn worker_args_drop_parent_flags() {
+        let argv: Vec<String> = [
+            "table2",
+            "--gpus",
+            "0,1",
+            "--jobs-per-gpu=4",
+            "--device",
+            "cuda",
+            "--preset",
+            "mini",
+            "--slurm-arg",
+            "--time=1:00:00",
+            "--tasks",
+            "SST-2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            worker_args(&argv),
+            ["table2", "--preset", "mini", "--tasks", "SST-2"]
+        );
+    }
+
+    #[test]
+    fn locks_exclude_a_second_claim_until_released() {
+        let dir = std::env::temp_dir().join(format!("dpzo-grid-lock-{}", std::process::id()));
+        let cell = Cell {
+            run: RunSpec {
+                target: "t".into(),
+                preset: "p".into(),
+                task: "A".into(),
+                method: "m".into(),
+                epsilon: None,
+                seed: 1,
+                settings: toml::Table::new(),
+            },
+            config: serde_json::Value::Null,
+            hash: "0".repeat(64),
+            record: dir.join("runs/a.json"),
+            lock: dir.join("locks/a.lock"),
+            checkpoint: dir.join("checkpoints/a"),
+        };
+        let first = claim(&cell, Wait::No).unwrap();
+        assert!(first.is_some());
+        assert!(claim(&cell, Wait::No).unwrap().is_none());
+        let holder = std::fs::read_to_string(&cell.lock).unwrap();
+        assert!(holder.starts_with(&format!("pid {} host ", std::process::id())));
+        drop(first);
+        assert!(claim(&cell, Wait::No).unwrap().is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_dead_holders_lock_is_free_again() {
+        // util-linux `flock` holds the lock in another process, which we then kill -9: the kernel
+        // releases the lock, so no stale claim survives a crashed worker.
+        let dir = std::env::temp_dir().join(format!("dpzo-grid-dead-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = dir.join("a.lock");
+        let ready = dir.join("ready");
+        // `-o`: the lock belongs to the `flock` process alone, not to the command it starts.
+        let mut holder = Command::new("flock")
+            .arg("-o")
+            .arg(&lock)
+            .args(["sh", "-c"])
+            .arg(format!("touch {}; sleep 60", ready.display()))
+            .spawn()
+            .expect("util-linux flock runs");
+        let start = std::time::Instant::now();
+        while !ready.exists() {
+            assert!(start.elapsed().as_secs() < 30, "flock never took the lock");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let file = std::fs::OpenOptions::new().write(true).open(&lock).unwrap();
+        assert!(matches!(
+            file.try_lock(),
+            Err(std::fs::TryLockError::WouldBlock)
+        ));
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        file.try_lock()
+            .expect("the lock is free once its holder is dead");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,200 @@
+//! Concurrent and sharded grid execution through the CLI, on a four-cell fixture grid
+//! (`tests/fixtures/grid/table2.toml`, SmolLM2-135M on the CPU, a few steps).
+#![cfg(feature = "torch")]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const STEMS: [&str; 4] = [
+    "SST-2__zero-shot__nonprivate__seed13",
+    "SST-2__zero-shot__nonprivate__seed21",
+    "SST-2__dpzero__eps8__seed13",
+    "SST-2__dpzero__eps8__seed21",
+];
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/grid")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dpzo-grid-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `repro table2 --preset tiny` on the fixture grid into `out`, plus `extra` arguments.
+fn grid_command(out: &Path, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_repro"));
+    // The workspace root, where the fixture's `paper_table` path resolves.
+    cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+        .args(["table2", "--preset", "tiny", "--experiments"])
+        .arg(fixture_dir())
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .env("OMP_NUM_THREADS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn two_workers_on_one_grid_write_one_record_per_cell_and_run_each_cell_once() {
+    let out = scratch("two-workers");
+    // One invocation with two CPU worker processes and one plain sequential invocation, all three
+    // on the same grid at once.
+    let parallel = grid_command(&out, &["--device", "cpu", "--jobs-per-gpu", "2"])
+        .spawn()
+        .unwrap();
+    let sequential = grid_command(&out, &["--device", "cpu"]).spawn().unwrap();
+    let outputs = [
+        parallel.wait_with_output().unwrap(),
+        sequential.wait_with_output().unwrap(),
+    ];
+    let mut log = String::new();
+    for o in &outputs {
+        assert!(o.status.success(), "a worker failed:\n{}", text(o));
+        log.push_str(&text(o));
+    }
+    // Each cell ran exactly once over all workers: one result line per cell.
+    for stem in STEMS {
+        let runs = log
+            .lines()
+            .filter(|l| l.contains(&format!("{stem}: test accuracy")))
+            .count();
+        assert_eq!(runs, 1, "{stem} ran {runs} times:\n{log}");
+    }
+    // Exactly one whole record per cell, nothing half-written left behind.
+    let runs_dir = out.join("table2/tiny/runs");
+    let mut names: Vec<String> = std::fs::read_dir(&runs_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut expected: Vec<String> = STEMS.iter().map(|s| format!("{s}.json")).collect();
+    expected.sort();
+    assert_eq!(names, expected);
+    let mut hashes = BTreeMap::new();
+    for name in &names {
+        let record: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(runs_dir.join(name)).unwrap())
+                .unwrap_or_else(|e| panic!("{name} is torn: {e}"));
+        let hash = record["spec_hash"].as_str().unwrap().to_string();
+        assert_eq!(hash.len(), 64, "{name}");
+        hashes.insert(hash, name.clone());
+    }
+    assert_eq!(hashes.len(), 4, "distinct cells have distinct spec hashes");
+    // A third invocation finds everything recorded and runs nothing.
+    let again = grid_command(&out, &["--device", "cpu"]).output().unwrap();
+    let again_text = text(&again);
+    assert!(again.status.success(), "{again_text}");
+    assert!(
+        again_text.contains("4 of 4 cells skipped: already recorded"),
+        "{again_text}"
+    );
+    assert!(!again_text.contains("test accuracy"), "{again_text}");
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// The stems a `--dry-run` lists.
+fn dry_run(extra: &[&str]) -> Vec<String> {
+    let out = scratch("dry");
+    let mut args = vec!["--device", "cpu", "--dry-run"];
+    args.extend_from_slice(extra);
+    let output = grid_command(&out, &args).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let _ = std::fs::remove_dir_all(&out);
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("  SST-2__").map(|s| s.to_string()))
+        .collect()
+}
+
+#[test]
+fn shards_of_the_cli_partition_the_grid() {
+    let all = dry_run(&[]);
+    assert_eq!(all.len(), 4);
+    let mut union = Vec::new();
+    for i in 0..3 {
+        let shard = format!("{i}/3");
+        let cells = dry_run(&["--shard", &shard]);
+        assert!(!cells.is_empty() && cells.len() <= 2, "{shard}: {cells:?}");
+        union.extend(cells);
+    }
+    union.sort();
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(union, sorted);
+}
+
+#[test]
+fn grid_flags_name_their_bad_values() {
+    let out = scratch("bad");
+    for (args, needle) in [
+        (vec!["--device", "cpu", "--gpus", "0"], "--gpus 0"),
+        (vec!["--device", "cpu", "--shard", "3/3"], "--shard \"3/3\""),
+        (
+            vec!["--device", "cpu", "--jobs-per-gpu", "0"],
+            "--jobs-per-gpu 0",
+        ),
+    ] {
+        let output = grid_command(&out, &args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{args:?} succeeded");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn emit_slurm_writes_an_array_and_a_merge_job() {
+    let out = scratch("slurm");
+    let script = out.join("submit.sh");
+    let output = grid_command(
+        &out,
+        &[
+            "--device",
+            "cpu",
+            "--emit-slurm",
+            script.to_str().unwrap(),
+            "--slurm-tasks",
+            "2",
+            "--slurm-arg=--time=00:10:00",
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let body = std::fs::read_to_string(&script).unwrap();
+    for needle in [
+        "--array=0-1",
+        "--shard \"$SLURM_ARRAY_TASK_ID/2\"",
+        "#SBATCH --time=00:10:00",
+        "--dependency=afterok:$array",
+        " check table2 --preset tiny",
+        "--device cpu",
+    ] {
+        assert!(body.contains(needle), "{needle:?} missing:\n{body}");
+    }
+    let exec = body.lines().find(|l| l.starts_with("exec ")).unwrap();
+    assert!(!exec.contains("--emit-slurm"), "{exec}");
+    let syntax = Command::new("bash")
+        .arg("-n")
+        .arg(&script)
+        .output()
+        .unwrap();
+    assert!(syntax.status.success(), "{}", text(&syntax));
+    let _ = std::fs::remove_dir_all(&out);
+}
