@@ -13,6 +13,8 @@ mod privacy;
 mod provenance;
 mod target;
 mod theory_cmd;
+#[cfg(feature = "torch")]
+mod throughput_cmd;
 
 #[derive(Parser)]
 #[command(name = "repro", version, about = "Reproduce DP-ZOSO / DP-ZOPO results")]
@@ -41,6 +43,9 @@ enum Command {
     /// Peak GPU memory and step time of every method (random weights, published configs).
     #[cfg(feature = "torch")]
     Memory(memory_cmd::MemoryArgs),
+    /// Throughput and fidelity of reduced-precision compute for a grid's small cells.
+    #[cfg(feature = "torch")]
+    Throughput(throughput_cmd::ThroughputArgs),
     /// One cell of `memory`, measured in this process (used by `memory`; JSON on stdout).
     #[cfg(feature = "torch")]
     #[command(hide = true)]
@@ -75,6 +80,8 @@ fn main() {
         Command::Memory(args) => memory_cmd::run(args),
         #[cfg(feature = "torch")]
         Command::MemoryCell(args) => memory_cmd::cell(args),
+        #[cfg(feature = "torch")]
+        Command::Throughput(args) => throughput_cmd::run(args),
         #[cfg(feature = "torch")]
         Command::Device(args) => model_cmd::device(args),
         #[cfg(feature = "torch")]

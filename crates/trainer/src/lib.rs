@@ -8,6 +8,7 @@
 #![allow(clippy::assign_op_pattern)]
 
 pub mod batch;
+pub mod compute;
 pub mod data;
 pub mod device;
 pub mod model;

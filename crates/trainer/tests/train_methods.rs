@@ -230,3 +230,49 @@ fn private_records_drop_the_unnoised_diagnostics_and_nothing_else() {
     assert_eq!(private.ledger, full.ledger);
     assert_eq!(private, full.without_nonprivate_diagnostics());
 }
+
+#[test]
+fn bf16_compute_keeps_f32_weights_and_stays_close_to_the_f32_run() {
+    use trainer::compute::Compute;
+    let exact = config(Method::Dpzero, 0.05, 30);
+    let mut bf16 = exact.clone();
+    bf16.compute = Compute::Bf16;
+    let (ra, _, _) = run(&exact, 5);
+    let (rb, _, model) = run(&bf16, 5);
+    use trainer::model::LabelWordModel;
+    for v in model.var_store().trainable_variables() {
+        assert_eq!(v.kind(), Kind::Float, "master weights stay f32");
+    }
+    assert_eq!(ra.provenance.compute.as_deref(), Some("f32"));
+    assert_eq!(rb.provenance.compute.as_deref(), Some("bf16"));
+    let losses = |r: &RunRecord| -> Vec<f64> { r.steps.iter().filter_map(|s| s.loss).collect() };
+    let (la, lb) = (losses(&ra), losses(&rb));
+    assert_eq!(la.len(), lb.len());
+    // The products really ran in bf16: the losses differ, by about bf16's rounding (2^-8).
+    assert_ne!(la, lb);
+    let first = (la[0] - lb[0]).abs() / la[0].abs();
+    assert!(first < 0.02, "first-step loss {} vs {}", la[0], lb[0]);
+    // And the run is as reproducible as an f32 one.
+    let (rb2, _, _) = run(&bf16, 5);
+    assert_eq!(losses(&rb2), lb);
+}
+
+#[test]
+fn reduced_precision_compute_needs_f32_weights() {
+    let mut config = config(Method::Dpzero, 0.05, 2);
+    config.compute = trainer::compute::Compute::Tf32;
+    config.dtype = trainer::train::DType::F64;
+    let mut model = TinyModel::new(5, Kind::Double);
+    let mut train = SyntheticTask::new(64, 17);
+    let err = run_training(
+        &mut model,
+        &config,
+        &mut train,
+        &[],
+        &[],
+        &RunOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("compute") && err.contains("tf32"), "{err}");
+}

@@ -296,6 +296,57 @@ impl TrainerCells {
     }
 }
 
+/// A run's training examples, encoded as the run encodes them, for measurements outside a run
+/// (`repro throughput`).
+pub struct EncodedTask<'a> {
+    encoder: PromptEncoder<'a>,
+    pub examples: Vec<EncodedExample>,
+    /// `real` or which stand-in.
+    pub data: String,
+}
+
+impl EncodedTask<'_> {
+    /// The batch of `indices` on `device`.
+    pub fn batch(&self, indices: &[usize], device: tch::Device) -> Result<Batch> {
+        Ok(self
+            .encoder
+            .collate(&self.examples, indices)
+            .map_err(|e| anyhow!("{e}"))?
+            .to_device(device))
+    }
+}
+
+impl TrainerCells {
+    /// The training split of `spec` encoded with its `[train.data]` settings (k, max_length).
+    pub fn encoded_train(&self, spec: &RunSpec) -> Result<EncodedTask<'_>> {
+        let data_settings: DataSettings = spec
+            .settings
+            .get("data")
+            .context("the spec's settings need a [train.data] table")?
+            .clone()
+            .try_into()
+            .context("invalid [train.data] settings")?;
+        let (task_name, splits, data) = self.splits(&spec.task, data_settings.k, spec.seed)?;
+        let mut encoder = self.encoder(&task_name)?;
+        if let Some(max) = data_settings.max_length {
+            encoder = encoder.with_max_length(max).map_err(|e| anyhow!("{e}"))?;
+        }
+        let examples = encoder
+            .encode_all(&splits.train)
+            .map_err(|e| anyhow!("{e}"))?;
+        Ok(EncodedTask {
+            encoder,
+            examples,
+            data,
+        })
+    }
+
+    /// The model of this preset in `kind` on this runner's device.
+    pub fn model(&self, kind: tch::Kind) -> Result<models::Model> {
+        self.load_model(kind)
+    }
+}
+
 /// Training examples served one batch per step; the draw depends only on (seed, step).
 struct EncodedTrain<'a> {
     encoder: &'a PromptEncoder<'a>,

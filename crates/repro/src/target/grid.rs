@@ -651,13 +651,6 @@ echo "submitted array job $array ({tasks} tasks) and merge job ${{merge%%;*}}; l
     )
 }
 
-/// Write `text` to `path` atomically (a temporary file in the same directory, then rename).
-pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename to {}", path.display()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,6 +72,10 @@ pub struct TargetArgs {
     /// they are (`nonprivate_diagnostics`); records already written are not rewritten.
     #[arg(long)]
     pub private_records: bool,
+    /// Precision of the matrix products for every run: f32, tf32 or bf16 (weights, perturbations
+    /// and updates stay f32). Overrides the spec's `compute` setting, so it enters the spec hash.
+    #[arg(long)]
+    pub compute: Option<String>,
     /// How the cells are executed: concurrently, sharded, or through Slurm.
     #[command(flatten)]
     pub grid: grid::GridArgs,
@@ -142,7 +146,7 @@ pub fn run_target(
 ) -> Result<()> {
     let spec = Spec::load(&args.experiments.join(format!("{target}.toml")))?;
     let preset = spec.preset(preset_name)?.clone();
-    let runs = filter::apply(
+    let mut runs = filter::apply(
         spec.runs(preset_name)?,
         filter::Filters {
             tasks: args.tasks.as_deref(),
@@ -152,6 +156,9 @@ pub fn run_target(
         },
         &format!("{target} preset {preset_name}"),
     )?;
+    if let Some(compute) = &args.compute {
+        override_compute(&mut runs, compute)?;
+    }
     println!("{target} · preset {preset_name}: {}", preset.description);
     println!("deviations from the paper's protocol:");
     for d in &preset.deviations {
@@ -168,6 +175,21 @@ pub fn run_target(
         runner.device_name()
     );
     execute_grid(target, args, &spec, preset_name, &dir, &runs, runner)
+}
+
+/// `--compute`: set every run's `compute` setting. `f32`, the trainer's default, is not added where
+/// the spec sets none, so that records made before the setting existed keep their spec hash.
+fn override_compute(runs: &mut [RunSpec], compute: &str) -> Result<()> {
+    if !["f32", "tf32", "bf16"].contains(&compute) {
+        bail!("--compute {compute:?}: expected f32, tf32 or bf16");
+    }
+    for r in runs {
+        if compute != "f32" || r.settings.contains_key("compute") {
+            r.settings
+                .insert("compute".into(), toml::Value::String(compute.into()));
+        }
+    }
+    Ok(())
 }
 
 /// Execute the cells of `runs` as the grid flags ask (see [`grid`]), then render unless this
@@ -211,7 +233,8 @@ fn execute_grid(
             &std::env::current_exe().context("cannot locate the repro binary")?,
             &abs(Path::new(".")),
         );
-        grid::write_atomic(script, &text)?;
+        atomic_file::write(script, text)
+            .with_context(|| format!("cannot write {}", script.display()))?;
         println!(
             "wrote {} ({tasks} array tasks over {} cells, {}); submit it with: bash {}",
             script.display(),

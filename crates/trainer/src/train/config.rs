@@ -179,6 +179,9 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Parameter dtype.
     pub dtype: DType,
+    /// Precision of the matrix products (`f32`, `tf32`, `bf16`); weights, perturbations and
+    /// updates keep `dtype` (crate::compute).
+    pub compute: crate::compute::Compute,
     /// Show a progress bar.
     pub progress: bool,
 }
@@ -218,6 +221,7 @@ impl Default for TrainConfig {
             checkpoint_dir: None,
             seed: 42,
             dtype: DType::F32,
+            compute: crate::compute::Compute::F32,
             progress: false,
         }
     }

@@ -123,6 +123,10 @@ pub struct Provenance {
     /// on CPU. Absent in records written before the option existed, all exact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub normal_math: Option<String>,
+    /// Precision the matrix products ran in (crate::compute::Compute::effective). Absent in
+    /// records written before the setting existed, all f32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compute: Option<String>,
 }
 
 impl Provenance {
@@ -152,6 +156,7 @@ impl Provenance {
                 .name()
                 .into(),
             ),
+            compute: None,
         }
     }
 }

@@ -451,6 +451,15 @@ pub fn run_training(
         ));
     }
     let device = model.var_store().device();
+    if config.compute != crate::compute::Compute::F32 && config.dtype != super::config::DType::F32 {
+        return Err(invalid(
+            "compute",
+            config.compute,
+            "tf32 and bf16 compute apply to f32 weights (dtype = \"f32\")",
+        ));
+    }
+    // Products in the configured precision for the whole run; restored when the run returns.
+    let _compute = crate::compute::activate(config.compute, device);
     let schedule = if steps_total > 0 {
         Some(schedule_of(config, steps_total)?)
     } else {
@@ -764,10 +773,13 @@ pub fn run_training(
             },
             dp_sgd_extra_state_bytes: state.dp_sgd_extra_state_bytes,
         },
-        provenance: options
-            .provenance
-            .clone()
-            .unwrap_or_else(|| Provenance::detect(device)),
+        provenance: Provenance {
+            compute: Some(config.compute.effective(device).into()),
+            ..options
+                .provenance
+                .clone()
+                .unwrap_or_else(|| Provenance::detect(device))
+        },
         steps: state.steps,
         dev: state.dev,
         final_dev,

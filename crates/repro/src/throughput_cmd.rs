@@ -1,0 +1,528 @@
+//! `repro throughput`: how fast and how faithful reduced-precision compute is for a grid's small
+//! cells (scripts/gpu/throughput.sh runs it on the GPU host).
+//!
+//! - `fidelity`: per-example ZO differences `(l_i(θ + μz) − l_i(θ − μz)) / 2μ` under f32, TF32 and
+//!   bf16 compute (trainer::compute) at the same (θ, z, batch), over many draws; θ moves along a
+//!   DPZero trajectory (the f32 clipped-mean update), batches are drawn from the run's real
+//!   training split, z from fresh seeds. Against f32: the correlation of the per-example values and
+//!   the error of the clipped mean. A second f32 pass (`f32-repeat`) measures the floor that
+//!   restoring θ after a perturbation leaves (rounding of θ ± μz ∓ μz).
+//! - `steps`: DPZero steps per second of one process on the run's real batches, timed over a
+//!   window shared by concurrent processes (`--start-at`), JSON on the last stdout line.
+//! - `total`: sums the JSON of concurrent `steps` processes into one row of
+//!   `mini_throughput.csv` with the fraction of the GPU's bf16 matrix roofline it reaches.
+
+use crate::target::cell::TrainerCells;
+use crate::target::spec::{RunSpec, Spec};
+use anyhow::{anyhow, bail, Context, Result};
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tch::{Device, Kind};
+use trainer::compute::{self, Compute};
+use trainer::device::{self, DeviceRequest};
+use trainer::model::LabelWordModel;
+use trainer::optim::params::TrainableParams;
+use trainer::optim::zo::{directional_differences, settle, zo_step, ZoPrivacy, ZoStepSettings};
+use trainer::perturb::axpy_z;
+
+/// Dense bf16 tensor-core peak of one H200 (SXM), FLOP/s: the roofline the fractions refer to.
+pub const H200_BF16_PEAK_FLOPS: f64 = 989.4e12;
+
+#[derive(clap::Args, Debug)]
+pub struct ThroughputArgs {
+    #[command(subcommand)]
+    pub what: What,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum What {
+    /// Per-example ZO differences under tf32 and bf16 compute against f32 (one CSV row each).
+    Fidelity(FidelityArgs),
+    /// DPZero steps per second of this process (JSON on the last stdout line).
+    Steps(StepsArgs),
+    /// Sum concurrent `steps` results into one row of a throughput CSV.
+    Total(TotalArgs),
+}
+
+/// Which run's model, data and settings to measure.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunChoice {
+    /// Experiment spec directory.
+    #[arg(long, default_value = "experiments")]
+    pub experiments: PathBuf,
+    /// Target whose spec names the run.
+    #[arg(long, default_value = "table2")]
+    pub target: String,
+    #[arg(long, default_value = "mini")]
+    pub preset: String,
+    /// Task of the run (its real training split, or the preset's stand-in without --data-dir).
+    #[arg(long, default_value = "SST-2")]
+    pub task: String,
+    /// Batch size (default: the run's).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    #[arg(long, env = "DPZO_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, env = "DPZO_ASSETS_DIR")]
+    pub assets_dir: Option<PathBuf>,
+    /// auto, cpu or cuda.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct FidelityArgs {
+    #[command(flatten)]
+    pub run: RunChoice,
+    /// (θ, z, batch) draws.
+    #[arg(long, default_value_t = 1000)]
+    pub draws: usize,
+    /// CSV to write (one row per compute setting).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StepsArgs {
+    #[command(flatten)]
+    pub run: RunChoice,
+    /// f32, tf32 or bf16.
+    #[arg(long, default_value = "f32")]
+    pub compute: String,
+    /// Length of the timed window in seconds.
+    #[arg(long, default_value_t = 20.0)]
+    pub seconds: f64,
+    /// Start of the timed window (Unix seconds); warm-up runs until then. Default: after 3 s of
+    /// warm-up.
+    #[arg(long)]
+    pub start_at: Option<f64>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct TotalArgs {
+    /// CSV to append the row to (created with its header if missing).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Model label of the row.
+    #[arg(long, default_value = "smollm2-135m")]
+    pub model: String,
+    /// JSON outputs of the concurrent `steps` processes.
+    pub results: Vec<PathBuf>,
+}
+
+/// What `steps` prints.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StepsResult {
+    pub compute: String,
+    pub compute_effective: String,
+    pub batch: usize,
+    pub steps: u64,
+    pub seconds: f64,
+    pub steps_per_s: f64,
+    /// Matrix FLOPs of one step: 2 forwards of 2 · (non-embedding parameters) · tokens.
+    pub flops_per_step: f64,
+    pub tokens_per_step: f64,
+    /// The warm-up ended after the shared window had begun (the window was shortened).
+    pub started_late: bool,
+    pub data: String,
+    pub device: String,
+}
+
+/// A loaded measurement setup.
+struct Setup {
+    cells: TrainerCells,
+    run: RunSpec,
+    config: trainer::train::TrainConfig,
+    device: Device,
+    batch: usize,
+}
+
+fn setup(choice: &RunChoice) -> Result<Setup> {
+    let request: DeviceRequest = choice.device.parse().map_err(anyhow::Error::msg)?;
+    let device = device::select(request).map_err(anyhow::Error::msg)?;
+    let spec = Spec::load(&choice.experiments.join(format!("{}.toml", choice.target)))?;
+    let preset = spec.preset(&choice.preset)?;
+    let run = spec
+        .runs(&choice.preset)?
+        .into_iter()
+        .find(|r| r.task == choice.task && r.method == "dpzero")
+        .with_context(|| {
+            format!(
+                "{} preset {} has no dpzero run of task {}",
+                choice.target, choice.preset, choice.task
+            )
+        })?;
+    let config = crate::target::cell::train_config(&run, Path::new("unused"))?;
+    let batch = choice.batch.unwrap_or(config.batch_size);
+    if batch == 0 {
+        bail!("--batch 0: must be >= 1");
+    }
+    let cells = TrainerCells::new(
+        preset,
+        None,
+        choice.data_dir.as_deref(),
+        choice.assets_dir.as_deref(),
+        device,
+    )?;
+    Ok(Setup {
+        cells,
+        run,
+        config,
+        device,
+        batch,
+    })
+}
+
+/// `batch` distinct example indices of `n` for draw `draw`.
+fn draw_indices(n: usize, batch: usize, draw: u64) -> Vec<usize> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xB47C_0000 ^ draw);
+    rand::seq::index::sample(&mut rng, n, batch.min(n)).into_vec()
+}
+
+/// Direction seed of draw `draw`.
+fn direction_seed(draw: u64) -> u64 {
+    0x5EED_0000_0000 + draw
+}
+
+fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len() as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx) * (a - mx);
+        syy += (b - my) * (b - my);
+    }
+    sxy / (sxx * syy).sqrt()
+}
+
+fn clipped_mean(values: &[f64], clip: f64) -> f64 {
+    values.iter().map(|v| v.clamp(-clip, clip)).sum::<f64>() / values.len() as f64
+}
+
+/// One compute setting's per-example differences and clipped means over all draws.
+#[derive(Default)]
+struct Series {
+    per_example: Vec<f64>,
+    means: Vec<f64>,
+}
+
+pub fn run(args: ThroughputArgs) -> Result<()> {
+    match args.what {
+        What::Fidelity(a) => fidelity(a),
+        What::Steps(a) => steps(a),
+        What::Total(a) => total(a),
+    }
+}
+
+fn fidelity(args: FidelityArgs) -> Result<()> {
+    if args.draws == 0 {
+        bail!("--draws 0: must be >= 1");
+    }
+    let s = setup(&args.run)?;
+    let task = s.cells.encoded_train(&s.run)?;
+    let model = s.cells.model(Kind::Float)?;
+    let params = TrainableParams::from_model(&model).map_err(|e| anyhow!("{e}"))?;
+    let (mu, clip, lr) = (s.config.zo_eps, s.config.clip_norm, s.config.learning_rate);
+    let settings = [
+        ("f32", Compute::F32),
+        ("f32-repeat", Compute::F32),
+        ("tf32", Compute::Tf32),
+        ("bf16", Compute::Bf16),
+    ];
+    let mut series: Vec<Series> = settings.iter().map(|_| Series::default()).collect();
+    let start = Instant::now();
+    let err = |e: trainer::optim::OptimError| anyhow!("{e}");
+    for draw in 0..args.draws as u64 {
+        let batch = task.batch(&draw_indices(task.examples.len(), s.batch, draw), s.device)?;
+        let seed = direction_seed(draw);
+        for ((_, c), out) in settings.iter().zip(series.iter_mut()) {
+            let _guard = compute::activate(*c, s.device);
+            let d = directional_differences(&model, &params, &batch, seed, mu).map_err(err)?;
+            out.means.push(clipped_mean(&d, clip));
+            out.per_example.extend(d);
+        }
+        // θ moves as a (noise-free) DPZero run would: θ − η · clipped mean · z.
+        let step = -lr * series[0].means[draw as usize];
+        axpy_z(params.param_set().map_err(err)?, &[(seed, step)]).map_err(|e| anyhow!("{e}"))?;
+        if (draw + 1) % 100 == 0 {
+            eprintln!(
+                "fidelity: {} of {} draws in {:.0} s",
+                draw + 1,
+                args.draws,
+                start.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let reference = &series[0];
+    let rms = |v: &mut dyn Iterator<Item = f64>| {
+        let (sum, n) = v.fold((0.0, 0usize), |(s, n), x| (s + x * x, n + 1));
+        (sum / n as f64).sqrt()
+    };
+    let reference_rms = rms(&mut reference.means.iter().copied());
+    let mut csv = String::from(
+        "model,compute,compute_effective,draws,batch,zo_eps,clip_norm,data,per_example_corr,\
+         per_example_max_abs_diff,clip_status_flips,clipped_mean_rel_rms_error,\
+         clipped_mean_rms_error_per_noise_unit,seconds\n",
+    );
+    println!(
+        "{:<11} {:>14} {:>12} {:>6} {:>14} {:>16}",
+        "compute", "corr", "max |Δ|", "flips", "rel RMS err", "err / (C/B)"
+    );
+    for ((label, c), out) in settings.iter().zip(&series) {
+        let corr = pearson(&reference.per_example, &out.per_example);
+        let max_abs = reference
+            .per_example
+            .iter()
+            .zip(&out.per_example)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
+        let flips = reference
+            .per_example
+            .iter()
+            .zip(&out.per_example)
+            .filter(|(a, b)| (a.abs() > clip) != (b.abs() > clip))
+            .count();
+        let err_rms = rms(&mut reference.means.iter().zip(&out.means).map(|(a, b)| a - b));
+        let rel = err_rms / reference_rms;
+        // C/B: the std of the DP noise on the clipped mean at noise multiplier 1.
+        let per_noise_unit = err_rms / (clip / s.batch as f64);
+        println!("{label:<11} {corr:>14.9} {max_abs:>12.3e} {flips:>6} {rel:>14.3e} {per_noise_unit:>16.3e}");
+        csv.push_str(&format!(
+            "{},{label},{},{},{},{mu},{clip},{},{corr},{max_abs},{flips},{rel},{per_noise_unit},{:.1}\n",
+            s.cells_model_name(),
+            c.effective(s.device),
+            args.draws,
+            s.batch,
+            task.data,
+            start.elapsed().as_secs_f64()
+        ));
+    }
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    atomic_file::write(&args.out, csv)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+impl Setup {
+    fn cells_model_name(&self) -> String {
+        use crate::target::CellRunner;
+        self.cells.model_name()
+    }
+}
+
+/// Matrix FLOPs of one forward: 2 · (parameters outside the embeddings) · tokens (attention
+/// scores and the label-word head are left out, so this undercounts slightly).
+fn forward_flops(params: &TrainableParams, tokens: f64) -> f64 {
+    let dense: usize = params
+        .named()
+        .iter()
+        .filter(|(name, _)| !name.contains("embed"))
+        .map(|(_, t)| t.numel())
+        .sum();
+    2.0 * dense as f64 * tokens
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn steps(args: StepsArgs) -> Result<()> {
+    let compute: Compute = args.compute.parse().map_err(anyhow::Error::msg)?;
+    if !(args.seconds > 0.0 && args.seconds.is_finite()) {
+        bail!("--seconds {}: must be finite and > 0", args.seconds);
+    }
+    let s = setup(&args.run)?;
+    let task = s.cells.encoded_train(&s.run)?;
+    let model = s.cells.model(Kind::Float)?;
+    let params = TrainableParams::from_model(&model).map_err(|e| anyhow!("{e}"))?;
+    let err = |e: trainer::optim::OptimError| anyhow!("{e}");
+    // A fixed pool of real batches (collated once), cycled through.
+    let pool: Vec<_> = (0..32u64)
+        .map(|d| task.batch(&draw_indices(task.examples.len(), s.batch, d), s.device))
+        .collect::<Result<_>>()?;
+    let tokens: Vec<f64> = pool
+        .iter()
+        .map(|b| (b.input_ids.size()[0] * b.input_ids.size()[1]) as f64)
+        .collect();
+    let settings = ZoStepSettings {
+        zo_eps: s.config.zo_eps,
+        step_size: s.config.learning_rate,
+        num_directions: 1,
+        privacy: Some(ZoPrivacy {
+            clip_norm: s.config.clip_norm,
+            noise_std: s.config.clip_norm,
+        }),
+        normaliser: None,
+        proximal: None,
+    };
+    let model_ref: &dyn LabelWordModel = &model;
+    let _guard = compute::activate(compute, s.device);
+    let mut carried = None;
+    let mut step = 0u64;
+    let one_step = |step: u64, carried: &mut Option<_>| -> Result<()> {
+        let b = &pool[step as usize % pool.len()];
+        let (_, next) = zo_step(
+            model_ref,
+            &params,
+            b,
+            &settings,
+            7,
+            step,
+            carried.take(),
+            Some(settings.zo_eps),
+        )
+        .map_err(err)?;
+        *carried = next;
+        Ok(())
+    };
+    let warm_from = Instant::now();
+    let start_at = args.start_at.unwrap_or(unix_now() + 3.0);
+    while step < 5 || unix_now() < start_at {
+        step += 1;
+        one_step(step, &mut carried)?;
+    }
+    let started_late = unix_now() > start_at + 1.0;
+    eprintln!(
+        "steps: warm-up {step} steps in {:.1} s{}",
+        warm_from.elapsed().as_secs_f64(),
+        if started_late {
+            " (ended after the shared window began)"
+        } else {
+            ""
+        }
+    );
+    let first = step;
+    let timer = Instant::now();
+    let end = start_at + args.seconds;
+    let mut token_sum = 0.0;
+    while unix_now() < end {
+        step += 1;
+        token_sum += tokens[step as usize % pool.len()];
+        one_step(step, &mut carried)?;
+    }
+    // zo_step reads the losses on the host every step, so the queue is empty here.
+    let seconds = timer.elapsed().as_secs_f64();
+    settle(&params, carried.take()).map_err(err)?;
+    let n = step - first;
+    let tokens_per_step = token_sum / n.max(1) as f64;
+    let result = StepsResult {
+        compute: compute.name().into(),
+        compute_effective: compute.effective(s.device).into(),
+        batch: s.batch,
+        steps: n,
+        seconds,
+        steps_per_s: n as f64 / seconds,
+        flops_per_step: 2.0 * forward_flops(&params, tokens_per_step),
+        tokens_per_step,
+        started_late,
+        data: task.data.clone(),
+        device: device::name(s.device).into(),
+    };
+    println!("{}", serde_json::to_string(&result)?);
+    Ok(())
+}
+
+fn total(args: TotalArgs) -> Result<()> {
+    if args.results.is_empty() {
+        bail!("no `steps` result given");
+    }
+    let mut rows = Vec::new();
+    for path in &args.results {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let line = text
+            .lines()
+            .rev()
+            .find(|l| l.trim_start().starts_with('{'))
+            .with_context(|| format!("{}: no JSON result line", path.display()))?;
+        let r: StepsResult = serde_json::from_str(line)
+            .with_context(|| format!("{}: malformed result", path.display()))?;
+        rows.push(r);
+    }
+    let first = &rows[0];
+    if let Some(other) = rows
+        .iter()
+        .find(|r| r.compute != first.compute || r.batch != first.batch)
+    {
+        bail!(
+            "results mix settings: compute {} batch {} and compute {} batch {}",
+            first.compute,
+            first.batch,
+            other.compute,
+            other.batch
+        );
+    }
+    if let Some(late) = rows.iter().position(|r| r.started_late) {
+        eprintln!(
+            "warning: {} began timing late; the processes overlapped for less than the window",
+            args.results[late].display()
+        );
+    }
+    let steps_per_s: f64 = rows.iter().map(|r| r.steps_per_s).sum();
+    let flops: f64 = rows.iter().map(|r| r.steps_per_s * r.flops_per_step).sum();
+    let roofline = flops / H200_BF16_PEAK_FLOPS;
+    let header = "model,compute,batch,cells_concurrent,steps_per_s_total,roofline_fraction\n";
+    let mut csv = match std::fs::read_to_string(&args.out) {
+        Ok(existing) if existing.starts_with(header.trim_end()) => existing,
+        Ok(_) => bail!(
+            "{} exists with another header; expected {}",
+            args.out.display(),
+            header.trim_end()
+        ),
+        Err(_) => header.to_string(),
+    };
+    csv.push_str(&format!(
+        "{},{},{},{},{steps_per_s:.2},{roofline:.4}\n",
+        args.model,
+        first.compute,
+        first.batch,
+        rows.len()
+    ));
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    atomic_file::write(&args.out, csv)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    println!(
+        "{} compute {} × {}: {steps_per_s:.1} steps/s in total, {:.1}% of the bf16 roofline",
+        args.model,
+        first.compute,
+        rows.len(),
+        100.0 * roofline
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pearson_and_clipped_mean_match_closed_forms() {
+        assert!((pearson(&[1.0, 2.0, 3.0], &[2.0, 4.0, 6.0]) - 1.0).abs() < 1e-12);
+        assert!((pearson(&[1.0, 2.0, 3.0], &[3.0, 2.0, 1.0]) + 1.0).abs() < 1e-12);
+        assert_eq!(
+            clipped_mean(&[-5.0, 0.5, 5.0, 1.0], 2.0),
+            (-2.0 + 0.5 + 2.0 + 1.0) / 4.0
+        );
+    }
+
+    #[test]
+    fn draws_are_distinct_indices_and_reproducible() {
+        let a = draw_indices(100, 64, 3);
+        let mut sorted = a.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 64);
+        assert_eq!(a, draw_indices(100, 64, 3));
+        assert_ne!(a, draw_indices(100, 64, 4));
+    }
+}

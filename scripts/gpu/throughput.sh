@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Fidelity and throughput of f32 / TF32 / bf16 compute for SmolLM2-135M mini cells, in one call on
+# the GPU host (about 7 minutes). Needs what `scripts/gpu/stage.sh receive-b` left in
+# /root/dpzo-gpu (the joined GGUF, the LM-BFF data, the bundle), or DPZO_ASSETS_DIR,
+# DPZO_DATA_DIR and REPRO pointing elsewhere. Writes under $OUT:
+#   mini_fidelity.csv     per-example ZO differences of tf32 / bf16 against f32 (and an f32
+#                         repeat: the floor), >= 1000 (theta, z, batch) draws on real SST-2 batches
+#   mini_throughput.csv   model,compute,batch,cells_concurrent,steps_per_s_total,roofline_fraction
+#   throughput.log        everything printed, steps/*.json the per-process results
+#   provenance.txt        GPU, driver, binary version, date
+#   DRAWS=1000 WINDOW=20 CONFIGS="f32:1 tf32:1 bf16:1 tf32:4 bf16:4 bf16:8" scripts/gpu/throughput.sh
+set -u
+cd "$(dirname "$0")/../.."
+keep=/root/dpzo-gpu
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT/steps"
+PY=/opt/torch/.venv/bin/python3
+[ -x "$PY" ] || PY=python3
+TORCH_LIB=$("$PY" -c 'import torch, os; print(os.path.dirname(torch.__file__) + "/lib")')
+NVRTC=$(find "$(dirname "$(dirname "$TORCH_LIB")")" /usr/local/cuda/lib64 -name 'libnvrtc.so*' 2>/dev/null | head -n 1)
+export LD_LIBRARY_PATH="$TORCH_LIB${NVRTC:+:$(dirname "$NVRTC")}:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export DPZO_ASSETS_DIR=${DPZO_ASSETS_DIR:-$keep/assets} DPZO_DATA_DIR=${DPZO_DATA_DIR:-$keep/data/lm-bff}
+REPRO=${REPRO:-$keep/bundle/bin/repro}
+[ -x "$REPRO" ] || REPRO=.gpu-bundle/bin/repro
+DRAWS=${DRAWS:-1000}
+WINDOW=${WINDOW:-20}
+CONFIGS=${CONFIGS:-"f32:1 tf32:1 bf16:1 tf32:4 bf16:4 bf16:8"}
+log=$OUT/throughput.log
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  "$REPRO" --version
+  date -u +%Y-%m-%dT%H:%M:%SZ
+  echo "data: $DPZO_DATA_DIR; assets: $DPZO_ASSETS_DIR; draws $DRAWS; window ${WINDOW}s; configs $CONFIGS"
+} >"$OUT/provenance.txt" 2>&1
+cat "$OUT/provenance.txt"
+status=0
+
+echo "== fidelity: $DRAWS draws, f32 vs f32-repeat, tf32, bf16" | tee -a "$log"
+timeout 240 "$REPRO" throughput fidelity --device cuda --draws "$DRAWS" \
+  --out "$OUT/mini_fidelity.csv" 2>&1 | tee -a "$log" || status=1
+
+rm -f "$OUT/mini_throughput.csv"
+for config in $CONFIGS; do
+  compute=${config%%:*}
+  jobs=${config##*:}
+  # Every process warms up until the shared start, then counts steps for WINDOW seconds.
+  start=$(($(date +%s) + 15 + jobs))
+  echo "== steps: $compute x $jobs processes, window ${WINDOW}s" | tee -a "$log"
+  files=()
+  for j in $(seq 1 "$jobs"); do
+    f=$OUT/steps/$compute-$jobs-$j.json
+    files+=("$f")
+    timeout $((WINDOW + 90)) "$REPRO" throughput steps --device cuda --compute "$compute" \
+      --seconds "$WINDOW" --start-at "$start" >"$f" 2>>"$log" &
+  done
+  wait
+  "$REPRO" throughput total --out "$OUT/mini_throughput.csv" "${files[@]}" 2>&1 | tee -a "$log" || status=1
+done
+echo "== mini_throughput.csv" | tee -a "$log"
+cat "$OUT/mini_throughput.csv" | tee -a "$log"
+echo "== mini_fidelity.csv" | tee -a "$log"
+cat "$OUT/mini_fidelity.csv" | tee -a "$log"
+# At most 8 files come back: fold the per-process results into one.
+(cd "$OUT/steps" && for f in *.json; do echo "$f $(tail -n 1 "$f")"; done) >"$OUT/steps.txt" 2>/dev/null
+rm -rf "$OUT/steps"
+exit $status
