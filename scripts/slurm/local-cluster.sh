@@ -9,8 +9,8 @@
 # The check: the four-cell fixture grid (crates/repro/tests/fixtures/grid) is run locally, then
 # `repro table2 --emit-slurm` writes a 2-task job array plus a dependent `repro check`, which is
 # submitted; every merged record must equal the local run's, cell by cell, except wall time,
-# provenance and the checkpoint path. Installing needs root (apt-get); the rest runs as the
-# invoking user. State, logs and records live under $DPZO_SLURM_DIR (default /tmp/dpzo-slurm).
+# provenance and the checkpoint path (and so the content checksum). Installing needs root
+# (apt-get); the rest runs as the invoking user. State, logs and records live under $DPZO_SLURM_DIR (default /tmp/dpzo-slurm).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 root=$(pwd)
@@ -155,9 +155,11 @@ check() {
 import json, os, sys
 local, cluster = sys.argv[1], sys.argv[2]
 def strip(record):
-    # Timing, provenance and the checkpoint path differ between runs by design.
+    # Timing, provenance and the checkpoint path differ between runs by design, and with them
+    # the record's content checksum.
     for key in ("wall_secs", "provenance"):
         record.pop(key)
+    record.pop("content_sha256", None)
     record["trainer"].pop("provenance", None)
     record["trainer"]["config"].pop("checkpoint_dir", None)
     return record

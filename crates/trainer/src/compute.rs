@@ -88,6 +88,10 @@ extern "C" {
     fn at_set_autocast_enabled(device: i8, enabled: bool);
     #[link_name = "_ZN2at8autocast19is_autocast_enabledEN3c1010DeviceTypeE"]
     fn at_is_autocast_enabled(device: i8) -> bool;
+    #[link_name = "_ZN2at8autocast25is_autocast_cache_enabledEv"]
+    fn at_is_autocast_cache_enabled() -> bool;
+    #[link_name = "_ZN2at8autocast26set_autocast_cache_enabledEb"]
+    fn at_set_autocast_cache_enabled(enabled: bool);
 }
 
 /// Whether cuBLAS may use TF32 for f32 GEMMs (process-wide).
@@ -120,7 +124,8 @@ pub fn autocast_enabled(device: tch::Device) -> bool {
 pub struct ComputeGuard {
     device: i8,
     tf32_before: bool,
-    autocast_before: Option<(bool, i8)>,
+    /// Autocast's enabled flag, dtype and cache flag before.
+    autocast_before: Option<(bool, i8, bool)>,
 }
 
 /// Activate `compute` for products on `device`. `F32` also turns TF32 off, so that a record saying
@@ -133,9 +138,17 @@ pub fn activate(compute: Compute, device: tch::Device) -> ComputeGuard {
         // SAFETY: thread-local autocast state of CPU or CUDA; the nesting counter makes ATen keep
         // its cast cache until the outermost region ends (what `tch::autocast` does too).
         unsafe {
-            let before = (at_is_autocast_enabled(dev), at_get_autocast_dtype(dev));
+            let before = (
+                at_is_autocast_enabled(dev),
+                at_get_autocast_dtype(dev),
+                at_is_autocast_cache_enabled(),
+            );
             at_set_autocast_dtype(dev, SCALAR_BFLOAT16);
             at_set_autocast_enabled(dev, true);
+            // Autocast caches the bf16 copy of a leaf weight that requires grad for the whole
+            // region; ZO steps change the weights in place between forwards, so a cached copy
+            // would be stale. Every product recasts its weights instead.
+            at_set_autocast_cache_enabled(false);
             torch_sys::at_autocast_increment_nesting();
             before
         }
@@ -149,7 +162,7 @@ pub fn activate(compute: Compute, device: tch::Device) -> ComputeGuard {
 
 impl Drop for ComputeGuard {
     fn drop(&mut self) {
-        if let Some((enabled, dtype)) = self.autocast_before {
+        if let Some((enabled, dtype, cache)) = self.autocast_before {
             // SAFETY: undoes `activate` on the same thread-local state.
             unsafe {
                 if torch_sys::at_autocast_decrement_nesting() == 0 {
@@ -157,6 +170,7 @@ impl Drop for ComputeGuard {
                 }
                 at_set_autocast_enabled(self.device, enabled);
                 at_set_autocast_dtype(self.device, dtype);
+                at_set_autocast_cache_enabled(cache);
             }
         }
         set_tf32_cublas(self.tf32_before);
@@ -218,5 +232,32 @@ mod tests {
         assert!(diff > 0.0 && diff < 0.05 * scale, "{diff} vs {scale}");
         // After the guard, products are f32 again.
         assert_eq!(a.matmul(&b).kind(), Kind::Float);
+    }
+
+    #[test]
+    fn bf16_products_see_weights_changed_in_place() {
+        // A weight as models hold it: a leaf that requires grad, changed in place (as the ZO
+        // perturbation does) between two products in one bf16 region.
+        let w = Tensor::ones([16, 16], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let x = Tensor::ones([4, 16], (Kind::Float, Device::Cpu));
+        let _g = activate(Compute::Bf16, Device::Cpu);
+        let before = tch::no_grad(|| x.matmul(&w.transpose(0, 1)).linear::<Tensor>(&w, None));
+        tch::no_grad(|| {
+            let _ = w.shallow_clone().g_add_scalar_(1.0);
+        });
+        let after = tch::no_grad(|| x.matmul(&w.transpose(0, 1)).linear::<Tensor>(&w, None));
+        let ratio = after
+            .to_kind(Kind::Float)
+            .mean(Kind::Float)
+            .double_value(&[])
+            / before
+                .to_kind(Kind::Float)
+                .mean(Kind::Float)
+                .double_value(&[]);
+        // (2·16)·2·16 / (16·16) = 4: both products used the updated weight.
+        assert!(
+            (ratio - 4.0).abs() < 1e-2,
+            "ratio {ratio}: a stale bf16 copy was used"
+        );
     }
 }
