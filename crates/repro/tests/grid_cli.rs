@@ -101,7 +101,7 @@ fn two_workers_on_one_grid_write_one_record_per_cell_and_run_each_cell_once() {
     let again_text = text(&again);
     assert!(again.status.success(), "{again_text}");
     assert!(
-        again_text.contains("4 of 4 cells skipped: already recorded"),
+        again_text.contains("4 of 4 runs skipped: already recorded"),
         "{again_text}"
     );
     assert!(!again_text.contains("test accuracy"), "{again_text}");

@@ -242,7 +242,7 @@ pub fn execute(cells: &[Cell], runner: &mut dyn CellRunner, policy: Policy) -> R
     outcome.already_recorded = cells.len() - pending.len();
     if outcome.already_recorded > 0 {
         println!(
-            "{} of {} cells skipped: already recorded in {} (rerun them with --rerun, or use a \
+            "{} of {} runs skipped: already recorded in {} (rerun them with --rerun, or use a \
              fresh --out)",
             outcome.already_recorded,
             cells.len(),
@@ -324,7 +324,7 @@ fn run_claimed(
         }
         Err(e) => {
             let msg = format!("{e:#}").replace('\n', " ");
-            say(bar, format!("{stem}: FAILED: {msg}"));
+            bar.suspend(|| eprintln!("{stem}: FAILED: {msg}"));
             outcome.failed.push((stem, msg));
         }
     }

@@ -283,12 +283,16 @@ fn execute_grid(
     } else {
         let outcome = grid::execute(&cells, runner, policy)?;
         if !outcome.failed.is_empty() {
-            let names: Vec<&str> = outcome.failed.iter().map(|f| f.0.as_str()).collect();
+            let failures: Vec<String> = outcome
+                .failed
+                .iter()
+                .map(|(stem, message)| format!("{stem}: {message}"))
+                .collect();
             bail!(
-                "{} of {} cells failed: {} (their checkpoints are kept; rerun to resume)",
-                names.len(),
+                "{} of {} cells failed (their checkpoints are kept; rerun to resume): {}",
+                failures.len(),
                 cells.len(),
-                names.join(", ")
+                failures.join("; ")
             );
         }
     }
