@@ -363,11 +363,12 @@ pub fn slots(
         bail!("--jobs-per-gpu 0: must be >= 1");
     }
     let Some(gpus) = gpus else {
+        if on_cuda {
+            // `--jobs-per-gpu N` alone on a CUDA host: N workers on this process's first GPU.
+            return slots(Some("0"), jobs_per_gpu, visible, count, on_cuda);
+        }
         return Ok((0..jobs_per_gpu)
-            .map(|job| Slot {
-                gpu: if on_cuda { Some("0".into()) } else { None },
-                job,
-            })
+            .map(|job| Slot { gpu: None, job })
             .collect());
     };
     if !on_cuda || count == 0 {
@@ -702,6 +703,10 @@ mod tests {
             .to_string()
             .contains("no CUDA"));
         assert_eq!(slots(None, 3, None, 0, false).unwrap().len(), 3);
+        // Without --gpus on a CUDA host, the workers share this process's first visible GPU.
+        let s = slots(None, 2, Some("3,1"), 2, true).unwrap();
+        let gpus: Vec<_> = s.iter().map(|s| s.gpu.clone().unwrap()).collect();
+        assert_eq!(gpus, ["3", "3"]);
         assert!(slots(None, 0, None, 0, false).is_err());
     }
 
