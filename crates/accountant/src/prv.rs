@@ -425,36 +425,39 @@ impl PrvAccountant {
             tail_mass[i] = d1;
             tail_weighted[i] = d2;
         }
-        // The smallest ε' on the grid's range with δ_Ỹ(ε') <= target; -∞ when already
-        // δ_Ỹ(t_0) <= target at the domain's lower end t_0 = -L < -ε_err.
-        let find_epsilon = |target: f64| -> Result<f64> {
+        // The smallest ε' on the grid's range with δ_Ỹ(ε') <= target; `None` when already
+        // δ_Ỹ(t_0) <= target at the grid's lower end t_0 (the smallest such ε' lies at or below
+        // t_0: t_0 is an upper bound on it, -∞ a lower bound).
+        let find_epsilon = |target: f64| -> Result<Option<f64>> {
             // δ(t_i) = d1_i - e^{t_i} d2_i decreases in i; first i with δ(t_i) <= target.
             let index = (0..n)
                 .find(|&i| tail_mass[i] - grid[i].exp() * tail_weighted[i] <= target)
                 .unwrap_or(n);
             if index == 0 {
-                return Ok(f64::NEG_INFINITY);
+                return Ok(None);
             }
             if index == n {
                 return Err(AccountantError::Prv(format!(
                     "delta = {target} lies outside the discretised domain; the true epsilon may exceed the domain"
                 )));
             }
-            // On (t_{i-1}, t_i], δ_Ỹ(ε) = d1_i - e^ε d2_i; its root, else t_i itself (where
-            // roundoff leaves no positive ratio), at which δ_Ỹ <= target already holds.
+            // On (t_{i-1}, t_i], δ_Ỹ(ε) = d1_i - e^ε d2_i, continuous and decreasing, so its
+            // root lies in that interval (kept there against roundoff); where roundoff leaves no
+            // positive ratio, t_i itself, at which δ_Ỹ <= target already holds.
             let root = ((tail_mass[index] - target) / tail_weighted[index]).ln();
-            Ok(if root.is_finite() && root <= grid[index] {
-                root
+            Ok(Some(if root.is_finite() {
+                root.clamp(grid[index - 1], grid[index])
             } else {
                 grid[index]
-            })
+            }))
         };
         // GLW21 Thm 5.5: δ_Y(ε' + ε_err) <= δ_Ỹ(ε') + δ_err. ε >= 0 by definition, and δ_Y is
         // non-increasing, so where these bounds fall below 0 the exact ε is 0 (δ_Y(0) <= δ
         // already): that, and only that, is why they are raised to 0.
-        let upper = find_epsilon(delta - self.delta_error)? + self.epsilon_error;
-        let lower = find_epsilon(delta + self.delta_error)? - self.epsilon_error;
-        let estimate = find_epsilon(delta)?;
+        let upper = find_epsilon(delta - self.delta_error)?.unwrap_or(grid[0]) + self.epsilon_error;
+        let lower = find_epsilon(delta + self.delta_error)?.unwrap_or(f64::NEG_INFINITY)
+            - self.epsilon_error;
+        let estimate = find_epsilon(delta)?.unwrap_or(grid[0]);
         Ok(EpsilonBounds {
             lower: lower.max(0.0),
             estimate: estimate.max(0.0),
