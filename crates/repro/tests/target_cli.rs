@@ -113,6 +113,7 @@ fn invalid_filter_values_are_errors_naming_the_value_and_the_valid_ones() {
         ("--epsilons", "0", "2, 8"),
         ("--epsilons", "NaN", "2, 8"),
         ("--epsilons", "inf", "2, 8"),
+        ("--epsilons", "-1", "2, 8"),
         ("--epsilons", "4", "2, 8"),
         ("--tasks", "TREC", "SST-2"),
         ("--seeds", "42", "13"),

@@ -19,6 +19,8 @@ use std::path::{Path, PathBuf};
 
 /// Options shared by every paper target.
 #[derive(clap::Args, Debug, Clone)]
+// `--epsilons -1` must reach the filter, which names the value and the valid ones.
+#[command(allow_negative_numbers = true)]
 pub struct TargetArgs {
     /// auto (mini on a CUDA host, smoke otherwise), paper, mini or smoke.
     #[arg(long, default_value = "auto")]
