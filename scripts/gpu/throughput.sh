@@ -8,7 +8,7 @@
 #   mini_throughput.csv   model,compute,batch,cells_concurrent,steps_per_s_total,roofline_fraction
 #   throughput.log        everything printed, steps/*.json the per-process results
 #   provenance.txt        GPU, driver, binary version, date
-#   DRAWS=1000 WINDOW=20 CONFIGS="f32:1 tf32:1 bf16:1 tf32:4 bf16:4 bf16:8" scripts/gpu/throughput.sh
+#   DRAWS=1000 WINDOW=15 CONFIGS="f32:1 tf32:1 bf16:1 tf32:4 bf16:4 bf16:8" scripts/gpu/throughput.sh
 set -u
 cd "$(dirname "$0")/../.."
 keep=/root/dpzo-gpu
@@ -23,7 +23,7 @@ export DPZO_ASSETS_DIR=${DPZO_ASSETS_DIR:-$keep/assets} DPZO_DATA_DIR=${DPZO_DAT
 REPRO=${REPRO:-$keep/bundle/bin/repro}
 [ -x "$REPRO" ] || REPRO=.gpu-bundle/bin/repro
 DRAWS=${DRAWS:-1000}
-WINDOW=${WINDOW:-20}
+WINDOW=${WINDOW:-15}
 CONFIGS=${CONFIGS:-"f32:1 tf32:1 bf16:1 tf32:4 bf16:4 bf16:8"}
 log=$OUT/throughput.log
 {
@@ -36,7 +36,7 @@ cat "$OUT/provenance.txt"
 status=0
 
 echo "== fidelity: $DRAWS draws, f32 vs f32-repeat, tf32, bf16" | tee -a "$log"
-timeout 240 "$REPRO" throughput fidelity --device cuda --draws "$DRAWS" \
+timeout 260 "$REPRO" throughput fidelity --device cuda --draws "$DRAWS" --max-seconds 200 \
   --out "$OUT/mini_fidelity.csv" 2>&1 | tee -a "$log" || status=1
 
 rm -f "$OUT/mini_throughput.csv"
@@ -44,7 +44,7 @@ for config in $CONFIGS; do
   compute=${config%%:*}
   jobs=${config##*:}
   # Every process warms up until the shared start, then counts steps for WINDOW seconds.
-  start=$(($(date +%s) + 15 + jobs))
+  start=$(($(date +%s) + 20 + 2 * jobs))
   echo "== steps: $compute x $jobs processes, window ${WINDOW}s" | tee -a "$log"
   files=()
   for j in $(seq 1 "$jobs"); do

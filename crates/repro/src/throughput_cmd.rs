@@ -79,6 +79,9 @@ pub struct FidelityArgs {
     /// (θ, z, batch) draws.
     #[arg(long, default_value_t = 1000)]
     pub draws: usize,
+    /// Stop drawing after this many seconds and report the draws done (the CSV says how many).
+    #[arg(long)]
+    pub max_seconds: Option<f64>,
     /// CSV to write (one row per compute setting).
     #[arg(long)]
     pub out: PathBuf,
@@ -94,8 +97,8 @@ pub struct StepsArgs {
     /// Length of the timed window in seconds.
     #[arg(long, default_value_t = 20.0)]
     pub seconds: f64,
-    /// Start of the timed window (Unix seconds); warm-up runs until then. Default: after 3 s of
-    /// warm-up.
+    /// Start of the timed window (Unix seconds); warm-up runs until then. Default: once this
+    /// process has warmed up (at least 5 steps and 3 s).
     #[arg(long)]
     pub start_at: Option<f64>,
 }
@@ -235,7 +238,19 @@ fn fidelity(args: FidelityArgs) -> Result<()> {
     let mut series: Vec<Series> = settings.iter().map(|_| Series::default()).collect();
     let start = Instant::now();
     let err = |e: trainer::optim::OptimError| anyhow!("{e}");
+    let mut done = 0usize;
     for draw in 0..args.draws as u64 {
+        if args
+            .max_seconds
+            .is_some_and(|limit| start.elapsed().as_secs_f64() > limit)
+        {
+            eprintln!(
+                "fidelity: stopped at {draw} of {} draws (--max-seconds)",
+                args.draws
+            );
+            break;
+        }
+        done += 1;
         let batch = task.batch(&draw_indices(task.examples.len(), s.batch, draw), s.device)?;
         let seed = direction_seed(draw);
         for ((_, c), out) in settings.iter().zip(series.iter_mut()) {
@@ -294,7 +309,7 @@ fn fidelity(args: FidelityArgs) -> Result<()> {
             "{},{label},{},{},{},{mu},{clip},{},{corr},{max_abs},{flips},{rel},{per_noise_unit},{:.1}\n",
             s.cells_model_name(),
             c.effective(s.device),
-            args.draws,
+            done,
             s.batch,
             task.data,
             start.elapsed().as_secs_f64()
@@ -384,11 +399,13 @@ fn steps(args: StepsArgs) -> Result<()> {
         Ok(())
     };
     let warm_from = Instant::now();
-    let start_at = args.start_at.unwrap_or(unix_now() + 3.0);
-    while step < 5 || unix_now() < start_at {
+    let own_warmup_end = unix_now() + 3.0;
+    while step < 5 || unix_now() < args.start_at.unwrap_or(own_warmup_end) {
         step += 1;
         one_step(step, &mut carried)?;
     }
+    // Without a shared start, the window begins when this process is warm.
+    let start_at = args.start_at.unwrap_or_else(unix_now);
     let started_late = unix_now() > start_at + 1.0;
     eprintln!(
         "steps: warm-up {step} steps in {:.1} s{}",
@@ -399,11 +416,19 @@ fn steps(args: StepsArgs) -> Result<()> {
             ""
         }
     );
+    let end = start_at + args.seconds;
+    if end - unix_now() < 0.5 * args.seconds {
+        bail!(
+            "the warm-up ended {:.1} s into the {:.1} s window (model loading took too long): \
+             give a later --start-at",
+            unix_now() - start_at,
+            args.seconds
+        );
+    }
     let first = step;
     let timer = Instant::now();
-    let end = start_at + args.seconds;
     let mut token_sum = 0.0;
-    while unix_now() < end {
+    while step == first || unix_now() < end {
         step += 1;
         token_sum += tokens[step as usize % pool.len()];
         one_step(step, &mut carried)?;
@@ -445,6 +470,9 @@ fn total(args: TotalArgs) -> Result<()> {
             .with_context(|| format!("{}: no JSON result line", path.display()))?;
         let r: StepsResult = serde_json::from_str(line)
             .with_context(|| format!("{}: malformed result", path.display()))?;
+        if r.steps == 0 || !(r.steps_per_s > 0.0) {
+            bail!("{}: no step was timed", path.display());
+        }
         rows.push(r);
     }
     let first = &rows[0];
