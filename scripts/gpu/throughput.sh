@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Fidelity and throughput of f32 / TF32 / bf16 compute for SmolLM2-135M mini cells, in one call on
 # the GPU host (about 7 minutes). Needs what `scripts/gpu/stage.sh receive-b` left in
-# /root/dpzo-gpu (the joined GGUF, the LM-BFF data, the bundle), or DPZO_ASSETS_DIR,
-# DPZO_DATA_DIR and REPRO pointing elsewhere. Writes under $OUT:
+# /root/dpzo-gpu (the joined GGUF, the LM-BFF data, the bundle; a carried .gpu-bundle/ is used
+# first), or DPZO_ASSETS_DIR, DPZO_DATA_DIR and REPRO pointing elsewhere. Writes under $OUT:
 #   mini_fidelity.csv     per-example ZO differences of tf32 / bf16 against f32 (and an f32
 #                         repeat: the floor), >= 1000 (theta, z, batch) draws on real SST-2 batches
 #   mini_throughput.csv   model,compute,batch,cells_concurrent,steps_per_s_total,roofline_fraction
@@ -20,8 +20,12 @@ TORCH_LIB=$("$PY" -c 'import torch, os; print(os.path.dirname(torch.__file__) + 
 NVRTC=$(find "$(dirname "$(dirname "$TORCH_LIB")")" /usr/local/cuda/lib64 -name 'libnvrtc.so*' 2>/dev/null | head -n 1)
 export LD_LIBRARY_PATH="$TORCH_LIB${NVRTC:+:$(dirname "$NVRTC")}:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export DPZO_ASSETS_DIR=${DPZO_ASSETS_DIR:-$keep/assets} DPZO_DATA_DIR=${DPZO_DATA_DIR:-$keep/data/lm-bff}
-REPRO=${REPRO:-$keep/bundle/bin/repro}
-[ -x "$REPRO" ] || REPRO=.gpu-bundle/bin/repro
+# The binary: $REPRO, else a carried .gpu-bundle (the freshest), else the one receive-b kept.
+if [ -z "${REPRO:-}" ]; then
+  REPRO=.gpu-bundle/bin/repro
+  [ -x "$REPRO" ] || REPRO=$keep/bundle/bin/repro
+fi
+"$REPRO" throughput --help >/dev/null 2>&1 || { echo "$REPRO has no throughput command: rebuild the bundle (scripts/gpu-bundle.sh)" >&2; exit 2; }
 DRAWS=${DRAWS:-1000}
 WINDOW=${WINDOW:-15}
 CONFIGS=${CONFIGS:-"f32:1 tf32:1 bf16:1 tf32:4 bf16:4 bf16:8"}
