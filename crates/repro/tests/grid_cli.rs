@@ -28,10 +28,15 @@ fn scratch(name: &str) -> PathBuf {
 
 /// `repro table2 --preset tiny` on the fixture grid into `out`, plus `extra` arguments.
 fn grid_command(out: &Path, extra: &[&str]) -> Command {
+    preset_command("tiny", out, extra)
+}
+
+/// `repro table2 --preset PRESET` on the fixture grid into `out`, plus `extra` arguments.
+fn preset_command(preset: &str, out: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_repro"));
     // The workspace root, where the fixture's `paper_table` path resolves.
     cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
-        .args(["table2", "--preset", "tiny", "--experiments"])
+        .args(["table2", "--preset", preset, "--experiments"])
         .arg(fixture_dir())
         .arg("--out")
         .arg(out)
@@ -196,5 +201,52 @@ fn emit_slurm_writes_an_array_and_a_merge_job() {
         .output()
         .unwrap();
     assert!(syntax.status.success(), "{}", text(&syntax));
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
+fn a_killed_workers_cell_is_resumed_from_its_checkpoint_by_the_next_worker() {
+    let out = scratch("crash");
+    let ckpt_root = out.join("table2/tiny-ckpt/checkpoints");
+    let mut first = preset_command("tiny-ckpt", &out, &["--device", "cpu"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill the worker (SIGKILL: no clean-up) as soon as its first checkpoint is complete.
+    let start = std::time::Instant::now();
+    let latest = loop {
+        let found = std::fs::read_dir(&ckpt_root).ok().and_then(|dirs| {
+            dirs.flatten()
+                .map(|d| d.path().join("latest"))
+                .find(|p| p.exists())
+        });
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the worker ended before checkpointing"
+        );
+        assert!(start.elapsed().as_secs() < 300, "no checkpoint after 300 s");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let record = out.join("table2/tiny-ckpt/runs/SST-2__dpzero__eps8__seed13.json");
+    assert!(!record.exists(), "the worker finished before it was killed");
+    assert!(latest.exists());
+    // The next worker takes the cell (the dead worker's lock is gone) and resumes it.
+    let second = preset_command("tiny-ckpt", &out, &["--device", "cpu"])
+        .output()
+        .unwrap();
+    assert!(second.status.success(), "{}", text(&second));
+    let value: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    assert_eq!(
+        value["trainer"]["resumed_from"].as_u64(),
+        Some(1),
+        "the cell did not resume from the killed worker's step-1 checkpoint"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
