@@ -8,8 +8,8 @@
 #   mini_throughput.csv   model,compute,batch,cells_concurrent,steps_per_s_total,roofline_fraction
 #   throughput.log        everything printed, steps/*.json the per-process results
 #   provenance.txt        GPU, driver, binary version, date
-#   DRAWS=1000 WINDOW=15 CONFIGS="f32:1 tf32:1 bf16:1 tf32:4 bf16:4 bf16:8" scripts/gpu/throughput.sh
-set -u
+#   DRAWS=1000 WINDOW=15 CONFIGS="f32:1 tf32:1 bf16:1 bf16:8 tf32:8:mps bf16:8:mps" scripts/gpu/throughput.sh
+set -u -o pipefail
 cd "$(dirname "$0")/../.."
 keep=/root/dpzo-gpu
 OUT=${OUT:-/tmp/out}
@@ -28,7 +28,9 @@ fi
 "$REPRO" throughput --help >/dev/null 2>&1 || { echo "$REPRO has no throughput command: rebuild the bundle (scripts/gpu-bundle.sh)" >&2; exit 2; }
 DRAWS=${DRAWS:-1000}
 WINDOW=${WINDOW:-15}
-CONFIGS=${CONFIGS:-"f32:1 tf32:1 bf16:1 tf32:4 bf16:4 bf16:8"}
+# compute:processes[:mps]; `mps` runs the processes under an MPS daemon started for them (without
+# MPS the GPU time-slices between processes instead of running their kernels concurrently).
+CONFIGS=${CONFIGS:-"f32:1 tf32:1 bf16:1 bf16:8 tf32:8:mps bf16:8:mps"}
 log=$OUT/throughput.log
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
@@ -44,21 +46,38 @@ timeout 260 "$REPRO" throughput fidelity --device cuda --draws "$DRAWS" --max-se
   --out "$OUT/mini_fidelity.csv" 2>&1 | tee -a "$log" || status=1
 
 rm -f "$OUT/mini_throughput.csv"
+mps_dir=/tmp/dpzo-mps
+mps_start() {
+  command -v nvidia-cuda-mps-control >/dev/null || { echo "no nvidia-cuda-mps-control" | tee -a "$log"; return 1; }
+  mkdir -p "$mps_dir/pipe" "$mps_dir/log"
+  export CUDA_MPS_PIPE_DIRECTORY=$mps_dir/pipe CUDA_MPS_LOG_DIRECTORY=$mps_dir/log
+  nvidia-cuda-mps-control -d && sleep 1
+}
+mps_stop() {
+  echo quit | nvidia-cuda-mps-control >/dev/null 2>&1
+  sleep 1
+  unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+}
 for config in $CONFIGS; do
-  compute=${config%%:*}
-  jobs=${config##*:}
+  IFS=: read -r compute jobs sharing <<<"$config"
+  mps=()
+  if [ "$sharing" = mps ]; then
+    mps_start || { status=1; continue; }
+    mps=(--mps)
+  fi
   # Every process warms up until the shared start, then counts steps for WINDOW seconds.
-  start=$(($(date +%s) + 20 + 2 * jobs))
-  echo "== steps: $compute x $jobs processes, window ${WINDOW}s" | tee -a "$log"
+  start=$(($(date +%s) + 15 + jobs))
+  echo "== steps: $compute x $jobs processes${sharing:+ ($sharing)}, window ${WINDOW}s" | tee -a "$log"
   files=()
   for j in $(seq 1 "$jobs"); do
-    f=$OUT/steps/$compute-$jobs-$j.json
+    f=$OUT/steps/$compute-$jobs${sharing:+-$sharing}-$j.json
     files+=("$f")
     timeout $((WINDOW + 90)) "$REPRO" throughput steps --device cuda --compute "$compute" \
       --seconds "$WINDOW" --start-at "$start" >"$f" 2>>"$log" &
   done
   wait
-  "$REPRO" throughput total --out "$OUT/mini_throughput.csv" "${files[@]}" 2>&1 | tee -a "$log" || status=1
+  [ "$sharing" = mps ] && mps_stop
+  "$REPRO" throughput total "${mps[@]}" --out "$OUT/mini_throughput.csv" "${files[@]}" 2>&1 | tee -a "$log" || status=1
 done
 echo "== mini_throughput.csv" | tee -a "$log"
 cat "$OUT/mini_throughput.csv" | tee -a "$log"

@@ -111,6 +111,9 @@ pub struct TotalArgs {
     /// Model label of the row.
     #[arg(long, default_value = "smollm2-135m")]
     pub model: String,
+    /// The processes shared the GPU through MPS (the compute column then reads e.g. `bf16+mps`).
+    #[arg(long)]
+    pub mps: bool,
     /// JSON outputs of the concurrent `steps` processes.
     pub results: Vec<PathBuf>,
 }
@@ -507,10 +510,14 @@ fn total(args: TotalArgs) -> Result<()> {
         ),
         Err(_) => header.to_string(),
     };
+    let compute = if args.mps {
+        format!("{}+mps", first.compute)
+    } else {
+        first.compute.clone()
+    };
     csv.push_str(&format!(
-        "{},{},{},{},{steps_per_s:.2},{roofline:.4}\n",
+        "{},{compute},{},{},{steps_per_s:.2},{roofline:.4}\n",
         args.model,
-        first.compute,
         first.batch,
         rows.len()
     ));
@@ -520,9 +527,8 @@ fn total(args: TotalArgs) -> Result<()> {
     atomic_file::write(&args.out, csv)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     println!(
-        "{} compute {} × {}: {steps_per_s:.1} steps/s in total, {:.1}% of the bf16 roofline",
+        "{} compute {compute} × {}: {steps_per_s:.1} steps/s in total, {:.1}% of the bf16 roofline",
         args.model,
-        first.compute,
         rows.len(),
         100.0 * roofline
     );
