@@ -234,6 +234,33 @@ mod tests {
         assert_eq!(a.matmul(&b).kind(), Kind::Float);
     }
 
+    /// On a CUDA host (`--ignored`): TF32 and bf16 change what a large f32 GEMM computes, f32
+    /// gives the same bits as before, and the switches are undone afterwards.
+    #[test]
+    #[ignore = "needs a CUDA device"]
+    fn cuda_tf32_and_bf16_change_the_products() {
+        let device = Device::Cuda(0);
+        let a = Tensor::randn([512, 512], (Kind::Float, device));
+        let b = Tensor::randn([512, 512], (Kind::Float, device));
+        let product = |c: Compute| {
+            let _g = activate(c, device);
+            a.matmul(&b).to_kind(Kind::Float)
+        };
+        let exact = product(Compute::F32);
+        let relative = |x: &Tensor| {
+            ((x - &exact).abs().max().double_value(&[])) / exact.abs().max().double_value(&[])
+        };
+        let tf32 = product(Compute::Tf32);
+        let bf16 = product(Compute::Bf16);
+        // TF32 keeps 10 mantissa bits, bf16 7: both differ from f32, bf16 more.
+        let (e_tf32, e_bf16) = (relative(&tf32), relative(&bf16));
+        println!("relative max error: tf32 {e_tf32:.3e}, bf16 {e_bf16:.3e}");
+        assert!(e_tf32 > 1e-6 && e_tf32 < 1e-2, "tf32 {e_tf32}");
+        assert!(e_bf16 > e_tf32 && e_bf16 < 5e-2, "bf16 {e_bf16}");
+        assert!(!autocast_enabled(device));
+        assert!(product(Compute::F32).equal(&exact));
+    }
+
     #[test]
     fn bf16_products_see_weights_changed_in_place() {
         // A weight as models hold it: a leaf that requires grad, changed in place (as the ZO
