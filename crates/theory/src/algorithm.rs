@@ -26,7 +26,7 @@ use rand_distr::StandardNormal;
 
 use crate::error::{at_least, non_negative, Result, TheoryError};
 use crate::objective::Objective;
-use crate::schedule::StagewiseSchedule;
+use schedule::StagewiseSchedule;
 
 /// Privacy, batching and subspace settings of the DP zeroth-order loop.
 #[derive(Debug, Clone, PartialEq)]

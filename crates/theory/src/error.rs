@@ -87,6 +87,9 @@ pub enum TheoryError {
         /// The value.
         value: f64,
     },
+    /// The stagewise schedule rejected its parameters.
+    #[error(transparent)]
+    Schedule(#[from] schedule::ScheduleError),
 }
 
 /// Checks `value` is finite and > 0.

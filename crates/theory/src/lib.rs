@@ -2,7 +2,8 @@
 //!
 //! See `crates/theory/README.md` for each claim, its source and the measured result.
 //!
-//! * [`schedule`]: the DP-ZOSO stagewise schedule, reused by the trainer.
+//! The DP-ZOSO stagewise schedule lives in the `schedule` crate, shared with the trainer.
+//!
 //! * [`objective`]: quadratics with a controlled spectrum and smooth test functions.
 //! * [`estimator`]: two-point ZO estimators, clipping.
 //! * [`bounds`]: closed forms and bounds with their sources.
@@ -17,7 +18,6 @@ pub mod claims;
 pub mod error;
 pub mod estimator;
 pub mod objective;
-pub mod schedule;
 pub mod stats;
 
 pub use error::{Result, TheoryError};

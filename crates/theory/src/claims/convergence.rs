@@ -11,8 +11,8 @@ use crate::algorithm::{run_dp_zo_using, DpZoConfig};
 use crate::bounds::{exact_excess_curve, ConvergenceBound};
 use crate::error::{Result, TheoryError};
 use crate::objective::{PerExampleQuadratic, Spectrum};
-use crate::schedule::{MuSchedule, StagewiseSchedule};
 use crate::stats::{normal_quantile, welch_statistic, RunningSummary, Summary, ALPHA};
+use schedule::{MuSchedule, StagewiseSchedule};
 
 /// Runs `seeds` independent copies and returns, for every step `t = 0..=T`, the summary of the
 /// excess loss across seeds.

@@ -4,8 +4,8 @@ use super::convergence::{dp_problem, final_excess, DP_BATCH, DP_CLIP, DP_EXAMPLE
 use super::{Check, ClaimReport, Table};
 use crate::algorithm::DpZoConfig;
 use crate::error::{Result, TheoryError};
-use crate::schedule::StagewiseSchedule;
 use crate::stats::{normal_quantile, welch_statistic, Summary, ALPHA};
+use schedule::StagewiseSchedule;
 
 /// Smallest noise multiplier whose (epsilon, delta) after `steps` Poisson-subsampled Gaussian
 /// steps at `sampling_rate` is at most `epsilon` (RDP accounting, Mironov et al. 2019).

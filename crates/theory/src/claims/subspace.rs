@@ -13,8 +13,8 @@ use crate::algorithm::DpZoConfig;
 use crate::bounds::ConvergenceBound;
 use crate::error::Result;
 use crate::objective::{PerExampleQuadratic, Spectrum};
-use crate::schedule::StagewiseSchedule;
 use crate::stats::{normal_quantile, welch_statistic, Summary, ALPHA};
+use schedule::StagewiseSchedule;
 
 /// Data-free score of coordinate k: `|(H grad R)_k * x0_k|` for the data-free surrogate
 /// `R(x) = 1/2 x^T A x` (the loss with the data-dependent centres removed), i.e.

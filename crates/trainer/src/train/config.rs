@@ -96,7 +96,7 @@ pub enum ProximalMode {
     ReleasedNoOp,
 }
 
-/// How mu changes between stages (see `theory::schedule`).
+/// How mu changes between stages (see the `schedule` crate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MuScheduleChoice {

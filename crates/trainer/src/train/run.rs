@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use schedule::{MuSchedule, StagewiseSchedule};
 use tch::Tensor;
-use theory::schedule::{MuSchedule, StagewiseSchedule};
 
 use super::checkpoint::{self, CheckpointState, FORMAT_VERSION};
 use super::config::{Method, MuScheduleChoice, ProximalMode, Sampling, TrainConfig};
@@ -49,7 +49,11 @@ fn invalid(name: &'static str, value: impl ToString, requirement: &'static str) 
 }
 
 fn theory_err(e: impl std::fmt::Display) -> TrainError {
-    invalid("schedule", e.to_string(), "rejected by theory::schedule")
+    invalid(
+        "schedule",
+        e.to_string(),
+        "rejected by the stagewise schedule",
+    )
 }
 
 /// Steps actually run: the stagewise methods cap `steps` at T0 (2^S - 1).

@@ -1,5 +1,6 @@
 //! The DP-ZOSO stagewise schedule (paper.md §1.2, transcribed from the released
-//! `src/trainer.py`), as a small dependency-free state machine that the trainer reuses.
+//! `src/trainer.py`), as a small state machine shared by the
+//! trainer and the `theory` crate (no BLAS, no libtorch).
 //!
 //! ```text
 //! S  = num_stages, T0 = first_stage_steps, global steps t = 1..=T with T <= T0 (2^S - 1)
@@ -18,7 +19,66 @@
 //! with: it is dimensionally odd and undefined (NaN) when `mu_end < mu_start` (paper.md §1.2,
 //! caveat 3); that case is an error here.
 
-use crate::error::{at_least, positive, Result, TheoryError};
+use thiserror::Error;
+
+/// Result alias of this crate.
+pub type Result<T> = std::result::Result<T, ScheduleError>;
+
+/// An invalid schedule parameter, reported with the offending value.
+#[derive(Debug, Error, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ScheduleError {
+    /// A parameter that must be finite and strictly positive was not.
+    #[error("{name} must be finite and > 0, got {value}")]
+    NotPositive {
+        /// Parameter name as spelled in the API.
+        name: &'static str,
+        /// The offending value.
+        value: f64,
+    },
+    /// A count that must be at least `min` was smaller.
+    #[error("{name} must be >= {min}, got {value}")]
+    CountTooSmall {
+        /// Parameter name as spelled in the API.
+        name: &'static str,
+        /// The offending value.
+        value: usize,
+        /// Smallest accepted value.
+        min: usize,
+    },
+    /// A count exceeded its admissible maximum.
+    #[error("{name} must be <= {max}, got {value}")]
+    CountTooLarge {
+        /// Parameter name as spelled in the API.
+        name: &'static str,
+        /// The offending value.
+        value: usize,
+        /// Largest accepted value.
+        max: usize,
+    },
+    /// A parameter combination has no finite meaning.
+    #[error("invalid schedule: {reason}")]
+    InvalidSchedule {
+        /// Human-readable reason with the offending values.
+        reason: String,
+    },
+}
+
+fn positive(name: &'static str, value: f64) -> Result<f64> {
+    if value.is_finite() && value > 0.0 {
+        Ok(value)
+    } else {
+        Err(ScheduleError::NotPositive { name, value })
+    }
+}
+
+fn at_least(name: &'static str, value: usize, min: usize) -> Result<usize> {
+    if value >= min {
+        Ok(value)
+    } else {
+        Err(ScheduleError::CountTooSmall { name, value, min })
+    }
+}
 
 /// How the ZO smoothing scale `mu` changes from stage to stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +108,7 @@ pub struct StageStep {
 ///
 /// # Examples
 /// ```
-/// use theory::schedule::{MuSchedule, StagewiseSchedule};
+/// use schedule::{MuSchedule, StagewiseSchedule};
 /// // The logged run of paper.md §3.1: T0 = 1000, S = 3, T = 6000, eta_0 = 2e-5.
 /// let schedule =
 ///     StagewiseSchedule::new(2e-5, 1000, 3, 6000, 1e-6, 1e-6, MuSchedule::Geometric).unwrap();
@@ -99,7 +159,7 @@ impl StagewiseSchedule {
         positive("mu_start", mu_start)?;
         positive("mu_end", mu_end)?;
         if num_stages >= usize::BITS as usize - 1 {
-            return Err(TheoryError::CountTooLarge {
+            return Err(ScheduleError::CountTooLarge {
                 name: "num_stages",
                 value: num_stages,
                 max: usize::BITS as usize - 2,
@@ -107,13 +167,13 @@ impl StagewiseSchedule {
         }
         let capacity = first_stage_steps
             .checked_mul((1usize << num_stages) - 1)
-            .ok_or_else(|| TheoryError::InvalidSchedule {
+            .ok_or_else(|| ScheduleError::InvalidSchedule {
                 reason: format!(
                     "T0 (2^S - 1) overflows for T0={first_stage_steps}, S={num_stages}"
                 ),
             })?;
         if total_steps > capacity {
-            return Err(TheoryError::CountTooLarge {
+            return Err(ScheduleError::CountTooLarge {
                 name: "total_steps",
                 value: total_steps,
                 max: capacity,
@@ -126,7 +186,7 @@ impl StagewiseSchedule {
             MuSchedule::ReleasedCode => (mu_end - mu_start).powf(exponent),
         };
         if !(mu_factor.is_finite() && mu_factor > 0.0) {
-            return Err(TheoryError::InvalidSchedule {
+            return Err(ScheduleError::InvalidSchedule {
                 reason: format!(
                     "mu factor k={mu_factor} for mu_start={mu_start}, mu_end={mu_end}, \
                      S={num_stages}, {mu_schedule:?}"
@@ -187,7 +247,7 @@ impl StagewiseSchedule {
     pub fn at(&self, global_step: usize) -> Result<StageStep> {
         at_least("global_step", global_step, 1)?;
         if global_step > self.total_steps {
-            return Err(TheoryError::CountTooLarge {
+            return Err(ScheduleError::CountTooLarge {
                 name: "global_step",
                 value: global_step,
                 max: self.total_steps,
@@ -240,7 +300,7 @@ mod tests {
     fn released_code_factor_is_an_error_when_mu_decreases() {
         let err = StagewiseSchedule::new(1.0, 1, 2, 3, 1e-2, 1e-4, MuSchedule::ReleasedCode);
         assert!(
-            matches!(err, Err(TheoryError::InvalidSchedule { .. })),
+            matches!(err, Err(ScheduleError::InvalidSchedule { .. })),
             "{err:?}"
         );
         // Equal scales: k = 1, mu constant (the logged run's setting).
