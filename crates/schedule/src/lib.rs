@@ -1,4 +1,4 @@
-//! The DP-ZOSO stagewise schedule (paper.md §1.2, transcribed from the released
+//! The DP-ZOSO stagewise schedule (docs/paper.md §1.2, transcribed from the released
 //! `src/trainer.py`), as a small state machine shared by the
 //! trainer and the `theory` crate (no BLAS, no libtorch).
 //!
@@ -16,7 +16,7 @@
 //! With [`MuSchedule::Geometric`] the last stage (s = S - 1) uses `mu_start / k^(S-1)`; `mu_end`
 //! itself would only be reached after an S-th transition, which the released code never makes
 //! (its T is capped at `T0 (2^S - 1)`). The released `k` is kept as an option only to compare
-//! with: it is dimensionally odd and undefined (NaN) when `mu_end < mu_start` (paper.md §1.2,
+//! with: it is dimensionally odd and undefined (NaN) when `mu_end < mu_start` (docs/paper.md §1.2,
 //! caveat 3); that case is an error here.
 
 use thiserror::Error;
@@ -109,7 +109,7 @@ pub struct StageStep {
 /// # Examples
 /// ```
 /// use schedule::{MuSchedule, StagewiseSchedule};
-/// // The logged run of paper.md §3.1: T0 = 1000, S = 3, T = 6000, eta_0 = 2e-5.
+/// // The logged run of docs/paper.md §3.1: T0 = 1000, S = 3, T = 6000, eta_0 = 2e-5.
 /// let schedule =
 ///     StagewiseSchedule::new(2e-5, 1000, 3, 6000, 1e-6, 1e-6, MuSchedule::Geometric).unwrap();
 /// let step = schedule.at(1001).unwrap();

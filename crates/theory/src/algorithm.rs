@@ -1,5 +1,5 @@
 //! ZO-SGD, DPZero, DP-ZOSO and DP-ZOPO as one loop, generic over [`Objective`]
-//! (paper.md §1.1–1.3):
+//! (docs/paper.md §1.1–1.3):
 //!
 //! ```text
 //! for t = 1..T:  (stage, eta, mu, anchor_reset) = schedule.at(t); if anchor_reset: anchor <- x
@@ -17,7 +17,7 @@
 //!
 //! The proximal term is added as `lambda (x - anchor)`, the intended form; the released code
 //! multiplies it by `z` and, because the anchor shares storage, it is a no-op there
-//! (paper.md §1.2 caveats 1–2).
+//! (docs/paper.md §1.2 caveats 1–2).
 
 use ndarray::{Array1, ArrayView1};
 use rand::seq::index::sample;

@@ -4,7 +4,8 @@
 //! either the tests fail and say how to set it (they never pass without data). Stand-ins:
 //! `DPZO_ASSETS_DIR` or `<workspace>/.assets`, filled by `scripts/assets.sh`.
 //!
-//! Expected counts come from /work/shared/data/README.md (§2, §3.6) and docs/assets.md.
+//! Expected counts come from the task-data folder's own README (`$DPZO_DATA_DIR/README.md`,
+//! §2, §3.6) and docs/assets.md.
 
 use std::path::PathBuf;
 

@@ -94,7 +94,7 @@ fn smollm2_logits_match_transformers_gguf_loader() {
     assert_eq!(
         model.parameter_count(),
         134_515_008,
-        "assets.md: 134,515,008 params"
+        "docs/assets.md: 134,515,008 params"
     );
     let reference: std::collections::HashMap<String, Tensor> =
         Tensor::read_safetensors(fixture("reference.safetensors"))

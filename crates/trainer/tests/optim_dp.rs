@@ -1,6 +1,6 @@
 //! DP mechanics: DP-SGD per-example clipping against explicit per-example autograd, the noise
 //! std of the ZO scalar release and of DP-SGD's per-coordinate noise, the noise std of the
-//! neighbouring relations, and the calibration against paper.md §2's RDP table.
+//! neighbouring relations, and the calibration against docs/paper.md §2's RDP table.
 
 mod optim_support;
 
@@ -184,7 +184,7 @@ fn noise_std_follows_the_neighbouring_relation() {
 
 #[test]
 fn calibration_matches_the_rdp_table_of_paper_md() {
-    // paper.md §2 table (RDP formula at integer orders, B=64, T=6000, delta=1/n): SST-2
+    // docs/paper.md §2 table (RDP formula at integer orders, B=64, T=6000, delta=1/n): SST-2
     // (n=1024) sigma 7.85 / 4.45 / 2.64 at eps 2 / 4 / 8; TREC (n=3072) 2.93 / 1.74 / 1.12.
     // The accountant also uses fractional orders, which can only lower sigma slightly: agreement
     // within 2% relative is expected.

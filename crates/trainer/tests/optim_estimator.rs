@@ -1,4 +1,4 @@
-//! The two-point ZO estimator on a tiny f64 model (paper.md §1.1; MeZO Algorithm 1):
+//! The two-point ZO estimator on a tiny f64 model (docs/paper.md §1.1; MeZO Algorithm 1):
 //! per direction the central difference matches z^T grad l_i from autograd, and over many z the
 //! scalar z^T grad L has mean 0 and second moment ||grad L||^2 (z ~ N(0, I) so z^T g ~ N(0, ||g||^2)).
 

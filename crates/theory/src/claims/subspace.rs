@@ -19,7 +19,7 @@ use schedule::StagewiseSchedule;
 /// Data-free score of coordinate k: `|(H grad R)_k * x0_k|` for the data-free surrogate
 /// `R(x) = 1/2 x^T A x` (the loss with the data-dependent centres removed), i.e.
 /// `lambda_k^2 x0_k^2` up to the square root: the GraSP/SynFlow-style `Hg (.) |theta|` score of
-/// paper.md §1.3 on this model.
+/// docs/paper.md §1.3 on this model.
 fn data_free_score(eigenvalues: &Array1<f64>, x0: &Array1<f64>) -> Vec<f64> {
     eigenvalues
         .iter()

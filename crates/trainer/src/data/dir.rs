@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use super::error::{DataError, Result};
 
-/// Root of the real task data, laid out as `/work/shared/data/README.md` describes:
-/// `lm-bff/{original,k-shot,k-shot-1k-test}/...` and `superglue/<TASK>/*.jsonl`.
+/// Root of the real task data, laid out as its own README (`$DPZO_DATA_DIR/README.md`)
+/// describes: `lm-bff/{original,k-shot,k-shot-1k-test}/...` and `superglue/<TASK>/*.jsonl`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataDir {
     root: PathBuf,

@@ -2,7 +2,7 @@
 //! sampling protocol.
 //!
 //! Pre-generated MeZO splits are read as they are from `k-shot-1k-test/<TASK>/<k>-<seed>/`
-//! (`/work/shared/data/README.md` §2; trec 512 has unequal classes and MNLI has
+//! (the data folder's `README.md` §2; trec 512 has unequal classes and MNLI has
 //! `dev_matched` / `test_matched` / `test_mismatched`: the file names come from
 //! `experiments/tasks.toml`). When a split directory is absent, the splits are sampled from
 //! `original/<TASK>/` exactly as LM-BFF's `tools/generate_k_shot_data.py` does: seed numpy's

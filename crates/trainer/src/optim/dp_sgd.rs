@@ -1,5 +1,5 @@
 //! DP-SGD with per-example clipping and Gaussian noise on every coordinate (Abadi et al. 2016),
-//! the real first-order baseline (paper.md §3.3: the released code's whole-batch clip is not
+//! the real first-order baseline (docs/paper.md §3.3: the released code's whole-batch clip is not
 //! DP-SGD).
 //!
 //! ```text

@@ -1,4 +1,4 @@
-//! Per-example losses and accuracy from label-word logits (paper.md §1.1: per-sample
+//! Per-example losses and accuracy from label-word logits (docs/paper.md §1.1: per-sample
 //! cross-entropy over the label words, model in eval mode).
 
 use tch::{Kind, Tensor};

@@ -1,4 +1,4 @@
-//! DP-ZOPO's data-free parameter selection (paper.md §1.3, transcribed from the released
+//! DP-ZOPO's data-free parameter selection (docs/paper.md §1.3, transcribed from the released
 //! `src/prune.py`; dynamic and incremental strategies are our reading of the paper's names).
 //!
 //! ```text

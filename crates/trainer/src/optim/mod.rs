@@ -1,5 +1,5 @@
 //! The training methods of the paper and its baselines, written against
-//! [`crate::model::LabelWordModel`] (paper.md §1, §3.3, §6).
+//! [`crate::model::LabelWordModel`] (docs/paper.md §1, §3.3, §6).
 //!
 //! * [`zo`]: the shared two-point zeroth-order step: MeZO (non-private), DPZero (per-example
 //!   scalar clipping + one scalar Gaussian per direction), and the DP-ZOSO/DP-ZOPO variants with

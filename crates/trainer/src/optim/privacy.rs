@@ -2,7 +2,7 @@
 //! `accountant` crate: the accountants ([`AccountantKind`]), the sampling schemes ([`Sampling`])
 //! and how a sampled step maps to privacy events ([`SampledGaussian`]); this module only adapts
 //! its errors. PRV (Gopi et al. 2021, the paper's choice, upper bound with eps_error 0.1) is the
-//! default (paper.md §1.1 "Privacy accounting").
+//! default (docs/paper.md §1.1 "Privacy accounting").
 //!
 //! Each ZO direction releases its own noisy scalar, so a step with k directions is k releases
 //! (rather than a rescaled noise std).

@@ -1,5 +1,5 @@
 //! The two-point zeroth-order step shared by MeZO, DPZero, DP-ZOSO and DP-ZOPO
-//! (paper.md §1.1, §1.2, §6.1, §6.3).
+//! (docs/paper.md §1.1, §1.2, §6.1, §6.3).
 //!
 //! ```text
 //! for each direction j = 1..q (seed s_j, z_j = z(s_j) regenerated, never stored):

@@ -1,5 +1,5 @@
 //! The proximal pull of DP-ZOSO / DP-ZOPO over a [`ParamSet`]: `theta <- lerp(theta, anchor, w)`
-//! on the touched coordinates, i.e. `(1 - w) theta + w theta_anchor` (paper.md §1.2, the
+//! on the touched coordinates, i.e. `(1 - w) theta + w theta_anchor` (docs/paper.md §1.2, the
 //! `lambda (theta - theta_anchor)` part of the update with `w = eta lambda`).
 //!
 //! An anchor holds one value per touched coordinate of its tensor: a full copy for a dense

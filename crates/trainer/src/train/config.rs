@@ -22,9 +22,9 @@ pub enum Method {
     Mezo,
     /// DPZero (Zhang et al. 2024): clipped scalar finite difference + one scalar noise draw.
     Dpzero,
-    /// DP-ZOSO: DPZero with the stagewise schedule and proximal term (paper.md §1.2).
+    /// DP-ZOSO: DPZero with the stagewise schedule and proximal term (docs/paper.md §1.2).
     DpZoso,
-    /// DP-ZOPO: DP-ZOSO on a data-free mask (paper.md §1.3).
+    /// DP-ZOPO: DP-ZOSO on a data-free mask (docs/paper.md §1.3).
     DpZopo,
     /// DP-SGD with per-example clipping and per-coordinate noise.
     DpSgd,
@@ -84,7 +84,7 @@ impl DType {
     }
 }
 
-/// The proximal anchor's semantics (paper.md §1.2, caveat 1).
+/// The proximal anchor's semantics (docs/paper.md §1.2, caveat 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ProximalMode {
@@ -187,7 +187,7 @@ pub struct TrainConfig {
 }
 
 impl Default for TrainConfig {
-    /// The logged DP-ZOSO run of paper.md §3.1 (SST-2, RoBERTa-large), where known.
+    /// The logged DP-ZOSO run of docs/paper.md §3.1 (SST-2, RoBERTa-large), where known.
     fn default() -> Self {
         Self {
             method: Method::DpZoso,

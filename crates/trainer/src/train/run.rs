@@ -1,4 +1,4 @@
-//! `run_training`: the loop shared by every method (paper.md §1.1-§1.3, §3.1): per-step batch,
+//! `run_training`: the loop shared by every method (docs/paper.md §1.1-§1.3, §3.1): per-step batch,
 //! stage boundaries (step halving, mu schedule, anchor reset, DP-ZOPO re-scoring), the method's
 //! step, dev evaluation every `eval_every` steps, checkpoints, and final-iterate dev/test
 //! accuracy (the paper reports the last iterate).
