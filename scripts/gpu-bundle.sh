@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Bundle the release binary, the test binaries and small runtime assets into .gpu-bundle/ (git-ignored,
-# at most 64 MiB) to copy to a CUDA host that has PyTorch 2.11 (README "GPU").
+# The one GPU bundle: the release `repro`, the trainer's test binaries and the perturbation bench into
+# .gpu-bundle/ (git-ignored, at most 64 MiB), to copy to a CUDA host that has PyTorch 2.11 and no Rust
+# (README "GPU"). Layout: bin/repro, tests/<test>-<hash> (+ run-gpu-tests.sh), perf/perturb_gpu and
+# perf/perturb_pass (what scripts/perf/*.sh run).
 #   scripts/gpu-bundle.sh            # builds with cargo, then copies
 # On the GPU host:
 #   export LD_LIBRARY_PATH=$(python3 -c 'import torch,os;print(os.path.dirname(torch.__file__)+"/lib")')
@@ -9,19 +11,30 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=.gpu-bundle
-rm -rf "$out" && mkdir -p "$out/bin" "$out/tests"
+rm -rf "$out" && mkdir -p "$out/bin" "$out/tests" "$out/perf"
 cargo build --release -p repro
 cp target/release/repro "$out/bin/"
-# Test binaries of the trainer (GPU tests are #[ignore]d on CPU). cargo prints their paths as JSON.
-cargo test --release -p trainer --no-run --message-format=json 2>/dev/null \
-  | python3 -c '
+# cargo prints the paths of what it built as JSON; keep the test (and bench) executables.
+executables() {
+  python3 -c '
 import json, sys
 for line in sys.stdin:
     try: m = json.loads(line)
     except ValueError: continue
-    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
-        print(m["executable"])' | while read -r exe; do cp "$exe" "$out/tests/"; done
-strip "$out"/bin/* "$out"/tests/* 2>/dev/null || true
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and (
+        m["profile"]["test"] or "bench" in m["target"]["kind"]):
+        print(m["executable"])'
+}
+# Test binaries of the trainer (GPU tests are #[ignore]d on CPU).
+cargo test --release -p trainer --no-run --message-format=json 2>/dev/null \
+  | executables | while read -r exe; do cp "$exe" "$out/tests/"; done
+# The perturbation bench (criterion, release settings) for the perf scripts.
+cargo bench -p trainer --bench perturb_pass --no-run --message-format=json 2>/dev/null \
+  | executables | while read -r exe; do cp "$exe" "$out/perf/perturb_pass"; done
+strip "$out"/bin/* "$out"/tests/* "$out"/perf/* 2>/dev/null || true
+gpu_test=$(ls "$out"/tests/perturb_gpu-* | head -n 1)
+cp "$gpu_test" "$out/perf/perturb_gpu"
+[ -x "$out/perf/perturb_pass" ] || { echo "the perturb_pass bench was not built" >&2; exit 1; }
 # Fixtures the tests read at run time travel with the source tree (crates/*/tests/...), not here.
 cat >"$out/tests/run-gpu-tests.sh" <<'EOS'
 #!/usr/bin/env bash

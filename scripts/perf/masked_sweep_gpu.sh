@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On the H200 host (after scripts/perf/bundle.sh here): the masked kernels' coordinates per thread
+# On the H200 host (after scripts/gpu-bundle.sh here): the masked kernels' coordinates per thread
 # (DPZO_PERTURB_MASKED = 4, 8, 16, 2), one perturbation-pass benchmark each, then `repro memory`
 # (infer, zo, dp-zopo; exact normal math) for OPT-1.3B and OPT-2.7B with the fastest, all in
 # one call. Writes $OUT/run-f.tgz (session 4's run-f).

@@ -7,7 +7,7 @@
 # - ncu: per-kernel durations of one RoBERTa-large TF32 forward, ours and the reference
 #   (ncu-forward-*.csv); one dense f16 perturbation launch (OPT-2.7B shapes, fast and exact normal math) with the
 #   speed-of-light, pipe, warp-state and occupancy sections (ncu-dense-f16-*.txt).
-# Needs .gpu-bundle/bin/repro and .gpu-bundle/perf/perturb_pass (scripts/perf/bundle.sh).
+# Needs .gpu-bundle/bin/repro and .gpu-bundle/perf/perturb_pass (scripts/gpu-bundle.sh).
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-results/perf/profile-$(date +%Y%m%d-%H%M%S)}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Performance harness for the H200 host. Run from the repository root of the copied checkout
-# after scripts/perf/bundle.sh has put the binaries into .gpu-bundle/:
+# after scripts/gpu-bundle.sh has put the binaries into .gpu-bundle/:
 #   OUT=/some/dir scripts/perf/run_gpu.sh [tests] [tune] [pass] [ours] [nocarry] [tf32] [scale] [reference]
 #   (default: ours reference; `ours` includes tests and pass; OUT default results/perf/run-<date>)
 # Writes into $OUT:
@@ -39,7 +39,7 @@ status=0
 bundle=.gpu-bundle
 have_bundle() {
   [ -x "$bundle/perf/perturb_gpu" ] && [ -x "$bundle/bin/repro" ] && return 0
-  echo "missing $bundle/perf or $bundle/bin/repro: run scripts/perf/bundle.sh on the build machine first" | tee -a "$OUT/missing.txt"
+  echo "missing $bundle/perf or $bundle/bin/repro: run scripts/gpu-bundle.sh on the build machine first" | tee -a "$OUT/missing.txt"
   return 1
 }
 # Kernel shape tuning: one perturbation-pass benchmark per (Philox blocks per thread : resident
