@@ -40,6 +40,7 @@ SETTINGS = [
     ("roberta-large", torch.float32, 64, 128),
     ("opt-1.3b", torch.float16, 16, 256),
     ("opt-2.7b", torch.float16, 16, 256),
+    ("smollm2-135m", torch.float32, 64, 64),
 ]
 LABEL_WORDS = 2
 DTYPE_NAMES = {torch.float32: "f32", torch.float16: "f16", torch.bfloat16: "bf16"}
@@ -59,7 +60,10 @@ def build_model(name, dtype, device):
     config = transformers.AutoConfig.for_model(fields.pop("model_type"), **fields)
     config.attn_implementation = "sdpa"
     torch.manual_seed(0)
-    cls = transformers.RobertaForMaskedLM if config.model_type == "roberta" else transformers.OPTForCausalLM
+    cls = {
+        "roberta": transformers.RobertaForMaskedLM,
+        "llama": transformers.LlamaForCausalLM,
+    }.get(config.model_type, transformers.OPTForCausalLM)
     # Built on the GPU in the target dtype: initialising billions of weights on the CPU in f32
     # first takes minutes.
     previous = torch.get_default_dtype()
@@ -81,6 +85,10 @@ def label_word_logits(model, input_ids, attention_mask, positions, label_ids):
         head = model.lm_head
         h = head.layer_norm(F.gelu(head.dense(h)))
         logits = h @ head.decoder.weight[label_ids].t() + head.bias[label_ids]
+    elif model.config.model_type == "llama":
+        hidden = model.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        h = hidden[rows, positions]
+        logits = h @ model.lm_head.weight[label_ids].t()
     else:
         hidden = model.model.decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         h = hidden[rows, positions]

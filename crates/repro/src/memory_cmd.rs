@@ -32,7 +32,7 @@ use trainer::optim::zo::{settle, zo_step, ZoPrivacy, ZoStepSettings};
 use trainer::perturb::{axpy_z, passes_on_this_thread, set_normal_math, NormalMath};
 
 /// The published configurations this command knows by name (crates/trainer/configs).
-const CONFIGS: [(&str, &str); 5] = [
+const CONFIGS: [(&str, &str); 6] = [
     (
         "roberta-large",
         include_str!("../../trainer/configs/roberta-large.json"),
@@ -46,6 +46,10 @@ const CONFIGS: [(&str, &str); 5] = [
         include_str!("../../trainer/configs/opt-2.7b.json"),
     ),
     (
+        "smollm2-135m",
+        include_str!("../../trainer/configs/smollm2-135m.json"),
+    ),
+    (
         "opt-30b",
         include_str!("../../trainer/configs/opt-30b.json"),
     ),
@@ -55,24 +59,29 @@ const CONFIGS: [(&str, &str); 5] = [
     ),
 ];
 
-/// The shapes of docs/gpu.md's reference table: RoBERTa-large f32 64 x 128, OPT f16 16 x 256.
+/// The shapes of docs/gpu.md's reference table: RoBERTa-large f32 64 x 128, OPT f16 16 x 256;
+/// SmolLM2 f32 64 x 64 (the shape of the SmolLM2 training runs).
 fn default_shape(model: &str) -> (&'static str, i64, i64) {
     if model.starts_with("roberta") {
         ("f32", 64, 128)
+    } else if model.starts_with("smollm2") {
+        ("f32", 64, 64)
     } else {
         ("f16", 16, 256)
     }
 }
 
 /// Methods, named as in `results/perf/zo_step.csv`.
-const METHODS: [&str; 7] = [
+const METHODS: [&str; 9] = [
     "infer",
     "zo",
     "dp-zoso",
     "dp-zoso-noanchor",
     "dp-zopo",
     "dp-sgd",
+    "dp-sgd-microbatch",
     "backprop",
+    "backprop-sgd",
 ];
 
 #[derive(clap::Args)]
@@ -87,7 +96,10 @@ pub struct MemoryArgs {
     pub models: Vec<String>,
     /// Methods: infer (one label-word forward), zo (MeZO step), dp-zoso (DPZero step + stagewise
     /// proximal anchor, the trainer's default), dp-zoso-noanchor (the released code's no-op
-    /// anchor), dp-zopo (1% mask), dp-sgd (per-example micro-batches), backprop (AdamW).
+    /// anchor), dp-zopo (1% mask), dp-sgd (ghost clipping: one forward, one backward),
+    /// dp-sgd-microbatch (the reference: one backward per example), backprop (AdamW),
+    /// backprop-sgd (one forward, one backward and a plain SGD update: DP-SGD's work without the
+    /// privacy).
     #[arg(
         long,
         value_delimiter = ',',
@@ -426,6 +438,11 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
         "backprop" => Some(AdamW::new(&params, AdamWSettings::default()).map_err(err)?),
         _ => None,
     };
+    let tensors: Vec<Tensor> = params
+        .named()
+        .iter()
+        .map(|(_, t)| t.shallow_clone())
+        .collect();
     let params = &params;
     let zeroth_order = matches!(method, "zo" | "dp-zoso" | "dp-zoso-noanchor" | "dp-zopo");
     if zeroth_order {
@@ -445,6 +462,7 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
             ("dp-sgd" | "dp-sgd-microbatch", _) => {
                 dp_sgd_step(model_ref, params, &batch, &dp_sgd_settings, 11, s).map(drop)
             }
+            ("backprop-sgd", _) => sgd_step(model_ref, &tensors, &batch, step_size),
             (_, Some(adamw)) => adamw
                 .step(model_ref, params, &batch, step_size, s)
                 .map(drop),
@@ -489,6 +507,25 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
         perturb_ms,
         method_state_bytes,
     })
+}
+
+/// Non-private `theta <- theta - eta grad (mean loss)`: one forward, one backward, no optimiser
+/// state (the work of a DP-SGD step without clipping and noise).
+fn sgd_step(
+    model: &dyn LabelWordModel,
+    params: &[Tensor],
+    batch: &Batch,
+    step_size: f64,
+) -> std::result::Result<(), trainer::optim::OptimError> {
+    let loss = trainer::optim::loss::per_example_losses(model, batch)?.f_mean(Kind::Float)?;
+    let grads = Tensor::f_run_backward(&[&loss], params, false, false)?;
+    tch::no_grad(|| -> std::result::Result<(), tch::TchError> {
+        for (p, g) in params.iter().zip(&grads) {
+            let _ = p.shallow_clone().f_sub_(&g.f_mul_scalar(step_size)?)?;
+        }
+        Ok(())
+    })?;
+    Ok(())
 }
 
 /// `repro memory-cell`: one cell, JSON on the last stdout line.
@@ -740,6 +777,14 @@ fn write_comparison(
                 fmt(o.map(|c| c.ms_median), 1),
             ));
         }
+        if let Some(micro) = ours(model, "dp-sgd-microbatch") {
+            md.push_str(&format!(
+                "| {model} | (dp-ft, micro-batch DP-SGD) | dp-sgd-microbatch | – | {:.0} | – | {} | {:.1} |\n",
+                mib(micro.peak_bytes),
+                base_ours.map_or("–".into(), |b| format!("{:.2}", mib(micro.peak_bytes) / b)),
+                micro.ms_median
+            ));
+        }
         if let Some(anchor) = ours(model, "dp-zoso") {
             md.push_str(&format!(
                 "| {model} | (dp-zoso, intended anchor) | dp-zoso | – | {:.0} | – | {} | {:.1} |\n",
@@ -767,8 +812,14 @@ fn write_comparison(
             let paper_r = paper_value(model, "dp-ft", "peak_mb")
                 .zip(paper_value(model, "dp-zoso", "peak_mb"))
                 .map(|(a, b)| a / b);
-            claims.push(format!("| {model}: DP FT needs 3-4 x DP-ZOSO's memory | {} | {r:.2} x (per-example micro-batch DP-SGD, memory independent of B) | {} |",
-                paper_r.map_or("–".into(), |p| format!("{p:.2} x")), verdict(r >= 3.0)));
+            let micro = ours(model, "dp-sgd-microbatch").map_or(String::new(), |m| {
+                format!(
+                    "; micro-batch DP-SGD {:.2} x",
+                    m.peak_bytes as f64 / zoso.peak_bytes as f64
+                )
+            });
+            claims.push(format!("| {model}: DP FT needs 3-4 x DP-ZOSO's memory | {} | {r:.2} x (ghost-clipping DP-SGD, one backward, B = {}){micro} | {} |",
+                paper_r.map_or("–".into(), |p| format!("{p:.2} x")), ft.batch, verdict(r >= 3.0)));
         }
         if let (Some(zopo), Some(zoso)) = (ours(model, "dp-zopo"), ours(model, "dp-zoso-noanchor"))
         {
@@ -787,11 +838,85 @@ fn write_comparison(
         md.push_str(&c);
         md.push('\n');
     }
+    md.push_str(&dp_sgd_section(cells));
     let path = out.join("comparison.md");
     std::fs::create_dir_all(out)?;
     atomic_file::write(&path, md).with_context(|| format!("writing {}", path.display()))?;
     println!("wrote {}", path.display());
     Ok(())
+}
+
+/// DP-SGD against non-private backprop at the same batch, per model: the targets step time
+/// <= 2 x and peak <= 1.3 x backprop (AdamW; also against the plain SGD step).
+fn dp_sgd_section(cells: &[CellResult]) -> String {
+    let mut models: Vec<&str> = cells.iter().map(|c| c.model.as_str()).collect();
+    models.dedup();
+    let find = |model: &str, method: &str, batch: i64| {
+        cells
+            .iter()
+            .find(|c| c.model == model && c.method == method && c.batch == batch)
+    };
+    let mut rows = String::new();
+    // -1: no device reading (CPU).
+    let peak_mib = |b: i64| {
+        if b > 0 {
+            format!("{:.0}", b as f64 / 1048576.0)
+        } else {
+            "–".into()
+        }
+    };
+    for model in models {
+        let Some(backprop) = cells
+            .iter()
+            .filter(|c| c.model == model && c.method == "backprop")
+            .max_by_key(|c| c.batch)
+        else {
+            continue;
+        };
+        let b = backprop.batch;
+        let sgd = find(model, "backprop-sgd", b);
+        for method in ["dp-sgd", "dp-sgd-microbatch"] {
+            let Some(dp) = find(model, method, b) else {
+                continue;
+            };
+            let time = dp.ms_median / backprop.ms_median;
+            let peak = (backprop.peak_bytes > 0 && dp.peak_bytes > 0)
+                .then(|| dp.peak_bytes as f64 / backprop.peak_bytes as f64);
+            let versus_sgd = sgd.map_or("–".to_string(), |s| {
+                let peak = (s.peak_bytes > 0 && dp.peak_bytes > 0)
+                    .then(|| format!("{:.2}", dp.peak_bytes as f64 / s.peak_bytes as f64));
+                format!(
+                    "{:.2} / {}",
+                    dp.ms_median / s.ms_median,
+                    peak.unwrap_or_else(|| "–".into())
+                )
+            });
+            let met = time <= 2.0 && peak.is_some_and(|p| p <= 1.3);
+            rows.push_str(&format!(
+                "| {model} | {} | {b} x {} | {method} | {:.1} | {} | {:.1} | {} | {time:.2} | {} | {versus_sgd} | {} |\n",
+                dp.dtype,
+                dp.seq,
+                dp.ms_median,
+                peak_mib(dp.peak_bytes),
+                backprop.ms_median,
+                peak_mib(backprop.peak_bytes),
+                peak.map_or("–".into(), |p| format!("{p:.2}")),
+                if met { "met" } else { "not met" },
+            ));
+        }
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        "\n## DP-SGD against non-private backprop\n\nSame batch, same call. Targets: DP-SGD step \
+         <= 2 x backprop (AdamW) and peak <= 1.3 x. `dp-sgd` clips by ghost norms (one forward, \
+         one backward); `dp-sgd-microbatch` backpropagates each example alone. The last but one \
+         column compares with `backprop-sgd` (forward, backward, plain SGD update: no optimiser \
+         state).\n\n| model | dtype | B x L | DP-SGD | step (ms) | peak (MiB) | backprop step \
+         (ms) | backprop peak (MiB) | time ratio | peak ratio | vs backprop-sgd (time / peak) | \
+         targets |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n{rows}"
+    )
 }
 
 fn cell_command_line(cell: &CellArgs) -> Vec<String> {

@@ -22,6 +22,10 @@ fn published_configs_have_the_parameter_counts_transformers_gives() {
         // V h + (P + 2) h + L (12 h^2 + 13 h) + 2 h (V 50272, P 2048, FFN 4h).
         ("configs/opt-30b.json", 29_974_540_288),
         ("configs/opt-66b.json", 65_719_701_504),
+        // Closed form for a tied Llama with GQA and no biases: V h + L (2 h^2 + 2 h kv_w +
+        // 3 h I + 2 h) + h (V 49152, h 576, kv_w 192, I 1536, L 30): SmolLM2-135M's published
+        // 134,515,008.
+        ("configs/smollm2-135m.json", 134_515_008),
     ] {
         let config = ModelConfig::from_file(&path(file)).unwrap();
         assert_eq!(config.parameter_count(), expected, "{file}");
