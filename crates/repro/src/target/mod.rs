@@ -62,6 +62,9 @@ pub struct TargetArgs {
     /// Print the resolved grid and deviations, run nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// With --dry-run: print one JSON document with every cell's effective configuration.
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
     /// Run again the cells that already have a record (a new record replaces the old one only
     /// when its run succeeds).
     #[arg(long)]
@@ -148,19 +151,7 @@ pub fn run_target(
 ) -> Result<()> {
     let spec = Spec::load(&args.experiments.join(format!("{target}.toml")))?;
     let preset = spec.preset(preset_name)?.clone();
-    let mut runs = filter::apply(
-        spec.runs(preset_name)?,
-        filter::Filters {
-            tasks: args.tasks.as_deref(),
-            methods: args.methods.as_deref(),
-            seeds: args.seeds.as_deref(),
-            epsilons: args.epsilons.as_deref(),
-        },
-        &format!("{target} preset {preset_name}"),
-    )?;
-    if let Some(compute) = &args.compute {
-        override_compute(&mut runs, compute)?;
-    }
+    let runs = planned_runs(&spec, args, preset_name)?;
     println!("{target} · preset {preset_name}: {}", preset.description);
     println!("deviations from the paper's protocol:");
     for d in &preset.deviations {
@@ -177,6 +168,58 @@ pub fn run_target(
         runner.device_name()
     );
     execute_grid(target, args, &spec, preset_name, &dir, &runs, runner)
+}
+
+/// The runs of `preset_name` after the grid filters and `--compute`.
+fn planned_runs(spec: &Spec, args: &TargetArgs, preset_name: &str) -> Result<Vec<RunSpec>> {
+    let mut runs = filter::apply(
+        spec.runs(preset_name)?,
+        filter::Filters {
+            tasks: args.tasks.as_deref(),
+            methods: args.methods.as_deref(),
+            seeds: args.seeds.as_deref(),
+            epsilons: args.epsilons.as_deref(),
+        },
+        &format!("{} preset {preset_name}", spec.meta.target),
+    )?;
+    if let Some(compute) = &args.compute {
+        override_compute(&mut runs, compute)?;
+    }
+    Ok(runs)
+}
+
+/// `--dry-run --json`: one JSON document with every cell's effective configuration (the exact
+/// configuration its spec hash covers), printed on stdout; nothing runs and no model is loaded.
+pub fn dry_run_json(target: &str, args: &TargetArgs, preset_name: &str) -> Result<()> {
+    let spec = Spec::load(&args.experiments.join(format!("{target}.toml")))?;
+    let preset = spec.preset(preset_name)?;
+    let model = match (preset.model.as_str(), &args.model_dir) {
+        ("model-dir", Some(dir)) => dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        (name, _) => name.to_string(),
+    };
+    let cells: Vec<serde_json::Value> = planned_runs(&spec, args, preset_name)?
+        .iter()
+        .map(|r| {
+            let config = resolved_config(r, &model)?;
+            Ok(serde_json::json!({
+                "stem": r.stem(),
+                "spec_hash": spec_hash(&config),
+                "config": config,
+            }))
+        })
+        .collect::<Result<_>>()?;
+    let doc = serde_json::json!({
+        "target": target,
+        "preset": preset_name,
+        "description": preset.description,
+        "deviations": preset.deviations,
+        "cells": cells,
+    });
+    println!("{}", serde_json::to_string_pretty(&doc)?);
+    Ok(())
 }
 
 /// `--compute`: set every run's `compute` setting. `f32`, the trainer's default, is not added where
@@ -366,7 +409,10 @@ pub fn run_paper_target(target: &str, args: TargetArgs) -> Result<()> {
         .map_err(|reason: String| anyhow::anyhow!("--normal-math: {reason}"))?;
     trainer::perturb::set_normal_math(math);
     let dev = device::select(request).map_err(anyhow::Error::msg)?;
-    println!("device: {}", device::name(dev));
+    // stdout carries only the JSON document under --dry-run --json.
+    if !(args.dry_run && args.json) {
+        println!("device: {}", device::name(dev));
+    }
     let spec = Spec::load(&args.experiments.join(format!("{target}.toml")))?;
     let preset_name = if args.preset == "auto" {
         // The first preset meant for this device class (`mini` on CUDA, `smoke` on CPU).
@@ -389,6 +435,9 @@ pub fn run_paper_target(target: &str, args: TargetArgs) -> Result<()> {
     } else {
         args.preset.clone()
     };
+    if args.dry_run && args.json {
+        return dry_run_json(target, &args, &preset_name);
+    }
     println!("preset: {preset_name}");
     let preset = spec.preset(&preset_name)?;
     let mut cells = cell::TrainerCells::new(

@@ -8,8 +8,10 @@
 //! - `[preset.<name>]`: model, optional grid overrides, `[preset.<name>.train]` overrides and the
 //!   list of deviations from the paper's protocol that the preset makes.
 //!
-//! Settings are kept as TOML tables and merged (defaults < method < preset < preset-method), then
-//! handed to the trainer, which rejects unknown keys.
+//! Settings are kept as TOML tables and merged, weakest to strongest: `[train]` (the defaults) <
+//! `[preset.<p>.train]` < `[method.<m>]` < `[preset.<p>.method.<m>]`. A preset's general settings
+//! never replace a method's own; only the preset's method table does. The result is handed to the
+//! trainer, which rejects unknown keys.
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -171,10 +173,7 @@ impl Spec {
                 };
                 for epsilon in eps_list {
                     for &seed in seeds {
-                        let mut settings = self.train.clone();
-                        merge(&mut settings, self.method.get(method));
-                        merge(&mut settings, Some(&preset.train));
-                        merge(&mut settings, preset.method.get(method));
+                        let settings = self.settings(preset, method);
                         out.push(RunSpec {
                             target: self.meta.target.clone(),
                             preset: preset_name.to_string(),
@@ -189,6 +188,17 @@ impl Spec {
             }
         }
         Ok(out)
+    }
+}
+
+impl Spec {
+    /// The effective settings of `method` under `preset` (precedence in the module docs).
+    pub fn settings(&self, preset: &Preset, method: &str) -> toml::Table {
+        let mut settings = self.train.clone();
+        merge(&mut settings, Some(&preset.train));
+        merge(&mut settings, self.method.get(method));
+        merge(&mut settings, preset.method.get(method));
+        settings
     }
 }
 
@@ -239,7 +249,7 @@ mod tests {
     }
 
     #[test]
-    fn preset_settings_override_defaults_and_method_settings() {
+    fn settings_precedence_is_defaults_preset_method_preset_method() {
         let text = r#"
             [meta]
             target = "t"
@@ -258,8 +268,10 @@ mod tests {
             [train]
             steps = 100
             lr = 1.0
+            clip = 1.0
             [method.dpzero]
             lr = 2.0
+            batch = 8
             [preset.p]
             description = "d"
             model = "m"
@@ -267,18 +279,72 @@ mod tests {
             deviations = []
             [preset.p.train]
             steps = 5
+            lr = 3.0
+            clip = 7.0
+            [preset.p.method.dpzero]
+            batch = 4
         "#;
         let spec: Spec = toml::from_str(text).unwrap();
         let runs = spec.runs("p").unwrap();
         assert_eq!(runs.len(), 3, "zero-shot once, dpzero at two epsilons");
         let dp = runs.iter().find(|r| r.method == "dpzero").unwrap();
+        // The method's own lr beats the preset's general one ...
         assert_eq!(dp.settings["lr"].as_float(), Some(2.0));
+        // ... the preset's general settings beat the defaults ...
         assert_eq!(dp.settings["steps"].as_integer(), Some(5));
+        assert_eq!(dp.settings["clip"].as_float(), Some(7.0));
+        // ... and the preset's method table beats the method's.
+        assert_eq!(dp.settings["batch"].as_integer(), Some(4));
+        let zs = runs.iter().find(|r| r.method == "zero-shot").unwrap();
+        assert_eq!(zs.settings["lr"].as_float(), Some(3.0));
         assert!(runs[0].epsilon.is_none());
         assert!(spec
             .runs("nope")
             .unwrap_err()
             .to_string()
             .contains("available"));
+    }
+
+    /// Every committed preset of table2 and table3 gives each method the values of its own
+    /// `[method.<m>]` table unless the preset's `[preset.<p>.method.<m>]` sets them.
+    #[test]
+    fn committed_presets_keep_each_methods_own_settings() {
+        for target in ["table2", "table3"] {
+            let path = workspace().join(format!("experiments/{target}.toml"));
+            let spec = Spec::load(&path).unwrap();
+            for (name, preset) in &spec.preset {
+                for run in spec.runs(name).unwrap() {
+                    let Some(own) = spec.method.get(&run.method) else {
+                        continue;
+                    };
+                    let preset_own = preset.method.get(&run.method);
+                    for (key, value) in own {
+                        let expected = preset_own.and_then(|t| t.get(key)).unwrap_or(value);
+                        if value.is_table() {
+                            continue;
+                        }
+                        assert_eq!(
+                            run.settings.get(key),
+                            Some(expected),
+                            "{target} preset {name}: {} setting {key}",
+                            run.method
+                        );
+                    }
+                }
+            }
+        }
+        // The case that went wrong: DP-SGD's step size is its own (0.05) in every table2 preset.
+        let spec = Spec::load(&workspace().join("experiments/table2.toml")).unwrap();
+        for name in spec.preset.keys() {
+            for run in spec.runs(name).unwrap() {
+                if run.method == "dp-ft" {
+                    assert_eq!(
+                        run.settings["learning_rate"].as_float(),
+                        Some(0.05),
+                        "table2 preset {name}"
+                    );
+                }
+            }
+        }
     }
 }
