@@ -367,6 +367,7 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
     let rows = summary::summarise(&records);
     summary::write_csv(&rows, &dir.join("summary.csv"))?;
     let paper = compare::read_paper_table(Path::new(&spec.meta.paper_table))?;
+    compare::write_claims_csv(&spec.meta, &paper, &rows, &dir.join("claims.csv"))?;
     let md = compare::render(&spec.meta, preset_name, preset, &model_run, &paper, &rows);
     let comparison = dir.join("comparison.md");
     atomic_file::write(&comparison, md)

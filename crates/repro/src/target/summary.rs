@@ -1,7 +1,8 @@
-//! Mean ± sample s.d. over seeds, per (task, method, epsilon): `summary.csv`.
+//! Mean ± sample s.d. and a 95% t-interval over seeds, per (task, method, epsilon): `summary.csv`.
 
 use super::record::CellRecord;
 use anyhow::Result;
+use statrs::distribution::{ContinuousCDF, StudentsT};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -16,8 +17,28 @@ pub struct SummaryRow {
     /// Sample standard deviation (n − 1); `None` with one seed.
     pub sd: Option<f64>,
     pub n_seeds: usize,
+    /// 95% t-interval of the mean over seeds; `None` with one seed.
+    pub ci95: Option<(f64, f64)>,
     pub seeds: Vec<u64>,
+    /// Final test accuracy of each seed, aligned with `seeds` (for paired differences).
+    pub accuracies: Vec<f64>,
     pub data: String,
+}
+
+/// Two-sided 95% Student-t interval of the mean of `xs`; `None` with fewer than two values.
+pub fn t_interval95(xs: &[f64]) -> Option<(f64, f64)> {
+    let n = xs.len();
+    if n < 2 {
+        return None;
+    }
+    let mean = xs.iter().sum::<f64>() / n as f64;
+    let sd = (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n as f64 - 1.0)).sqrt();
+    // n ≥ 2 gives n − 1 ≥ 1 degrees of freedom, which StudentsT accepts.
+    let t = StudentsT::new(0.0, 1.0, n as f64 - 1.0)
+        .ok()?
+        .inverse_cdf(0.975);
+    let half = t * sd / (n as f64).sqrt();
+    Some((mean - half, mean + half))
 }
 
 /// Group records by (task, method, epsilon) and average the final test accuracy.
@@ -49,7 +70,9 @@ pub fn summarise(records: &[CellRecord]) -> Vec<SummaryRow> {
                 mean,
                 sd,
                 n_seeds: n,
+                ci95: t_interval95(&xs),
                 seeds: rs.iter().map(|r| r.seed).collect(),
+                accuracies: xs.clone(),
                 data: data.join(";"),
             }
         })
@@ -60,7 +83,18 @@ pub fn summarise(records: &[CellRecord]) -> Vec<SummaryRow> {
 pub fn write_csv(rows: &[SummaryRow], path: &Path) -> Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record([
-        "model", "task", "method", "epsilon", "metric", "mean", "sd", "n_seeds", "seeds", "data",
+        "model",
+        "task",
+        "method",
+        "epsilon",
+        "metric",
+        "mean",
+        "sd",
+        "n_seeds",
+        "seeds",
+        "data",
+        "ci95_low",
+        "ci95_high",
     ])?;
     for r in rows {
         w.write_record([
@@ -78,6 +112,8 @@ pub fn write_csv(rows: &[SummaryRow], path: &Path) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(" "),
             r.data.clone(),
+            r.ci95.map(|c| format!("{:.2}", c.0)).unwrap_or_default(),
+            r.ci95.map(|c| format!("{:.2}", c.1)).unwrap_or_default(),
         ])?;
     }
     atomic_file::write(path, w.into_inner()?)?;
@@ -112,5 +148,14 @@ mod tests {
         assert!((rows[0].mean - 82.0).abs() < 1e-12);
         // sample s.d. of {80, 82, 84} = 2
         assert!((rows[0].sd.unwrap() - 2.0).abs() < 1e-12);
+        // Student t quantile with 2 d.f. in closed form: t_q = (2q − 1) · sqrt(2 / (4q(1 − q))),
+        // q = 0.975 (≈ 4.3027); half-width t · s / sqrt(n) = t · 2 / sqrt(3).
+        let (lo, hi) = rows[0].ci95.unwrap();
+        let q: f64 = 0.975;
+        let t = (2.0 * q - 1.0) * (2.0 / (4.0 * q * (1.0 - q))).sqrt();
+        let half = t * 2.0 / 3f64.sqrt();
+        assert!((lo - (82.0 - half)).abs() < 1e-6 && (hi - (82.0 + half)).abs() < 1e-6);
+        assert_eq!(rows[0].accuracies, vec![80.0, 82.0, 84.0]);
+        assert_eq!(summarise(&[rec(1, 80.0)])[0].ci95, None);
     }
 }
