@@ -269,7 +269,9 @@ pub fn claims(meta: &Meta, paper_rows: &[PaperRow], ours: &[SummaryRow]) -> Vec<
                     .map(|(a, b)| a - b)
                     .or_else(|| (m == "dp-zopo").then(|| published_delta(task, e)).flatten());
                 let a = ctx.ours(task, m, Some(e));
-                if a.is_none() && p.is_none() {
+                let b = ctx.ours(task, "dpzero", Some(e));
+                // A (task, ε) this preset ran neither side of is not part of its grid.
+                if a.is_none() && b.is_none() {
                     continue;
                 }
                 out.push(test_claim(
@@ -277,7 +279,7 @@ pub fn claims(meta: &Meta, paper_rows: &[PaperRow], ours: &[SummaryRow]) -> Vec<
                     task,
                     e.to_string(),
                     p,
-                    (a, ctx.ours(task, "dpzero", Some(e))),
+                    (a, b),
                     (m, "dpzero"),
                     tol,
                 ));
