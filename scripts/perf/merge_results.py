@@ -9,7 +9,8 @@ fast normal math is the default since session 5, so its rows win within a run) a
 `reference.csv` (impl pytorch-reference), and the TF32 files `memory-tf32-{exact,fast}/zo_step.csv`
 / `reference-tf32.csv` (dtype tf32). Later RUN_DIRs override earlier ones row by row, keyed on
 (model, dtype, batch, seq, method, impl). Only the methods of the zo_step.csv contract
-(infer, zo, dp-zoso, dp-zopo, dp-sgd, backprop) are kept, and rows whose measurement failed
+(infer, zo, dp-zoso, dp-zopo, dp-sgd, dp-sgd-microbatch, backprop, backprop-sgd) are kept;
+`memory-<model>/zo_step.csv` folders come from scripts/gpu/dp_sgd.sh, and rows whose measurement failed
 (ms_median nan) are dropped; the run folders keep everything. Standard library only.
 """
 import csv
@@ -17,7 +18,10 @@ import math
 import os
 import sys
 
-METHODS = ["infer", "zo", "dp-zoso", "dp-zopo", "dp-sgd", "backprop"]
+METHODS = ["infer", "zo", "dp-zoso", "dp-zopo", "dp-sgd", "dp-sgd-microbatch", "backprop",
+           "backprop-sgd"]
+# scripts/gpu/dp_sgd.sh writes one folder per model.
+DP_SGD_MODELS = ["roberta-large", "opt-2.7b", "smollm2-135m", "opt-1.3b"]
 HEADER = ["model", "dtype", "batch", "seq", "method", "impl", "ms_median", "peak_bytes"]
 
 
@@ -35,7 +39,8 @@ def merged(run_dirs):
         # (memory-fast*), before it the exact one.
         for name in ["memory-exact/zo_step.csv", "mem/zo_step.csv", "memory-fast/zo_step.csv",
                      "reference.csv", "memory-tf32-exact/zo_step.csv",
-                     "memory-tf32-fast/zo_step.csv", "reference-tf32.csv"]:
+                     "memory-tf32-fast/zo_step.csv", "reference-tf32.csv"] + [
+                         f"memory-{m}/zo_step.csv" for m in DP_SGD_MODELS]:
             for row in read_rows(os.path.join(run, name)):
                 if row["method"] not in METHODS or math.isnan(float(row["ms_median"])):
                     continue
