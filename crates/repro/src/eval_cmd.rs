@@ -67,6 +67,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             .collect(),
         train: Default::default(),
         method: Default::default(),
+        tune: Default::default(),
         deviations: Vec::new(),
     };
     let cells = TrainerCells::new(

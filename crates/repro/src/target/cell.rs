@@ -584,6 +584,7 @@ impl CellRunner for TrainerCells {
             data: data_note,
             wall_secs: start.elapsed().as_secs_f64(),
             trainer: serde_json::to_value(&rec)?,
+            tuning: None,
         })
     }
 }

@@ -11,6 +11,7 @@ pub mod plot;
 pub mod record;
 pub mod spec;
 pub mod summary;
+pub mod tune;
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -65,6 +66,10 @@ pub struct TargetArgs {
     /// With --dry-run: print one JSON document with every cell's effective configuration.
     #[arg(long, requires = "dry_run")]
     pub json: bool,
+    /// Choose each method's hyper-parameters on dev from its `[tune.<method>]` space first
+    /// (target::tune), then run the winners on every seed.
+    #[arg(long)]
+    pub tune: bool,
     /// Run again the cells that already have a record (a new record replaces the old one only
     /// when its run succeeds).
     #[arg(long)]
@@ -167,6 +172,12 @@ pub fn run_target(
         runs.len(),
         runner.device_name()
     );
+    if args.tune {
+        if tune::run(args, &spec, preset_name, &dir, &runs, runner)? {
+            render(&spec, preset_name, &args.out)?;
+        }
+        return Ok(());
+    }
     execute_grid(target, args, &spec, preset_name, &dir, &runs, runner)
 }
 

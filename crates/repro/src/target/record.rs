@@ -30,6 +30,9 @@ pub struct CellRecord {
     pub wall_secs: f64,
     /// The trainer's own record: metrics over time and the privacy ledger.
     pub trainer: serde_json::Value,
+    /// How `--tune` chose this run's settings, with the privacy of the whole procedure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tuning: Option<super::tune::TuningNote>,
 }
 
 impl CellRecord {

@@ -5,8 +5,10 @@
 //!   that file are the paper's own (`paper_source` prefix).
 //! - `[grid]`: tasks, methods, epsilons and seeds. Zero-shot and non-private methods ignore epsilon.
 //! - `[train]`: trainer settings shared by every run; `[method.<name>]` overrides them per method.
-//! - `[preset.<name>]`: model, optional grid overrides, `[preset.<name>.train]` overrides and the
-//!   list of deviations from the paper's protocol that the preset makes.
+//! - `[tune.<method>]`: the method's hyper-parameter search space (`--tune`, [`TuneSpace`]).
+//! - `[preset.<name>]`: model, optional grid overrides, `[preset.<name>.train]` overrides,
+//!   `[preset.<name>.method.<m>]` and `[preset.<name>.tune.<m>]`, and the list of deviations from
+//!   the paper's protocol that the preset makes.
 //!
 //! Settings are kept as TOML tables and merged, weakest to strongest: `[train]` (the defaults) <
 //! `[preset.<p>.train]` < `[method.<m>]` < `[preset.<p>.method.<m>]`. A preset's general settings
@@ -28,6 +30,9 @@ pub struct Spec {
     pub train: toml::Table,
     #[serde(default)]
     pub method: BTreeMap<String, toml::Table>,
+    /// `[tune.<method>]`: search spaces for `--tune`.
+    #[serde(default)]
+    pub tune: BTreeMap<String, toml::Table>,
     pub preset: BTreeMap<String, Preset>,
 }
 
@@ -83,6 +88,9 @@ pub struct Preset {
     pub train: toml::Table,
     #[serde(default)]
     pub method: BTreeMap<String, toml::Table>,
+    /// `[preset.<p>.tune.<m>]`: replaces the whole `[tune.<m>]` space under this preset.
+    #[serde(default)]
+    pub tune: BTreeMap<String, toml::Table>,
     /// Every deviation of this preset from the paper's protocol, printed and recorded.
     pub deviations: Vec<String>,
 }
@@ -148,6 +156,21 @@ impl Spec {
         })
     }
 
+    /// The search space of `method` under `preset` (`None`: the method is not tuned).
+    /// An empty `[preset.<p>.tune.<m>]` leaves the method untuned under that preset.
+    pub fn tune_space(&self, preset: &Preset, method: &str) -> Result<Option<TuneSpace>> {
+        preset
+            .tune
+            .get(method)
+            .or_else(|| self.tune.get(method))
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                TuneSpace::parse(t)
+                    .with_context(|| format!("{}: [tune.{method}] is malformed", self.meta.target))
+            })
+            .transpose()
+    }
+
     /// Expand the grid of `preset` into run specs, in a stable order.
     pub fn runs(&self, preset_name: &str) -> Result<Vec<RunSpec>> {
         let preset = self.preset(preset_name)?;
@@ -202,6 +225,118 @@ impl Spec {
     }
 }
 
+/// How a search space's step sizes relate to the run's own settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepSizeScaling {
+    /// The listed values as they are.
+    AsListed,
+    /// Each listed value times d/|M| = 1 / `mask.score.ratio`: a ZO estimate along a direction
+    /// restricted to |M| of d coordinates has about |M|/d of the dense one's variance, so its
+    /// stable step size is about d/|M| times larger (the dense step-size bound of MeZO's and
+    /// DPZero's analyses is proportional to 1/d; docs/paper.md, DP-ZOPO). The space is then
+    /// centred where the masked method's optimum is expected, not the dense method's.
+    InverseMaskRatio,
+}
+
+/// One method's hyper-parameter search space: the Cartesian product of the listed values of each
+/// setting (`learning_rate = [..]`, `clip_norm = [..]`), in key order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TuneSpace {
+    pub values: BTreeMap<String, Vec<toml::Value>>,
+    pub learning_rate_scaling: StepSizeScaling,
+}
+
+impl TuneSpace {
+    /// Parses `[tune.<m>]`: every key a non-empty array of numbers, except
+    /// `learning_rate_scaling = "as-listed" | "inverse-mask-ratio"`.
+    pub fn parse(table: &toml::Table) -> Result<TuneSpace> {
+        let mut values = BTreeMap::new();
+        let mut learning_rate_scaling = StepSizeScaling::AsListed;
+        for (key, value) in table {
+            if key == "learning_rate_scaling" {
+                learning_rate_scaling = match value.as_str() {
+                    Some("as-listed") => StepSizeScaling::AsListed,
+                    Some("inverse-mask-ratio") => StepSizeScaling::InverseMaskRatio,
+                    _ => bail!(
+                        "learning_rate_scaling = {value}: expected \"as-listed\" or \"inverse-mask-ratio\""
+                    ),
+                };
+                continue;
+            }
+            let list = value.as_array().with_context(|| {
+                format!("{key} = {value}: expected an array of candidate values")
+            })?;
+            if list.is_empty() {
+                bail!("{key} = []: a search space needs at least one value");
+            }
+            for v in list {
+                let x = v.as_float().or(v.as_integer().map(|i| i as f64));
+                if !x.is_some_and(|x| x.is_finite() && x > 0.0) {
+                    bail!("{key}: candidate {v} must be a finite number > 0");
+                }
+            }
+            values.insert(key.clone(), list.clone());
+        }
+        if values.is_empty() {
+            bail!("a search space needs at least one setting");
+        }
+        Ok(TuneSpace {
+            values,
+            learning_rate_scaling,
+        })
+    }
+
+    /// The candidates as setting overrides for a run whose own settings are `settings`, in a
+    /// stable order (the last key varies fastest).
+    pub fn candidates(&self, settings: &toml::Table) -> Result<Vec<toml::Table>> {
+        let scale = match self.learning_rate_scaling {
+            StepSizeScaling::AsListed => 1.0,
+            StepSizeScaling::InverseMaskRatio => {
+                let ratio = settings
+                    .get("mask")
+                    .and_then(|m| m.get("score"))
+                    .and_then(|s| s.get("ratio"))
+                    .and_then(|r| r.as_float())
+                    .context(
+                        "learning_rate_scaling = \"inverse-mask-ratio\" needs the run's \
+                         mask.score.ratio setting",
+                    )?;
+                if !(ratio > 0.0 && ratio <= 1.0) {
+                    bail!("mask.score.ratio = {ratio}: must be in (0, 1]");
+                }
+                1.0 / ratio
+            }
+        };
+        let mut out = vec![toml::Table::new()];
+        for (key, list) in &self.values {
+            let mut next = Vec::with_capacity(out.len() * list.len());
+            for partial in &out {
+                for v in list {
+                    let mut c = partial.clone();
+                    let v = match (
+                        key.as_str(),
+                        v.as_float().or(v.as_integer().map(|i| i as f64)),
+                    ) {
+                        ("learning_rate", Some(x)) => toml::Value::Float(x * scale),
+                        _ => v.clone(),
+                    };
+                    c.insert(key.clone(), v);
+                    next.push(c);
+                }
+            }
+            out = next;
+        }
+        Ok(out)
+    }
+}
+
+/// `settings` with `over` laid on top (nested tables merge).
+pub fn overlaid(settings: &toml::Table, over: &toml::Table) -> toml::Table {
+    let mut out = settings.clone();
+    merge(&mut out, Some(over));
+    out
+}
+
 /// Overlay `over` onto `base`, key by key (nested tables merge recursively).
 fn merge(base: &mut toml::Table, over: Option<&toml::Table>) {
     let Some(over) = over else { return };
@@ -246,6 +381,44 @@ mod tests {
             seen += 1;
         }
         assert!(seen >= 1, "no experiment spec found in {}", dir.display());
+    }
+
+    #[test]
+    fn tune_space_expands_to_its_product_and_scales_masked_step_sizes() {
+        let table: toml::Table = toml::from_str(
+            r#"
+            learning_rate = [1e-6, 1e-5]
+            clip_norm = [1.0, 10.0, 100.0]
+            learning_rate_scaling = "inverse-mask-ratio"
+            "#,
+        )
+        .unwrap();
+        let space = TuneSpace::parse(&table).unwrap();
+        let settings: toml::Table = toml::from_str("mask = { score = { ratio = 0.01 } }").unwrap();
+        let c = space.candidates(&settings).unwrap();
+        assert_eq!(c.len(), 6);
+        // Keys in order (clip_norm, learning_rate), the last varying fastest.
+        assert_eq!(c[0]["clip_norm"].as_float(), Some(1.0));
+        assert_eq!(c[1]["clip_norm"].as_float(), Some(1.0));
+        let lr: Vec<f64> = c
+            .iter()
+            .map(|t| t["learning_rate"].as_float().unwrap())
+            .collect();
+        assert!(
+            (lr[0] - 1e-4).abs() < 1e-18 && (lr[1] - 1e-3).abs() < 1e-17,
+            "{lr:?}"
+        );
+        // Without a mask ratio the scaling is an error, not a silent 1.
+        assert!(space.candidates(&toml::Table::new()).is_err());
+        for bad in [
+            "learning_rate = []",
+            "learning_rate = [0.0]",
+            "learning_rate = 1e-5",
+            "learning_rate_scaling = \"x\"\nlearning_rate = [1.0]",
+        ] {
+            let t: toml::Table = toml::from_str(bad).unwrap();
+            assert!(TuneSpace::parse(&t).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -142,6 +142,7 @@ mod tests {
             data: "real".into(),
             wall_secs: 0.0,
             trainer: serde_json::Value::Null,
+            tuning: None,
         };
         let rows = summarise(&[rec(1, 80.0), rec(2, 82.0), rec(3, 84.0)]);
         assert_eq!(rows.len(), 1);

@@ -1,0 +1,452 @@
+//! `--tune`: hyper-parameters chosen on dev, never on test, for every method alike.
+//!
+//! - Phase 1: every candidate of a method's search space ([`super::spec::TuneSpace`]) runs on the
+//!   tuning seed (the preset's first seed), each in its own directory under `tuning/`, so that no
+//!   candidate's record is ever aggregated into the results.
+//! - Selection: the candidate with the highest **dev** accuracy of its final iterate (ties: the
+//!   earlier in the space's order); a candidate that failed (e.g. diverged) is never selected.
+//!   No test accuracy of any candidate is read.
+//! - Phase 2: the winner's settings on every seed. On the tuning seed that run is the winning
+//!   candidate itself (same spec hash), whose record is adopted rather than run twice.
+//!
+//! Privacy: tuning on the private training set is itself a release. For each final run the
+//! procedure's guarantee composes every distinct run it depended on (all candidates of its group
+//! and the final run itself) through the accountant that the runs used (plain composition;
+//! Papernot & Steinke's RDP bound for a random number of candidates is not implemented). Dev
+//! accuracy is used without privatisation, as DPZero and MeZO do: the dev split is treated as
+//! public, which a deployment on private dev data would have to account for separately.
+
+use super::grid::{self, Cell, Policy};
+use super::record::CellRecord;
+use super::spec::{overlaid, RunSpec, Spec};
+use super::{CellRunner, TargetArgs};
+use accountant::{AccountantKind, Ledger};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+/// (task, method, epsilon bits): the runs that share one selection.
+type GroupKey = (String, String, Option<u64>);
+
+fn group_of(run: &RunSpec) -> GroupKey {
+    (
+        run.task.clone(),
+        run.method.clone(),
+        run.epsilon.map(f64::to_bits),
+    )
+}
+
+/// One candidate run of phase 1.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub index: usize,
+    /// The settings it overrides (`learning_rate`, `clip_norm`, …).
+    pub overrides: toml::Table,
+    pub cell: Cell,
+}
+
+/// What tuning decided for one group, stored in each final record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TuningNote {
+    /// The seed the candidates ran on.
+    pub tuning_seed: u64,
+    /// Candidates tried.
+    pub candidates: usize,
+    /// Index of the selected candidate and its settings.
+    pub selected: usize,
+    pub selected_settings: serde_json::Value,
+    /// Dev accuracy (%) of the selected candidate.
+    pub selected_dev_accuracy: f64,
+    /// ε of this run alone (`None` for a non-private method).
+    pub epsilon_run: Option<f64>,
+    /// ε of the whole procedure behind this run: every candidate plus this run, composed.
+    pub epsilon_procedure: Option<f64>,
+    /// Distinct runs composed into `epsilon_procedure`.
+    pub runs_composed: usize,
+    /// Accountant and δ of the composition.
+    pub accountant: Option<String>,
+    pub delta: Option<f64>,
+}
+
+/// The groups' candidates: one per point of the method's space, on the tuning seed. Methods
+/// without a space are not tuned (zero-shot, or a method the spec leaves fixed).
+pub fn candidates(
+    spec: &Spec,
+    preset_name: &str,
+    runs: &[RunSpec],
+    dir: &Path,
+    model: &str,
+) -> Result<(u64, Vec<(GroupKey, Vec<Candidate>)>)> {
+    let preset = spec.preset(preset_name)?;
+    let all = spec.runs(preset_name)?;
+    let tuning_seed = preset
+        .seeds
+        .as_ref()
+        .unwrap_or(&spec.grid.seeds)
+        .first()
+        .copied()
+        .context("the preset has no seed to tune on")?;
+    let mut groups: Vec<(GroupKey, Vec<Candidate>)> = Vec::new();
+    for run in runs {
+        let key = group_of(run);
+        if groups.iter().any(|(k, _)| *k == key) {
+            continue;
+        }
+        let Some(space) = spec.tune_space(preset, &run.method)? else {
+            continue;
+        };
+        let base = all
+            .iter()
+            .find(|r| group_of(r) == key && r.seed == tuning_seed)
+            .context("the tuning seed's run is missing from the grid")?;
+        let mut list = Vec::new();
+        for (index, overrides) in space.candidates(&base.settings)?.into_iter().enumerate() {
+            let run = RunSpec {
+                settings: overlaid(&base.settings, &overrides),
+                ..base.clone()
+            };
+            let cell_dir = dir.join("tuning").join(format!("{}-c{index}", run.method));
+            let cell = grid::plan(std::slice::from_ref(&run), &cell_dir, model)?
+                .pop()
+                .context("plan returns one cell per run")?;
+            list.push(Candidate {
+                index,
+                overrides,
+                cell,
+            });
+        }
+        groups.push((key, list));
+    }
+    Ok((tuning_seed, groups))
+}
+
+/// A candidate's outcome: its record's dev accuracy (`None` when it has no record: failed).
+fn dev_accuracy(c: &Candidate) -> Option<f64> {
+    if !c.cell.is_recorded() {
+        return None;
+    }
+    CellRecord::read(&c.cell.record).ok()?.dev_accuracy
+}
+
+/// The selected candidate of each group (highest dev accuracy, earliest on ties).
+pub fn select<'a>(
+    groups: &'a [(GroupKey, Vec<Candidate>)],
+) -> Result<BTreeMap<GroupKey, &'a Candidate>> {
+    let mut out = BTreeMap::new();
+    for (key, list) in groups {
+        let mut best: Option<(&Candidate, f64)> = None;
+        for c in list {
+            if let Some(acc) = dev_accuracy(c) {
+                if best.is_none_or(|(_, b)| acc > b) {
+                    best = Some((c, acc));
+                }
+            }
+        }
+        let (winner, _) = best.with_context(|| {
+            format!(
+                "tuning {} {} eps {:?}: no candidate finished with a dev accuracy (see their \
+                 errors above; a dev split is required for tuning)",
+                key.0,
+                key.1,
+                key.2.map(f64::from_bits)
+            )
+        })?;
+        out.insert(key.clone(), winner);
+    }
+    Ok(out)
+}
+
+/// The final runs: each tuned group's runs with its winner's settings.
+pub fn final_runs(runs: &[RunSpec], winners: &BTreeMap<GroupKey, &Candidate>) -> Vec<RunSpec> {
+    runs.iter()
+        .map(|r| match winners.get(&group_of(r)) {
+            Some(w) => RunSpec {
+                settings: overlaid(&r.settings, &w.overrides),
+                ..r.clone()
+            },
+            None => r.clone(),
+        })
+        .collect()
+}
+
+/// A final cell that is the winning candidate's very run (same spec hash) takes its record.
+fn adopt_winner_records(finals: &[Cell], winners: &BTreeMap<GroupKey, &Candidate>) -> Result<()> {
+    for cell in finals {
+        let Some(w) = winners.get(&group_of(&cell.run)) else {
+            continue;
+        };
+        if w.cell.hash == cell.hash && !cell.is_recorded() && w.cell.is_recorded() {
+            let record = CellRecord::read(&w.cell.record)?;
+            record.write(&cell.record)?;
+        }
+    }
+    Ok(())
+}
+
+/// The accountant ledger, accountant kind and δ of a record's trainer ledger.
+fn ledger_of(record: &CellRecord) -> Option<(Ledger, AccountantKind, f64)> {
+    let ledger = record.trainer.pointer("/ledger/accountant_ledger")?;
+    let ledger: Ledger = serde_json::from_value(ledger.clone()).ok()?;
+    let accounting = record.trainer.pointer("/ledger/accounting")?;
+    let kind: AccountantKind =
+        serde_json::from_value(accounting.get("accountant_requested")?.clone()).ok()?;
+    let delta = accounting.get("delta")?.as_f64()?;
+    Some((ledger, kind, delta))
+}
+
+/// ε of everything in `records` composed (distinct runs only) at the first record's δ, through
+/// its accountant, or RDP where that accountant cannot compose them; with the accountant's name.
+fn composed_epsilon(records: &[&CellRecord]) -> Result<Option<(f64, String, f64)>> {
+    let ledgers: Vec<_> = records.iter().filter_map(|r| ledger_of(r)).collect();
+    if ledgers.len() < records.len() {
+        return Ok(None);
+    }
+    let Some((first, kind, delta)) = ledgers.first().cloned() else {
+        return Ok(None);
+    };
+    let compose = |kind: AccountantKind| -> Result<f64> {
+        let mut acc = kind.build(first.relation, trainer::optim::privacy::PRV_EPSILON_ERROR);
+        for (ledger, _, _) in &ledgers {
+            for entry in &ledger.entries {
+                acc.compose(&entry.event, entry.count)?;
+            }
+        }
+        Ok(acc.epsilon(delta)?)
+    };
+    match compose(kind) {
+        Ok(eps) => Ok(Some((eps, kind.name().to_string(), delta))),
+        Err(first_err) => {
+            let eps = compose(AccountantKind::Rdp).with_context(|| {
+                format!(
+                    "composing the tuning procedure with {}: {first_err:#}",
+                    kind.name()
+                )
+            })?;
+            Ok(Some((
+                eps,
+                format!("rdp ({} cannot compose these runs)", kind.name()),
+                delta,
+            )))
+        }
+    }
+}
+
+fn run_epsilon(record: &CellRecord) -> Option<f64> {
+    record.trainer.pointer("/ledger/epsilon_spent")?.as_f64()
+}
+
+/// The note of one final record, and `tuning.csv`'s rows of its group.
+fn note_for(
+    final_record: &CellRecord,
+    final_hash: &str,
+    tuning_seed: u64,
+    list: &[Candidate],
+    winner: &Candidate,
+) -> Result<TuningNote> {
+    let candidates: Vec<CellRecord> = list
+        .iter()
+        .filter(|c| c.cell.is_recorded())
+        .map(|c| CellRecord::read(&c.cell.record))
+        .collect::<Result<_>>()?;
+    let mut composed: Vec<&CellRecord> = candidates.iter().collect();
+    if !list.iter().any(|c| c.cell.hash == final_hash) {
+        composed.push(final_record);
+    }
+    let procedure = composed_epsilon(&composed)?;
+    Ok(TuningNote {
+        tuning_seed,
+        candidates: list.len(),
+        selected: winner.index,
+        selected_settings: serde_json::to_value(&winner.overrides)?,
+        selected_dev_accuracy: dev_accuracy(winner).unwrap_or(f64::NAN),
+        epsilon_run: run_epsilon(final_record),
+        epsilon_procedure: procedure.as_ref().map(|p| p.0),
+        runs_composed: composed.len(),
+        accountant: procedure.as_ref().map(|p| p.1.clone()),
+        delta: procedure.as_ref().map(|p| p.2),
+    })
+}
+
+/// Writes `tuning.csv`: every candidate with its dev accuracy and the selection (no test
+/// accuracy), and each group's per-run and procedure ε on the tuning seed.
+fn write_tuning_csv(
+    dir: &Path,
+    groups: &[(GroupKey, Vec<Candidate>)],
+    winners: &BTreeMap<GroupKey, &Candidate>,
+    notes: &BTreeMap<GroupKey, TuningNote>,
+) -> Result<()> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record([
+        "task",
+        "method",
+        "epsilon",
+        "candidate",
+        "settings",
+        "dev_accuracy",
+        "selected",
+        "epsilon_run",
+        "epsilon_procedure",
+        "runs_composed",
+    ])?;
+    let fmt = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v:.4}"));
+    for (key, list) in groups {
+        let note = notes.get(key);
+        for c in list {
+            let settings: Vec<String> = c
+                .overrides
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            w.write_record([
+                key.0.clone(),
+                key.1.clone(),
+                key.2
+                    .map_or(String::new(), |e| f64::from_bits(e).to_string()),
+                c.index.to_string(),
+                settings.join(" "),
+                dev_accuracy(c).map_or("failed".into(), |a| format!("{a:.2}")),
+                (winners.get(key).map(|w| w.index) == Some(c.index)).to_string(),
+                fmt(note.and_then(|n| n.epsilon_run)),
+                fmt(note.and_then(|n| n.epsilon_procedure)),
+                note.map_or(String::new(), |n| n.runs_composed.to_string()),
+            ])?;
+        }
+    }
+    let bytes = w.into_inner().context("tuning.csv buffer")?;
+    let path = dir.join("tuning.csv");
+    atomic_file::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Runs `cells` as the grid flags ask: worker processes (which run this whole procedure
+/// themselves) or this process. Failed cells are reported, not fatal here.
+fn execute(
+    args: &TargetArgs,
+    cells: &[Cell],
+    runner: &mut dyn CellRunner,
+    policy: Policy,
+) -> Result<Vec<String>> {
+    let g = &args.grid;
+    if !g.worker && (g.gpus.is_some() || g.jobs_per_gpu > 1) {
+        let slots = grid::slots(
+            g.gpus.as_deref(),
+            g.jobs_per_gpu,
+            std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
+            runner.cuda_devices(),
+            runner.device_name() == "cuda",
+        )?;
+        return Ok(match grid::run_workers(cells, &slots, policy) {
+            Ok(()) => Vec::new(),
+            Err(e) => vec![format!("{e:#}")],
+        });
+    }
+    let outcome = grid::execute(cells, runner, policy)?;
+    Ok(outcome
+        .failed
+        .into_iter()
+        .map(|(stem, msg)| format!("{stem}: {msg}"))
+        .collect())
+}
+
+/// `repro <target> --tune`: phase 1, selection, phase 2, then `tuning.csv`, the notes in the
+/// final records and the rendering (module docs).
+pub fn run(
+    args: &TargetArgs,
+    spec: &Spec,
+    preset_name: &str,
+    dir: &Path,
+    runs: &[RunSpec],
+    runner: &mut dyn CellRunner,
+) -> Result<bool> {
+    let g = &args.grid;
+    if g.shard.is_some() || g.emit_slurm.is_some() {
+        bail!(
+            "--tune runs in two phases (candidates, then the winners) and cannot be sharded or \
+             emitted for Slurm yet: tune on one host (--gpus / --jobs-per-gpu run its cells \
+             concurrently)"
+        );
+    }
+    let model = runner.model_name();
+    let (tuning_seed, groups) = candidates(spec, preset_name, runs, dir, &model)?;
+    let phase1: Vec<Cell> = groups
+        .iter()
+        .flat_map(|(_, l)| l.iter().map(|c| c.cell.clone()))
+        .collect();
+    println!(
+        "tuning: {} candidate runs over {} (task, method, epsilon) groups on seed {tuning_seed}, \
+         selected by dev accuracy",
+        phase1.len(),
+        groups.len()
+    );
+    if args.dry_run {
+        for (key, list) in &groups {
+            for c in list {
+                println!(
+                    "  candidate {}/{} of {} {}: {}",
+                    c.index + 1,
+                    list.len(),
+                    key.0,
+                    key.1,
+                    c.overrides
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                );
+            }
+        }
+        return Ok(false);
+    }
+    let policy = Policy::from_flags(args.rerun, args.restart);
+    let parallel = !g.worker && (g.gpus.is_some() || g.jobs_per_gpu > 1);
+    let mut failures = execute(args, &phase1, runner, policy)?;
+    let winners = select(&groups)?;
+    let finals = grid::plan(&final_runs(runs, &winners), dir, &model)?;
+    adopt_winner_records(&finals, &winners)?;
+    if !parallel {
+        // With workers, each worker has run phase 2 itself.
+        failures.extend(execute(args, &finals, runner, policy)?);
+    }
+    if g.worker {
+        return Ok(false);
+    }
+    let mut notes = BTreeMap::new();
+    for cell in &finals {
+        let key = group_of(&cell.run);
+        let (Some(winner), Some((_, list))) =
+            (winners.get(&key), groups.iter().find(|(k, _)| *k == key))
+        else {
+            continue;
+        };
+        if !cell.is_recorded() {
+            continue;
+        }
+        let mut record = CellRecord::read(&cell.record)?;
+        let note = note_for(&record, &cell.hash, tuning_seed, list, winner)?;
+        if cell.run.seed == tuning_seed {
+            notes.insert(key.clone(), note.clone());
+        }
+        if record.tuning.as_ref() != Some(&note) {
+            record.tuning = Some(note);
+            record.write(&cell.record)?;
+        }
+    }
+    write_tuning_csv(dir, &groups, &winners, &notes)?;
+    let missing: Vec<String> = finals
+        .iter()
+        .filter(|c| !c.is_recorded())
+        .map(|c| c.run.stem())
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "{} final runs have no record ({}); errors: {}",
+            missing.len(),
+            missing.join(", "),
+            failures.join("; ")
+        );
+    }
+    for f in &failures {
+        eprintln!("warning: tuning candidate failed (not selectable): {f}");
+    }
+    Ok(true)
+}
