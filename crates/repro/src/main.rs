@@ -9,6 +9,7 @@ mod eval_cmd;
 mod memory_cmd;
 #[cfg(feature = "torch")]
 mod model_cmd;
+mod perf_table;
 mod privacy;
 mod provenance;
 mod target;
@@ -35,6 +36,8 @@ enum Command {
     /// OPT-2.7B results (MeZO protocol), compared with the paper's published deltas.
     #[cfg(feature = "torch")]
     Table3(target::TargetArgs),
+    /// Rebuild `results/perf/zo_step.csv` from the GPU run folders it names (later ones win).
+    PerfTable(perf_table::PerfTableArgs),
     /// Re-render a target's summary, comparison and plot from its run records, running nothing.
     Check(target::CheckArgs),
     /// Zero-shot accuracy of a checkpoint on one task's test split.
@@ -70,6 +73,7 @@ fn main() {
         Command::Privacy(args) => privacy::run(args),
         Command::Theory(args) => theory_cmd::run(args),
         Command::Check(args) => target::check(args),
+        Command::PerfTable(args) => perf_table::run(args),
         #[cfg(feature = "torch")]
         Command::Table2(args) => target::run_paper_target("table2", args),
         #[cfg(feature = "torch")]
