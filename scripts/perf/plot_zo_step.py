@@ -11,7 +11,8 @@ import math
 import os
 import sys
 
-METHODS = ["infer", "zo", "dp-zoso", "dp-zopo", "dp-sgd", "backprop"]
+METHODS = ["infer", "zo", "dp-zoso", "dp-zopo", "dp-sgd", "dp-sgd-microbatch", "backprop",
+           "backprop-sgd"]
 
 
 def svg_bars(rows, path):

@@ -12,8 +12,9 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 /// Files of a run folder, in the order they override each other: exact normal math (older runs'
-/// default), then fast (the default since), the PyTorch reference, then the TF32 variants.
-pub const SOURCES: [&str; 7] = [
+/// default), then fast (the default since), the PyTorch reference, the TF32 variants, then the
+/// per-model folders of `scripts/gpu/dp_sgd.sh`.
+pub const SOURCES: [&str; 11] = [
     "memory-exact/zo_step.csv",
     "mem/zo_step.csv",
     "memory-fast/zo_step.csv",
@@ -21,10 +22,23 @@ pub const SOURCES: [&str; 7] = [
     "memory-tf32-exact/zo_step.csv",
     "memory-tf32-fast/zo_step.csv",
     "reference-tf32.csv",
+    "memory-roberta-large/zo_step.csv",
+    "memory-opt-2.7b/zo_step.csv",
+    "memory-smollm2-135m/zo_step.csv",
+    "memory-opt-1.3b/zo_step.csv",
 ];
 
 /// The methods of the `zo_step.csv` contract, in the table's order.
-pub const METHODS: [&str; 6] = ["infer", "zo", "dp-zoso", "dp-zopo", "dp-sgd", "backprop"];
+pub const METHODS: [&str; 8] = [
+    "infer",
+    "zo",
+    "dp-zoso",
+    "dp-zopo",
+    "dp-sgd",
+    "dp-sgd-microbatch",
+    "backprop",
+    "backprop-sgd",
+];
 
 /// Columns of `zo_step.csv`; the first six identify a row.
 pub const HEADER: [&str; 8] = [
