@@ -13,6 +13,7 @@ mod perf_table;
 mod privacy;
 mod provenance;
 mod target;
+mod tasks;
 mod theory_cmd;
 #[cfg(feature = "torch")]
 mod throughput_cmd;

@@ -23,6 +23,7 @@ use tch::{Device, Kind, Tensor};
 use trainer::batch::Batch;
 use trainer::device::{self, DeviceRequest};
 use trainer::model::LabelWordModel;
+use trainer::models::config::{published, PUBLISHED_NAMES};
 use trainer::models::{random_from_config, ModelConfig};
 use trainer::optim::adamw::{AdamW, AdamWSettings};
 use trainer::optim::dp_sgd::{dp_sgd_step, DpSgdClipping, DpSgdSettings};
@@ -30,34 +31,6 @@ use trainer::optim::loss::per_example_loss_values;
 use trainer::optim::params::TrainableParams;
 use trainer::optim::zo::{settle, zo_step, ZoPrivacy, ZoStepSettings};
 use trainer::perturb::{axpy_z, passes_on_this_thread, set_normal_math, NormalMath};
-
-/// The published configurations this command knows by name (crates/trainer/configs).
-const CONFIGS: [(&str, &str); 6] = [
-    (
-        "roberta-large",
-        include_str!("../../trainer/configs/roberta-large.json"),
-    ),
-    (
-        "opt-1.3b",
-        include_str!("../../trainer/configs/opt-1.3b.json"),
-    ),
-    (
-        "opt-2.7b",
-        include_str!("../../trainer/configs/opt-2.7b.json"),
-    ),
-    (
-        "smollm2-135m",
-        include_str!("../../trainer/configs/smollm2-135m.json"),
-    ),
-    (
-        "opt-30b",
-        include_str!("../../trainer/configs/opt-30b.json"),
-    ),
-    (
-        "opt-66b",
-        include_str!("../../trainer/configs/opt-66b.json"),
-    ),
-];
 
 /// The shapes of docs/gpu.md's reference table: RoBERTa-large f32 64 x 128, OPT f16 16 x 256;
 /// SmolLM2 f32 64 x 64 (the shape of the SmolLM2 training runs).
@@ -225,21 +198,17 @@ fn parse_math(name: &str) -> Result<NormalMath> {
 }
 
 fn load_config(model: &str) -> Result<ModelConfig> {
-    match CONFIGS.iter().find(|(name, _)| *name == model) {
-        Some((name, text)) => {
-            ModelConfig::from_json_str(text, std::path::Path::new(name)).map_err(|e| anyhow!("{e}"))
-        }
-        None => {
-            let path = PathBuf::from(model);
-            if !path.is_file() {
-                bail!(
-                    "--models {model}: neither a known config ({}) nor a config.json file",
-                    CONFIGS.map(|(n, _)| n).join(", ")
-                );
-            }
-            ModelConfig::from_file(&path).map_err(|e| anyhow!("{e}"))
-        }
+    if PUBLISHED_NAMES.contains(&model) {
+        return published(model).map_err(|e| anyhow!("{e}"));
     }
+    let path = PathBuf::from(model);
+    if !path.is_file() {
+        bail!(
+            "--models {model}: neither a known config ({}) nor a config.json file",
+            PUBLISHED_NAMES.join(", ")
+        );
+    }
+    ModelConfig::from_file(&path).map_err(|e| anyhow!("{e}"))
 }
 
 /// Random token ids (never the special ids 0..4), every token real, two label words (1000 and
@@ -300,7 +269,7 @@ fn synchronize(device: Device) {
 
 fn memory_used(device: Device) -> Result<Option<u64>> {
     match device {
-        Device::Cuda(ordinal) => trainer::perturb::device_memory_used(ordinal)
+        Device::Cuda(ordinal) => trainer::device::device_memory_used(ordinal)
             .map(Some)
             .map_err(|e| anyhow!("cuMemGetInfo: {e}")),
         _ => Ok(None),
@@ -373,6 +342,10 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
     let config = load_config(&args.model)?;
     // Initialise CUDA, libtorch and the kernels before the baseline reading.
     let _touch = Tensor::zeros([1], (Kind::Float, device));
+    if device.is_cuda() {
+        // Load the perturbation kernels now, so their module is part of the baseline.
+        let _loaded = trainer::perturb::cuda_kernel_available();
+    }
     synchronize(device);
     let baseline = memory_used(device)?;
 
@@ -537,7 +510,7 @@ pub fn cell(args: CellArgs) -> Result<()> {
 
 /// The model name as written in CSV rows (a config path becomes its parent folder's name).
 fn model_label(model: &str) -> String {
-    if CONFIGS.iter().any(|(n, _)| *n == model) {
+    if PUBLISHED_NAMES.contains(&model) {
         return model.to_string();
     }
     let path = PathBuf::from(model);

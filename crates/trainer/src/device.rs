@@ -3,7 +3,10 @@
 //! A normal link drops `libtorch_cuda.so` (nothing references it), so the binary would never see
 //! CUDA. At start-up we `dlopen` it with `RTLD_GLOBAL`; if that fails we stay on the CPU.
 
+use std::ffi::CString;
 use std::sync::OnceLock;
+
+use cudarc::driver::sys;
 
 /// What the user asked for on the command line (`--device auto|cpu|cuda`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,5 +89,62 @@ pub fn name(device: tch::Device) -> &'static str {
     match device {
         tch::Device::Cpu => "cpu",
         _ => "cuda",
+    }
+}
+
+/// dlopen check, so that a missing library is an `Err` rather than a panic inside cudarc.
+pub(crate) fn library_loadable(names: &[&str]) -> bool {
+    names.iter().any(|name| {
+        let Ok(c_name) = CString::new(*name) else {
+            return false;
+        };
+        // SAFETY: a valid C string; the handle is intentionally kept (the library stays loaded).
+        !unsafe { libc::dlopen(c_name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) }.is_null()
+    })
+}
+
+fn driver_check(what: &str, code: sys::CUresult) -> Result<(), String> {
+    if code == sys::CUresult::CUDA_SUCCESS {
+        Ok(())
+    } else {
+        Err(format!("{what} failed with {code:?}"))
+    }
+}
+
+/// Device memory in use on CUDA device `ordinal` (`total - free` from `cuMemGetInfo`), in bytes:
+/// every process's allocations plus contexts. Differences of two readings in one process
+/// measure what its caching allocator reserved in between (it never returns memory unless
+/// asked to), which is how `repro memory` reports peaks.
+///
+/// Reads through the device's primary context, the one libtorch uses; the context is retained
+/// and released around the reading, so the call leaves its reference count as it found it.
+pub fn device_memory_used(ordinal: usize) -> Result<u64, String> {
+    if !library_loadable(&["libcuda.so.1", "libcuda.so"]) {
+        return Err("libcuda.so cannot be loaded".into());
+    }
+    let ordinal_i32 =
+        i32::try_from(ordinal).map_err(|_| format!("CUDA device ordinal {ordinal} too large"))?;
+    // SAFETY: plain driver API calls with out-pointers to locals; the retained primary context
+    // is made current only for the reading and released afterwards.
+    unsafe {
+        driver_check("cuInit", sys::cuInit(0))?;
+        let mut device: sys::CUdevice = 0;
+        driver_check("cuDeviceGet", sys::cuDeviceGet(&mut device, ordinal_i32))?;
+        let mut context: sys::CUcontext = std::ptr::null_mut();
+        driver_check(
+            "cuDevicePrimaryCtxRetain",
+            sys::cuDevicePrimaryCtxRetain(&mut context, device),
+        )?;
+        let (mut free, mut total) = (0usize, 0usize);
+        let reading =
+            driver_check("cuCtxSetCurrent", sys::cuCtxSetCurrent(context)).and_then(|()| {
+                driver_check("cuMemGetInfo", sys::cuMemGetInfo_v2(&mut free, &mut total))
+            });
+        driver_check(
+            "cuDevicePrimaryCtxRelease",
+            sys::cuDevicePrimaryCtxRelease_v2(device),
+        )?;
+        reading?;
+        Ok((total - free) as u64)
     }
 }

@@ -16,7 +16,8 @@ fn fixtures() -> PathBuf {
 }
 
 fn registry() -> TaskRegistry {
-    TaskRegistry::built_in().expect("experiments/tasks.toml parses")
+    TaskRegistry::from_file(&trainer::data::dir::workspace_root().join("experiments/tasks.toml"))
+        .expect("experiments/tasks.toml parses")
 }
 
 /// A word-level tokenizer (split on `\w+|[^\w\s]+`, so a leading space is dropped): ids are the

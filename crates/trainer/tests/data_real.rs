@@ -55,7 +55,10 @@ fn sizes(splits: &Splits) -> (usize, usize, usize) {
 #[test]
 fn mezo_splits_have_the_documented_sizes() {
     let data = data_dir();
-    let registry = TaskRegistry::built_in().unwrap();
+    let registry = TaskRegistry::from_file(
+        &trainer::data::dir::workspace_root().join("experiments/tasks.toml"),
+    )
+    .unwrap();
     // (task, k, train, dev, test) from the data README §2.
     let expected = [
         ("SST-2", 16, 32, 32, 872),
@@ -97,7 +100,10 @@ fn mezo_splits_have_the_documented_sizes() {
 #[test]
 fn nli_test_sets_have_the_documented_label_counts() {
     let data = data_dir();
-    let registry = TaskRegistry::built_in().unwrap();
+    let registry = TaskRegistry::from_file(
+        &trainer::data::dir::workspace_root().join("experiments/tasks.toml"),
+    )
+    .unwrap();
     // README §3.6 (contradiction, entailment, neutral).
     for (task, expected) in [
         ("SNLI", [341, 347, 312]),
@@ -116,7 +122,10 @@ fn nli_test_sets_have_the_documented_label_counts() {
 #[test]
 fn sampling_from_original_reproduces_the_published_splits() {
     let data = data_dir();
-    let registry = TaskRegistry::built_in().unwrap();
+    let registry = TaskRegistry::from_file(
+        &trainer::data::dir::workspace_root().join("experiments/tasks.toml"),
+    )
+    .unwrap();
     for task in ["trec", "sst-5", "RTE"] {
         let spec = registry.get(task).unwrap();
         for k in [16, 512] {
@@ -144,7 +153,10 @@ fn sampling_from_original_reproduces_the_published_splits() {
 #[test]
 fn superglue_files_read_and_sample_as_mezo() {
     let data = data_dir();
-    let registry = TaskRegistry::built_in().unwrap();
+    let registry = TaskRegistry::from_file(
+        &trainer::data::dir::workspace_root().join("experiments/tasks.toml"),
+    )
+    .unwrap();
     // Row counts of the validation files (README §3.7; MultiRC: 4,848 answers).
     for (task, rows) in [
         ("CB", 56),
@@ -182,7 +194,10 @@ fn superglue_files_read_and_sample_as_mezo() {
 #[test]
 fn standin_assets_read_with_the_documented_counts() {
     let assets = assets_dir();
-    let registry = TaskRegistry::built_in().unwrap();
+    let registry = TaskRegistry::from_file(
+        &trainer::data::dir::workspace_root().join("experiments/tasks.toml"),
+    )
+    .unwrap();
     // docs/assets.md: 4,000 Pang & Lee sentences (2,000 / 2,000); 10,605 VADER snippets binned
     // at -2, -0.5, 0.5, 2 into 1,904 / 3,157 / 548 / 2,809 / 2,187; 2,225 BBC articles.
     let polarity = standin::read_all(registry.get("polarity").unwrap(), &assets).unwrap();

@@ -29,7 +29,10 @@ fn smollm2_conventions() -> ModelConventions {
 #[test]
 fn label_words_are_single_smollm2_tokens() {
     let tokenizer = smollm2();
-    let registry = TaskRegistry::built_in().unwrap();
+    let registry = TaskRegistry::from_file(
+        &trainer::data::dir::workspace_root().join("experiments/tasks.toml"),
+    )
+    .unwrap();
     let spec = registry.get("polarity").unwrap();
     let encoder = PromptEncoder::new(
         &tokenizer,
@@ -63,7 +66,10 @@ fn label_words_are_single_smollm2_tokens() {
 #[test]
 fn decoder_prompt_round_trips_and_scores_the_last_token() {
     let tokenizer = smollm2();
-    let registry = TaskRegistry::built_in().unwrap();
+    let registry = TaskRegistry::from_file(
+        &trainer::data::dir::workspace_root().join("experiments/tasks.toml"),
+    )
+    .unwrap();
     let spec = registry.get("polarity").unwrap();
     let encoder = PromptEncoder::new(
         &tokenizer,

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 use trainer::batch::Batch;
 use trainer::model::LabelWordModel;
+use trainer::models::config::{published, PUBLISHED_NAMES};
 use trainer::models::{load_model, random_from_config, ModelConfig};
 
 fn path(relative: &str) -> PathBuf {
@@ -30,6 +31,36 @@ fn published_configs_have_the_parameter_counts_transformers_gives() {
         let config = ModelConfig::from_file(&path(file)).unwrap();
         assert_eq!(config.parameter_count(), expected, "{file}");
     }
+}
+
+#[test]
+fn published_names_cover_the_configs_folder_and_parse_as_the_files() {
+    let mut on_disk: Vec<String> = std::fs::read_dir(path("configs"))
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            name.strip_suffix(".json").map(str::to_string)
+        })
+        .collect();
+    on_disk.sort();
+    let mut names: Vec<String> = PUBLISHED_NAMES.iter().map(|n| n.to_string()).collect();
+    names.sort();
+    assert_eq!(names, on_disk);
+    for name in PUBLISHED_NAMES {
+        let from_disk = ModelConfig::from_file(&path(&format!("configs/{name}.json"))).unwrap();
+        let shipped = published(name).unwrap();
+        assert_eq!(
+            shipped.parameter_count(),
+            from_disk.parameter_count(),
+            "{name}"
+        );
+        assert_eq!(shipped.model_type(), from_disk.model_type(), "{name}");
+    }
+    let error = published("opt-7b").unwrap_err().to_string();
+    assert!(
+        error.contains("\"opt-7b\"") && error.contains("opt-66b"),
+        "{error}"
+    );
 }
 
 #[test]

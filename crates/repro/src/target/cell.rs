@@ -147,7 +147,7 @@ impl TrainerCells {
             device,
             data,
             assets,
-            registry: TaskRegistry::built_in().map_err(|e| anyhow!("{e}"))?,
+            registry: crate::tasks::registry()?,
             tokenizer,
             conventions,
             padding,

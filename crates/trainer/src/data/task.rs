@@ -1,6 +1,7 @@
 //! The task registry: `experiments/tasks.toml` parsed into [`TaskSpec`]s (file layout, labels,
-//! label words, templates and truncation limits of every task). The file is compiled in as the
-//! default and can be replaced at run time with [`TaskRegistry::from_file`].
+//! label words, templates and truncation limits of every task). The trainer does not know where
+//! that file lives: the caller passes its text ([`TaskRegistry::parse`]) or its path
+//! ([`TaskRegistry::from_file`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -8,9 +9,6 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::error::{DataError, Result};
-
-/// `experiments/tasks.toml` as shipped with this build.
-pub const BUILT_IN_TASKS: &str = include_str!("../../../../experiments/tasks.toml");
 
 /// Which reader turns the task's files into [`super::Example`]s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -137,14 +135,6 @@ pub struct TaskRegistry {
 }
 
 impl TaskRegistry {
-    /// The tasks of the `experiments/tasks.toml` compiled into this build.
-    ///
-    /// # Errors
-    /// [`DataError::TasksFile`] or [`DataError::TaskSpec`] if the file is invalid.
-    pub fn built_in() -> Result<Self> {
-        Self::parse(BUILT_IN_TASKS, "<built-in experiments/tasks.toml>")
-    }
-
     /// The tasks of a tasks file on disk.
     ///
     /// # Errors

@@ -6,6 +6,48 @@ use super::error::{ModelError, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
+/// The published configurations shipped in `crates/trainer/configs/`, by name: the full-size
+/// shapes the memory and throughput measurements instantiate with random weights.
+const PUBLISHED: [(&str, &str); 6] = [
+    (
+        "roberta-large",
+        include_str!("../../configs/roberta-large.json"),
+    ),
+    ("opt-1.3b", include_str!("../../configs/opt-1.3b.json")),
+    ("opt-2.7b", include_str!("../../configs/opt-2.7b.json")),
+    (
+        "smollm2-135m",
+        include_str!("../../configs/smollm2-135m.json"),
+    ),
+    ("opt-30b", include_str!("../../configs/opt-30b.json")),
+    ("opt-66b", include_str!("../../configs/opt-66b.json")),
+];
+
+/// Names [`published`] accepts.
+pub const PUBLISHED_NAMES: [&str; 6] = [
+    PUBLISHED[0].0,
+    PUBLISHED[1].0,
+    PUBLISHED[2].0,
+    PUBLISHED[3].0,
+    PUBLISHED[4].0,
+    PUBLISHED[5].0,
+];
+
+/// The published configuration `name` (one of [`PUBLISHED_NAMES`]).
+///
+/// # Errors
+/// [`ModelError::UnknownPublished`] for another name (the message lists the known ones).
+pub fn published(name: &str) -> Result<ModelConfig> {
+    let (name, text) = PUBLISHED
+        .iter()
+        .find(|(known, _)| *known == name)
+        .ok_or_else(|| ModelError::UnknownPublished {
+            name: name.to_string(),
+            known: PUBLISHED_NAMES.join(", "),
+        })?;
+    ModelConfig::from_json_str(text, Path::new(name))
+}
+
 fn default_true() -> bool {
     true
 }

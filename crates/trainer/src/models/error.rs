@@ -52,6 +52,8 @@ pub enum ModelError {
     Gguf { path: PathBuf, message: String },
     #[error("{path}: tokenizer: {message}")]
     Tokenizer { path: PathBuf, message: String },
+    #[error("{name:?} is not a published config (known: {known})")]
+    UnknownPublished { name: String, known: String },
     #[error("bad input: {0}")]
     BadInput(String),
     #[error(transparent)]

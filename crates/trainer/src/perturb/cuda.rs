@@ -16,6 +16,7 @@ use super::normal::{
 use super::param_set::{ParamEntry, Selection};
 use super::philox::{PHILOX_MULTIPLIER_0, PHILOX_MULTIPLIER_1, PHILOX_WEYL_0, PHILOX_WEYL_1};
 use super::{normal_math, NormalMath};
+use crate::device::library_loadable;
 use cudarc::driver::sys;
 use std::collections::HashMap;
 use std::ffi::{c_void, CString};
@@ -189,17 +190,6 @@ fn kernel_source(math: NormalMath, shape: DenseShape) -> String {
     source
 }
 
-/// dlopen check, so that a missing library is an `Err` rather than a panic inside cudarc.
-fn library_loadable(names: &[&str]) -> bool {
-    names.iter().any(|name| {
-        let Ok(c_name) = CString::new(*name) else {
-            return false;
-        };
-        // SAFETY: a valid C string; the handle is intentionally kept (the library stays loaded).
-        !unsafe { libc::dlopen(c_name.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) }.is_null()
-    })
-}
-
 fn driver_error(what: &str, code: sys::CUresult) -> String {
     format!("{what} failed with {code:?}")
 }
@@ -321,22 +311,6 @@ unsafe fn compile_pair(math: NormalMath, major: i32, minor: i32) -> Result<Kerne
         }
         Ok(pair)
     }
-}
-
-/// Device memory in use on CUDA device `ordinal` (`total - free` from `cuMemGetInfo`), in bytes:
-/// every process's allocations plus contexts. Differences of two readings in one process
-/// measure what its caching allocator reserved in between (it never returns memory unless
-/// asked to), which is how `repro memory` reports peaks.
-pub fn device_memory_used(ordinal: usize) -> Result<u64, String> {
-    with_kernels(ordinal, |kernels| {
-        let (mut free, mut total) = (0usize, 0usize);
-        // SAFETY: the primary context is retained; out-pointers are to locals.
-        unsafe {
-            check("cuCtxSetCurrent", sys::cuCtxSetCurrent(kernels.context))?;
-            check("cuMemGetInfo", sys::cuMemGetInfo_v2(&mut free, &mut total))?;
-        }
-        Ok((total - free) as u64)
-    })
 }
 
 /// Run `f` with the kernels of device `ordinal`, loading them on first use.

@@ -44,7 +44,7 @@ mod param_set;
 mod philox;
 mod pull;
 
-pub use cuda::{cuda_kernel_available, device_memory_used};
+pub use cuda::cuda_kernel_available;
 pub use error::PerturbError;
 pub use normal::{box_muller, normal_at, normal_block};
 pub use param_set::{ParamEntry, ParamSet, Selection};
