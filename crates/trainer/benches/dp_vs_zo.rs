@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tch::{Device, Kind, Tensor};
 use trainer::batch::Batch;
+use trainer::device::device_memory_used;
 use trainer::device::{select, DeviceRequest};
 use trainer::model::LabelWordModel;
 use trainer::models::load_model;
@@ -27,7 +28,6 @@ use trainer::optim::dp_sgd::{dp_sgd_step, DpSgdClipping, DpSgdSettings};
 use trainer::optim::params::TrainableParams;
 use trainer::optim::zo::{settle, zo_step, ZoPrivacy, ZoStepSettings};
 use trainer::perturb::bench::{random_masks, synchronize};
-use trainer::perturb::device_memory_used;
 
 const MODELS: [&str; 3] = ["roberta_tiny", "opt_tiny", "llama_tiny_gqa_untied"];
 const METHODS: [&str; 6] = [
