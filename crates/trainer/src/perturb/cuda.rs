@@ -8,7 +8,7 @@
 //! the launch is ordered after earlier ATen work and before later ATen work on that stream.
 //! Callers that switch libtorch to another stream must synchronise themselves.
 
-use super::error::PerturbError;
+use super::error::{CudaError, PerturbError};
 use super::normal::{
     ATANH_COEFFICIENTS, COS_COEFFICIENTS, LN2_HIGH, LN2_LOW, SIN_COEFFICIENTS, SQRT_2,
     TWO_PI_OVER_2_24,
@@ -49,16 +49,23 @@ const DEFAULT_DENSE_SHAPE: DenseShape = DenseShape {
 /// The kernel shape of this process: the default, or `DPZO_PERTURB_CHUNKS` (1, 2, 4, 8 or 16),
 /// `DPZO_PERTURB_MIN_BLOCKS` (1 to 8) and `DPZO_PERTURB_MASKED` (1, 2, 4, 8 or 16) for tuning
 /// runs. Read once.
-fn dense_shape() -> Result<DenseShape, String> {
-    static SHAPE: OnceLock<Result<DenseShape, String>> = OnceLock::new();
+fn dense_shape() -> Result<DenseShape, CudaError> {
+    static SHAPE: OnceLock<Result<DenseShape, CudaError>> = OnceLock::new();
     SHAPE
         .get_or_init(|| {
-            let read = |name: &str, default: u64, allowed: &[u64]| -> Result<u64, String> {
+            let read = |name: &'static str,
+                        default: u64,
+                        allowed: &'static [u64]|
+             -> Result<u64, CudaError> {
                 match std::env::var(name) {
                     Err(_) => Ok(default),
                     Ok(text) => match text.trim().parse::<u64>() {
                         Ok(v) if allowed.contains(&v) => Ok(v),
-                        _ => Err(format!("{name}={text:?}: expected one of {allowed:?}")),
+                        _ => Err(CudaError::InvalidSetting {
+                            name,
+                            value: text,
+                            allowed,
+                        }),
                     },
                 }
             };
@@ -140,7 +147,7 @@ impl DeviceKernels {
 // that thread, which `launch` does before every use.
 unsafe impl Send for DeviceKernels {}
 
-static KERNELS: OnceLock<Mutex<HashMap<usize, Result<DeviceKernels, String>>>> = OnceLock::new();
+static KERNELS: OnceLock<Mutex<HashMap<usize, Result<DeviceKernels, CudaError>>>> = OnceLock::new();
 
 /// `#define`s of every constant shared with `normal.rs`/`philox.rs`, as exact bit patterns,
 /// then `kernel.cu` (with `DPZO_FAST_NORMAL` defined for the fast variant).
@@ -190,31 +197,33 @@ fn kernel_source(math: NormalMath, shape: DenseShape) -> String {
     source
 }
 
-fn driver_error(what: &str, code: sys::CUresult) -> String {
-    format!("{what} failed with {code:?}")
-}
-
-fn check(what: &str, code: sys::CUresult) -> Result<(), String> {
+fn check(call: &str, code: sys::CUresult) -> Result<(), CudaError> {
     if code == sys::CUresult::CUDA_SUCCESS {
         Ok(())
     } else {
-        Err(driver_error(what, code))
+        Err(CudaError::Driver {
+            call: call.to_string(),
+            code,
+        })
     }
 }
 
 /// Compile and load the kernels for CUDA device `ordinal`.
-fn load_kernels(ordinal: usize) -> Result<DeviceKernels, String> {
+fn load_kernels(ordinal: usize) -> Result<DeviceKernels, CudaError> {
     if !library_loadable(&["libcuda.so.1", "libcuda.so"]) {
-        return Err("libcuda.so cannot be loaded".into());
+        return Err(CudaError::LibraryUnavailable {
+            library: "libcuda.so",
+            hint: "",
+        });
     }
     if !library_loadable(&["libnvrtc.so.13", "libnvrtc.so.12", "libnvrtc.so"]) {
-        return Err(
-            "libnvrtc.so cannot be loaded (add the CUDA toolkit's lib64 or the \
-                    nvidia/cu13/lib folder of the PyTorch wheel to LD_LIBRARY_PATH)"
-                .into(),
-        );
+        return Err(CudaError::LibraryUnavailable {
+            library: "libnvrtc.so",
+            hint: " (add the CUDA toolkit's lib64 or the nvidia/cu13/lib folder of the PyTorch \
+                   wheel to LD_LIBRARY_PATH)",
+        });
     }
-    let loaded = std::panic::catch_unwind(|| -> Result<DeviceKernels, String> {
+    let loaded = std::panic::catch_unwind(|| -> Result<DeviceKernels, CudaError> {
         // SAFETY: plain driver API calls with out-pointers to locals; the primary context is
         // retained (never released: libtorch keeps using it for the life of the process).
         unsafe {
@@ -240,9 +249,7 @@ fn load_kernels(ordinal: usize) -> Result<DeviceKernels, String> {
                 ),
             )?;
             if major < 8 {
-                return Err(format!(
-                    "compute capability {major}.{minor} lacks cvt.rn.bf16.f32 (needs 8.0)"
-                ));
+                return Err(CudaError::ComputeCapability { major, minor });
             }
             let mut context: sys::CUcontext = std::ptr::null_mut();
             check(
@@ -259,7 +266,7 @@ fn load_kernels(ordinal: usize) -> Result<DeviceKernels, String> {
             })
         }
     });
-    loaded.unwrap_or_else(|_| Err("cudarc panicked while loading CUDA or NVRTC".into()))
+    loaded.unwrap_or(Err(CudaError::LoaderPanicked))
 }
 
 /// Compile one variant with NVRTC and load it into the current context. The exact variant
@@ -268,7 +275,7 @@ fn load_kernels(ordinal: usize) -> Result<DeviceKernels, String> {
 ///
 /// # Safety
 /// A CUDA context must be current on this thread.
-unsafe fn compile_pair(math: NormalMath, major: i32, minor: i32) -> Result<KernelPair, String> {
+unsafe fn compile_pair(math: NormalMath, major: i32, minor: i32) -> Result<KernelPair, CudaError> {
     let exact = math == NormalMath::Exact;
     let options = cudarc::nvrtc::CompileOptions {
         options: vec![
@@ -281,8 +288,13 @@ unsafe fn compile_pair(math: NormalMath, major: i32, minor: i32) -> Result<Kerne
         ..Default::default()
     };
     let ptx = cudarc::nvrtc::compile_ptx_with_opts(kernel_source(math, dense_shape()?), options)
-        .map_err(|e| format!("NVRTC ({math:?}): {e:?}"))?;
-    let ptx = CString::new(ptx.to_src()).map_err(|e| format!("PTX text: {e}"))?;
+        .map_err(|e| CudaError::Compile {
+            math,
+            log: format!("{e:?}"),
+        })?;
+    let ptx = CString::new(ptx.to_src()).map_err(|_| CudaError::NulByte {
+        what: "PTX text".into(),
+    })?;
     let mut module: sys::CUmodule = std::ptr::null_mut();
     // SAFETY (caller): a context is current; out-pointers are to locals.
     unsafe {
@@ -290,8 +302,10 @@ unsafe fn compile_pair(math: NormalMath, major: i32, minor: i32) -> Result<Kerne
             "cuModuleLoadData",
             sys::cuModuleLoadData(&mut module, ptx.as_ptr() as *const c_void),
         )?;
-        let function = |name: String| -> Result<sys::CUfunction, String> {
-            let c_name = CString::new(name.clone()).map_err(|e| format!("{name}: {e}"))?;
+        let function = |name: String| -> Result<sys::CUfunction, CudaError> {
+            let c_name = CString::new(name.clone()).map_err(|_| CudaError::NulByte {
+                what: format!("kernel name {name:?}"),
+            })?;
             let mut function: sys::CUfunction = std::ptr::null_mut();
             check(
                 &format!("cuModuleGetFunction({name})"),
@@ -316,18 +330,18 @@ unsafe fn compile_pair(math: NormalMath, major: i32, minor: i32) -> Result<Kerne
 /// Run `f` with the kernels of device `ordinal`, loading them on first use.
 fn with_kernels<T>(
     ordinal: usize,
-    f: impl FnOnce(&DeviceKernels) -> Result<T, String>,
-) -> Result<T, String> {
+    f: impl FnOnce(&DeviceKernels) -> Result<T, CudaError>,
+) -> Result<T, CudaError> {
     let cache = KERNELS.get_or_init(|| Mutex::new(HashMap::new()));
     let mut cache = cache
         .lock()
-        .map_err(|_| "kernel cache poisoned".to_string())?;
+        .map_err(|_| CudaError::CachePoisoned { cache: "kernel" })?;
     let kernels = cache
         .entry(ordinal)
         .or_insert_with(|| load_kernels(ordinal));
     match kernels {
         Ok(kernels) => f(kernels),
-        Err(message) => Err(message.clone()),
+        Err(error) => Err(error.clone()),
     }
 }
 
@@ -337,13 +351,13 @@ pub fn cuda_kernel_available() -> bool {
     with_kernels(0, |_| Ok(())).is_ok()
 }
 
-fn dtype_code(kind: Kind) -> Result<usize, String> {
+fn dtype_code(kind: Kind) -> Result<usize, CudaError> {
     match kind {
         Kind::Float => Ok(0),
         Kind::Half => Ok(1),
         Kind::BFloat16 => Ok(2),
         Kind::Double => Ok(3),
-        other => Err(format!("unsupported dtype {other:?}")),
+        kind => Err(CudaError::UnsupportedKind { kind }),
     }
 }
 
@@ -395,23 +409,22 @@ fn launch(
     records: &[u64],
     grid_blocks: u64,
     last: LastArgument<'_>,
-) -> Result<(), String> {
+) -> Result<(), CudaError> {
     if grid_blocks == 0 {
         return Ok(());
     }
     if grid_blocks > i32::MAX as u64 {
-        return Err(format!("{grid_blocks} blocks exceed the grid limit"));
+        return Err(CudaError::GridTooLarge { grid_blocks });
     }
     if records.len() / RECORD_WORDS > u32::MAX as usize {
-        return Err(format!(
-            "{} tensors exceed the kernel's u32 segment index",
-            records.len() / RECORD_WORDS
-        ));
+        return Err(CudaError::TooManySegments {
+            segments: records.len() / RECORD_WORDS,
+        });
     }
     let cache = TABLES.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut cache = cache
-        .lock()
-        .map_err(|_| "segment table cache poisoned".to_string())?;
+    let mut cache = cache.lock().map_err(|_| CudaError::CachePoisoned {
+        cache: "segment table",
+    })?;
     let key = (ordinal, records.to_vec());
     if !cache.contains_key(&key) {
         let cached_bytes: u64 = cache
@@ -431,10 +444,11 @@ fn launch(
             .into_iter()
             .map(|s| s as i32)
             .collect();
-        let upload = |values: Tensor, what: &str| {
-            values
-                .f_to_device(device)
-                .map_err(|e| format!("{what} upload: {e}"))
+        let upload = |values: Tensor, what: &'static str| {
+            values.f_to_device(device).map_err(|e| CudaError::Upload {
+                what,
+                message: e.to_string(),
+            })
         };
         let tables = DeviceTables {
             records: upload(Tensor::from_slice(&words), "segment table")?,
@@ -488,10 +502,11 @@ pub(crate) fn update_entries(
     terms: &[(u64, f32)],
 ) -> Result<(), PerturbError> {
     if terms.len() > MAX_KERNEL_TERMS {
-        return Err(PerturbError::Cuda(format!(
-            "{} terms exceed the kernel's {MAX_KERNEL_TERMS}",
-            terms.len()
-        )));
+        return Err(CudaError::TooManyTerms {
+            terms: terms.len(),
+            max: MAX_KERNEL_TERMS,
+        }
+        .into());
     }
     let mut kernel_terms = KernelTerms {
         scales: [0.0; MAX_KERNEL_TERMS],
@@ -512,12 +527,12 @@ pub(crate) fn update_entries(
     for (ordinal, entries) in by_device {
         // Per element type: the segment records and the grid size of its dense and masked
         // launches (each launch numbers its grid blocks from 0).
-        let shape = dense_shape().map_err(PerturbError::Cuda)?;
+        let shape = dense_shape()?;
         let chunks = shape.chunks;
         let mut dense = [(); 4].map(|_| (Vec::new(), 0u64));
         let mut masked = [(); 4].map(|_| (Vec::new(), 0u64));
         for entry in entries {
-            let code = dtype_code(entry.kind).map_err(PerturbError::Cuda)?;
+            let code = dtype_code(entry.kind)?;
             let pointer = entry.tensor.data_ptr() as u64;
             match &entry.selection {
                 Selection::Dense if entry.numel > 0 => {
@@ -579,8 +594,7 @@ pub(crate) fn update_entries(
                 )?;
             }
             Ok(())
-        })
-        .map_err(PerturbError::Cuda)?;
+        })?;
     }
     Ok(())
 }
@@ -590,7 +604,7 @@ const PULL_PER_THREAD: u64 = 4;
 
 /// The proximal pull (pull.rs) of CUDA entries, each with its checked anchor: one launch per
 /// device and element type.
-pub(crate) fn pull_entries(pairs: &[(&ParamEntry, &Tensor)], weight: f64) -> Result<(), String> {
+pub(crate) fn pull_entries(pairs: &[(&ParamEntry, &Tensor)], weight: f64) -> Result<(), CudaError> {
     let mut by_device: HashMap<usize, Vec<(&ParamEntry, &Tensor)>> = HashMap::new();
     for &(entry, anchor) in pairs {
         if let Device::Cuda(ordinal) = entry.device {

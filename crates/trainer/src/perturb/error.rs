@@ -61,5 +61,70 @@ pub enum PerturbError {
     Torch(#[from] tch::TchError),
     /// A failure of the CUDA driver or NVRTC path.
     #[error("CUDA perturbation kernel: {0}")]
-    Cuda(String),
+    Cuda(#[from] CudaError),
+}
+
+/// Why the NVRTC kernel path could not load or launch. Cloneable: a failed load is cached per
+/// device and reported again on every later use.
+#[derive(Debug, Error, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum CudaError {
+    /// A shared library could not be `dlopen`ed.
+    #[error("{library} cannot be loaded{hint}")]
+    LibraryUnavailable {
+        library: &'static str,
+        /// What to do about it (empty when there is nothing to add).
+        hint: &'static str,
+    },
+    /// A driver API call returned an error code.
+    #[error("{call} failed with {code:?}")]
+    Driver {
+        call: String,
+        code: cudarc::driver::sys::CUresult,
+    },
+    /// The kernels convert to bf16 with an instruction of compute capability 8.0.
+    #[error("compute capability {major}.{minor} lacks cvt.rn.bf16.f32 (needs 8.0)")]
+    ComputeCapability { major: i32, minor: i32 },
+    /// NVRTC rejected the kernel source.
+    #[error("NVRTC ({math:?}): {log}")]
+    Compile {
+        math: super::NormalMath,
+        /// NVRTC's message.
+        log: String,
+    },
+    /// A string handed to the driver held a NUL byte.
+    #[error("{what} holds a NUL byte")]
+    NulByte { what: String },
+    /// cudarc panicked (e.g. a symbol missing from the loaded library).
+    #[error("cudarc panicked while loading CUDA or NVRTC")]
+    LoaderPanicked,
+    /// A thread panicked while holding one of the module's caches.
+    #[error("{cache} cache poisoned")]
+    CachePoisoned { cache: &'static str },
+    /// A tuning variable of the environment holds an unsupported value.
+    #[error("{name}={value:?}: expected one of {allowed:?}")]
+    InvalidSetting {
+        name: &'static str,
+        value: String,
+        allowed: &'static [u64],
+    },
+    /// No kernel for this element type.
+    #[error("unsupported dtype {kind:?}")]
+    UnsupportedKind { kind: tch::Kind },
+    /// More terms than one launch takes.
+    #[error("{terms} terms exceed the kernel's {max}")]
+    TooManyTerms { terms: usize, max: usize },
+    /// A launch larger than the grid limit.
+    #[error("{grid_blocks} blocks exceed the grid limit")]
+    GridTooLarge { grid_blocks: u64 },
+    /// More tensors than the kernel's u32 segment index can number.
+    #[error("{segments} tensors exceed the kernel's u32 segment index")]
+    TooManySegments { segments: usize },
+    /// Copying a launch table to the device failed.
+    #[error("{what} upload: {message}")]
+    Upload {
+        what: &'static str,
+        /// libtorch's message.
+        message: String,
+    },
 }

@@ -45,7 +45,7 @@ mod philox;
 mod pull;
 
 pub use cuda::cuda_kernel_available;
-pub use error::PerturbError;
+pub use error::{CudaError, PerturbError};
 pub use normal::{box_muller, normal_at, normal_block};
 pub use param_set::{ParamEntry, ParamSet, Selection};
 pub use philox::{philox4x32_10, philox_block};

@@ -69,7 +69,7 @@ pub fn pull_towards_using(
         return Ok(());
     }
     if path == PerturbPath::NvrtcKernel || cuda::cuda_kernel_available() {
-        cuda::pull_entries(&on_kernel, weight).map_err(PerturbError::Cuda)
+        cuda::pull_entries(&on_kernel, weight).map_err(PerturbError::from)
     } else {
         for (entry, anchor) in on_kernel {
             aten_pull(entry, anchor, weight)?;
