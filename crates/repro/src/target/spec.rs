@@ -520,4 +520,30 @@ mod tests {
             }
         }
     }
+
+    /// Every committed spec's search spaces parse for every preset and method, and the mini
+    /// presets keep the paper's schedule proportions (T0 = T/6, S = 3) and the whole test files.
+    #[test]
+    fn committed_search_spaces_parse_and_mini_keeps_the_papers_proportions() {
+        for target in ["table2", "table3"] {
+            let spec = Spec::load(&workspace().join(format!("experiments/{target}.toml"))).unwrap();
+            for (name, preset) in &spec.preset {
+                for method in &spec.grid.methods {
+                    spec.tune_space(preset, method)
+                        .unwrap_or_else(|e| panic!("{target} {name} {method}: {e:#}"));
+                }
+            }
+            let mini = spec.preset("mini").unwrap();
+            let settings = spec.settings(mini, "dp-zoso");
+            let steps = settings["steps"].as_integer().unwrap();
+            let stage = settings["stage"].as_table().unwrap();
+            assert_eq!(
+                stage["first_stage_steps"].as_integer().unwrap() * 6,
+                steps,
+                "{target}"
+            );
+            assert_eq!(stage["num_stages"].as_integer(), Some(3), "{target}");
+            assert!(settings.contains_key("zo_eps_end"), "{target}");
+        }
+    }
 }

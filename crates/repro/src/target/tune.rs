@@ -29,6 +29,9 @@ use std::path::Path;
 /// (task, method, epsilon bits): the runs that share one selection.
 type GroupKey = (String, String, Option<u64>);
 
+/// One selection's candidates.
+pub type Group = (GroupKey, Vec<Candidate>);
+
 fn group_of(run: &RunSpec) -> GroupKey {
     (
         run.task.clone(),
@@ -77,7 +80,7 @@ pub fn candidates(
     runs: &[RunSpec],
     dir: &Path,
     model: &str,
-) -> Result<(u64, Vec<(GroupKey, Vec<Candidate>)>)> {
+) -> Result<(u64, Vec<Group>)> {
     let preset = spec.preset(preset_name)?;
     let all = spec.runs(preset_name)?;
     let tuning_seed = preset
@@ -130,9 +133,7 @@ fn dev_accuracy(c: &Candidate) -> Option<f64> {
 }
 
 /// The selected candidate of each group (highest dev accuracy, earliest on ties).
-pub fn select<'a>(
-    groups: &'a [(GroupKey, Vec<Candidate>)],
-) -> Result<BTreeMap<GroupKey, &'a Candidate>> {
+pub fn select(groups: &[Group]) -> Result<BTreeMap<GroupKey, &Candidate>> {
     let mut out = BTreeMap::new();
     for (key, list) in groups {
         let mut best: Option<(&Candidate, f64)> = None;
