@@ -64,6 +64,17 @@ fn each_method_lowers_the_dev_loss() {
         config.mask.score.ratio = 0.5;
         let (record, initial, _) = run(&config, 5);
         let last = record.final_dev.as_ref().unwrap();
+        // The final evaluation records each example's outcome, consistent with its accuracy;
+        // the dev history during training does not.
+        let outcomes = last.correct.as_deref().unwrap();
+        assert_eq!(outcomes.len(), last.examples, "{method:?}");
+        let hits = outcomes.chars().filter(|&c| c == '1').count();
+        assert_eq!(
+            outcomes.chars().filter(|&c| c == '0').count(),
+            last.examples - hits
+        );
+        assert!((hits as f64 / last.examples as f64 - last.accuracy).abs() < 1e-12);
+        assert!(record.dev.iter().all(|m| m.correct.is_none()), "{method:?}");
         assert!(
             last.loss < 0.9 * initial,
             "{method:?}: dev loss {initial} -> {} after {steps} steps (accuracy {})",

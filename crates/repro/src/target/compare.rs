@@ -161,7 +161,37 @@ fn test_claim(
     if !d.is_empty() {
         c.ours_delta = Some(d.iter().sum::<f64>() / d.len() as f64);
     }
-    c.ci = t_interval95(&d);
+    // Per-example differences (−1/0/1) paired by seed and test example, when every record of
+    // both sides carries its outcomes; otherwise the seed-only t-interval.
+    let examples: Option<Vec<Vec<i8>>> = a
+        .seeds
+        .iter()
+        .zip(&a.outcomes)
+        .filter_map(|(seed, oa)| {
+            let j = b.seeds.iter().position(|s| s == seed)?;
+            Some(match (oa, &b.outcomes[j]) {
+                (Some(x), Some(y)) if x.len() == y.len() => {
+                    Some(x.iter().zip(y).map(|(p, q)| p - q).collect())
+                }
+                _ => None,
+            })
+        })
+        .collect();
+    let sample = super::stats::SeedSample {
+        values: d.clone(),
+        examples,
+    };
+    match super::stats::interval(&sample) {
+        Ok(Some(iv)) => {
+            c.ci = Some((iv.low, iv.high));
+            c.why = iv.method.describe();
+        }
+        Ok(None) => c.ci = None,
+        Err(e) => {
+            c.why = format!("per-example outcomes unusable ({e:#}), seed-only t-interval");
+            c.ci = t_interval95(&d);
+        }
+    }
     let Some((lo, hi)) = c.ci else {
         c.why = format!(
             "{} paired seed(s); a confidence interval needs at least 2",
@@ -174,6 +204,7 @@ fn test_claim(
         return c;
     };
     c.verdict = verdict(p, lo, hi, tol);
+    let ci_method = std::mem::take(&mut c.why);
     let ours = format!(
         "ours {:+.1} [{lo:+.1}, {hi:+.1}] over {} seeds",
         c.ours_delta.unwrap_or(0.0),
@@ -192,6 +223,7 @@ fn test_claim(
             _ => format!("paper {p:+.1} (no effect beyond ±{tol}); {ours}: the CI lies outside [−{tol}, +{tol}]"),
         }
     };
+    c.why = format!("{}; CI: {ci_method}", c.why);
     c
 }
 
@@ -565,6 +597,7 @@ mod tests {
             n_seeds: xs.len(),
             ci95: t_interval95(&xs),
             seeds: accs.iter().map(|a| a.0).collect(),
+            outcomes: vec![None; xs.len()],
             accuracies: xs,
             data: "real".into(),
         }

@@ -10,6 +10,7 @@ pub mod integrity;
 pub mod plot;
 pub mod record;
 pub mod spec;
+pub mod stats;
 pub mod summary;
 pub mod tune;
 

@@ -22,6 +22,9 @@ pub struct SummaryRow {
     pub seeds: Vec<u64>,
     /// Final test accuracy of each seed, aligned with `seeds` (for paired differences).
     pub accuracies: Vec<f64>,
+    /// Per seed (as `seeds`), the final test evaluation's per-example outcomes (0/1), when the
+    /// record carries them (`stats`).
+    pub outcomes: Vec<Option<Vec<i8>>>,
     pub data: String,
 }
 
@@ -73,6 +76,7 @@ pub fn summarise(records: &[CellRecord]) -> Vec<SummaryRow> {
                 ci95: t_interval95(&xs),
                 seeds: rs.iter().map(|r| r.seed).collect(),
                 accuracies: xs.clone(),
+                outcomes: rs.iter().map(|r| test_outcomes(r)).collect(),
                 data: data.join(";"),
             }
         })
@@ -118,6 +122,19 @@ pub fn write_csv(rows: &[SummaryRow], path: &Path) -> Result<()> {
     }
     atomic_file::write(path, w.into_inner()?)?;
     Ok(())
+}
+
+/// Per-example outcomes of a record's final test evaluation (`trainer.test.correct`, a string of
+/// `0`/`1` written by the trainer); `None` when the record predates them or holds anything else.
+pub fn test_outcomes(r: &CellRecord) -> Option<Vec<i8>> {
+    let text = r.trainer.pointer("/test/correct")?.as_str()?;
+    text.chars()
+        .map(|c| match c {
+            '1' => Some(1),
+            '0' => Some(0),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -43,6 +43,25 @@ pub fn evaluate(model: &dyn LabelWordModel, batches: &[Batch]) -> Result<(f64, u
     evaluate_keeping_logits(model, batches).map(|(mean, correct, total, _)| (mean, correct, total))
 }
 
+/// Mean loss and whether each example's argmax prediction is correct, in batch order (forward
+/// only). The per-example outcomes let a comparison resample the test set (a bootstrap over
+/// examples) without rerunning the model.
+pub fn evaluate_per_example(
+    model: &dyn LabelWordModel,
+    batches: &[Batch],
+) -> Result<(f64, Vec<bool>)> {
+    let (mean, _, _, logits) = evaluate_keeping_logits(model, batches)?;
+    let mut correct = Vec::new();
+    for (batch, logits) in batches.iter().zip(&logits) {
+        let hits = logits
+            .f_argmax(-1, false)?
+            .f_eq_tensor(&batch.labels)?
+            .f_to_device(tch::Device::Cpu)?;
+        correct.extend(Vec::<bool>::try_from(hits)?);
+    }
+    Ok((mean, correct))
+}
+
 /// [`evaluate`], also returning each batch's `[B, n_labels]` label-word logits (on the model's
 /// device) for scores beyond accuracy, such as a ROC AUC.
 pub fn evaluate_keeping_logits(

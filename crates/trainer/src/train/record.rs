@@ -40,6 +40,26 @@ pub struct EvalMetric {
     pub accuracy: f64,
     /// Number of examples.
     pub examples: usize,
+    /// Whether each example was predicted correctly, in evaluation order, as a string of `1`
+    /// (correct) and `0`. Final evaluations carry it so a
+    /// comparison can resample the test set; absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correct: Option<String>,
+}
+
+impl EvalMetric {
+    /// Encodes per-example outcomes as the `correct` string.
+    pub fn encode_correctness(correct: &[bool]) -> String {
+        correct.iter().map(|&c| if c { '1' } else { '0' }).collect()
+    }
+
+    /// The same metric without per-example outcomes (for the dev history during training).
+    pub fn without_examples(self) -> Self {
+        Self {
+            correct: None,
+            ..self
+        }
+    }
 }
 
 /// How the privacy of a DP run is accounted.

@@ -225,15 +225,18 @@ fn evaluate(
     batches: &[Batch],
     step: u64,
 ) -> Result<Option<EvalMetric>> {
-    let (loss, correct, total) = loss::evaluate(model, batches)?;
+    let (loss, correct) = loss::evaluate_per_example(model, batches)?;
+    let total = correct.len();
     if total == 0 {
         return Ok(None);
     }
+    let hits = correct.iter().filter(|&&c| c).count();
     Ok(Some(EvalMetric {
         step,
         loss,
-        accuracy: correct as f64 / total as f64,
+        accuracy: hits as f64 / total as f64,
         examples: total,
+        correct: Some(EvalMetric::encode_correctness(&correct)),
     }))
 }
 
@@ -726,7 +729,7 @@ pub fn run_training(
         });
         if config.eval_every > 0 && step % config.eval_every == 0 {
             if let Some(metric) = evaluate(model, dev, step)? {
-                state.dev.push(metric);
+                state.dev.push(metric.without_examples());
             }
             if let Some(a) = &accounting {
                 account(&mut state.ledger, a, step)?;
