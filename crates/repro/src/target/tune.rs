@@ -113,6 +113,9 @@ pub fn candidates(
             let cell = grid::plan(std::slice::from_ref(&run), &cell_dir, model)?
                 .pop()
                 .context("plan returns one cell per run")?;
+            let runs_dir = cell_dir.join("runs");
+            std::fs::create_dir_all(&runs_dir)
+                .with_context(|| format!("cannot create {}", runs_dir.display()))?;
             list.push(Candidate {
                 index,
                 overrides,

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Continues a `repro <target> --preset mini` grid on the GPU host from the records kept there (cells
+# are resumed by spec hash), then returns records, tuning.csv, summaries and claims as one tarball.
+#   scripts/gpu/campaign.sh TARGET SECONDS [repro args…]
+# Needs what the staging calls left in /root/dpzo-gpu (scripts/gpu/README.md): assets/ with the
+# SmolLM2 GGUF, data/ holding lm-bff/ and superglue/, bundle/bin/repro.
+set -u -o pipefail
+cd "$(dirname "$0")/../.."
+target=${1:?target}
+seconds=${2:?seconds}
+shift 2
+keep=/root/dpzo-gpu
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT" "$keep/results"
+PY=/opt/torch/.venv/bin/python3
+[ -x "$PY" ] || PY=python3
+TORCH_LIB=$("$PY" -c 'import torch, os; print(os.path.dirname(torch.__file__) + "/lib")')
+NVRTC=$(find "$(dirname "$(dirname "$TORCH_LIB")")" /usr/local/cuda/lib64 -name 'libnvrtc.so*' 2>/dev/null | head -n 1)
+export LD_LIBRARY_PATH="$TORCH_LIB${NVRTC:+:$(dirname "$NVRTC")}:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export DPZO_ASSETS_DIR=$keep/assets DPZO_DATA_DIR=$keep/data
+repro=$keep/bundle/bin/repro
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  "$repro" --version
+  date -u +%Y-%m-%dT%H:%M:%SZ
+  echo "repro $target --preset mini --device cuda $*"
+} >"$OUT/provenance.txt" 2>&1
+timeout "$seconds" "$repro" "$target" --preset mini --device cuda --out "$keep/results" \
+  --experiments experiments "$@" 2>&1 | tr '\r' '\n' | grep -v '^\s*$' >"$OUT/campaign.log"
+echo "exit $? after $SECONDS s" >>"$OUT/campaign.log"
+tail -n 40 "$OUT/campaign.log"
+"$repro" check "$target" --preset mini --out "$keep/results" --experiments experiments >>"$OUT/campaign.log" 2>&1
+# Records and tables only: an unfinished run's checkpoint is hundreds of MB.
+tar czf "$OUT/$target-mini.tgz" --exclude=checkpoints --exclude=locks -C "$keep/results" "$target"
+date -u +%Y-%m-%dT%H:%M:%SZ >>"$OUT/provenance.txt"
+ls -la "$OUT"
