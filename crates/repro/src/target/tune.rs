@@ -82,7 +82,6 @@ pub fn candidates(
     model: &str,
 ) -> Result<(u64, Vec<Group>)> {
     let preset = spec.preset(preset_name)?;
-    let all = spec.runs(preset_name)?;
     let tuning_seed = preset
         .seeds
         .as_ref()
@@ -99,10 +98,12 @@ pub fn candidates(
         let Some(space) = spec.tune_space(preset, &run.method)? else {
             continue;
         };
-        let base = all
-            .iter()
-            .find(|r| group_of(r) == key && r.seed == tuning_seed)
-            .context("the tuning seed's run is missing from the grid")?;
+        // Settings do not depend on the seed: the group's run (with any --compute override)
+        // moved to the tuning seed.
+        let base = RunSpec {
+            seed: tuning_seed,
+            ..run.clone()
+        };
         let mut list = Vec::new();
         for (index, overrides) in space.candidates(&base.settings)?.into_iter().enumerate() {
             let run = RunSpec {
