@@ -44,9 +44,12 @@ fn text(output: &Output) -> (String, String) {
 fn per_run_lines_and_skipped_cells_reach_a_redirected_log() {
     let out = scratch("log");
     let data = fixtures();
+    // The fixture data has the seed-13 split only.
     let args = [
         "--methods",
         "zero-shot",
+        "--seeds",
+        "13",
         "--data-dir",
         data.to_str().unwrap(),
         "--out",
