@@ -249,6 +249,17 @@ fn override_compute(runs: &mut [RunSpec], compute: &str) -> Result<()> {
     Ok(())
 }
 
+/// The worker slots of the grid flags (`--gpus`, `--jobs-per-gpu`) on `runner`'s device.
+fn worker_slots(g: &grid::GridArgs, runner: &dyn CellRunner) -> Result<Vec<grid::Slot>> {
+    grid::slots(
+        g.gpus.as_deref(),
+        g.jobs_per_gpu,
+        std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
+        runner.cuda_devices(),
+        runner.device_name() == "cuda",
+    )
+}
+
 /// Execute the cells of `runs` as the grid flags ask (see [`grid`]), then render unless this
 /// process is one worker or shard of a larger grid.
 fn execute_grid(
@@ -329,13 +340,7 @@ fn execute_grid(
     let policy = grid::Policy::from_flags(args.rerun, args.restart);
     let parallel = !g.worker && (g.gpus.is_some() || g.jobs_per_gpu > 1);
     if parallel {
-        let slots = grid::slots(
-            g.gpus.as_deref(),
-            g.jobs_per_gpu,
-            std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
-            runner.cuda_devices(),
-            runner.device_name() == "cuda",
-        )?;
+        let slots = worker_slots(g, runner)?;
         grid::run_workers(&cells, &slots, policy)?;
     } else {
         let outcome = grid::execute(&cells, runner, policy)?;

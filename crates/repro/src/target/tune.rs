@@ -333,13 +333,7 @@ fn execute(
 ) -> Result<Vec<String>> {
     let g = &args.grid;
     if !g.worker && (g.gpus.is_some() || g.jobs_per_gpu > 1) {
-        let slots = grid::slots(
-            g.gpus.as_deref(),
-            g.jobs_per_gpu,
-            std::env::var("CUDA_VISIBLE_DEVICES").ok().as_deref(),
-            runner.cuda_devices(),
-            runner.device_name() == "cuda",
-        )?;
+        let slots = super::worker_slots(g, runner)?;
         return Ok(match grid::run_workers(cells, &slots, policy) {
             Ok(()) => Vec::new(),
             Err(e) => vec![format!("{e:#}")],
