@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Continues a `repro <target> --preset mini` grid on the GPU host from the records kept there (cells
-# are resumed by spec hash), then returns records, tuning.csv, summaries and claims as one tarball.
+# Continues a `repro <target> --preset mini` grid on the GPU host from the records kept there and
+# the committed ones this checkout carries (cells are resumed by spec hash, so no call spends time
+# on a recorded cell), then returns records, tuning.csv, summaries and claims as one tarball.
 #   scripts/gpu/campaign.sh TARGET SECONDS [repro args…]
+# JOBS=auto picks the worker count with the most steps/s in $OUT/mini_throughput.csv (written by
+# scripts/gpu/throughput.sh earlier in the same call); JOBS=n runs n workers; unset: one process.
 # Needs what the staging calls left in /root/dpzo-gpu (scripts/gpu/README.md): assets/ with the
 # SmolLM2 GGUF, data/ holding lm-bff/ and superglue/, bundle/bin/repro.
 set -u -o pipefail
@@ -19,14 +22,25 @@ NVRTC=$(find "$(dirname "$(dirname "$TORCH_LIB")")" /usr/local/cuda/lib64 -name 
 export LD_LIBRARY_PATH="$TORCH_LIB${NVRTC:+:$(dirname "$NVRTC")}:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export DPZO_ASSETS_DIR=$keep/assets DPZO_DATA_DIR=$keep/data
 repro=$keep/bundle/bin/repro
+# Committed records first (never over a record the host already has).
+if [ -d "results/$target/mini" ] && [ ! -d "$keep/results/$target/mini" ]; then
+  mkdir -p "$keep/results/$target" && cp -r "results/$target/mini" "$keep/results/$target/mini"
+fi
+jobs=()
+if [ "${JOBS:-}" = auto ] && [ -f "$OUT/mini_throughput.csv" ]; then
+  n=$(awk -F, 'NR > 1 && $2 == "f32" && $5 > best { best = $5; n = $4 } END { print n + 0 }' "$OUT/mini_throughput.csv")
+  [ "$n" -gt 1 ] && jobs=(--jobs-per-gpu "$n" --gpus 0)
+elif [ -n "${JOBS:-}" ] && [ "${JOBS}" != auto ] && [ "$JOBS" -gt 1 ]; then
+  jobs=(--jobs-per-gpu "$JOBS" --gpus 0)
+fi
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   "$repro" --version
   date -u +%Y-%m-%dT%H:%M:%SZ
-  echo "repro $target --preset mini --device cuda $*"
+  echo "repro $target --preset mini --device cuda ${jobs[*]} $*"
 } >"$OUT/provenance.txt" 2>&1
 timeout "$seconds" "$repro" "$target" --preset mini --device cuda --out "$keep/results" \
-  --experiments experiments "$@" 2>&1 | tr '\r' '\n' | grep -v '^\s*$' >"$OUT/campaign.log"
+  --experiments experiments "${jobs[@]}" "$@" 2>&1 | tr '\r' '\n' | grep -v '^\s*$' >"$OUT/campaign.log"
 echo "exit $? after $SECONDS s" >>"$OUT/campaign.log"
 tail -n 40 "$OUT/campaign.log"
 "$repro" check "$target" --preset mini --out "$keep/results" --experiments experiments >>"$OUT/campaign.log" 2>&1

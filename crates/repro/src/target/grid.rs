@@ -147,6 +147,9 @@ pub struct Policy {
     pub rerun_since: Option<SystemTime>,
     /// Discard a cell's checkpoint before running it.
     pub restart: bool,
+    /// Report a finished cell by its dev accuracy, not its test accuracy: tuning candidates are
+    /// judged on dev only, and their test accuracy is not shown anywhere.
+    pub report_dev: bool,
 }
 
 /// Environment variable in which a grid parent hands `--rerun`'s start time (Unix seconds) to
@@ -163,6 +166,7 @@ impl Policy {
         Policy {
             rerun_since: rerun.then(|| inherited.unwrap_or_else(SystemTime::now)),
             restart,
+            report_dev: false,
         }
     }
 }
@@ -312,13 +316,18 @@ fn run_claimed(
                 ..rec
             };
             rec.write(&cell.record)?;
-            say(
-                bar,
+            let line = if policy.report_dev {
+                let dev = rec
+                    .dev_accuracy
+                    .map_or("none (no dev split)".to_string(), |a| format!("{a:.1}%"));
+                format!("{stem}: dev accuracy {dev} in {:.0} s", rec.wall_secs)
+            } else {
                 format!(
                     "{stem}: test accuracy {:.1}% in {:.0} s",
                     rec.test_accuracy, rec.wall_secs
-                ),
-            );
+                )
+            };
+            say(bar, line);
             let _ = std::fs::remove_dir_all(&cell.checkpoint);
             outcome.ran.push(stem);
         }

@@ -110,7 +110,9 @@ pub fn candidates(
                 settings: overlaid(&base.settings, &overrides),
                 ..base.clone()
             };
-            let cell_dir = dir.join("tuning").join(format!("{}-c{index}", run.method));
+            let cell_dir = dir
+                .join("tuning")
+                .join(candidate_folder(&run.method, &overrides));
             let cell = grid::plan(std::slice::from_ref(&run), &cell_dir, model)?
                 .pop()
                 .context("plan returns one cell per run")?;
@@ -126,6 +128,23 @@ pub fn candidates(
         groups.push((key, list));
     }
     Ok((tuning_seed, groups))
+}
+
+/// A candidate's folder, named by its settings (`dpzero__clip_norm=30__learning_rate=0.00005`),
+/// so that extending a search space keeps every recorded candidate where it is.
+fn candidate_folder(method: &str, overrides: &toml::Table) -> String {
+    let mut name = method.to_string();
+    for (key, value) in overrides {
+        let shown = match value {
+            // Six significant digits: a scaled step size (5e-6 x 100) reads 0.0005.
+            toml::Value::Float(x) => format!("{x:.5e}")
+                .parse::<f64>()
+                .map_or_else(|_| x.to_string(), |r| r.to_string()),
+            other => other.to_string().replace('"', ""),
+        };
+        name.push_str(&format!("__{key}={shown}"));
+    }
+    name
 }
 
 /// A candidate's outcome: its record's dev accuracy (`None` when it has no record: failed).
@@ -398,7 +417,11 @@ pub fn run(
     }
     let policy = Policy::from_flags(args.rerun, args.restart);
     let parallel = !g.worker && (g.gpus.is_some() || g.jobs_per_gpu > 1);
-    let mut failures = execute(args, &phase1, runner, policy)?;
+    let candidates_policy = Policy {
+        report_dev: true,
+        ..policy
+    };
+    let mut failures = execute(args, &phase1, runner, candidates_policy)?;
     let winners = select(&groups)?;
     let finals = grid::plan(&final_runs(runs, &winners), dir, &model)?;
     adopt_winner_records(&finals, &winners)?;
@@ -448,4 +471,26 @@ pub fn run(
         eprintln!("warning: tuning candidate failed (not selectable): {f}");
     }
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::candidate_folder;
+
+    #[test]
+    fn candidate_folders_are_named_by_their_settings() {
+        let mut o = toml::Table::new();
+        o.insert("clip_norm".into(), toml::Value::Float(30.0));
+        // 5e-6 x 100, as the inverse-mask-ratio scaling computes it.
+        o.insert("learning_rate".into(), toml::Value::Float(5e-6 * 100.0));
+        assert_eq!(
+            candidate_folder("dp-zopo", &o),
+            "dp-zopo__clip_norm=30__learning_rate=0.0005"
+        );
+        o.insert("learning_rate".into(), toml::Value::Float(2e-5));
+        assert_ne!(
+            candidate_folder("dp-zopo", &o),
+            "dp-zopo__clip_norm=30__learning_rate=0.0005"
+        );
+    }
 }
