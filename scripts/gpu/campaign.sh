@@ -4,7 +4,7 @@
 # on a recorded cell), then returns records, tuning.csv, summaries and claims as one tarball.
 #   scripts/gpu/campaign.sh TARGET SECONDS [repro args…]
 # JOBS=auto picks the worker count with the most steps/s in $OUT/mini_throughput.csv (written by
-# scripts/gpu/throughput.sh earlier in the same call); JOBS=n runs n workers; unset: one process.
+# scripts/gpu/throughput.sh earlier in the same call; THROUGHPUT_CSV names another); JOBS=n runs n workers; unset: one process.
 # Needs what the staging calls left in /root/dpzo-gpu (scripts/gpu/README.md): assets/ with the
 # SmolLM2 GGUF, data/ holding lm-bff/ and superglue/, bundle/bin/repro.
 set -u -o pipefail
@@ -27,8 +27,9 @@ if [ -d "results/$target/mini" ] && [ ! -d "$keep/results/$target/mini" ]; then
   mkdir -p "$keep/results/$target" && cp -r "results/$target/mini" "$keep/results/$target/mini"
 fi
 jobs=()
-if [ "${JOBS:-}" = auto ] && [ -f "$OUT/mini_throughput.csv" ]; then
-  n=$(awk -F, 'NR > 1 && $2 == "f32" && $5 > best { best = $5; n = $4 } END { print n + 0 }' "$OUT/mini_throughput.csv")
+tp=${THROUGHPUT_CSV:-$OUT/mini_throughput.csv}
+if [ "${JOBS:-}" = auto ] && [ -f "$tp" ]; then
+  n=$(awk -F, 'NR > 1 && $2 == "f32" && $5 > best { best = $5; n = $4 } END { print n + 0 }' "$tp")
   [ "$n" -gt 1 ] && jobs=(--jobs-per-gpu "$n" --gpus 0)
 elif [ -n "${JOBS:-}" ] && [ "${JOBS}" != auto ] && [ "$JOBS" -gt 1 ]; then
   jobs=(--jobs-per-gpu "$JOBS" --gpus 0)
