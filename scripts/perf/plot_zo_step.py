@@ -17,7 +17,8 @@ METHODS = ["infer", "zo", "dp-zoso", "dp-zopo", "dp-sgd", "dp-sgd-microbatch", "
 
 def svg_bars(rows, path):
     """Two panels (step time, peak memory) of grouped bars: ours vs the PyTorch reference."""
-    default = [r for r in rows if not (r["method"] == "dp-sgd" and r["batch"] not in ("16", "64"))]
+    default = [r for r in rows
+               if not (r["method"].startswith("dp-sgd") and r["batch"] not in ("16", "64"))]
     models = sorted({r["model"] for r in default})
     groups = [(m, meth) for m in models for meth in METHODS
               if any(r["model"] == m and r["method"] == meth for r in default)]

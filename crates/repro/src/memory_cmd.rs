@@ -115,6 +115,11 @@ pub struct MemoryArgs {
     /// earlier output directories (later ones override earlier cells).
     #[arg(long, value_delimiter = ',')]
     pub compare_only: Option<Vec<PathBuf>>,
+    /// With `--compare-only`: earlier output directories (each also given there) measured
+    /// before ghost clipping became DP-SGD's default; their `dp-sgd` cells are the micro-batch
+    /// method and are read as `dp-sgd-microbatch` (as `repro perf-table --microbatch-dp-sgd`).
+    #[arg(long, value_delimiter = ',', requires = "compare_only")]
+    pub microbatch_dp_sgd: Vec<PathBuf>,
     /// The paper's memory figure as data.
     #[arg(long, default_value = "paper-tables/memory.csv")]
     pub paper_table: PathBuf,
@@ -523,7 +528,15 @@ fn model_label(model: &str) -> String {
 /// `repro memory`: every (model, method) cell in its own process, then `comparison.md`.
 pub fn run(args: MemoryArgs) -> Result<()> {
     if let Some(dirs) = &args.compare_only {
-        let cells = read_details(dirs)?;
+        for dir in &args.microbatch_dp_sgd {
+            if !dirs.contains(dir) {
+                bail!(
+                    "--microbatch-dp-sgd {}: not among the --compare-only directories",
+                    dir.display()
+                );
+            }
+        }
+        let cells = read_details(dirs, &args.microbatch_dp_sgd)?;
         return write_comparison(&args.out, &cells, &args.paper_table);
     }
     parse_math(&args.normal_math)?;
@@ -645,13 +658,14 @@ pub fn run(args: MemoryArgs) -> Result<()> {
         atomic_file::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
     println!("wrote {}", csv_path.display());
-    let cells = read_details(std::slice::from_ref(&args.out))?;
+    let cells = read_details(std::slice::from_ref(&args.out), &[])?;
     write_comparison(&args.out, &cells, &args.paper_table)
 }
 
 /// The measured cells of `details.jsonl` in `dirs` (failed cells skipped), later dirs overriding
-/// earlier ones per (model, method, batch).
-fn read_details(dirs: &[PathBuf]) -> Result<Vec<CellResult>> {
+/// earlier ones per (model, method, batch); `dp-sgd` cells of the dirs in `microbatch` are
+/// renamed `dp-sgd-microbatch`.
+fn read_details(dirs: &[PathBuf], microbatch: &[PathBuf]) -> Result<Vec<CellResult>> {
     let mut cells: Vec<CellResult> = Vec::new();
     for dir in dirs {
         let path = dir.join("details.jsonl");
@@ -667,6 +681,9 @@ fn read_details(dirs: &[PathBuf]) -> Result<Vec<CellResult>> {
                 format!("{}:{}: not a cell result", path.display(), line_no + 1)
             })?;
             cell.model = model_label(&cell.model);
+            if microbatch.contains(dir) && cell.method == "dp-sgd" {
+                cell.method = "dp-sgd-microbatch".into();
+            }
             cells.retain(|c| {
                 (c.model.as_str(), c.method.as_str(), c.batch)
                     != (cell.model.as_str(), cell.method.as_str(), cell.batch)
@@ -683,26 +700,12 @@ fn write_comparison(
     cells: &[CellResult],
     paper: &std::path::Path,
 ) -> Result<()> {
-    let mut reader =
-        csv::Reader::from_path(paper).with_context(|| format!("reading {}", paper.display()))?;
-    let mut paper_rows: Vec<(String, String, String, f64)> = Vec::new();
-    for (i, row) in reader.records().enumerate() {
-        let row = row.with_context(|| format!("{}:{}", paper.display(), i + 2))?;
-        let value: f64 = row[6]
-            .parse()
-            .with_context(|| format!("{}:{}: value {:?}", paper.display(), i + 2, &row[6]))?;
-        paper_rows.push((
-            row[1].to_string(),
-            row[3].to_string(),
-            row[5].to_string(),
-            value,
-        ));
-    }
+    let paper_rows = crate::target::compare::read_paper_table(paper)?;
     let paper_value = |model: &str, method: &str, metric: &str| {
         paper_rows
             .iter()
-            .find(|(m, me, mt, _)| m == model && me == method && mt == metric)
-            .map(|r| r.3)
+            .find(|row| row.model == model && row.method == method && row.metric == metric)
+            .map(|row| row.value)
     };
     // Paper method -> our cell (the default batch of the model: the largest measured).
     const MAP: [(&str, &str); 4] = [
@@ -822,8 +825,12 @@ fn write_comparison(
 /// DP-SGD against non-private backprop at the same batch, per model: the targets step time
 /// <= 2 x and peak <= 1.3 x backprop (AdamW; also against the plain SGD step).
 fn dp_sgd_section(cells: &[CellResult]) -> String {
-    let mut models: Vec<&str> = cells.iter().map(|c| c.model.as_str()).collect();
-    models.dedup();
+    let mut models: Vec<&str> = Vec::new();
+    for cell in cells {
+        if !models.contains(&cell.model.as_str()) {
+            models.push(&cell.model);
+        }
+    }
     let find = |model: &str, method: &str, batch: i64| {
         cells
             .iter()
@@ -975,6 +982,76 @@ mod tests {
             assert_eq!(result.passes_per_step.is_some(), zeroth_order, "{method}");
             assert_eq!(result.carry, zeroth_order, "{method}");
         }
+    }
+
+    fn cell(model: &str, method: &str, peak_mib: i64) -> CellResult {
+        CellResult {
+            model: model.into(),
+            dtype: "f16".into(),
+            batch: 16,
+            seq: 256,
+            method: method.into(),
+            device: "cuda".into(),
+            normal_math: "fast".into(),
+            carry: false,
+            passes_per_step: None,
+            ms_median: 10.0,
+            ms_all: vec![10.0],
+            peak_bytes: peak_mib * 1048576,
+            weight_bytes: 0,
+            parameters: 0,
+            trained_coordinates: 0,
+            perturb_ms: None,
+            method_state_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn the_comparison_reads_the_paper_table_by_column_name() {
+        // The paper table with its columns in another order: the same ratios come out.
+        let dir = std::env::temp_dir().join(format!("dpzo-memory-cmp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let paper = dir.join("memory.csv");
+        std::fs::write(
+            &paper,
+            "value,metric,method,model,task,epsilon,std,source,target\n\
+             1000,peak_mb,zero-shot,opt-1.3b,,,,test,memory\n\
+             1000,peak_mb,dp-zoso,opt-1.3b,,,,test,memory\n\
+             3000,peak_mb,dp-ft,opt-1.3b,,,,test,memory\n",
+        )
+        .unwrap();
+        let cells = [
+            cell("opt-1.3b", "infer", 100),
+            cell("opt-1.3b", "dp-zoso-noanchor", 100),
+            cell("opt-1.3b", "dp-sgd", 450),
+        ];
+        write_comparison(&dir, &cells, &paper).unwrap();
+        let md = std::fs::read_to_string(dir.join("comparison.md")).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(
+            md.contains("| opt-1.3b | dp-ft | dp-sgd | 3000.0 | 450 | 3.00 | 4.50 | 10.0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 3.00 x | 4.50 x (ghost-clipping DP-SGD"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn a_malformed_paper_row_names_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("dpzo-memory-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let paper = dir.join("memory.csv");
+        std::fs::write(
+            &paper,
+            "target,model,task,method,epsilon,metric,value,std,source\n\
+             memory,opt-1.3b,,dp-ft,,peak_mb,lots,,test\n",
+        )
+        .unwrap();
+        let e = format!("{:#}", write_comparison(&dir, &[], &paper).unwrap_err());
+        std::fs::remove_dir_all(&dir).ok();
+        assert!(e.contains("memory.csv:2"), "{e}");
     }
 
     #[test]

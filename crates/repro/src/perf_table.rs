@@ -4,6 +4,11 @@
 //! [`SOURCES`] order and across folders in the order given; a later row replaces an earlier one
 //! with the same (model, dtype, batch, seq, method, impl). So the command line states which
 //! measurement wins, and the table is a function of the committed folders.
+//!
+//! Our `dp-sgd` method was per-example micro-batch clipping until ghost clipping became its
+//! default; that method is now `dp-sgd-microbatch`. Folders measured before the change are named
+//! in `--microbatch-dp-sgd`, and their `ours` `dp-sgd` rows enter the table as
+//! `dp-sgd-microbatch`, so one method name never stands for two algorithms.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -57,13 +62,18 @@ pub struct PerfTableArgs {
     /// Run folders, earliest first (comma-separated or repeated); later rows win.
     #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
     pub from: Vec<PathBuf>,
+    /// Run folders (each also given in `--from`) measured before ghost clipping became DP-SGD's
+    /// default: their `dp-sgd` rows of our implementation are the micro-batch method and enter
+    /// the table as `dp-sgd-microbatch`.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    pub microbatch_dp_sgd: Vec<PathBuf>,
     /// Folder to write `zo_step.csv` into.
     #[arg(long, default_value = "results/perf")]
     pub out: PathBuf,
 }
 
 pub fn run(args: PerfTableArgs) -> Result<()> {
-    let rows = merged(&args.from)?;
+    let rows = merged(&args.from, &args.microbatch_dp_sgd)?;
     let path = args.out.join("zo_step.csv");
     atomic_file::write(&path, to_csv(&rows)?)
         .with_context(|| format!("writing {}", path.display()))?;
@@ -75,11 +85,20 @@ pub fn run(args: PerfTableArgs) -> Result<()> {
 type Row = [String; 8];
 
 /// The merged table of `runs`: rows of the contract's methods with a measured time, the last
-/// occurrence of each key winning, sorted by model, batch (largest first), method, impl.
-pub fn merged(runs: &[PathBuf]) -> Result<Vec<Row>> {
+/// occurrence of each key winning, sorted by model, batch (largest first), method, impl. Our
+/// `dp-sgd` rows of the folders in `microbatch` are renamed `dp-sgd-microbatch`.
+pub fn merged(runs: &[PathBuf], microbatch: &[PathBuf]) -> Result<Vec<Row>> {
     for run in runs {
         if !run.is_dir() {
             bail!("run folder {} does not exist", run.display());
+        }
+    }
+    for run in microbatch {
+        if !runs.contains(run) {
+            bail!(
+                "--microbatch-dp-sgd {}: not among the --from folders",
+                run.display()
+            );
         }
     }
     // Insertion order is kept for keys (a replaced row keeps its first place), as ties of the
@@ -92,7 +111,10 @@ pub fn merged(runs: &[PathBuf]) -> Result<Vec<Row>> {
             if !path.exists() {
                 continue;
             }
-            for row in read_rows(&path)? {
+            for mut row in read_rows(&path)? {
+                if microbatch.contains(run) && row[4] == "dp-sgd" && row[5] == "ours" {
+                    row[4] = "dp-sgd-microbatch".to_string();
+                }
                 let key: [String; 6] = std::array::from_fn(|i| row[i].clone());
                 match index.get(&key) {
                     Some(&at) => rows[at] = row,
