@@ -47,7 +47,7 @@ fn per_run_lines_and_skipped_cells_reach_a_redirected_log() {
     // The fixture data has the seed-13 split only.
     let args = [
         "--methods",
-        "zero-shot",
+        "zero-shot,zero-shot-calibrated",
         "--seeds",
         "13",
         "--data-dir",
@@ -62,11 +62,33 @@ fn per_run_lines_and_skipped_cells_reach_a_redirected_log() {
         stdout.contains("SST-2__zero-shot__nonprivate__seed13: test accuracy"),
         "{stdout}"
     );
+    // Calibrated zero-shot: the label prior of the three content-free prompts is recorded and
+    // is a distribution over the task's two label words.
+    let record: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            out.join("table2/smoke/runs/SST-2__zero-shot-calibrated__nonprivate__seed13.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let calibration = &record["trainer"]["calibration"];
+    assert_eq!(
+        calibration["content_free_inputs"],
+        serde_json::json!(["N/A", "[MASK]", ""])
+    );
+    let prior: Vec<f64> = calibration["label_prior"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_f64().unwrap())
+        .collect();
+    assert_eq!(prior.len(), 2);
+    assert!(prior.iter().all(|p| *p > 0.0) && (prior.iter().sum::<f64>() - 1.0).abs() < 1e-9);
     let second = table2(&args);
     let (stdout, stderr) = text(&second);
     assert!(second.status.success(), "{stdout}{stderr}");
     assert!(
-        stdout.contains("1 of 1 runs skipped: already recorded") && stdout.contains("--rerun"),
+        stdout.contains("2 of 2 runs skipped: already recorded") && stdout.contains("--rerun"),
         "{stdout}"
     );
     std::fs::remove_dir_all(&out).unwrap();

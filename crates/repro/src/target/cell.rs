@@ -15,6 +15,7 @@ use trainer::data::{
     TaskRegistry,
 };
 use trainer::models;
+use trainer::optim::calibration::CONTENT_FREE_INPUTS;
 use trainer::optim::rng::{stream, Purpose};
 use trainer::train::{self, BatchRequest, RunOptions, Sampling, TrainBatches, TrainConfig};
 
@@ -402,6 +403,41 @@ impl TrainBatches for EncodedTrain<'_> {
     }
 }
 
+/// One batch of `inputs.len()` rows: the first of `examples`' field layout with every text field
+/// replaced by each content-free string (the label is a placeholder; it is never scored).
+fn content_free_batch(
+    encoder: &PromptEncoder,
+    examples: &[data::Example],
+    inputs: &[String],
+    device: tch::Device,
+) -> Result<Batch> {
+    let layout = examples
+        .first()
+        .context("calibrated zero-shot needs a non-empty test split (for the prompt's fields)")?;
+    if !layout.candidates.is_empty() {
+        bail!("calibrated zero-shot is defined for label-word classification, not multiple choice");
+    }
+    let content_free: Vec<data::Example> = inputs
+        .iter()
+        .map(|text| {
+            let fields = layout
+                .fields
+                .iter()
+                .map(|(name, _)| (name.clone(), text.clone()))
+                .collect();
+            data::Example::new(fields, 0)
+        })
+        .collect();
+    let encoded = encoder
+        .encode_all(&content_free)
+        .map_err(|e| anyhow!("encoding the content-free inputs: {e}"))?;
+    let rows: Vec<usize> = (0..encoded.len()).collect();
+    Ok(encoder
+        .collate(&encoded, &rows)
+        .map_err(|e| anyhow!("{e}"))?
+        .to_device(device))
+}
+
 fn eval_batches(
     encoder: &PromptEncoder,
     examples: &[EncodedExample],
@@ -448,6 +484,7 @@ pub fn roc_auc(scored: &[(f32, i64)]) -> Option<f64> {
 pub fn trainer_method(method: &str) -> Result<&'static str> {
     Ok(match method {
         "zero-shot" => "zero_shot",
+        "zero-shot-calibrated" => "zero_shot_calibrated",
         "mezo" => "mezo",
         "ft" => "full_fine_tune",
         "dpzero" => "dpzero",
@@ -541,6 +578,18 @@ impl CellRunner for TrainerCells {
             data_settings.eval_batch_size,
             self.device,
         )?;
+        // Calibrated zero-shot: the task's prompt with every text field replaced by each
+        // content-free string (trainer::optim::calibration), one row each.
+        let content_free_inputs: Vec<String> = CONTENT_FREE_INPUTS.map(String::from).to_vec();
+        let content_free = match train_config.method {
+            train::Method::ZeroShotCalibrated => Some(content_free_batch(
+                &encoder,
+                &splits.test,
+                &content_free_inputs,
+                self.device,
+            )?),
+            _ => None,
+        };
         let mut model = self.load_model(train_config.dtype.kind())?;
         let mut train_source = EncodedTrain {
             encoder: &encoder,
@@ -554,12 +603,16 @@ impl CellRunner for TrainerCells {
             private_record: self.private_records,
             ..RunOptions::default()
         };
-        let rec = train::run_training(
+        let rec = train::run_training_with(
             &mut model,
             &train_config,
             &mut train_source,
             &dev,
             &test,
+            content_free.as_ref().map(|batch| train::ContentFree {
+                inputs: &content_free_inputs,
+                batch,
+            }),
             &options,
         )
         .map_err(|e| anyhow!("{e}"))?;

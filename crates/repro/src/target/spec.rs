@@ -102,7 +102,8 @@ pub struct RunSpec {
     pub preset: String,
     pub task: String,
     pub method: String,
-    /// `None` for methods without a privacy budget (zero-shot, MeZO, non-private FT).
+    /// `None` for methods without a privacy budget (zero-shot, calibrated zero-shot, MeZO,
+    /// non-private FT).
     pub epsilon: Option<f64>,
     pub seed: u64,
     pub settings: toml::Table,
@@ -121,7 +122,7 @@ impl RunSpec {
 
 /// Methods that spend no privacy budget and so run once per (task, seed).
 pub fn is_non_private(method: &str) -> bool {
-    matches!(method, "zero-shot" | "mezo" | "ft")
+    matches!(method, "zero-shot" | "zero-shot-calibrated" | "mezo" | "ft")
 }
 
 impl Spec {

@@ -46,11 +46,16 @@ pub fn evaluate(model: &dyn LabelWordModel, batches: &[Batch]) -> Result<(f64, u
 /// Mean loss and whether each example's argmax prediction is correct, in batch order (forward
 /// only). The per-example outcomes let a comparison resample the test set (a bootstrap over
 /// examples) without rerunning the model.
+///
+/// With `log_prior` (log p_cf of [`super::calibration::content_free_log_prior`]) the scores are
+/// the contextually calibrated log-probabilities, so loss and predictions are the calibrated
+/// classifier's.
 pub fn evaluate_per_example(
     model: &dyn LabelWordModel,
     batches: &[Batch],
+    log_prior: Option<&Tensor>,
 ) -> Result<(f64, Vec<bool>)> {
-    let (mean, _, _, logits) = evaluate_keeping_logits(model, batches)?;
+    let (mean, _, _, logits) = evaluate_scored(model, batches, log_prior)?;
     let mut correct = Vec::new();
     for (batch, logits) in batches.iter().zip(&logits) {
         let hits = logits
@@ -68,13 +73,27 @@ pub fn evaluate_keeping_logits(
     model: &dyn LabelWordModel,
     batches: &[Batch],
 ) -> Result<(f64, usize, usize, Vec<Tensor>)> {
+    evaluate_scored(model, batches, None)
+}
+
+/// [`evaluate_keeping_logits`] with optional contextual calibration: with `log_prior` the
+/// returned scores are calibrated log-probabilities ([`super::calibration`]) and loss and
+/// accuracy are computed on them; without it, the label-word logits as they are.
+pub fn evaluate_scored(
+    model: &dyn LabelWordModel,
+    batches: &[Batch],
+    log_prior: Option<&Tensor>,
+) -> Result<(f64, usize, usize, Vec<Tensor>)> {
     let mut loss_sum = 0.0;
     let mut correct = 0usize;
     let mut total = 0usize;
     let mut all_logits = Vec::with_capacity(batches.len());
     tch::no_grad(|| -> Result<()> {
         for batch in batches {
-            let logits = model.label_word_logits(batch)?;
+            let mut logits = model.label_word_logits(batch)?;
+            if let Some(prior) = log_prior {
+                logits = super::calibration::calibrated_log_probs(&logits, prior)?;
+            }
             let losses = losses_from_logits(&logits, &batch.labels)?;
             loss_sum += losses
                 .f_sum(Kind::Double)?

@@ -8,6 +8,7 @@
 //!   input, ZO Hessian-gradient times |theta|) and the global top-r selection.
 //! * [`dp_sgd`]: real DP-SGD (per-example clipping, per-coordinate Gaussian noise), clipping by
 //!   [`ghost`] norms (one forward, one backward) or by micro-batches of one example.
+//! * [`calibration`]: contextual calibration of zero-shot predictions (label-bias removal).
 //! * [`adamw`]: non-private AdamW with a state that can be checkpointed.
 //! * [`privacy`]: noise calibration and epsilon spent (the swap point to the accountant crate).
 //! * [`params`]: the trainable parameters sorted by name, optional masks and proximal anchors.
@@ -16,6 +17,7 @@
 //! process-global tch generator), so runs are reproducible and tests can run in parallel. DP
 //! noise is therefore seeded: this is a research reproduction, not a deployment-grade mechanism.
 pub mod adamw;
+pub mod calibration;
 pub mod dp_sgd;
 mod error;
 pub mod ghost;

@@ -16,6 +16,9 @@ use crate::optim::privacy::AccountantKind;
 pub enum Method {
     /// Evaluation only.
     ZeroShot,
+    /// Evaluation only, contextually calibrated against content-free inputs (Zhao et al. 2021;
+    /// [`crate::optim::calibration`]): no training data, no privacy cost.
+    ZeroShotCalibrated,
     /// Non-private full fine-tuning with AdamW.
     FullFineTune,
     /// Non-private two-point ZO-SGD (Malladi et al. 2023).
@@ -37,6 +40,11 @@ impl Method {
             self,
             Method::Dpzero | Method::DpZoso | Method::DpZopo | Method::DpSgd
         )
+    }
+
+    /// True for the methods that only evaluate the model as loaded (no step, no training data).
+    pub fn is_evaluation_only(self) -> bool {
+        matches!(self, Method::ZeroShot | Method::ZeroShotCalibrated)
     }
 
     /// True for the zeroth-order methods.

@@ -10,5 +10,5 @@ pub mod source;
 pub use config::{DType, MaskConfig, Method, ProximalMode, Sampling, StageConfig, TrainConfig};
 pub use error::{Result, TrainError};
 pub use record::{PrivacyLedger, Provenance, RunRecord};
-pub use run::{run_training, RunOptions};
+pub use run::{run_training, run_training_with, ContentFree, RunOptions};
 pub use source::{BatchRequest, TrainBatches};

@@ -225,6 +225,9 @@ pub struct RunRecord {
     /// the field existed all carry them.
     #[serde(default = "carries_nonprivate_diagnostics")]
     pub nonprivate_diagnostics: bool,
+    /// The contextual calibration the final evaluations used (calibrated zero-shot only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::optim::calibration::Calibration>,
 }
 
 fn carries_nonprivate_diagnostics() -> bool {

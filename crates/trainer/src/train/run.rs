@@ -19,6 +19,7 @@ use super::source::{BatchRequest, TrainBatches};
 use crate::batch::Batch;
 use crate::model::LabelWordModel;
 use crate::optim::adamw::AdamW;
+use crate::optim::calibration;
 use crate::optim::dp_sgd::{dp_sgd_step, DpSgdClipping, DpSgdSettings};
 use crate::optim::mask::{data_free_scores, select_mask, union_masks, MaskStrategy};
 use crate::optim::params::{Anchor, TrainableParams};
@@ -59,7 +60,7 @@ fn theory_err(e: impl std::fmt::Display) -> TrainError {
 /// Steps actually run: the stagewise methods cap `steps` at T0 (2^S - 1).
 pub fn total_steps(config: &TrainConfig) -> u64 {
     match config.method {
-        Method::ZeroShot => 0,
+        m if m.is_evaluation_only() => 0,
         m if m.is_stagewise() => {
             let capacity = config
                 .stage
@@ -224,8 +225,9 @@ fn evaluate(
     model: &dyn LabelWordModel,
     batches: &[Batch],
     step: u64,
+    log_prior: Option<&Tensor>,
 ) -> Result<Option<EvalMetric>> {
-    let (loss, correct) = loss::evaluate_per_example(model, batches)?;
+    let (loss, correct) = loss::evaluate_per_example(model, batches, log_prior)?;
     let total = correct.len();
     if total == 0 {
         return Ok(None);
@@ -417,6 +419,42 @@ pub fn run_training(
     test: &[Batch],
     options: &RunOptions,
 ) -> Result<RunRecord> {
+    run_training_with(model, config, train, dev, test, None, options)
+}
+
+/// The content-free inputs of a calibrated zero-shot run ([`crate::optim::calibration`]): the
+/// task's prompt with every text field replaced by each of `inputs`, one row each in `batch`.
+#[derive(Clone, Copy)]
+pub struct ContentFree<'a> {
+    /// The content-free strings, in row order.
+    pub inputs: &'a [String],
+    /// Their encodings, with the task's label words.
+    pub batch: &'a Batch,
+}
+
+fn same_label_words(a: &Batch, b: &Batch) -> Result<bool> {
+    let device = tch::Device::Cpu;
+    Ok(a.label_word_ids
+        .f_to_device(device)?
+        .f_equal(&b.label_word_ids.f_to_device(device)?)?)
+}
+
+/// [`run_training`] with the content-free batch that `Method::ZeroShotCalibrated` needs (and
+/// every other method refuses): the final dev and test evaluations are then calibrated.
+///
+/// # Errors
+/// As [`run_training`]; also a calibrated method without `content_free`, another method with
+/// it, or content-free label words that differ from the evaluated batches'.
+#[allow(clippy::too_many_arguments)]
+pub fn run_training_with(
+    model: &mut dyn LabelWordModel,
+    config: &TrainConfig,
+    train: &mut dyn TrainBatches,
+    dev: &[Batch],
+    test: &[Batch],
+    content_free: Option<ContentFree<'_>>,
+    options: &RunOptions,
+) -> Result<RunRecord> {
     let method = config.method;
     if config.batch_size == 0 {
         return Err(invalid("batch_size", 0, "must be >= 1"));
@@ -432,7 +470,7 @@ pub fn run_training(
         return Err(invalid("num_directions", 0, "must be >= 1"));
     }
     let train_examples = train.num_examples();
-    if train_examples < config.batch_size && method != Method::ZeroShot {
+    if train_examples < config.batch_size && !method.is_evaluation_only() {
         return Err(invalid(
             "batch_size",
             config.batch_size,
@@ -440,7 +478,7 @@ pub fn run_training(
         ));
     }
     let steps_total = total_steps(config);
-    if steps_total == 0 && method != Method::ZeroShot {
+    if steps_total == 0 && !method.is_evaluation_only() {
         return Err(invalid("steps", config.steps, "must be >= 1"));
     }
     // Models keep shallow copies of their variables: `VarStore::set_kind` would replace the
@@ -632,7 +670,7 @@ pub fn run_training(
             state.rescore_mask(model, &batch, at.stage as u64)?;
         }
         let outcome: std::result::Result<Option<f64>, OptimError> = match method {
-            Method::ZeroShot => Ok(None),
+            Method::ZeroShot | Method::ZeroShotCalibrated => Ok(None),
             Method::Mezo | Method::Dpzero | Method::DpZoso | Method::DpZopo => {
                 let settings = ZoStepSettings {
                     zo_eps: at.zo_eps,
@@ -728,7 +766,7 @@ pub fn run_training(
             clip,
         });
         if config.eval_every > 0 && step % config.eval_every == 0 {
-            if let Some(metric) = evaluate(model, dev, step)? {
+            if let Some(metric) = evaluate(model, dev, step, None)? {
                 state.dev.push(metric.without_examples());
             }
             if let Some(a) = &accounting {
@@ -764,8 +802,38 @@ pub fn run_training(
     if config.checkpoint_dir.is_some() && config.checkpoint_every > 0 && state.step > 0 {
         state.save(model)?;
     }
-    let final_dev = evaluate(model, dev, state.step)?;
-    let test_metric = evaluate(model, test, state.step)?;
+    let calibration = match (method, content_free) {
+        (Method::ZeroShotCalibrated, Some(cf)) => {
+            let log_prior = calibration::content_free_log_prior(model, cf.batch)?;
+            for batch in dev.iter().chain(test) {
+                if !batch.is_empty() && !same_label_words(batch, cf.batch)? {
+                    return Err(invalid(
+                        "content-free batch",
+                        "label words differ from the evaluated batches'",
+                        "encode the content-free inputs with the task's own prompt",
+                    ));
+                }
+            }
+            Some(log_prior)
+        }
+        (Method::ZeroShotCalibrated, None) => {
+            return Err(invalid(
+                "method",
+                "zero_shot_calibrated",
+                "needs a content-free batch (run_training_with)",
+            ))
+        }
+        (_, Some(_)) => {
+            return Err(invalid(
+                "content-free batch",
+                format!("{method:?}"),
+                "only calibrated zero-shot evaluates with one",
+            ))
+        }
+        (_, None) => None,
+    };
+    let final_dev = evaluate(model, dev, state.step, calibration.as_ref())?;
+    let test_metric = evaluate(model, test, state.step, calibration.as_ref())?;
     let record = RunRecord {
         config: config.clone(),
         resolved: Resolved {
@@ -794,6 +862,10 @@ pub fn run_training(
         ledger: state.ledger,
         resumed_from,
         nonprivate_diagnostics: true,
+        calibration: match (&calibration, content_free) {
+            (Some(log_prior), Some(cf)) => Some(calibration::describe(log_prior, cf.inputs)?),
+            _ => None,
+        },
     };
     Ok(if options.private_record {
         record.without_nonprivate_diagnostics()
