@@ -12,6 +12,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=.gpu-bundle
 rm -rf "$out" && mkdir -p "$out/bin" "$out/tests" "$out/perf"
+# The binary records the commit it was built from (provenance.json, run records): the GPU host's
+# copy of the tree has no git metadata of its own.
+DPZO_BUILD_COMMIT=$(git rev-parse HEAD)
+DPZO_BUILD_DIRTY=false
+[ -z "$(git status --porcelain --untracked-files=no)" ] || DPZO_BUILD_DIRTY=true
+export DPZO_BUILD_COMMIT DPZO_BUILD_DIRTY
 cargo build --release -p repro
 cp target/release/repro "$out/bin/"
 # cargo prints the paths of what it built as JSON; keep the test (and bench) executables.

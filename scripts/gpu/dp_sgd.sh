@@ -6,7 +6,8 @@
 # RoBERTa-large f32 64 x 128, OPT-2.7B f16 16 x 256, SmolLM2-135M f32 64 x 64, plus OPT-1.3B
 # f16 16 x 256 for the paper's memory comparison. Then the PyTorch per-sample (vmap) DP-SGD and
 # backprop reference for the same models. Writes under $OUT:
-#   memory-<model>/{zo_step.csv,details.jsonl,cells.log,comparison.md}, reference.csv, env.txt
+#   memory-<model>/{zo_step.csv,details.jsonl,cells.log,comparison.md,provenance.json},
+#   reference.csv, env.txt, provenance.json (`repro provenance`: bundle commit, GPU, driver, command)
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}
@@ -25,6 +26,8 @@ repro=.gpu-bundle/bin/repro
 } >"$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 status=0
+"$repro" provenance --out "$OUT" --device cuda \
+  --command "REPEATS=${REPEATS:-5} REFERENCE_SECONDS=${REFERENCE_SECONDS:-150} scripts/gpu/dp_sgd.sh" || status=1
 for model in roberta-large opt-2.7b smollm2-135m opt-1.3b; do
   echo "== repro memory $model"
   # The model's own batch (so that no extra DP-SGD batch is measured).

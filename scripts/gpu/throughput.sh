@@ -7,7 +7,7 @@
 #                         repeat: the floor), >= 1000 (theta, z, batch) draws on real SST-2 batches
 #   mini_throughput.csv   model,compute,batch,cells_concurrent,steps_per_s_total,roofline_fraction
 #   throughput.log        everything printed, steps/*.json the per-process results
-#   provenance.txt        GPU, driver, binary version, date
+#   provenance.json       the bundle's commit, GPU, driver, libtorch, date and this command's settings
 #   DRAWS=1000 WINDOW=15 CONFIGS="f32:1 tf32:1 bf16:1 bf16:8 tf32:8:mps bf16:8:mps" scripts/gpu/throughput.sh
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
@@ -32,14 +32,10 @@ WINDOW=${WINDOW:-15}
 # MPS the GPU time-slices between processes instead of running their kernels concurrently).
 CONFIGS=${CONFIGS:-"f32:1 tf32:1 bf16:1 bf16:8 tf32:8:mps bf16:8:mps"}
 log=$OUT/throughput.log
-{
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  "$REPRO" --version
-  date -u +%Y-%m-%dT%H:%M:%SZ
-  echo "data: $DPZO_DATA_DIR; assets: $DPZO_ASSETS_DIR; draws $DRAWS; window ${WINDOW}s; configs $CONFIGS"
-} >"$OUT/provenance.txt" 2>&1
-cat "$OUT/provenance.txt"
 status=0
+"$REPRO" provenance --out "$OUT" --device cuda --command "DPZO_DATA_DIR=$DPZO_DATA_DIR \
+DPZO_ASSETS_DIR=$DPZO_ASSETS_DIR DRAWS=$DRAWS WINDOW=$WINDOW CONFIGS='$CONFIGS' scripts/gpu/throughput.sh" || status=1
+cat "$OUT/provenance.json"
 
 if [ "$DRAWS" -gt 0 ]; then
   echo "== fidelity: $DRAWS draws, f32 vs f32-repeat, tf32, bf16" | tee -a "$log"

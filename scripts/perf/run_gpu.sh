@@ -5,6 +5,7 @@
 #   (default: ours reference; `ours` includes tests and pass; OUT default results/perf/run-<date>)
 # Writes into $OUT:
 #   env.txt               nvidia-smi, torch/transformers versions, library paths
+#   provenance.json       commit of the bundle, GPU, driver, libtorch, date, this command (`repro provenance`)
 #   perturb_gpu.txt       the #[ignore]d GPU tests of perturb (CUDA z == CPU z bitwise, fast z bound)
 #   ours.csv              perturbation pass timings (impl ours-nvrtc / ours-aten, exact and fast math)
 #   perturb_pass.log      the same with the bandwidth-floor ratios
@@ -37,6 +38,11 @@ export LD_LIBRARY_PATH="$TORCH_LIB${NVRTC_DIR:+:$NVRTC_DIR}:/usr/local/cuda/lib6
 } >"$OUT/env.txt" 2>&1
 status=0
 bundle=.gpu-bundle
+# provenance.json: the bundle's commit, GPU, driver, libtorch, date and this command with its settings.
+settings=$(for v in PERF_SKIP_ATEN OURS_METHODS FAST_METHODS NOCARRY_METHODS REFERENCE_METHODS PSG_BATCHES TUNE_SHAPES REFERENCE_SECONDS; do
+  [ -z "${!v:-}" ] || printf '%s=%q ' "$v" "${!v}"; done)
+"$bundle/bin/repro" provenance --out "$OUT" --device cuda --command "${settings}scripts/perf/run_gpu.sh $parts" >/dev/null \
+  || echo "no provenance.json: $bundle/bin/repro is missing or predates \`repro provenance\`" | tee -a "$OUT/missing.txt"
 have_bundle() {
   [ -x "$bundle/perf/perturb_gpu" ] && [ -x "$bundle/bin/repro" ] && return 0
   echo "missing $bundle/perf or $bundle/bin/repro: run scripts/gpu-bundle.sh on the build machine first" | tee -a "$OUT/missing.txt"

@@ -39,6 +39,8 @@ enum Command {
     Table3(target::TargetArgs),
     /// Rebuild `results/perf/zo_step.csv` from the GPU run folders it names (later ones win).
     PerfTable(perf_table::PerfTableArgs),
+    /// Write a result folder's provenance.json (commit, device, driver, date, command).
+    Provenance(provenance::ProvenanceArgs),
     /// Re-render a target's summary, comparison and plot from its run records, running nothing.
     Check(target::CheckArgs),
     /// Zero-shot accuracy of a checkpoint on one task's test split.
@@ -75,6 +77,7 @@ fn main() {
         Command::Theory(args) => theory_cmd::run(args),
         Command::Check(args) => target::check(args),
         Command::PerfTable(args) => perf_table::run(args),
+        Command::Provenance(args) => provenance::run(args),
         #[cfg(feature = "torch")]
         Command::Table2(args) => target::run_paper_target("table2", args),
         #[cfg(feature = "torch")]

@@ -10,7 +10,7 @@
 //!
 //! Output (under `--out`): `zo_step.csv` (`model,dtype,batch,seq,method,impl,ms_median,
 //! peak_bytes`, the contract of issue 8), `details.jsonl` (one JSON object per cell: every
-//! measured field) and `cells.log` (the children's stderr).
+//! measured field), `cells.log` (the children's stderr) and `provenance.json`.
 
 use anyhow::{anyhow, bail, Context, Result};
 use rand::{Rng, SeedableRng};
@@ -537,7 +537,8 @@ pub fn run(args: MemoryArgs) -> Result<()> {
             }
         }
         let cells = read_details(dirs, &args.microbatch_dp_sgd)?;
-        return write_comparison(&args.out, &cells, &args.paper_table);
+        write_comparison(&args.out, &cells, &args.paper_table)?;
+        return crate::provenance::Provenance::collect("cpu").write_to_folder(&args.out);
     }
     parse_math(&args.normal_math)?;
     for method in &args.methods {
@@ -569,6 +570,8 @@ pub fn run(args: MemoryArgs) -> Result<()> {
     let mut details: Vec<u8> = Vec::new();
     let log_path = args.out.join("cells.log");
     let mut log: Vec<u8> = Vec::new();
+    // The device the cells ran on, as they report it (the parent never initialises CUDA).
+    let mut device_used: Option<String> = None;
 
     for model in &args.models {
         let (dtype, batch, seq) = default_shape(&model_label(model));
@@ -611,6 +614,7 @@ pub fn run(args: MemoryArgs) -> Result<()> {
             let label = model_label(model);
             let (ms, peak) = match (output.status.success(), parsed) {
                 (true, Some(result)) => {
+                    device_used.get_or_insert_with(|| result.device.clone());
                     writeln!(details, "{}", serde_json::to_string(&result)?)?;
                     eprintln!(
                         "{label} {method} B={batch}: {:.2} ms, peak {:.1} MiB ({:.0} s)",
@@ -658,6 +662,11 @@ pub fn run(args: MemoryArgs) -> Result<()> {
         atomic_file::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
     println!("wrote {}", csv_path.display());
+    let device = device_used.unwrap_or_else(|| match args.device {
+        DeviceRequest::Cpu => "cpu".into(),
+        DeviceRequest::Cuda | DeviceRequest::Auto => "cuda".into(),
+    });
+    crate::provenance::Provenance::collect(&device).write_to_folder(&args.out)?;
     let cells = read_details(std::slice::from_ref(&args.out), &[])?;
     write_comparison(&args.out, &cells, &args.paper_table)
 }
