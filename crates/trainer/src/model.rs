@@ -25,6 +25,23 @@ pub trait LabelWordModel {
     fn records_layers(&self) -> bool {
         false
     }
+
+    /// The adapter attached to a frozen base, if any (`crate::models::adapters`).
+    fn adapter(&self) -> Option<&crate::models::adapters::AdapterConfig> {
+        None
+    }
+
+    /// Freezes the model and attaches `config`'s adapter (random draws keyed by `seed`).
+    fn attach_adapter(
+        &mut self,
+        config: &crate::models::adapters::AdapterConfig,
+        seed: u64,
+    ) -> Result<(), String> {
+        let _ = seed;
+        Err(format!(
+            "this model does not support adapters (asked for {config:?})"
+        ))
+    }
 }
 
 /// Per-example cross-entropy over the label words, `[B]` f32 (the paper's per-sample loss).

@@ -52,10 +52,33 @@ impl ParamFactory {
     }
 }
 
-/// `y = x W^T + b` with `W: [out, in]` (the PyTorch layout of every checkpoint).
+/// `y = x W^T + b` with `W: [out, in]` (the PyTorch layout of every checkpoint), plus
+/// `scale * (x A^T) B^T` when a LoRA branch is attached ([`super::adapters`]).
 pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
+    pub lora: Option<LoraBranch>,
+}
+
+/// A low-rank update of a linear layer (Hu et al. ICLR 2022): `A: [r, in]`, `B: [out, r]`,
+/// `scale = alpha / r`. Each factor runs as its own recorded linear map, so ghost clipping sees
+/// the two pieces as ordinary linear layers.
+pub struct LoraBranch {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub scale: f64,
+}
+
+/// `x M^T`, recorded on the tape as a bias-free linear layer.
+fn recorded_product(x: &Tensor, matrix: &Tensor) -> Result<Tensor, TchError> {
+    let y = x.f_linear::<&Tensor>(matrix, None)?;
+    tape::push(&[Some(matrix)], || LayerRecord::Linear {
+        weight: matrix.shallow_clone(),
+        bias: None,
+        input: x.shallow_clone(),
+        output: y.shallow_clone(),
+    });
+    Ok(y)
 }
 
 impl Linear {
@@ -73,7 +96,11 @@ impl Linear {
         } else {
             None
         };
-        Ok(Self { weight, bias })
+        Ok(Self {
+            weight,
+            bias,
+            lora: None,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
@@ -86,7 +113,14 @@ impl Linear {
                 output: y.shallow_clone(),
             }
         });
-        Ok(y)
+        match &self.lora {
+            None => Ok(y),
+            Some(lora) => {
+                let low = recorded_product(x, &lora.a)?;
+                let update = recorded_product(&low, &lora.b)?;
+                y.f_add(&update.f_mul_scalar(lora.scale)?)
+            }
+        }
     }
 }
 
@@ -256,6 +290,74 @@ pub fn fused_attention(
         AttentionPattern::Masked(mask) => (Some(mask), false),
     };
     Tensor::f_scaled_dot_product_attention(q, k, v, mask, 0.0, causal, None, false)
+}
+
+/// Trainable keys and values prepended to one attention layer's keys and values (prefix-tuning,
+/// Li & Liang ACL 2021, in MeZO's form without reparametrisation): `[P, kv_width]` each, in the
+/// projected space (after the key/value projections, before heads are split; for RoPE models
+/// after the rotation). Every query attends to all `P` prefix positions.
+pub struct Prefix {
+    pub keys: Tensor,
+    pub values: Tensor,
+}
+
+impl Prefix {
+    /// Number of prefix positions `P`.
+    pub fn len(&self) -> i64 {
+        self.keys.size()[0]
+    }
+
+    /// True when `P = 0` (never for an attached prefix).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `k, v: [B, kv_heads, L, d]` -> `[B, kv_heads, P + L, d]`, the prefix first. The
+    /// per-example copies are row lookups of the prefix tables (`ids [B, P] = 0..P`), recorded
+    /// as embedding uses, so each example's gradient of the prefix is its own rows' gradient.
+    pub fn extend(&self, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor), TchError> {
+        let size = k.size();
+        let (b, kv_heads) = (size[0], size[1]);
+        let p = self.len();
+        let ids = Tensor::f_arange(p, (Kind::Int64, k.device()))?
+            .f_unsqueeze(0)?
+            .f_expand([b, p], false)?;
+        let keys = split_heads(&embedding(&self.keys, &ids)?, kv_heads)?;
+        let values = split_heads(&embedding(&self.values, &ids)?, kv_heads)?;
+        Ok((
+            Tensor::f_cat(&[&keys, k], 2)?,
+            Tensor::f_cat(&[&values, v], 2)?,
+        ))
+    }
+}
+
+/// The attention pattern with `prefix` always-visible keys in front of the `L` real ones
+/// (`prefix = 0`: unchanged). Without padding and without causality no mask is needed.
+pub fn prefix_pattern(
+    pattern: AttentionPattern,
+    prefix: i64,
+    b: i64,
+    l: i64,
+    device: Device,
+) -> Result<AttentionPattern, TchError> {
+    if prefix == 0 {
+        return Ok(pattern);
+    }
+    let base = match pattern {
+        AttentionPattern::Unpadded { causal: false } => return Ok(pattern),
+        AttentionPattern::Unpadded { causal: true } => {
+            Tensor::f_ones([l, l], (Kind::Bool, device))?
+                .f_tril(0)?
+                .f_view([1, 1, l, l])?
+                .f_expand([b, 1, l, l], false)?
+        }
+        AttentionPattern::Masked(mask) => mask,
+    };
+    let visible = Tensor::f_ones([b, 1, l, prefix], (Kind::Bool, device))?;
+    Ok(AttentionPattern::Masked(Tensor::f_cat(
+        &[&visible, &base],
+        3,
+    )?))
 }
 
 /// Checks that every named 1-D index tensor lies in `0..bound`, reading all their minima and

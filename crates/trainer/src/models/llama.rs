@@ -1,10 +1,11 @@
 //! Llama (Touvron et al. 2023) as transformers' `LlamaForCausalLM` computes it: RMSNorm, RoPE in
 //! the rotate-half layout, grouped-query attention, SwiGLU MLP, tied or untied LM head.
 
+use super::adapters::AttentionSite;
 use super::config::LlamaConfig;
 use super::layers::{
-    attention_pattern, batch_dims, embedding, fused_attention, merge_heads, split_heads, Linear,
-    ParamFactory, RmsNorm,
+    attention_pattern, batch_dims, embedding, fused_attention, merge_heads, prefix_pattern,
+    split_heads, Linear, ParamFactory, Prefix, RmsNorm,
 };
 use super::tape;
 use tch::{nn, Kind, TchError, Tensor};
@@ -19,6 +20,7 @@ struct Layer {
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
+    prefix: Option<Prefix>,
 }
 
 /// Llama decoder + LM head. Parameter names are those of a `LlamaForCausalLM` checkpoint
@@ -66,6 +68,7 @@ impl Llama {
                 gate_proj: Linear::new(f, &mlp.sub("gate_proj"), h, inter, mlp_bias)?,
                 up_proj: Linear::new(f, &mlp.sub("up_proj"), h, inter, mlp_bias)?,
                 down_proj: Linear::new(f, &mlp.sub("down_proj"), inter, h, mlp_bias)?,
+                prefix: None,
             });
         }
         let norm = RmsNorm::new(f, &root.sub("norm"), h, eps)?;
@@ -91,15 +94,17 @@ impl Llama {
     }
 
     /// `(cos, sin)`, each `[B, 1, L, head_dim]` in `kind`, for positions counted over the mask
-    /// (0 at the first real token; RoPE is relative, so real tokens see the same angles
-    /// differences whatever the padding side).
+    /// from `offset` (at the first real token; RoPE is relative, so real tokens see the same
+    /// angle differences whatever the padding side). A prefix of `P` cached positions puts the
+    /// first real token at `offset = P`, as transformers does after `P` past key/values.
     fn rotary_tables(
         &self,
         attention_mask: &Tensor,
         kind: Kind,
+        offset: i64,
     ) -> Result<(Tensor, Tensor), TchError> {
         let mask64 = attention_mask.f_to_kind(Kind::Int64)?;
-        let positions = (mask64.f_cumsum(1, Kind::Int64)? - 1).f_clamp_min(0)?;
+        let positions = (mask64.f_cumsum(1, Kind::Int64)? - 1).f_clamp_min(0)? + offset;
         let angles = positions
             .f_to_kind(Kind::Float)?
             .f_unsqueeze(-1)?
@@ -117,10 +122,16 @@ impl Llama {
         input_ids: &Tensor,
         attention_mask: &Tensor,
     ) -> Result<Tensor, TchError> {
-        batch_dims(input_ids, attention_mask)?;
+        let (b, l) = batch_dims(input_ids, attention_mask)?;
         let mut x = embedding(&self.embed_tokens, input_ids)?;
-        let (cos, sin) = self.rotary_tables(attention_mask, x.kind())?;
+        let prefix_len = self
+            .layers
+            .first()
+            .and_then(|l| l.prefix.as_ref())
+            .map_or(0, Prefix::len);
+        let (cos, sin) = self.rotary_tables(attention_mask, x.kind(), prefix_len)?;
         let mask = attention_pattern(attention_mask, true)?;
+        let mask = prefix_pattern(mask, prefix_len, b, l, x.device())?;
         let heads = self.config.num_attention_heads;
         let kv_heads = self.config.kv_heads();
         let group = heads / kv_heads;
@@ -137,6 +148,10 @@ impl Llama {
                 &sin,
             )?;
             let v = split_heads(&layer.v_proj.forward(&normed)?, kv_heads)?;
+            let (k, v) = match &layer.prefix {
+                Some(prefix) => prefix.extend(&k, &v)?,
+                None => (k, v),
+            };
             let (k, v) = (repeat_kv(&k, group)?, repeat_kv(&v, group)?);
             let attended = merge_heads(&fused_attention(&q, &k, &v, &mask)?)?;
             x = x + layer.o_proj.forward(&attended)?;
@@ -146,6 +161,34 @@ impl Llama {
             x = x + layer.down_proj.forward(&gated)?;
         }
         self.norm.forward(&x)
+    }
+
+    /// The attention blocks, for attaching adapters (names as in the var store).
+    pub(crate) fn attention_sites(&mut self) -> Vec<AttentionSite<'_>> {
+        self.layers
+            .iter_mut()
+            .enumerate()
+            .map(|(i, layer)| AttentionSite {
+                path: format!("layers.{i}.self_attn"),
+                query: ("q_proj", &mut layer.q_proj),
+                key: ("k_proj", &mut layer.k_proj),
+                value: ("v_proj", &mut layer.v_proj),
+                prefix: &mut layer.prefix,
+            })
+            .collect()
+    }
+
+    /// Key projections `[1, P, kv_width]` of a `P`-token sequence as the attention uses them:
+    /// rotated at positions `0..P` (what transformers caches as past keys).
+    pub(crate) fn rotate_leading_keys(&self, keys: &Tensor) -> Result<Tensor, TchError> {
+        let p = keys.size()[1];
+        let ones = Tensor::f_ones([1, p], (Kind::Int64, keys.device()))?;
+        let (cos, sin) = self.rotary_tables(&ones, keys.kind(), 0)?;
+        merge_heads(&rotate(
+            &split_heads(keys, self.config.kv_heads())?,
+            &cos,
+            &sin,
+        )?)
     }
 
     /// LM head on hidden states `[..., H]`: all vocabulary logits, or only `rows`.

@@ -6,6 +6,7 @@
 //! (for RoBERTa the MLM head transform runs only on the gathered positions).
 //! [`Model::full_logits`] computes the whole vocabulary at every position, for parity tests.
 
+pub mod adapters;
 pub mod checkpoint;
 pub mod config;
 pub mod error;
@@ -40,6 +41,8 @@ pub struct Model {
     config: ModelConfig,
     architecture: Architecture,
     var_store: VarStore,
+    /// The attached adapter, if any ([`adapters::attach`]): then only its tensors train.
+    adapter: Option<adapters::AdapterConfig>,
 }
 
 /// Parse a compute dtype name: `f32`, `f16` or `bf16`.
@@ -89,6 +92,7 @@ impl Model {
             config: config.clone(),
             architecture,
             var_store,
+            adapter: None,
         })
     }
 
@@ -263,6 +267,18 @@ impl LabelWordModel for Model {
 
     fn records_layers(&self) -> bool {
         true
+    }
+
+    fn adapter(&self) -> Option<&adapters::AdapterConfig> {
+        self.adapter.as_ref()
+    }
+
+    fn attach_adapter(
+        &mut self,
+        config: &adapters::AdapterConfig,
+        seed: u64,
+    ) -> std::result::Result<(), String> {
+        adapters::attach(self, config, seed).map_err(|e| e.to_string())
     }
 }
 

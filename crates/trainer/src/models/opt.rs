@@ -4,10 +4,11 @@
 //! `project_in`/`project_out` when `word_embed_proj_dim != hidden_size`, LM head tied to
 //! `embed_tokens`.
 
+use super::adapters::AttentionSite;
 use super::config::OptConfig;
 use super::layers::{
-    attention_pattern, batch_dims, embedding, fused_attention, merge_heads, split_heads, LayerNorm,
-    Linear, ParamFactory,
+    attention_pattern, batch_dims, embedding, fused_attention, merge_heads, prefix_pattern,
+    split_heads, LayerNorm, Linear, ParamFactory, Prefix,
 };
 use super::tape;
 use tch::{nn, Kind, TchError, Tensor};
@@ -26,6 +27,7 @@ struct Layer {
     fc1: Linear,
     fc2: Linear,
     final_layer_norm: LayerNorm,
+    prefix: Option<Prefix>,
 }
 
 /// OPT decoder + tied LM head. Parameter names are those of an `OPTForCausalLM` checkpoint
@@ -89,6 +91,7 @@ impl Opt {
                 fc1: Linear::new(f, &p.sub("fc1"), h, config.ffn_dim, bias)?,
                 fc2: Linear::new(f, &p.sub("fc2"), config.ffn_dim, h, bias)?,
                 final_layer_norm: LayerNorm::new(f, &p.sub("final_layer_norm"), h, LAYER_NORM_EPS)?,
+                prefix: None,
             });
         }
         Ok(Self {
@@ -115,7 +118,7 @@ impl Opt {
         input_ids: &Tensor,
         attention_mask: &Tensor,
     ) -> Result<Tensor, TchError> {
-        let (_, l) = batch_dims(input_ids, attention_mask)?;
+        let (b, l) = batch_dims(input_ids, attention_mask)?;
         let mask64 = attention_mask.f_to_kind(Kind::Int64)?;
         // Position of a real token = (number of real tokens up to it) - 1; padding gets -1.
         let position_ids = (mask64.f_cumsum(1, Kind::Int64)? * &mask64) - 1 + POSITION_OFFSET;
@@ -139,6 +142,8 @@ impl Opt {
         }
         x = x + embedding(&self.embed_positions, &position_ids)?;
         let mask = attention_pattern(attention_mask, true)?;
+        let prefix = self.layers.first().and_then(|l| l.prefix.as_ref());
+        let mask = prefix_pattern(mask, prefix.map_or(0, Prefix::len), b, l, x.device())?;
         let heads = self.config.num_attention_heads;
         let pre_ln = self.config.do_layer_norm_before;
         for layer in &self.layers {
@@ -151,6 +156,10 @@ impl Opt {
             let q = split_heads(&layer.q_proj.forward(&normed)?, heads)?;
             let k = split_heads(&layer.k_proj.forward(&normed)?, heads)?;
             let v = split_heads(&layer.v_proj.forward(&normed)?, heads)?;
+            let (k, v) = match &layer.prefix {
+                Some(prefix) => prefix.extend(&k, &v)?,
+                None => (k, v),
+            };
             let attended = merge_heads(&fused_attention(&q, &k, &v, &mask)?)?;
             x = residual + layer.out_proj.forward(&attended)?;
             if !pre_ln {
@@ -172,6 +181,21 @@ impl Opt {
             x = norm.forward(&x)?;
         }
         Ok(x)
+    }
+
+    /// The attention blocks, for attaching adapters (names as in the var store).
+    pub(crate) fn attention_sites(&mut self) -> Vec<AttentionSite<'_>> {
+        self.layers
+            .iter_mut()
+            .enumerate()
+            .map(|(i, layer)| AttentionSite {
+                path: format!("decoder.layers.{i}.self_attn"),
+                query: ("q_proj", &mut layer.q_proj),
+                key: ("k_proj", &mut layer.k_proj),
+                value: ("v_proj", &mut layer.v_proj),
+                prefix: &mut layer.prefix,
+            })
+            .collect()
     }
 
     /// LM head on hidden states `[..., hidden_size]`: `project_out` if any, then the tied

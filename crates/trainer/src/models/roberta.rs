@@ -2,10 +2,11 @@
 //! learned positions offset by `padding_idx`, post-LN blocks, exact (erf) GELU, and an LM head
 //! `dense -> gelu -> LayerNorm -> decoder` whose decoder is tied to the word embeddings.
 
+use super::adapters::AttentionSite;
 use super::config::RobertaConfig;
 use super::layers::{
-    attention_pattern, batch_dims, embedding, fused_attention, merge_heads, split_heads, LayerNorm,
-    Linear, ParamFactory,
+    attention_pattern, batch_dims, embedding, fused_attention, merge_heads, prefix_pattern,
+    split_heads, LayerNorm, Linear, ParamFactory, Prefix,
 };
 use super::tape;
 use tch::{nn, Kind, TchError, Tensor};
@@ -19,6 +20,7 @@ struct Layer {
     intermediate: Linear,
     output: Linear,
     output_norm: LayerNorm,
+    prefix: Option<Prefix>,
 }
 
 /// RoBERTa encoder + MLM head. Parameter names are those of a `RobertaForMaskedLM` checkpoint
@@ -87,6 +89,7 @@ impl Roberta {
                     true,
                 )?,
                 output_norm: LayerNorm::new(f, &p.sub("output").sub("LayerNorm"), h, eps)?,
+                prefix: None,
             });
         }
         let head = root.sub("lm_head");
@@ -136,11 +139,17 @@ impl Roberta {
             .embeddings_norm
             .forward(&(words + positions + token_type))?;
         let mask = attention_pattern(attention_mask, false)?;
+        let prefix = self.layers.first().and_then(|l| l.prefix.as_ref());
+        let mask = prefix_pattern(mask, prefix.map_or(0, Prefix::len), b, l, x.device())?;
         let heads = self.config.num_attention_heads;
         for layer in &self.layers {
             let q = split_heads(&layer.query.forward(&x)?, heads)?;
             let k = split_heads(&layer.key.forward(&x)?, heads)?;
             let v = split_heads(&layer.value.forward(&x)?, heads)?;
+            let (k, v) = match &layer.prefix {
+                Some(prefix) => prefix.extend(&k, &v)?,
+                None => (k, v),
+            };
             let attended = merge_heads(&fused_attention(&q, &k, &v, &mask)?)?;
             x = layer
                 .attention_norm
@@ -152,6 +161,21 @@ impl Roberta {
         }
         debug_assert_eq!(x.size(), [b, l, self.config.hidden_size]);
         Ok(x)
+    }
+
+    /// The attention blocks, for attaching adapters (names as in the var store).
+    pub(crate) fn attention_sites(&mut self) -> Vec<AttentionSite<'_>> {
+        self.layers
+            .iter_mut()
+            .enumerate()
+            .map(|(i, layer)| AttentionSite {
+                path: format!("encoder.layer.{i}.attention"),
+                query: ("self.query", &mut layer.query),
+                key: ("self.key", &mut layer.key),
+                value: ("self.value", &mut layer.value),
+                prefix: &mut layer.prefix,
+            })
+            .collect()
     }
 
     /// MLM head on hidden states `[..., H]`: all vocabulary logits, or only `rows`.

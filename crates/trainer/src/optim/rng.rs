@@ -18,6 +18,8 @@ pub enum Purpose {
     MaskScore = 3,
     /// Batch sampling (for samplers that want one).
     Batches = 4,
+    /// Adapter initialisation (LoRA `A`, prefix tokens or values), drawn once at step 0.
+    AdapterInit = 5,
 }
 
 /// The generator of `purpose` at global step `step` of the run seeded `run_seed`.

@@ -1,4 +1,6 @@
-//! Periodic checkpoints, written atomically: weights as safetensors (`VarStore::save`), extra
+//! Periodic checkpoints, written atomically: the trained tensors as safetensors (every
+//! parameter of a full-model run; only the adapter's on a frozen base, whose weights are
+//! re-read from the model's own checkpoint), extra
 //! tensors (proximal anchor, DP-ZOPO mask, AdamW moments) as safetensors, and a JSON state
 //! (step, metrics so far, ledger, configuration). Random streams are keyed by (seed, step), so
 //! no generator state needs saving.
@@ -14,7 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tch::{nn::VarStore, Tensor};
+use tch::Tensor;
 
 use super::config::TrainConfig;
 use super::error::{Result, TrainError};
@@ -118,9 +120,10 @@ fn step_dir_name(step: u64) -> String {
 }
 
 /// Saves a checkpoint under `root` and points `latest` at it; older ones are removed.
+/// `weights` are the trained tensors (`TrainableParams::named`).
 pub fn save(
     root: &Path,
-    var_store: &VarStore,
+    weights: &[(String, Tensor)],
     state: &CheckpointState,
     extra: &[(String, Tensor)],
 ) -> Result<PathBuf> {
@@ -132,7 +135,7 @@ pub fn save(
         std::fs::remove_dir_all(&temporary).map_err(io_err(&temporary))?;
     }
     std::fs::create_dir_all(&temporary).map_err(io_err(&temporary))?;
-    var_store.save(temporary.join("weights.safetensors"))?;
+    Tensor::write_safetensors(weights, temporary.join("weights.safetensors"))?;
     if !extra.is_empty() {
         Tensor::write_safetensors(extra, temporary.join("extra.safetensors"))?;
     }
@@ -197,4 +200,40 @@ pub fn load_extra(dir: &Path) -> Result<Vec<(String, Tensor)>> {
         return Ok(Vec::new());
     }
     Ok(Tensor::read_safetensors(&path)?)
+}
+
+/// Copies a checkpoint's `weights.safetensors` into the trained tensors `weights` (in place).
+/// The file must hold exactly these names with their shapes: a checkpoint of another model or
+/// adapter is refused, naming the first difference.
+pub fn load_weights(dir: &Path, weights: &[(String, Tensor)]) -> Result<()> {
+    let path = dir.join("weights.safetensors");
+    let saved: BTreeMap<String, Tensor> = Tensor::read_safetensors(&path)?.into_iter().collect();
+    let mismatch = |reason: String| TrainError::Format {
+        path: path.clone(),
+        reason,
+    };
+    if let Some(extra) = saved
+        .keys()
+        .find(|name| !weights.iter().any(|(n, _)| n == *name))
+    {
+        return Err(mismatch(format!(
+            "holds {extra}, which this run does not train"
+        )));
+    }
+    tch::no_grad(|| -> Result<()> {
+        for (name, tensor) in weights {
+            let value = saved
+                .get(name)
+                .ok_or_else(|| mismatch(format!("has no tensor {name}")))?;
+            if value.size() != tensor.size() {
+                return Err(mismatch(format!(
+                    "{name} is {:?}, the model's is {:?}",
+                    value.size(),
+                    tensor.size()
+                )));
+            }
+            tensor.shallow_clone().f_copy_(value)?;
+        }
+        Ok(())
+    })
 }

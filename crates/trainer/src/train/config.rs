@@ -192,6 +192,10 @@ pub struct TrainConfig {
     pub compute: crate::compute::Compute,
     /// Show a progress bar.
     pub progress: bool,
+    /// An adapter on the frozen base (LoRA or prefix-tuning, `crate::models::adapters`): only
+    /// its tensors train, are perturbed, clipped and checkpointed. `None`: the whole model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<crate::models::adapters::AdapterConfig>,
 }
 
 impl Default for TrainConfig {
@@ -231,6 +235,7 @@ impl Default for TrainConfig {
             dtype: DType::F32,
             compute: crate::compute::Compute::F32,
             progress: false,
+            adapter: None,
         }
     }
 }

@@ -258,7 +258,10 @@ fn check_same_config(
         }),
     };
     let (saved_map, current_map) = (to_map(saved)?, to_map(current)?);
-    for (key, value) in &current_map {
+    // Keys of either side: a field only one side serialises (e.g. `adapter`) is compared too.
+    let keys: std::collections::BTreeSet<&String> =
+        current_map.keys().chain(saved_map.keys()).collect();
+    for key in keys {
         if RESUMABLE_CHANGES.contains(&key.as_str()) {
             continue;
         }
@@ -266,7 +269,11 @@ fn check_same_config(
             .get(key)
             .cloned()
             .unwrap_or(serde_json::Value::Null);
-        if &before != value {
+        let value = current_map
+            .get(key)
+            .cloned()
+            .unwrap_or(serde_json::Value::Null);
+        if before != value {
             return Err(TrainError::ConfigMismatch {
                 path: path.into(),
                 field: key.clone(),
@@ -310,7 +317,7 @@ impl Loop<'_> {
         extra
     }
 
-    fn save(&self, model: &dyn LabelWordModel) -> Result<Option<PathBuf>> {
+    fn save(&self) -> Result<Option<PathBuf>> {
         let Some(root) = &self.config.checkpoint_dir else {
             return Ok(None);
         };
@@ -326,7 +333,7 @@ impl Loop<'_> {
         };
         Ok(Some(checkpoint::save(
             root,
-            model.var_store(),
+            self.params.named(),
             &state,
             &self.extra_tensors(),
         )?))
@@ -516,6 +523,8 @@ pub fn run_training_with(
         None
     };
 
+    crate::models::adapters::ensure(model, config.adapter.as_ref(), config.seed)
+        .map_err(|reason| invalid("adapter", reason, "must match the model's adapter"))?;
     let mut state = Loop {
         config,
         params: TrainableParams::from_model(model)?,
@@ -548,9 +557,7 @@ pub fn run_training_with(
                 });
             }
             check_same_config(&dir, &saved.config, config)?;
-            model
-                .var_store_mut()
-                .load(dir.join("weights.safetensors"))?;
+            checkpoint::load_weights(&dir, state.params.named())?;
             let extra = checkpoint::load_extra(&dir)?;
             let take = |prefix: &str| -> Vec<(String, Tensor)> {
                 extra
@@ -743,7 +750,7 @@ pub fn run_training_with(
                 context,
             }) => {
                 bar.abandon_with_message(format!("non-finite loss at step {bad_step}"));
-                let saved = state.save(model)?;
+                let saved = state.save()?;
                 return Err(TrainError::NonFiniteLoss {
                     step: bad_step,
                     loss,
@@ -791,7 +798,7 @@ pub fn run_training_with(
             }
         }
         if config.checkpoint_every > 0 && step % config.checkpoint_every == 0 {
-            state.save(model)?;
+            state.save()?;
         }
         bar.inc(1);
     }
@@ -800,7 +807,7 @@ pub fn run_training_with(
         account(&mut state.ledger, a, state.step)?;
     }
     if config.checkpoint_dir.is_some() && config.checkpoint_every > 0 && state.step > 0 {
-        state.save(model)?;
+        state.save()?;
     }
     let calibration = match (method, content_free) {
         (Method::ZeroShotCalibrated, Some(cf)) => {
