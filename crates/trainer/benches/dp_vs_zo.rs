@@ -3,7 +3,9 @@
 //! `cargo bench -p trainer --bench dp_vs_zo`: criterion times one step of DPZero, DP-ZOSO
 //! (proximal anchor), DP-ZOPO (1% random mask), DP-SGD by ghost clipping, DP-SGD by micro-batches
 //! and non-private backprop (AdamW) on the tiny RoBERTa, OPT and Llama (GQA) fixtures, batch 8 x
-//! 10 with padding, on the CPU and on CUDA when present. Before criterion runs, each method's own
+//! 10 with padding, on the CPU and on CUDA when present; and the same DP-SGD (ghost) and DPZero
+//! steps on adapters of the frozen model: LoRA r 8, alpha 16 on query/value (`dp-lora`,
+//! `dpzero-lora`) and a 5-token prefix (`dp-prefix`, `dpzero-prefix`). Before criterion runs, each method's own
 //! median step time and peak memory are written to `target/criterion/dp_vs_zo.csv` (or
 //! `$DP_VS_ZO_CSV`): `device,model,method,ms_median,peak_bytes,peak_measure`.
 //!
@@ -22,6 +24,7 @@ use trainer::batch::Batch;
 use trainer::device::device_memory_used;
 use trainer::device::{select, DeviceRequest};
 use trainer::model::LabelWordModel;
+use trainer::models::adapters::AdapterConfig;
 use trainer::models::load_model;
 use trainer::optim::adamw::{AdamW, AdamWSettings};
 use trainer::optim::dp_sgd::{dp_sgd_step, DpSgdClipping, DpSgdSettings};
@@ -30,14 +33,29 @@ use trainer::optim::zo::{settle, zo_step, ZoPrivacy, ZoStepSettings};
 use trainer::perturb::bench::{random_masks, synchronize};
 
 const MODELS: [&str; 3] = ["roberta_tiny", "opt_tiny", "llama_tiny_gqa_untied"];
-const METHODS: [&str; 6] = [
+const METHODS: [&str; 10] = [
     "dpzero",
+    "dpzero-lora",
+    "dpzero-prefix",
     "dp-zoso",
     "dp-zopo",
+    "dp-lora",
+    "dp-prefix",
     "dp-sgd",
     "dp-sgd-microbatch",
     "backprop",
 ];
+
+/// The adapter a bench method trains (on a frozen copy of the fixture), if any.
+fn adapter_of(method: &str) -> Option<AdapterConfig> {
+    if method.ends_with("-lora") {
+        Some(AdapterConfig::dpzero_lora())
+    } else if method.ends_with("-prefix") {
+        Some(AdapterConfig::mezo_prefix())
+    } else {
+        None
+    }
+}
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -81,7 +99,7 @@ impl Stepper<'_> {
             noise_std: 1.0,
         });
         match self.method {
-            "dpzero" | "dp-zoso" | "dp-zopo" => {
+            "dpzero" | "dpzero-lora" | "dpzero-prefix" | "dp-zoso" | "dp-zopo" => {
                 let settings = ZoStepSettings {
                     zo_eps: 1e-3,
                     step_size: 1e-6,
@@ -103,16 +121,16 @@ impl Stepper<'_> {
                 .expect("zo step");
                 settle(&self.params, carried).expect("settle");
             }
-            "dp-sgd" | "dp-sgd-microbatch" => {
+            "dp-sgd" | "dp-sgd-microbatch" | "dp-lora" | "dp-prefix" => {
                 let settings = DpSgdSettings {
                     step_size: 1e-6,
                     clip_norm: 1.0,
                     noise_std: 1.0,
                     normaliser: None,
-                    clipping: if self.method == "dp-sgd" {
-                        DpSgdClipping::Ghost
-                    } else {
+                    clipping: if self.method == "dp-sgd-microbatch" {
                         DpSgdClipping::Microbatch
+                    } else {
+                        DpSgdClipping::Ghost
                     },
                 };
                 dp_sgd_step(self.model, &self.params, self.batch, &settings, 7, step)
@@ -226,7 +244,12 @@ fn main() {
             let model = load_model(&fixture(name), Kind::Float, device).expect("fixture model");
             let batch = batch(model.config().vocab_size(), device);
             for method in METHODS {
-                let mut stepper = stepper(&model, &batch, method);
+                let adapted = adapter_of(method).map(|adapter| {
+                    let mut m = load_model(&fixture(name), Kind::Float, device).expect("fixture");
+                    m.attach_adapter(&adapter, 7).expect("adapter");
+                    m
+                });
+                let mut stepper = stepper(adapted.as_ref().unwrap_or(&model), &batch, method);
                 let (ms, peak, what) = measure(&mut stepper, device, 9);
                 writeln!(csv, "{device_name},{name},{method},{ms:.4},{peak},{what}").expect("CSV");
                 println!("{device_name} {name} {method}: {ms:.3} ms, peak {peak} B ({what})");

@@ -329,3 +329,87 @@ fn bad_adapter_settings_are_refused() {
         serde_json::from_str(r#"{"kind": "lora", "rank": 8, "alpha": 16, "dropout": 0.1}"#);
     assert!(err.unwrap_err().to_string().contains("dropout"));
 }
+
+/// PEFT export: `adapter_model.safetensors` holds exactly the LoRA factors under PEFT's keys
+/// (`base_model.model.` + the transformers module path), and merging them as PEFT does,
+/// `W + (alpha / r) B A`, into a bare copy of the base reproduces the adapted model's logits.
+#[test]
+fn lora_exports_in_peft_layout_and_merges_to_the_same_logits() {
+    let first_keys = [
+        (
+            "roberta_tiny",
+            "base_model.model.roberta.encoder.layer.0.attention.self.query.lora_A.weight",
+            "roberta.",
+        ),
+        (
+            "opt_tiny",
+            "base_model.model.model.decoder.layers.0.self_attn.q_proj.lora_A.weight",
+            "model.",
+        ),
+        (
+            "llama_tiny_gqa_untied",
+            "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight",
+            "model.",
+        ),
+    ];
+    for (name, first_key, hf_prefix) in first_keys {
+        let mut model = load(name);
+        model
+            .attach_adapter(&AdapterConfig::dpzero_lora(), 9)
+            .unwrap();
+        tch::no_grad(|| {
+            for (n, t) in model.var_store().variables() {
+                if n.ends_with("lora_B.weight") {
+                    let _ = t.shallow_clone().normal_(0.0, 0.2);
+                }
+            }
+        });
+        let dir = scratch_dir(&format!("peft-{name}"));
+        trainer::models::export::export_peft_lora(&model, &dir, Some(name)).unwrap();
+        let config: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(config["peft_type"], "LORA");
+        assert_eq!(config["r"], 8);
+        assert_eq!(config["lora_alpha"], 16.0);
+        let expected_targets = if name.starts_with("roberta") {
+            serde_json::json!(["query", "value"])
+        } else {
+            serde_json::json!(["q_proj", "v_proj"])
+        };
+        assert_eq!(config["target_modules"], expected_targets, "{name}");
+        let saved: BTreeMap<String, Tensor> =
+            Tensor::read_safetensors(dir.join("adapter_model.safetensors"))
+                .unwrap()
+                .into_iter()
+                .collect();
+        assert_eq!(saved.len(), 8, "{name}: {:?}", saved.keys());
+        assert!(saved.contains_key(first_key), "{name}: {:?}", saved.keys());
+
+        let bare = load(name);
+        let base_vars = bare.var_store().variables();
+        tch::no_grad(|| {
+            for (key, a) in &saved {
+                let Some(module) = key.strip_suffix(".lora_A.weight") else {
+                    continue;
+                };
+                let b = &saved[&format!("{module}.lora_B.weight")];
+                let ours = module
+                    .strip_prefix("base_model.model.")
+                    .and_then(|m| m.strip_prefix(hf_prefix))
+                    .unwrap();
+                let weight = &base_vars[&format!("{ours}.weight")];
+                let _ = weight.shallow_clone().g_add_(&(b.matmul(a) * 2.0));
+            }
+        });
+        let (ids, mask) = padded_inputs(name);
+        let adapted = model.full_logits(&ids, &mask).unwrap();
+        let merged = bare.full_logits(&ids, &mask).unwrap();
+        let diff = (adapted - merged).abs().max().double_value(&[]);
+        assert!(diff < 1e-4, "{name}: merged vs adapted max |diff| {diff:e}");
+        // The whole-model export refuses a model with an adapter.
+        assert!(trainer::models::export::export_hf(&model, &dir, None).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -490,7 +490,7 @@ pub fn trainer_method(method: &str) -> Result<&'static str> {
         "dpzero" => "dpzero",
         "dp-zoso" => "dp_zoso",
         "dp-zopo" => "dp_zopo",
-        "dp-ft" => "dp_sgd",
+        "dp-ft" | "dp-lora" | "dp-prefix" => "dp_sgd",
         other => bail!("unknown method {other:?}"),
     })
 }
@@ -509,8 +509,31 @@ pub fn train_config(spec: &RunSpec, checkpoint_dir: &Path) -> Result<TrainConfig
         "checkpoint_dir".into(),
         checkpoint_dir.to_string_lossy().into_owned().into(),
     );
-    serde_json::from_value(json)
-        .with_context(|| format!("invalid trainer settings for {}", spec.stem()))
+    let config: TrainConfig = serde_json::from_value(json)
+        .with_context(|| format!("invalid trainer settings for {}", spec.stem()))?;
+    // The adapter methods are DP-SGD on an adapter: without it they would train the whole model.
+    let wanted = match spec.method.as_str() {
+        "dp-lora" => Some("lora"),
+        "dp-prefix" => Some("prefix"),
+        _ => None,
+    };
+    if let Some(kind) = wanted {
+        let found = match &config.adapter {
+            Some(models::adapters::AdapterConfig::Lora { .. }) => Some("lora"),
+            Some(models::adapters::AdapterConfig::Prefix { .. }) => Some("prefix"),
+            None => None,
+        };
+        if found != Some(kind) {
+            bail!(
+                "{}: method {} needs `adapter = {{ kind = \"{kind}\", … }}` in its settings \
+                 ([method.{}]), found {found:?}",
+                spec.stem(),
+                spec.method,
+                spec.method
+            );
+        }
+    }
+    Ok(config)
 }
 
 impl CellRunner for TrainerCells {

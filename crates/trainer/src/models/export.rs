@@ -77,6 +77,12 @@ pub fn export_hf(
     dir: &Path,
     tokenizer: Option<(&serde_json::Value, &serde_json::Value)>,
 ) -> Result<()> {
+    if let Some(adapter) = model.adapter() {
+        return Err(ModelError::BadInput(format!(
+            "the model carries an adapter ({adapter:?}): export the adapter (export_peft_lora), \
+             not the base with adapter tensors mixed in"
+        )));
+    }
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| ModelError::Io {
@@ -102,8 +108,19 @@ pub fn export_hf(
         )
         .map_err(io(&path))?;
     }
+    let named: Vec<(String, Tensor)> = model
+        .var_store()
+        .variables()
+        .into_iter()
+        .map(|(name, tensor)| (checkpoint_name(model.config(), &name), tensor))
+        .collect();
+    write_safetensors(&dir.join("model.safetensors"), named)
+}
+
+/// Writes `tensors` (moved to the CPU, sorted by name) as one safetensors file, atomically.
+fn write_safetensors(path: &Path, named: Vec<(String, Tensor)>) -> Result<()> {
     let mut tensors: Vec<(String, Bytes)> = Vec::new();
-    for (name, tensor) in model.var_store().variables() {
+    for (name, tensor) in named {
         let cpu: Tensor = tensor.f_to_device(Device::Cpu)?.f_contiguous()?;
         let (dtype, width) = match cpu.kind() {
             Kind::Float => (safetensors::Dtype::F32, 4),
@@ -119,20 +136,97 @@ pub fn export_hf(
         let mut data = vec![0u8; count * width];
         cpu.f_copy_data_u8(&mut data, count)?;
         let shape = cpu.size().iter().map(|&d| d as usize).collect();
-        tensors.push((
-            checkpoint_name(model.config(), &name),
-            Bytes { dtype, shape, data },
-        ));
+        tensors.push((name, Bytes { dtype, shape, data }));
     }
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let metadata: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
-    let path = dir.join("model.safetensors");
     let bytes = safetensors::serialize(tensors.iter().map(|(n, b)| (n.clone(), b)), Some(metadata))
         .map_err(|e| ModelError::Safetensors {
-            path: path.clone(),
+            path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-    atomic_file::write(&path, bytes).map_err(io(&path))
+    atomic_file::write(path, bytes).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Write a model's LoRA adapter in PEFT's layout (huggingface/peft, "PEFT checkpoint format"):
+/// `adapter_model.safetensors` with keys `base_model.model.<transformers module path>.lora_A.weight`
+/// / `lora_B.weight` (`[r, in]`, `[out, r]`), and `adapter_config.json` (`peft_type` LORA, `r`,
+/// `lora_alpha`, `target_modules`, no dropout, no bias). `base_model` names the base checkpoint
+/// (`base_model_name_or_path`). Each file is written atomically.
+///
+/// # Errors
+/// A model without a LoRA adapter, or an I/O failure.
+pub fn export_peft_lora(model: &Model, dir: &Path, base_model: Option<&str>) -> Result<()> {
+    let Some(super::adapters::AdapterConfig::Lora {
+        rank,
+        alpha,
+        targets,
+    }) = model.adapter()
+    else {
+        return Err(ModelError::BadInput(format!(
+            "PEFT LoRA export needs a model with a LoRA adapter, this one has {:?}",
+            model.adapter()
+        )));
+    };
+    let named: Vec<(String, Tensor)> = model
+        .var_store()
+        .variables()
+        .into_iter()
+        .filter(|(name, _)| name.ends_with(".lora_A.weight") || name.ends_with(".lora_B.weight"))
+        .map(|(name, tensor)| {
+            let key = format!(
+                "base_model.model.{}",
+                checkpoint_name(model.config(), &name)
+            );
+            (key, tensor)
+        })
+        .collect();
+    // transformers' module names of the targeted projections.
+    let target_modules: Vec<&str> = targets
+        .iter()
+        .map(|t| {
+            use super::adapters::LoraTarget::*;
+            match (model.config(), t) {
+                (ModelConfig::Roberta(_), Query) => "query",
+                (ModelConfig::Roberta(_), Key) => "key",
+                (ModelConfig::Roberta(_), Value) => "value",
+                (_, Query) => "q_proj",
+                (_, Key) => "k_proj",
+                (_, Value) => "v_proj",
+            }
+        })
+        .collect();
+    let config = serde_json::json!({
+        "peft_type": "LORA",
+        "base_model_name_or_path": base_model,
+        "r": rank,
+        "lora_alpha": alpha,
+        "lora_dropout": 0.0,
+        "target_modules": target_modules,
+        "bias": "none",
+        "fan_in_fan_out": false,
+        "inference_mode": true,
+        "init_lora_weights": true,
+        "modules_to_save": null,
+        "task_type": null,
+    });
+    std::fs::create_dir_all(dir).map_err(|source| ModelError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let config_path = dir.join("adapter_config.json");
+    atomic_file::write(
+        &config_path,
+        serde_json::to_string_pretty(&config).unwrap_or_default(),
+    )
+    .map_err(|source| ModelError::Io {
+        path: config_path.clone(),
+        source,
+    })?;
+    write_safetensors(&dir.join("adapter_model.safetensors"), named)
 }
 
 /// Convert a Llama GGUF file into a Hugging Face checkpoint directory in `kind`
