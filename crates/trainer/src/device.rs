@@ -9,7 +9,7 @@ use std::sync::OnceLock;
 use cudarc::driver::sys;
 
 /// What the user asked for on the command line (`--device auto|cpu|cuda`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum DeviceRequest {
     Auto,
     Cpu,

@@ -37,12 +37,14 @@ pub struct TargetArgs {
     #[arg(long, env = "DPZO_ASSETS_DIR")]
     pub assets_dir: Option<PathBuf>,
     /// auto, cpu or cuda.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
+    #[cfg(feature = "torch")]
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: trainer::device::DeviceRequest,
     /// The CUDA perturbation kernel's normal math: fast (the default) or exact (bit-identical
     /// to a CPU run; trainer::perturb::NormalMath). Recorded in each run's provenance.
-    #[arg(long, default_value = "fast")]
-    pub normal_math: String,
+    #[cfg(feature = "torch")]
+    #[arg(long, value_enum, default_value = "fast")]
+    pub normal_math: trainer::perturb::NormalMath,
     /// Where `results/<target>/<preset>/` goes.
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
@@ -90,6 +92,16 @@ pub struct TargetArgs {
     /// How the cells are executed: concurrently, sharded, or through Slurm.
     #[command(flatten)]
     pub grid: grid::GridArgs,
+}
+
+impl TargetArgs {
+    /// Whether `--device cpu` was given.
+    fn cpu_requested(&self) -> bool {
+        #[cfg(feature = "torch")]
+        return self.device == trainer::device::DeviceRequest::Cpu;
+        #[cfg(not(feature = "torch"))]
+        return true;
+    }
 }
 
 /// `repro check <target>`.
@@ -283,7 +295,7 @@ fn execute_grid(
             .unwrap_or(all_cells.len())
             .clamp(1, all_cells.len());
         let preset = spec.preset(preset_name)?;
-        let gpu = args.device != "cpu" && preset.device == "cuda";
+        let gpu = !args.cpu_requested() && preset.device == "cuda";
         let argv: Vec<String> = std::env::args().skip(2).collect();
         let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
         let text = grid::slurm_script(
@@ -419,14 +431,9 @@ pub fn check(args: CheckArgs) -> Result<()> {
 /// `repro table2` / `repro table3`: resolve the preset and device, then run the grid.
 #[cfg(feature = "torch")]
 pub fn run_paper_target(target: &str, args: TargetArgs) -> Result<()> {
-    use trainer::device::{self, DeviceRequest};
-    let request: DeviceRequest = args.device.parse().map_err(anyhow::Error::msg)?;
-    let math: trainer::perturb::NormalMath = args
-        .normal_math
-        .parse()
-        .map_err(|reason: String| anyhow::anyhow!("--normal-math: {reason}"))?;
-    trainer::perturb::set_normal_math(math);
-    let dev = device::select(request).map_err(anyhow::Error::msg)?;
+    use trainer::device;
+    trainer::perturb::set_normal_math(args.normal_math);
+    let dev = device::select(args.device).map_err(anyhow::Error::msg)?;
     // stdout carries only the JSON document under --dry-run --json.
     if !(args.dry_run && args.json) {
         println!("device: {}", device::name(dev));

@@ -68,7 +68,7 @@ use tch::Device;
 ///   paths, so a run gives the same bits on any device.
 ///
 /// CPU paths always compute the exact z.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum NormalMath {
     Exact,
     Fast,

@@ -2,7 +2,7 @@
 
 use crate::target::cell::TrainerCells;
 use crate::target::spec::Preset;
-use anyhow::{anyhow, Result};
+use anyhow::Result;
 use std::path::PathBuf;
 use trainer::device::{self, DeviceRequest};
 
@@ -48,7 +48,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         anyhow::bail!("--batch-size 0: must be at least 1");
     }
     let dev = device::select(args.device).map_err(anyhow::Error::msg)?;
-    let kind = trainer::models::parse_dtype(&args.dtype).map_err(|e| anyhow!("{e}"))?;
+    let kind = trainer::models::parse_dtype(&args.dtype)?;
     let preset = Preset {
         description: "repro eval".into(),
         model: if args.model_dir.is_some() {

@@ -14,7 +14,7 @@
 
 use crate::target::cell::TrainerCells;
 use crate::target::spec::{RunSpec, Spec};
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -67,9 +67,8 @@ pub struct RunChoice {
     pub data_dir: Option<PathBuf>,
     #[arg(long, env = "DPZO_ASSETS_DIR")]
     pub assets_dir: Option<PathBuf>,
-    /// auto, cpu or cuda.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub device: DeviceRequest,
 }
 
 #[derive(clap::Args, Debug)]
@@ -146,8 +145,7 @@ struct Setup {
 }
 
 fn setup(choice: &RunChoice) -> Result<Setup> {
-    let request: DeviceRequest = choice.device.parse().map_err(anyhow::Error::msg)?;
-    let device = device::select(request).map_err(anyhow::Error::msg)?;
+    let device = device::select(choice.device).map_err(anyhow::Error::msg)?;
     let spec = Spec::load(&choice.experiments.join(format!("{}.toml", choice.target)))?;
     let preset = spec.preset(&choice.preset)?;
     let run = spec
@@ -230,7 +228,7 @@ fn fidelity(args: FidelityArgs) -> Result<()> {
     let s = setup(&args.run)?;
     let task = s.cells.encoded_train(&s.run)?;
     let model = s.cells.model(Kind::Float)?;
-    let params = TrainableParams::from_model(&model).map_err(|e| anyhow!("{e}"))?;
+    let params = TrainableParams::from_model(&model)?;
     let (mu, clip, lr) = (s.config.zo_eps, s.config.clip_norm, s.config.learning_rate);
     let settings = [
         ("f32", Compute::F32),
@@ -240,7 +238,6 @@ fn fidelity(args: FidelityArgs) -> Result<()> {
     ];
     let mut series: Vec<Series> = settings.iter().map(|_| Series::default()).collect();
     let start = Instant::now();
-    let err = |e: trainer::optim::OptimError| anyhow!("{e}");
     let mut done = 0usize;
     for draw in 0..args.draws as u64 {
         if args
@@ -258,13 +255,13 @@ fn fidelity(args: FidelityArgs) -> Result<()> {
         let seed = direction_seed(draw);
         for ((_, c), out) in settings.iter().zip(series.iter_mut()) {
             let _guard = compute::activate(*c, s.device);
-            let d = directional_differences(&model, &params, &batch, seed, mu).map_err(err)?;
+            let d = directional_differences(&model, &params, &batch, seed, mu)?;
             out.means.push(clipped_mean(&d, clip));
             out.per_example.extend(d);
         }
         // θ moves as a (noise-free) DPZero run would: θ − η · clipped mean · z.
         let step = -lr * series[0].means[draw as usize];
-        axpy_z(params.param_set().map_err(err)?, &[(seed, step)]).map_err(|e| anyhow!("{e}"))?;
+        axpy_z(params.param_set()?, &[(seed, step)])?;
         if (draw + 1) % 100 == 0 {
             eprintln!(
                 "fidelity: {} of {} draws in {:.0} s",
@@ -360,8 +357,7 @@ fn steps(args: StepsArgs) -> Result<()> {
     let s = setup(&args.run)?;
     let task = s.cells.encoded_train(&s.run)?;
     let model = s.cells.model(Kind::Float)?;
-    let params = TrainableParams::from_model(&model).map_err(|e| anyhow!("{e}"))?;
-    let err = |e: trainer::optim::OptimError| anyhow!("{e}");
+    let params = TrainableParams::from_model(&model)?;
     // A fixed pool of real batches (collated once), cycled through.
     let pool: Vec<_> = (0..32u64)
         .map(|d| task.batch(&draw_indices(task.examples.len(), s.batch, d), s.device))
@@ -396,8 +392,7 @@ fn steps(args: StepsArgs) -> Result<()> {
             step,
             carried.take(),
             Some(settings.zo_eps),
-        )
-        .map_err(err)?;
+        )?;
         *carried = next;
         Ok(())
     };
@@ -438,7 +433,7 @@ fn steps(args: StepsArgs) -> Result<()> {
     }
     // zo_step reads the losses on the host every step, so the queue is empty here.
     let seconds = timer.elapsed().as_secs_f64();
-    settle(&params, carried.take()).map_err(err)?;
+    settle(&params, carried.take())?;
     let n = step - first;
     let tokens_per_step = token_sum / n.max(1) as f64;
     let result = StepsResult {
