@@ -219,6 +219,12 @@ fn test_claim(
         }
     } else {
         match c.verdict {
+            // The rule only asks the CI to meet the band; say so when it also excludes 0, so a
+            // "reproduced" small effect is not read as "no difference".
+            Verdict::Reproduced if lo > 0.0 || hi < 0.0 => format!(
+                "paper {p:+.1} (no effect beyond ±{tol}); {ours}: the CI meets [−{tol}, +{tol}], but it also excludes 0: reproduced by this rule, yet a difference {} 0 is detected",
+                if lo > 0.0 { "above" } else { "below" }
+            ),
             Verdict::Reproduced => format!("paper {p:+.1} (no effect beyond ±{tol}); {ours}: the CI meets [−{tol}, +{tol}]"),
             _ => format!("paper {p:+.1} (no effect beyond ±{tol}); {ours}: the CI lies outside [−{tol}, +{tol}]"),
         }
@@ -662,7 +668,15 @@ mod tests {
         assert!(!c.why.contains("sign"), "{}", c.why);
         // Differences 0.4, 0.5, 0.6 → CI [0.25, 0.75], inside ±1.
         let near = row("dp-zopo", &[(1, 80.4), (2, 80.5), (3, 80.6)]);
-        assert_eq!(run(Some(0.3), &near, &b).verdict, Verdict::Reproduced);
+        let c = run(Some(0.3), &near, &b);
+        assert_eq!(c.verdict, Verdict::Reproduced);
+        // Its CI [0.25, 0.75] also excludes 0: the words say so.
+        assert!(c.why.contains("excludes 0") && c.why.contains("above 0"), "{}", c.why);
+        // Differences −0.2, 0, +0.2 → a CI around 0: no such remark.
+        let null = row("dp-zopo", &[(1, 79.8), (2, 80.0), (3, 80.2)]);
+        let c = run(Some(0.3), &null, &b);
+        assert_eq!(c.verdict, Verdict::Reproduced);
+        assert!(!c.why.contains("excludes 0"), "{}", c.why);
     }
 
     #[test]
