@@ -401,13 +401,19 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
     let comparison = dir.join("comparison.md");
     atomic_file::write(&comparison, md)
         .with_context(|| format!("writing {}", comparison.display()))?;
-    let ticks = if model_run == spec.meta.paper_model {
-        plot::paper_ticks(&paper, &spec.meta.paper_model, &spec.meta.paper_source)
-    } else {
-        Vec::new()
+    // The paper's values are drawn whatever model ran, labelled with the paper's model.
+    let paper_points = plot::paper_points(&paper, &spec.meta.paper_model, &spec.meta.paper_source);
+    let figure = plot::Figure {
+        rows: &rows,
+        paper: &paper_points,
+        model_run: &model_run,
+        paper_model: &spec.meta.paper_model,
+        title: format!(
+            "{} ({preset_name} preset): {model_run}, final test accuracy",
+            spec.meta.target
+        ),
     };
-    let title = format!("{} — {preset_name} preset, {model_run}", spec.meta.title);
-    plot::privacy_utility_bars(&rows, &ticks, &title, &dir.join("privacy_utility.svg"))?;
+    plot::privacy_utility(&figure, &dir.join("privacy_utility.svg"))?;
     println!(
         "wrote {}/{{summary.csv,comparison.md,privacy_utility.svg}} from {} records",
         dir.display(),
