@@ -671,7 +671,11 @@ mod tests {
         let c = run(Some(0.3), &near, &b);
         assert_eq!(c.verdict, Verdict::Reproduced);
         // Its CI [0.25, 0.75] also excludes 0: the words say so.
-        assert!(c.why.contains("excludes 0") && c.why.contains("above 0"), "{}", c.why);
+        assert!(
+            c.why.contains("excludes 0") && c.why.contains("above 0"),
+            "{}",
+            c.why
+        );
         // Differences −0.2, 0, +0.2 → a CI around 0: no such remark.
         let null = row("dp-zopo", &[(1, 79.8), (2, 80.0), (3, 80.2)]);
         let c = run(Some(0.3), &null, &b);
