@@ -192,6 +192,63 @@ fn superglue_files_read_and_sample_as_mezo() {
 }
 
 #[test]
+fn validation_only_splits_are_disjoint_and_sized() {
+    let data = data_dir();
+    let registry = TaskRegistry::from_file(
+        &trainer::data::dir::workspace_root().join("experiments/tasks.toml"),
+    )
+    .unwrap();
+    // (task, train, dev, test): test takes rows until 1000 examples or half the rows; dev is
+    // min(MeZO's dev size, a quarter of the remaining pool); train is the rest, up to 1000.
+    for (task, want) in [
+        ("BoolQ", (1000, 500, 1000)),
+        ("WiC", (240, 79, 319)),
+        ("WSC", (36, 12, 48)),
+        ("COPA", (38, 12, 50)),
+    ] {
+        let spec = registry.get(task).unwrap();
+        let s = superglue::load_from_validation(spec, &data, 13).unwrap();
+        assert_eq!(sizes(&s), want, "{task}");
+        for e in &s.test {
+            assert!(
+                !s.train.contains(e) && !s.dev.contains(e),
+                "{task}: a test example is also in train or dev"
+            );
+        }
+        for e in &s.dev {
+            assert!(
+                !s.train.contains(e),
+                "{task}: a dev example is also in train"
+            );
+        }
+        // The test set does not depend on the training seed; the training set does.
+        let other = superglue::load_from_validation(spec, &data, 42).unwrap();
+        assert_eq!(s.test, other.test, "{task}");
+        assert_ne!(s.train, other.train, "{task}");
+    }
+    // BoolQ (one example per row): the test set is exactly MeZO's draw from the validation file.
+    let boolq = registry.get("BoolQ").unwrap();
+    let val = superglue::read_file(boolq, &data.superglue("BoolQ").join("val.jsonl")).unwrap();
+    let order = trainer::data::numpy_rng::NumpyRandomState::seed(0).permutation(val.len());
+    let mezo_test: Vec<_> = order[..1000].iter().map(|&i| val[i].clone()).collect();
+    let s = superglue::load_from_validation(boolq, &data, 13).unwrap();
+    assert_eq!(s.test, mezo_test);
+    // MultiRC: whole paragraphs on one side only.
+    let multirc = registry.get("MultiRC").unwrap();
+    let s = superglue::load_from_validation(multirc, &data, 13).unwrap();
+    assert_eq!(s.test.len(), 1000);
+    let paragraph = |e: &trainer::data::Example| e.fields[0].1.clone();
+    let test_paragraphs: std::collections::BTreeSet<String> =
+        s.test.iter().map(paragraph).collect();
+    assert!(s
+        .train
+        .iter()
+        .chain(&s.dev)
+        .all(|e| !test_paragraphs.contains(&paragraph(e))));
+    assert!(!s.train.is_empty() && !s.dev.is_empty());
+}
+
+#[test]
 fn standin_assets_read_with_the_documented_counts() {
     let assets = assets_dir();
     let registry = TaskRegistry::from_file(

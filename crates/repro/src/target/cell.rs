@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tokenizers::Tokenizer;
 use trainer::batch::Batch;
+use trainer::data::superglue::WithoutTrain;
 use trainer::data::{
     self, AssetsDir, DataDir, EncodedExample, ModelConventions, PaddingSide, PromptEncoder,
     TaskRegistry,
@@ -48,6 +49,10 @@ struct DataSettings {
     /// Cap on prompt length in tokens (`None`: the task's own `max_length`).
     #[serde(default)]
     max_length: Option<usize>,
+    /// A SuperGLUE task without `train.jsonl`: refuse (default) or split `val.jsonl` into
+    /// disjoint train, dev and test sets (`trainer::data::superglue::load_from_validation`).
+    #[serde(default)]
+    superglue_without_train: WithoutTrain,
 }
 
 /// The trainer-backed [`CellRunner`].
@@ -169,7 +174,7 @@ impl TrainerCells {
         batch_size: usize,
         kind: tch::Kind,
     ) -> Result<(f64, usize, f64, String, Option<f64>)> {
-        let (task_name, splits, note) = self.splits(task, k, seed)?;
+        let (task_name, splits, note) = self.splits(task, k, seed, WithoutTrain::Refuse)?;
         let task_spec = self.registry.get(&task_name).map_err(|e| anyhow!("{e}"))?;
         let encoder = self.encoder(&task_name)?;
         let test = match max_test {
@@ -240,7 +245,13 @@ impl TrainerCells {
     }
 
     /// Load the splits: the real task when its files exist, else the preset's stand-in.
-    fn splits(&self, task: &str, k: usize, seed: u64) -> Result<(String, data::Splits, String)> {
+    fn splits(
+        &self,
+        task: &str,
+        k: usize,
+        seed: u64,
+        without_train: WithoutTrain,
+    ) -> Result<(String, data::Splits, String)> {
         let name = self.task_name(task)?;
         let spec = self.registry.get(&name).map_err(|e| anyhow!("{e}"))?;
         let stand_in_reader = matches!(
@@ -263,6 +274,20 @@ impl TrainerCells {
                         .collect::<Vec<_>>()
                         .join(" and ")
                 );
+            }
+        }
+        if let (Some(d), data::ReaderKind::Superglue, WithoutTrain::SplitValidation) =
+            (self.data.as_ref(), &spec.reader, without_train)
+        {
+            if !d.superglue(&spec.dir).join("train.jsonl").is_file() {
+                let splits = data::superglue::load_from_validation(spec, d, seed)
+                    .map_err(|e| anyhow!("{e}"))?;
+                return Ok((
+                    name,
+                    splits,
+                    "real: no train.jsonl, so train, dev and test are disjoint draws from val.jsonl"
+                        .into(),
+                ));
             }
         }
         if self.data.is_some() && !stand_in_reader {
@@ -327,7 +352,12 @@ impl TrainerCells {
             .clone()
             .try_into()
             .context("invalid [train.data] settings")?;
-        let (task_name, splits, data) = self.splits(&spec.task, data_settings.k, spec.seed)?;
+        let (task_name, splits, data) = self.splits(
+            &spec.task,
+            data_settings.k,
+            spec.seed,
+            data_settings.superglue_without_train,
+        )?;
         let mut encoder = self.encoder(&task_name)?;
         if let Some(max) = data_settings.max_length {
             encoder = encoder.with_max_length(max).map_err(|e| anyhow!("{e}"))?;
@@ -565,7 +595,12 @@ impl CellRunner for TrainerCells {
             .context("invalid [train.data] settings")?;
         let mut train_config = train_config(spec, checkpoint_dir)?;
         train_config.progress = true;
-        let (task_name, splits, data_note) = self.splits(&spec.task, data_settings.k, spec.seed)?;
+        let (task_name, splits, data_note) = self.splits(
+            &spec.task,
+            data_settings.k,
+            spec.seed,
+            data_settings.superglue_without_train,
+        )?;
         let mut encoder = self.encoder(&task_name)?;
         if let Some(max) = data_settings.max_length {
             encoder = encoder.with_max_length(max).map_err(|e| anyhow!("{e}"))?;

@@ -34,8 +34,13 @@ pub const TEST_SEED: u32 = 0;
 /// # Errors
 /// [`DataError`] with `file:line` for bad JSON, a missing key or an unknown label.
 pub fn read_file(spec: &TaskSpec, path: &Path) -> Result<Vec<Example>> {
+    non_empty(parse_rows(spec, path, read_lines(path)?)?, path)
+}
+
+/// The examples of some rows (`(line, json)`) of `path`.
+fn parse_rows(spec: &TaskSpec, path: &Path, rows: Vec<(u64, String)>) -> Result<Vec<Example>> {
     let mut examples = Vec::new();
-    for (line, text) in read_lines(path)? {
+    for (line, text) in rows {
         let value: Value = serde_json::from_str(&text).map_err(|error| DataError::Malformed {
             path: path.to_path_buf(),
             line,
@@ -49,7 +54,7 @@ pub fn read_file(spec: &TaskSpec, path: &Path) -> Result<Vec<Example>> {
         };
         row.examples(&mut examples)?;
     }
-    non_empty(examples, path)
+    Ok(examples)
 }
 
 /// The splits of a SuperGLUE task for training seed `seed` (module docs).
@@ -79,6 +84,77 @@ pub fn load(spec: &TaskSpec, data: &DataDir, seed: u64) -> Result<Splits> {
     Ok(Splits {
         train: non_empty(sampled, &train_path)?,
         dev: non_empty(dev, &train_path)?,
+        test: non_empty(test, &val_path)?,
+    })
+}
+
+/// What to do when a SuperGLUE task has no `train.jsonl` (BoolQ, WiC, WSC, MultiRC and COPA ship
+/// only their validation file in many copies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WithoutTrain {
+    /// An error naming the missing file (MeZO's protocol needs the train file).
+    #[default]
+    Refuse,
+    /// Draw disjoint train, dev and test sets from `val.jsonl` ([`load_from_validation`]).
+    SplitValidation,
+}
+
+/// The splits of a task that has only `val.jsonl`, all three drawn from it and disjoint:
+/// - the rows (json lines: a MultiRC row is a whole paragraph with its questions, so no paragraph
+///   is on both sides), without repeated rows, are permuted with MeZO's test seed; test takes rows in that order until it
+///   has [`NUM_TEST`] examples or half the rows;
+/// - the remaining rows are the training pool, sampled as MeZO samples a train file (seeded by the
+///   training seed, [`NUM_TRAIN`] + dev), with the dev set capped at a quarter of the pool so a
+///   small file (WSC, COPA: about 100 rows) still trains on most of it.
+///
+/// # Errors
+/// [`DataError::NotFound`] without `val.jsonl`; [`DataError::Malformed`] (file:line) for a bad
+/// row; an empty split is an error naming the file.
+pub fn load_from_validation(spec: &TaskSpec, data: &DataDir, seed: u64) -> Result<Splits> {
+    let val_path = data.superglue(&spec.dir).join("val.jsonl");
+    if !val_path.is_file() {
+        return Err(DataError::NotFound {
+            path: val_path,
+            hint: "the validation-only split draws train, dev and test from val.jsonl".into(),
+        });
+    }
+    // One entry per row; a row whose examples repeat an earlier row's (8 of WSC's 104 rows: the
+    // same text and spans, differing only in `idx` or span offsets) is dropped, or the same
+    // prompt could sit on both sides.
+    let mut rows: Vec<Vec<Example>> = Vec::new();
+    for row in read_lines(&val_path)? {
+        let examples = parse_rows(spec, &val_path, vec![row])?;
+        if !rows.contains(&examples) {
+            rows.push(examples);
+        }
+    }
+    let order = NumpyRandomState::seed(TEST_SEED).permutation(rows.len());
+    let mut slots: Vec<Option<Vec<Example>>> = rows.into_iter().map(Some).collect();
+    // Test: rows in MeZO's test order until NUM_TEST examples or half the rows (a file of one
+    // example per row and no repeats, e.g. BoolQ, gets exactly MeZO's test set).
+    let mut test = Vec::new();
+    let mut test_rows = 0;
+    for &i in &order[..order.len() / 2] {
+        if test.len() >= NUM_TEST {
+            break;
+        }
+        test.extend(slots[i].take().unwrap_or_default());
+        test_rows += 1;
+    }
+    // The last MultiRC paragraph may overshoot: its surplus answers are dropped, not reused.
+    test.truncate(NUM_TEST);
+    let pool: Vec<Example> = order[test_rows..]
+        .iter()
+        .filter_map(|&i| slots[i].take())
+        .flatten()
+        .collect();
+    let num_dev = spec.num_dev.unwrap_or(0).min(pool.len() / 4);
+    let mut sampled = subset(pool, numpy_seed(&spec.dir, seed)?, NUM_TRAIN + num_dev);
+    let dev = sampled.split_off(sampled.len().saturating_sub(num_dev));
+    Ok(Splits {
+        train: non_empty(sampled, &val_path)?,
+        dev: non_empty(dev, &val_path)?,
         test: non_empty(test, &val_path)?,
     })
 }
