@@ -303,9 +303,13 @@ fn run_claimed(
             .with_context(|| format!("cannot remove {}", cell.checkpoint.display()))?;
     }
     if cell.record.exists() && !cell.is_recorded() {
+        let kept = set_aside(&cell.record)?;
         say(
             bar,
-            format!("{stem}: its record is of another spec or fails its checksum, rerunning"),
+            format!(
+                "{stem}: its record is of another spec or fails its checksum: kept as {}, rerunning",
+                kept.display()
+            ),
         );
     }
     bar.set_message(stem.clone());
@@ -340,6 +344,28 @@ fn run_claimed(
     drop(claim);
     bar.inc(1);
     Ok(())
+}
+
+/// Moves a record that no longer answers its cell (another spec: e.g. other settings or
+/// `--compute`; or a failed checksum) into `runs/superseded/`, named with the time, so that the
+/// new run never overwrites it. Returns where it went.
+pub(super) fn set_aside(record: &Path) -> Result<PathBuf> {
+    let dir = record
+        .parent()
+        .context("a record path has a parent")?
+        .join("superseded");
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let stem = record
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .context("a record file has a name")?;
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let to = dir.join(format!("{stem}__{stamp}.json"));
+    std::fs::rename(record, &to)
+        .with_context(|| format!("cannot move {} to {}", record.display(), to.display()))?;
+    Ok(to)
 }
 
 /// One worker process's place: the CUDA_VISIBLE_DEVICES it gets (`None` on the CPU) and its
@@ -682,6 +708,23 @@ mod tests {
             );
             assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
         }
+    }
+
+    #[test]
+    fn a_superseded_record_is_kept_not_overwritten() {
+        let dir = std::env::temp_dir().join(format!("dpzo-aside-{}", std::process::id()));
+        let runs = dir.join("runs");
+        std::fs::create_dir_all(&runs).unwrap();
+        let record = runs.join("SST-2__dpzero__eps4__seed13.json");
+        std::fs::write(&record, b"{\"old\": true}").unwrap();
+        let kept = set_aside(&record).unwrap();
+        assert!(!record.exists());
+        assert_eq!(kept.parent().unwrap(), runs.join("superseded"));
+        assert_eq!(std::fs::read(&kept).unwrap(), b"{\"old\": true}");
+        // The summary reads runs/*.json only: the kept record is not aggregated.
+        let (good, failed) = super::super::record::read_all_checked(&runs).unwrap();
+        assert!(good.is_empty() && failed.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

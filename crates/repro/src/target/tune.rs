@@ -201,6 +201,9 @@ fn adopt_winner_records(finals: &[Cell], winners: &BTreeMap<GroupKey, &Candidate
             continue;
         };
         if w.cell.hash == cell.hash && !cell.is_recorded() && w.cell.is_recorded() {
+            if cell.record.exists() {
+                grid::set_aside(&cell.record)?;
+            }
             let record = CellRecord::read(&w.cell.record)?;
             record.write(&cell.record)?;
         }
