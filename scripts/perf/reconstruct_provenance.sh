@@ -81,3 +81,8 @@ fallback="$s6 (GPU, driver and torch)"
 rec h200-2026-12-04/dpsgd 462d3f2 - 2026-12-04T14:09:57Z "REPEATS=3 scripts/gpu/dp_sgd.sh" "$s6"
 rec h200-2026-12-04/tp 462d3f2 - 2026-12-04T14:12:23Z "DRAWS=1000 WINDOW=12 CONFIGS='f32:1 tf32:1 bf16:1 bf16:8 tf32:8:mps bf16:8:mps' scripts/gpu/throughput.sh" \
   "$s6; $p/h200-2026-12-04/tp/provenance.txt"
+# The binary: commit 009f8e8 plus 979da71's candidate-folder change (the folder's README).
+s7="$p/h200-2026-12-04-concurrency/README.md"
+fallback="$s7 (GPU, driver) and $s6 (torch of the 2026-12-04 calls)"
+rec h200-2026-12-04-concurrency 009f8e8 true 2026-12-04T15:11:28Z "DRAWS=0 WINDOW=15 CONFIGS='f32:1 f32:2 f32:4' scripts/gpu/throughput.sh" \
+  "$s7; $p/h200-2026-12-04-concurrency/provenance.txt"
