@@ -126,6 +126,7 @@ pub struct StagewiseSchedule {
     total_steps: usize,
     mu_start: f64,
     mu_factor: f64,
+    step_halving: bool,
 }
 
 impl StagewiseSchedule {
@@ -200,7 +201,24 @@ impl StagewiseSchedule {
             total_steps,
             mu_start,
             mu_factor,
+            step_halving: true,
         })
+    }
+
+    /// The same schedule with a constant step size `eta_0` in every stage (an ablation of the
+    /// halving; stages, anchor resets and the `mu` schedule are unchanged).
+    pub fn without_step_halving(self) -> Self {
+        Self {
+            step_halving: false,
+            ..self
+        }
+    }
+
+    /// The sum of the step sizes over all `total_steps` steps (the total step size).
+    pub fn total_step_size(&self) -> f64 {
+        (1..=self.total_steps)
+            .map(|t| self.at(t).map_or(0.0, |s| s.step_size))
+            .sum()
     }
 
     /// A constant schedule (one stage, no halving, constant `mu`) for baselines, expressed in
@@ -261,7 +279,11 @@ impl StagewiseSchedule {
         let halvings = i32::try_from(stage).unwrap_or(i32::MAX);
         Ok(StageStep {
             stage,
-            step_size: self.initial_step_size * 0.5f64.powi(halvings),
+            step_size: if self.step_halving {
+                self.initial_step_size * 0.5f64.powi(halvings)
+            } else {
+                self.initial_step_size
+            },
             zo_eps: self.mu_start / self.mu_factor.powi(halvings),
             anchor_reset: global_step == self.stage_start(stage),
         })
@@ -271,6 +293,24 @@ impl StagewiseSchedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_halving_the_step_size_is_constant_and_the_rest_unchanged() {
+        let halving =
+            StagewiseSchedule::new(1.0, 10, 3, 70, 1.0, 0.25, MuSchedule::Geometric).unwrap();
+        let flat = halving.clone().without_step_halving();
+        for t in 1..=70 {
+            let (a, b) = (halving.at(t).unwrap(), flat.at(t).unwrap());
+            assert_eq!(b.step_size, 1.0);
+            assert_eq!(
+                (a.stage, a.zo_eps, a.anchor_reset),
+                (b.stage, b.zo_eps, b.anchor_reset)
+            );
+        }
+        // 10 steps at 1, 20 at 1/2, 40 at 1/4: 30 in all; without halving 70.
+        assert_eq!(halving.total_step_size(), 30.0);
+        assert_eq!(flat.total_step_size(), 70.0);
+    }
 
     #[test]
     fn stage_boundaries_follow_t0_times_powers_of_two() {

@@ -49,9 +49,26 @@ pub enum MaskSelection {
     Largest,
 }
 
+/// What a coordinate's score is (ablations of the paper's score).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskScore {
+    /// The paper's `Hg * |theta|` (module docs, steps 1-6).
+    #[default]
+    HessianGradient,
+    /// `|theta|` alone (magnitude pruning, no forward pass).
+    Magnitude,
+    /// A standard normal draw per coordinate, seeded by (run seed, stage): ranking by it selects
+    /// a uniformly random subset of `ceil(r d)` coordinates (a control for the score).
+    Random,
+}
+
 /// Hyper-parameters of the data-free score.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MaskScoreSettings {
+    /// The score (default: the paper's; absent in configurations written before it existed).
+    #[serde(default)]
+    pub kind: MaskScore,
     /// Fraction r of all trainable coordinates to select (default 0.01).
     pub ratio: f64,
     /// Smallest or largest |score|.
@@ -65,6 +82,7 @@ pub struct MaskScoreSettings {
 impl Default for MaskScoreSettings {
     fn default() -> Self {
         Self {
+            kind: MaskScore::HessianGradient,
             ratio: 0.01,
             selection: MaskSelection::Smallest,
             zo_eps: 1e-3,
@@ -123,6 +141,20 @@ pub fn data_free_scores(
     }
     if settings.queries == 0 {
         return Err(OptimError::invalid("mask_queries", 0, "must be >= 1"));
+    }
+    match settings.kind {
+        MaskScore::HessianGradient => {}
+        MaskScore::Magnitude => {
+            return params
+                .named()
+                .iter()
+                .map(|(name, t)| Ok((name.clone(), t.f_detach()?.f_abs()?)))
+                .collect();
+        }
+        MaskScore::Random => {
+            let seed: u64 = stream(run_seed, stage, Purpose::MaskScore).random();
+            return materialise_direction(params, &[(seed, 1.0)]);
+        }
     }
     let saved: Vec<Tensor> = params
         .named()

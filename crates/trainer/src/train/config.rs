@@ -29,6 +29,9 @@ pub enum Method {
     DpZoso,
     /// DP-ZOPO: DP-ZOSO on a data-free mask (docs/paper.md §1.3).
     DpZopo,
+    /// DPZero's clipped, batch-normalised ZO step without noise (sigma = 0): no privacy
+    /// guarantee; an ablation separating the effect of clipping from that of the noise.
+    ZoClipOnly,
     /// DP-SGD with per-example clipping and per-coordinate noise.
     DpSgd,
 }
@@ -51,7 +54,7 @@ impl Method {
     pub fn is_zeroth_order(self) -> bool {
         matches!(
             self,
-            Method::Mezo | Method::Dpzero | Method::DpZoso | Method::DpZopo
+            Method::Mezo | Method::Dpzero | Method::DpZoso | Method::DpZopo | Method::ZoClipOnly
         )
     }
 
@@ -123,6 +126,14 @@ pub struct StageConfig {
     pub num_stages: u32,
     /// mu schedule.
     pub mu_schedule: MuScheduleChoice,
+    /// Halve the step size at each stage (the paper); `false` keeps eta_0 in every stage, an
+    /// ablation (absent in configurations written before it existed: halving).
+    #[serde(default = "halving_by_default")]
+    pub step_halving: bool,
+}
+
+fn halving_by_default() -> bool {
+    true
 }
 
 /// DP-ZOPO mask settings.
@@ -220,6 +231,7 @@ impl Default for TrainConfig {
                 first_stage_steps: 1000,
                 num_stages: 3,
                 mu_schedule: MuScheduleChoice::Geometric,
+                step_halving: true,
             },
             proximal_weight: 5e-4,
             proximal_mode: ProximalMode::Intended,

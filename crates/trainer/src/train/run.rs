@@ -88,6 +88,13 @@ fn schedule_of(config: &TrainConfig, steps: u64) -> Result<StagewiseSchedule> {
             mu_end,
             mu_schedule,
         )
+        .map(|s| {
+            if config.stage.step_halving {
+                s
+            } else {
+                s.without_step_halving()
+            }
+        })
         .map_err(theory_err)
     } else {
         StagewiseSchedule::constant(config.learning_rate, steps as usize, config.zo_eps)
@@ -678,15 +685,23 @@ pub fn run_training_with(
         }
         let outcome: std::result::Result<Option<f64>, OptimError> = match method {
             Method::ZeroShot | Method::ZeroShotCalibrated => Ok(None),
-            Method::Mezo | Method::Dpzero | Method::DpZoso | Method::DpZopo => {
+            Method::Mezo
+            | Method::Dpzero
+            | Method::DpZoso
+            | Method::DpZopo
+            | Method::ZoClipOnly => {
                 let settings = ZoStepSettings {
                     zo_eps: at.zo_eps,
                     step_size: at.step_size,
                     num_directions: config.num_directions,
-                    privacy: if method == Method::Mezo {
-                        None
-                    } else {
-                        zo_privacy
+                    privacy: match method {
+                        Method::Mezo => None,
+                        // DPZero's clipping with sigma = 0 (no guarantee).
+                        Method::ZoClipOnly => Some(ZoPrivacy {
+                            clip_norm: config.clip_norm,
+                            noise_std: 0.0,
+                        }),
+                        _ => zo_privacy,
                     },
                     normaliser: if method == Method::Mezo {
                         None
