@@ -35,6 +35,10 @@ enum Command {
     PerfTable(perf_table::PerfTableArgs),
     /// Write a result folder's provenance.json (commit, device, driver, date, command).
     Provenance(commands::provenance::ProvenanceArgs),
+    /// Ablations of DP-ZOSO / DP-ZOPO (experiments/ablations.toml), each variant against its
+    /// reference with a 95% CI.
+    #[cfg(feature = "torch")]
+    Ablations(target::TargetArgs),
     /// Re-render a target's summary, comparison and plot from its run records, running nothing.
     Check(target::CheckArgs),
     /// Zero-shot accuracy of a checkpoint on one task's test split.
@@ -83,6 +87,8 @@ fn main() {
         Command::Table2(args) => target::run_paper_target("table2", args),
         #[cfg(feature = "torch")]
         Command::Table3(args) => target::run_paper_target("table3", args),
+        #[cfg(feature = "torch")]
+        Command::Ablations(args) => target::run_paper_target("ablations", args),
         #[cfg(feature = "torch")]
         Command::Eval(args) => eval::run(args),
         #[cfg(feature = "torch")]

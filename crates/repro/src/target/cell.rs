@@ -518,6 +518,7 @@ pub fn trainer_method(method: &str) -> Result<&'static str> {
         "mezo" => "mezo",
         "ft" => "full_fine_tune",
         "dpzero" => "dpzero",
+        "dpzero-no-noise" => "zo_clip_only",
         "dp-zoso" => "dp_zoso",
         "dp-zopo" => "dp_zopo",
         "dp-ft" | "dp-lora" | "dp-prefix" => "dp_sgd",
@@ -530,9 +531,18 @@ pub fn trainer_method(method: &str) -> Result<&'static str> {
 pub fn train_config(spec: &RunSpec, checkpoint_dir: &Path) -> Result<TrainConfig> {
     let mut settings = spec.settings.clone();
     settings.remove("data");
+    // An ablation variant runs its base method (spec::Variant).
+    let method = match settings.remove(super::spec::BASE_METHOD_KEY) {
+        Some(toml::Value::String(base)) => base,
+        Some(other) => bail!(
+            "{}: base_method = {other}: expected a method name",
+            spec.stem()
+        ),
+        None => spec.method.clone(),
+    };
     let mut json = serde_json::to_value(&settings)?;
     let obj = json.as_object_mut().context("settings must be a table")?;
-    obj.insert("method".into(), trainer_method(&spec.method)?.into());
+    obj.insert("method".into(), trainer_method(&method)?.into());
     obj.insert("epsilon".into(), spec.epsilon.into());
     obj.insert("seed".into(), spec.seed.into());
     obj.insert(

@@ -124,7 +124,7 @@ fn paired_differences(a: &SummaryRow, b: &SummaryRow) -> Vec<f64> {
 }
 
 /// Test one paper difference against ours (`a − b`, paired by seed).
-fn test_claim(
+pub(super) fn test_claim(
     claim: String,
     task: &str,
     epsilon: String,
@@ -200,7 +200,7 @@ fn test_claim(
         return c;
     };
     let Some(p) = paper_delta else {
-        c.why = "no paper value for this difference".into();
+        c.why = format!("no paper value for this difference; CI: {}", c.why);
         return c;
     };
     c.verdict = verdict(p, lo, hi, tol);

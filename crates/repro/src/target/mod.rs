@@ -1,6 +1,7 @@
 //! Paper targets (`table2`, `table3`): run the grid of an experiment spec, then summarise, compare
 //! with the paper and plot. `check` re-renders the comparison from the records without running.
 
+pub mod ablation;
 #[cfg(feature = "torch")]
 pub mod cell;
 pub mod compare;
@@ -395,6 +396,28 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
     let model_run = records[0].model.clone();
     let rows = summary::summarise(&records);
     summary::write_csv(&rows, &dir.join("summary.csv"))?;
+    if !spec.variant.is_empty() {
+        // An ablation spec: each variant against its reference, no paper claims.
+        let comparisons = ablation::comparisons(spec, &rows);
+        ablation::write_csv(&comparisons, &dir.join("ablations.csv"))?;
+        let md = ablation::render_markdown(spec, preset_name, &comparisons);
+        atomic_file::write(dir.join("ablations.md"), md)
+            .with_context(|| format!("writing {}", dir.join("ablations.md").display()))?;
+        let title = format!("{} — {preset_name} preset, {model_run}", spec.meta.title);
+        ablation::plot(spec, &rows, &title, &dir.join("ablations.svg"))?;
+        println!(
+            "wrote {}/{{summary.csv,ablations.csv,ablations.md,ablations.svg}} from {} records",
+            dir.display(),
+            records.len()
+        );
+        if !failed.is_empty() {
+            bail!(
+                "{} run record(s) failed their content checksum and were left out (listed above)",
+                failed.len()
+            );
+        }
+        return Ok(());
+    }
     let paper = compare::read_paper_table(Path::new(&spec.meta.paper_table))?;
     compare::write_claims_csv(&spec.meta, &paper, &rows, &dir.join("claims.csv"))?;
     let md = compare::render(&spec.meta, preset_name, preset, &model_run, &paper, &rows);

@@ -33,7 +33,101 @@ pub struct Spec {
     /// `[tune.<method>]`: search spaces for `--tune`.
     #[serde(default)]
     pub tune: BTreeMap<String, toml::Table>,
+    /// `[variant.<name>]`: named ablations, each a base method with setting overrides; a grid
+    /// method may name one.
+    #[serde(default)]
+    pub variant: BTreeMap<String, Variant>,
     pub preset: BTreeMap<String, Preset>,
+}
+
+/// The settings key under which a variant's cells carry their base method (so the spec hash
+/// covers it and the trainer learns which method to run).
+pub const BASE_METHOD_KEY: &str = "base_method";
+
+/// `[variant.<name>]`: an ablation of a base method.
+///
+/// Its settings resolve as the base's (`[train]` < `[preset.<p>.train]` < `[method.<base>]` <
+/// `[preset.<p>.method.<base>]`), then `settings`, then `[preset.<p>.method.<name>]`, and finally
+/// the step-size rule. `--tune` uses `[tune.<name>]` if given, else the base's space.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    /// The method it modifies (a method the trainer knows: `dp-zopo`, `dpzero`, ...).
+    pub base: String,
+    /// What the variant isolates, in words (printed in the ablation report).
+    pub description: String,
+    /// The grid method it is compared with, paired by seed (default: `base`).
+    #[serde(default)]
+    pub compare_to: Option<String>,
+    /// Setting overrides laid over the base's settings.
+    #[serde(default)]
+    pub settings: toml::Table,
+    /// How the variant's step size follows from the base's.
+    #[serde(default)]
+    pub step_size: VariantStepSize,
+}
+
+/// How a variant's step size is derived from its base's resolved settings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VariantStepSize {
+    /// The resolved `learning_rate` as it is (the variant may set its own).
+    #[default]
+    AsSet,
+    /// eta times r_base / r_variant (mask ratios): eta r, the step size per unit of the dense
+    /// method's, stays the base's (the rule of [`StepSizeScaling::InverseMaskRatio`]).
+    InverseMaskRatio,
+    /// eta0 such that the sum of the step sizes over the run equals the base's (e.g. halving
+    /// off: a constant eta0' = eta0 sum_t 2^-s(t) / T).
+    MatchedTotal,
+}
+
+fn mask_ratio(settings: &toml::Table) -> Option<f64> {
+    settings
+        .get("mask")
+        .and_then(|m| m.get("score"))
+        .and_then(|s| s.get("ratio"))
+        .and_then(toml::Value::as_float)
+}
+
+fn int_setting(table: &toml::Table, key: &str) -> Result<u64> {
+    table
+        .get(key)
+        .and_then(toml::Value::as_integer)
+        .and_then(|v| u64::try_from(v).ok())
+        .with_context(|| format!("needs a non-negative integer {key} setting"))
+}
+
+/// The sum of the stagewise step sizes over the run at eta0 = 1 (schedule::StagewiseSchedule).
+fn total_step_size_factor(settings: &toml::Table) -> Result<f64> {
+    let steps = int_setting(settings, "steps")?;
+    let stage = settings
+        .get("stage")
+        .and_then(toml::Value::as_table)
+        .context("needs a stage setting (a stagewise base method)")?;
+    let t0 = int_setting(stage, "first_stage_steps")?;
+    let stages = int_setting(stage, "num_stages")?;
+    let halving = stage
+        .get("step_halving")
+        .and_then(toml::Value::as_bool)
+        .unwrap_or(true);
+    let capacity = t0.saturating_mul((1u64 << stages.min(62)) - 1);
+    let schedule = schedule::StagewiseSchedule::new(
+        1.0,
+        t0 as usize,
+        stages as usize,
+        steps.min(capacity) as usize,
+        1.0,
+        1.0,
+        schedule::MuSchedule::Geometric,
+    )
+    .map_err(|e| anyhow::anyhow!("stage settings: {e}"))?;
+    Ok(if halving {
+        schedule
+    } else {
+        schedule.without_step_halving()
+    }
+    .total_step_size())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,7 +216,10 @@ impl RunSpec {
 
 /// Methods that spend no privacy budget and so run once per (task, seed).
 pub fn is_non_private(method: &str) -> bool {
-    matches!(method, "zero-shot" | "zero-shot-calibrated" | "mezo" | "ft")
+    matches!(
+        method,
+        "zero-shot" | "zero-shot-calibrated" | "mezo" | "ft" | "dpzero-no-noise"
+    )
 }
 
 impl Spec {
@@ -157,13 +254,22 @@ impl Spec {
         })
     }
 
+    /// The method the trainer runs for grid method `method`: a variant's base, else itself.
+    pub fn base_method<'a>(&'a self, method: &'a str) -> &'a str {
+        self.variant.get(method).map_or(method, |v| v.base.as_str())
+    }
+
     /// The search space of `method` under `preset` (`None`: the method is not tuned).
-    /// An empty `[preset.<p>.tune.<m>]` leaves the method untuned under that preset.
+    /// An empty `[preset.<p>.tune.<m>]` leaves the method untuned under that preset. A variant
+    /// without a space of its own takes its base's.
     pub fn tune_space(&self, preset: &Preset, method: &str) -> Result<Option<TuneSpace>> {
+        let base = self.base_method(method);
         preset
             .tune
             .get(method)
             .or_else(|| self.tune.get(method))
+            .or_else(|| preset.tune.get(base))
+            .or_else(|| self.tune.get(base))
             .filter(|t| !t.is_empty())
             .map(|t| {
                 TuneSpace::parse(t)
@@ -190,14 +296,14 @@ impl Spec {
         let mut out = Vec::new();
         for task in tasks {
             for method in methods {
-                let eps_list: Vec<Option<f64>> = if is_non_private(method) {
+                let eps_list: Vec<Option<f64>> = if is_non_private(self.base_method(method)) {
                     vec![None]
                 } else {
                     epsilons.iter().map(|e| Some(*e)).collect()
                 };
                 for epsilon in eps_list {
                     for &seed in seeds {
-                        let settings = self.settings(preset, method);
+                        let settings = self.settings(preset, method)?;
                         out.push(RunSpec {
                             target: self.meta.target.clone(),
                             preset: preset_name.to_string(),
@@ -216,13 +322,63 @@ impl Spec {
 }
 
 impl Spec {
-    /// The effective settings of `method` under `preset` (precedence in the module docs).
-    pub fn settings(&self, preset: &Preset, method: &str) -> toml::Table {
-        let mut settings = self.train.clone();
-        merge(&mut settings, Some(&preset.train));
-        merge(&mut settings, self.method.get(method));
+    /// The effective settings of `method` under `preset` (precedence in the module docs; a
+    /// variant's in [`Variant`]).
+    pub fn settings(&self, preset: &Preset, method: &str) -> Result<toml::Table> {
+        let Some(variant) = self.variant.get(method) else {
+            let mut settings = self.train.clone();
+            merge(&mut settings, Some(&preset.train));
+            merge(&mut settings, self.method.get(method));
+            merge(&mut settings, preset.method.get(method));
+            return Ok(settings);
+        };
+        let context = || format!("{}: [variant.{method}]", self.meta.target);
+        if self.variant.contains_key(&variant.base) {
+            bail!("{}: base {:?} is itself a variant", context(), variant.base);
+        }
+        let base = self.settings(preset, &variant.base)?;
+        let mut settings = base.clone();
+        merge(&mut settings, Some(&variant.settings));
         merge(&mut settings, preset.method.get(method));
-        settings
+        let learning_rate = || {
+            settings
+                .get("learning_rate")
+                .and_then(toml::Value::as_float)
+                .with_context(|| format!("{}: needs a learning_rate setting", context()))
+        };
+        let factor = match variant.step_size {
+            VariantStepSize::AsSet => None,
+            VariantStepSize::InverseMaskRatio => {
+                let (Some(before), Some(after)) = (mask_ratio(&base), mask_ratio(&settings)) else {
+                    bail!(
+                        "{}: step_size = \"inverse-mask-ratio\" needs mask.score.ratio in the \
+                         base's and the variant's settings",
+                        context()
+                    );
+                };
+                if !(before > 0.0 && before <= 1.0 && after > 0.0 && after <= 1.0) {
+                    bail!(
+                        "{}: mask.score.ratio {before} -> {after}: must be in (0, 1]",
+                        context()
+                    );
+                }
+                Some(before / after)
+            }
+            VariantStepSize::MatchedTotal => {
+                let before = total_step_size_factor(&base).with_context(context)?;
+                let after = total_step_size_factor(&settings).with_context(context)?;
+                Some(before / after)
+            }
+        };
+        if let Some(factor) = factor {
+            let eta = learning_rate()?;
+            settings.insert("learning_rate".into(), toml::Value::Float(eta * factor));
+        }
+        settings.insert(
+            BASE_METHOD_KEY.into(),
+            toml::Value::String(variant.base.clone()),
+        );
+        Ok(settings)
     }
 }
 
@@ -479,6 +635,85 @@ mod tests {
             .contains("available"));
     }
 
+    #[test]
+    fn variants_resolve_over_their_base_with_their_step_size_rule() {
+        let text = r#"
+            [meta]
+            target = "t"
+            title = "x"
+            paper_table = "p.csv"
+            paper_source = "liu"
+            metric = "accuracy"
+            paper_model = "m"
+            tolerance_points = 1.0
+            tolerance_reason = "r"
+            [grid]
+            tasks = ["A"]
+            methods = ["dp-zopo", "sparse", "flat", "noiseless", "bad"]
+            epsilons = [4.0]
+            seeds = [1]
+            [train]
+            learning_rate = 1.0
+            steps = 70
+            stage = { first_stage_steps = 10, num_stages = 3, mu_schedule = "geometric" }
+            mask = { score = { ratio = 0.01 } }
+            [method.dp-zopo]
+            learning_rate = 100.0
+            [tune.dp-zopo]
+            learning_rate = [1.0]
+            [variant.sparse]
+            base = "dp-zopo"
+            step_size = "inverse-mask-ratio"
+            settings = { mask = { score = { ratio = 0.001 } } }
+            description = "d"
+            [variant.flat]
+            base = "dp-zoso"
+            step_size = "matched-total"
+            settings = { stage = { step_halving = false } }
+            description = "d"
+            [variant.noiseless]
+            base = "mezo"
+            compare_to = "dp-zopo"
+            description = "d"
+            [variant.bad]
+            base = "sparse"
+            description = "d"
+            [preset.p]
+            description = "d"
+            model = "m"
+            device = "cpu"
+            deviations = []
+            methods = ["dp-zopo", "sparse", "flat", "noiseless"]
+        "#;
+        let spec: Spec = toml::from_str(text).unwrap();
+        let runs = spec.runs("p").unwrap();
+        let get = |m: &str| runs.iter().find(|r| r.method == m).unwrap();
+        let lr = |m: &str| get(m).settings["learning_rate"].as_float().unwrap();
+        assert_eq!(lr("dp-zopo"), 100.0);
+        assert!(!get("dp-zopo").settings.contains_key(BASE_METHOD_KEY));
+        // eta r kept: 100 x 0.01 / 0.001.
+        assert!((lr("sparse") - 1000.0).abs() < 1e-9);
+        assert_eq!(
+            get("sparse").settings[BASE_METHOD_KEY].as_str(),
+            Some("dp-zopo")
+        );
+        // Stages of 10, 20, 40 steps at 1, 1/2, 1/4 sum to 30; without halving 70 steps at eta.
+        assert!((lr("flat") - 30.0 / 70.0).abs() < 1e-12);
+        // A variant of a non-private base runs once, without epsilon.
+        assert_eq!(get("noiseless").epsilon, None);
+        assert_eq!(get("sparse").epsilon, Some(4.0));
+        // A variant takes its base's search space.
+        let preset = spec.preset("p").unwrap();
+        assert!(spec.tune_space(preset, "sparse").unwrap().is_some());
+        assert!(spec.tune_space(preset, "noiseless").unwrap().is_none());
+        // A variant of a variant is an error naming it.
+        let err = spec.settings(preset, "bad").unwrap_err().to_string();
+        assert!(
+            err.contains("variant.bad") && err.contains("itself a variant"),
+            "{err}"
+        );
+    }
+
     /// Every committed preset of table2 and table3 gives each method the values of its own
     /// `[method.<m>]` table unless the preset's `[preset.<p>.method.<m>]` sets them.
     #[test]
@@ -535,7 +770,7 @@ mod tests {
                 }
             }
             let mini = spec.preset("mini").unwrap();
-            let settings = spec.settings(mini, "dp-zoso");
+            let settings = spec.settings(mini, "dp-zoso").unwrap();
             let steps = settings["steps"].as_integer().unwrap();
             let stage = settings["stage"].as_table().unwrap();
             assert_eq!(
