@@ -9,6 +9,7 @@
 //! * [`analytic_gaussian`]: the exact Gaussian (Balle & Wang 2018) for full-batch composition.
 //! * [`prv`]: the PRV accountant (Gopi, Lee & Wutschitz 2021) with explicit ε error bounds.
 //! * [`calibrate`]: the smallest noise multiplier meeting (ε, δ).
+//! * [`tuning`]: Papernot & Steinke's RDP bound for tuning with a random number of candidates.
 //!
 //! Every accountant implements [`Accountant`] (compose, supports, ε, δ) and is built by name
 //! from [`AccountantKind`]; [`SampledGaussian`] maps a batch [`Sampling`] scheme to its events.
@@ -28,6 +29,7 @@ pub mod prv;
 mod quadrature;
 pub mod rdp;
 mod sampling;
+pub mod tuning;
 pub mod zcdp;
 
 pub use accountants::{

@@ -11,8 +11,10 @@
 //!
 //! Privacy: tuning on the private training set is itself a release. For each final run the
 //! procedure's guarantee composes every distinct run it depended on (all candidates of its group
-//! and the final run itself) through the accountant that the runs used (plain composition;
-//! Papernot & Steinke's RDP bound for a random number of candidates is not implemented). Dev
+//! and the final run itself) through the accountant that the runs used (plain composition).
+//! Beside it, `epsilon_procedure_random_k` gives Papernot & Steinke's RDP bound for the
+//! randomized counterpart of the search (a geometric number of random candidates with the same
+//! expected count; [`TuningNote`]). Dev
 //! accuracy is used without privatisation, as DPZero and MeZO do: the dev split is treated as
 //! public, which a deployment on private dev data would have to account for separately.
 
@@ -67,6 +69,14 @@ pub struct TuningNote {
     pub epsilon_procedure: Option<f64>,
     /// Distinct runs composed into `epsilon_procedure`.
     pub runs_composed: usize,
+    /// ε, by Papernot & Steinke's RDP bound (`accountant::tuning`), of the randomized
+    /// counterpart of this procedure that their theorem covers: K ~ geometric with E[K] = the
+    /// number of candidates, each run a uniformly random candidate, the best by dev released,
+    /// then this final run. The grid search actually run (every candidate once) is covered by
+    /// `epsilon_procedure` only. `None` for a non-private method; absent in records written
+    /// before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon_procedure_random_k: Option<f64>,
     /// Accountant and δ of the composition.
     pub accountant: Option<String>,
     pub delta: Option<f64>,
@@ -259,6 +269,70 @@ fn composed_epsilon(records: &[&CellRecord]) -> Result<Option<(f64, String, f64)
     }
 }
 
+/// Papernot & Steinke's bound for `candidates` with K ~ geometric of mean `candidates.len()`,
+/// composed with `final_run` (when it is not one of them), at `delta`, over RDP orders
+/// (module docs; `accountant::tuning`). `None` when a record carries no privacy ledger.
+fn random_k_epsilon(
+    candidates: &[&CellRecord],
+    final_run: Option<&CellRecord>,
+    delta: f64,
+) -> Result<Option<f64>> {
+    let ledger = |r: &CellRecord| ledger_of(r).map(|(l, _, _)| l);
+    let Some(candidate_ledgers) = candidates
+        .iter()
+        .map(|r| ledger(r))
+        .collect::<Option<Vec<_>>>()
+    else {
+        return Ok(None);
+    };
+    let final_ledger = match final_run {
+        Some(r) => match ledger(r) {
+            Some(l) => Some(l),
+            None => return Ok(None),
+        },
+        None => None,
+    };
+    random_k_epsilon_of(&candidate_ledgers, final_ledger.as_ref(), delta).map(Some)
+}
+
+/// [`random_k_epsilon`] on the runs' privacy ledgers: the pointwise maximum of the candidates'
+/// RDP curves (a data-independent choice of candidate is at most as private as the least
+/// private one), Papernot & Steinke's Thm 2 with η = 1 and γ = 1/m, plus the final run's curve
+/// (at least the worst candidate's), converted to ε at `delta`.
+fn random_k_epsilon_of(
+    candidates: &[Ledger],
+    final_run: Option<&Ledger>,
+    delta: f64,
+) -> Result<f64> {
+    use accountant::rdp::{epsilon_from_rdp, RdpAccountant, RdpMethod};
+    let orders = accountant::Orders::dp_accounting_default();
+    let curve = |ledger: &Ledger| -> Result<Vec<f64>> {
+        Ok(
+            RdpAccountant::from_ledger(ledger, orders.clone(), RdpMethod::Exact)?
+                .rdp()
+                .to_vec(),
+        )
+    };
+    let mut worst = vec![0.0f64; orders.len()];
+    for ledger in candidates {
+        for (w, v) in worst.iter_mut().zip(curve(ledger)?) {
+            *w = w.max(v);
+        }
+    }
+    let count = accountant::tuning::TruncatedNegativeBinomial::geometric_with_mean(
+        candidates.len() as f64,
+    )?;
+    let mut total = accountant::tuning::tuning_rdp(orders.as_slice(), &worst, count)?;
+    if let Some(ledger) = final_run {
+        // The final run's settings were chosen on the data: bound it by the worst candidate
+        // too (adaptive composition needs a bound that holds for every choice).
+        for ((t, v), w) in total.iter_mut().zip(curve(ledger)?).zip(&worst) {
+            *t += v.max(*w);
+        }
+    }
+    Ok(epsilon_from_rdp(orders.as_slice(), &total, delta)?.value)
+}
+
 fn run_epsilon(record: &CellRecord) -> Option<f64> {
     record.trainer.pointer("/ledger/epsilon_spent")?.as_f64()
 }
@@ -281,6 +355,16 @@ fn note_for(
         composed.push(final_record);
     }
     let procedure = composed_epsilon(&composed)?;
+    let candidate_records: Vec<&CellRecord> = candidates.iter().collect();
+    let final_distinct = !list.iter().any(|c| c.cell.hash == final_hash);
+    let random_k = match (&procedure, candidate_records.is_empty()) {
+        (Some((_, _, delta)), false) => random_k_epsilon(
+            &candidate_records,
+            final_distinct.then_some(final_record),
+            *delta,
+        )?,
+        _ => None,
+    };
     Ok(TuningNote {
         tuning_seed,
         candidates: list.len(),
@@ -290,6 +374,7 @@ fn note_for(
         epsilon_run: run_epsilon(final_record),
         epsilon_procedure: procedure.as_ref().map(|p| p.0),
         runs_composed: composed.len(),
+        epsilon_procedure_random_k: random_k,
         accountant: procedure.as_ref().map(|p| p.1.clone()),
         delta: procedure.as_ref().map(|p| p.2),
     })
@@ -315,6 +400,7 @@ fn write_tuning_csv(
         "epsilon_run",
         "epsilon_procedure",
         "runs_composed",
+        "epsilon_procedure_random_k",
     ])?;
     let fmt = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v:.4}"));
     for (key, list) in groups {
@@ -337,6 +423,7 @@ fn write_tuning_csv(
                 fmt(note.and_then(|n| n.epsilon_run)),
                 fmt(note.and_then(|n| n.epsilon_procedure)),
                 note.map_or(String::new(), |n| n.runs_composed.to_string()),
+                fmt(note.and_then(|n| n.epsilon_procedure_random_k)),
             ])?;
         }
     }
@@ -478,7 +565,56 @@ pub fn run(
 
 #[cfg(test)]
 mod tests {
-    use super::candidate_folder;
+    use super::{candidate_folder, random_k_epsilon_of};
+    use accountant::{DpEvent, Ledger, NeighboringRelation};
+
+    fn gaussian(sigma: f64, count: u64) -> Ledger {
+        let mut l = Ledger::new(NeighboringRelation::AddOrRemoveOne);
+        l.entries.push(accountant::LedgerEntry {
+            event: DpEvent::Gaussian {
+                noise_multiplier: sigma,
+            },
+            count,
+        });
+        l
+    }
+
+    /// Full-batch Gaussian runs are rho-zCDP (RDP rho lambda, rho = count / (2 sigma^2)): the
+    /// procedure's curve, written out by hand from Papernot & Steinke's Thm 2 (eta = 1,
+    /// gamma = 1/m, the worst candidate's rho) plus the final run's, converted at delta.
+    #[test]
+    fn random_k_bound_uses_the_worst_candidate_and_adds_the_final_run() {
+        let candidates = [
+            gaussian(20.0, 100),
+            gaussian(10.0, 100),
+            gaussian(40.0, 100),
+        ];
+        let final_run = gaussian(10.0, 100);
+        let delta = 1e-5;
+        let got = random_k_epsilon_of(&candidates, Some(&final_run), delta).unwrap();
+        let orders = accountant::Orders::dp_accounting_default();
+        let rho = 100.0 / (2.0 * 10.0f64.powi(2));
+        let m = candidates.len() as f64;
+        let selection = orders
+            .as_slice()
+            .iter()
+            .map(|&h| 2.0 * ((1.0 - 1.0 / h) * rho * h + m.ln() / h))
+            .fold(f64::INFINITY, f64::min);
+        let curve: Vec<f64> = orders
+            .as_slice()
+            .iter()
+            .map(|&l| rho * l + selection + m.ln() / (l - 1.0) + rho * l)
+            .collect();
+        let want = accountant::rdp::epsilon_from_rdp(orders.as_slice(), &curve, delta)
+            .unwrap()
+            .value;
+        assert!((got - want).abs() < 1e-9 * want, "{got} vs {want}");
+        // Without the final run it is smaller; with a single candidate ln E[K] = 0.
+        let alone = random_k_epsilon_of(&candidates, None, delta).unwrap();
+        assert!(alone < got);
+        let one = random_k_epsilon_of(&candidates[1..2], None, delta).unwrap();
+        assert!(one < alone);
+    }
 
     #[test]
     fn candidate_folders_are_named_by_their_settings() {
