@@ -727,3 +727,40 @@ mod auc_tests {
         assert_eq!(roc_auc(&[(0.1, 1), (0.2, 1)]), None);
     }
 }
+
+#[cfg(test)]
+mod adapter_method_tests {
+    use super::train_config;
+    use crate::target::spec::Spec;
+    use std::path::Path;
+
+    fn workspace() -> &'static Path {
+        Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+    }
+
+    /// table2's dp-lora and dp-prefix resolve to DP-SGD on DPZero's LoRA and MeZO's prefix in
+    /// every preset; without their adapter they are refused, never run as whole-model DP-SGD.
+    #[test]
+    fn adapter_methods_resolve_to_dp_sgd_on_their_adapter_or_are_refused() {
+        use trainer::models::adapters::AdapterConfig;
+        use trainer::train::Method;
+        let spec = Spec::load(&workspace().join("experiments/table2.toml")).unwrap();
+        let dir = Path::new("/nonexistent-checkpoints");
+        for preset in spec.preset.keys() {
+            for run in spec.runs(preset).unwrap() {
+                let expected = match run.method.as_str() {
+                    "dp-lora" => AdapterConfig::dpzero_lora(),
+                    "dp-prefix" => AdapterConfig::mezo_prefix(),
+                    _ => continue,
+                };
+                let config = train_config(&run, dir).unwrap();
+                assert_eq!(config.method, Method::DpSgd, "{preset} {}", run.stem());
+                assert_eq!(config.adapter, Some(expected), "{preset} {}", run.stem());
+                let mut bare = run.clone();
+                bare.settings.remove("adapter");
+                let err = format!("{:#}", train_config(&bare, dir).unwrap_err());
+                assert!(err.contains("needs `adapter"), "{err}");
+            }
+        }
+    }
+}
