@@ -1,6 +1,6 @@
 //! Every method lowers the loss of a learnable synthetic task; DP with a large epsilon
 //! approaches the non-private run; DP-ZOPO touches only masked coordinates; the same seed gives
-//! the same run.
+//! the same run; each step is the method's `MethodStep::step` (the step `repro memory` times).
 
 mod optim_support;
 
@@ -8,7 +8,9 @@ use optim_support::{bits, SyntheticTask, TinyModel};
 use tch::Kind;
 use trainer::optim::loss::evaluate;
 use trainer::optim::mask::MaskStrategy;
-use trainer::train::{run_training, Method, RunOptions, RunRecord, Sampling, TrainConfig};
+use trainer::train::{
+    method_steps_on_this_thread, run_training, Method, RunOptions, RunRecord, Sampling, TrainConfig,
+};
 
 fn config(method: Method, learning_rate: f64, steps: u64) -> TrainConfig {
     let mut config = TrainConfig {
@@ -62,7 +64,10 @@ fn each_method_lowers_the_dev_loss() {
         // The tiny model has few coordinates: the paper's 1% mask would train a handful of
         // them (the smallest-score ones), so this learnability check trains half of them.
         config.mask.score.ratio = 0.5;
+        let before = method_steps_on_this_thread();
         let (record, initial, _) = run(&config, 5);
+        // Every step of the run went through trainer::train::MethodStep::step.
+        assert_eq!(method_steps_on_this_thread() - before, steps, "{method:?}");
         let last = record.final_dev.as_ref().unwrap();
         // The final evaluation records each example's outcome, consistent with its accuracy;
         // the dev history during training does not.

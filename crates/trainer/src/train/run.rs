@@ -1,7 +1,8 @@
 //! `run_training`: the loop shared by every method (docs/paper.md §1.1-§1.3, §3.1): per-step batch,
 //! stage boundaries (step halving, mu schedule, anchor reset, DP-ZOPO re-scoring), the method's
-//! step, dev evaluation every `eval_every` steps, checkpoints, and final-iterate dev/test
-//! accuracy (the paper reports the last iterate).
+//! step (`super::step::MethodStep`, the step `repro memory` times), dev evaluation every
+//! `eval_every` steps, checkpoints, and final-iterate dev/test accuracy (the paper reports the
+//! last iterate).
 
 use std::path::PathBuf;
 
@@ -16,15 +17,14 @@ use super::record::{
     Accounting, EvalMetric, LedgerEvent, PrivacyLedger, Provenance, Resolved, RunRecord, StepMetric,
 };
 use super::source::{BatchRequest, TrainBatches};
+use super::step::{MethodSettings, MethodStep, StepInput};
 use crate::batch::Batch;
 use crate::model::LabelWordModel;
-use crate::optim::adamw::AdamW;
 use crate::optim::calibration;
-use crate::optim::dp_sgd::{dp_sgd_step, DpSgdClipping, DpSgdSettings};
 use crate::optim::mask::{data_free_scores, select_mask, union_masks, MaskStrategy};
 use crate::optim::params::{Anchor, TrainableParams};
 use crate::optim::privacy::{self, SampledGaussian};
-use crate::optim::zo::{settle, zo_step, Carried, ZoPrivacy, ZoStepSettings};
+use crate::optim::zo::ZoPrivacy;
 use crate::optim::{loss, OptimError};
 
 /// How to start a run.
@@ -296,7 +296,8 @@ struct Loop<'a> {
     config: &'a TrainConfig,
     params: TrainableParams,
     anchor: Option<Anchor>,
-    adam: Option<AdamW>,
+    /// The method's step and its state (a chained ZO perturbation, AdamW's moments).
+    method: MethodStep,
     steps: Vec<StepMetric>,
     dev: Vec<EvalMetric>,
     ledger: PrivacyLedger,
@@ -318,7 +319,7 @@ impl Loop<'_> {
                 extra.push((format!("mask/{name}"), m.shallow_clone()));
             }
         }
-        if let Some(adam) = &self.adam {
+        if let Some(adam) = self.method.adam() {
             extra.extend(adam.state_tensors(&self.params));
         }
         extra
@@ -336,7 +337,7 @@ impl Loop<'_> {
             steps: self.steps.clone(),
             dev: self.dev.clone(),
             ledger: self.ledger.clone(),
-            adam_steps: self.adam.as_ref().map_or(0, |a| a.steps),
+            adam_steps: self.method.adam().map_or(0, |a| a.steps),
         };
         Ok(Some(checkpoint::save(
             root,
@@ -532,11 +533,26 @@ pub fn run_training_with(
 
     crate::models::adapters::ensure(model, config.adapter.as_ref(), config.seed)
         .map_err(|reason| invalid("adapter", reason, "must match the model's adapter"))?;
+    let params = TrainableParams::from_model(model)?;
+    let normaliser = match config.sampling {
+        Sampling::Poisson => Some(config.batch_size as f64),
+        Sampling::FixedSize | Sampling::Shuffled => None,
+    };
+    // The privacy of the DP steps is set once it is planned (a resume re-plans it).
+    let method_settings = MethodSettings {
+        seed: config.seed,
+        num_directions: config.num_directions,
+        privacy: None,
+        normaliser,
+        proximal_weight: config.proximal_weight,
+        dp_sgd_clipping: config.dp_sgd_clipping,
+        adamw: config.adamw,
+    };
     let mut state = Loop {
         config,
-        params: TrainableParams::from_model(model)?,
+        method: MethodStep::new(method, method_settings, &params)?,
+        params,
         anchor: None,
-        adam: None,
         steps: Vec::new(),
         dev: Vec::new(),
         ledger: PrivacyLedger {
@@ -550,9 +566,6 @@ pub fn run_training_with(
         stage: 0,
         dp_sgd_extra_state_bytes: None,
     };
-    if method == Method::FullFineTune {
-        state.adam = Some(AdamW::new(&state.params, config.adamw)?);
-    }
 
     let mut resumed_from = None;
     if let Some(root) = &config.checkpoint_dir {
@@ -592,7 +605,7 @@ pub fn run_training_with(
                     values: anchor_values,
                 });
             }
-            if let Some(adam) = &mut state.adam {
+            if let Some(adam) = state.method.adam_mut() {
                 adam.load_state(&state.params, &extra, saved.adam_steps)?;
             }
             state.steps = saved.steps;
@@ -632,28 +645,31 @@ pub fn run_training_with(
     }
     bar.set_position(state.step);
 
-    let normaliser = match config.sampling {
-        Sampling::Poisson => Some(config.batch_size as f64),
-        Sampling::FixedSize | Sampling::Shuffled => None,
-    };
-    let zo_privacy = accounting.as_ref().map(|a| ZoPrivacy {
-        clip_norm: config.clip_norm,
-        noise_std: a.noise_std,
+    state.method.set_privacy(match method {
+        // DPZero's clipping with sigma = 0 (no guarantee).
+        Method::ZoClipOnly => Some(ZoPrivacy {
+            clip_norm: config.clip_norm,
+            noise_std: 0.0,
+        }),
+        _ => accounting.as_ref().map(|a| ZoPrivacy {
+            clip_norm: config.clip_norm,
+            noise_std: a.noise_std,
+        }),
     });
     let use_anchor = method.is_stagewise()
         && config.proximal_mode == ProximalMode::Intended
         && config.proximal_weight > 0.0;
 
-    // A perturbation the previous ZO step left on theta for this one (optim::zo module docs).
-    // Only carried into a step that follows directly, so theta is plain wherever it is read.
-    let mut carried: Option<Carried> = None;
+    // A ZO step may leave the next one's first perturbation on theta (optim::zo module docs),
+    // only when that step follows directly (next_step_mu), so theta is plain wherever it is
+    // read; `state.method.settle` removes it where the loop stops or resets.
     for step in state.step + 1..=steps_total {
         let mut clip = None;
         let schedule = schedule.as_ref().expect("invariant: steps_total > 0");
         let at = match schedule.at(step as usize) {
             Ok(at) => at,
             Err(err) => {
-                settle(&state.params, carried.take())?;
+                state.method.settle(&state.params)?;
                 return Err(theory_err(err));
             }
         };
@@ -666,14 +682,14 @@ pub fn run_training_with(
         let batch = match train.batch(request) {
             Ok(batch) => batch,
             Err(reason) => {
-                settle(&state.params, carried.take())?;
+                state.method.settle(&state.params)?;
                 return Err(TrainError::Source { step, reason });
             }
         };
         if at.anchor_reset && method.is_stagewise() {
             // next_step_mu never carries into a reset; settle regardless, as the anchor and
             // the mask score read theta.
-            settle(&state.params, carried.take())?;
+            state.method.settle(&state.params)?;
             if method == Method::DpZopo {
                 state.rescore_mask(model, &batch, at.stage as u64)?;
             }
@@ -683,80 +699,30 @@ pub fn run_training_with(
         } else if method == Method::DpZopo && state.params.masks().is_none() {
             state.rescore_mask(model, &batch, at.stage as u64)?;
         }
-        let outcome: std::result::Result<Option<f64>, OptimError> = match method {
-            Method::ZeroShot | Method::ZeroShotCalibrated => Ok(None),
-            Method::Mezo
-            | Method::Dpzero
-            | Method::DpZoso
-            | Method::DpZopo
-            | Method::ZoClipOnly => {
-                let settings = ZoStepSettings {
-                    zo_eps: at.zo_eps,
-                    step_size: at.step_size,
-                    num_directions: config.num_directions,
-                    privacy: match method {
-                        Method::Mezo => None,
-                        // DPZero's clipping with sigma = 0 (no guarantee).
-                        Method::ZoClipOnly => Some(ZoPrivacy {
-                            clip_norm: config.clip_norm,
-                            noise_std: 0.0,
-                        }),
-                        _ => zo_privacy,
-                    },
-                    normaliser: if method == Method::Mezo {
-                        None
-                    } else {
-                        normaliser
-                    },
-                    proximal: if use_anchor {
-                        state.anchor.as_ref().map(|a| (a, config.proximal_weight))
-                    } else {
-                        None
-                    },
-                };
-                let carry_out = (!options.no_carry)
-                    .then(|| next_step_mu(config, schedule, step, steps_total))
-                    .flatten();
-                zo_step(
-                    model,
-                    &state.params,
-                    &batch,
-                    &settings,
-                    config.seed,
-                    step,
-                    carried.take(),
-                    carry_out,
-                )
-                .map(|(report, next)| {
-                    carried = next;
-                    clip = report.diagnostics;
-                    report.loss
-                })
-            }
-            Method::DpSgd => {
-                let a = accounting.as_ref().expect("invariant: DP-SGD is private");
-                let settings = DpSgdSettings {
-                    step_size: at.step_size,
-                    clip_norm: config.clip_norm,
-                    noise_std: a.noise_std,
-                    normaliser,
-                    clipping: if model.records_layers() {
-                        config.dp_sgd_clipping
-                    } else {
-                        DpSgdClipping::Microbatch
-                    },
-                };
-                dp_sgd_step(model, &state.params, &batch, &settings, config.seed, step).map(|r| {
-                    state.dp_sgd_extra_state_bytes = Some(r.extra_state_bytes);
-                    r.loss
-                })
-            }
-            Method::FullFineTune => {
-                let adam = state.adam.as_mut().expect("invariant: AdamW state exists");
-                adam.step(model, &state.params, &batch, at.step_size, step)
-                    .map(Some)
-            }
+        let carry_out = (!options.no_carry)
+            .then(|| next_step_mu(config, schedule, step, steps_total))
+            .flatten();
+        let input = StepInput {
+            step,
+            zo_eps: at.zo_eps,
+            step_size: at.step_size,
+            anchor: if use_anchor {
+                state.anchor.as_ref()
+            } else {
+                None
+            },
+            carry_out,
         };
+        let outcome = state
+            .method
+            .step(model, &state.params, &batch, input)
+            .map(|out| {
+                clip = out.clip;
+                if let Some(bytes) = out.dp_sgd_extra_state_bytes {
+                    state.dp_sgd_extra_state_bytes = Some(bytes);
+                }
+                out.loss
+            });
         let step_loss = match outcome {
             Ok(loss) => loss,
             Err(OptimError::NonFiniteLoss {

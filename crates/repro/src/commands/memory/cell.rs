@@ -13,12 +13,13 @@ use trainer::device::{self, DeviceRequest};
 use trainer::model::LabelWordModel;
 use trainer::models::config::{published, PUBLISHED_NAMES};
 use trainer::models::{random_from_config, ModelConfig};
-use trainer::optim::adamw::{AdamW, AdamWSettings};
-use trainer::optim::dp_sgd::{dp_sgd_step, DpSgdClipping, DpSgdSettings};
+use trainer::optim::adamw::AdamWSettings;
+use trainer::optim::dp_sgd::DpSgdClipping;
 use trainer::optim::loss::per_example_loss_values;
 use trainer::optim::params::TrainableParams;
-use trainer::optim::zo::{settle, zo_step, ZoPrivacy, ZoStepSettings};
+use trainer::optim::zo::ZoPrivacy;
 use trainer::perturb::{axpy_z, passes_on_this_thread, set_normal_math, NormalMath};
+use trainer::train::{method_steps_on_this_thread, Method, MethodSettings, MethodStep, StepInput};
 
 /// Methods, named as in `results/perf/zo_step.csv`.
 pub(super) const METHODS: [&str; 9] = [
@@ -92,6 +93,14 @@ pub struct CellResult {
     pub perturb_ms: Option<f64>,
     /// Bytes of the proximal anchor (dp-zoso) or mask indices (dp-zopo) the method keeps.
     pub method_state_bytes: i64,
+    /// Steps run in all, warm-up included (absent in cells measured before it was recorded).
+    #[serde(default)]
+    pub steps: Option<u64>,
+    /// Of them, calls of the trainer's step (`trainer::train::MethodStep::step`, the one
+    /// `run_training` makes): all of them for the training methods, `None` for `infer` and
+    /// `backprop-sgd`.
+    #[serde(default)]
+    pub method_steps: Option<u64>,
 }
 
 pub(super) fn load_config(model: &str) -> Result<ModelConfig> {
@@ -256,10 +265,6 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
         .sum();
     let mut method_state_bytes = 0i64;
     let (zo_eps, step_size, clip_norm, noise_std, lambda) = (1e-3, 1e-7, 1.0, 1.0, 5e-4);
-    let dp = Some(ZoPrivacy {
-        clip_norm,
-        noise_std,
-    });
     let mut perturb_ms = None;
     let model_ref: &dyn LabelWordModel = &model;
 
@@ -281,29 +286,35 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
         }
         _ => None,
     };
-    let zo_settings = ZoStepSettings {
-        zo_eps,
-        step_size,
-        num_directions: 1,
-        privacy: if method == "zo" { None } else { dp },
-        normaliser: None,
-        proximal: anchor.as_ref().map(|a| (a, lambda)),
+    // The training methods run the trainer's own step (trainer::train::MethodStep), as
+    // `run_training` does; `infer` and `backprop-sgd` are the baselines beside them.
+    let training_method = match method {
+        "zo" => Some(Method::Mezo),
+        "dp-zoso" | "dp-zoso-noanchor" => Some(Method::DpZoso),
+        "dp-zopo" => Some(Method::DpZopo),
+        "dp-sgd" | "dp-sgd-microbatch" => Some(Method::DpSgd),
+        "backprop" => Some(Method::FullFineTune),
+        _ => None,
     };
-    let dp_sgd_settings = DpSgdSettings {
-        step_size,
-        clip_norm,
-        noise_std,
+    let settings = MethodSettings {
+        seed: 11,
+        num_directions: 1,
+        privacy: Some(ZoPrivacy {
+            clip_norm,
+            noise_std,
+        }),
         normaliser: None,
-        clipping: if method == "dp-sgd-microbatch" {
+        proximal_weight: lambda,
+        dp_sgd_clipping: if method == "dp-sgd-microbatch" {
             DpSgdClipping::Microbatch
         } else {
             DpSgdClipping::Ghost
         },
+        adamw: AdamWSettings::default(),
     };
-    let mut optimizer = match method {
-        "backprop" => Some(AdamW::new(&params, AdamWSettings::default())?),
-        _ => None,
-    };
+    let mut method_step = training_method
+        .map(|m| MethodStep::new(m, settings, &params))
+        .transpose()?;
     let tensors: Vec<Tensor> = params
         .named()
         .iter()
@@ -320,35 +331,32 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
     }
     // ZO steps chain as in training: each leaves the next one's first perturbation on theta.
     let carry_out = (!args.no_carry).then_some(zo_eps);
-    let mut carried = None;
     let passes_before = passes_on_this_thread();
+    let method_steps_before = method_steps_on_this_thread();
     let timing = time_steps(device, args.warmup, args.repeats, |s| {
-        match (method, optimizer.as_mut()) {
+        match (method, method_step.as_mut()) {
             ("infer", _) => per_example_loss_values(model_ref, &batch).map(drop),
-            ("dp-sgd" | "dp-sgd-microbatch", _) => {
-                dp_sgd_step(model_ref, params, &batch, &dp_sgd_settings, 11, s).map(drop)
-            }
             ("backprop-sgd", _) => sgd_step(model_ref, &tensors, &batch, step_size),
-            (_, Some(adamw)) => adamw
-                .step(model_ref, params, &batch, step_size, s)
-                .map(drop),
-            _ => zo_step(
-                model_ref,
-                params,
-                &batch,
-                &zo_settings,
-                11,
-                s,
-                carried.take(),
-                carry_out,
-            )
-            .map(|(_, next)| carried = next),
+            (_, Some(state)) => {
+                let input = StepInput {
+                    step: s,
+                    zo_eps,
+                    step_size,
+                    anchor: anchor.as_ref(),
+                    carry_out,
+                };
+                state.step(model_ref, params, &batch, input).map(drop)
+            }
+            (other, None) => unreachable!("method {other} was checked against METHODS"),
         }
         .map_err(anyhow::Error::from)
     })?;
     let passes_per_step = zeroth_order
         .then(|| (passes_on_this_thread() - passes_before) as f64 / timing.steps as f64);
-    settle(params, carried.take())?;
+    let method_steps = training_method.map(|_| method_steps_on_this_thread() - method_steps_before);
+    if let Some(state) = method_step.as_mut() {
+        state.settle(params)?;
+    }
     synchronize(device);
     let peak_bytes = match (baseline, memory_used(device)?) {
         (Some(before), Some(after)) => after.saturating_sub(before) as i64,
@@ -372,6 +380,8 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
         trained_coordinates: params.trained_numel() as i64,
         perturb_ms,
         method_state_bytes,
+        steps: Some(timing.steps),
+        method_steps,
     })
 }
 
@@ -456,6 +466,17 @@ mod tests {
             }
             assert_eq!(result.passes_per_step.is_some(), zeroth_order, "{method}");
             assert_eq!(result.carry, zeroth_order, "{method}");
+            // Every timed (and warm-up) step of a training method is the trainer's own step
+            // (trainer::train::MethodStep::step, which run_training calls).
+            let steps = result.steps.expect("steps recorded");
+            assert!(steps >= 3, "{method}: {steps} steps");
+            let baseline = matches!(method, "infer" | "backprop-sgd");
+            assert_eq!(
+                result.method_steps,
+                (!baseline).then_some(steps),
+                "{method}: the trainer's step ran {:?} of {steps} steps",
+                result.method_steps
+            );
         }
     }
 

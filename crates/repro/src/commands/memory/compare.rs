@@ -231,6 +231,8 @@ mod tests {
             trained_coordinates: 0,
             perturb_ms: None,
             method_state_bytes: 0,
+            steps: None,
+            method_steps: None,
         }
     }
 
