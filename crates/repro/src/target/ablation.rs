@@ -175,7 +175,7 @@ pub fn render_markdown(spec: &Spec, preset_name: &str, rows: &[AblationRow]) -> 
                 .map(|d| format!("{d:+.1}"))
                 .unwrap_or_else(|| "—".into()),
             c.n_seeds,
-            r.description
+            r.description.replace('|', "\\|")
         ));
     }
     md
