@@ -211,10 +211,8 @@ pub fn plot(spec: &Spec, rows: &[SummaryRow], title: &str, path: &Path) -> Resul
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
-        let root = root
-            .titled(title, ("sans-serif", 18))
-            .map_err(|e| anyhow!("{e}"))?;
+        root.fill(&WHITE)?;
+        let root = root.titled(title, ("sans-serif", 18))?;
         let panels = root.split_evenly((tasks.len(), 1));
         let n = columns.len();
         for (panel, task) in panels.iter().zip(&tasks) {
@@ -223,8 +221,7 @@ pub fn plot(spec: &Spec, rows: &[SummaryRow], title: &str, path: &Path) -> Resul
                 .margin(8)
                 .x_label_area_size(150)
                 .y_label_area_size(45)
-                .build_cartesian_2d((0..n).into_segmented(), 0f64..100f64)
-                .map_err(|e| anyhow!("{e}"))?;
+                .build_cartesian_2d((0..n).into_segmented(), 0f64..100f64)?;
             chart
                 .configure_mesh()
                 .disable_x_mesh()
@@ -239,8 +236,7 @@ pub fn plot(spec: &Spec, rows: &[SummaryRow], title: &str, path: &Path) -> Resul
                     _ => String::new(),
                 })
                 .y_desc("test accuracy (%)")
-                .draw()
-                .map_err(|e| anyhow!("{e}"))?;
+                .draw()?;
             for (i, (m, e)) in columns.iter().enumerate() {
                 let Some(r) = rows
                     .iter()
@@ -255,19 +251,15 @@ pub fn plot(spec: &Spec, rows: &[SummaryRow], title: &str, path: &Path) -> Resul
                 };
                 let x = SegmentValue::CenterOf(i);
                 if let Some((lo, hi)) = r.ci95 {
-                    chart
-                        .draw_series(std::iter::once(PathElement::new(
-                            vec![(x.clone(), lo.max(0.0)), (x.clone(), hi.min(100.0))],
-                            color.stroke_width(2),
-                        )))
-                        .map_err(|e| anyhow!("{e}"))?;
+                    chart.draw_series(std::iter::once(PathElement::new(
+                        vec![(x.clone(), lo.max(0.0)), (x.clone(), hi.min(100.0))],
+                        color.stroke_width(2),
+                    )))?;
                 }
-                chart
-                    .draw_series(std::iter::once(Circle::new((x, r.mean), 4, color.filled())))
-                    .map_err(|e| anyhow!("{e}"))?;
+                chart.draw_series(std::iter::once(Circle::new((x, r.mean), 4, color.filled())))?;
             }
         }
-        root.present().map_err(|e| anyhow!("{e}"))?;
+        root.present()?;
     }
     atomic_file::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
     Ok(())

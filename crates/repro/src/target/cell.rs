@@ -106,7 +106,7 @@ impl TrainerCells {
         };
         let (tokenizer, conventions, padding) = match &source {
             ModelSource::Gguf(path) => (
-                models::tokenizer::load_gguf_tokenizer(path).map_err(|e| anyhow!("{e}"))?,
+                models::tokenizer::load_gguf_tokenizer(path)?,
                 // SmolLM2 takes no BOS; padded positions are masked out, so any pad id works.
                 ModelConventions::Decoder {
                     bos_token: None,
@@ -115,7 +115,7 @@ impl TrainerCells {
                 PaddingSide::Left,
             ),
             ModelSource::HfDir(dir) => {
-                let tok = models::tokenizer::load_tokenizer(dir).map_err(|e| anyhow!("{e}"))?;
+                let tok = models::tokenizer::load_tokenizer(dir)?;
                 let config = std::fs::read_to_string(dir.join("config.json"))
                     .with_context(|| format!("cannot read {}/config.json", dir.display()))?;
                 let model_type = serde_json::from_str::<serde_json::Value>(&config)?
@@ -128,8 +128,7 @@ impl TrainerCells {
                     "opt" => (tok, ModelConventions::opt(), PaddingSide::Left),
                     "llama" => {
                         // The checkpoint's own pad (or EOS) token: an exported GGUF has no <pad>.
-                        let pad_token = models::tokenizer::decoder_pad_token(dir, &tok)
-                            .map_err(|e| anyhow!("{e}"))?;
+                        let pad_token = models::tokenizer::decoder_pad_token(dir, &tok)?;
                         (
                             tok,
                             ModelConventions::Decoder {
@@ -144,7 +143,7 @@ impl TrainerCells {
             }
         };
         let data = match data_dir {
-            Some(d) => Some(DataDir::new(d).map_err(|e| anyhow!("{e}"))?),
+            Some(d) => Some(DataDir::new(d)?),
             None => None,
         };
         Ok(TrainerCells {
@@ -175,18 +174,17 @@ impl TrainerCells {
         kind: tch::Kind,
     ) -> Result<(f64, usize, f64, String, Option<f64>)> {
         let (task_name, splits, note) = self.splits(task, k, seed, WithoutTrain::Refuse)?;
-        let task_spec = self.registry.get(&task_name).map_err(|e| anyhow!("{e}"))?;
+        let task_spec = self.registry.get(&task_name)?;
         let encoder = self.encoder(&task_name)?;
         let test = match max_test {
             Some(n) => data::seeded_subsample(splits.test, n, 42),
             None => splits.test,
         };
-        let encoded = encoder.encode_all(&test).map_err(|e| anyhow!("{e}"))?;
+        let encoded = encoder.encode_all(&test)?;
         let batches = eval_batches(&encoder, &encoded, batch_size, self.device)?;
         let model = self.load_model(kind)?;
         let (loss, correct, total, logits) =
-            trainer::optim::loss::evaluate_keeping_logits(&model, &batches)
-                .map_err(|e| anyhow!("{e}"))?;
+            trainer::optim::loss::evaluate_keeping_logits(&model, &batches)?;
         if total == 0 {
             bail!("task {task}: the test split is empty");
         }
@@ -214,15 +212,14 @@ impl TrainerCells {
 
     /// The prompt encoder of registry task `task_name` for this model's tokenizer.
     fn encoder(&self, task_name: &str) -> Result<PromptEncoder<'_>> {
-        let task_spec = self.registry.get(task_name).map_err(|e| anyhow!("{e}"))?;
-        PromptEncoder::new(
+        let task_spec = self.registry.get(task_name)?;
+        Ok(PromptEncoder::new(
             &self.tokenizer,
             task_name,
             task_spec,
             &self.conventions,
             self.padding,
-        )
-        .map_err(|e| anyhow!("{e}"))
+        )?)
     }
 
     fn load_model(&self, kind: tch::Kind) -> Result<models::Model> {
@@ -253,7 +250,7 @@ impl TrainerCells {
         without_train: WithoutTrain,
     ) -> Result<(String, data::Splits, String)> {
         let name = self.task_name(task)?;
-        let spec = self.registry.get(&name).map_err(|e| anyhow!("{e}"))?;
+        let spec = self.registry.get(&name)?;
         let stand_in_reader = matches!(
             spec.reader,
             data::ReaderKind::PangLee | data::ReaderKind::Vader | data::ReaderKind::Bbc
@@ -280,8 +277,7 @@ impl TrainerCells {
             (self.data.as_ref(), &spec.reader, without_train)
         {
             if !d.superglue(&spec.dir).join("train.jsonl").is_file() {
-                let splits = data::superglue::load_from_validation(spec, d, seed)
-                    .map_err(|e| anyhow!("{e}"))?;
+                let splits = data::superglue::load_from_validation(spec, d, seed)?;
                 return Ok((
                     name,
                     splits,
@@ -291,8 +287,7 @@ impl TrainerCells {
             }
         }
         if self.data.is_some() && !stand_in_reader {
-            let splits = data::load_task(spec, self.data.as_ref(), &self.assets, k, seed)
-                .map_err(|e| anyhow!("{e}"))?;
+            let splits = data::load_task(spec, self.data.as_ref(), &self.assets, k, seed)?;
             return Ok((name, splits, "real".into()));
         }
         if matches!(
@@ -300,8 +295,7 @@ impl TrainerCells {
             data::ReaderKind::PangLee | data::ReaderKind::Vader | data::ReaderKind::Bbc
         ) {
             // A stand-in task named directly: its data comes from the assets directory.
-            let splits =
-                data::load_task(spec, None, &self.assets, k, seed).map_err(|e| anyhow!("{e}"))?;
+            let splits = data::load_task(spec, None, &self.assets, k, seed)?;
             return Ok((name.clone(), splits, format!("stand-in {name}")));
         }
         let Some(stand_in) = self.stand_ins.get(task) else {
@@ -310,9 +304,8 @@ impl TrainerCells {
             );
         };
         let sname = self.task_name(stand_in)?;
-        let sspec = self.registry.get(&sname).map_err(|e| anyhow!("{e}"))?;
-        let splits =
-            data::load_task(sspec, None, &self.assets, k, seed).map_err(|e| anyhow!("{e}"))?;
+        let sspec = self.registry.get(&sname)?;
+        let splits = data::load_task(sspec, None, &self.assets, k, seed)?;
         println!("{task}: no --data-dir given, so the stand-in task {sname} is used (said so in the record)");
         Ok((
             sname.clone(),
@@ -336,8 +329,7 @@ impl EncodedTask<'_> {
     pub fn batch(&self, indices: &[usize], device: tch::Device) -> Result<Batch> {
         Ok(self
             .encoder
-            .collate(&self.examples, indices)
-            .map_err(|e| anyhow!("{e}"))?
+            .collate(&self.examples, indices)?
             .to_device(device))
     }
 }
@@ -360,11 +352,9 @@ impl TrainerCells {
         )?;
         let mut encoder = self.encoder(&task_name)?;
         if let Some(max) = data_settings.max_length {
-            encoder = encoder.with_max_length(max).map_err(|e| anyhow!("{e}"))?;
+            encoder = encoder.with_max_length(max)?;
         }
-        let examples = encoder
-            .encode_all(&splits.train)
-            .map_err(|e| anyhow!("{e}"))?;
+        let examples = encoder.encode_all(&splits.train)?;
         Ok(EncodedTask {
             encoder,
             examples,
@@ -462,10 +452,7 @@ fn content_free_batch(
         .encode_all(&content_free)
         .map_err(|e| anyhow!("encoding the content-free inputs: {e}"))?;
     let rows: Vec<usize> = (0..encoded.len()).collect();
-    Ok(encoder
-        .collate(&encoded, &rows)
-        .map_err(|e| anyhow!("{e}"))?
-        .to_device(device))
+    Ok(encoder.collate(&encoded, &rows)?.to_device(device))
 }
 
 fn eval_batches(
@@ -474,14 +461,10 @@ fn eval_batches(
     batch_size: usize,
     device: tch::Device,
 ) -> Result<Vec<Batch>> {
-    data::sequential_batches(examples.len(), batch_size)
-        .map_err(|e| anyhow!("{e}"))?
+    data::sequential_batches(examples.len(), batch_size)?
         .map(|range| {
             let idx: Vec<usize> = range.collect();
-            Ok(encoder
-                .collate(examples, &idx)
-                .map_err(|e| anyhow!("{e}"))?
-                .to_device(device))
+            Ok(encoder.collate(examples, &idx)?.to_device(device))
         })
         .collect()
 }
@@ -613,7 +596,7 @@ impl CellRunner for TrainerCells {
         )?;
         let mut encoder = self.encoder(&task_name)?;
         if let Some(max) = data_settings.max_length {
-            encoder = encoder.with_max_length(max).map_err(|e| anyhow!("{e}"))?;
+            encoder = encoder.with_max_length(max)?;
         }
         let cap = |v: Vec<data::Example>, n: Option<usize>| -> Result<Vec<data::Example>> {
             match (n, data_settings.subsample_seed) {
@@ -625,15 +608,9 @@ impl CellRunner for TrainerCells {
                 ),
             }
         };
-        let train_ex = encoder
-            .encode_all(&splits.train)
-            .map_err(|e| anyhow!("{e}"))?;
-        let dev_ex = encoder
-            .encode_all(&cap(splits.dev.clone(), data_settings.max_dev)?)
-            .map_err(|e| anyhow!("{e}"))?;
-        let test_ex = encoder
-            .encode_all(&cap(splits.test.clone(), data_settings.max_test)?)
-            .map_err(|e| anyhow!("{e}"))?;
+        let train_ex = encoder.encode_all(&splits.train)?;
+        let dev_ex = encoder.encode_all(&cap(splits.dev.clone(), data_settings.max_dev)?)?;
+        let test_ex = encoder.encode_all(&cap(splits.test.clone(), data_settings.max_test)?)?;
         let dev = eval_batches(
             &encoder,
             &dev_ex,
@@ -682,8 +659,7 @@ impl CellRunner for TrainerCells {
                 batch,
             }),
             &options,
-        )
-        .map_err(|e| anyhow!("{e}"))?;
+        )?;
         let test_accuracy = rec
             .test
             .as_ref()

@@ -39,10 +39,6 @@ pub struct Figure<'a> {
     pub title: String,
 }
 
-fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
-    anyhow!("plot: {e}")
-}
-
 /// Horizontal place of method `mi` of `n` within the ε group at `g`.
 fn x_of(g: usize, mi: usize, n: usize) -> f64 {
     let width = 0.7 / n.max(1) as f64;
@@ -92,8 +88,8 @@ pub fn privacy_utility(fig: &Figure, path: &Path) -> Result<()> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, size).into_drawing_area();
-        root.fill(&WHITE).map_err(err)?;
-        let root = root.titled(&fig.title, ("sans-serif", 17)).map_err(err)?;
+        root.fill(&WHITE)?;
+        let root = root.titled(&fig.title, ("sans-serif", 17))?;
         let (panels_area, legend_area) = root.split_vertically(PANEL_H * panel_rows as u32);
         let panels = panels_area.split_evenly((panel_rows, cols));
         for (panel, task) in panels.iter().zip(&tasks) {
@@ -121,7 +117,7 @@ pub fn privacy_utility(fig: &Figure, path: &Path) -> Result<()> {
                 .x_label_area_size(28)
                 .y_label_area_size(44)
                 .build_cartesian_2d(-0.5f64..(groups as f64 - 0.5), y0..y1.max(y0 + 1.0))
-                .map_err(err)?;
+                ?;
             chart
                 .configure_mesh()
                 .disable_x_mesh()
@@ -137,7 +133,7 @@ pub fn privacy_utility(fig: &Figure, path: &Path) -> Result<()> {
                 .light_line_style(WHITE)
                 .y_desc("test accuracy (%)")
                 .draw()
-                .map_err(err)?;
+                ?;
             // Non-private methods: ours solid, the paper's dotted, across the panel.
             for m in &nonprivate {
                 let c = color(m);
@@ -147,7 +143,7 @@ pub fn privacy_utility(fig: &Figure, path: &Path) -> Result<()> {
                             vec![(-0.5, r.mean), (groups as f64 - 0.5, r.mean)],
                             c.stroke_width(2),
                         )))
-                        .map_err(err)?;
+                        ?;
                 }
                 if let Some(p) = theirs.iter().find(|p| p.1 == *m && p.2.is_none()) {
                     // Dashed: 20 dashes per ε group.
@@ -156,7 +152,7 @@ pub fn privacy_utility(fig: &Figure, path: &Path) -> Result<()> {
                         let x = i as f64 * 2.0 * dash - 0.5;
                         PathElement::new(vec![(x, p.3), (x + dash, p.3)], c.stroke_width(2))
                     });
-                    chart.draw_series(dashes).map_err(err)?;
+                    chart.draw_series(dashes)?;
                 }
             }
             // Private methods: points with 95% CI bars; the paper's values hollow diamonds.
@@ -182,11 +178,11 @@ pub fn privacy_utility(fig: &Figure, path: &Path) -> Result<()> {
                                         c.stroke_width(1),
                                     ),
                                 ])
-                                .map_err(err)?;
+                                ?;
                         }
                         chart
                             .draw_series(std::iter::once(Circle::new((x, r.mean), 4, c.filled())))
-                            .map_err(err)?;
+                            ?;
                     }
                     if let Some(p) = theirs.iter().find(|p| p.1 == *m && p.2 == Some(*e)) {
                         chart
@@ -195,7 +191,7 @@ pub fn privacy_utility(fig: &Figure, path: &Path) -> Result<()> {
                                 6,
                                 c.stroke_width(2),
                             )))
-                            .map_err(err)?;
+                            ?;
                     }
                 }
             }
@@ -215,11 +211,11 @@ pub fn privacy_utility(fig: &Figure, path: &Path) -> Result<()> {
                         vec![(x - 4, y + 7), (x + 12, y + 7)],
                         c.stroke_width(2),
                     ))
-                    .map_err(err)?;
+                    ?;
             } else {
                 legend_area
                     .draw(&Circle::new((x + 4, y + 7), 4, c.filled()))
-                    .map_err(err)?;
+                    ?;
             }
             let label = if nonprivate.contains(m) {
                 format!("{m} (non-private)")
@@ -228,7 +224,7 @@ pub fn privacy_utility(fig: &Figure, path: &Path) -> Result<()> {
             };
             legend_area
                 .draw(&Text::new(label, (x + 18, y), font.clone()))
-                .map_err(err)?;
+                ?;
         }
         let y = 8 + LEGEND_ROW_H as i32 * methods.len().div_ceil(4) as i32;
         let notes = [
@@ -253,9 +249,9 @@ pub fn privacy_utility(fig: &Figure, path: &Path) -> Result<()> {
                     (10, y + LEGEND_ROW_H as i32 * i as i32),
                     font.clone(),
                 ))
-                .map_err(err)?;
+                ?;
         }
-        root.present().map_err(err)?;
+        root.present()?;
     }
     // Rendered in memory, then written in one atomic rename.
     atomic_file::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
