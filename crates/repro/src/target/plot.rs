@@ -116,8 +116,7 @@ pub fn privacy_utility(fig: &Figure, path: &Path) -> Result<()> {
                 .margin(10)
                 .x_label_area_size(28)
                 .y_label_area_size(44)
-                .build_cartesian_2d(-0.5f64..(groups as f64 - 0.5), y0..y1.max(y0 + 1.0))
-                ?;
+                .build_cartesian_2d(-0.5f64..(groups as f64 - 0.5), y0..y1.max(y0 + 1.0))?;
             chart
                 .configure_mesh()
                 .disable_x_mesh()
@@ -132,18 +131,15 @@ pub fn privacy_utility(fig: &Figure, path: &Path) -> Result<()> {
                 .y_label_formatter(&|y| format!("{y:.0}"))
                 .light_line_style(WHITE)
                 .y_desc("test accuracy (%)")
-                .draw()
-                ?;
+                .draw()?;
             // Non-private methods: ours solid, the paper's dotted, across the panel.
             for m in &nonprivate {
                 let c = color(m);
                 if let Some(r) = ours.iter().find(|r| r.method == *m) {
-                    chart
-                        .draw_series(std::iter::once(PathElement::new(
-                            vec![(-0.5, r.mean), (groups as f64 - 0.5, r.mean)],
-                            c.stroke_width(2),
-                        )))
-                        ?;
+                    chart.draw_series(std::iter::once(PathElement::new(
+                        vec![(-0.5, r.mean), (groups as f64 - 0.5, r.mean)],
+                        c.stroke_width(2),
+                    )))?;
                 }
                 if let Some(p) = theirs.iter().find(|p| p.1 == *m && p.2.is_none()) {
                     // Dashed: 20 dashes per ε group.
@@ -166,32 +162,30 @@ pub fn privacy_utility(fig: &Figure, path: &Path) -> Result<()> {
                     {
                         if let Some((lo, hi)) = r.ci95 {
                             let cap = 0.025;
-                            chart
-                                .draw_series([
-                                    PathElement::new(vec![(x, lo), (x, hi)], c.stroke_width(2)),
-                                    PathElement::new(
-                                        vec![(x - cap, lo), (x + cap, lo)],
-                                        c.stroke_width(1),
-                                    ),
-                                    PathElement::new(
-                                        vec![(x - cap, hi), (x + cap, hi)],
-                                        c.stroke_width(1),
-                                    ),
-                                ])
-                                ?;
+                            chart.draw_series([
+                                PathElement::new(vec![(x, lo), (x, hi)], c.stroke_width(2)),
+                                PathElement::new(
+                                    vec![(x - cap, lo), (x + cap, lo)],
+                                    c.stroke_width(1),
+                                ),
+                                PathElement::new(
+                                    vec![(x - cap, hi), (x + cap, hi)],
+                                    c.stroke_width(1),
+                                ),
+                            ])?;
                         }
-                        chart
-                            .draw_series(std::iter::once(Circle::new((x, r.mean), 4, c.filled())))
-                            ?;
+                        chart.draw_series(std::iter::once(Circle::new(
+                            (x, r.mean),
+                            4,
+                            c.filled(),
+                        )))?;
                     }
                     if let Some(p) = theirs.iter().find(|p| p.1 == *m && p.2 == Some(*e)) {
-                        chart
-                            .draw_series(std::iter::once(TriangleMarker::new(
-                                (x, p.3),
-                                6,
-                                c.stroke_width(2),
-                            )))
-                            ?;
+                        chart.draw_series(std::iter::once(TriangleMarker::new(
+                            (x, p.3),
+                            6,
+                            c.stroke_width(2),
+                        )))?;
                     }
                 }
             }
@@ -206,25 +200,19 @@ pub fn privacy_utility(fig: &Figure, path: &Path) -> Result<()> {
             );
             let c = color(m);
             if nonprivate.contains(m) {
-                legend_area
-                    .draw(&PathElement::new(
-                        vec![(x - 4, y + 7), (x + 12, y + 7)],
-                        c.stroke_width(2),
-                    ))
-                    ?;
+                legend_area.draw(&PathElement::new(
+                    vec![(x - 4, y + 7), (x + 12, y + 7)],
+                    c.stroke_width(2),
+                ))?;
             } else {
-                legend_area
-                    .draw(&Circle::new((x + 4, y + 7), 4, c.filled()))
-                    ?;
+                legend_area.draw(&Circle::new((x + 4, y + 7), 4, c.filled()))?;
             }
             let label = if nonprivate.contains(m) {
                 format!("{m} (non-private)")
             } else {
                 m.to_string()
             };
-            legend_area
-                .draw(&Text::new(label, (x + 18, y), font.clone()))
-                ?;
+            legend_area.draw(&Text::new(label, (x + 18, y), font.clone()))?;
         }
         let y = 8 + LEGEND_ROW_H as i32 * methods.len().div_ceil(4) as i32;
         let notes = [
@@ -243,13 +231,11 @@ pub fn privacy_utility(fig: &Figure, path: &Path) -> Result<()> {
             ),
         ];
         for (i, note) in notes.into_iter().enumerate() {
-            legend_area
-                .draw(&Text::new(
-                    note,
-                    (10, y + LEGEND_ROW_H as i32 * i as i32),
-                    font.clone(),
-                ))
-                ?;
+            legend_area.draw(&Text::new(
+                note,
+                (10, y + LEGEND_ROW_H as i32 * i as i32),
+                font.clone(),
+            ))?;
         }
         root.present()?;
     }
