@@ -15,11 +15,7 @@ shift 2
 keep=/root/dpzo-gpu
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT" "$keep/results"
-PY=/opt/torch/.venv/bin/python3
-[ -x "$PY" ] || PY=python3
-TORCH_LIB=$("$PY" -c 'import torch, os; print(os.path.dirname(torch.__file__) + "/lib")')
-NVRTC=$(find "$(dirname "$(dirname "$TORCH_LIB")")" /usr/local/cuda/lib64 -name 'libnvrtc.so*' 2>/dev/null | head -n 1)
-export LD_LIBRARY_PATH="$TORCH_LIB${NVRTC:+:$(dirname "$NVRTC")}:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+. scripts/gpu/torch-env.sh
 export DPZO_ASSETS_DIR=$keep/assets DPZO_DATA_DIR=$keep/data
 repro=$keep/bundle/bin/repro
 # Committed records first (never over a record the host already has).

@@ -12,11 +12,7 @@ set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT"
-PY=/opt/torch/.venv/bin/python3
-[ -x "$PY" ] || PY=python3
-TORCH_LIB=$("$PY" -c 'import torch, os; print(os.path.dirname(torch.__file__) + "/lib")')
-NVRTC=$(find "$(dirname "$(dirname "$TORCH_LIB")")" /usr/local/cuda/lib64 -name 'libnvrtc.so*' 2>/dev/null | head -n 1)
-export LD_LIBRARY_PATH="$TORCH_LIB${NVRTC:+:$(dirname "$NVRTC")}:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+. scripts/gpu/torch-env.sh
 repro=.gpu-bundle/bin/repro
 [ -x "$repro" ] || { echo "missing $repro: run scripts/gpu-bundle.sh on the build machine" >&2; exit 2; }
 {

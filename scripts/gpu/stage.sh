@@ -12,11 +12,7 @@ cd "$(dirname "$0")/../.."
 keep=/root/dpzo-gpu            # survives between calls while the machine stays warm
 OUT=${OUT:-/tmp/out}
 mkdir -p "$keep" "$OUT"
-PY=/opt/torch/.venv/bin/python3
-[ -x "$PY" ] || PY=python3
-TORCH_LIB=$("$PY" -c 'import torch, os; print(os.path.dirname(torch.__file__) + "/lib")')
-NVRTC=$(find "$(dirname "$(dirname "$TORCH_LIB")")" /usr/local/cuda/lib64 -name 'libnvrtc.so*' 2>/dev/null | head -n 1)
-export LD_LIBRARY_PATH="$TORCH_LIB${NVRTC:+:$(dirname "$NVRTC")}:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+. scripts/gpu/torch-env.sh
 take_bundle() { # $1: the transfer folder
   if [ -f "$1/repro.xz" ]; then
     mkdir -p "$keep/bundle/bin" && xz -dc "$1/repro.xz" >"$keep/bundle/bin/repro" && chmod +x "$keep/bundle/bin/repro"

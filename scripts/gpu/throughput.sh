@@ -14,11 +14,7 @@ cd "$(dirname "$0")/../.."
 keep=/root/dpzo-gpu
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT/steps"
-PY=/opt/torch/.venv/bin/python3
-[ -x "$PY" ] || PY=python3
-TORCH_LIB=$("$PY" -c 'import torch, os; print(os.path.dirname(torch.__file__) + "/lib")')
-NVRTC=$(find "$(dirname "$(dirname "$TORCH_LIB")")" /usr/local/cuda/lib64 -name 'libnvrtc.so*' 2>/dev/null | head -n 1)
-export LD_LIBRARY_PATH="$TORCH_LIB${NVRTC:+:$(dirname "$NVRTC")}:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+. scripts/gpu/torch-env.sh
 export DPZO_ASSETS_DIR=${DPZO_ASSETS_DIR:-$keep/assets} DPZO_DATA_DIR=${DPZO_DATA_DIR:-$keep/data}
 # The binary: $REPRO, else a carried .gpu-bundle (the freshest), else the one receive-b kept.
 if [ -z "${REPRO:-}" ]; then

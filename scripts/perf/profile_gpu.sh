@@ -12,10 +12,7 @@ set -u
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-results/perf/profile-$(date +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
-PY=${PYTHON:-/opt/torch/.venv/bin/python3}
-TORCH_LIB=$("$PY" -c 'import torch, os; print(os.path.dirname(torch.__file__) + "/lib")')
-NVRTC=$(find "$(dirname "$(dirname "$TORCH_LIB")")" /usr/local/cuda/lib64 -name 'libnvrtc.so*' 2>/dev/null | head -n 1)
-export LD_LIBRARY_PATH="$TORCH_LIB${NVRTC:+:$(dirname "$NVRTC")}:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+. scripts/gpu/torch-env.sh
 tool() {
   command -v "$1" 2>/dev/null || ls /usr/local/cuda/bin/"$1" /opt/nvidia/nsight-*/*/bin/"$1" \
     /opt/nvidia/nsight-*/*/"$1" /usr/local/cuda/nsight-*/bin/"$1" /usr/local/cuda/nsight-*/"$1" 2>/dev/null | head -n 1
