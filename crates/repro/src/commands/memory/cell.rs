@@ -48,12 +48,27 @@ pub struct CellArgs {
     pub batch: i64,
     #[arg(long)]
     pub seq: i64,
+    #[command(flatten)]
+    pub timing: RunFlags,
+}
+
+/// How cells are run and timed: the same flags on `repro memory` and on each `memory-cell`
+/// child it starts.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunFlags {
+    /// Timed steps per cell (median reported).
     #[arg(long, default_value_t = 10)]
     pub repeats: usize,
+    /// Untimed steps first (NVRTC compile, cuBLAS heuristics, allocator warm-up, clocks); at
+    /// least 1.5 s of them.
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
+    /// The CUDA kernel's normal math (fast, the default, or exact: bitwise equal to the CPU;
+    /// trainer::perturb::NormalMath).
     #[arg(long, value_enum, default_value = "fast")]
     pub normal_math: NormalMath,
+    /// ZO steps without merging the update with the next step's first perturbation (3 passes
+    /// per step instead of 2; trainer::optim::zo::zo_step).
     #[arg(long)]
     pub no_carry: bool,
     #[arg(long, default_value = "auto")]
@@ -241,8 +256,8 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
             METHODS.join(", ")
         );
     }
-    set_normal_math(args.normal_math);
-    let device = device::select(args.device).map_err(anyhow::Error::msg)?;
+    set_normal_math(args.timing.normal_math);
+    let device = device::select(args.timing.device).map_err(anyhow::Error::msg)?;
     let kind = trainer::models::parse_dtype(&args.dtype)?;
     let config = load_config(&args.model)?;
     // Initialise CUDA, libtorch and the kernels before the baseline reading.
@@ -324,16 +339,16 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
     let zeroth_order = matches!(method, "zo" | "dp-zoso" | "dp-zoso-noanchor" | "dp-zopo");
     if zeroth_order {
         let set = params.param_set()?;
-        let pass = time_steps(device, 1, args.repeats, |s| {
+        let pass = time_steps(device, 1, args.timing.repeats, |s| {
             axpy_z(set, &[(s, 0.0)]).map_err(anyhow::Error::from)
         })?;
         perturb_ms = Some(pass.median_ms);
     }
     // ZO steps chain as in training: each leaves the next one's first perturbation on theta.
-    let carry_out = (!args.no_carry).then_some(zo_eps);
+    let carry_out = (!args.timing.no_carry).then_some(zo_eps);
     let passes_before = passes_on_this_thread();
     let method_steps_before = method_steps_on_this_thread();
-    let timing = time_steps(device, args.warmup, args.repeats, |s| {
+    let timing = time_steps(device, args.timing.warmup, args.timing.repeats, |s| {
         match (method, method_step.as_mut()) {
             ("infer", _) => per_example_loss_values(model_ref, &batch).map(drop),
             ("backprop-sgd", _) => sgd_step(model_ref, &tensors, &batch, step_size),
@@ -369,8 +384,8 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
         seq: args.seq,
         method: args.method.clone(),
         device: device::name(device).to_string(),
-        normal_math: args.normal_math.name().to_string(),
-        carry: zeroth_order && !args.no_carry,
+        normal_math: args.timing.normal_math.name().to_string(),
+        carry: zeroth_order && !args.timing.no_carry,
         passes_per_step,
         ms_median: timing.median_ms,
         ms_all: timing.all_ms,
@@ -424,11 +439,13 @@ mod tests {
             dtype: "f32".into(),
             batch: 3,
             seq: 8,
-            repeats: 2,
-            warmup: 1,
-            normal_math: NormalMath::Exact,
-            no_carry: false,
-            device: DeviceRequest::Cpu,
+            timing: RunFlags {
+                repeats: 2,
+                warmup: 1,
+                normal_math: NormalMath::Exact,
+                no_carry: false,
+                device: DeviceRequest::Cpu,
+            },
         }
     }
 
@@ -483,7 +500,7 @@ mod tests {
     #[test]
     fn unchained_zo_steps_take_three_passes() {
         let mut args = tiny("dp-zopo");
-        args.no_carry = true;
+        args.timing.no_carry = true;
         let result = measure_cell(&args).unwrap();
         assert_eq!(result.passes_per_step, Some(3.0));
         assert!(!result.carry);

@@ -59,10 +59,10 @@ fn cell_command_line(cell: &CellArgs) -> Vec<String> {
         ("--dtype", cell.dtype.clone()),
         ("--batch", cell.batch.to_string()),
         ("--seq", cell.seq.to_string()),
-        ("--repeats", cell.repeats.to_string()),
-        ("--warmup", cell.warmup.to_string()),
-        ("--normal-math", value_name(cell.normal_math)),
-        ("--device", value_name(cell.device)),
+        ("--repeats", cell.timing.repeats.to_string()),
+        ("--warmup", cell.timing.warmup.to_string()),
+        ("--normal-math", value_name(cell.timing.normal_math)),
+        ("--device", value_name(cell.timing.device)),
     ];
     std::iter::once("memory-cell".to_string())
         .chain(
@@ -70,12 +70,13 @@ fn cell_command_line(cell: &CellArgs) -> Vec<String> {
                 .into_iter()
                 .flat_map(|(flag, value)| [flag.to_string(), value]),
         )
-        .chain(cell.no_carry.then(|| "--no-carry".to_string()))
+        .chain(cell.timing.no_carry.then(|| "--no-carry".to_string()))
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::cell::RunFlags;
     use super::*;
     use clap::Parser;
     use trainer::device::DeviceRequest;
@@ -95,11 +96,13 @@ mod tests {
             dtype: "f16".into(),
             batch: 16,
             seq: 256,
-            repeats: 3,
-            warmup: 1,
-            normal_math: NormalMath::Exact,
-            no_carry: true,
-            device: DeviceRequest::Cuda,
+            timing: RunFlags {
+                repeats: 3,
+                warmup: 1,
+                normal_math: NormalMath::Exact,
+                no_carry: true,
+                device: DeviceRequest::Cuda,
+            },
         };
         let line = cell_command_line(&cell);
         assert_eq!(line[0], "memory-cell");
@@ -112,9 +115,16 @@ mod tests {
             (back.model, back.method, back.dtype, back.batch, back.seq),
             ("opt-1.3b".into(), "dp-zopo".into(), "f16".into(), 16, 256)
         );
-        assert_eq!((back.repeats, back.warmup, back.no_carry), (3, 1, true));
         assert_eq!(
-            (back.normal_math, back.device),
+            (
+                back.timing.repeats,
+                back.timing.warmup,
+                back.timing.no_carry
+            ),
+            (3, 1, true)
+        );
+        assert_eq!(
+            (back.timing.normal_math, back.timing.device),
             (NormalMath::Exact, DeviceRequest::Cuda)
         );
     }

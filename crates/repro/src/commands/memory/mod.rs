@@ -24,10 +24,9 @@ use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
 use std::time::Instant;
 use trainer::device::DeviceRequest;
-use trainer::perturb::NormalMath;
 
 use crate::provenance::Provenance;
-use cell::{load_config, METHODS};
+use cell::{load_config, RunFlags, METHODS};
 use files::{model_label, read_details, Outputs};
 
 /// The shapes of docs/gpu.md's reference table: RoBERTa-large f32 64 x 128, OPT f16 16 x 256;
@@ -67,13 +66,6 @@ pub struct MemoryArgs {
     /// Extra batch sizes at which DP-SGD is measured (memory and time against batch size).
     #[arg(long, value_delimiter = ',', default_value = "1,4")]
     pub dp_sgd_batches: Vec<i64>,
-    /// Timed steps per cell (median reported).
-    #[arg(long, default_value_t = 10)]
-    pub repeats: usize,
-    /// Untimed steps first (NVRTC compile, cuBLAS heuristics, allocator warm-up, clocks); at
-    /// least 1.5 s of them.
-    #[arg(long, default_value_t = 2)]
-    pub warmup: usize,
     /// Override the batch size of every model.
     #[arg(long)]
     pub batch: Option<i64>,
@@ -83,16 +75,8 @@ pub struct MemoryArgs {
     /// Override the dtype of every model (f32, f16, bf16).
     #[arg(long)]
     pub dtype: Option<String>,
-    /// The CUDA kernel's normal math (fast, the default, or exact: bitwise equal to the CPU;
-    /// trainer::perturb::NormalMath).
-    #[arg(long, value_enum, default_value = "fast")]
-    pub normal_math: NormalMath,
-    /// ZO steps without merging the update with the next step's first perturbation (3 passes
-    /// per step instead of 2; trainer::optim::zo::zo_step).
-    #[arg(long)]
-    pub no_carry: bool,
-    #[arg(long, default_value = "auto")]
-    pub device: DeviceRequest,
+    #[command(flatten)]
+    pub timing: RunFlags,
     /// Output directory.
     #[arg(long, default_value = "results/perf/latest")]
     pub out: PathBuf,
@@ -163,11 +147,7 @@ pub fn run(args: MemoryArgs) -> Result<()> {
                 dtype: dtype.clone(),
                 batch,
                 seq,
-                repeats: args.repeats,
-                warmup: args.warmup,
-                normal_math: args.normal_math,
-                no_carry: args.no_carry,
-                device: args.device,
+                timing: args.timing.clone(),
             };
             let started = Instant::now();
             let outcome = child::measure_in_child(&exe, &cell)?;
@@ -192,7 +172,7 @@ pub fn run(args: MemoryArgs) -> Result<()> {
     }
     let csv_path = outputs.write(&args.out)?;
     println!("wrote {}", csv_path.display());
-    let device = device_used.unwrap_or_else(|| match args.device {
+    let device = device_used.unwrap_or_else(|| match args.timing.device {
         DeviceRequest::Cpu => "cpu".into(),
         DeviceRequest::Cuda | DeviceRequest::Auto => "cuda".into(),
     });
