@@ -3,7 +3,6 @@
 //! per-example outcomes equal a by-hand computation from the model's label-word logits, and a
 //! content-free input equal to the evaluated one gives uniform calibrated scores.
 
-use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
 use trainer::batch::Batch;
 use trainer::model::LabelWordModel;
@@ -13,48 +12,8 @@ use trainer::train::{
     TrainBatches, TrainConfig,
 };
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-/// The parity fixtures' right- and left-padded rows, scored at each row's last real token, with
-/// the first two distinct real tokens as label words and alternating labels.
-fn padded_batch(name: &str) -> Batch {
-    let refs: std::collections::HashMap<String, Tensor> =
-        Tensor::read_safetensors(fixture(name).join("reference.safetensors"))
-            .unwrap()
-            .into_iter()
-            .collect();
-    let ids = Tensor::cat(&[&refs["right_input_ids"], &refs["left_input_ids"]], 0);
-    let mask = Tensor::cat(
-        &[&refs["right_attention_mask"], &refs["left_attention_mask"]],
-        0,
-    );
-    let (b, l) = (ids.size()[0], ids.size()[1]);
-    let right = refs["right_input_ids"].size()[0];
-    let lengths = mask.sum_dim_intlist(1, false, Kind::Int64);
-    let positions: Vec<i64> = (0..b)
-        .map(|i| {
-            if i < right {
-                lengths.int64_value(&[i]) - 1
-            } else {
-                l - 1
-            }
-        })
-        .collect();
-    let real: Vec<i64> = Vec::try_from(ids.masked_select(&mask.ne(0))).unwrap();
-    let first = real[0];
-    let second = *real.iter().find(|&&t| t != first).unwrap();
-    Batch {
-        input_ids: ids,
-        attention_mask: mask,
-        positions: Tensor::from_slice(&positions),
-        labels: Tensor::from_slice(&(0..b).map(|i| i % 2).collect::<Vec<i64>>()),
-        label_word_ids: Tensor::from_slice(&[first, second]),
-    }
-}
+mod parity_fixtures;
+use parity_fixtures::{fixture, padded_batch};
 
 fn rows(batch: &Batch, which: &[i64]) -> Batch {
     let index = Tensor::from_slice(which);

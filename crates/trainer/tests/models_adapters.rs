@@ -8,7 +8,7 @@
 mod optim_support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use optim_support::SyntheticTask;
 use tch::{Device, Kind, Tensor};
@@ -20,11 +20,8 @@ use trainer::train::{run_training, Method, RunOptions, RunRecord, TrainConfig};
 
 const FAMILIES: [&str; 3] = ["roberta_tiny", "opt_tiny", "llama_tiny_gqa_untied"];
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
+mod parity_fixtures;
+use parity_fixtures::fixture;
 
 fn load(name: &str) -> Model {
     load_model(&fixture(name), Kind::Float, Device::Cpu).unwrap()

@@ -3,62 +3,17 @@
 //! 1e-5 relative, on a batch mixing right- and left-padded rows whose label words also occur in
 //! the inputs (so a tied embedding's lookup and head uses meet in the same rows).
 
-use std::path::{Path, PathBuf};
 use tch::{Device, Kind, Tensor};
-use trainer::batch::Batch;
 use trainer::model::LabelWordModel;
 use trainer::models::adapters::{AdapterConfig, LoraTarget};
 use trainer::models::{load_model, Model};
 use trainer::optim::dp_sgd::{ghost_clipped_gradient_sum, microbatch_clipped_gradient};
 use trainer::optim::params::TrainableParams;
 
+mod parity_fixtures;
+use parity_fixtures::{fixture, padded_batch};
+
 const RELATIVE: f64 = 1e-5;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-/// The parity fixtures' right- and left-padded rows in one batch, scored at each row's last
-/// real token, with two label words taken from the real tokens.
-fn padded_batch(name: &str) -> Batch {
-    let refs: std::collections::HashMap<String, Tensor> =
-        Tensor::read_safetensors(fixture(name).join("reference.safetensors"))
-            .unwrap()
-            .into_iter()
-            .collect();
-    let ids = Tensor::cat(&[&refs["right_input_ids"], &refs["left_input_ids"]], 0);
-    let mask = Tensor::cat(
-        &[&refs["right_attention_mask"], &refs["left_attention_mask"]],
-        0,
-    );
-    let (b, l) = (ids.size()[0], ids.size()[1]);
-    let right = refs["right_input_ids"].size()[0];
-    let lengths = mask.sum_dim_intlist(1, false, Kind::Int64);
-    let positions: Vec<i64> = (0..b)
-        .map(|i| {
-            if i < right {
-                lengths.int64_value(&[i]) - 1
-            } else {
-                l - 1
-            }
-        })
-        .collect();
-    let real: Vec<i64> = Vec::try_from(ids.masked_select(&mask.ne(0))).unwrap();
-    let first = real[0];
-    let second = *real
-        .iter()
-        .find(|&&t| t != first)
-        .expect("two distinct tokens");
-    Batch {
-        input_ids: ids,
-        attention_mask: mask,
-        positions: Tensor::from_slice(&positions),
-        labels: Tensor::from_slice(&(0..b).map(|i| i % 2).collect::<Vec<i64>>()),
-        label_word_ids: Tensor::from_slice(&[first, second]),
-    }
-}
 
 /// `||ours - reference|| / max(||reference||, floor)`.
 fn relative_error(ours: &Tensor, reference: &Tensor, floor: f64) -> f64 {
