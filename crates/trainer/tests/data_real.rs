@@ -29,6 +29,12 @@ fn data_dir() -> DataDir {
     );
 }
 
+/// The committed task registry (`experiments/tasks.toml`).
+fn registry() -> TaskRegistry {
+    TaskRegistry::from_file(&trainer::data::dir::workspace_root().join("experiments/tasks.toml"))
+        .unwrap()
+}
+
 fn assets_dir() -> AssetsDir {
     let assets = AssetsDir::from_flag_or_env(None);
     assert!(
@@ -55,10 +61,7 @@ fn sizes(splits: &Splits) -> (usize, usize, usize) {
 #[test]
 fn mezo_splits_have_the_documented_sizes() {
     let data = data_dir();
-    let registry = TaskRegistry::from_file(
-        &trainer::data::dir::workspace_root().join("experiments/tasks.toml"),
-    )
-    .unwrap();
+    let registry = registry();
     // (task, k, train, dev, test) from the data README §2.
     let expected = [
         ("SST-2", 16, 32, 32, 872),
@@ -100,10 +103,7 @@ fn mezo_splits_have_the_documented_sizes() {
 #[test]
 fn nli_test_sets_have_the_documented_label_counts() {
     let data = data_dir();
-    let registry = TaskRegistry::from_file(
-        &trainer::data::dir::workspace_root().join("experiments/tasks.toml"),
-    )
-    .unwrap();
+    let registry = registry();
     // README §3.6 (contradiction, entailment, neutral).
     for (task, expected) in [
         ("SNLI", [341, 347, 312]),
@@ -122,10 +122,7 @@ fn nli_test_sets_have_the_documented_label_counts() {
 #[test]
 fn sampling_from_original_reproduces_the_published_splits() {
     let data = data_dir();
-    let registry = TaskRegistry::from_file(
-        &trainer::data::dir::workspace_root().join("experiments/tasks.toml"),
-    )
-    .unwrap();
+    let registry = registry();
     for task in ["trec", "sst-5", "RTE"] {
         let spec = registry.get(task).unwrap();
         for k in [16, 512] {
@@ -153,10 +150,7 @@ fn sampling_from_original_reproduces_the_published_splits() {
 #[test]
 fn superglue_files_read_and_sample_as_mezo() {
     let data = data_dir();
-    let registry = TaskRegistry::from_file(
-        &trainer::data::dir::workspace_root().join("experiments/tasks.toml"),
-    )
-    .unwrap();
+    let registry = registry();
     // Row counts of the validation files (README §3.7; MultiRC: 4,848 answers).
     for (task, rows) in [
         ("CB", 56),
@@ -194,10 +188,7 @@ fn superglue_files_read_and_sample_as_mezo() {
 #[test]
 fn validation_only_splits_are_disjoint_and_sized() {
     let data = data_dir();
-    let registry = TaskRegistry::from_file(
-        &trainer::data::dir::workspace_root().join("experiments/tasks.toml"),
-    )
-    .unwrap();
+    let registry = registry();
     // (task, train, dev, test): test takes rows until 1000 examples or half the rows; dev is
     // min(MeZO's dev size, a quarter of the remaining pool); train is the rest, up to 1000.
     for (task, want) in [
@@ -251,10 +242,7 @@ fn validation_only_splits_are_disjoint_and_sized() {
 #[test]
 fn standin_assets_read_with_the_documented_counts() {
     let assets = assets_dir();
-    let registry = TaskRegistry::from_file(
-        &trainer::data::dir::workspace_root().join("experiments/tasks.toml"),
-    )
-    .unwrap();
+    let registry = registry();
     // docs/assets.md: 4,000 Pang & Lee sentences (2,000 / 2,000); 10,605 VADER snippets binned
     // at -2, -0.5, 0.5, 2 into 1,904 / 3,157 / 548 / 2,809 / 2,187; 2,225 BBC articles.
     let polarity = standin::read_all(registry.get("polarity").unwrap(), &assets).unwrap();
