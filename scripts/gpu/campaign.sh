@@ -5,6 +5,8 @@
 #   scripts/gpu/campaign.sh TARGET SECONDS [repro args…]
 # JOBS=auto picks the worker count with the most steps/s in $OUT/mini_throughput.csv (written by
 # scripts/gpu/throughput.sh earlier in the same call; THROUGHPUT_CSV names another); JOBS=n runs n workers; unset: one process.
+# RESULTS=DIR writes into DIR instead of the host's main results tree, seeded with nothing (e.g. a
+# --compute or --set comparison that must not set the main records aside).
 # Needs what the staging calls left in /root/dpzo-gpu (scripts/gpu/README.md): assets/ with the
 # SmolLM2 GGUF, data/ holding lm-bff/ and superglue/, bundle/bin/repro.
 set -u -o pipefail
@@ -14,13 +16,14 @@ seconds=${2:?seconds}
 shift 2
 keep=/root/dpzo-gpu
 OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT" "$keep/results"
+results=${RESULTS:-$keep/results}
+mkdir -p "$OUT" "$results"
 . scripts/gpu/torch-env.sh
 export DPZO_ASSETS_DIR=$keep/assets DPZO_DATA_DIR=$keep/data
 repro=$keep/bundle/bin/repro
 # Committed records first (never over a record the host already has).
-if [ -d "results/$target/mini" ] && [ ! -d "$keep/results/$target/mini" ]; then
-  mkdir -p "$keep/results/$target" && cp -r "results/$target/mini" "$keep/results/$target/mini"
+if [ -z "${RESULTS:-}" ] && [ -d "results/$target/mini" ] && [ ! -d "$results/$target/mini" ]; then
+  mkdir -p "$results/$target" && cp -r "results/$target/mini" "$results/$target/mini"
 fi
 jobs=()
 tp=${THROUGHPUT_CSV:-$OUT/mini_throughput.csv}
@@ -36,12 +39,12 @@ fi
   date -u +%Y-%m-%dT%H:%M:%SZ
   echo "repro $target --preset mini --device cuda ${jobs[*]} $*"
 } >"$OUT/provenance.txt" 2>&1
-timeout "$seconds" "$repro" "$target" --preset mini --device cuda --out "$keep/results" \
+timeout "$seconds" "$repro" "$target" --preset mini --device cuda --out "$results" \
   --experiments experiments "${jobs[@]}" "$@" 2>&1 | tr '\r' '\n' | grep -v '^\s*$' >"$OUT/campaign.log"
 echo "exit $? after $SECONDS s" >>"$OUT/campaign.log"
 tail -n 40 "$OUT/campaign.log"
-"$repro" check "$target" --preset mini --out "$keep/results" --experiments experiments >>"$OUT/campaign.log" 2>&1
+"$repro" check "$target" --preset mini --out "$results" --experiments experiments >>"$OUT/campaign.log" 2>&1
 # Records and tables only: an unfinished run's checkpoint is hundreds of MB.
-tar czf "$OUT/$target-mini.tgz" --exclude=checkpoints --exclude=locks -C "$keep/results" "$target"
+tar czf "$OUT/$target-mini.tgz" --exclude=checkpoints --exclude=locks -C "$results" "$target"
 date -u +%Y-%m-%dT%H:%M:%SZ >>"$OUT/provenance.txt"
 ls -la "$OUT"

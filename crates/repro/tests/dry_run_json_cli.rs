@@ -52,3 +52,68 @@ fn dry_run_json_prints_each_cells_effective_configuration() {
         .unwrap();
     assert_eq!(dpzero["config"]["learning_rate"].as_f64(), Some(1e-5));
 }
+
+fn dry_run(extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_repro"))
+        .current_dir(workspace())
+        .args(["table2", "--preset", "smoke", "--device", "cpu"])
+        .args(["--dry-run", "--json"])
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn set_overrides_the_aimed_cells_and_enters_their_spec_hash() {
+    let plain = dry_run(&["--methods", "dpzero"]);
+    let set = dry_run(&[
+        "--methods",
+        "dpzero",
+        "--set",
+        "learning_rate=1e-4",
+        "--set",
+        "clip_norm=3",
+        "--set",
+        "stage.num_stages=2",
+        "--set",
+        "compute=tf32",
+    ]);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let doc = |o: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let (plain, set) = (doc(&plain), doc(&set));
+    let (plain, set) = (
+        plain["cells"].as_array().unwrap(),
+        set["cells"].as_array().unwrap(),
+    );
+    assert_eq!(plain.len(), set.len());
+    for (p, s) in plain.iter().zip(set) {
+        let c = &s["config"];
+        assert_eq!(c["learning_rate"].as_f64(), Some(1e-4), "{}", s["stem"]);
+        // An integer where the spec has a float is that float: one configuration, one hash.
+        assert!(c["clip_norm"].is_f64(), "{}", s["stem"]);
+        assert_eq!(c["clip_norm"].as_f64(), Some(3.0), "{}", s["stem"]);
+        assert_eq!(c["compute"], "tf32", "a bare word is a string");
+        // A dotted key changes one field of a nested table and keeps its siblings.
+        assert_eq!(c["stage"]["num_stages"].as_i64(), Some(2));
+        assert_eq!(
+            c["stage"]["first_stage_steps"],
+            p["config"]["stage"]["first_stage_steps"]
+        );
+        assert_ne!(p["spec_hash"], s["spec_hash"]);
+    }
+}
+
+#[test]
+fn set_without_a_value_or_with_tune_is_refused() {
+    let out = dry_run(&["--set", "learning_rate"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected KEY=VALUE"));
+    let out = dry_run(&["--set", "learning_rate=1e-4", "--tune"]);
+    assert!(!out.status.success(), "--set with --tune must be refused");
+}

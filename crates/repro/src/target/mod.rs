@@ -90,6 +90,12 @@ pub struct TargetArgs {
     /// and updates stay f32). Overrides the spec's `compute` setting, so it enters the spec hash.
     #[arg(long)]
     pub compute: Option<String>,
+    /// Set a training setting for every planned run (repeatable): `KEY=VALUE` with a TOML value,
+    /// dotted keys for nested tables (`--set learning_rate=1e-4 --set stage.step_halving=false`;
+    /// a bare word is a string). The strongest layer of the spec's precedence, so it enters the
+    /// spec hash; use --methods to aim it. Not with --tune, whose candidates set their own keys.
+    #[arg(long = "set", value_name = "KEY=VALUE", conflicts_with = "tune")]
+    pub set: Vec<String>,
     /// How the cells are executed: concurrently, sharded, or through Slurm.
     #[command(flatten)]
     pub grid: grid::GridArgs,
@@ -210,7 +216,48 @@ fn planned_runs(spec: &Spec, args: &TargetArgs, preset_name: &str) -> Result<Vec
     if let Some(compute) = &args.compute {
         override_compute(&mut runs, compute)?;
     }
+    let overrides = setting_overrides(&args.set)?;
+    for r in &mut runs {
+        let mut over = overrides.clone();
+        float_where_float(&r.settings, &mut over);
+        r.settings = spec::overlaid(&r.settings, &over);
+    }
     Ok(runs)
+}
+
+/// An integer given where the settings hold a float becomes that float (`--set clip_norm=30`
+/// means 30.0), so that one configuration never has two spec hashes.
+fn float_where_float(settings: &toml::Table, over: &mut toml::Table) {
+    for (key, value) in over.iter_mut() {
+        match (settings.get(key), value) {
+            (Some(toml::Value::Float(_)), v @ toml::Value::Integer(_)) => {
+                *v = toml::Value::Float(v.as_integer().unwrap_or_default() as f64);
+            }
+            (Some(toml::Value::Table(s)), toml::Value::Table(o)) => float_where_float(s, o),
+            _ => {}
+        }
+    }
+}
+
+/// `--set KEY=VALUE…` as one table of settings (dotted keys nest). A value that is not TOML is
+/// taken as a string, so `--set compute=tf32` needs no quotes.
+fn setting_overrides(assignments: &[String]) -> Result<toml::Table> {
+    let mut out = toml::Table::new();
+    for a in assignments {
+        let Some((key, value)) = a.split_once('=') else {
+            bail!("--set {a:?}: expected KEY=VALUE");
+        };
+        let (key, value) = (key.trim(), value.trim());
+        if key.is_empty() || value.is_empty() {
+            bail!("--set {a:?}: expected KEY=VALUE");
+        }
+        let table: toml::Table = format!("{key} = {value}")
+            .parse()
+            .or_else(|_| format!("{key} = {}", toml::Value::String(value.into())).parse())
+            .with_context(|| format!("--set {a:?}: {key:?} is not a setting name"))?;
+        out = spec::overlaid(&out, &table);
+    }
+    Ok(out)
 }
 
 /// `--dry-run --json`: one JSON document with every cell's effective configuration (the exact
