@@ -69,6 +69,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         method: Default::default(),
         tune: Default::default(),
         deviations: Vec::new(),
+        inherit_tuning: None,
+        tune_options: Default::default(),
     };
     let cells = TrainerCells::new(
         &preset,

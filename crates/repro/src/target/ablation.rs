@@ -32,15 +32,21 @@ fn eps_label(e: Option<f64>) -> String {
     e.map_or("non-private".into(), |e| e.to_string())
 }
 
-/// The comparisons, in the grid's method order. A non-private variant (MeZO, sigma = 0) against
-/// a private reference is compared at each of the reference's ε; a private variant against a
-/// non-private reference at its own ε.
-pub fn comparisons(spec: &Spec, rows: &[SummaryRow]) -> Vec<AblationRow> {
+/// The methods of `preset_name`'s grid, in order (the preset's list, else the spec's).
+pub fn methods_of<'a>(spec: &'a Spec, preset_name: &str) -> Result<&'a [String]> {
+    let preset = spec.preset(preset_name)?;
+    Ok(preset.methods.as_ref().unwrap_or(&spec.grid.methods))
+}
+
+/// The comparisons, in the order of `methods` (the preset's grid). A non-private variant (MeZO,
+/// sigma = 0) against a private reference is compared at each of the reference's ε; a private
+/// variant against a non-private reference at its own ε.
+pub fn comparisons(spec: &Spec, methods: &[String], rows: &[SummaryRow]) -> Vec<AblationRow> {
     let mut tasks: Vec<&str> = rows.iter().map(|r| r.task.as_str()).collect();
     tasks.sort();
     tasks.dedup();
     let mut out = Vec::new();
-    for name in &spec.grid.methods {
+    for name in methods {
         let Some(variant) = spec.variant.get(name) else {
             continue;
         };
@@ -181,9 +187,16 @@ pub fn render_markdown(spec: &Spec, preset_name: &str, rows: &[AblationRow]) -> 
     md
 }
 
-/// `ablations.svg`: per task, the mean test accuracy of every method and variant in grid order
-/// (private cells at each ε, labelled), with its 95% CI (summary.csv's t-interval) as an error bar.
-pub fn plot(spec: &Spec, rows: &[SummaryRow], title: &str, path: &Path) -> Result<()> {
+/// `ablations.svg`: per task, the mean test accuracy of every method and variant in the order of
+/// `methods` (private cells at each ε, labelled), with its 95% CI (summary.csv's t-interval) as
+/// an error bar.
+pub fn plot(
+    spec: &Spec,
+    methods: &[String],
+    rows: &[SummaryRow],
+    title: &str,
+    path: &Path,
+) -> Result<()> {
     let mut tasks: Vec<&str> = rows.iter().map(|r| r.task.as_str()).collect();
     tasks.sort();
     tasks.dedup();
@@ -192,7 +205,7 @@ pub fn plot(spec: &Spec, rows: &[SummaryRow], title: &str, path: &Path) -> Resul
     }
     // Columns: grid methods in order, each at its ε values.
     let mut columns: Vec<(String, Option<f64>)> = Vec::new();
-    for m in &spec.grid.methods {
+    for m in methods {
         let mut eps: Vec<Option<f64>> = rows
             .iter()
             .filter(|r| &r.method == m)

@@ -176,7 +176,14 @@ pub fn run_target(
 ) -> Result<()> {
     let spec = Spec::load(&args.experiments.join(format!("{target}.toml")))?;
     let preset = spec.preset(preset_name)?.clone();
-    let runs = planned_runs(&spec, args, preset_name)?;
+    let model = runner.model_name();
+    let (runs, inheritance) = planned_runs(&spec, args, preset_name, &model)?;
+    if args.tune && inheritance.is_some() {
+        bail!(
+            "{target} preset {preset_name} inherits its settings from another target's tuning \
+             ([preset.{preset_name}.inherit_tuning]); --tune would choose them again"
+        );
+    }
     println!("{target} · preset {preset_name}: {}", preset.description);
     println!("deviations from the paper's protocol:");
     for d in &preset.deviations {
@@ -186,7 +193,6 @@ pub fn run_target(
     let runs_dir = dir.join("runs");
     std::fs::create_dir_all(&runs_dir)
         .with_context(|| format!("cannot create {}", runs_dir.display()))?;
-    let model = runner.model_name();
     println!(
         "{} runs on {} with model {model}",
         runs.len(),
@@ -198,12 +204,27 @@ pub fn run_target(
         }
         return Ok(());
     }
-    execute_grid(target, args, &spec, preset_name, &dir, &runs, runner)
+    execute_grid(
+        target,
+        args,
+        &spec,
+        preset_name,
+        &dir,
+        &runs,
+        inheritance.as_ref(),
+        runner,
+    )
 }
 
-/// The runs of `preset_name` after the grid filters and `--compute`.
-fn planned_runs(spec: &Spec, args: &TargetArgs, preset_name: &str) -> Result<Vec<RunSpec>> {
-    let mut runs = filter::apply(
+/// The runs of `preset_name` after the grid filters, the settings inherited from another
+/// target's tuning (`inherit_tuning`, [`tune::inherit`]), `--compute` and `--set`.
+fn planned_runs(
+    spec: &Spec,
+    args: &TargetArgs,
+    preset_name: &str,
+    model: &str,
+) -> Result<(Vec<RunSpec>, Option<tune::Inheritance>)> {
+    let runs = filter::apply(
         spec.runs(preset_name)?,
         filter::Filters {
             tasks: args.tasks.as_deref(),
@@ -213,16 +234,27 @@ fn planned_runs(spec: &Spec, args: &TargetArgs, preset_name: &str) -> Result<Vec
         },
         &format!("{} preset {preset_name}", spec.meta.target),
     )?;
-    if let Some(compute) = &args.compute {
-        override_compute(&mut runs, compute)?;
-    }
+    let compute = |runs: &mut [RunSpec]| match &args.compute {
+        Some(c) => override_compute(runs, c),
+        None => Ok(()),
+    };
+    let (mut runs, inheritance) = tune::inherit(
+        spec,
+        preset_name,
+        runs,
+        &args.experiments,
+        &args.out,
+        model,
+        &compute,
+    )?;
+    compute(&mut runs)?;
     let overrides = setting_overrides(&args.set)?;
     for r in &mut runs {
         let mut over = overrides.clone();
         float_where_float(&r.settings, &mut over);
         r.settings = spec::overlaid(&r.settings, &over);
     }
-    Ok(runs)
+    Ok((runs, inheritance))
 }
 
 /// An integer given where the settings hold a float becomes that float (`--set clip_norm=30`
@@ -272,7 +304,8 @@ pub fn dry_run_json(target: &str, args: &TargetArgs, preset_name: &str) -> Resul
             .unwrap_or_default(),
         (name, _) => name.to_string(),
     };
-    let cells: Vec<serde_json::Value> = planned_runs(&spec, args, preset_name)?
+    let cells: Vec<serde_json::Value> = planned_runs(&spec, args, preset_name, &model)?
+        .0
         .iter()
         .map(|r| {
             let config = resolved_config(r, &model)?;
@@ -321,7 +354,9 @@ fn worker_slots(g: &grid::GridArgs, runner: &dyn CellRunner) -> Result<Vec<grid:
 }
 
 /// Execute the cells of `runs` as the grid flags ask (see [`grid`]), then render unless this
-/// process is one worker or shard of a larger grid.
+/// process is one worker or shard of a larger grid. Cells that inherit their settings first
+/// adopt the source's record of the very same run, and get their tuning note before rendering.
+#[allow(clippy::too_many_arguments)]
 fn execute_grid(
     target: &str,
     args: &TargetArgs,
@@ -329,6 +364,7 @@ fn execute_grid(
     preset_name: &str,
     dir: &Path,
     runs: &[RunSpec],
+    inheritance: Option<&tune::Inheritance>,
     runner: &mut dyn CellRunner,
 ) -> Result<()> {
     let g = &args.grid;
@@ -397,6 +433,15 @@ fn execute_grid(
         println!("this shard has no cell");
         return Ok(());
     }
+    if let Some(inheritance) = inheritance.filter(|_| !args.rerun && !args.restart) {
+        let adopted = inheritance.adopt(&cells)?;
+        if adopted > 0 {
+            println!(
+                "{adopted} cells are runs of the tuning source with the same configuration: \
+                 their records were taken over, not run again"
+            );
+        }
+    }
     let policy = grid::Policy::from_flags(args.rerun, args.restart);
     let parallel = !g.worker && (g.gpus.is_some() || g.jobs_per_gpu > 1);
     if parallel {
@@ -417,6 +462,9 @@ fn execute_grid(
                 failures.join("; ")
             );
         }
+    }
+    if let Some(inheritance) = inheritance {
+        inheritance.annotate(&cells)?;
     }
     if g.worker || g.shard.is_some() {
         println!(
@@ -445,13 +493,14 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
     summary::write_csv(&rows, &dir.join("summary.csv"))?;
     if !spec.variant.is_empty() {
         // An ablation spec: each variant against its reference, no paper claims.
-        let comparisons = ablation::comparisons(spec, &rows);
+        let methods = ablation::methods_of(spec, preset_name)?;
+        let comparisons = ablation::comparisons(spec, methods, &rows);
         ablation::write_csv(&comparisons, &dir.join("ablations.csv"))?;
         let md = ablation::render_markdown(spec, preset_name, &comparisons);
         atomic_file::write(dir.join("ablations.md"), md)
             .with_context(|| format!("writing {}", dir.join("ablations.md").display()))?;
         let title = format!("{} — {preset_name} preset, {model_run}", spec.meta.title);
-        ablation::plot(spec, &rows, &title, &dir.join("ablations.svg"))?;
+        ablation::plot(spec, methods, &rows, &title, &dir.join("ablations.svg"))?;
         println!(
             "wrote {}/{{summary.csv,ablations.csv,ablations.md,ablations.svg}} from {} records",
             dir.display(),

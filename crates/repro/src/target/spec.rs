@@ -65,6 +65,43 @@ pub struct Variant {
     /// How the variant's step size follows from the base's.
     #[serde(default)]
     pub step_size: VariantStepSize,
+    /// A horizon variant: the base's `steps` and `stage.first_stage_steps` times this factor
+    /// (each product a whole number), so the stage proportions are kept; the trainer calibrates
+    /// the noise to the new T at the same ε. Applied before the step-size rule.
+    #[serde(default)]
+    pub steps_scale: Option<f64>,
+    /// The method whose tuned settings the variant takes under `[preset.<p>.inherit_tuning]`
+    /// (default: `base`), e.g. `dpzero` for MeZO, which the source target does not tune.
+    #[serde(default)]
+    pub tune_from: Option<String>,
+}
+
+/// `[preset.<p>.inherit_tuning]`: every run whose method is tuned takes, instead of its own
+/// defaults or its own `--tune`, the settings that another target's `--tune` selected for the
+/// same (task, method, ε) under a preset of the same name (`target::tune::inherit`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InheritTuning {
+    /// The target whose tuning records supply the settings (`table2`): read from
+    /// `<out>/<target>/<preset>/`, with `experiments/<target>.toml` for its search spaces.
+    pub target: String,
+    /// The source target's preset (default: this preset's name).
+    #[serde(default)]
+    pub preset: Option<String>,
+    /// The ε whose winner a non-private run (MeZO, σ = 0) takes; default the preset's only ε.
+    #[serde(default)]
+    pub non_private_epsilon: Option<f64>,
+}
+
+/// `[preset.<p>.tune_options]`: how `--tune` forms its groups under this preset.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TuneOptions {
+    /// Run the candidates at this ε only: the groups of the same (task, method) at the other ε
+    /// reuse its winner, and their procedure ε composes its candidates with their final run.
+    /// Off by default (each ε is tuned on its own); a deviation to state where it is on.
+    #[serde(default)]
+    pub at_epsilon: Option<f64>,
 }
 
 /// How a variant's step size is derived from its base's resolved settings.
@@ -96,6 +133,34 @@ fn int_setting(table: &toml::Table, key: &str) -> Result<u64> {
         .and_then(toml::Value::as_integer)
         .and_then(|v| u64::try_from(v).ok())
         .with_context(|| format!("needs a non-negative integer {key} setting"))
+}
+
+/// `steps` and `stage.first_stage_steps` (when set) times `scale`, each a whole number >= 1.
+fn scale_horizon(settings: &mut toml::Table, scale: f64) -> Result<()> {
+    if !(scale.is_finite() && scale > 0.0) {
+        bail!("steps_scale = {scale}: must be a finite number > 0");
+    }
+    let scaled = |key: &str, value: u64| -> Result<toml::Value> {
+        let x = value as f64 * scale;
+        if x < 1.0 || (x - x.round()).abs() > 1e-9 {
+            bail!(
+                "steps_scale = {scale}: {key} = {value} x {scale} = {x} is not a whole number >= 1"
+            );
+        }
+        Ok(toml::Value::Integer(x.round() as i64))
+    };
+    let steps = int_setting(settings, "steps")?;
+    settings.insert("steps".into(), scaled("steps", steps)?);
+    if let Some(toml::Value::Table(stage)) = settings.get_mut("stage") {
+        if stage.contains_key("first_stage_steps") {
+            let t0 = int_setting(stage, "first_stage_steps")?;
+            stage.insert(
+                "first_stage_steps".into(),
+                scaled("stage.first_stage_steps", t0)?,
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The sum of the stagewise step sizes over the run at eta0 = 1 (schedule::StagewiseSchedule).
@@ -187,6 +252,12 @@ pub struct Preset {
     pub tune: BTreeMap<String, toml::Table>,
     /// Every deviation of this preset from the paper's protocol, printed and recorded.
     pub deviations: Vec<String>,
+    /// Settings taken from another target's tuning records ([`InheritTuning`]).
+    #[serde(default)]
+    pub inherit_tuning: Option<InheritTuning>,
+    /// How `--tune` forms its groups ([`TuneOptions`]).
+    #[serde(default)]
+    pub tune_options: TuneOptions,
 }
 
 /// One cell of the grid for one seed, with its merged settings.
@@ -325,21 +396,47 @@ impl Spec {
     /// The effective settings of `method` under `preset` (precedence in the module docs; a
     /// variant's in [`Variant`]).
     pub fn settings(&self, preset: &Preset, method: &str) -> Result<toml::Table> {
+        self.settings_tuned(preset, method, None)
+    }
+
+    /// The method whose tuned settings `method` takes: a variant's `tune_from`, else its base,
+    /// else itself.
+    pub fn tune_source<'a>(&'a self, method: &'a str) -> &'a str {
+        self.variant
+            .get(method)
+            .and_then(|v| v.tune_from.as_deref())
+            .unwrap_or_else(|| self.base_method(method))
+    }
+
+    /// [`Spec::settings`] with `tuned` (a tuning winner's settings, e.g. `learning_rate` and
+    /// `clip_norm`) laid over the base method's resolved settings: a plain method ends with
+    /// them; a variant then applies its own settings and its step-size rule on top, so it holds
+    /// the tuned base fixed except for the ingredient it changes.
+    pub fn settings_tuned(
+        &self,
+        preset: &Preset,
+        method: &str,
+        tuned: Option<&toml::Table>,
+    ) -> Result<toml::Table> {
         let Some(variant) = self.variant.get(method) else {
             let mut settings = self.train.clone();
             merge(&mut settings, Some(&preset.train));
             merge(&mut settings, self.method.get(method));
             merge(&mut settings, preset.method.get(method));
+            merge(&mut settings, tuned);
             return Ok(settings);
         };
         let context = || format!("{}: [variant.{method}]", self.meta.target);
         if self.variant.contains_key(&variant.base) {
             bail!("{}: base {:?} is itself a variant", context(), variant.base);
         }
-        let base = self.settings(preset, &variant.base)?;
+        let base = self.settings_tuned(preset, &variant.base, tuned)?;
         let mut settings = base.clone();
         merge(&mut settings, Some(&variant.settings));
         merge(&mut settings, preset.method.get(method));
+        if let Some(scale) = variant.steps_scale {
+            scale_horizon(&mut settings, scale).with_context(context)?;
+        }
         let learning_rate = || {
             settings
                 .get("learning_rate")
@@ -712,6 +809,58 @@ mod tests {
             err.contains("variant.bad") && err.contains("itself a variant"),
             "{err}"
         );
+    }
+
+    /// The committed horizon variants (preset mini-horizon): DPZero and DP-ZOSO at T = 600 and
+    /// 2400 around the base's 1200 (DP-ZOSO with T0 = T/6, S = 3), DP-SGD at 150 and 600 around
+    /// its 300 steps of B 32, each at the base's step size, tuned or not.
+    #[test]
+    fn horizon_variants_scale_t_and_the_stages_at_the_bases_step_size() {
+        let spec = Spec::load(&workspace().join("experiments/ablations.toml")).unwrap();
+        let preset = spec.preset("mini-horizon").unwrap();
+        let tuned: toml::Table = toml::from_str("learning_rate = 0.25\nclip_norm = 3.0").unwrap();
+        for (method, base, steps) in [
+            ("dpzero-t600", "dpzero", 600),
+            ("dpzero-t2400", "dpzero", 2400),
+            ("zoso-t600", "dp-zoso", 600),
+            ("zoso-t2400", "dp-zoso", 2400),
+            ("dpft-t150", "dp-ft", 150),
+            ("dpft-t600", "dp-ft", 600),
+        ] {
+            for over in [None, Some(&tuned)] {
+                let s = spec.settings_tuned(preset, method, over).unwrap();
+                let b = spec.settings_tuned(preset, base, over).unwrap();
+                assert_eq!(s["steps"].as_integer(), Some(steps), "{method}");
+                assert_eq!(s["learning_rate"], b["learning_rate"], "{method}");
+                assert_eq!(s["clip_norm"], b["clip_norm"], "{method}");
+                assert_eq!(s["batch_size"], b["batch_size"], "{method}");
+                if base == "dp-zoso" {
+                    let stage = s["stage"].as_table().unwrap();
+                    assert_eq!(
+                        stage["first_stage_steps"].as_integer(),
+                        Some(steps / 6),
+                        "{method}"
+                    );
+                    assert_eq!(stage["num_stages"].as_integer(), Some(3), "{method}");
+                }
+            }
+        }
+        let base_steps = |m: &str| spec.settings(preset, m).unwrap()["steps"].as_integer();
+        assert_eq!(base_steps("dpzero"), Some(1200));
+        assert_eq!(base_steps("dp-zoso"), Some(1200));
+        assert_eq!(base_steps("dp-ft"), Some(300));
+        assert_eq!(
+            spec.settings(preset, "dpft-t150").unwrap()["batch_size"].as_integer(),
+            Some(32)
+        );
+        // A factor that leaves a fractional step count is an error naming it.
+        let mut settings: toml::Table =
+            toml::from_str("steps = 1200\nstage = { first_stage_steps = 200 }").unwrap();
+        let err = scale_horizon(&mut settings, 0.3333)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("steps_scale = 0.3333"), "{err}");
+        assert!(scale_horizon(&mut settings, 0.0).is_err());
     }
 
     /// Every committed preset of table2 and table3 gives each method the values of its own
