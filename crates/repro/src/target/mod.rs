@@ -506,6 +506,16 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
             dir.display(),
             records.len()
         );
+        let points = ablation::horizon(spec, methods, &records);
+        if !points.is_empty() {
+            ablation::write_horizon_csv(&points, &dir.join("horizon.csv"))?;
+            let title = format!(
+                "{} — {preset_name}: accuracy against T at fixed ε, {model_run}",
+                spec.meta.title
+            );
+            ablation::plot_horizon(&points, &title, &dir.join("horizon.svg"))?;
+            println!("wrote {}/{{horizon.csv,horizon.svg}}", dir.display());
+        }
         if !failed.is_empty() {
             bail!(
                 "{} run record(s) failed their content checksum and were left out (listed above)",
