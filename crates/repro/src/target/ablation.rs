@@ -333,7 +333,11 @@ pub fn horizon(spec: &Spec, methods: &[String], records: &[CellRecord]) -> Vec<H
     for r in records {
         if methods.contains(&r.method) && family(&r.method).is_some() {
             groups
-                .entry((r.task.clone(), r.epsilon.map(f64::to_bits), r.method.clone()))
+                .entry((
+                    r.task.clone(),
+                    r.epsilon.map(f64::to_bits),
+                    r.method.clone(),
+                ))
                 .or_default()
                 .push(r);
         }
@@ -407,8 +411,7 @@ pub fn write_horizon_csv(points: &[HorizonPoint], path: &Path) -> Result<()> {
             fmt(p.dev.and_then(|d| d.ci95).map(|c| c.1)),
         ])?;
     }
-    atomic_file::write(path, w.into_inner()?)
-        .with_context(|| format!("writing {}", path.display()))
+    atomic_file::write(path, w.into_inner()?).with_context(|| format!("writing {}", path.display()))
 }
 
 /// `horizon.svg`: per (task, ε) a panel with T on a log2 axis; per family the test accuracy
@@ -438,9 +441,11 @@ pub fn plot_horizon(points: &[HorizonPoint], title: &str, path: &Path) -> Result
         RGBColor(148, 103, 189),
     ];
     let log2 = |t: i64| (t.max(1) as f64).log2();
-    let (lo, hi) = points.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-        (a.min(log2(p.steps)), b.max(log2(p.steps)))
-    });
+    let (lo, hi) = points
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (a.min(log2(p.steps)), b.max(log2(p.steps)))
+        });
     let (lo, hi) = (lo - 0.5, hi + 0.5);
     let mut svg = String::new();
     {
