@@ -468,19 +468,7 @@ fn write_tuning_csv(
     at_epsilon: Option<f64>,
 ) -> Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
-        "task",
-        "method",
-        "epsilon",
-        "candidate",
-        "settings",
-        "dev_accuracy",
-        "selected",
-        "epsilon_run",
-        "epsilon_procedure",
-        "runs_composed",
-        "epsilon_procedure_random_k",
-    ])?;
+    w.write_record(TUNING_CSV_COLUMNS)?;
     let fmt = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v:.4}"));
     for (key, list) in groups {
         let note = notes.get(key);
@@ -529,9 +517,74 @@ fn write_tuning_csv(
             ])?;
         }
     }
-    let bytes = w.into_inner().context("tuning.csv buffer")?;
     let path = dir.join("tuning.csv");
+    // Groups outside this call (another --methods, --tasks or --epsilons) keep their rows.
+    let written: Vec<(String, String, String)> = groups
+        .iter()
+        .map(|(k, _)| k)
+        .chain(notes.keys())
+        .map(|k| {
+            let eps = k.2.map_or(String::new(), |e| f64::from_bits(e).to_string());
+            (k.0.clone(), k.1.clone(), eps)
+        })
+        .collect();
+    for row in other_groups_rows(&path, &TUNING_CSV_COLUMNS, &written)? {
+        w.write_record(&row)?;
+    }
+    let bytes = w.into_inner().context("tuning.csv buffer")?;
     atomic_file::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The columns of `tuning.csv`.
+const TUNING_CSV_COLUMNS: [&str; 11] = [
+    "task",
+    "method",
+    "epsilon",
+    "candidate",
+    "settings",
+    "dev_accuracy",
+    "selected",
+    "epsilon_run",
+    "epsilon_procedure",
+    "runs_composed",
+    "epsilon_procedure_random_k",
+];
+
+/// The rows of an existing `tuning.csv` whose (task, method, ε) group is not in `written`,
+/// laid out in `columns` (a column the older file lacks is left empty). No file: no rows.
+fn other_groups_rows(
+    path: &Path,
+    columns: &[&str],
+    written: &[(String, String, String)],
+) -> Result<Vec<Vec<String>>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let mut r =
+        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let header = r.headers()?.clone();
+    let at = |name: &str| header.iter().position(|h| h == name);
+    let col = |c: &str| at(c).with_context(|| format!("{}: no column {c:?}", path.display()));
+    let (task, method, eps) = (col("task")?, col("method")?, col("epsilon")?);
+    let mut rows = Vec::new();
+    for (line, rec) in r.records().enumerate() {
+        let rec = rec.with_context(|| format!("{}:{}", path.display(), line + 2))?;
+        let key = (
+            rec[task].to_string(),
+            rec[method].to_string(),
+            rec[eps].to_string(),
+        );
+        if written.contains(&key) {
+            continue;
+        }
+        rows.push(
+            columns
+                .iter()
+                .map(|c| at(c).and_then(|i| rec.get(i)).unwrap_or("").to_string())
+                .collect(),
+        );
+    }
+    Ok(rows)
 }
 
 /// Runs `cells` as the grid flags ask: worker processes (which run this whole procedure
@@ -664,6 +717,28 @@ pub fn run(
         if record.tuning.as_ref() != Some(&note) {
             record.tuning = Some(note);
             record.write(&cell.record)?;
+        }
+    }
+    // A --seeds filter without the tuning seed: the group's row values come from the tuning
+    // seed's final record, when it has one for the same winner.
+    for cell in &finals {
+        let own = group_of(&cell.run);
+        if notes.contains_key(&own) {
+            continue;
+        }
+        let stem = RunSpec {
+            seed: tuning_seed,
+            ..cell.run.clone()
+        }
+        .stem();
+        let path = dir.join("runs").join(format!("{stem}.json"));
+        let winner = winners.get(&tuning_key(&cell.run, at));
+        if let (true, Some(winner)) = (path.exists(), winner) {
+            if let Some(note) = CellRecord::read(&path)?.tuning {
+                if note.selected_settings == serde_json::to_value(&winner.overrides)? {
+                    notes.insert(own, note);
+                }
+            }
         }
     }
     write_tuning_csv(dir, &groups, &winners, &notes, at)?;
@@ -1503,6 +1578,55 @@ mod tests {
             reused[0].starts_with("A,dpzero,2,reused,learning_rate=0.0001,,true,"),
             "{csv}"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A `--tune` call over some groups (here task B) keeps `tuning.csv`'s rows of the groups it
+    /// did not plan (task A, tuned by an earlier call), and replaces its own groups' rows.
+    #[test]
+    fn tuning_csv_keeps_the_rows_of_groups_outside_the_call() {
+        let dir = world::scratch("keep-rows");
+        let spec = world::spec(
+            &dir,
+            "src",
+            r#"tasks = ["A", "B"]
+               methods = ["dpzero"]
+               epsilons = [4.0]"#,
+            r#"[preset.p]
+               description = "d"
+               model = "m"
+               device = "cpu"
+               deviations = []"#,
+        );
+        let csv = || std::fs::read_to_string(dir.join("results/src/p/tuning.csv")).unwrap();
+        let rows = |text: &str, task: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(&format!("{task},dpzero,4,")))
+                .count()
+        };
+        tune_source(&dir, &spec, &["A"]);
+        let after_a = csv();
+        assert_eq!(
+            (rows(&after_a, "A"), rows(&after_a, "B")),
+            (2, 0),
+            "{after_a}"
+        );
+        tune_source(&dir, &spec, &["B"]);
+        let after_b = csv();
+        assert_eq!(
+            (rows(&after_b, "A"), rows(&after_b, "B")),
+            (2, 2),
+            "{after_b}"
+        );
+        // Task A's rows are carried over unchanged, and a second call over B does not repeat B.
+        for line in after_a.lines().filter(|l| l.starts_with("A,")) {
+            assert!(
+                after_b.lines().any(|l| l == line),
+                "{line} lost:\n{after_b}"
+            );
+        }
+        tune_source(&dir, &spec, &["B"]);
+        assert_eq!(rows(&csv(), "B"), 2, "{}", csv());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
