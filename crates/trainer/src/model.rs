@@ -13,6 +13,26 @@ pub trait LabelWordModel {
     /// at every position.
     fn label_word_logits(&self, batch: &Batch) -> Result<Tensor, tch::TchError>;
 
+    /// Multiple choice: each row's mean log-likelihood of its continuation tokens, `[R]` f32
+    /// (`crate::data::choice`). Only causal LMs score continuations; the default is an error.
+    fn continuation_scores(
+        &self,
+        batch: &crate::data::choice::ChoiceBatch,
+    ) -> Result<Tensor, tch::TchError> {
+        let _ = batch;
+        Err(tch::TchError::Kind(
+            "this model scores label words only; multiple-choice tasks need a causal LM that \
+             scores continuations (opt or llama)"
+                .into(),
+        ))
+    }
+
+    /// The output vocabulary size, when the model has a language-model head over a vocabulary
+    /// (DP-ZOPO's data-free score of a multiple-choice task reads all of it).
+    fn vocab_size(&self) -> Option<i64> {
+        None
+    }
+
     /// The parameters. Trainable ones are `var_store().trainable_variables()`; the methods order
     /// them by name (`var_store().variables()` sorted) so a seed maps to the same z everywhere.
     fn var_store(&self) -> &VarStore;

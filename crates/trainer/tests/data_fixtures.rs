@@ -732,9 +732,9 @@ fn copa_candidates_are_scored_as_continuations() {
         ChoiceEncoder::new(&tokenizer, "COPA", spec, &conventions, PaddingSide::Right).unwrap();
     let rows = encoder.encode(0, &examples[1]).unwrap();
     assert_eq!(rows.len(), 2);
-    for (ids, start) in &rows {
-        assert_eq!(ids[0], id("<s>"));
-        assert!(*start > 1 && *start < ids.len());
+    for row in &rows {
+        assert_eq!(row.ids[0], id("<s>"));
+        assert!(row.start > 1 && row.start < row.ids.len());
     }
     let batch = encoder.batch(&examples).unwrap();
     assert_eq!(batch.input_ids.size()[0], 4, "2 examples x 2 candidates");

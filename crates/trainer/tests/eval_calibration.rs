@@ -33,7 +33,7 @@ impl TrainBatches for NoTraining {
     fn num_examples(&self) -> usize {
         0
     }
-    fn batch(&mut self, request: BatchRequest) -> Result<Batch, String> {
+    fn batch(&mut self, request: BatchRequest) -> Result<trainer::batch::TaskBatch, String> {
         Err(format!(
             "zero-shot asked for the batch of step {}",
             request.step

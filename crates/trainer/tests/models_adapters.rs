@@ -277,7 +277,7 @@ fn adapter_checkpoint_resume_round_trip() {
             &bare,
             &mut SyntheticTask::new(64, 17),
             &[],
-            &[],
+            &[] as &[trainer::batch::Batch],
             &RunOptions {
                 resume: true,
                 ..RunOptions::default()

@@ -285,7 +285,7 @@ fn reduced_precision_compute_needs_f32_weights() {
         &config,
         &mut train,
         &[],
-        &[],
+        &[] as &[trainer::batch::Batch],
         &RunOptions::default(),
     )
     .unwrap_err()

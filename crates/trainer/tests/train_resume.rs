@@ -77,7 +77,7 @@ fn refused_run(model: &mut TinyModel, config: &TrainConfig, resume: bool) -> Tra
         config,
         &mut SyntheticTask::new(256, 17),
         &[],
-        &[],
+        &[] as &[trainer::batch::Batch],
         &options,
     )
     .unwrap_err()
@@ -160,7 +160,7 @@ fn non_finite_loss_stops_the_run_and_keeps_the_last_good_state() {
         &config,
         &mut source,
         &[],
-        &[],
+        &[] as &[trainer::batch::Batch],
         &RunOptions::default(),
     )
     .unwrap_err();

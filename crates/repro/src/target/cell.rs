@@ -9,7 +9,8 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tokenizers::Tokenizer;
-use trainer::batch::Batch;
+use trainer::batch::{Batch, TaskBatch};
+use trainer::data::choice::{ChoiceEncoder, ChoiceRow};
 use trainer::data::superglue::WithoutTrain;
 use trainer::data::{
     self, AssetsDir, DataDir, EncodedExample, ModelConventions, PaddingSide, PromptEncoder,
@@ -222,6 +223,30 @@ impl TrainerCells {
         )?)
     }
 
+    /// The encoder of registry task `task_name`: label words, or one row per candidate for a
+    /// multiple-choice task; prompts capped at `max_length` tokens when given.
+    fn task_encoder(&self, task_name: &str, max_length: Option<usize>) -> Result<TaskEncoder<'_>> {
+        let task_spec = self.registry.get(task_name)?;
+        if task_spec.is_multiple_choice() {
+            let mut encoder = ChoiceEncoder::new(
+                &self.tokenizer,
+                task_name,
+                task_spec,
+                &self.conventions,
+                self.padding,
+            )?;
+            if let Some(max) = max_length {
+                encoder = encoder.with_max_length(max)?;
+            }
+            return Ok(TaskEncoder::Choice(encoder));
+        }
+        let mut encoder = self.encoder(task_name)?;
+        if let Some(max) = max_length {
+            encoder = encoder.with_max_length(max)?;
+        }
+        Ok(TaskEncoder::Labels(encoder))
+    }
+
     fn load_model(&self, kind: tch::Kind) -> Result<models::Model> {
         let path = match &self.source {
             ModelSource::HfDir(p) | ModelSource::Gguf(p) => p,
@@ -368,10 +393,66 @@ impl TrainerCells {
     }
 }
 
-/// Training examples served one batch per step; the draw depends only on (seed, step).
+/// How a task's examples become model rows: label-word prompts, or one row per candidate of a
+/// multiple-choice example (`trainer::data::choice`).
+enum TaskEncoder<'t> {
+    Labels(PromptEncoder<'t>),
+    Choice(ChoiceEncoder<'t>),
+}
+
+/// Examples encoded by a [`TaskEncoder`], batched later by index.
+enum EncodedExamples {
+    Labels(Vec<EncodedExample>),
+    Choice(Vec<(Vec<ChoiceRow>, usize)>),
+}
+
+impl EncodedExamples {
+    fn len(&self) -> usize {
+        match self {
+            EncodedExamples::Labels(e) => e.len(),
+            EncodedExamples::Choice(e) => e.len(),
+        }
+    }
+}
+
+impl TaskEncoder<'_> {
+    fn encode_all(&self, examples: &[data::Example]) -> Result<EncodedExamples> {
+        Ok(match self {
+            TaskEncoder::Labels(e) => EncodedExamples::Labels(e.encode_all(examples)?),
+            TaskEncoder::Choice(e) => EncodedExamples::Choice(e.encode_all(examples)?),
+        })
+    }
+
+    /// The batch of examples `indices` (on the CPU).
+    fn collate(&self, encoded: &EncodedExamples, indices: &[usize]) -> Result<TaskBatch> {
+        Ok(match (self, encoded) {
+            (TaskEncoder::Labels(e), EncodedExamples::Labels(x)) => e.collate(x, indices)?.into(),
+            (TaskEncoder::Choice(e), EncodedExamples::Choice(x)) => e.collate(x, indices)?.into(),
+            _ => bail!("invariant: examples batched by the encoder that encoded them"),
+        })
+    }
+
+    /// `examples` in consecutive batches of `batch_size` on `device`.
+    fn eval_batches(
+        &self,
+        encoded: &EncodedExamples,
+        batch_size: usize,
+        device: tch::Device,
+    ) -> Result<Vec<TaskBatch>> {
+        data::sequential_batches(encoded.len(), batch_size)?
+            .map(|range| {
+                let idx: Vec<usize> = range.collect();
+                Ok(self.collate(encoded, &idx)?.to_device(device))
+            })
+            .collect()
+    }
+}
+
+/// Training examples served one batch per step; the draw depends only on (seed, step). Batches
+/// are drawn by example: a multiple-choice example joins with all its candidates.
 struct EncodedTrain<'a> {
-    encoder: &'a PromptEncoder<'a>,
-    examples: Vec<EncodedExample>,
+    encoder: &'a TaskEncoder<'a>,
+    examples: EncodedExamples,
     device: tch::Device,
 }
 
@@ -380,7 +461,7 @@ impl TrainBatches for EncodedTrain<'_> {
         self.examples.len()
     }
 
-    fn batch(&mut self, request: BatchRequest) -> std::result::Result<Batch, String> {
+    fn batch(&mut self, request: BatchRequest) -> std::result::Result<TaskBatch, String> {
         use rand::seq::SliceRandom;
         use rand::Rng;
         let n = self.examples.len();
@@ -418,7 +499,7 @@ impl TrainBatches for EncodedTrain<'_> {
         let batch = self
             .encoder
             .collate(&self.examples, &indices)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("{e:#}"))?;
         Ok(batch.to_device(self.device))
     }
 }
@@ -594,10 +675,7 @@ impl CellRunner for TrainerCells {
             spec.seed,
             data_settings.superglue_without_train,
         )?;
-        let mut encoder = self.encoder(&task_name)?;
-        if let Some(max) = data_settings.max_length {
-            encoder = encoder.with_max_length(max)?;
-        }
+        let encoder = self.task_encoder(&task_name, data_settings.max_length)?;
         let cap = |v: Vec<data::Example>, n: Option<usize>| -> Result<Vec<data::Example>> {
             match (n, data_settings.subsample_seed) {
                 (None, _) => Ok(v),
@@ -611,28 +689,21 @@ impl CellRunner for TrainerCells {
         let train_ex = encoder.encode_all(&splits.train)?;
         let dev_ex = encoder.encode_all(&cap(splits.dev.clone(), data_settings.max_dev)?)?;
         let test_ex = encoder.encode_all(&cap(splits.test.clone(), data_settings.max_test)?)?;
-        let dev = eval_batches(
-            &encoder,
-            &dev_ex,
-            data_settings.eval_batch_size,
-            self.device,
-        )?;
-        let test = eval_batches(
-            &encoder,
-            &test_ex,
-            data_settings.eval_batch_size,
-            self.device,
-        )?;
+        let dev = encoder.eval_batches(&dev_ex, data_settings.eval_batch_size, self.device)?;
+        let test = encoder.eval_batches(&test_ex, data_settings.eval_batch_size, self.device)?;
         // Calibrated zero-shot: the task's prompt with every text field replaced by each
         // content-free string (trainer::optim::calibration), one row each.
         let content_free_inputs: Vec<String> = CONTENT_FREE_INPUTS.map(String::from).to_vec();
-        let content_free = match train_config.method {
-            train::Method::ZeroShotCalibrated => Some(content_free_batch(
-                &encoder,
-                &splits.test,
-                &content_free_inputs,
-                self.device,
-            )?),
+        let content_free = match (train_config.method, &encoder) {
+            (train::Method::ZeroShotCalibrated, TaskEncoder::Labels(encoder)) => Some(
+                content_free_batch(encoder, &splits.test, &content_free_inputs, self.device)?,
+            ),
+            (train::Method::ZeroShotCalibrated, TaskEncoder::Choice(_)) => bail!(
+                "{}: calibrated zero-shot is defined for label-word classification, not for the \
+                 multiple-choice task {task_name} (its candidates share no label prior to \
+                 correct); leave the pair out of the grid ([[grid.exclude]])",
+                spec.stem()
+            ),
             _ => None,
         };
         let mut model = self.load_model(train_config.dtype.kind())?;
@@ -736,6 +807,56 @@ mod adapter_method_tests {
                 bare.settings.remove("adapter");
                 let err = format!("{:#}", train_config(&bare, dir).unwrap_err());
                 assert!(err.contains("needs `adapter"), "{err}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod choice_grid_tests {
+    use crate::target::spec::Spec;
+    use std::path::Path;
+
+    /// table3 runs COPA with every method of its grid except calibrated zero-shot, which the
+    /// spec leaves out with its reason (no shared label words to calibrate).
+    #[test]
+    fn table3_runs_copa_except_calibrated_zero_shot() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../experiments/table3.toml"
+        ));
+        let spec = Spec::load(path).unwrap();
+        let exclusion = spec
+            .grid
+            .exclude
+            .iter()
+            .find(|x| x.task == "COPA" && x.method == "zero-shot-calibrated")
+            .expect("COPA x zero-shot-calibrated is excluded");
+        assert!(
+            exclusion.reason.contains("label words"),
+            "{}",
+            exclusion.reason
+        );
+        for preset in ["mini", "paper", "smoke-copa"] {
+            let runs = spec.runs(preset).unwrap();
+            let copa: Vec<&str> = runs
+                .iter()
+                .filter(|r| r.task == "COPA")
+                .map(|r| r.method.as_str())
+                .collect();
+            for method in &spec.grid.methods {
+                let expected = method != "zero-shot-calibrated";
+                assert_eq!(
+                    copa.contains(&method.as_str()),
+                    expected,
+                    "{preset}: COPA x {method}"
+                );
+            }
+            // Other tasks keep calibrated zero-shot.
+            if preset != "smoke-copa" {
+                assert!(runs
+                    .iter()
+                    .any(|r| r.task == "CB" && r.method == "zero-shot-calibrated"));
             }
         }
     }

@@ -222,6 +222,19 @@ pub struct Grid {
     pub methods: Vec<String>,
     pub epsilons: Vec<f64>,
     pub seeds: Vec<u64>,
+    /// `[[grid.exclude]]`: (task, method) pairs left out of every preset's grid, each with why.
+    #[serde(default)]
+    pub exclude: Vec<Exclusion>,
+}
+
+/// A (task, method) pair the grid does not run, and the reason (a method not defined for the
+/// task, e.g. contextual calibration of a multiple-choice task).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exclusion {
+    pub task: String,
+    pub method: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -367,6 +380,14 @@ impl Spec {
         let mut out = Vec::new();
         for task in tasks {
             for method in methods {
+                if self
+                    .grid
+                    .exclude
+                    .iter()
+                    .any(|x| &x.task == task && &x.method == method)
+                {
+                    continue;
+                }
                 let eps_list: Vec<Option<f64>> = if is_non_private(self.base_method(method)) {
                     vec![None]
                 } else {

@@ -257,6 +257,57 @@ impl LabelWordModel for Model {
             .f_to_kind(Kind::Float)
     }
 
+    fn continuation_scores(
+        &self,
+        batch: &crate::data::choice::ChoiceBatch,
+    ) -> std::result::Result<Tensor, TchError> {
+        if matches!(self.architecture, Architecture::Roberta(_)) {
+            return Err(TchError::Kind(
+                "multiple-choice scoring needs a causal LM (opt or llama), not roberta".into(),
+            ));
+        }
+        let (r, l) = layers::batch_dims(&batch.input_ids, &batch.attention_mask)?;
+        let k = batch.score_positions.size().get(1).copied().unwrap_or(0);
+        if batch.score_positions.size() != [r, k]
+            || batch.score_targets.size() != [r, k]
+            || batch.score_mask.size() != [r, k]
+        {
+            return Err(TchError::Shape(format!(
+                "score_positions {:?}, score_targets {:?} and score_mask {:?} must all be [{r}, K]",
+                batch.score_positions.size(),
+                batch.score_targets.size(),
+                batch.score_mask.size()
+            )));
+        }
+        check_indices(&[
+            ("score_positions", &batch.score_positions, l),
+            (
+                "score_targets",
+                &batch.score_targets,
+                self.config.vocab_size(),
+            ),
+        ])?;
+        let hidden = self.hidden_states(&batch.input_ids, &batch.attention_mask)?;
+        let width = hidden.size()[2];
+        // [R, K, H]: the hidden state before each continuation token (it predicts the token),
+        // so the head's input keeps one leading row per model row (ghost clipping groups rows).
+        let index = batch
+            .score_positions
+            .f_unsqueeze(-1)?
+            .f_expand([r, k, width], false)?;
+        let predictors = hidden.f_gather(1, &index, false)?;
+        let token_log_probs = self
+            .head_checked_rows(&predictors, None)?
+            .f_log_softmax(-1, Kind::Float)?
+            .f_gather(2, &batch.score_targets.f_unsqueeze(-1)?, false)?
+            .f_squeeze_dim(-1)?;
+        crate::data::choice::mean_over_continuation(&token_log_probs, batch)
+    }
+
+    fn vocab_size(&self) -> Option<i64> {
+        Some(self.config.vocab_size())
+    }
+
     fn var_store(&self) -> &VarStore {
         &self.var_store
     }

@@ -13,7 +13,7 @@ use tch::{Kind, Tensor};
 
 use super::params::TrainableParams;
 use super::{loss, OptimError, Result};
-use crate::batch::Batch;
+use crate::batch::ExampleBatch;
 use crate::model::LabelWordModel;
 
 /// AdamW hyper-parameters (defaults as PyTorch's `AdamW`).
@@ -115,7 +115,7 @@ impl AdamW {
         &mut self,
         model: &dyn LabelWordModel,
         params: &TrainableParams,
-        batch: &Batch,
+        batch: &dyn ExampleBatch,
         step_size: f64,
         global_step: u64,
     ) -> Result<f64> {

@@ -22,7 +22,7 @@ use super::ghost::{clip_factors, ghost_clipped_gradient, PerExampleClipping};
 use super::params::TrainableParams;
 use super::rng::{stream, Purpose};
 use super::{axpy_z, loss, OptimError, ParamSet, Result};
-use crate::batch::Batch;
+use crate::batch::ExampleBatch;
 use crate::model::LabelWordModel;
 
 /// How the per-example gradients are clipped (both give the same update up to rounding).
@@ -67,17 +67,6 @@ pub struct DpSgdReport {
     pub extra_state_bytes: usize,
 }
 
-/// One example of `batch` as a batch of one.
-pub fn single_example(batch: &Batch, index: i64) -> Result<Batch> {
-    Ok(Batch {
-        input_ids: batch.input_ids.f_narrow(0, index, 1)?,
-        attention_mask: batch.attention_mask.f_narrow(0, index, 1)?,
-        positions: batch.positions.f_narrow(0, index, 1)?,
-        labels: batch.labels.f_narrow(0, index, 1)?,
-        label_word_ids: batch.label_word_ids.shallow_clone(),
-    })
-}
-
 fn zero_grads(params: &TrainableParams) -> Result<()> {
     for (_, p) in params.named() {
         let mut grad = p.grad();
@@ -94,7 +83,7 @@ fn zero_grads(params: &TrainableParams) -> Result<()> {
 pub fn clipped_gradient_sum(
     model: &dyn LabelWordModel,
     params: &TrainableParams,
-    batch: &Batch,
+    batch: &dyn ExampleBatch,
     clip_norm: f64,
 ) -> Result<(Vec<Tensor>, Vec<f64>, usize)> {
     let (sum, per_example) = microbatch_clipped_gradient(model, params, batch, clip_norm)?;
@@ -106,7 +95,7 @@ pub fn clipped_gradient_sum(
 pub fn ghost_clipped_gradient_sum(
     model: &dyn LabelWordModel,
     params: &TrainableParams,
-    batch: &Batch,
+    batch: &dyn ExampleBatch,
     clip_norm: f64,
 ) -> Result<(Vec<Tensor>, PerExampleClipping)> {
     let mut sums: Vec<Tensor> = params
@@ -126,7 +115,7 @@ pub fn ghost_clipped_gradient_sum(
 pub fn microbatch_clipped_gradient(
     model: &dyn LabelWordModel,
     params: &TrainableParams,
-    batch: &Batch,
+    batch: &dyn ExampleBatch,
     clip_norm: f64,
 ) -> Result<(Vec<Tensor>, PerExampleClipping)> {
     if !(clip_norm > 0.0 && clip_norm.is_finite()) {
@@ -141,12 +130,13 @@ pub fn microbatch_clipped_gradient(
         .into_iter()
         .map(|(_, t)| t)
         .collect();
-    let mut losses = Vec::with_capacity(batch.len());
-    let mut norms = Vec::with_capacity(batch.len());
-    for i in 0..batch.len() as i64 {
+    let mut losses = Vec::with_capacity(batch.num_examples());
+    let mut norms = Vec::with_capacity(batch.num_examples());
+    for i in 0..batch.num_examples() {
         zero_grads(params)?;
-        let example = single_example(batch, i)?;
-        let example_loss = loss::per_example_losses(model, &example)?.f_sum(Kind::Float)?;
+        // All rows of the example (a multiple-choice example's candidates) in one backward.
+        let example = batch.single(i)?;
+        let example_loss = loss::per_example_losses(model, example.as_ref())?.f_sum(Kind::Float)?;
         losses.push(example_loss.f_to_kind(Kind::Double)?.double_value(&[]));
         example_loss.f_backward()?;
         tch::no_grad(|| -> Result<()> {
@@ -188,12 +178,12 @@ pub fn microbatch_clipped_gradient(
 pub fn dp_sgd_step(
     model: &dyn LabelWordModel,
     params: &TrainableParams,
-    batch: &Batch,
+    batch: &dyn ExampleBatch,
     settings: &DpSgdSettings,
     run_seed: u64,
     step: u64,
 ) -> Result<DpSgdReport> {
-    if batch.is_empty() && settings.normaliser.is_none() {
+    if batch.num_examples() == 0 && settings.normaliser.is_none() {
         return Err(OptimError::EmptyBatch { step });
     }
     if !(settings.noise_std >= 0.0 && settings.noise_std.is_finite()) {
@@ -203,7 +193,7 @@ pub fn dp_sgd_step(
             "must be >= 0",
         ));
     }
-    let normaliser = settings.normaliser.unwrap_or(batch.len() as f64);
+    let normaliser = settings.normaliser.unwrap_or(batch.num_examples() as f64);
     let scale = -settings.step_size / normaliser;
     let non_finite = |losses: &[f64]| match losses.iter().find(|l| !l.is_finite()) {
         Some(&bad) => Err(OptimError::NonFiniteLoss {

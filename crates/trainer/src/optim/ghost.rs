@@ -16,6 +16,11 @@
 //! cross term between the two uses is in the norm. The clipped sum
 //! `sum_i min(1, C / ||G_i||) G_i` is then formed per layer from the same inputs and output
 //! gradients with the per-example factors folded into `g` (BK: no second backward).
+//!
+//! An example may take several adjacent model rows (a multiple-choice example's candidates,
+//! `crate::data::choice`): its rows are read as one sequence of positions (`[R, T, d]` ->
+//! `[B, (R/B) T, d]`), so the sums over `t, s` above run over all its candidates' tokens and the
+//! norm is that of the example's whole gradient, clipped as one unit.
 
 use std::collections::HashMap;
 
@@ -24,7 +29,7 @@ use tch::{Kind, Tensor};
 use super::loss;
 use super::params::TrainableParams;
 use super::{OptimError, Result};
-use crate::batch::Batch;
+use crate::batch::ExampleBatch;
 use crate::model::LabelWordModel;
 use crate::models::tape::{self, LayerRecord};
 
@@ -67,16 +72,26 @@ fn accumulation_kind(kind: Kind) -> Kind {
     }
 }
 
-/// `[B, ...]` -> `[B, -1, last]`.
-fn per_example_rows(t: &Tensor, b: i64) -> Result<Tensor> {
+/// The batch's layout on the tape: `b` examples of `rows / b` adjacent model rows each (a
+/// multiple-choice example's candidates), so every recorded tensor leads with `rows`.
+#[derive(Clone, Copy)]
+struct Layout {
+    b: i64,
+    rows: i64,
+}
+
+/// `[R, ...]` -> `[B, -1, last]`: an example's rows (all its candidates) become one sequence of
+/// positions, so each per-example norm and clipped sum below covers the whole example.
+fn per_example_rows(t: &Tensor, layout: Layout) -> Result<Tensor> {
     let last = *t.size().last().unwrap_or(&1);
-    if t.size().first() != Some(&b) {
+    if t.size().first() != Some(&layout.rows) {
         return Err(OptimError::GhostClipping(format!(
-            "a recorded layer tensor {:?} does not lead with the batch size {b}",
-            t.size()
+            "a recorded layer tensor {:?} does not lead with the batch's {} rows",
+            t.size(),
+            layout.rows
         )));
     }
-    Ok(t.f_reshape([b, -1, last])?)
+    Ok(t.f_reshape([layout.b, -1, last])?)
 }
 
 struct Slots<'a> {
@@ -197,7 +212,7 @@ fn clipped_sum(c: &Contribution, factors: &Tensor, param: &Tensor) -> Result<Ten
 pub fn ghost_clipped_gradient(
     model: &dyn LabelWordModel,
     params: &TrainableParams,
-    batch: &Batch,
+    batch: &dyn ExampleBatch,
     clip_norm: f64,
     sink: &mut dyn FnMut(usize, Tensor) -> Result<()>,
 ) -> Result<PerExampleClipping> {
@@ -213,14 +228,18 @@ pub fn ghost_clipped_gradient(
             "the model does not record its layers; use dp-sgd-microbatch".into(),
         ));
     }
-    if batch.is_empty() {
+    if batch.num_examples() == 0 {
         return Ok(PerExampleClipping {
             losses: Vec::new(),
             norms: Vec::new(),
             clipped: 0,
         });
     }
-    let b = batch.len() as i64;
+    let b = batch.num_examples() as i64;
+    let layout = Layout {
+        b,
+        rows: b * batch.rows_per_example() as i64,
+    };
     let (losses, records) = tape::record(|| loss::per_example_losses(model, batch))?;
     let losses = losses?;
     let loss_values = Vec::<f64>::try_from(
@@ -272,7 +291,7 @@ pub fn ghost_clipped_gradient(
                 | LayerRecord::Rows { output, .. } => output.f_zeros_like()?,
             }
         };
-        let g = per_example_rows(&g, b)?;
+        let g = per_example_rows(&g, layout)?;
         match record {
             LayerRecord::Linear {
                 weight,
@@ -285,7 +304,7 @@ pub fn ghost_clipped_gradient(
                     slots.single(k, Contribution::PerExample(per))?;
                 }
                 if let Some(k) = slots.find(Some(&weight)) {
-                    let input = per_example_rows(&input.f_detach()?, b)?;
+                    let input = per_example_rows(&input.f_detach()?, layout)?;
                     slots.single(
                         k,
                         Contribution::LinearWeight {
@@ -302,7 +321,7 @@ pub fn ghost_clipped_gradient(
                 ..
             } => {
                 if let Some(k) = slots.find(Some(&weight)) {
-                    let normed = per_example_rows(&normed.f_detach()?, b)?.f_to_kind(acc)?;
+                    let normed = per_example_rows(&normed.f_detach()?, layout)?.f_to_kind(acc)?;
                     let per = g
                         .f_to_kind(acc)?
                         .f_mul(&normed)?
@@ -330,7 +349,7 @@ pub fn ghost_clipped_gradient(
                 let n = rows.size()[0];
                 let ids = rows.f_unsqueeze(0)?.f_expand([b, n], false)?;
                 if let Some(k) = slots.find(Some(&matrix)) {
-                    let h = per_example_rows(&input.f_detach()?, b)?.f_to_kind(acc)?;
+                    let h = per_example_rows(&input.f_detach()?, layout)?.f_to_kind(acc)?;
                     let vecs = g.f_to_kind(acc)?.f_transpose(1, 2)?.f_bmm(&h)?;
                     slots.rows(k, ids.shallow_clone(), vecs)?;
                 }

@@ -1,16 +1,18 @@
-//! Per-example losses and accuracy from label-word logits (docs/paper.md §1.1: per-sample
-//! cross-entropy over the label words, model in eval mode).
+//! Per-example losses and accuracy from each example's scores (docs/paper.md §1.1: per-sample
+//! cross-entropy over the label words, model in eval mode; for multiple choice over the
+//! candidates' continuation log-likelihoods, `crate::data::choice`).
 
 use tch::{Kind, Tensor};
 
-use super::Result;
-use crate::batch::Batch;
+use super::{OptimError, Result};
+use crate::batch::ExampleBatch;
 use crate::model::LabelWordModel;
 
-/// Per-example cross-entropy `[B]`: f32 (as [`crate::model::per_example_loss`]), except that an
-/// f64 model keeps f64 so finite differences can be checked at full precision.
-pub fn per_example_losses(model: &dyn LabelWordModel, batch: &Batch) -> Result<Tensor> {
-    losses_from_logits(&model.label_word_logits(batch)?, &batch.labels)
+/// Per-example cross-entropy `[B]` of the batch's scores ([`ExampleBatch::scores`]): f32 (as
+/// [`crate::model::per_example_loss`]), except that an f64 model keeps f64 so finite
+/// differences can be checked at full precision.
+pub fn per_example_losses(model: &dyn LabelWordModel, batch: &dyn ExampleBatch) -> Result<Tensor> {
+    losses_from_logits(&batch.scores(model)?, batch.labels())
 }
 
 /// Cross-entropy of `[B, n_labels]` logits against `[B]` labels (f64 kept, else f32).
@@ -29,7 +31,10 @@ pub fn losses_from_logits(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
 }
 
 /// The per-example losses as host f64 values (forward only, no graph).
-pub fn per_example_loss_values(model: &dyn LabelWordModel, batch: &Batch) -> Result<Vec<f64>> {
+pub fn per_example_loss_values(
+    model: &dyn LabelWordModel,
+    batch: &dyn ExampleBatch,
+) -> Result<Vec<f64>> {
     let losses = tch::no_grad(|| per_example_losses(model, batch))?;
     Ok(Vec::<f64>::try_from(
         losses
@@ -39,7 +44,10 @@ pub fn per_example_loss_values(model: &dyn LabelWordModel, batch: &Batch) -> Res
 }
 
 /// Mean loss and number of correct argmax predictions over `batches` (forward only).
-pub fn evaluate(model: &dyn LabelWordModel, batches: &[Batch]) -> Result<(f64, usize, usize)> {
+pub fn evaluate<B: ExampleBatch>(
+    model: &dyn LabelWordModel,
+    batches: &[B],
+) -> Result<(f64, usize, usize)> {
     evaluate_keeping_logits(model, batches).map(|(mean, correct, total, _)| (mean, correct, total))
 }
 
@@ -50,9 +58,9 @@ pub fn evaluate(model: &dyn LabelWordModel, batches: &[Batch]) -> Result<(f64, u
 /// With `log_prior` (log p_cf of [`super::calibration::content_free_log_prior`]) the scores are
 /// the contextually calibrated log-probabilities, so loss and predictions are the calibrated
 /// classifier's.
-pub fn evaluate_per_example(
+pub fn evaluate_per_example<B: ExampleBatch>(
     model: &dyn LabelWordModel,
-    batches: &[Batch],
+    batches: &[B],
     log_prior: Option<&Tensor>,
 ) -> Result<(f64, Vec<bool>)> {
     let (mean, _, _, logits) = evaluate_scored(model, batches, log_prior)?;
@@ -60,28 +68,29 @@ pub fn evaluate_per_example(
     for (batch, logits) in batches.iter().zip(&logits) {
         let hits = logits
             .f_argmax(-1, false)?
-            .f_eq_tensor(&batch.labels)?
+            .f_eq_tensor(batch.labels())?
             .f_to_device(tch::Device::Cpu)?;
         correct.extend(Vec::<bool>::try_from(hits)?);
     }
     Ok((mean, correct))
 }
 
-/// [`evaluate`], also returning each batch's `[B, n_labels]` label-word logits (on the model's
-/// device) for scores beyond accuracy, such as a ROC AUC.
-pub fn evaluate_keeping_logits(
+/// [`evaluate`], also returning each batch's `[B, n]` scores (label-word logits or candidate
+/// log-likelihoods, on the model's device) for scores beyond accuracy, such as a ROC AUC.
+pub fn evaluate_keeping_logits<B: ExampleBatch>(
     model: &dyn LabelWordModel,
-    batches: &[Batch],
+    batches: &[B],
 ) -> Result<(f64, usize, usize, Vec<Tensor>)> {
     evaluate_scored(model, batches, None)
 }
 
 /// [`evaluate_keeping_logits`] with optional contextual calibration: with `log_prior` the
 /// returned scores are calibrated log-probabilities ([`super::calibration`]) and loss and
-/// accuracy are computed on them; without it, the label-word logits as they are.
-pub fn evaluate_scored(
+/// accuracy are computed on them; without it, the scores as they are. Calibration is defined
+/// for label words only: a multiple-choice batch with `log_prior` is an error.
+pub fn evaluate_scored<B: ExampleBatch>(
     model: &dyn LabelWordModel,
-    batches: &[Batch],
+    batches: &[B],
     log_prior: Option<&Tensor>,
 ) -> Result<(f64, usize, usize, Vec<Tensor>)> {
     let mut loss_sum = 0.0;
@@ -90,21 +99,28 @@ pub fn evaluate_scored(
     let mut all_logits = Vec::with_capacity(batches.len());
     tch::no_grad(|| -> Result<()> {
         for batch in batches {
-            let mut logits = model.label_word_logits(batch)?;
+            let mut logits = batch.scores(model)?;
             if let Some(prior) = log_prior {
+                if batch.label_word_ids().is_none() {
+                    return Err(OptimError::invalid(
+                        "calibration",
+                        "a multiple-choice batch",
+                        "contextual calibration is defined for label-word classification only",
+                    ));
+                }
                 logits = super::calibration::calibrated_log_probs(&logits, prior)?;
             }
-            let losses = losses_from_logits(&logits, &batch.labels)?;
+            let losses = losses_from_logits(&logits, batch.labels())?;
             loss_sum += losses
                 .f_sum(Kind::Double)?
                 .f_to_device(tch::Device::Cpu)?
                 .double_value(&[]);
             let predicted = logits.f_argmax(-1, false)?;
             correct += predicted
-                .f_eq_tensor(&batch.labels)?
+                .f_eq_tensor(batch.labels())?
                 .f_sum(Kind::Int64)?
                 .int64_value(&[]) as usize;
-            total += batch.len();
+            total += batch.num_examples();
             all_logits.push(logits);
         }
         Ok(())

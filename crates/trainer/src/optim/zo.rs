@@ -28,7 +28,7 @@ use tch::Tensor;
 use super::params::{Anchor, TrainableParams};
 use super::rng::{standard_normal, stream, Purpose};
 use super::{axpy_z, loss, OptimError, ParamSet, Result};
-use crate::batch::Batch;
+use crate::batch::ExampleBatch;
 use crate::model::LabelWordModel;
 
 /// The differential-privacy part of a ZO step.
@@ -217,7 +217,7 @@ fn apply(set: &ParamSet, terms: &[(u64, f64)]) -> Result<()> {
 pub fn directional_differences(
     model: &dyn LabelWordModel,
     params: &TrainableParams,
-    batch: &Batch,
+    batch: &dyn ExampleBatch,
     seed: u64,
     zo_eps: f64,
 ) -> Result<Vec<f64>> {
@@ -278,7 +278,7 @@ const MAX_CARRYING_DIRECTIONS: usize = 7;
 pub fn zo_step(
     model: &dyn LabelWordModel,
     params: &TrainableParams,
-    batch: &Batch,
+    batch: &dyn ExampleBatch,
     settings: &ZoStepSettings<'_>,
     run_seed: u64,
     step: u64,
@@ -315,7 +315,7 @@ pub fn zo_step(
         });
     // Undoing what theta carries in: merged into the first pass.
     let uncarry: Vec<(u64, f64)> = carried_in.iter().map(|c| (c.seed, -c.scale)).collect();
-    if batch.is_empty() {
+    if batch.num_examples() == 0 {
         return noise_only_step(
             params,
             set,
@@ -327,7 +327,7 @@ pub fn zo_step(
             carry,
         );
     }
-    let normaliser = settings.normaliser.unwrap_or(batch.len() as f64);
+    let normaliser = settings.normaliser.unwrap_or(batch.num_examples() as f64);
 
     let mut report = ZoStepReport {
         loss: None,
@@ -401,7 +401,7 @@ pub fn zo_step(
     if let Some(privacy) = settings.privacy {
         let q = seeds.len() as f64;
         report.diagnostics = Some(ClipDiagnostics {
-            clipped_fraction: report.clipped as f64 / (q * batch.len() as f64),
+            clipped_fraction: report.clipped as f64 / (q * batch.num_examples() as f64),
             mean_clipped_scalar: clipped_signal / (q * normaliser),
             noise_scale: privacy.noise_std / normaliser,
         });

@@ -18,7 +18,7 @@ use super::record::{
 };
 use super::source::{BatchRequest, TrainBatches};
 use super::step::{MethodSettings, MethodStep, StepInput};
-use crate::batch::Batch;
+use crate::batch::{Batch, ExampleBatch};
 use crate::model::LabelWordModel;
 use crate::optim::calibration;
 use crate::optim::mask::{data_free_scores, select_mask, union_masks, MaskStrategy};
@@ -228,9 +228,9 @@ fn account(ledger: &mut PrivacyLedger, accounting: &Accounting, steps_done: u64)
     Ok(())
 }
 
-fn evaluate(
+fn evaluate<B: ExampleBatch>(
     model: &dyn LabelWordModel,
-    batches: &[Batch],
+    batches: &[B],
     step: u64,
     log_prior: Option<&Tensor>,
 ) -> Result<Option<EvalMetric>> {
@@ -351,7 +351,7 @@ impl Loop<'_> {
     fn rescore_mask(
         &mut self,
         model: &dyn LabelWordModel,
-        batch: &Batch,
+        batch: &dyn ExampleBatch,
         stage: u64,
     ) -> Result<()> {
         let strategy = self.config.mask.strategy;
@@ -365,10 +365,31 @@ impl Loop<'_> {
         });
         self.params.set_masks(None)?;
         let settings = &self.config.mask.score;
+        // The objective's output rows: the task's label words; a multiple-choice task has none,
+        // so the whole vocabulary (the sum of all logits of the constant-token input, what the
+        // released `model(x)[0]` sums for a plain LM head). Either way no example is read.
+        let all_words;
+        let label_word_ids = match batch.label_word_ids() {
+            Some(ids) => ids,
+            None => {
+                let vocab = model.vocab_size().ok_or_else(|| {
+                    invalid(
+                        "method",
+                        "dp_zopo",
+                        "a multiple-choice task's data-free mask scores the whole vocabulary, \
+                         which needs a model with a vocabulary head",
+                    )
+                })?;
+                let device = model.var_store().device();
+                all_words = Tensor::f_arange(vocab, (tch::Kind::Int64, device))
+                    .map_err(OptimError::from)?;
+                &all_words
+            }
+        };
         let scores = data_free_scores(
             model,
             &self.params,
-            &batch.label_word_ids,
+            label_word_ids,
             settings,
             self.config.seed,
             stage,
@@ -426,12 +447,12 @@ fn next_step_mu(
     Some(next.zo_eps)
 }
 
-pub fn run_training(
+pub fn run_training<B: ExampleBatch>(
     model: &mut dyn LabelWordModel,
     config: &TrainConfig,
     train: &mut dyn TrainBatches,
-    dev: &[Batch],
-    test: &[Batch],
+    dev: &[B],
+    test: &[B],
     options: &RunOptions,
 ) -> Result<RunRecord> {
     run_training_with(model, config, train, dev, test, None, options)
@@ -447,9 +468,12 @@ pub struct ContentFree<'a> {
     pub batch: &'a Batch,
 }
 
-fn same_label_words(a: &Batch, b: &Batch) -> Result<bool> {
+fn same_label_words(a: &dyn ExampleBatch, b: &Batch) -> Result<bool> {
+    let Some(words) = a.label_word_ids() else {
+        return Ok(false);
+    };
     let device = tch::Device::Cpu;
-    Ok(a.label_word_ids
+    Ok(words
         .f_to_device(device)?
         .f_equal(&b.label_word_ids.f_to_device(device)?)?)
 }
@@ -461,16 +485,28 @@ fn same_label_words(a: &Batch, b: &Batch) -> Result<bool> {
 /// As [`run_training`]; also a calibrated method without `content_free`, another method with
 /// it, or content-free label words that differ from the evaluated batches'.
 #[allow(clippy::too_many_arguments)]
-pub fn run_training_with(
+pub fn run_training_with<B: ExampleBatch>(
     model: &mut dyn LabelWordModel,
     config: &TrainConfig,
     train: &mut dyn TrainBatches,
-    dev: &[Batch],
-    test: &[Batch],
+    dev: &[B],
+    test: &[B],
     content_free: Option<ContentFree<'_>>,
     options: &RunOptions,
 ) -> Result<RunRecord> {
     let method = config.method;
+    if method == Method::ZeroShotCalibrated
+        && dev.iter().chain(test).any(|b| b.label_word_ids().is_none())
+    {
+        // Contextual calibration corrects a prior over shared label words; the candidates of
+        // a multiple-choice example are its own, so there is no prior to estimate.
+        return Err(invalid(
+            "method",
+            "zero_shot_calibrated",
+            "contextual calibration is defined for label-word classification, not for \
+             multiple-choice tasks",
+        ));
+    }
     if config.batch_size == 0 {
         return Err(invalid("batch_size", 0, "must be >= 1"));
     }
@@ -691,13 +727,13 @@ pub fn run_training_with(
             // the mask score read theta.
             state.method.settle(&state.params)?;
             if method == Method::DpZopo {
-                state.rescore_mask(model, &batch, at.stage as u64)?;
+                state.rescore_mask(model, batch.as_dyn(), at.stage as u64)?;
             }
             if use_anchor {
                 state.anchor = Some(state.params.snapshot_anchor()?);
             }
         } else if method == Method::DpZopo && state.params.masks().is_none() {
-            state.rescore_mask(model, &batch, at.stage as u64)?;
+            state.rescore_mask(model, batch.as_dyn(), at.stage as u64)?;
         }
         let carry_out = (!options.no_carry)
             .then(|| next_step_mu(config, schedule, step, steps_total))
@@ -715,7 +751,7 @@ pub fn run_training_with(
         };
         let outcome = state
             .method
-            .step(model, &state.params, &batch, input)
+            .step(model, &state.params, batch.as_dyn(), input)
             .map(|out| {
                 clip = out.clip;
                 if let Some(bytes) = out.dp_sgd_extra_state_bytes {
@@ -794,7 +830,7 @@ pub fn run_training_with(
         (Method::ZeroShotCalibrated, Some(cf)) => {
             let log_prior = calibration::content_free_log_prior(model, cf.batch)?;
             for batch in dev.iter().chain(test) {
-                if !batch.is_empty() && !same_label_words(batch, cf.batch)? {
+                if batch.num_examples() > 0 && !same_label_words(batch, cf.batch)? {
                     return Err(invalid(
                         "content-free batch",
                         "label words differ from the evaluated batches'",

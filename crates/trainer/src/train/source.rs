@@ -1,7 +1,7 @@
 //! What the training loop needs from the data side: one batch per global step.
 
 use super::config::Sampling;
-use crate::batch::Batch;
+use crate::batch::TaskBatch;
 
 /// A request for the batch of one global step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +26,9 @@ pub trait TrainBatches {
     /// Number of training examples n (q = B / n, default delta = 1 / n).
     fn num_examples(&self) -> usize;
 
-    /// The batch of `request.step`, on the model's device. Under Poisson sampling it may be
-    /// empty but must still carry the task's `label_word_ids`.
-    fn batch(&mut self, request: BatchRequest) -> Result<Batch, String>;
+    /// The batch of `request.step`, on the model's device: label-word classification or
+    /// multiple choice, sampled by example (Poisson sampling draws examples, never a
+    /// multiple-choice example's candidate rows separately). Under Poisson sampling it may be
+    /// empty; a classification batch must then still carry the task's `label_word_ids`.
+    fn batch(&mut self, request: BatchRequest) -> Result<TaskBatch, String>;
 }

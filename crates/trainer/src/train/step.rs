@@ -6,7 +6,7 @@
 use std::cell::Cell;
 
 use super::config::Method;
-use crate::batch::Batch;
+use crate::batch::ExampleBatch;
 use crate::model::LabelWordModel;
 use crate::optim::adamw::{AdamW, AdamWSettings};
 use crate::optim::dp_sgd::{dp_sgd_step, DpSgdClipping, DpSgdSettings};
@@ -124,7 +124,7 @@ impl MethodStep {
         &mut self,
         model: &dyn LabelWordModel,
         params: &TrainableParams,
-        batch: &Batch,
+        batch: &dyn ExampleBatch,
         input: StepInput<'_>,
     ) -> Result<StepOutput> {
         STEPS.with(|steps| steps.set(steps.get() + 1));

@@ -168,7 +168,7 @@ impl TrainBatches for SyntheticTask {
         self.examples.len()
     }
 
-    fn batch(&mut self, request: BatchRequest) -> Result<Batch, String> {
+    fn batch(&mut self, request: BatchRequest) -> Result<trainer::batch::TaskBatch, String> {
         if self.sleep_ms > 0 {
             std::thread::sleep(std::time::Duration::from_millis(self.sleep_ms));
         }
@@ -190,7 +190,7 @@ impl TrainBatches for SyntheticTask {
                 order
             }
         };
-        Ok(self.batch_of(&indices))
+        Ok(self.batch_of(&indices).into())
     }
 }
 

@@ -1,0 +1,224 @@
+//! Multiple choice through the methods' per-example machinery, on the tiny OPT and Llama
+//! checkpoints (f32, CPU): candidate scores against the full-vocabulary logits, ghost clipping
+//! against the micro-batch reference with all candidates of an example as one unit, and the ZO
+//! step's clipping of one scalar per example (not per candidate row).
+
+use tch::{Device, Kind, Tensor};
+use trainer::batch::ExampleBatch;
+use trainer::data::choice::{ChoiceBatch, ChoiceRow};
+use trainer::data::PaddingSide;
+use trainer::model::LabelWordModel;
+use trainer::models::{load_model, Model};
+use trainer::optim::dp_sgd::{ghost_clipped_gradient_sum, microbatch_clipped_gradient};
+use trainer::optim::loss::{per_example_loss_values, per_example_losses};
+use trainer::optim::params::TrainableParams;
+use trainer::optim::zo::{
+    directional_differences, first_direction_seed, zo_step, ZoPrivacy, ZoStepSettings,
+};
+
+mod parity_fixtures;
+use parity_fixtures::fixture;
+
+const FIXTURES: [&str; 3] = ["opt_tiny", "llama_tiny_gqa_untied", "llama_tiny_tied_bf16"];
+
+/// Five examples of two candidates: prompts of 3-5 tokens, continuations of 1-3 tokens (so
+/// rows are padded), token ids spread over `3..vocab`; labels alternate.
+fn choice_batch(vocab: i64, side: PaddingSide) -> ChoiceBatch {
+    let token = |x: usize| 3 + (x as i64 % (vocab - 3));
+    let mut examples = Vec::new();
+    let mut labels = Vec::new();
+    for e in 0..5usize {
+        let prompt: Vec<i64> = (0..3 + e % 3).map(|t| token(7 * e + 3 * t + 1)).collect();
+        let rows = (0..2usize)
+            .map(|c| {
+                let mut ids = prompt.clone();
+                let start = ids.len();
+                ids.extend((0..1 + (e + c) % 3).map(|t| token(11 * e + 5 * c + 2 * t + 2)));
+                ChoiceRow { ids, start }
+            })
+            .collect();
+        examples.push(rows);
+        labels.push(e % 2);
+    }
+    ChoiceBatch::collate("synthetic", &examples, &labels, 0, side).unwrap()
+}
+
+fn load(name: &str) -> Model {
+    load_model(&fixture(name), Kind::Float, Device::Cpu).unwrap()
+}
+
+fn vocab(model: &Model) -> i64 {
+    model.vocab_size().unwrap()
+}
+
+/// Each candidate's score is the mean over its continuation tokens of log p(token | prefix),
+/// read here from the full-vocabulary logits at every position; the loss is the cross-entropy
+/// over the example's candidates; both padding sides give the same values.
+#[test]
+fn choice_scores_are_mean_continuation_log_likelihoods_and_the_loss_their_cross_entropy() {
+    for name in FIXTURES {
+        let model = load(name);
+        let mut by_side = Vec::new();
+        for side in [PaddingSide::Right, PaddingSide::Left] {
+            let batch = choice_batch(vocab(&model), side);
+            let scores = tch::no_grad(|| batch.scores(&model)).unwrap();
+            assert_eq!(scores.size(), [5, 2], "{name}");
+            let log_probs = tch::no_grad(|| {
+                model
+                    .full_logits(&batch.input_ids, &batch.attention_mask)
+                    .unwrap()
+                    .log_softmax(-1, Kind::Double)
+            });
+            let ids: Vec<Vec<i64>> = Vec::try_from(&batch.input_ids).unwrap();
+            let marks: Vec<Vec<i64>> = Vec::try_from(&batch.continuation_mask).unwrap();
+            let labels: Vec<i64> = Vec::try_from(&batch.labels).unwrap();
+            let losses = per_example_loss_values(&model, &batch).unwrap();
+            for e in 0..5 {
+                let mut expected = [0.0f64; 2];
+                for (c, slot) in expected.iter_mut().enumerate() {
+                    let r = 2 * e + c;
+                    let positions: Vec<usize> =
+                        (0..ids[r].len()).filter(|&t| marks[r][t] == 1).collect();
+                    assert!(!positions.is_empty());
+                    *slot = positions
+                        .iter()
+                        .map(|&t| log_probs.double_value(&[r as i64, t as i64 - 1, ids[r][t]]))
+                        .sum::<f64>()
+                        / positions.len() as f64;
+                    let ours = scores.double_value(&[e as i64, c as i64]);
+                    assert!(
+                        (ours - *slot).abs() < 1e-5,
+                        "{name} {side:?}: example {e} candidate {c}: {ours} vs {slot}"
+                    );
+                }
+                let norm = (expected[0].exp() + expected[1].exp()).ln();
+                let loss = norm - expected[labels[e] as usize];
+                assert!(
+                    (losses[e] - loss).abs() < 1e-5,
+                    "{name} {side:?}: loss {e}: {} vs {loss}",
+                    losses[e]
+                );
+            }
+            by_side.push(Vec::<f64>::try_from(scores.to_kind(Kind::Double).view(-1)).unwrap());
+        }
+        for (right, left) in by_side[0].iter().zip(&by_side[1]) {
+            assert!(
+                (right - left).abs() < 1e-5,
+                "{name}: padding side changes a score"
+            );
+        }
+    }
+}
+
+/// `||ours - reference|| / max(||reference||, floor)`.
+fn relative_error(ours: &Tensor, reference: &Tensor, floor: f64) -> f64 {
+    let diff = (ours - reference).norm().double_value(&[]);
+    diff / reference.norm().double_value(&[]).max(floor)
+}
+
+/// Ghost clipping groups an example's candidate rows: its per-example norms, losses, clipped
+/// count and clipped sum equal the micro-batch reference's, which backpropagates each example
+/// (both its rows) alone.
+#[test]
+fn ghost_matches_microbatch_on_choice_batches() {
+    const RELATIVE: f64 = 1e-5;
+    for name in FIXTURES {
+        for side in [PaddingSide::Right, PaddingSide::Left] {
+            let model = load(name);
+            let params = TrainableParams::from_model(&model).unwrap();
+            let batch = choice_batch(vocab(&model), side);
+            let (_, probe) = microbatch_clipped_gradient(&model, &params, &batch, 1e30).unwrap();
+            assert_eq!(probe.norms.len(), 5, "one norm per example, not per row");
+            let mut sorted = probe.norms.clone();
+            sorted.sort_by(f64::total_cmp);
+            let clip_norm = 0.5 * (sorted[1] + sorted[2]);
+            let (reference, micro) =
+                microbatch_clipped_gradient(&model, &params, &batch, clip_norm).unwrap();
+            let (ghost, per_example) =
+                ghost_clipped_gradient_sum(&model, &params, &batch, clip_norm).unwrap();
+            assert_eq!(per_example.norms.len(), 5, "{name}");
+            for (i, (g, m)) in per_example.norms.iter().zip(&micro.norms).enumerate() {
+                assert!(
+                    (g - m).abs() <= RELATIVE * m,
+                    "{name} {side:?}: example {i} norm ghost {g} vs micro-batch {m}"
+                );
+            }
+            for (i, (g, m)) in per_example.losses.iter().zip(&micro.losses).enumerate() {
+                assert!(
+                    (g - m).abs() <= 1e-5 * m.abs().max(1.0),
+                    "{name} {side:?}: loss {i}: {g} vs {m}"
+                );
+            }
+            assert_eq!(per_example.clipped, micro.clipped, "{name}: clipped count");
+            assert!(micro.clipped > 0 && micro.clipped < 5, "{name}");
+            let total = reference
+                .iter()
+                .map(|t| t.square().sum(Kind::Double).double_value(&[]))
+                .sum::<f64>()
+                .sqrt();
+            for ((param, _), (g, m)) in params.named().iter().zip(ghost.iter().zip(&reference)) {
+                let error = relative_error(g, m, 1e-2 * total);
+                assert!(
+                    error <= RELATIVE,
+                    "{name} {side:?}: {param}: relative error {error:e}"
+                );
+            }
+        }
+    }
+}
+
+/// A DP ZO step on a choice batch clips B per-example differences (each example's loss over
+/// all its candidates), and releases their clipped sum over B.
+#[test]
+fn zo_step_clips_one_scalar_per_example_of_a_choice_batch() {
+    let model = load("llama_tiny_gqa_untied");
+    let params = TrainableParams::from_model(&model).unwrap();
+    let batch = choice_batch(vocab(&model), PaddingSide::Left);
+    let (run_seed, step, mu) = (9u64, 3u64, 1e-3);
+    let seed = first_direction_seed(run_seed, step);
+    let differences = directional_differences(&model, &params, &batch, seed, mu).unwrap();
+    assert_eq!(
+        differences.len(),
+        5,
+        "one scalar per example, not per candidate row"
+    );
+    let mut magnitudes: Vec<f64> = differences.iter().map(|d| d.abs()).collect();
+    magnitudes.sort_by(f64::total_cmp);
+    let clip_norm = 0.5 * (magnitudes[1] + magnitudes[2]);
+    let expected: f64 = differences
+        .iter()
+        .map(|d| d.clamp(-clip_norm, clip_norm))
+        .sum::<f64>()
+        / 5.0;
+    let settings = ZoStepSettings {
+        zo_eps: mu,
+        step_size: 0.0,
+        num_directions: 1,
+        privacy: Some(ZoPrivacy {
+            clip_norm,
+            noise_std: 0.0,
+        }),
+        normaliser: None,
+        proximal: None,
+    };
+    let (report, carried) = zo_step(
+        &model, &params, &batch, &settings, run_seed, step, None, None,
+    )
+    .unwrap();
+    assert!(carried.is_none());
+    assert_eq!(report.seeds, vec![seed]);
+    assert_eq!(
+        report.clipped, 3,
+        "3 of the 5 per-example scalars exceed the median bound"
+    );
+    let released = report.projected_grads[0];
+    assert!(
+        (released - expected).abs() <= 1e-4 * expected.abs().max(clip_norm),
+        "released {released} vs clipped mean {expected}"
+    );
+    let diagnostics = report.diagnostics.unwrap();
+    assert!((diagnostics.clipped_fraction - 3.0 / 5.0).abs() < 1e-12);
+    // The per-example losses are B values too.
+    let losses = per_example_losses(&model, &batch).unwrap();
+    assert_eq!(losses.size(), [5]);
+}
