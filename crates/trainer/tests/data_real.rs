@@ -256,3 +256,43 @@ fn standin_assets_read_with_the_documented_counts() {
     let splits = standin::load(registry.get("bbc").unwrap(), &assets, 16, 13).unwrap();
     assert_eq!(sizes(&splits), (80, 80, 556));
 }
+
+/// COPA's real examples as SmolLM2 reads them for training and evaluation: every example two
+/// candidate rows, each row the rendered premise and connector followed by exactly the
+/// candidate's tokens (the continuation that is scored).
+#[test]
+fn copa_examples_encode_as_two_scored_continuations_with_smollm2() {
+    use trainer::data::choice::ChoiceEncoder;
+    use trainer::data::{ModelConventions, PaddingSide};
+    let data = data_dir();
+    let registry = registry();
+    let spec = registry.get("COPA").unwrap();
+    let splits = superglue::load_from_validation(spec, &data, 13).unwrap();
+    let assets = assets_dir();
+    let tokenizer =
+        trainer::models::tokenizer::load_gguf_tokenizer(&assets.smollm2_gguf()).unwrap();
+    let conventions = ModelConventions::Decoder {
+        bos_token: None,
+        pad_token: "<|endoftext|>".into(),
+    };
+    let encoder =
+        ChoiceEncoder::new(&tokenizer, "COPA", spec, &conventions, PaddingSide::Left).unwrap();
+    let batch = encoder.batch(&splits.test).unwrap();
+    assert_eq!(batch.candidates, 2);
+    assert_eq!(batch.input_ids.size()[0], 2 * splits.test.len() as i64);
+    let ids: Vec<Vec<i64>> = Vec::try_from(&batch.input_ids).unwrap();
+    let marks: Vec<Vec<i64>> = Vec::try_from(&batch.continuation_mask).unwrap();
+    for (e, example) in splits.test.iter().enumerate() {
+        for (c, candidate) in example.candidates.iter().enumerate() {
+            let row = 2 * e + c;
+            let continuation: Vec<u32> = ids[row]
+                .iter()
+                .zip(&marks[row])
+                .filter(|(_, &m)| m == 1)
+                .map(|(&t, _)| t as u32)
+                .collect();
+            let text = tokenizer.decode(&continuation, false).unwrap();
+            assert_eq!(text, format!(" {candidate}"), "example {e} candidate {c}");
+        }
+    }
+}

@@ -189,6 +189,9 @@ pub fn run_target(
     for d in &preset.deviations {
         println!("  - {d}");
     }
+    for x in &spec.grid.exclude {
+        println!("  - not run: {} x {}: {}", x.task, x.method, x.reason);
+    }
     let dir = results_dir(&args.out, target, preset_name);
     let runs_dir = dir.join("runs");
     std::fs::create_dir_all(&runs_dir)
