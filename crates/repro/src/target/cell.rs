@@ -244,7 +244,7 @@ impl TrainerCells {
         if let Some(max) = max_length {
             encoder = encoder.with_max_length(max)?;
         }
-        Ok(TaskEncoder::Labels(encoder))
+        Ok(TaskEncoder::Labels(Box::new(encoder)))
     }
 
     fn load_model(&self, kind: tch::Kind) -> Result<models::Model> {
@@ -396,7 +396,7 @@ impl TrainerCells {
 /// How a task's examples become model rows: label-word prompts, or one row per candidate of a
 /// multiple-choice example (`trainer::data::choice`).
 enum TaskEncoder<'t> {
-    Labels(PromptEncoder<'t>),
+    Labels(Box<PromptEncoder<'t>>),
     Choice(ChoiceEncoder<'t>),
 }
 
