@@ -8,6 +8,7 @@ use trainer::batch::ExampleBatch;
 use trainer::data::choice::{ChoiceBatch, ChoiceRow};
 use trainer::data::PaddingSide;
 use trainer::model::LabelWordModel;
+use trainer::models::adapters::AdapterConfig;
 use trainer::models::{load_model, Model};
 use trainer::optim::dp_sgd::{ghost_clipped_gradient_sum, microbatch_clipped_gradient};
 use trainer::optim::loss::{per_example_loss_values, per_example_losses};
@@ -119,51 +120,80 @@ fn relative_error(ours: &Tensor, reference: &Tensor, floor: f64) -> f64 {
 /// Ghost clipping groups an example's candidate rows: its per-example norms, losses, clipped
 /// count and clipped sum equal the micro-batch reference's, which backpropagates each example
 /// (both its rows) alone.
+fn check_ghost(model: &Model, what: &str) {
+    const RELATIVE: f64 = 1e-5;
+    for side in [PaddingSide::Right, PaddingSide::Left] {
+        let params = TrainableParams::from_model(model).unwrap();
+        let batch = choice_batch(vocab(model), side);
+        let (_, probe) = microbatch_clipped_gradient(model, &params, &batch, 1e30).unwrap();
+        assert_eq!(probe.norms.len(), 5, "one norm per example, not per row");
+        let mut sorted = probe.norms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let clip_norm = 0.5 * (sorted[1] + sorted[2]);
+        let (reference, micro) =
+            microbatch_clipped_gradient(model, &params, &batch, clip_norm).unwrap();
+        let (ghost, per_example) =
+            ghost_clipped_gradient_sum(model, &params, &batch, clip_norm).unwrap();
+        assert_eq!(per_example.norms.len(), 5, "{what}");
+        for (i, (g, m)) in per_example.norms.iter().zip(&micro.norms).enumerate() {
+            assert!(
+                (g - m).abs() <= RELATIVE * m,
+                "{what} {side:?}: example {i} norm ghost {g} vs micro-batch {m}"
+            );
+        }
+        for (i, (g, m)) in per_example.losses.iter().zip(&micro.losses).enumerate() {
+            assert!(
+                (g - m).abs() <= 1e-5 * m.abs().max(1.0),
+                "{what} {side:?}: loss {i}: {g} vs {m}"
+            );
+        }
+        assert_eq!(per_example.clipped, micro.clipped, "{what}: clipped count");
+        assert!(micro.clipped > 0 && micro.clipped < 5, "{what}");
+        let total = reference
+            .iter()
+            .map(|t| t.square().sum(Kind::Double).double_value(&[]))
+            .sum::<f64>()
+            .sqrt();
+        for ((param, _), (g, m)) in params.named().iter().zip(ghost.iter().zip(&reference)) {
+            let error = relative_error(g, m, 1e-2 * total);
+            assert!(
+                error <= RELATIVE,
+                "{what} {side:?}: {param}: relative error {error:e}"
+            );
+        }
+    }
+}
+
 #[test]
 fn ghost_matches_microbatch_on_choice_batches() {
-    const RELATIVE: f64 = 1e-5;
     for name in FIXTURES {
-        for side in [PaddingSide::Right, PaddingSide::Left] {
-            let model = load(name);
-            let params = TrainableParams::from_model(&model).unwrap();
-            let batch = choice_batch(vocab(&model), side);
-            let (_, probe) = microbatch_clipped_gradient(&model, &params, &batch, 1e30).unwrap();
-            assert_eq!(probe.norms.len(), 5, "one norm per example, not per row");
-            let mut sorted = probe.norms.clone();
-            sorted.sort_by(f64::total_cmp);
-            let clip_norm = 0.5 * (sorted[1] + sorted[2]);
-            let (reference, micro) =
-                microbatch_clipped_gradient(&model, &params, &batch, clip_norm).unwrap();
-            let (ghost, per_example) =
-                ghost_clipped_gradient_sum(&model, &params, &batch, clip_norm).unwrap();
-            assert_eq!(per_example.norms.len(), 5, "{name}");
-            for (i, (g, m)) in per_example.norms.iter().zip(&micro.norms).enumerate() {
-                assert!(
-                    (g - m).abs() <= RELATIVE * m,
-                    "{name} {side:?}: example {i} norm ghost {g} vs micro-batch {m}"
-                );
+        check_ghost(&load(name), name);
+    }
+}
+
+/// The adapters of `dp-lora` and `dp-prefix` on a choice batch: LoRA (B moved off its zero
+/// init so A has a gradient) and MeZO's prefix.
+#[test]
+fn ghost_matches_microbatch_on_choice_batches_with_adapters() {
+    tch::manual_seed(11);
+    for name in ["opt_tiny", "llama_tiny_tied_bf16"] {
+        let mut model = load(name);
+        model
+            .attach_adapter(&AdapterConfig::dpzero_lora(), 5)
+            .unwrap();
+        tch::no_grad(|| {
+            for (n, t) in TrainableParams::from_model(&model).unwrap().named() {
+                if n.ends_with("lora_B.weight") {
+                    t.shallow_clone().copy_(&(Tensor::randn_like(t) * 0.3));
+                }
             }
-            for (i, (g, m)) in per_example.losses.iter().zip(&micro.losses).enumerate() {
-                assert!(
-                    (g - m).abs() <= 1e-5 * m.abs().max(1.0),
-                    "{name} {side:?}: loss {i}: {g} vs {m}"
-                );
-            }
-            assert_eq!(per_example.clipped, micro.clipped, "{name}: clipped count");
-            assert!(micro.clipped > 0 && micro.clipped < 5, "{name}");
-            let total = reference
-                .iter()
-                .map(|t| t.square().sum(Kind::Double).double_value(&[]))
-                .sum::<f64>()
-                .sqrt();
-            for ((param, _), (g, m)) in params.named().iter().zip(ghost.iter().zip(&reference)) {
-                let error = relative_error(g, m, 1e-2 * total);
-                assert!(
-                    error <= RELATIVE,
-                    "{name} {side:?}: {param}: relative error {error:e}"
-                );
-            }
-        }
+        });
+        check_ghost(&model, &format!("{name} lora"));
+        let mut model = load(name);
+        model
+            .attach_adapter(&AdapterConfig::mezo_prefix(), 5)
+            .unwrap();
+        check_ghost(&model, &format!("{name} prefix"));
     }
 }
 
