@@ -411,11 +411,12 @@ fn note_for(
     winner: &Candidate,
     source: Option<TuningSource>,
 ) -> Result<TuningNote> {
-    let candidates: Vec<CellRecord> = list
+    let mut candidates: Vec<CellRecord> = list
         .iter()
         .filter(|c| c.cell.is_recorded())
         .map(|c| CellRecord::read(&c.cell.record))
         .collect::<Result<_>>()?;
+    candidates.extend(off_space_records(list)?);
     let mut composed: Vec<&CellRecord> = candidates.iter().collect();
     if !list.iter().any(|c| c.cell.hash == final_hash) {
         composed.push(final_record);
@@ -445,6 +446,41 @@ fn note_for(
         delta: procedure.as_ref().map(|p| p.2),
         source,
     })
+}
+
+/// The group's records in `tuning/` folders that its current space does not list (a space
+/// narrowed or extended since they ran): they ran on the same training data and shaped the
+/// space, so the procedure composes them too, and the privacy ledger never shrinks when a space
+/// changes.
+fn off_space_records(list: &[Candidate]) -> Result<Vec<CellRecord>> {
+    off_space_paths(list)?
+        .iter()
+        .map(|p| CellRecord::read(p))
+        .collect()
+}
+
+/// The record paths of [`off_space_records`], in folder order.
+fn off_space_paths(list: &[Candidate]) -> Result<Vec<PathBuf>> {
+    let Some(first) = list.first() else {
+        return Ok(Vec::new());
+    };
+    // <dir>/tuning/<folder>/runs/<stem>.json: every candidate of a group shares the stem.
+    let (Some(stem), Some(tuning)) = (
+        first.cell.record.file_name(),
+        first.cell.record.ancestors().nth(3),
+    ) else {
+        return Ok(Vec::new());
+    };
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(tuning)
+        .with_context(|| format!("reading {}", tuning.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    folders.sort();
+    Ok(folders
+        .into_iter()
+        .map(|folder| folder.join("runs").join(stem))
+        .filter(|path| path.is_file() && !list.iter().any(|c| c.cell.record == *path))
+        .collect())
 }
 
 /// A candidate's settings as `tuning.csv` lists them (`clip_norm=30.0 learning_rate=0.0001`).
@@ -482,6 +518,31 @@ fn write_tuning_csv(
                 settings_label(&c.overrides),
                 dev_accuracy(c).map_or("failed".into(), |a| format!("{a:.2}")),
                 (winners.get(key).map(|w| w.index) == Some(c.index)).to_string(),
+                fmt(note.and_then(|n| n.epsilon_run)),
+                fmt(note.and_then(|n| n.epsilon_procedure)),
+                note.map_or(String::new(), |n| n.runs_composed.to_string()),
+                fmt(note.and_then(|n| n.epsilon_procedure_random_k)),
+            ])?;
+        }
+        // Candidates of a space since narrowed: listed (they ran and are composed), never selected.
+        for path in off_space_paths(list)? {
+            let folder = path
+                .ancestors()
+                .nth(2)
+                .and_then(|f| f.file_name())
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let settings = folder.split("__").skip(1).collect::<Vec<_>>().join(" ");
+            let dev = CellRecord::read(&path)?.dev_accuracy;
+            w.write_record([
+                key.0.clone(),
+                key.1.clone(),
+                key.2
+                    .map_or(String::new(), |e| f64::from_bits(e).to_string()),
+                "off-space".into(),
+                settings,
+                dev.map_or("failed".into(), |a| format!("{a:.2}")),
+                "false".into(),
                 fmt(note.and_then(|n| n.epsilon_run)),
                 fmt(note.and_then(|n| n.epsilon_procedure)),
                 note.map_or(String::new(), |n| n.runs_composed.to_string()),
@@ -1630,6 +1691,59 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A space narrowed after its candidates ran: the candidate it no longer lists still ran on
+    /// the training data, so the procedure composes it (the ledger never shrinks), checked
+    /// against the analytic Gaussian of the composition.
+    #[test]
+    fn a_narrowed_space_still_composes_the_candidates_that_ran() {
+        let dir = world::scratch("narrowed");
+        let grid = r#"tasks = ["A"]
+               methods = ["dpzero"]
+               epsilons = [4.0]"#;
+        let preset = r#"[preset.p]
+               description = "d"
+               model = "m"
+               device = "cpu"
+               deviations = []"#;
+        let spec = world::spec(&dir, "src", grid, preset);
+        tune_source(&dir, &spec, &["A"]);
+        let narrowed = world::spec(
+            &dir,
+            "src",
+            grid,
+            &format!("{preset}\n[preset.p.tune]\ndpzero = {{ learning_rate = [1e-4] }}"),
+        );
+        let runner = tune_source(&dir, &narrowed, &["A"]);
+        assert!(runner.calls.is_empty(), "{:?}", runner.calls);
+        let runs = dir.join("results/src/p/runs");
+        let sigma = world::sigma(4.0);
+        for seed in [1, 2] {
+            let note = read(&runs.join(format!("A__dpzero__eps4__seed{seed}.json")))
+                .tuning
+                .unwrap();
+            assert_eq!(note.candidates, 1);
+            // Seed 1's final is the winner's own run; seed 2 adds its own.
+            let releases = if seed == 1 { 2 } else { 3 };
+            assert_eq!(note.runs_composed, releases, "seed {seed}");
+            let want = world::analytic_composition(&vec![(sigma, 12); releases]);
+            let got = note.epsilon_procedure.unwrap();
+            assert!(
+                (got - want).abs() < 1e-6 * want,
+                "seed {seed}: {got} vs {want}"
+            );
+        }
+        // tuning.csv still lists it, never selected.
+        let csv = std::fs::read_to_string(dir.join("results/src/p/tuning.csv")).unwrap();
+        let off: Vec<&str> = csv.lines().filter(|l| l.contains(",off-space,")).collect();
+        assert_eq!(off.len(), 1, "{csv}");
+        assert!(
+            off[0].starts_with("A,dpzero,4,off-space,learning_rate=0.00001,"),
+            "{csv}"
+        );
+        assert!(off[0].contains(",false,"), "{csv}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// The committed mini records (candidates and finals) are still recorded under the cells
     /// that `--tune` plans today: their spec hashes have not moved.
     #[test]
@@ -1644,13 +1758,23 @@ mod tests {
         for folder in std::fs::read_dir(dir.join("tuning")).unwrap() {
             for record in std::fs::read_dir(folder.unwrap().path().join("runs")).unwrap() {
                 let path = record.unwrap().path();
-                let cell = groups
+                let Some(cell) = groups
                     .iter()
                     .flat_map(|(_, l)| l)
                     .find(|c| c.cell.record == path)
-                    .unwrap_or_else(|| {
-                        panic!("{} is no candidate of today's spaces", path.display())
-                    });
+                else {
+                    // A candidate of a space since narrowed: its group is still planned, and
+                    // the procedure composes it (off_space_records).
+                    let stem = path.file_name().unwrap();
+                    assert!(
+                        groups.iter().any(|(_, l)| l
+                            .iter()
+                            .any(|c| c.cell.record.file_name() == Some(stem))),
+                        "{} belongs to no planned group",
+                        path.display()
+                    );
+                    continue;
+                };
                 assert!(cell.cell.is_recorded(), "{}", path.display());
                 checked += 1;
             }
