@@ -80,9 +80,24 @@ pub fn privacy_utility(fig: &Figure, path: &Path) -> Result<()> {
 
     let cols = tasks.len().min(3);
     let panel_rows = tasks.len().div_ceil(cols);
-    let legend_rows = methods.len().div_ceil(4) + 2;
+    let legend_label = |m: &str| {
+        if nonprivate.contains(&m) {
+            format!("{m} (non-private)")
+        } else {
+            m.to_string()
+        }
+    };
+    let width = (PANEL_W * cols as u32).max(640);
+    // As many legend columns (up to 4) as the longest label lets fit: about 7 px a character at
+    // 13 px, plus the swatch.
+    let longest = methods
+        .iter()
+        .map(|m| legend_label(m).chars().count())
+        .max();
+    let legend_cols = (width as usize / (longest.unwrap_or(0) * 7 + 30)).clamp(1, 4);
+    let legend_rows = methods.len().div_ceil(legend_cols) + 2;
     let size = (
-        (PANEL_W * cols as u32).max(640),
+        width,
         40 + PANEL_H * panel_rows as u32 + LEGEND_ROW_H * legend_rows as u32 + 10,
     );
     let mut svg = String::new();
@@ -192,11 +207,11 @@ pub fn privacy_utility(fig: &Figure, path: &Path) -> Result<()> {
         }
         // The legend strip: one swatch per method, then what the marks mean.
         let font = ("sans-serif", 13).into_font();
-        let col_w = size.0 as i32 / 4;
+        let col_w = size.0 as i32 / legend_cols as i32;
         for (i, m) in methods.iter().enumerate() {
             let (x, y) = (
-                10 + col_w * (i % 4) as i32,
-                8 + LEGEND_ROW_H as i32 * (i / 4) as i32,
+                10 + col_w * (i % legend_cols) as i32,
+                8 + LEGEND_ROW_H as i32 * (i / legend_cols) as i32,
             );
             let c = color(m);
             if nonprivate.contains(m) {
@@ -207,14 +222,9 @@ pub fn privacy_utility(fig: &Figure, path: &Path) -> Result<()> {
             } else {
                 legend_area.draw(&Circle::new((x + 4, y + 7), 4, c.filled()))?;
             }
-            let label = if nonprivate.contains(m) {
-                format!("{m} (non-private)")
-            } else {
-                m.to_string()
-            };
-            legend_area.draw(&Text::new(label, (x + 18, y), font.clone()))?;
+            legend_area.draw(&Text::new(legend_label(m), (x + 18, y), font.clone()))?;
         }
-        let y = 8 + LEGEND_ROW_H as i32 * methods.len().div_ceil(4) as i32;
+        let y = 8 + LEGEND_ROW_H as i32 * methods.len().div_ceil(legend_cols) as i32;
         let notes = [
             format!(
                 "● ours ({}): mean and 95% CI over seeds; non-private methods: solid lines",
