@@ -1193,6 +1193,13 @@ mod tests {
 
         pub const DELTA: f64 = 1e-5;
 
+        /// The plain preset `p` of the world's specs (CPU, no deviations).
+        pub const PRESET_P: &str = r#"[preset.p]
+               description = "d"
+               model = "m"
+               device = "cpu"
+               deviations = []"#;
+
         pub fn scratch(name: &str) -> PathBuf {
             let dir = std::env::temp_dir().join(format!("dpzo-tune-{name}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
@@ -1653,11 +1660,7 @@ mod tests {
             r#"tasks = ["A", "B"]
                methods = ["dpzero"]
                epsilons = [4.0]"#,
-            r#"[preset.p]
-               description = "d"
-               model = "m"
-               device = "cpu"
-               deviations = []"#,
+            world::PRESET_P,
         );
         let csv = || std::fs::read_to_string(dir.join("results/src/p/tuning.csv")).unwrap();
         let rows = |text: &str, task: &str| {
@@ -1700,11 +1703,7 @@ mod tests {
         let grid = r#"tasks = ["A"]
                methods = ["dpzero"]
                epsilons = [4.0]"#;
-        let preset = r#"[preset.p]
-               description = "d"
-               model = "m"
-               device = "cpu"
-               deviations = []"#;
+        let preset = world::PRESET_P;
         let spec = world::spec(&dir, "src", grid, preset);
         tune_source(&dir, &spec, &["A"]);
         let narrowed = world::spec(
