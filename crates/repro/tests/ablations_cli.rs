@@ -137,3 +137,32 @@ fn calibrated_zero_shot_against_zero_shot_end_to_end() {
         .contains("| calibrated | zero-shot | SST-2 |"));
     std::fs::remove_dir_all(&out).unwrap();
 }
+
+/// A preset that inherits table2's tuned settings refuses to start (even a dry run) when table2
+/// has no winner for a group it needs, naming each group and the command that tunes it.
+#[test]
+fn an_inheriting_preset_without_table2_winners_refuses_naming_the_commands() {
+    let out = std::env::temp_dir().join(format!("dpzo-ablations-inherit-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let output = Command::new(env!("CARGO_BIN_EXE_repro"))
+        .current_dir(workspace())
+        .env_remove("DPZO_DATA_DIR")
+        .args(["ablations", "--preset", "mini-horizon", "--device", "cpu"])
+        .args(["--out", out.to_str().unwrap(), "--dry-run", "--json"])
+        .output()
+        .expect("the repro binary runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(output.stdout.is_empty(), "no configuration is printed");
+    for (method, family) in [("dpzero", "dpzero"), ("dp-zoso", "zoso"), ("dp-ft", "dpft")] {
+        assert!(
+            stderr.contains(&format!("(SST-2, {method}, eps 4)"))
+                && stderr.contains(&format!(
+                    "repro table2 --preset mini --tune --tasks SST-2 --methods {method} --epsilons 4"
+                )),
+            "{family}: {stderr}"
+        );
+    }
+    assert!(stderr.contains("never replaced by defaults"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&out);
+}

@@ -10,6 +10,10 @@
 //!   `[preset.<name>.method.<m>]` and `[preset.<name>.tune.<m>]`, and the list of deviations from
 //!   the paper's protocol that the preset makes.
 //!
+//! - `include = "<other>.toml"` (top level, optional): the other spec's `[train]`, `[method.*]`
+//!   and `[tune.*]` lie beneath this file's own ([`with_included`]), so tables two targets share
+//!   are written once.
+//!
 //! Settings are kept as TOML tables and merged, weakest to strongest: `[train]` (the defaults) <
 //! `[preset.<p>.train]` < `[method.<m>]` < `[preset.<p>.method.<m>]`. A preset's general settings
 //! never replace a method's own; only the preset's method table does. The result is handed to the
@@ -19,6 +23,71 @@ use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::Path;
+
+/// `include = "<file>.toml"`: a spec that takes its shared tables from another spec.
+const INCLUDE_KEY: &str = "include";
+
+/// The tables an include takes: the shared settings, method tables and search spaces (never the
+/// other file's meta, grid, variants or presets).
+const INCLUDED_TABLES: [&str; 3] = ["train", "method", "tune"];
+
+/// `own` with the included file's shared tables beneath its own: `[train]` and each
+/// `[method.<m>]` merge key by key (nested tables too), this file's values winning; a
+/// `[tune.<m>]` of this file replaces the included space of that method as a whole. The path is
+/// relative to the including file; an included file may not include another.
+fn with_included(path: &Path, mut own: toml::Table) -> Result<toml::Table> {
+    let Some(include) = own.remove(INCLUDE_KEY) else {
+        return Ok(own);
+    };
+    let name = include.as_str().with_context(|| {
+        format!(
+            "{}: include = {include}: expected the file name of another spec",
+            path.display()
+        )
+    })?;
+    let included_path = path.parent().unwrap_or(Path::new(".")).join(name);
+    let text = std::fs::read_to_string(&included_path).with_context(|| {
+        format!(
+            "{}: include = {name:?}: cannot read {}",
+            path.display(),
+            included_path.display()
+        )
+    })?;
+    let mut included: toml::Table = toml::from_str(&text)
+        .with_context(|| format!("invalid experiment spec {}", included_path.display()))?;
+    if included.contains_key(INCLUDE_KEY) {
+        bail!(
+            "{}: the included {} includes another file; one level of include only",
+            path.display(),
+            included_path.display()
+        );
+    }
+    for key in INCLUDED_TABLES {
+        let Some(theirs) = included.remove(key) else {
+            continue;
+        };
+        let as_table = |v: toml::Value, whose: &Path| match v {
+            toml::Value::Table(t) => Ok(t),
+            other => bail!("{}: {key} = {other} is not a table", whose.display()),
+        };
+        let theirs = as_table(theirs, &included_path)?;
+        let merged = match own.remove(key) {
+            None => theirs,
+            Some(mine) => {
+                let mine = as_table(mine, path)?;
+                if key == "tune" {
+                    let mut spaces = theirs;
+                    spaces.extend(mine);
+                    spaces
+                } else {
+                    overlaid(&theirs, &mine)
+                }
+            }
+        };
+        own.insert(key.into(), toml::Value::Table(merged));
+    }
+    Ok(own)
+}
 
 /// A whole spec file.
 #[derive(Debug, Clone, Deserialize)]
@@ -311,8 +380,16 @@ impl Spec {
     pub fn load(path: &Path) -> Result<Spec> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read experiment spec {}", path.display()))?;
-        let spec: Spec = toml::from_str(&text)
-            .with_context(|| format!("invalid experiment spec {}", path.display()))?;
+        let invalid = || format!("invalid experiment spec {}", path.display());
+        let table: toml::Table = toml::from_str(&text).with_context(invalid)?;
+        let spec: Spec = if table.contains_key(INCLUDE_KEY) {
+            toml::Value::Table(with_included(path, table)?)
+                .try_into()
+                .with_context(invalid)?
+        } else {
+            // Parsed from the text itself, so that errors name the line.
+            toml::from_str(&text).with_context(invalid)?
+        };
         let stem = path
             .file_stem()
             .and_then(|s| s.to_str())
@@ -829,6 +906,138 @@ mod tests {
         assert!(
             err.contains("variant.bad") && err.contains("itself a variant"),
             "{err}"
+        );
+    }
+
+    /// `include`: the other file's shared tables lie beneath this file's own (train and method
+    /// key by key, a search space replaced whole); its meta, grid and presets never come in; a
+    /// nested include and a missing file are errors naming the file.
+    #[test]
+    fn include_lays_the_other_specs_shared_tables_beneath_this_files() {
+        let dir = std::env::temp_dir().join(format!("dpzo-include-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let head = |target: &str| {
+            format!(
+                r#"[meta]
+                target = "{target}"
+                title = "x"
+                paper_table = "p.csv"
+                paper_source = "liu"
+                metric = "accuracy"
+                paper_model = "m"
+                tolerance_points = 1.0
+                tolerance_reason = "r"
+                [grid]
+                tasks = ["A"]
+                methods = ["dpzero", "dp-ft"]
+                epsilons = [4.0]
+                seeds = [1]
+                [preset.p]
+                description = "d"
+                model = "m"
+                device = "cpu"
+                deviations = []
+                "#
+            )
+        };
+        std::fs::write(
+            dir.join("base.toml"),
+            head("base")
+                + r#"
+                [train]
+                learning_rate = 1.0
+                steps = 10
+                stage = { first_stage_steps = 2, num_stages = 3 }
+                [method.dp-ft]
+                learning_rate = 0.05
+                clip_norm = 1.0
+                [tune.dpzero]
+                learning_rate = [1.0, 2.0]
+                clip_norm = [3.0]
+                [tune.dp-ft]
+                learning_rate = [0.1]
+                "#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("abl.toml"),
+            String::from("include = \"base.toml\"\n")
+                + &head("abl")
+                + r#"
+                [train]
+                steps = 20
+                stage = { num_stages = 2 }
+                [method.dp-ft]
+                clip_norm = 2.0
+                [tune.dpzero]
+                learning_rate = [5.0]
+                "#,
+        )
+        .unwrap();
+        let spec = Spec::load(&dir.join("abl.toml")).unwrap();
+        assert_eq!(spec.meta.target, "abl");
+        let preset = spec.preset("p").unwrap();
+        let dpzero = spec.settings(preset, "dpzero").unwrap();
+        assert_eq!(dpzero["learning_rate"].as_float(), Some(1.0));
+        assert_eq!(dpzero["steps"].as_integer(), Some(20));
+        assert_eq!(dpzero["stage"]["first_stage_steps"].as_integer(), Some(2));
+        assert_eq!(dpzero["stage"]["num_stages"].as_integer(), Some(2));
+        let ft = spec.settings(preset, "dp-ft").unwrap();
+        assert_eq!(ft["learning_rate"].as_float(), Some(0.05));
+        assert_eq!(ft["clip_norm"].as_float(), Some(2.0));
+        // This file's space replaces the included one whole (no clip_norm list left over); the
+        // included space of another method comes in.
+        let space = spec.tune_space(preset, "dpzero").unwrap().unwrap();
+        assert_eq!(space.values.keys().collect::<Vec<_>>(), ["learning_rate"]);
+        assert!(spec.tune_space(preset, "dp-ft").unwrap().is_some());
+        // Errors name the files.
+        std::fs::write(
+            dir.join("nested.toml"),
+            String::from("include = \"abl.toml\"\n") + &head("nested"),
+        )
+        .unwrap();
+        let err = format!("{:#}", Spec::load(&dir.join("nested.toml")).unwrap_err());
+        assert!(err.contains("one level of include only"), "{err}");
+        std::fs::write(
+            dir.join("lost.toml"),
+            String::from("include = \"nowhere.toml\"\n") + &head("lost"),
+        )
+        .unwrap();
+        let err = format!("{:#}", Spec::load(&dir.join("lost.toml")).unwrap_err());
+        assert!(err.contains("nowhere.toml"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The ablations' base methods resolve to table2's very settings (through `include` and the
+    /// presets' tables): mini-horizon's bases are table2 mini's cells, whose records they take
+    /// over, and every ablation of mini holds table2 mini's settings beneath its own changes.
+    #[test]
+    fn ablation_bases_resolve_to_table2s_settings() {
+        let abl = Spec::load(&workspace().join("experiments/ablations.toml")).unwrap();
+        let t2 = Spec::load(&workspace().join("experiments/table2.toml")).unwrap();
+        let t2_mini = t2.preset("mini").unwrap();
+        let tuned: toml::Table = toml::from_str("learning_rate = 3e-5\nclip_norm = 3.0").unwrap();
+        for (preset, methods) in [
+            ("mini-horizon", &["dpzero", "dp-zoso", "dp-ft"][..]),
+            ("mini", &["dpzero", "dp-zoso"][..]),
+        ] {
+            let p = abl.preset(preset).unwrap();
+            for m in methods {
+                for over in [None, Some(&tuned)] {
+                    assert_eq!(
+                        abl.settings_tuned(p, m, over).unwrap(),
+                        t2.settings_tuned(t2_mini, m, over).unwrap(),
+                        "{preset} {m}"
+                    );
+                }
+            }
+        }
+        // DP-ZOPO has untuned defaults of its own here; tuned, they are table2's.
+        let over: toml::Table = toml::from_str("learning_rate = 3e-3\nclip_norm = 0.3").unwrap();
+        assert_eq!(
+            abl.settings_tuned(abl.preset("mini").unwrap(), "dp-zopo", Some(&over))
+                .unwrap(),
+            t2.settings_tuned(t2_mini, "dp-zopo", Some(&over)).unwrap()
         );
     }
 
