@@ -17,6 +17,12 @@
 //! expected count; [`TuningNote`]). Dev
 //! accuracy is used without privatisation, as DPZero and MeZO do: the dev split is treated as
 //! public, which a deployment on private dev data would have to account for separately.
+//!
+//! Two ways to select fewer times, both stated in the records ([`TuningNote::source`]) and never
+//! cheaper in ε than what ran: `tune_options.at_epsilon` (a preset's groups at other ε reuse the
+//! winner of one ε; their procedure composes that ε's candidates with their final run), and
+//! [`inherit`] (another target's winners, e.g. ablations taking table2's; each record composes
+//! the source group's candidates with the run).
 
 use super::grid::{self, Cell, Policy};
 use super::record::CellRecord;
