@@ -8,9 +8,9 @@ mod provenance;
 mod target;
 mod tasks;
 
+use commands::{compact_records, perf_table, privacy, theory};
 #[cfg(feature = "torch")]
 use commands::{device, eval, export_hf, load_memory, logits, memory, throughput};
-use commands::{perf_table, privacy, theory};
 
 #[derive(Parser)]
 #[command(name = "repro", version, about = "Reproduce DP-ZOSO / DP-ZOPO results")]
@@ -41,6 +41,9 @@ enum Command {
     Ablations(target::TargetArgs),
     /// Re-render a target's summary, comparison and plot from its run records, running nothing.
     Check(target::CheckArgs),
+    /// Move the per-step trainer record of every run record under a folder into its sidecar
+    /// (`<stem>.steps.jsonl.gz`), verified lossless; idempotent.
+    CompactRecords(compact_records::CompactRecordsArgs),
     /// Zero-shot accuracy of a checkpoint on one task's test split.
     #[cfg(feature = "torch")]
     Eval(eval::EvalArgs),
@@ -82,6 +85,7 @@ fn main() {
         Command::Theory(args) => theory::run(args),
         Command::Check(args) => target::check(args),
         Command::PerfTable(args) => perf_table::run(args),
+        Command::CompactRecords(args) => compact_records::run(args),
         Command::Provenance(args) => commands::provenance::run(args),
         #[cfg(feature = "torch")]
         Command::Table2(args) => target::run_paper_target("table2", args),

@@ -1,6 +1,7 @@
 //! One module per `repro` subcommand (`table2`, `table3` and `check` are the paper targets of
 //! `crate::target`). `main.rs` parses the command line and calls the module's `run`.
 
+pub mod compact_records;
 #[cfg(feature = "torch")]
 pub mod device;
 #[cfg(feature = "torch")]

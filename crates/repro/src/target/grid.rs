@@ -348,7 +348,8 @@ fn run_claimed(
 
 /// Moves a record that no longer answers its cell (another spec: e.g. other settings or
 /// `--compute`; or a failed checksum) into `runs/superseded/`, named with the time, so that the
-/// new run never overwrites it. Returns where it went.
+/// new run never overwrites it; its steps sidecar goes with it (first: the set-aside record
+/// never lacks it). Returns where the record went.
 pub(super) fn set_aside(record: &Path) -> Result<PathBuf> {
     let dir = record
         .parent()
@@ -363,6 +364,19 @@ pub(super) fn set_aside(record: &Path) -> Result<PathBuf> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
     let to = dir.join(format!("{stem}__{stamp}.json"));
+    let (steps_from, steps_to) = (
+        super::record::steps_path(record),
+        super::record::steps_path(&to),
+    );
+    if steps_from.exists() {
+        std::fs::rename(&steps_from, &steps_to).with_context(|| {
+            format!(
+                "cannot move {} to {}",
+                steps_from.display(),
+                steps_to.display()
+            )
+        })?;
+    }
     std::fs::rename(record, &to)
         .with_context(|| format!("cannot move {} to {}", record.display(), to.display()))?;
     Ok(to)
@@ -690,6 +704,30 @@ echo "submitted array job $array ({tasks} tasks) and merge job ${{merge%%;*}}; l
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A record set aside takes its steps sidecar with it, under its new name, and both read
+    /// there as they did before.
+    #[test]
+    fn set_aside_moves_the_record_and_its_sidecar() {
+        use super::super::record::steps_path;
+        let dir = std::env::temp_dir().join(format!("dpzo-set-aside-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let runs = dir.join("runs");
+        std::fs::create_dir_all(&runs).unwrap();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/legacy-records/runs/SST-2__dp-ft__eps8__seed13.json");
+        let record = runs.join("SST-2__dp-ft__eps8__seed13.json");
+        CellRecord::read(&fixture).unwrap().write(&record).unwrap();
+        let steps = CellRecord::read(&record).unwrap().steps(&record).unwrap();
+        assert!(steps_path(&record).is_file() && !steps.is_empty());
+        let to = set_aside(&record).unwrap();
+        assert_eq!(to.parent(), Some(runs.join("superseded").as_path()));
+        assert!(!record.exists() && !steps_path(&record).exists());
+        assert!(steps_path(&to).is_file());
+        let moved = CellRecord::read(&to).unwrap();
+        assert_eq!(moved.steps(&to).unwrap(), steps);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn shards_partition_the_grid() {
