@@ -1,6 +1,7 @@
 //! `repro compact-records DIR`: moves the inline per-step trainer record (`trainer.steps`) of
-//! every run record under DIR into its gzip'd JSON-lines sidecar (`target::record`), changing
-//! nothing else in the record. Each record's checksum is verified first; the rewritten record
+//! every run record under DIR (a `.json` file holding an object with `spec_hash` and a `trainer`
+//! object: those in `runs/` folders, and any kept elsewhere) into its gzip'd JSON-lines sidecar
+//! (`target::record`), changing nothing else in the record. Each record's checksum is verified first; the rewritten record
 //! and sidecar are read back and must give exactly the original record, else the original is
 //! restored and the command fails. Records already compact are left as they are.
 
@@ -14,7 +15,7 @@ use crate::target::record::{self, CellRecord, SIDECAR_FIELD, STEPS_FIELD};
 
 #[derive(Args, Debug)]
 pub struct CompactRecordsArgs {
-    /// The folder to search (recursively) for run records (`runs/*.json`, `runs/superseded/*.json`).
+    /// The folder to search (recursively) for run records.
     pub dir: PathBuf,
 }
 
@@ -27,7 +28,8 @@ enum Outcome {
     AlreadyCompact,
     /// No steps to move (an empty `trainer.steps`, or none).
     NoSteps,
-    /// A JSON file in a runs folder that is not a run record.
+    /// Not a run record (another JSON file, or a `.json` file outside a runs folder that is not
+    /// JSON at all).
     NotARecord,
 }
 
@@ -73,7 +75,7 @@ pub fn run(args: CompactRecordsArgs) -> Result<()> {
     Ok(())
 }
 
-/// The `.json` files in a `runs` or `runs/superseded` folder under `dir`.
+/// The `.json` files under `dir`.
 fn record_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     let entries =
         std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?;
@@ -83,14 +85,7 @@ fn record_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
             .path();
         if path.is_dir() {
             record_files(&path, out)?;
-        } else if path.extension().and_then(|e| e.to_str()) == Some("json")
-            && matches!(
-                path.parent()
-                    .and_then(Path::file_name)
-                    .and_then(|n| n.to_str()),
-                Some("runs" | "superseded")
-            )
-        {
+        } else if path.extension().and_then(|e| e.to_str()) == Some("json") {
             out.push(path);
         }
     }
@@ -120,7 +115,19 @@ fn read_json(path: &Path) -> Result<(String, Value)> {
 
 /// Compacts the record at `path` (see the module docs).
 fn compact(path: &Path) -> Result<Outcome> {
-    let (text, raw) = read_json(path)?;
+    let in_runs_folder = matches!(
+        path.parent()
+            .and_then(Path::file_name)
+            .and_then(|n| n.to_str()),
+        Some("runs" | "superseded")
+    );
+    let (text, raw) = match read_json(path) {
+        Ok(read) => read,
+        // A torn file where records live is an error; elsewhere, some `.json` files are not JSON
+        // (e.g. JSON lines).
+        Err(err) if in_runs_folder => return Err(err),
+        Err(_) => return Ok(Outcome::NotARecord),
+    };
     let is_record =
         raw.get("spec_hash").is_some() && raw.get("trainer").is_some_and(Value::is_object);
     if !is_record {
@@ -230,8 +237,16 @@ mod tests {
         for name in names {
             std::fs::copy(fixtures.join(name), runs.join(name)).unwrap();
         }
-        // A JSON file in a runs folder that is not a run record is left alone.
+        // A JSON file in a runs folder that is not a run record, or one elsewhere that is not
+        // JSON, is left alone; a record kept outside a runs folder is compacted.
         std::fs::write(runs.join("notes.json"), "[1, 2]").unwrap();
+        std::fs::write(dir.join("lines.json"), "{}\n{}\n").unwrap();
+        let elsewhere = dir.join("cell/SST-2__dp-ft__eps8__seed13.json");
+        std::fs::create_dir_all(elsewhere.parent().unwrap()).unwrap();
+        std::fs::copy(fixtures.join(names[1]), &elsewhere).unwrap();
+        std::fs::write(runs.join("torn.json"), "{").unwrap();
+        assert!(compact(&runs.join("torn.json")).is_err());
+        std::fs::remove_file(runs.join("torn.json")).unwrap();
         for name in names {
             let path = runs.join(name);
             let original = read(&path);
@@ -278,7 +293,14 @@ mod tests {
             compact(&runs.join("notes.json")).unwrap(),
             Outcome::NotARecord
         );
+        assert_eq!(
+            compact(&dir.join("lines.json")).unwrap(),
+            Outcome::NotARecord
+        );
         run(CompactRecordsArgs { dir: dir.clone() }).unwrap();
+        let moved = CellRecord::read(&elsewhere).unwrap();
+        assert!(record::steps_path(&elsewhere).is_file());
+        assert_eq!(moved.steps(&elsewhere).unwrap().len(), 2);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
