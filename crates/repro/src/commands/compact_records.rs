@@ -304,6 +304,34 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// Every committed record that keeps its steps in a sidecar has that sidecar, intact (its
+    /// count and SHA-256 match).
+    #[test]
+    fn every_committed_steps_sidecar_matches_its_record() {
+        let results = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../results");
+        let mut files = Vec::new();
+        record_files(&results, &mut files).unwrap();
+        let mut checked = 0;
+        for path in &files {
+            let Ok((_, value)) = read_json(path) else {
+                continue;
+            };
+            let Some(trainer) = value
+                .get("trainer")
+                .filter(|_| value.get("spec_hash").is_some())
+            else {
+                continue;
+            };
+            if trainer.get(SIDECAR_FIELD).is_some() {
+                let record = CellRecord::read(path).unwrap();
+                let steps = record.steps(path).unwrap_or_else(|e| panic!("{e:#}"));
+                assert!(!steps.is_empty(), "{}", path.display());
+                checked += 1;
+            }
+        }
+        assert!(checked > 0);
+    }
+
     /// A record failing its checksum is not touched, and the command fails naming it.
     #[test]
     fn a_record_failing_its_checksum_is_left_as_it_was() {
