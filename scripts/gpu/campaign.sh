@@ -3,6 +3,7 @@
 # the committed ones this checkout carries (cells are resumed by spec hash, so no call spends time
 # on a recorded cell), then returns records, tuning.csv, summaries and claims as one tarball.
 #   scripts/gpu/campaign.sh TARGET SECONDS [repro args…]
+# PRESET=… picks another preset than mini (e.g. ablations' mini-horizon or mini-sst2-mask).
 # JOBS=auto picks the worker count with the most steps/s in $OUT/mini_throughput.csv (written by
 # scripts/gpu/throughput.sh earlier in the same call; THROUGHPUT_CSV names another); JOBS=n runs n workers; unset: one process.
 # RESULTS=DIR writes into DIR instead of the host's main results tree, seeded with nothing (e.g. a
@@ -17,13 +18,18 @@ shift 2
 keep=/root/dpzo-gpu
 OUT=${OUT:-/tmp/out}
 results=${RESULTS:-$keep/results}
+preset=${PRESET:-mini}
 mkdir -p "$OUT" "$results"
 . scripts/gpu/torch-env.sh
 export DPZO_ASSETS_DIR=$keep/assets DPZO_DATA_DIR=$keep/data
 repro=$keep/bundle/bin/repro
 # Committed records first (never over a record the host already has).
-if [ -z "${RESULTS:-}" ] && [ -d "results/$target/mini" ] && [ ! -d "$results/$target/mini" ]; then
-  mkdir -p "$results/$target" && cp -r "results/$target/mini" "$results/$target/mini"
+# Every committed grid folder the host lacks (ablations inherit table2's tuning from the same tree).
+if [ -z "${RESULTS:-}" ]; then
+  for d in results/table2/* results/table3/* results/ablations/*; do
+    [ -d "$d" ] && [ ! -d "$results/${d#results/}" ] && mkdir -p "$(dirname "$results/${d#results/}")" &&
+      cp -r "$d" "$results/${d#results/}"
+  done
 fi
 jobs=()
 tp=${THROUGHPUT_CSV:-$OUT/mini_throughput.csv}
@@ -37,14 +43,14 @@ fi
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   "$repro" --version
   date -u +%Y-%m-%dT%H:%M:%SZ
-  echo "repro $target --preset mini --device cuda ${jobs[*]} $*"
+  echo "repro $target --preset $preset --device cuda ${jobs[*]} $*"
 } >"$OUT/provenance.txt" 2>&1
-timeout "$seconds" "$repro" "$target" --preset mini --device cuda --out "$results" \
+timeout "$seconds" "$repro" "$target" --preset "$preset" --device cuda --out "$results" \
   --experiments experiments "${jobs[@]}" "$@" 2>&1 | tr '\r' '\n' | grep -v '^\s*$' >"$OUT/campaign.log"
 echo "exit $? after $SECONDS s" >>"$OUT/campaign.log"
 tail -n 40 "$OUT/campaign.log"
-"$repro" check "$target" --preset mini --out "$results" --experiments experiments >>"$OUT/campaign.log" 2>&1
+"$repro" check "$target" --preset "$preset" --out "$results" --experiments experiments >>"$OUT/campaign.log" 2>&1
 # Records and tables only: an unfinished run's checkpoint is hundreds of MB.
-tar czf "$OUT/$target-mini.tgz" --exclude=checkpoints --exclude=locks -C "$results" "$target"
+tar czf "$OUT/$target-$preset.tgz" --exclude=checkpoints --exclude=locks -C "$results" "$target"
 date -u +%Y-%m-%dT%H:%M:%SZ >>"$OUT/provenance.txt"
 ls -la "$OUT"

@@ -117,3 +117,36 @@ fn set_without_a_value_or_with_tune_is_refused() {
     let out = dry_run(&["--set", "learning_rate=1e-4", "--tune"]);
     assert!(!out.status.success(), "--set with --tune must be refused");
 }
+
+#[test]
+fn a_dry_run_writes_nothing() {
+    let out = std::env::temp_dir().join(format!("dpzo-dry-run-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    for extra in [&[][..], &["--tune"][..]] {
+        let run = Command::new(env!("CARGO_BIN_EXE_repro"))
+            .current_dir(workspace())
+            .args([
+                "table2",
+                "--preset",
+                "smoke",
+                "--device",
+                "cpu",
+                "--dry-run",
+            ])
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(
+            !out.exists(),
+            "--dry-run {extra:?} created {}",
+            out.display()
+        );
+    }
+}

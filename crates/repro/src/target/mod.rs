@@ -194,8 +194,10 @@ pub fn run_target(
     }
     let dir = results_dir(&args.out, target, preset_name);
     let runs_dir = dir.join("runs");
-    std::fs::create_dir_all(&runs_dir)
-        .with_context(|| format!("cannot create {}", runs_dir.display()))?;
+    if !args.dry_run {
+        std::fs::create_dir_all(&runs_dir)
+            .with_context(|| format!("cannot create {}", runs_dir.display()))?;
+    }
     println!(
         "{} runs on {} with model {model}",
         runs.len(),

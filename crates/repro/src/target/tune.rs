@@ -476,6 +476,9 @@ fn off_space_paths(list: &[Candidate]) -> Result<Vec<PathBuf>> {
     ) else {
         return Ok(Vec::new());
     };
+    if !tuning.is_dir() {
+        return Ok(Vec::new());
+    }
     let mut folders: Vec<PathBuf> = std::fs::read_dir(tuning)
         .with_context(|| format!("reading {}", tuning.display()))?
         .map(|e| e.map(|e| e.path()))
@@ -714,11 +717,6 @@ pub fn run(
              other budgets reuse its winner, their procedure eps composing its candidates"
         );
     }
-    for cell in &phase1 {
-        let runs_dir = cell.record.parent().context("a record has a folder")?;
-        std::fs::create_dir_all(runs_dir)
-            .with_context(|| format!("cannot create {}", runs_dir.display()))?;
-    }
     if args.dry_run {
         for (key, list) in &groups {
             for c in list {
@@ -737,6 +735,11 @@ pub fn run(
             }
         }
         return Ok(false);
+    }
+    for cell in &phase1 {
+        let runs_dir = cell.record.parent().context("a record has a folder")?;
+        std::fs::create_dir_all(runs_dir)
+            .with_context(|| format!("cannot create {}", runs_dir.display()))?;
     }
     let policy = Policy::from_flags(args.rerun, args.restart);
     let parallel = !g.worker && (g.gpus.is_some() || g.jobs_per_gpu > 1);
