@@ -10,19 +10,7 @@ fn workspace() -> PathBuf {
 
 #[test]
 fn dry_run_json_prints_each_cells_effective_configuration() {
-    let output = Command::new(env!("CARGO_BIN_EXE_repro"))
-        .current_dir(workspace())
-        .args([
-            "table2",
-            "--preset",
-            "smoke",
-            "--device",
-            "cpu",
-            "--dry-run",
-            "--json",
-        ])
-        .output()
-        .unwrap();
+    let output = dry_run(&[]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "repro failed: {stderr}");
     let doc: serde_json::Value = serde_json::from_slice(&output.stdout)
@@ -53,14 +41,18 @@ fn dry_run_json_prints_each_cells_effective_configuration() {
     assert_eq!(dpzero["config"]["learning_rate"].as_f64(), Some(1e-5));
 }
 
-fn dry_run(extra: &[&str]) -> std::process::Output {
+/// `repro table2 --preset smoke --device cpu` with `extra`.
+fn smoke(extra: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_repro"))
         .current_dir(workspace())
         .args(["table2", "--preset", "smoke", "--device", "cpu"])
-        .args(["--dry-run", "--json"])
         .args(extra)
         .output()
         .unwrap()
+}
+
+fn dry_run(extra: &[&str]) -> std::process::Output {
+    smoke(&[&["--dry-run", "--json"][..], extra].concat())
 }
 
 #[test]
@@ -123,21 +115,8 @@ fn a_dry_run_writes_nothing() {
     let out = std::env::temp_dir().join(format!("dpzo-dry-run-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
     for extra in [&[][..], &["--tune"][..]] {
-        let run = Command::new(env!("CARGO_BIN_EXE_repro"))
-            .current_dir(workspace())
-            .args([
-                "table2",
-                "--preset",
-                "smoke",
-                "--device",
-                "cpu",
-                "--dry-run",
-            ])
-            .arg("--out")
-            .arg(&out)
-            .args(extra)
-            .output()
-            .unwrap();
+        let out_arg = out.display().to_string();
+        let run = smoke(&[&["--dry-run", "--out", out_arg.as_str()][..], extra].concat());
         assert!(
             run.status.success(),
             "{}",
