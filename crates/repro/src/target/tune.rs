@@ -530,6 +530,10 @@ fn write_tuning_csv(
                 fmt(note.and_then(|n| n.epsilon_procedure)),
                 note.map_or(String::new(), |n| n.runs_composed.to_string()),
                 fmt(note.and_then(|n| n.epsilon_procedure_random_k)),
+                match winners.get(key) {
+                    Some(w) if w.index == c.index => edge_of(list, w),
+                    _ => String::new(),
+                },
             ])?;
         }
         // Candidates of a space since narrowed: listed (they ran and are composed), never selected.
@@ -555,6 +559,7 @@ fn write_tuning_csv(
                 fmt(note.and_then(|n| n.epsilon_procedure)),
                 note.map_or(String::new(), |n| n.runs_composed.to_string()),
                 fmt(note.and_then(|n| n.epsilon_procedure_random_k)),
+                String::new(),
             ])?;
         }
         let Some(winner) = winners.get(key) else {
@@ -583,6 +588,7 @@ fn write_tuning_csv(
                 fmt(note.epsilon_procedure),
                 note.runs_composed.to_string(),
                 fmt(note.epsilon_procedure_random_k),
+                String::new(),
             ])?;
         }
     }
@@ -604,8 +610,39 @@ fn write_tuning_csv(
     atomic_file::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Where the selected candidate sits on an edge of its space: `learning_rate=top` when no
+/// candidate with the same other settings tried a larger step size (`bottom`: a smaller one),
+/// one entry per such setting; empty when it is interior in every numeric setting. A failed
+/// candidate beyond it counts as tried. A winner on an edge is a lower bound of what the search
+/// would find past it.
+fn edge_of(list: &[Candidate], winner: &Candidate) -> String {
+    let number = |v: &toml::Value| v.as_float().or_else(|| v.as_integer().map(|i| i as f64));
+    let mut edges = Vec::new();
+    for (key, value) in &winner.overrides {
+        let Some(x) = number(value) else { continue };
+        let tried: Vec<f64> = list
+            .iter()
+            .filter(|c| {
+                c.overrides
+                    .iter()
+                    .all(|(k, v)| k == key || winner.overrides.get(k) == Some(v))
+            })
+            .filter_map(|c| c.overrides.get(key).and_then(number))
+            .collect();
+        if tried.len() < 2 {
+            continue;
+        }
+        if tried.iter().all(|t| *t <= x) {
+            edges.push(format!("{key}=top"));
+        } else if tried.iter().all(|t| *t >= x) {
+            edges.push(format!("{key}=bottom"));
+        }
+    }
+    edges.join(" ")
+}
+
 /// The columns of `tuning.csv`.
-const TUNING_CSV_COLUMNS: [&str; 11] = [
+const TUNING_CSV_COLUMNS: [&str; 12] = [
     "task",
     "method",
     "epsilon",
@@ -617,6 +654,7 @@ const TUNING_CSV_COLUMNS: [&str; 11] = [
     "epsilon_procedure",
     "runs_composed",
     "epsilon_procedure_random_k",
+    "at_edge",
 ];
 
 /// The rows of an existing `tuning.csv` whose (task, method, ε) group is not in `written`,
@@ -811,6 +849,22 @@ pub fn run(
         }
     }
     write_tuning_csv(dir, &groups, &winners, &notes, at)?;
+    for (key, list) in &groups {
+        let Some(winner) = winners.get(key) else {
+            continue;
+        };
+        let edge = edge_of(list, winner);
+        if !edge.is_empty() {
+            println!(
+                "tuning: {} {} eps {:?}: the selected candidate is on the edge of its space \
+                 ({edge}); its dev accuracy is a lower bound of what the search would find \
+                 past it: extend the space there",
+                key.0,
+                key.1,
+                key.2.map(f64::from_bits)
+            );
+        }
+    }
     let missing: Vec<String> = finals
         .iter()
         .filter(|c| !c.is_recorded())
@@ -1688,6 +1742,20 @@ mod tests {
         assert_eq!(
             (rows(&after_b, "A"), rows(&after_b, "B")),
             (2, 2),
+            "{after_b}"
+        );
+        // Dev accuracy rises with the step size in this world: the winner, 1e-4, is the top of
+        // [1e-5, 1e-4], and only its row says so.
+        let selected: Vec<&str> = after_b.lines().filter(|l| l.contains(",true,")).collect();
+        assert_eq!(selected.len(), 2, "{after_b}");
+        for row in &selected {
+            assert!(row.ends_with(",learning_rate=top"), "{row}");
+        }
+        assert!(
+            after_b
+                .lines()
+                .filter(|l| l.contains(",false,"))
+                .all(|l| l.ends_with(',')),
             "{after_b}"
         );
         // Task A's rows are carried over unchanged, and a second call over B does not repeat B.
