@@ -10,7 +10,6 @@ use trainer::data::PaddingSide;
 use trainer::model::LabelWordModel;
 use trainer::models::adapters::AdapterConfig;
 use trainer::models::{load_model, Model};
-use trainer::optim::dp_sgd::{ghost_clipped_gradient_sum, microbatch_clipped_gradient};
 use trainer::optim::loss::{per_example_loss_values, per_example_losses};
 use trainer::optim::params::TrainableParams;
 use trainer::optim::zo::{
@@ -18,7 +17,7 @@ use trainer::optim::zo::{
 };
 
 mod parity_fixtures;
-use parity_fixtures::fixture;
+use parity_fixtures::{assert_ghost_matches_microbatch, fixture};
 
 const FIXTURES: [&str; 3] = ["opt_tiny", "llama_tiny_gqa_untied", "llama_tiny_tied_bf16"];
 
@@ -111,56 +110,14 @@ fn choice_scores_are_mean_continuation_log_likelihoods_and_the_loss_their_cross_
     }
 }
 
-/// `||ours - reference|| / max(||reference||, floor)`.
-fn relative_error(ours: &Tensor, reference: &Tensor, floor: f64) -> f64 {
-    let diff = (ours - reference).norm().double_value(&[]);
-    diff / reference.norm().double_value(&[]).max(floor)
-}
-
 /// Ghost clipping groups an example's candidate rows: its per-example norms, losses, clipped
 /// count and clipped sum equal the micro-batch reference's, which backpropagates each example
 /// (both its rows) alone.
 fn check_ghost(model: &Model, what: &str) {
-    const RELATIVE: f64 = 1e-5;
     for side in [PaddingSide::Right, PaddingSide::Left] {
         let params = TrainableParams::from_model(model).unwrap();
         let batch = choice_batch(vocab(model), side);
-        let (_, probe) = microbatch_clipped_gradient(model, &params, &batch, 1e30).unwrap();
-        assert_eq!(probe.norms.len(), 5, "one norm per example, not per row");
-        let mut sorted = probe.norms.clone();
-        sorted.sort_by(f64::total_cmp);
-        let clip_norm = 0.5 * (sorted[1] + sorted[2]);
-        let (reference, micro) =
-            microbatch_clipped_gradient(model, &params, &batch, clip_norm).unwrap();
-        let (ghost, per_example) =
-            ghost_clipped_gradient_sum(model, &params, &batch, clip_norm).unwrap();
-        assert_eq!(per_example.norms.len(), 5, "{what}");
-        for (i, (g, m)) in per_example.norms.iter().zip(&micro.norms).enumerate() {
-            assert!(
-                (g - m).abs() <= RELATIVE * m,
-                "{what} {side:?}: example {i} norm ghost {g} vs micro-batch {m}"
-            );
-        }
-        for (i, (g, m)) in per_example.losses.iter().zip(&micro.losses).enumerate() {
-            assert!(
-                (g - m).abs() <= 1e-5 * m.abs().max(1.0),
-                "{what} {side:?}: loss {i}: {g} vs {m}"
-            );
-        }
-        assert_eq!(per_example.clipped, micro.clipped, "{what}: clipped count");
-        assert!(micro.clipped > 0 && micro.clipped < 5, "{what}");
-        let total = reference
-            .iter()
-            .map(|t| t.square().sum(Kind::Double).double_value(&[]))
-            .sum::<f64>()
-            .sqrt();
-        for ((param, _), (g, m)) in params.named().iter().zip(ghost.iter().zip(&reference)) {
-            let error = relative_error(g, m, 1e-2 * total);
-            assert!(
-                error <= RELATIVE,
-                "{what} {side:?}: {param}: relative error {error:e}"
-            );
-        }
+        assert_ghost_matches_microbatch(model, &params, &batch, 1, &format!("{what} {side:?}"));
     }
 }
 

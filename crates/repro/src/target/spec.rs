@@ -702,6 +702,34 @@ fn merge(base: &mut toml::Table, over: Option<&toml::Table>) {
     }
 }
 
+/// The `[meta]` table of a test spec for `target`, shared by the spec, tune and ablation tests.
+#[cfg(test)]
+pub(crate) fn test_meta(target: &str) -> String {
+    format!(
+        r#"
+        [meta]
+        target = "{target}"
+        title = "x"
+        paper_table = "p.csv"
+        paper_source = "liu"
+        metric = "accuracy"
+        paper_model = "m"
+        tolerance_points = 1.0
+        tolerance_reason = "r"
+        "#
+    )
+}
+
+/// A plain CPU preset `p` of a test spec (no deviations).
+#[cfg(test)]
+pub(crate) const TEST_PRESET_P: &str = r#"
+        [preset.p]
+        description = "d"
+        model = "m"
+        device = "cpu"
+        deviations = []
+        "#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -775,16 +803,8 @@ mod tests {
 
     #[test]
     fn settings_precedence_is_defaults_preset_method_preset_method() {
-        let text = r#"
-            [meta]
-            target = "t"
-            title = "x"
-            paper_table = "p.csv"
-            paper_source = "liu"
-            metric = "accuracy"
-            paper_model = "m"
-            tolerance_points = 1.0
-            tolerance_reason = "r"
+        let text = test_meta("t")
+            + r#"
             [grid]
             tasks = ["A"]
             methods = ["zero-shot", "dpzero"]
@@ -809,7 +829,7 @@ mod tests {
             [preset.p.method.dpzero]
             batch = 4
         "#;
-        let spec: Spec = toml::from_str(text).unwrap();
+        let spec: Spec = toml::from_str(&text).unwrap();
         let runs = spec.runs("p").unwrap();
         assert_eq!(runs.len(), 3, "zero-shot once, dpzero at two epsilons");
         let dp = runs.iter().find(|r| r.method == "dpzero").unwrap();
@@ -832,16 +852,8 @@ mod tests {
 
     #[test]
     fn variants_resolve_over_their_base_with_their_step_size_rule() {
-        let text = r#"
-            [meta]
-            target = "t"
-            title = "x"
-            paper_table = "p.csv"
-            paper_source = "liu"
-            metric = "accuracy"
-            paper_model = "m"
-            tolerance_points = 1.0
-            tolerance_reason = "r"
+        let text = test_meta("t")
+            + r#"
             [grid]
             tasks = ["A"]
             methods = ["dp-zopo", "sparse", "flat", "noiseless", "bad"]
@@ -880,7 +892,7 @@ mod tests {
             deviations = []
             methods = ["dp-zopo", "sparse", "flat", "noiseless"]
         "#;
-        let spec: Spec = toml::from_str(text).unwrap();
+        let spec: Spec = toml::from_str(&text).unwrap();
         let runs = spec.runs("p").unwrap();
         let get = |m: &str| runs.iter().find(|r| r.method == m).unwrap();
         let lr = |m: &str| get(m).settings["learning_rate"].as_float().unwrap();
@@ -917,28 +929,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("dpzo-include-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let head = |target: &str| {
-            format!(
-                r#"[meta]
-                target = "{target}"
-                title = "x"
-                paper_table = "p.csv"
-                paper_source = "liu"
-                metric = "accuracy"
-                paper_model = "m"
-                tolerance_points = 1.0
-                tolerance_reason = "r"
+            test_meta(target)
+                + r#"
                 [grid]
                 tasks = ["A"]
                 methods = ["dpzero", "dp-ft"]
                 epsilons = [4.0]
                 seeds = [1]
-                [preset.p]
-                description = "d"
-                model = "m"
-                device = "cpu"
-                deviations = []
                 "#
-            )
+                + TEST_PRESET_P
         };
         std::fs::write(
             dir.join("base.toml"),

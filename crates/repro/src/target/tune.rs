@@ -1255,12 +1255,7 @@ mod tests {
 
         pub const DELTA: f64 = 1e-5;
 
-        /// The plain preset `p` of the world's specs (CPU, no deviations).
-        pub const PRESET_P: &str = r#"[preset.p]
-               description = "d"
-               model = "m"
-               device = "cpu"
-               deviations = []"#;
+        pub(crate) use crate::target::spec::TEST_PRESET_P as PRESET_P;
 
         pub fn scratch(name: &str) -> PathBuf {
             let dir = std::env::temp_dir().join(format!("dpzo-tune-{name}-{}", std::process::id()));
@@ -1271,17 +1266,9 @@ mod tests {
 
         /// Writes `experiments/<target>.toml` with the shared grid and spaces plus `extra`.
         pub fn spec(dir: &Path, target: &str, grid: &str, extra: &str) -> Spec {
-            let text = format!(
-                r#"
-                [meta]
-                target = "{target}"
-                title = "t"
-                paper_table = "p.csv"
-                paper_source = "x"
-                metric = "accuracy"
-                paper_model = "m"
-                tolerance_points = 1.0
-                tolerance_reason = "r"
+            let text = crate::target::spec::test_meta(target)
+                + &format!(
+                    r#"
                 [grid]
                 {grid}
                 seeds = [1, 2]
@@ -1298,7 +1285,7 @@ mod tests {
                 learning_rate_scaling = "inverse-mask-ratio"
                 {extra}
                 "#
-            );
+                );
             let path = dir.join("experiments").join(format!("{target}.toml"));
             std::fs::write(&path, text).unwrap();
             Spec::load(&path).unwrap()
@@ -1467,11 +1454,7 @@ mod tests {
             r#"tasks = ["A", "B"]
                methods = ["zero-shot", "dpzero", "dp-zopo"]
                epsilons = [4.0]"#,
-            r#"[preset.p]
-               description = "d"
-               model = "m"
-               device = "cpu"
-               deviations = []"#,
+            world::PRESET_P,
         );
         tune_source(&dir, &source, &["A"]);
         let abl_grid = r#"tasks = ["A"]
@@ -1655,12 +1638,7 @@ mod tests {
             r#"tasks = ["A"]
                methods = ["zero-shot", "dpzero"]
                epsilons = [2.0, 4.0, 8.0]"#,
-            r#"[preset.p]
-               description = "d"
-               model = "m"
-               device = "cpu"
-               deviations = []
-               tune_options = { at_epsilon = 4.0 }"#,
+            &format!("{}tune_options = {{ at_epsilon = 4.0 }}", world::PRESET_P),
         );
         let runner = tune_source(&dir, &spec, &["A"]);
         // Candidates: two, at eps 4 only; finals: zero-shot twice, dpzero on 2 seeds x 3 eps

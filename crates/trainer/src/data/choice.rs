@@ -22,7 +22,7 @@
 use tch::{TchError, Tensor};
 use tokenizers::Tokenizer;
 
-use super::encode::{ModelConventions, PaddingSide};
+use super::encode::{checked_max_length, token_ids, ModelConventions, PaddingSide};
 use super::error::{DataError, Result};
 use super::example::Example;
 use super::task::TaskSpec;
@@ -327,23 +327,12 @@ impl<'t> ChoiceEncoder<'t> {
     /// # Errors
     /// [`DataError::InvalidOption`] for a length below 2 (a scored token needs a predecessor).
     pub fn with_max_length(mut self, max_length: usize) -> Result<Self> {
-        if max_length < 2 {
-            return Err(DataError::InvalidOption {
-                name: "max_length",
-                value: max_length.to_string(),
-                reason: "must be at least 2",
-            });
-        }
-        self.max_length = max_length;
+        self.max_length = checked_max_length(max_length)?;
         Ok(self)
     }
 
     fn tokenize(&self, text: &str) -> Result<Vec<i64>> {
-        let encoding = self
-            .tokenizer
-            .encode(text, false)
-            .map_err(|error| DataError::Tokenizer(error.to_string()))?;
-        Ok(encoding.get_ids().iter().map(|&id| i64::from(id)).collect())
+        token_ids(self.tokenizer, text)
     }
 
     /// The rows of one example, one per candidate. The prompt loses tokens from its start when

@@ -115,6 +115,26 @@ pub struct PromptEncoder<'t> {
     label_word_ids: Vec<i64>,
 }
 
+/// A sequence-length cap, refused below 2 (a scored token needs a predecessor).
+pub(crate) fn checked_max_length(max_length: usize) -> Result<usize> {
+    if max_length < 2 {
+        return Err(DataError::InvalidOption {
+            name: "max_length",
+            value: max_length.to_string(),
+            reason: "must be at least 2",
+        });
+    }
+    Ok(max_length)
+}
+
+/// The token ids of `text`, without special tokens.
+pub(crate) fn token_ids(tokenizer: &Tokenizer, text: &str) -> Result<Vec<i64>> {
+    let encoding = tokenizer
+        .encode(text, false)
+        .map_err(|error| DataError::Tokenizer(error.to_string()))?;
+    Ok(encoding.get_ids().iter().map(|&id| i64::from(id)).collect())
+}
+
 fn special_id(tokenizer: &Tokenizer, token: &str, role: &'static str) -> Result<i64> {
     tokenizer
         .token_to_id(token)
@@ -222,14 +242,7 @@ impl<'t> PromptEncoder<'t> {
     /// # Errors
     /// [`DataError::InvalidOption`] below 2.
     pub fn with_max_length(mut self, max_length: usize) -> Result<Self> {
-        if max_length < 2 {
-            return Err(DataError::InvalidOption {
-                name: "max_length",
-                value: max_length.to_string(),
-                reason: "must be at least 2",
-            });
-        }
-        self.max_length = max_length;
+        self.max_length = checked_max_length(max_length)?;
         Ok(self)
     }
 
@@ -244,11 +257,7 @@ impl<'t> PromptEncoder<'t> {
     }
 
     fn tokenize(&self, text: &str) -> Result<Vec<i64>> {
-        let encoding = self
-            .tokenizer
-            .encode(text, false)
-            .map_err(|error| DataError::Tokenizer(error.to_string()))?;
-        Ok(encoding.get_ids().iter().map(|&id| i64::from(id)).collect())
+        token_ids(self.tokenizer, text)
     }
 
     fn sentence_limit(&self, field: &str) -> Option<usize> {

@@ -1,10 +1,73 @@
 //! Test support shared by the tests on the tiny parity checkpoints (`tests/fixtures/*_tiny*`):
-//! their folders, and one batch of their reference rows.
+//! their folders, one batch of their reference rows, and the ghost-clipping check against the
+//! micro-batch reference.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
-use trainer::batch::Batch;
+use trainer::batch::{Batch, ExampleBatch};
+use trainer::model::LabelWordModel;
+use trainer::optim::dp_sgd::{ghost_clipped_gradient_sum, microbatch_clipped_gradient};
+use trainer::optim::params::TrainableParams;
+
+/// Agreement of ghost clipping with the micro-batch reference (relative).
+pub const GHOST_RELATIVE: f64 = 1e-5;
+
+/// `||ours - reference|| / max(||reference||, floor)`.
+pub fn relative_error(ours: &Tensor, reference: &Tensor, floor: f64) -> f64 {
+    let diff = (ours - reference).norm().double_value(&[]);
+    diff / reference.norm().double_value(&[]).max(floor)
+}
+
+/// Ghost clipping of `batch` at a bound between the `low`-th and `low + 1`-th smallest
+/// per-example norm (so some examples are clipped and some not) equals the micro-batch
+/// reference: per-example norms, losses, the clipped count and the clipped sum, to
+/// [`GHOST_RELATIVE`]. Tensors whose exact gradient vanishes (attention key biases: softmax
+/// ignores a shift shared by all keys) hold only rounding; they are measured against 1% of the
+/// whole sum.
+pub fn assert_ghost_matches_microbatch(
+    model: &dyn LabelWordModel,
+    params: &TrainableParams,
+    batch: &dyn ExampleBatch,
+    low: usize,
+    what: &str,
+) {
+    let (_, probe) = microbatch_clipped_gradient(model, params, batch, 1e30).unwrap();
+    let n = batch.num_examples();
+    assert_eq!(probe.norms.len(), n, "{what}: one norm per example");
+    let mut sorted = probe.norms.clone();
+    sorted.sort_by(f64::total_cmp);
+    let clip_norm = 0.5 * (sorted[low] + sorted[low + 1]);
+    let (reference, micro) = microbatch_clipped_gradient(model, params, batch, clip_norm).unwrap();
+    let (ghost, per_example) = ghost_clipped_gradient_sum(model, params, batch, clip_norm).unwrap();
+    assert_eq!(per_example.norms.len(), n, "{what}");
+    for (i, (g, m)) in per_example.norms.iter().zip(&micro.norms).enumerate() {
+        assert!(
+            (g - m).abs() <= GHOST_RELATIVE * m,
+            "{what}: example {i} norm ghost {g} vs micro-batch {m}"
+        );
+    }
+    for (i, (g, m)) in per_example.losses.iter().zip(&micro.losses).enumerate() {
+        assert!(
+            (g - m).abs() <= 1e-5 * m.abs().max(1.0),
+            "{what}: loss {i}: {g} vs {m}"
+        );
+    }
+    assert_eq!(per_example.clipped, micro.clipped, "{what}: clipped count");
+    assert!(micro.clipped > 0 && micro.clipped < n, "{what}");
+    let total = reference
+        .iter()
+        .map(|t| t.square().sum(Kind::Double).double_value(&[]))
+        .sum::<f64>()
+        .sqrt();
+    for ((param, _), (g, m)) in params.named().iter().zip(ghost.iter().zip(&reference)) {
+        let error = relative_error(g, m, 1e-2 * total);
+        assert!(
+            error <= GHOST_RELATIVE,
+            "{what}: {param}: relative error {error:e}"
+        );
+    }
+}
 
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
