@@ -159,8 +159,10 @@ def strip(record):
     # the record's content checksum.
     for key in ("wall_secs", "provenance"):
         record.pop(key)
+    record.pop("setup_secs", None)
     record.pop("content_sha256", None)
     record["trainer"].pop("provenance", None)
+    record["trainer"].pop("seconds", None)
     record["trainer"]["config"].pop("checkpoint_dir", None)
     return record
 names = sorted(f for f in os.listdir(local) if f.endswith(".json"))

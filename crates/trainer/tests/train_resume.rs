@@ -145,6 +145,39 @@ fn kill_9_mid_run_then_resume_matches_an_uninterrupted_run_bit_for_bit() {
     let _ = std::fs::remove_dir_all(&reference_dir);
 }
 
+/// Checkpoints are written in the background; when the run returns, its last one is on disk,
+/// complete, at the final step, and holds the final weights, whether the final step is a
+/// multiple of `checkpoint_every` (saved in the loop) or not (saved after it).
+#[test]
+fn the_last_checkpoint_is_complete_when_the_run_returns_and_holds_the_final_weights() {
+    for every in [7, 10] {
+        assert_eq!(TOTAL_STEPS % 10, 0);
+        assert_ne!(TOTAL_STEPS % 7, 0);
+        let dir = scratch_dir(&format!("last-checkpoint-{every}"));
+        let mut config = resumable_config(&dir);
+        config.checkpoint_every = every;
+        let (record, model) = train(&config, 0, false);
+        let seconds = record.seconds.expect("a new record times its phases");
+        assert!(
+            seconds.checkpoints > 0.0 && seconds.steps > 0.0,
+            "{seconds:?}"
+        );
+        let (_, state) = checkpoint::latest(&dir)
+            .unwrap()
+            .expect("a checkpoint at the end");
+        assert_eq!(state.step, TOTAL_STEPS, "checkpoint_every {every}");
+        let (resumed, resumed_model) = train(&config, 0, true);
+        assert_eq!(resumed.resumed_from, Some(TOTAL_STEPS));
+        assert_eq!(
+            bits(&resumed_model),
+            bits(&model),
+            "checkpoint_every {every}"
+        );
+        assert_eq!(resumed.test, record.test);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 #[test]
 fn non_finite_loss_stops_the_run_and_keeps_the_last_good_state() {
     let dir = scratch_dir("nan");

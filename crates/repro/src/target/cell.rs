@@ -707,6 +707,7 @@ impl CellRunner for TrainerCells {
             _ => None,
         };
         let mut model = self.load_model(train_config.dtype.kind())?;
+        let setup_secs = start.elapsed().as_secs_f64();
         let mut train_source = EncodedTrain {
             encoder: &encoder,
             examples: train_ex,
@@ -751,6 +752,7 @@ impl CellRunner for TrainerCells {
             dev_accuracy: rec.final_dev.as_ref().map(|m| 100.0 * m.accuracy),
             data: data_note,
             wall_secs: start.elapsed().as_secs_f64(),
+            setup_secs: Some(setup_secs),
             trainer: serde_json::to_value(&rec)?,
             tuning: None,
         })

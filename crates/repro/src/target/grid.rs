@@ -331,6 +331,10 @@ fn run_claimed(
                     rec.test_accuracy, rec.wall_secs
                 )
             };
+            let line = match rec.time_breakdown() {
+                Some(phases) => format!("{line} ({phases})"),
+                None => line,
+            };
             say(bar, line);
             let _ = std::fs::remove_dir_all(&cell.checkpoint);
             outcome.ran.push(stem);

@@ -50,6 +50,10 @@ pub struct CellRecord {
     pub data: String,
     /// Wall time of the run in seconds.
     pub wall_secs: f64,
+    /// Of `wall_secs`, the seconds before training: data read and encoded, model loaded (the
+    /// trainer's own phases are `trainer.seconds`). Absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub setup_secs: Option<f64>,
     /// The trainer's own record: metrics over time and the privacy ledger; its per-step record
     /// is in the sidecar that `steps_sidecar` describes (see the module docs), or inline in
     /// `steps` for an empty one and for records written before sidecars.
@@ -60,6 +64,23 @@ pub struct CellRecord {
 }
 
 impl CellRecord {
+    /// Where the wall time went, for the console: "setup 3, checkpoints 4, …, steps 58 s" in
+    /// whole seconds, from `setup_secs` and the phases of the trainer's `seconds`
+    /// (`trainer::train::PhaseSeconds`, read by name so that this builds without libtorch);
+    /// `None` for records without them.
+    pub fn time_breakdown(&self) -> Option<String> {
+        let phases = self.trainer.get("seconds")?.as_object()?;
+        let trainer_setup = phases.get("setup").and_then(Value::as_f64).unwrap_or(0.0);
+        let mut parts = vec![format!("setup {:.0}", self.setup_secs? + trainer_setup)];
+        parts.extend(
+            phases
+                .iter()
+                .filter(|(name, _)| name.as_str() != "setup")
+                .filter_map(|(name, v)| Some(format!("{name} {:.0}", v.as_f64()?))),
+        );
+        Some(format!("{} s", parts.join(", ")))
+    }
+
     /// Reads a record, refusing one whose content checksum fails (`integrity`).
     pub fn read(path: &Path) -> Result<CellRecord> {
         Ok(super::integrity::read_verified(path)?.0)
@@ -291,6 +312,25 @@ mod tests {
                 })
             })
             .collect()
+    }
+
+    #[test]
+    fn time_breakdown_adds_the_cells_setup_to_the_trainers_and_lists_its_phases() {
+        let mut rec = record(Vec::new());
+        assert_eq!(rec.time_breakdown(), None, "no phases recorded");
+        rec.trainer["seconds"] = json!({
+            "setup": 0.4, "steps": 58.2, "checkpoints": 4.4, "accounting": 0.3, "evaluation": 1.0
+        });
+        assert_eq!(
+            rec.time_breakdown(),
+            None,
+            "no setup_secs: an incomplete breakdown"
+        );
+        rec.setup_secs = Some(2.7);
+        assert_eq!(
+            rec.time_breakdown().as_deref(),
+            Some("setup 3, accounting 0, checkpoints 4, evaluation 1, steps 58 s")
+        );
     }
 
     fn record(steps: Vec<Value>) -> CellRecord {

@@ -158,6 +158,7 @@ mod tests {
             dev_accuracy: None,
             data: "real".into(),
             wall_secs: 0.0,
+            setup_secs: None,
             trainer: serde_json::Value::Null,
             tuning: None,
         };

@@ -1351,6 +1351,7 @@ mod tests {
                 dev_accuracy: Some(50.0 + 1e3 * lr.min(1e-2)),
                 data: "real".into(),
                 wall_secs: 0.0,
+                setup_secs: None,
                 trainer,
                 tuning: None,
             }

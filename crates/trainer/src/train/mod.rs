@@ -10,7 +10,7 @@ pub mod step;
 
 pub use config::{DType, MaskConfig, Method, ProximalMode, Sampling, StageConfig, TrainConfig};
 pub use error::{Result, TrainError};
-pub use record::{PrivacyLedger, Provenance, RunRecord};
+pub use record::{PhaseSeconds, PrivacyLedger, Provenance, RunRecord};
 pub use run::{run_training, run_training_with, ContentFree, RunOptions};
 pub use source::{BatchRequest, TrainBatches};
 pub use step::{method_steps_on_this_thread, MethodSettings, MethodStep, StepInput, StepOutput};

@@ -198,6 +198,22 @@ pub struct Resolved {
     pub dp_sgd_extra_state_bytes: Option<usize>,
 }
 
+/// Where a run's wall time went, in seconds of the host clock. Not a result: two runs of one
+/// spec differ here as they do in wall time, so comparisons of records leave it out.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseSeconds {
+    /// Noise calibration, budget check and (on resume) loading the checkpoint, before step 1.
+    pub setup: f64,
+    /// The training steps: batches, forwards, updates, DP-ZOPO's mask scoring.
+    pub steps: f64,
+    /// Checkpoint saves: tensors copied to the host, written and checksummed.
+    pub checkpoints: f64,
+    /// The privacy accountant's epsilon spent, at checkpoints and at the end.
+    pub accounting: f64,
+    /// Dev and test evaluations (and contextual calibration's content-free pass).
+    pub evaluation: f64,
+}
+
 /// Everything a run produced.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunRecord {
@@ -228,6 +244,9 @@ pub struct RunRecord {
     /// The contextual calibration the final evaluations used (calibrated zero-shot only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<crate::optim::calibration::Calibration>,
+    /// Where this process's wall time went (absent in records written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<PhaseSeconds>,
 }
 
 fn carries_nonprivate_diagnostics() -> bool {

@@ -14,7 +14,8 @@ use super::checkpoint::{self, CheckpointState, FORMAT_VERSION};
 use super::config::{Method, MuScheduleChoice, ProximalMode, Sampling, TrainConfig};
 use super::error::{Result, TrainError};
 use super::record::{
-    Accounting, EvalMetric, LedgerEvent, PrivacyLedger, Provenance, Resolved, RunRecord, StepMetric,
+    Accounting, EvalMetric, LedgerEvent, PhaseSeconds, PrivacyLedger, Provenance, Resolved,
+    RunRecord, StepMetric,
 };
 use super::source::{BatchRequest, TrainBatches};
 use super::step::{MethodSettings, MethodStep, StepInput};
@@ -210,6 +211,14 @@ fn mechanism_of(accounting: &Accounting) -> SampledGaussian {
     }
 }
 
+/// Runs `f`, adding its wall time to `total`.
+fn timed<T>(total: &mut f64, f: impl FnOnce() -> T) -> T {
+    let started = std::time::Instant::now();
+    let out = f();
+    *total += started.elapsed().as_secs_f64();
+    out
+}
+
 /// Updates epsilon spent and the accountant's ledger for `steps_done` steps.
 fn account(ledger: &mut PrivacyLedger, accounting: &Accounting, steps_done: u64) -> Result<()> {
     let mechanism = mechanism_of(accounting);
@@ -292,6 +301,51 @@ fn check_same_config(
     Ok(())
 }
 
+/// A checkpoint being written by a background thread. Its tensors are copied to the host
+/// before the thread starts, so training goes on while they are written and checksummed
+/// (`checkpoint::save`, which makes the checkpoint appear atomically and only then removes the
+/// older one). Dropping it waits for the write.
+#[derive(Default)]
+struct PendingSave {
+    root: PathBuf,
+    writer: Option<std::thread::JoinHandle<Result<PathBuf>>>,
+}
+
+impl PendingSave {
+    /// Waits for the write in flight, if any: its directory, or its error.
+    fn finish(&mut self) -> Result<Option<PathBuf>> {
+        let Some(writer) = self.writer.take() else {
+            return Ok(None);
+        };
+        match writer.join() {
+            Ok(saved) => saved.map(Some),
+            Err(_) => Err(TrainError::Io {
+                path: self.root.clone(),
+                source: std::io::Error::other("the checkpoint writer thread panicked"),
+            }),
+        }
+    }
+}
+
+impl Drop for PendingSave {
+    fn drop(&mut self) {
+        // An early return has its own error to report; this one only must not outlive the run.
+        let _ = self.finish();
+    }
+}
+
+/// A host copy of `t` that shares no storage with it (a CPU tensor is copied, not aliased).
+fn host_copy(t: &Tensor) -> std::result::Result<Tensor, tch::TchError> {
+    if t.device() == tch::Device::Cpu {
+        let copy = t.f_zeros_like()?;
+        let mut target = copy.shallow_clone();
+        target.f_copy_(t)?;
+        Ok(copy)
+    } else {
+        t.f_to_device(tch::Device::Cpu)
+    }
+}
+
 struct Loop<'a> {
     config: &'a TrainConfig,
     params: TrainableParams,
@@ -304,6 +358,8 @@ struct Loop<'a> {
     step: u64,
     stage: u64,
     dp_sgd_extra_state_bytes: Option<usize>,
+    /// The checkpoint still being written, if any.
+    pending_save: PendingSave,
 }
 
 impl Loop<'_> {
@@ -325,10 +381,27 @@ impl Loop<'_> {
         extra
     }
 
-    fn save(&self) -> Result<Option<PathBuf>> {
+    /// Saves a checkpoint and waits until it is on disk.
+    fn save(&mut self) -> Result<Option<PathBuf>> {
+        self.save_in_background()?;
+        self.pending_save.finish()
+    }
+
+    /// Starts saving a checkpoint of the current state, after the previous save has finished;
+    /// returns once the tensors are copied to the host.
+    fn save_in_background(&mut self) -> Result<()> {
         let Some(root) = &self.config.checkpoint_dir else {
-            return Ok(None);
+            return Ok(());
         };
+        self.pending_save.finish()?;
+        let to_host = |tensors: &[(String, Tensor)]| -> Result<Vec<(String, Tensor)>> {
+            tensors
+                .iter()
+                .map(|(name, t)| Ok((name.clone(), host_copy(t)?)))
+                .collect()
+        };
+        let weights = to_host(self.params.named())?;
+        let extra = to_host(&self.extra_tensors())?;
         let state = CheckpointState {
             format_version: FORMAT_VERSION,
             config: self.config.clone(),
@@ -339,12 +412,14 @@ impl Loop<'_> {
             ledger: self.ledger.clone(),
             adam_steps: self.method.adam().map_or(0, |a| a.steps),
         };
-        Ok(Some(checkpoint::save(
-            root,
-            self.params.named(),
-            &state,
-            &self.extra_tensors(),
-        )?))
+        let root = root.clone();
+        self.pending_save = PendingSave {
+            root: root.clone(),
+            writer: Some(std::thread::spawn(move || {
+                checkpoint::save(&root, &weights, &state, &extra)
+            })),
+        };
+        Ok(())
     }
 
     /// DP-ZOPO mask at the first step of stage `stage` (module docs of `optim::mask`).
@@ -494,6 +569,8 @@ pub fn run_training_with<B: ExampleBatch>(
     content_free: Option<ContentFree<'_>>,
     options: &RunOptions,
 ) -> Result<RunRecord> {
+    let started = std::time::Instant::now();
+    let mut seconds = PhaseSeconds::default();
     let method = config.method;
     if method == Method::ZeroShotCalibrated
         && dev.iter().chain(test).any(|b| b.label_word_ids().is_none())
@@ -601,6 +678,7 @@ pub fn run_training_with<B: ExampleBatch>(
         step: 0,
         stage: 0,
         dp_sgd_extra_state_bytes: None,
+        pending_save: PendingSave::default(),
     };
 
     let mut resumed_from = None;
@@ -696,10 +774,12 @@ pub fn run_training_with<B: ExampleBatch>(
         && config.proximal_mode == ProximalMode::Intended
         && config.proximal_weight > 0.0;
 
+    seconds.setup = started.elapsed().as_secs_f64();
     // A ZO step may leave the next one's first perturbation on theta (optim::zo module docs),
     // only when that step follows directly (next_step_mu), so theta is plain wherever it is
     // read; `state.method.settle` removes it where the loop stops or resets.
     for step in state.step + 1..=steps_total {
+        let step_started = std::time::Instant::now();
         let mut clip = None;
         let schedule = schedule.as_ref().expect("invariant: steps_total > 0");
         let at = match schedule.at(step as usize) {
@@ -778,6 +858,7 @@ pub fn run_training_with<B: ExampleBatch>(
             }
             Err(other) => return Err(other.into()),
         };
+        seconds.steps += step_started.elapsed().as_secs_f64();
         state.step = step;
         state.stage = at.stage as u64;
         state.ledger.steps_done = step;
@@ -790,11 +871,15 @@ pub fn run_training_with<B: ExampleBatch>(
             clip,
         });
         if config.eval_every > 0 && step % config.eval_every == 0 {
-            if let Some(metric) = evaluate(model, dev, step, None)? {
+            if let Some(metric) =
+                timed(&mut seconds.evaluation, || evaluate(model, dev, step, None))?
+            {
                 state.dev.push(metric.without_examples());
             }
             if let Some(a) = &accounting {
-                account(&mut state.ledger, a, step)?;
+                timed(&mut seconds.accounting, || {
+                    account(&mut state.ledger, a, step)
+                })?;
             }
             let epsilon = state
                 .ledger
@@ -811,21 +896,33 @@ pub fn run_training_with<B: ExampleBatch>(
         }
         if let Some(a) = &accounting {
             if config.checkpoint_every > 0 && step % config.checkpoint_every == 0 {
-                account(&mut state.ledger, a, step)?;
+                timed(&mut seconds.accounting, || {
+                    account(&mut state.ledger, a, step)
+                })?;
             }
         }
         if config.checkpoint_every > 0 && step % config.checkpoint_every == 0 {
-            state.save()?;
+            timed(&mut seconds.checkpoints, || state.save_in_background())?;
         }
         bar.inc(1);
     }
     bar.finish();
     if let Some(a) = &accounting {
-        account(&mut state.ledger, a, state.step)?;
+        let steps_done = state.step;
+        timed(&mut seconds.accounting, || {
+            account(&mut state.ledger, a, steps_done)
+        })?;
     }
-    if config.checkpoint_dir.is_some() && config.checkpoint_every > 0 && state.step > 0 {
-        state.save()?;
+    // The loop saved the last step's state when the step is a multiple of checkpoint_every
+    // (or the run resumed from that very checkpoint); otherwise its last save is older.
+    if config.checkpoint_dir.is_some()
+        && config.checkpoint_every > 0
+        && state.step > 0
+        && !state.step.is_multiple_of(config.checkpoint_every)
+    {
+        timed(&mut seconds.checkpoints, || state.save_in_background())?;
     }
+    let evaluation_started = std::time::Instant::now();
     let calibration = match (method, content_free) {
         (Method::ZeroShotCalibrated, Some(cf)) => {
             let log_prior = calibration::content_free_log_prior(model, cf.batch)?;
@@ -858,6 +955,9 @@ pub fn run_training_with<B: ExampleBatch>(
     };
     let final_dev = evaluate(model, dev, state.step, calibration.as_ref())?;
     let test_metric = evaluate(model, test, state.step, calibration.as_ref())?;
+    seconds.evaluation += evaluation_started.elapsed().as_secs_f64();
+    // The run's last checkpoint is complete before its record exists.
+    timed(&mut seconds.checkpoints, || state.pending_save.finish())?;
     let record = RunRecord {
         config: config.clone(),
         resolved: Resolved {
@@ -890,10 +990,32 @@ pub fn run_training_with<B: ExampleBatch>(
             (Some(log_prior), Some(cf)) => Some(calibration::describe(log_prior, cf.inputs)?),
             _ => None,
         },
+        seconds: Some(seconds),
     };
     Ok(if options.private_record {
         record.without_nonprivate_diagnostics()
     } else {
         record
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_copy;
+    use tch::{Device, Kind, Tensor};
+
+    /// A background checkpoint must not see the steps after its own: its host copy of a CPU
+    /// tensor shares no storage with the tensor training goes on updating.
+    #[test]
+    fn a_host_copy_of_a_cpu_tensor_keeps_its_values_when_the_tensor_changes() {
+        let mut t = Tensor::f_arange(6, (Kind::Float, Device::Cpu)).unwrap();
+        let copy = host_copy(&t).unwrap();
+        let _ = t.f_add_scalar_(1.0).unwrap();
+        assert_eq!(
+            Vec::<f32>::try_from(&copy).unwrap(),
+            vec![0., 1., 2., 3., 4., 5.]
+        );
+        assert_eq!(copy.device(), Device::Cpu);
+        assert_eq!(copy.kind(), Kind::Float);
+    }
 }
