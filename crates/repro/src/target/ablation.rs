@@ -1,8 +1,8 @@
 //! `repro ablations`: every variant of `experiments/ablations.toml` against the grid method it is
 //! compared with ([`super::spec::Variant::compare_to`], default its base), paired by seed and by
 //! test example with the 95% CI of [`super::stats`] (the interval the paper claims get). Written
-//! beside `summary.csv`: `ablations.csv`, `ablations.md` and `ablations.svg` (accuracy with CI
-//! error bars per method, one panel per task); with horizon variants (`steps_scale`) also
+//! beside `summary.csv`: `ablations.csv`, `ablations.md` and `ablations.svg` (the differences as
+//! a forest plot, one panel per task, rows under their variant's group); with horizon variants (`steps_scale`) also
 //! `horizon.csv` and `horizon.svg` (test and dev accuracy against T, 95% CIs over seeds).
 
 use super::compare::{test_claim, Claim};
@@ -11,6 +11,7 @@ use super::spec::Spec;
 use super::summary::SummaryRow;
 use anyhow::{anyhow, Context, Result};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -19,6 +20,11 @@ use std::path::Path;
 pub struct AblationRow {
     pub variant: String,
     pub reference: String,
+    /// What it isolates, shared with the variants that isolate the same thing
+    /// ([`super::spec::Variant::group_label`]).
+    pub group: String,
+    /// The reference's mean test accuracy in this cell (%), `None` when it did not run.
+    pub reference_accuracy: Option<f64>,
     pub description: String,
     pub claim: Claim,
 }
@@ -112,6 +118,8 @@ pub fn comparisons(spec: &Spec, methods: &[String], rows: &[SummaryRow]) -> Vec<
                 out.push(AblationRow {
                     variant: name.clone(),
                     reference: reference.to_string(),
+                    group: variant.group_label().to_string(),
+                    reference_accuracy: b.map(|b| b.mean),
                     description: variant.description.clone(),
                     claim,
                 });
@@ -137,6 +145,8 @@ pub fn write_csv(rows: &[AblationRow], path: &Path) -> Result<()> {
         "ci_low",
         "ci_high",
         "n_seeds",
+        "reference_accuracy",
+        "group",
         "note",
         "description",
     ])?;
@@ -151,6 +161,8 @@ pub fn write_csv(rows: &[AblationRow], path: &Path) -> Result<()> {
             fmt(c.ci.map(|x| x.0)),
             fmt(c.ci.map(|x| x.1)),
             c.n_seeds.to_string(),
+            fmt(r.reference_accuracy),
+            r.group.clone(),
             c.why.clone(),
             r.description.clone(),
         ])?;
@@ -190,90 +202,369 @@ pub fn render_markdown(spec: &Spec, preset_name: &str, rows: &[AblationRow]) -> 
     md
 }
 
-/// `ablations.svg`: per task, the mean test accuracy of every method and variant in the order of
-/// `methods` (private cells at each ε, labelled), with its 95% CI (summary.csv's t-interval) as
-/// an error bar.
-pub fn plot(
-    spec: &Spec,
-    methods: &[String],
-    rows: &[SummaryRow],
-    title: &str,
-    path: &Path,
-) -> Result<()> {
-    let mut tasks: Vec<&str> = rows.iter().map(|r| r.task.as_str()).collect();
-    tasks.sort();
-    tasks.dedup();
-    if tasks.is_empty() {
-        return Err(anyhow!("nothing to plot"));
-    }
-    // Columns: grid methods in order, each at its ε values.
-    let mut columns: Vec<(String, Option<f64>)> = Vec::new();
-    for m in methods {
-        let mut eps: Vec<Option<f64>> = rows
-            .iter()
-            .filter(|r| &r.method == m)
-            .map(|r| r.epsilon)
-            .collect();
-        eps.sort_by(|a, b| a.unwrap_or(0.0).total_cmp(&b.unwrap_or(0.0)));
-        eps.dedup_by(|a, b| same_eps(*a, *b));
-        columns.extend(eps.into_iter().map(|e| (m.clone(), e)));
-    }
-    let label = |(m, e): &(String, Option<f64>)| match e {
-        Some(e) => format!("{m} ε={e}"),
-        None => m.clone(),
+/// The Δ axis of the forest plot: `[lo, hi]` with tick values, shared by every panel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeltaAxis {
+    pub lo: f64,
+    pub hi: f64,
+    pub ticks: Vec<f64>,
+}
+
+/// A round tick step giving about six ticks over `span`: 1, 2, 2.5 or 5 times a power of ten.
+fn tick_step(span: f64) -> f64 {
+    let raw = span / 6.0;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    [1.0, 2.0, 2.5, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|s| *s >= raw * 0.999)
+        .unwrap_or(10.0 * magnitude)
+}
+
+/// The Δ axis for `rows`: it holds 0, every Δ and every CI, with a margin; each side reaches at
+/// least a third of the other, so 0 sits near the middle. A CI reaching more than three times the
+/// median reach of the rows with a CI (and beyond every Δ), or beyond ±100, is cut at the edge
+/// (the plot marks the cut with an arrow and prints the bounds beside the row).
+pub fn delta_axis(rows: &[&AblationRow]) -> DeltaAxis {
+    let deltas: Vec<f64> = rows.iter().filter_map(|r| r.claim.ours_delta).collect();
+    let cis: Vec<(f64, f64)> = rows.iter().filter_map(|r| r.claim.ci).collect();
+    let mut reaches: Vec<f64> = cis.iter().map(|(l, h)| l.abs().max(h.abs())).collect();
+    reaches.sort_by(f64::total_cmp);
+    let max_delta = deltas.iter().fold(0f64, |m, d| m.max(d.abs()));
+    let median = reaches.get(reaches.len() / 2).copied().unwrap_or(0.0);
+    let cap = if median > 0.0 {
+        (3.0 * median).max(max_delta).min(100.0)
+    } else {
+        100.0
     };
-    let width = (34 * columns.len() as u32 + 120).max(480);
-    let height = 300 * tasks.len() as u32 + 160;
+    let values = deltas
+        .iter()
+        .copied()
+        .chain(cis.iter().flat_map(|&(l, h)| [l.max(-cap), h.min(cap)]));
+    let (mut neg, mut pos) = values.fold((0f64, 0f64), |(n, p), v| (n.max(-v), p.max(v)));
+    (neg, pos) = (neg.max(pos / 3.0) * 1.05, pos.max(neg / 3.0) * 1.05);
+    if neg == 0.0 && pos == 0.0 {
+        (neg, pos) = (1.0, 1.0);
+    }
+    let step = tick_step(neg + pos);
+    let (lo, hi) = (-(neg / step).ceil() * step, (pos / step).ceil() * step);
+    let n = ((hi - lo) / step).round() as i64;
+    let ticks = (0..=n).map(|i| lo + i as f64 * step).collect();
+    DeltaAxis { lo, hi, ticks }
+}
+
+/// `v` in points with its sign, a true minus and no `-0.0`.
+fn signed(v: f64) -> String {
+    if v.abs() < 0.05 {
+        "0.0".into()
+    } else {
+        format!("{v:+.1}").replace('-', "−")
+    }
+}
+
+/// A tick of the Δ axis: signed, without decimals where it is whole.
+fn tick_label(t: f64) -> String {
+    if t.abs() < 1e-9 {
+        "0".into()
+    } else if (t - t.round()).abs() < 1e-9 {
+        format!("{t:+.0}").replace('-', "−")
+    } else {
+        format!("{t:+.1}").replace('-', "−")
+    }
+}
+
+/// The label of a row: the comparison, its ε and the reference's accuracy (the level).
+fn row_label(r: &AblationRow) -> String {
+    let eps = match r.claim.epsilon.parse::<f64>() {
+        Ok(_) => format!("ε {}", r.claim.epsilon),
+        Err(_) => r.claim.epsilon.clone(),
+    };
+    let level = r
+        .reference_accuracy
+        .map_or("not run".into(), |a| format!("{a:.1}%"));
+    format!("{} − {}, {eps} (ref {level})", r.variant, r.reference)
+}
+
+/// The numbers beside a row: Δ, its CI and the paired seeds.
+fn row_numbers(r: &AblationRow) -> String {
+    let c = &r.claim;
+    match (c.ours_delta, c.ci) {
+        (Some(d), Some((lo, hi))) => format!(
+            "{} [{}, {}], n {}",
+            signed(d),
+            signed(lo),
+            signed(hi),
+            c.n_seeds
+        ),
+        (Some(d), None) => format!("{}, n {}: no CI", signed(d), c.n_seeds),
+        (None, _) => c.why.clone(),
+    }
+}
+
+/// Text at pixel size `px` (the SVG backend writes the size divided by 1.24), anchored at
+/// (`h`, vertical centre).
+fn text_style(px: f64, color: RGBColor, h: HPos) -> TextStyle<'static> {
+    TextStyle {
+        font: ("sans-serif", px * 1.24).into_font(),
+        color: color.to_backend_color(),
+        pos: Pos::new(h, VPos::Center),
+    }
+}
+
+/// Bold text at pixel size `px`, anchored at (left, vertical centre).
+fn bold_style(px: f64, color: RGBColor) -> TextStyle<'static> {
+    let plain = text_style(px, color, HPos::Left);
+    TextStyle {
+        font: plain.font.style(FontStyle::Bold),
+        ..plain
+    }
+}
+
+/// A rough width of `s` in pixels at size `px` (sans-serif averages about 0.6 em a character).
+fn text_width(s: &str, px: f64) -> i32 {
+    (s.chars().count() as f64 * px * 0.6).ceil() as i32
+}
+
+/// The ink of the figures' text and axes, and of their notes.
+const DARK: RGBColor = RGBColor(30, 30, 30);
+const GREY: RGBColor = RGBColor(110, 110, 110);
+
+/// The message of a row without a CI, in the legend.
+pub const NO_CI_LEGEND: &str = "one paired seed: no 95% CI";
+
+/// `ablations.svg`: a forest plot of `rows` (one panel per task, in the order of `rows`): per
+/// variant and ε a row labelled with the comparison and the reference's accuracy, the paired Δ
+/// (points) as a dot with its 95% CI as a bar (a hollow dot without CI), a line at 0, and the
+/// numbers beside it; rows under their group's label, groups and rows in the order of `rows`
+/// (the grid's), each group in its colour. One Δ axis for every panel ([`delta_axis`]).
+pub fn plot(rows: &[AblationRow], title: &str, path: &Path) -> Result<()> {
+    let mut tasks: Vec<&str> = Vec::new();
+    let mut groups: Vec<&str> = Vec::new();
+    for r in rows {
+        if !tasks.contains(&r.claim.task.as_str()) {
+            tasks.push(&r.claim.task);
+        }
+        if !groups.contains(&r.group.as_str()) {
+            groups.push(&r.group);
+        }
+    }
+    if tasks.is_empty() {
+        return Err(anyhow!("no comparison to plot"));
+    }
+    let all: Vec<&AblationRow> = rows.iter().collect();
+    let axis = delta_axis(&all);
+    let clipped = |r: &AblationRow| {
+        r.claim
+            .ci
+            .map_or((false, false), |(l, h)| (l < axis.lo, h > axis.hi))
+    };
+    let any_clipped = rows.iter().any(|r| {
+        let (l, h) = clipped(r);
+        l || h
+    });
+    let color_of = |g: &str| {
+        let i = groups.iter().position(|x| *x == g).unwrap_or(0);
+        super::plot::COLORS[i % super::plot::COLORS.len()]
+    };
+    // Layout (pixels): label column | plot | numbers column.
+    const TEXT: f64 = 12.0;
+    const ROW_H: i32 = 20;
+    const MARGIN: i32 = 16;
+    const INDENT: i32 = 12;
+    const PLOT_W: i32 = 440;
+    let label_w = rows
+        .iter()
+        .map(|r| INDENT + text_width(&row_label(r), TEXT))
+        // Bold runs about a tenth wider.
+        .chain(groups.iter().map(|g| text_width(g, TEXT * 1.1)))
+        .max()
+        .unwrap_or(0);
+    let numbers_header = "Δ [95% CI], paired seeds";
+    let numbers_w = rows
+        .iter()
+        .map(|r| text_width(&row_numbers(r), TEXT))
+        .chain([text_width(numbers_header, TEXT)])
+        .max()
+        .unwrap_or(0);
+    let x0 = MARGIN + label_w + MARGIN;
+    let x1 = x0 + PLOT_W;
+    let xn = x1 + MARGIN;
+    let px = |v: f64| x0 + ((v - axis.lo) / (axis.hi - axis.lo) * PLOT_W as f64).round() as i32;
+    let legend_lines: Vec<&str> = [
+        Some("Δ = variant − reference, test accuracy in points, mean over paired seeds; bar: 95% CI paired by seed and test example"),
+        Some("each group's rows in its colour, under its label; ref = the reference's mean test accuracy"),
+        any_clipped.then_some("a CI beyond the axis ends in an arrow at the edge; its bounds are in the right column"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let width = legend_lines
+        .iter()
+        .map(|l| text_width(l, TEXT))
+        .chain([text_width(title, 15.0), xn + numbers_w - MARGIN])
+        .max()
+        .unwrap_or(0)
+        + 2 * MARGIN;
+    let head_h = 36 + 22 * (legend_lines.len() as i32 + 1);
+    let panel_h = |task: &str| {
+        let mine: Vec<&AblationRow> = rows.iter().filter(|r| r.claim.task == task).collect();
+        let n_groups = groups
+            .iter()
+            .filter(|g| mine.iter().any(|r| r.group == **g))
+            .count() as i32;
+        30 + ROW_H * (mine.len() as i32 + n_groups) + 6 * n_groups + 48
+    };
+    let height = head_h + tasks.iter().map(|t| panel_h(t) + MARGIN).sum::<i32>();
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
+        let root =
+            SVGBackend::with_string(&mut svg, (width as u32, height as u32)).into_drawing_area();
         root.fill(&WHITE)?;
-        let root = root.titled(title, ("sans-serif", 18))?;
-        let panels = root.split_evenly((tasks.len(), 1));
-        let n = columns.len();
-        for (panel, task) in panels.iter().zip(&tasks) {
-            let mut chart = ChartBuilder::on(panel)
-                .caption(*task, ("sans-serif", 15))
-                .margin(8)
-                .x_label_area_size(150)
-                .y_label_area_size(45)
-                .build_cartesian_2d((0..n).into_segmented(), 0f64..100f64)?;
-            chart
-                .configure_mesh()
-                .disable_x_mesh()
-                .x_labels(n)
-                .x_label_style(
-                    ("sans-serif", 11)
-                        .into_font()
-                        .transform(FontTransform::Rotate90),
-                )
-                .x_label_formatter(&|x| match x {
-                    SegmentValue::CenterOf(i) => columns.get(*i).map(label).unwrap_or_default(),
-                    _ => String::new(),
-                })
-                .y_desc("test accuracy (%)")
-                .draw()?;
-            for (i, (m, e)) in columns.iter().enumerate() {
-                let Some(r) = rows
-                    .iter()
-                    .find(|r| r.task == *task && &r.method == m && same_eps(r.epsilon, *e))
-                else {
-                    continue;
-                };
-                let color = if spec.variant.contains_key(m) {
-                    RGBColor(214, 39, 40)
+        let (dark, grey) = (DARK, GREY);
+        root.draw(&Text::new(
+            title.to_string(),
+            (width / 2, 18),
+            text_style(15.0, dark, HPos::Center),
+        ))?;
+        // Legend: the two markers, then the lines in words.
+        let mut y = 48;
+        let lx = MARGIN + 8;
+        root.draw(&PathElement::new(
+            vec![(lx - 8, y), (lx + 8, y)],
+            dark.stroke_width(2),
+        ))?;
+        root.draw(&Circle::new((lx, y), 4, dark.filled()))?;
+        root.draw(&Text::new(
+            "paired Δ with its 95% CI",
+            (lx + 16, y),
+            text_style(TEXT, dark, HPos::Left),
+        ))?;
+        let hx = lx + 24 + text_width("paired Δ with its 95% CI", TEXT) + 24;
+        root.draw(&Circle::new((hx, y), 4, WHITE.filled()))?;
+        root.draw(&Circle::new((hx, y), 4, dark.stroke_width(2)))?;
+        root.draw(&Text::new(
+            NO_CI_LEGEND,
+            (hx + 12, y),
+            text_style(TEXT, dark, HPos::Left),
+        ))?;
+        for line in &legend_lines {
+            y += 22;
+            root.draw(&Text::new(
+                line.to_string(),
+                (MARGIN, y),
+                text_style(TEXT, grey, HPos::Left),
+            ))?;
+        }
+        let mut top = head_h;
+        for task in &tasks {
+            let mine: Vec<&AblationRow> = rows.iter().filter(|r| r.claim.task == *task).collect();
+            let bottom = top + panel_h(task);
+            root.draw(&Text::new(
+                format!("{task}: each variant minus its reference"),
+                (MARGIN, top + 12),
+                bold_style(13.0, dark),
+            ))?;
+            root.draw(&Text::new(
+                numbers_header,
+                (xn, top + 12),
+                text_style(TEXT, grey, HPos::Left),
+            ))?;
+            let rows_top = top + 30;
+            let axis_y = bottom - 48;
+            // Grid lines at the ticks, the zero line over them.
+            for t in &axis.ticks {
+                let color = if t.abs() < 1e-12 {
+                    dark
                 } else {
-                    RGBColor(31, 119, 180)
+                    RGBColor(225, 225, 225)
                 };
-                let x = SegmentValue::CenterOf(i);
-                if let Some((lo, hi)) = r.ci95 {
-                    chart.draw_series(std::iter::once(PathElement::new(
-                        vec![(x.clone(), lo.max(0.0)), (x.clone(), hi.min(100.0))],
-                        color.stroke_width(2),
-                    )))?;
-                }
-                chart.draw_series(std::iter::once(Circle::new((x, r.mean), 4, color.filled())))?;
+                let w = if t.abs() < 1e-12 { 2 } else { 1 };
+                root.draw(&PathElement::new(
+                    vec![(px(*t), rows_top - 4), (px(*t), axis_y)],
+                    color.stroke_width(w),
+                ))?;
             }
+            let mut y = rows_top;
+            for group in &groups {
+                let members: Vec<&&AblationRow> =
+                    mine.iter().filter(|r| r.group == *group).collect();
+                if members.is_empty() {
+                    continue;
+                }
+                let color = color_of(group);
+                root.draw(&Text::new(
+                    group.to_string(),
+                    (MARGIN, y + ROW_H / 2),
+                    bold_style(TEXT, color),
+                ))?;
+                y += ROW_H;
+                for r in members {
+                    let cy = y + ROW_H / 2;
+                    root.draw(&Text::new(
+                        row_label(r),
+                        (MARGIN + INDENT, cy),
+                        text_style(TEXT, dark, HPos::Left),
+                    ))?;
+                    root.draw(&Text::new(
+                        row_numbers(r),
+                        (xn, cy),
+                        text_style(TEXT, dark, HPos::Left),
+                    ))?;
+                    if let Some((lo, hi)) = r.claim.ci {
+                        let (cut_lo, cut_hi) = clipped(r);
+                        let (a, b) = (px(lo.max(axis.lo)), px(hi.min(axis.hi)));
+                        root.draw(&PathElement::new(
+                            vec![(a, cy), (b, cy)],
+                            color.stroke_width(2),
+                        ))?;
+                        for (cut, x, dir) in [(cut_lo, a, -1), (cut_hi, b, 1)] {
+                            if cut {
+                                root.draw(&Polygon::new(
+                                    vec![(x + 7 * dir, cy), (x, cy - 5), (x, cy + 5)],
+                                    color.filled(),
+                                ))?;
+                            } else {
+                                root.draw(&PathElement::new(
+                                    vec![(x, cy - 4), (x, cy + 4)],
+                                    color.stroke_width(2),
+                                ))?;
+                            }
+                        }
+                    }
+                    if let Some(d) = r.claim.ours_delta {
+                        if r.claim.ci.is_some() {
+                            root.draw(&Circle::new((px(d), cy), 5, color.filled()))?;
+                        } else {
+                            root.draw(&Circle::new((px(d), cy), 5, WHITE.filled()))?;
+                            root.draw(&Circle::new((px(d), cy), 5, color.stroke_width(2)))?;
+                        }
+                    }
+                    y += ROW_H;
+                }
+                y += 6;
+            }
+            // The Δ axis.
+            root.draw(&PathElement::new(
+                vec![(x0, axis_y), (x1, axis_y)],
+                dark.stroke_width(1),
+            ))?;
+            for t in &axis.ticks {
+                root.draw(&PathElement::new(
+                    vec![(px(*t), axis_y), (px(*t), axis_y + 5)],
+                    dark.stroke_width(1),
+                ))?;
+                root.draw(&Text::new(
+                    tick_label(*t),
+                    (px(*t), axis_y + 14),
+                    text_style(11.0, dark, HPos::Center),
+                ))?;
+            }
+            root.draw(&Text::new(
+                "Δ test accuracy, variant − reference (points)",
+                ((x0 + x1) / 2, axis_y + 34),
+                text_style(TEXT, dark, HPos::Center),
+            ))?;
+            top = bottom + MARGIN;
         }
         root.present()?;
     }
@@ -414,9 +705,11 @@ pub fn write_horizon_csv(points: &[HorizonPoint], path: &Path) -> Result<()> {
     atomic_file::write(path, w.into_inner()?).with_context(|| format!("writing {}", path.display()))
 }
 
-/// `horizon.svg`: per (task, ε) a panel with T on a log2 axis; per family the test accuracy
-/// (filled markers, solid line) and the dev accuracy (hollow markers, thin line), each with its
-/// 95% CI over seeds as a bar.
+/// `horizon.svg`: per (task, ε) a row of two panels, test and dev accuracy against T (log2 axis,
+/// ticked at the T that ran); per family a line through the means in its colour, each mean with
+/// its 95% CI over seeds as a bar, a hollow marker where one seed left no CI. The families sit
+/// slightly apart at a shared T so their bars never cover each other; the legend has its own
+/// column at the right, so it covers no data.
 pub fn plot_horizon(points: &[HorizonPoint], title: &str, path: &Path) -> Result<()> {
     let mut panels: Vec<(String, Option<f64>)> = Vec::new();
     for p in points {
@@ -433,93 +726,168 @@ pub fn plot_horizon(points: &[HorizonPoint], title: &str, path: &Path) -> Result
     let mut families: Vec<&str> = points.iter().map(|p| p.family.as_str()).collect();
     families.sort();
     families.dedup();
-    let colors = [
-        RGBColor(31, 119, 180),
-        RGBColor(255, 127, 14),
-        RGBColor(44, 160, 44),
-        RGBColor(214, 39, 40),
-        RGBColor(148, 103, 189),
-    ];
+    let color_of = |i: usize| super::plot::COLORS[i % super::plot::COLORS.len()];
     let log2 = |t: i64| (t.max(1) as f64).log2();
-    let (lo, hi) = points
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-            (a.min(log2(p.steps)), b.max(log2(p.steps)))
-        });
-    let (lo, hi) = (lo - 0.5, hi + 0.5);
+    let mut ts: Vec<i64> = points.iter().map(|p| p.steps).collect();
+    ts.sort();
+    ts.dedup();
+    let (lo, hi) = (log2(ts[0]) - 0.4, log2(ts[ts.len() - 1]) + 0.4);
+    // Family i of n sits this far (log2 units) from its T.
+    let dodge = |i: usize| (i as f64 - (families.len() as f64 - 1.0) / 2.0) * 0.06;
+    const TEXT: f64 = 12.0;
+    const CHART_W: i32 = 380;
+    const LEGEND_W: i32 = 230;
+    const ROW_H: i32 = 330;
+    let width = 2 * CHART_W + LEGEND_W;
+    let height = 40 + ROW_H * panels.len() as i32;
     let mut svg = String::new();
     {
-        let height = 340 * panels.len() as u32 + 60;
-        let root = SVGBackend::with_string(&mut svg, (640, height)).into_drawing_area();
+        let root =
+            SVGBackend::with_string(&mut svg, (width as u32, height as u32)).into_drawing_area();
         root.fill(&WHITE)?;
-        let root = root.titled(title, ("sans-serif", 16))?;
-        for (area, (task, eps)) in root.split_evenly((panels.len(), 1)).iter().zip(&panels) {
-            let mut chart = ChartBuilder::on(area)
-                .caption(
-                    format!("{task}, ε = {}", eps_label(*eps)),
-                    ("sans-serif", 14),
-                )
-                .margin(10)
-                .x_label_area_size(35)
-                .y_label_area_size(45)
-                .build_cartesian_2d(lo..hi, 0f64..100f64)?;
-            chart
-                .configure_mesh()
-                .x_desc("T (steps, log scale)")
-                .y_desc("accuracy (%)")
-                .x_label_formatter(&|x| format!("{:.0}", x.exp2()))
-                .draw()?;
-            for (i, family) in families.iter().enumerate() {
-                let color = colors[i % colors.len()];
-                let mine: Vec<&HorizonPoint> = points
-                    .iter()
-                    .filter(|p| p.task == *task && same_eps(p.epsilon, *eps) && p.family == *family)
-                    .collect();
-                if mine.is_empty() {
-                    continue;
+        let (dark, grey) = (DARK, GREY);
+        root.draw(&Text::new(
+            title.to_string(),
+            (width / 2, 18),
+            text_style(15.0, dark, HPos::Center),
+        ))?;
+        for (row, (task, eps)) in panels.iter().enumerate() {
+            let mine: Vec<&HorizonPoint> = points
+                .iter()
+                .filter(|p| p.task == *task && same_eps(p.epsilon, *eps))
+                .collect();
+            // One accuracy range for the row's two panels: every mean and CI, with a margin.
+            let values = mine.iter().flat_map(|p| {
+                [Some(p.test), p.dev]
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|e| [Some(e.mean), e.ci95.map(|c| c.0), e.ci95.map(|c| c.1)])
+                    .flatten()
+            });
+            let (ymin, ymax) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                (a.min(v), b.max(v))
+            });
+            let pad = ((ymax - ymin) * 0.1).max(1.0);
+            let (ylo, yhi) = ((ymin - pad).max(0.0), (ymax + pad).min(100.0));
+            let top = 40 + row as i32 * ROW_H;
+            let area = root.clone().shrink((0, top), (width as u32, ROW_H as u32));
+            let (charts, legend) = area.split_horizontally(2 * CHART_W);
+            for (chart_area, which) in charts.split_evenly((1, 2)).iter().zip(["test", "dev"]) {
+                let mut chart = ChartBuilder::on(chart_area)
+                    .caption(
+                        format!("{task}, ε = {}: {which} accuracy", eps_label(*eps)),
+                        ("sans-serif", 13.0 * 1.24),
+                    )
+                    .margin(10)
+                    .x_label_area_size(40)
+                    .y_label_area_size(48)
+                    .build_cartesian_2d(lo..hi, ylo..yhi)?;
+                chart
+                    .configure_mesh()
+                    .disable_x_mesh()
+                    .x_labels(0)
+                    .light_line_style(WHITE)
+                    .bold_line_style(RGBColor(225, 225, 225))
+                    .x_desc("T (steps, log scale)")
+                    .y_desc(format!("{which} accuracy (%)"))
+                    .y_label_formatter(&|y| format!("{y:.0}"))
+                    .label_style(("sans-serif", 11.0 * 1.24))
+                    .axis_desc_style(("sans-serif", TEXT * 1.24))
+                    .draw()?;
+                // The T axis ticked at the T that ran.
+                for &t in &ts {
+                    let x = log2(t);
+                    chart.draw_series(std::iter::once(PathElement::new(
+                        vec![(x, ylo), (x, yhi)],
+                        RGBColor(225, 225, 225).stroke_width(1),
+                    )))?;
+                    let (px, py) = chart.backend_coord(&(x, ylo));
+                    root.draw(&PathElement::new(
+                        vec![(px, py), (px, py + 5)],
+                        dark.stroke_width(1),
+                    ))?;
+                    root.draw(&Text::new(
+                        t.to_string(),
+                        (px, py + 14),
+                        text_style(11.0, dark, HPos::Center),
+                    ))?;
                 }
-                let series = |pick: &dyn Fn(&HorizonPoint) -> Option<Estimate>| {
-                    mine.iter()
-                        .filter_map(|p| pick(p).map(|e| (log2(p.steps), e)))
-                        .collect::<Vec<_>>()
-                };
-                for (dev, values) in [
-                    (false, series(&|p| Some(p.test))),
-                    (true, series(&|p| p.dev)),
-                ] {
-                    let width = if dev { 1 } else { 2 };
-                    let label = format!("{family} {}", if dev { "dev" } else { "test" });
-                    chart
-                        .draw_series(LineSeries::new(
-                            values.iter().map(|(x, e)| (*x, e.mean)),
-                            color.stroke_width(width),
-                        ))?
-                        .label(label)
-                        .legend(move |(x, y)| {
-                            PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(width))
-                        });
-                    for (x, e) in &values {
+                for (i, family) in families.iter().enumerate() {
+                    let color = color_of(i);
+                    let series: Vec<(f64, Estimate)> = mine
+                        .iter()
+                        .filter(|p| p.family == *family)
+                        .filter_map(|p| {
+                            let e = if which == "test" { Some(p.test) } else { p.dev };
+                            e.map(|e| (log2(p.steps) + dodge(i), e))
+                        })
+                        .collect();
+                    chart.draw_series(LineSeries::new(
+                        series.iter().map(|(x, e)| (*x, e.mean)),
+                        color.stroke_width(2),
+                    ))?;
+                    for (x, e) in &series {
                         if let Some((l, h)) = e.ci95 {
                             chart.draw_series(std::iter::once(PathElement::new(
-                                vec![(*x, l.max(0.0)), (*x, h.min(100.0))],
-                                color.stroke_width(1),
+                                vec![(*x, l.max(ylo)), (*x, h.min(yhi))],
+                                color.stroke_width(2),
                             )))?;
                         }
-                        let style = if dev {
-                            color.stroke_width(1)
-                        } else {
+                        let style = if e.ci95.is_some() {
                             color.filled()
+                        } else {
+                            WHITE.filled()
                         };
-                        chart.draw_series(std::iter::once(Circle::new((*x, e.mean), 4, style)))?;
+                        chart.draw_series(std::iter::once(Circle::new((*x, e.mean), 5, style)))?;
+                        if e.ci95.is_none() {
+                            chart.draw_series(std::iter::once(Circle::new(
+                                (*x, e.mean),
+                                5,
+                                color.stroke_width(2),
+                            )))?;
+                        }
                     }
                 }
             }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .position(SeriesLabelPosition::LowerRight)
-                .draw()?;
+            // The legend column: each family's line and marker, then the markers in words.
+            let mut y = 48;
+            for (i, family) in families.iter().enumerate() {
+                let color = color_of(i);
+                legend.draw(&PathElement::new(
+                    vec![(8, y), (32, y)],
+                    color.stroke_width(2),
+                ))?;
+                legend.draw(&Circle::new((20, y), 5, color.filled()))?;
+                legend.draw(&Text::new(
+                    family.to_string(),
+                    (40, y),
+                    text_style(TEXT, dark, HPos::Left),
+                ))?;
+                y += 22;
+            }
+            y += 10;
+            legend.draw(&PathElement::new(
+                vec![(20, y - 8), (20, y + 8)],
+                dark.stroke_width(2),
+            ))?;
+            legend.draw(&Text::new(
+                "bar: 95% CI over seeds",
+                (40, y),
+                text_style(TEXT, grey, HPos::Left),
+            ))?;
+            y += 22;
+            legend.draw(&Circle::new((20, y), 5, dark.stroke_width(2)))?;
+            legend.draw(&Text::new(
+                "one seed: no CI",
+                (40, y),
+                text_style(TEXT, grey, HPos::Left),
+            ))?;
+            y += 22;
+            legend.draw(&Text::new(
+                "families set apart slightly at a T",
+                (8, y),
+                text_style(TEXT, grey, HPos::Left),
+            ))?;
         }
         root.present()?;
     }
@@ -529,6 +897,410 @@ pub fn plot_horizon(points: &[HorizonPoint], title: &str, path: &Path) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::target::compare::Verdict;
+
+    /// A comparison row as `comparisons` writes it.
+    fn row(
+        variant: &str,
+        reference: &str,
+        group: &str,
+        task: &str,
+        delta: Option<f64>,
+        ci: Option<(f64, f64)>,
+    ) -> AblationRow {
+        AblationRow {
+            variant: variant.into(),
+            reference: reference.into(),
+            group: group.into(),
+            reference_accuracy: delta.map(|_| 70.0 + variant.len() as f64),
+            description: "d".into(),
+            claim: Claim {
+                claim: format!("{variant} - {reference}"),
+                task: task.into(),
+                epsilon: if variant.starts_with("calibrated") {
+                    "non-private".into()
+                } else {
+                    "4".into()
+                },
+                paper_delta: None,
+                ours_delta: delta,
+                ci,
+                n_seeds: match (delta, ci) {
+                    (None, _) => 0,
+                    (Some(_), None) => 1,
+                    _ => 3,
+                },
+                verdict: Verdict::NotTestable,
+                why: if delta.is_none() {
+                    format!("{variant} not run")
+                } else {
+                    String::new()
+                },
+            },
+        }
+    }
+
+    /// Two tasks of the committed groups with varied Δ and CIs: effects on both sides of 0, one
+    /// seed without CI, one CI far wider than the others (cut at the edge), one variant not run.
+    fn synthetic_rows() -> Vec<AblationRow> {
+        let sel = "DP-ZOPO mask selection, against the smallest score";
+        let ratio = "DP-ZOPO mask ratio, against 1%";
+        let zoso = "DP-ZOSO ingredients, against DP-ZOSO (halving, λ = 5e-4)";
+        let privacy = "cost of privacy, against DPZero";
+        let bias = "label bias, against the zero-shot prompt";
+        let mut rows = Vec::new();
+        for (task, shift) in [("SST-2", 0.0), ("TREC", 1.5)] {
+            rows.extend([
+                row(
+                    "zopo-largest",
+                    "dp-zopo",
+                    sel,
+                    task,
+                    Some(-6.2 + shift),
+                    Some((-9.0 + shift, -3.4 + shift)),
+                ),
+                row(
+                    "zopo-random",
+                    "dp-zopo",
+                    sel,
+                    task,
+                    Some(-1.1),
+                    Some((-3.5, 1.3)),
+                ),
+                row(
+                    "zopo-magnitude",
+                    "dp-zopo",
+                    sel,
+                    task,
+                    Some(0.4 - shift),
+                    None,
+                ),
+                row(
+                    "zopo-ratio-0.1pct",
+                    "dp-zopo",
+                    ratio,
+                    task,
+                    Some(-2.0),
+                    Some((-4.1, 0.1)),
+                ),
+                row(
+                    "zopo-ratio-10pct",
+                    "dp-zopo",
+                    ratio,
+                    task,
+                    Some(1.2 + shift),
+                    Some((-0.9, 3.3 + shift)),
+                ),
+                row(
+                    "zoso-no-halving",
+                    "dp-zoso",
+                    zoso,
+                    task,
+                    Some(-0.6),
+                    Some((-2.2, 1.0)),
+                ),
+                row("zoso-prox", "dp-zoso", zoso, task, None, None),
+                row(
+                    "mezo-eps-inf",
+                    "dpzero",
+                    privacy,
+                    task,
+                    Some(4.8),
+                    Some((2.9, 6.7 + shift)),
+                ),
+                row(
+                    "calibrated",
+                    "zero-shot",
+                    bias,
+                    task,
+                    Some(3.0),
+                    Some((-2.0, 38.0)),
+                ),
+            ]);
+        }
+        rows
+    }
+
+    fn summary(method: &str, epsilon: Option<f64>, accuracies: [f64; 2]) -> SummaryRow {
+        SummaryRow {
+            model: "m".into(),
+            task: "SST-2".into(),
+            method: method.into(),
+            epsilon,
+            mean: (accuracies[0] + accuracies[1]) / 2.0,
+            sd: None,
+            n_seeds: 2,
+            ci95: None,
+            seeds: vec![13, 21],
+            accuracies: accuracies.to_vec(),
+            outcomes: vec![None, None],
+            data: "real".into(),
+        }
+    }
+
+    /// Each comparison carries its variant's group from the committed spec and the reference's
+    /// mean accuracy, in the grid's order (the order the figure draws); the csv writes both.
+    #[test]
+    fn comparisons_carry_the_group_and_the_reference_level() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let spec = Spec::load(&root.join("experiments/ablations.toml")).unwrap();
+        let methods = methods_of(&spec, "mini-sst2-mask").unwrap();
+        let rows = [
+            summary("dpzero", Some(4.0), [80.0, 82.0]),
+            summary("dp-zopo", Some(4.0), [76.0, 79.0]),
+            summary("zopo-random", Some(4.0), [77.0, 81.0]),
+            summary("zopo-ratio-10pct", Some(4.0), [75.0, 76.0]),
+        ];
+        let got = comparisons(&spec, methods, &rows);
+        let run: Vec<(&str, &str, Option<f64>)> = got
+            .iter()
+            .filter(|r| r.claim.ours_delta.is_some())
+            .map(|r| (r.variant.as_str(), r.group.as_str(), r.reference_accuracy))
+            .collect();
+        assert_eq!(
+            run,
+            [
+                (
+                    "zopo-random",
+                    "DP-ZOPO mask selection, against the smallest score",
+                    Some(77.5)
+                ),
+                (
+                    "zopo-ratio-10pct",
+                    "DP-ZOPO mask ratio, against 1%",
+                    Some(77.5)
+                ),
+            ]
+        );
+        assert!((got[0].claim.ours_delta.unwrap() - 1.5).abs() < 1e-12);
+        let path = std::env::temp_dir().join(format!("dpzo-ablations-{}.csv", std::process::id()));
+        write_csv(&got, &path).unwrap();
+        let csv = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            csv.contains(",2,77.50,\"DP-ZOPO mask selection, against the smallest score\","),
+            "{csv}"
+        );
+    }
+
+    /// The Δ axis holds 0 and every Δ, puts 0 near the middle, and cuts only the CI that reaches
+    /// far beyond the others; with every Δ and CI at 0 (the smoke run) it is ±1.
+    #[test]
+    fn the_delta_axis_holds_every_delta_and_cuts_only_the_outlying_ci() {
+        let rows = synthetic_rows();
+        let all: Vec<&AblationRow> = rows.iter().collect();
+        let axis = delta_axis(&all);
+        assert!(
+            axis.lo < -9.0 && axis.hi > 8.2 && axis.ticks.contains(&0.0),
+            "{axis:?}"
+        );
+        assert!(
+            axis.hi < 38.0,
+            "the outlying CI stretches the axis: {axis:?}"
+        );
+        assert!(axis.lo >= -axis.hi && axis.hi <= -3.0 * axis.lo, "{axis:?}");
+        let cut: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.claim.ci.is_some_and(|(l, h)| l < axis.lo || h > axis.hi))
+            .map(|r| r.variant.as_str())
+            .collect();
+        assert_eq!(cut, ["calibrated", "calibrated"]);
+        let zero = row(
+            "zopo-random",
+            "dp-zopo",
+            "g",
+            "SST-2",
+            Some(0.0),
+            Some((0.0, 0.0)),
+        );
+        assert_eq!(
+            delta_axis(&[&zero]),
+            DeltaAxis {
+                lo: -1.0,
+                hi: 1.0,
+                ticks: vec![-1.0, -0.5, 0.0, 0.5, 1.0]
+            }
+        );
+    }
+
+    /// The forest plot writes each comparison's label once per task, a zero line at the "0"
+    /// tick, a hollow marker (and its legend) for the row without CI, each group's label, and the
+    /// arrow note for the cut CI. The figure is left at `<tmp>/dpzo-ablation-forest.svg` for a
+    /// look (`rsvg-convert -w 1200 ... -o x.png`).
+    #[test]
+    fn the_forest_plot_labels_every_row_and_marks_the_rows_without_ci() {
+        let rows = synthetic_rows();
+        let path = std::env::temp_dir().join("dpzo-ablation-forest.svg");
+        plot(&rows, "Ablations — synthetic, model m", &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        // The text elements, one line each between their tags.
+        let texts: Vec<String> = svg
+            .split("<text")
+            .skip(1)
+            .filter_map(|t| Some(t.split_once('>')?.1.split_once("</text>")?.0.trim()))
+            .map(|t| t.replace("&apos;", "'"))
+            .collect();
+        let count = |s: &str| texts.iter().filter(|t| *t == s).count();
+        for r in rows.iter().filter(|r| r.claim.task == "SST-2") {
+            assert_eq!(count(&row_label(r)), 2, "{}: {texts:?}", row_label(r));
+        }
+        assert_eq!(count("zopo-random − dp-zopo, ε 4 (ref 81.0%)"), 2);
+        assert_eq!(count("calibrated − zero-shot, non-private (ref 80.0%)"), 2);
+        assert_eq!(count("zoso-prox − dp-zoso, ε 4 (ref not run)"), 2);
+        assert_eq!(count("zoso-prox not run"), 2);
+        assert_eq!(count("+3.0 [−2.0, +38.0], n 3"), 2);
+        assert_eq!(count("+0.4, n 1: no CI"), 1);
+        assert_eq!(count(NO_CI_LEGEND), 1);
+        assert!(texts
+            .iter()
+            .any(|t| t.contains("ends in an arrow at the edge")));
+        for g in ["DP-ZOPO mask selection", "DP-ZOPO mask ratio", "label bias"] {
+            let n = texts.iter().filter(|t| t.starts_with(g)).count();
+            assert_eq!(n, 2, "{g}");
+        }
+        assert_eq!(count("SST-2: each variant minus its reference"), 1);
+        // Hollow markers: one per task for zopo-magnitude, one in the legend.
+        let hollow = svg
+            .split("<circle")
+            .skip(1)
+            .filter_map(|c| c.split('>').next())
+            .filter(|c| c.contains("fill=\"none\""))
+            .count();
+        assert_eq!(hollow, 3, "{svg}");
+        // The zero line: a vertical line at the x of each panel's "0" tick.
+        let zero_x: Vec<&str> = svg
+            .split("<text")
+            .filter(|t| {
+                t.split_once('>')
+                    .is_some_and(|(_, rest)| rest.trim_start().starts_with("0\n"))
+            })
+            .filter_map(|t| t.split("x=\"").nth(1)?.split('"').next())
+            .collect();
+        assert_eq!(zero_x.len(), 2, "{svg}");
+        let vertical = |x: &str| {
+            svg.split("points=\"")
+                .skip(1)
+                .filter_map(|p| p.split('"').next())
+                .any(|p| {
+                    let xs: Vec<&str> = p
+                        .split_whitespace()
+                        .filter_map(|q| q.split(',').next())
+                        .collect();
+                    xs.len() == 2 && xs.iter().all(|v| *v == x)
+                })
+        };
+        assert!(zero_x.iter().all(|x| vertical(x)), "{zero_x:?}");
+        // Nothing outside the figure: each text's extent (at 0.6 em a character, as laid out)
+        // within the width, each y within the height.
+        let attr = |el: &str, name: &str| -> f64 {
+            let key = format!(" {name}=\"");
+            el.split(&key)
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let head = svg.split('>').next().unwrap();
+        let (width, height) = (attr(head, "width"), attr(head, "height"));
+        for el in svg.split("<text").skip(1) {
+            let (tag, rest) = el.split_once('>').unwrap();
+            let text = rest.split_once("</text>").unwrap().0.trim();
+            let (x, y, size) = (attr(tag, "x"), attr(tag, "y"), attr(tag, "font-size"));
+            let w = text.chars().count() as f64 * 0.6 * size;
+            let (left, right) = match tag.split("text-anchor=\"").nth(1).unwrap() {
+                a if a.starts_with("start") => (x, x + w),
+                a if a.starts_with("end") => (x - w, x),
+                _ => (x - w / 2.0, x + w / 2.0),
+            };
+            assert!(
+                left >= 0.0 && right <= width,
+                "{text}: {left}..{right} of {width}"
+            );
+            assert!(y > 0.0 && y < height, "{text}: y {y} of {height}");
+        }
+    }
+
+    /// mini-horizon's shape: three families at three T each, test and dev with CIs, one point of
+    /// one seed (no CI) and one without dev.
+    fn synthetic_horizon() -> Vec<HorizonPoint> {
+        let est = |mean: f64, half: Option<f64>| Estimate {
+            mean,
+            ci95: half.map(|h| (mean - h, mean + h)),
+        };
+        let mut out = Vec::new();
+        for (family, steps, test, dev) in [
+            (
+                "dp-ft",
+                [150, 300, 600],
+                [78.0, 84.0, 86.5],
+                [76.0, 82.0, 85.0],
+            ),
+            (
+                "dpzero",
+                [600, 1200, 2400],
+                [80.0, 83.5, 84.0],
+                [79.0, 82.5, 83.0],
+            ),
+            (
+                "dp-zoso",
+                [600, 1200, 2400],
+                [81.0, 84.5, 85.5],
+                [80.5, 83.0, 84.5],
+            ),
+        ] {
+            for i in 0..3 {
+                let one_seed = family == "dp-ft" && i == 0;
+                out.push(HorizonPoint {
+                    task: "SST-2".into(),
+                    epsilon: Some(4.0),
+                    family: family.into(),
+                    method: format!("{family}-{}", steps[i]),
+                    steps: steps[i],
+                    n_seeds: if one_seed { 1 } else { 3 },
+                    test: est(test[i], (!one_seed).then_some(1.5 + i as f64)),
+                    dev: (family != "dpzero" || i != 2).then(|| est(dev[i], Some(2.0))),
+                });
+            }
+        }
+        out
+    }
+
+    /// The horizon figure, left at `<tmp>/dpzo-ablation-horizon.svg` for a look: every family
+    /// named in the legend for test and dev, the one-seed point said so.
+    #[test]
+    fn the_horizon_plot_names_every_series() {
+        let points = synthetic_horizon();
+        let path = std::env::temp_dir().join("dpzo-ablation-horizon.svg");
+        plot_horizon(&points, "Horizon — synthetic, model m", &path).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        let texts: Vec<&str> = svg
+            .split("<text")
+            .skip(1)
+            .filter_map(|t| Some(t.split_once('>')?.1.split_once("</text>")?.0.trim()))
+            .collect();
+        for label in [
+            "dp-ft",
+            "dpzero",
+            "dp-zoso",
+            "SST-2, ε = 4: test accuracy",
+            "SST-2, ε = 4: dev accuracy",
+            "one seed: no CI",
+        ] {
+            assert_eq!(
+                texts.iter().filter(|t| **t == label).count(),
+                1,
+                "{label}: {texts:?}"
+            );
+        }
+        // Ticks at the T that ran, not at powers of two between them.
+        for t in ["150", "300", "600", "1200", "2400"] {
+            assert!(texts.contains(&t), "{t}: {texts:?}");
+        }
+        assert!(!texts.contains(&"181"), "{texts:?}");
+    }
 
     fn record(method: &str, seed: u64, steps: i64, test: f64, dev: Option<f64>) -> CellRecord {
         serde_json::from_value(serde_json::json!({
@@ -589,7 +1361,7 @@ mod tests {
         assert!(csv.contains("SST-2,4,dpzero,dpzero,1200,3,82.00,"), "{csv}");
         plot_horizon(&points, "t", &dir.join("horizon.svg")).unwrap();
         let svg = std::fs::read_to_string(dir.join("horizon.svg")).unwrap();
-        assert!(svg.contains("T (steps, log scale)") && svg.contains("dpzero dev"));
+        assert!(svg.contains("T (steps, log scale)") && svg.contains("SST-2, ε = 4: dev accuracy"));
         let _ = std::fs::remove_dir_all(&dir);
         // The smoke and mini grids have no horizon variant: nothing to draw.
         let mini = methods_of(&spec, "mini").unwrap();

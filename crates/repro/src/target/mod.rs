@@ -505,7 +505,7 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
         atomic_file::write(dir.join("ablations.md"), md)
             .with_context(|| format!("writing {}", dir.join("ablations.md").display()))?;
         let title = format!("{} — {preset_name} preset, {model_run}", spec.meta.title);
-        ablation::plot(spec, methods, &rows, &title, &dir.join("ablations.svg"))?;
+        ablation::plot(&comparisons, &title, &dir.join("ablations.svg"))?;
         println!(
             "wrote {}/{{summary.csv,ablations.csv,ablations.md,ablations.svg}} from {} records",
             dir.display(),

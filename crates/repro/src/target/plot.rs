@@ -9,7 +9,7 @@ use anyhow::{anyhow, Context, Result};
 use plotters::prelude::*;
 use std::path::Path;
 
-const COLORS: [RGBColor; 10] = [
+pub(super) const COLORS: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),

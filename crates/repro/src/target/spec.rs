@@ -128,6 +128,11 @@ pub struct Variant {
     /// The grid method it is compared with, paired by seed (default: `base`).
     #[serde(default)]
     pub compare_to: Option<String>,
+    /// What the comparison isolates, shared by the variants that isolate the same thing (`DP-ZOPO
+    /// mask ratio`): `ablations.svg` draws each group under this label, in the order the grid
+    /// first lists a member ([`Variant::group_label`]).
+    #[serde(default)]
+    pub group: Option<String>,
     /// Setting overrides laid over the base's settings.
     #[serde(default)]
     pub settings: toml::Table,
@@ -143,6 +148,16 @@ pub struct Variant {
     /// (default: `base`), e.g. `dpzero` for MeZO, which the source target does not tune.
     #[serde(default)]
     pub tune_from: Option<String>,
+}
+
+/// The group of a variant without `group`.
+pub const UNGROUPED: &str = "other";
+
+impl Variant {
+    /// `group`, else [`UNGROUPED`].
+    pub fn group_label(&self) -> &str {
+        self.group.as_deref().unwrap_or(UNGROUPED)
+    }
 }
 
 /// `[preset.<p>.inherit_tuning]`: every run whose method is tuned takes, instead of its own
@@ -919,6 +934,51 @@ mod tests {
             err.contains("variant.bad") && err.contains("itself a variant"),
             "{err}"
         );
+    }
+
+    /// `group` is optional (`other` without it), a misspelt key is refused, and every committed
+    /// ablation variant names its group.
+    #[test]
+    fn a_variant_names_its_group_or_is_other() {
+        let head = test_meta("t")
+            + r#"
+            [grid]
+            tasks = ["A"]
+            methods = ["dp-zopo", "sparse", "plain"]
+            epsilons = [4.0]
+            seeds = [1]
+            [variant.plain]
+            base = "dp-zopo"
+            description = "d"
+            "#
+            + TEST_PRESET_P;
+        let grouped = head.clone()
+            + r#"
+            [variant.sparse]
+            base = "dp-zopo"
+            group = "DP-ZOPO mask ratio"
+            description = "d"
+            "#;
+        let spec: Spec = toml::from_str(&grouped).unwrap();
+        assert_eq!(spec.variant["sparse"].group_label(), "DP-ZOPO mask ratio");
+        assert_eq!(spec.variant["plain"].group_label(), UNGROUPED);
+        let misspelt = head
+            + r#"
+            [variant.sparse]
+            base = "dp-zopo"
+            groups = "DP-ZOPO mask ratio"
+            description = "d"
+            "#;
+        let err = toml::from_str::<Spec>(&misspelt).unwrap_err().to_string();
+        assert!(err.contains("groups"), "{err}");
+        let abl = Spec::load(&workspace().join("experiments/ablations.toml")).unwrap();
+        let ungrouped: Vec<&String> = abl
+            .variant
+            .iter()
+            .filter(|(_, v)| v.group.is_none())
+            .map(|(name, _)| name)
+            .collect();
+        assert!(ungrouped.is_empty(), "{ungrouped:?}");
     }
 
     /// `include`: the other file's shared tables lie beneath this file's own (train and method
