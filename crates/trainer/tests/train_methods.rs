@@ -246,7 +246,10 @@ fn private_records_drop_the_unnoised_diagnostics_and_nothing_else() {
     assert_eq!(private.ledger, full.ledger);
     // Wall-time phases are no result: they differ between any two runs.
     let untimed = |r: RunRecord| RunRecord { seconds: None, ..r };
-    assert_eq!(untimed(private), untimed(full.without_nonprivate_diagnostics()));
+    assert_eq!(
+        untimed(private),
+        untimed(full.without_nonprivate_diagnostics())
+    );
 }
 
 #[test]

@@ -10,6 +10,7 @@ use super::record::CellRecord;
 use super::spec::Spec;
 use super::summary::SummaryRow;
 use anyhow::{anyhow, Context, Result};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use std::collections::BTreeMap;
@@ -332,6 +333,23 @@ const GREY: RGBColor = RGBColor(110, 110, 110);
 /// The message of a row without a CI, in the legend.
 pub const NO_CI_LEGEND: &str = "one paired seed: no 95% CI";
 
+/// A white SVG canvas of `width` x `height` drawing into `svg`, with `title` centred on top.
+fn titled_canvas<'a>(
+    svg: &'a mut String,
+    width: i32,
+    height: i32,
+    title: &str,
+) -> Result<DrawingArea<SVGBackend<'a>, Shift>> {
+    let root = SVGBackend::with_string(svg, (width as u32, height as u32)).into_drawing_area();
+    root.fill(&WHITE)?;
+    root.draw(&Text::new(
+        title.to_string(),
+        (width / 2, 18),
+        text_style(15.0, DARK, HPos::Center),
+    ))?;
+    Ok(root)
+}
+
 /// `ablations.svg`: a forest plot of `rows` (one panel per task, in the order of `rows`): per
 /// variant and ε a row labelled with the comparison and the reference's accuracy, the paired Δ
 /// (points) as a dot with its 95% CI as a bar (a hollow dot without CI), a line at 0, and the
@@ -417,15 +435,8 @@ pub fn plot(rows: &[AblationRow], title: &str, path: &Path) -> Result<()> {
     let height = head_h + tasks.iter().map(|t| panel_h(t) + MARGIN).sum::<i32>();
     let mut svg = String::new();
     {
-        let root =
-            SVGBackend::with_string(&mut svg, (width as u32, height as u32)).into_drawing_area();
-        root.fill(&WHITE)?;
+        let root = titled_canvas(&mut svg, width, height, title)?;
         let (dark, grey) = (DARK, GREY);
-        root.draw(&Text::new(
-            title.to_string(),
-            (width / 2, 18),
-            text_style(15.0, dark, HPos::Center),
-        ))?;
         // Legend: the two markers, then the lines in words.
         let mut y = 48;
         let lx = MARGIN + 8;
@@ -742,15 +753,8 @@ pub fn plot_horizon(points: &[HorizonPoint], title: &str, path: &Path) -> Result
     let height = 40 + ROW_H * panels.len() as i32;
     let mut svg = String::new();
     {
-        let root =
-            SVGBackend::with_string(&mut svg, (width as u32, height as u32)).into_drawing_area();
-        root.fill(&WHITE)?;
+        let root = titled_canvas(&mut svg, width, height, title)?;
         let (dark, grey) = (DARK, GREY);
-        root.draw(&Text::new(
-            title.to_string(),
-            (width / 2, 18),
-            text_style(15.0, dark, HPos::Center),
-        ))?;
         for (row, (task, eps)) in panels.iter().enumerate() {
             let mine: Vec<&HorizonPoint> = points
                 .iter()
