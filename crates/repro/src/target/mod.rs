@@ -13,6 +13,7 @@ pub mod record;
 pub mod spec;
 pub mod stats;
 pub mod summary;
+pub mod timing;
 pub mod tune;
 
 use anyhow::{bail, Context, Result};
@@ -496,6 +497,13 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
     let model_run = records[0].model.clone();
     let rows = summary::summarise(&records);
     summary::write_csv(&rows, &dir.join("summary.csv"))?;
+    let timed = timing::write(&dir, &records)?;
+    if timed > 0 {
+        println!(
+            "wrote {} ({timed} timed cells)",
+            dir.join("timing.csv").display()
+        );
+    }
     if !spec.variant.is_empty() {
         // An ablation spec: each variant against its reference, no paper claims.
         let methods = ablation::methods_of(spec, preset_name)?;
