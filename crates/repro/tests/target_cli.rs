@@ -91,6 +91,30 @@ fn per_run_lines_and_skipped_cells_reach_a_redirected_log() {
         stdout.contains("2 of 2 runs skipped: already recorded") && stdout.contains("--rerun"),
         "{stdout}"
     );
+    // The two timed records are in timing.csv, and a dry run marks them and plans the rest.
+    let timing = std::fs::read_to_string(out.join("table2/smoke/timing.csv")).unwrap();
+    assert_eq!(timing.lines().count(), 3, "{timing}");
+    let dry = table2(&[
+        "--methods",
+        "zero-shot,mezo",
+        "--seeds",
+        "13",
+        "--out",
+        out.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    let (stdout, stderr) = text(&dry);
+    assert!(dry.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("SST-2__zero-shot__nonprivate__seed13 (recorded)")
+            && stdout.contains("SST-2__mezo__nonprivate__seed13\n"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("plan: 1 of 2 cells to run (1 recorded), 4 steps")
+            && stdout.contains("no timing yet for mezo"),
+        "{stdout}"
+    );
     std::fs::remove_dir_all(&out).unwrap();
 }
 

@@ -431,8 +431,12 @@ fn execute_grid(
     };
     if args.dry_run {
         for c in &cells {
-            println!("  {}", c.run.stem());
+            let mark = if c.is_recorded() { " (recorded)" } else { "" };
+            println!("  {}{mark}", c.run.stem());
         }
+        let rates = timing::seconds_per_step(dir, &spec.preset(preset_name)?.device)?;
+        let cells: Vec<&grid::Cell> = cells.iter().collect();
+        println!("{}", timing::plan_line("plan", &cells, &rates));
         return Ok(());
     }
     if cells.is_empty() {

@@ -1,39 +1,41 @@
 //! `timing.csv`: where each cell's wall time went, for planning device time (cells x seconds).
 //!
-//! One row per record that times its phases (`setup_secs` and the trainer's `seconds`,
-//! `trainer::train::PhaseSeconds`, read by name so that this builds without libtorch): the
-//! results' own runs and every tuning candidate under `tuning/*/runs/` (the winner adopted as a
-//! final once, as the final). Records written before
-//! the phases existed are left out; a folder without any timed record gets no file.
+//! One row per record: the results' own runs and every tuning candidate under `tuning/*/runs/`
+//! (the winner adopted as a final once, as the final), with its wall time per step and, where the
+//! record times them, its phases (`setup_secs` and the trainer's `seconds`,
+//! `trainer::train::PhaseSeconds`, read by name so that this builds without libtorch; empty in
+//! records written before they existed).
 
+use super::grid::Cell;
 use super::record::{self, CellRecord};
 use anyhow::{Context, Result};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The trainer's phases, in the file's column order.
 const PHASES: [&str; 5] = ["setup", "steps", "checkpoints", "accounting", "evaluation"];
 
-/// One cell's row: `None` when the record does not time its phases.
+/// One cell's row: wall time, steps and, when the record times them, its phases (empty
+/// otherwise); `None` when the record states no step count.
 fn row(kind: &str, rec: &CellRecord) -> Option<Vec<String>> {
-    let phases = rec.trainer.get("seconds")?.as_object()?;
-    let phase = |name: &str| phases.get(name).and_then(Value::as_f64);
+    let phases = rec.trainer.get("seconds").and_then(Value::as_object);
     let steps_done = rec
         .trainer
         .pointer("/ledger/steps_done")
         .and_then(Value::as_u64)
         .or_else(|| rec.trainer.pointer("/resolved/total_steps")?.as_u64())?;
-    let step_secs = phase("steps")?;
-    let steps_per_s = if step_secs > 0.0 {
-        format!("{:.3}", steps_done as f64 / step_secs)
-    } else {
-        String::new()
-    };
     let compute = rec
         .trainer
         .pointer("/provenance/compute")
         .and_then(Value::as_str)
         .unwrap_or("");
+    let seconds = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.3}"));
+    let per_step = |total: Option<f64>| match total {
+        Some(t) if steps_done > 0 => format!("{:.5}", t / steps_done as f64),
+        _ => String::new(),
+    };
+    let phase = |name: &str| phases.and_then(|p| p.get(name)).and_then(Value::as_f64);
     let mut cells = vec![
         kind.to_string(),
         rec.task.clone(),
@@ -43,18 +45,17 @@ fn row(kind: &str, rec: &CellRecord) -> Option<Vec<String>> {
         rec.provenance.device.clone(),
         compute.to_string(),
         steps_done.to_string(),
-        format!("{:.3}", rec.wall_secs),
-        format!("{:.3}", rec.setup_secs?),
+        seconds(Some(rec.wall_secs)),
+        per_step(Some(rec.wall_secs)),
+        seconds(rec.setup_secs),
     ];
-    for name in PHASES {
-        cells.push(format!("{:.3}", phase(name)?));
-    }
-    cells.push(steps_per_s);
+    cells.extend(PHASES.iter().map(|name| seconds(phase(name))));
+    cells.push(per_step(phase("steps")));
     Some(cells)
 }
 
-/// Writes `dir/timing.csv` from the records under `dir/runs` and `dir/tuning/*/runs`, when any
-/// of them times its phases; returns the number of rows written.
+/// Writes `dir/timing.csv` from the records under `dir/runs` and `dir/tuning/*/runs`; returns
+/// the number of rows written (none: no file).
 pub fn write(dir: &Path, runs: &[CellRecord]) -> Result<usize> {
     let mut rows: Vec<Vec<String>> = runs.iter().filter_map(|r| row("final", r)).collect();
     let tuning = dir.join("tuning");
@@ -91,11 +92,12 @@ pub fn write(dir: &Path, runs: &[CellRecord]) -> Result<usize> {
         "compute",
         "steps",
         "wall_s",
+        "wall_s_per_step",
         "cell_setup_s",
     ];
     let phase_columns: Vec<String> = PHASES.iter().map(|p| format!("{p}_s")).collect();
     header.extend(phase_columns.iter().map(String::as_str));
-    header.push("steps_per_s");
+    header.push("steps_s_per_step");
     let mut writer = csv::Writer::from_writer(Vec::new());
     writer.write_record(&header)?;
     for r in &rows {
@@ -104,6 +106,111 @@ pub fn write(dir: &Path, runs: &[CellRecord]) -> Result<usize> {
     let bytes = writer.into_inner().context("finishing timing.csv")?;
     atomic_file::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
     Ok(rows.len())
+}
+
+/// Median wall seconds per step (whole cells: setup and evaluation included) of each method in
+/// `dir/timing.csv`, over the rows measured on
+/// `device` (`cuda` or `cpu`, as records state it); empty without the file.
+pub fn seconds_per_step(dir: &Path, device: &str) -> Result<BTreeMap<String, f64>> {
+    let path = dir.join("timing.csv");
+    if !path.exists() {
+        return Ok(BTreeMap::new());
+    }
+    let mut reader =
+        csv::Reader::from_path(&path).with_context(|| format!("reading {}", path.display()))?;
+    let headers = reader.headers()?.clone();
+    let column = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h == name)
+            .with_context(|| format!("{}: no column {name}", path.display()))
+    };
+    let (method, dev, per_step) = (
+        column("method")?,
+        column("device")?,
+        column("wall_s_per_step")?,
+    );
+    let mut per_method: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for (line, row) in reader.records().enumerate() {
+        let row = row.with_context(|| format!("{}:{}", path.display(), line + 2))?;
+        if &row[dev] != device {
+            continue;
+        }
+        if row[per_step].is_empty() {
+            continue;
+        }
+        let seconds = row[per_step].parse::<f64>().with_context(|| {
+            format!(
+                "{}:{}: wall_s_per_step {:?} is not a number",
+                path.display(),
+                line + 2,
+                &row[per_step]
+            )
+        })?;
+        per_method
+            .entry(row[method].to_string())
+            .or_default()
+            .push(seconds);
+    }
+    Ok(per_method
+        .into_iter()
+        .map(|(m, mut v)| {
+            v.sort_by(f64::total_cmp);
+            let mid = v.len() / 2;
+            let median = if v.len() % 2 == 1 {
+                v[mid]
+            } else {
+                (v[mid - 1] + v[mid]) / 2.0
+            };
+            (m, median)
+        })
+        .collect())
+}
+
+/// A dry run's plan: the cells still to run, their steps, and the device time they need at
+/// `rates` (seconds per step by method, [`seconds_per_step`]), naming the methods without one.
+pub fn plan_line(label: &str, cells: &[&Cell], rates: &BTreeMap<String, f64>) -> String {
+    let to_run: Vec<&&Cell> = cells.iter().filter(|c| !c.is_recorded()).collect();
+    let steps_of = |c: &Cell| c.config.get("steps").and_then(Value::as_u64).unwrap_or(0);
+    let steps: u64 = to_run.iter().map(|c| steps_of(c)).sum();
+    let mut seconds = 0.0;
+    let mut unknown: Vec<&str> = Vec::new();
+    for c in &to_run {
+        match rates.get(&c.run.method) {
+            Some(r) => seconds += r * steps_of(c) as f64,
+            None if !unknown.contains(&c.run.method.as_str()) => unknown.push(&c.run.method),
+            None => {}
+        }
+    }
+    let mut line = format!(
+        "{label}: {} of {} cells to run ({} recorded), {steps} steps",
+        to_run.len(),
+        cells.len(),
+        cells.len() - to_run.len()
+    );
+    let timed = to_run.len()
+        - to_run
+            .iter()
+            .filter(|c| !rates.contains_key(&c.run.method))
+            .count();
+    if timed > 0 {
+        line.push_str(&format!(
+            "; about {:.0} min at timing.csv's median seconds per step",
+            seconds / 60.0
+        ));
+    }
+    if !unknown.is_empty() {
+        line.push_str(&format!(
+            " (no timing yet for {}: {})",
+            unknown.join(", "),
+            if timed > 0 {
+                "not counted"
+            } else {
+                "no estimate"
+            }
+        ));
+    }
+    line
 }
 
 #[cfg(test)]
@@ -137,39 +244,73 @@ mod tests {
                 "evaluation": 1.1 })
     }
 
-    #[test]
-    fn a_timed_record_gives_one_row_with_its_phases_and_steps_per_second() {
-        let dir = std::env::temp_dir().join(format!("dpzo-timing-{}", std::process::id()));
+    fn scratch(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("dpzo-timing-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn every_record_gives_a_row_with_its_wall_time_per_step_and_its_phases_when_timed() {
+        let dir = scratch("rows");
         let runs = [
             record(Some(phases()), Some(2.5)),
-            record(None, None),           // written before the phases existed
-            record(Some(phases()), None), // no cell setup: incomplete, left out
+            record(None, None), // written before the phases existed
         ];
-        assert_eq!(write(&dir, &runs).unwrap(), 1);
+        assert_eq!(write(&dir, &runs).unwrap(), 2);
         let text = std::fs::read_to_string(dir.join("timing.csv")).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "kind,task,method,epsilon,seed,device,compute,steps,wall_s,cell_setup_s,setup_s,\
-             steps_s,checkpoints_s,accounting_s,evaluation_s,steps_per_s"
+            "kind,task,method,epsilon,seed,device,compute,steps,wall_s,wall_s_per_step,\
+             cell_setup_s,setup_s,steps_s,checkpoints_s,accounting_s,evaluation_s,steps_s_per_step"
         );
         assert_eq!(
             lines[1],
-            "final,SST-2,dpzero,4,13,cuda,f32,1200,66.000,2.500,0.500,60.000,0.700,0.200,1.100,20.000"
+            "final,SST-2,dpzero,4,13,cuda,f32,1200,66.000,0.05500,2.500,0.500,60.000,0.700,\
+             0.200,1.100,0.05000"
         );
-        assert_eq!(lines.len(), 2);
+        assert_eq!(
+            lines[2],
+            "final,SST-2,dpzero,4,13,cuda,f32,1200,66.000,0.05500,,,,,,,"
+        );
+        assert_eq!(lines.len(), 3);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
-    fn a_folder_without_timed_records_gets_no_file() {
-        let dir = std::env::temp_dir().join(format!("dpzo-timing-none-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        assert_eq!(write(&dir, &[record(None, None)]).unwrap(), 0);
+    fn no_record_no_file_and_no_rates() {
+        let dir = scratch("none");
+        assert_eq!(write(&dir, &[]).unwrap(), 0);
         assert!(!dir.join("timing.csv").exists());
+        assert!(seconds_per_step(&dir, "cuda").unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn rates_are_the_median_per_method_on_the_asked_device_and_a_bad_number_names_its_line() {
+        let dir = scratch("rates");
+        let header = "method,device,wall_s_per_step\n";
+        std::fs::write(
+            dir.join("timing.csv"),
+            format!("{header}dpzero,cuda,0.05\ndpzero,cuda,0.07\ndpzero,cuda,0.06\ndpzero,cpu,9\nmezo,cuda,\ndp-ft,cuda,0.1\ndp-ft,cuda,0.2\n"),
+        )
+        .unwrap();
+        let rates = seconds_per_step(&dir, "cuda").unwrap();
+        assert_eq!(rates.len(), 2, "{rates:?}");
+        assert!((rates["dpzero"] - 0.06).abs() < 1e-12);
+        assert!((rates["dp-ft"] - 0.15).abs() < 1e-12);
+        std::fs::write(
+            dir.join("timing.csv"),
+            format!("{header}dpzero,cuda,fast\n"),
+        )
+        .unwrap();
+        let err = format!("{:#}", seconds_per_step(&dir, "cuda").unwrap_err());
+        assert!(
+            err.contains("timing.csv:2") && err.contains("\"fast\""),
+            "{err}"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -759,7 +759,7 @@ pub fn run(
         for (key, list) in &groups {
             for c in list {
                 println!(
-                    "  candidate {}/{} of {} {}: {}",
+                    "  candidate {}/{} of {} {}: {}{}",
                     c.index + 1,
                     list.len(),
                     key.0,
@@ -768,10 +768,26 @@ pub fn run(
                         .iter()
                         .map(|(k, v)| format!("{k}={v}"))
                         .collect::<Vec<_>>()
-                        .join(" ")
+                        .join(" "),
+                    if c.cell.is_recorded() {
+                        " (recorded)"
+                    } else {
+                        ""
+                    }
                 );
             }
         }
+        let rates = super::timing::seconds_per_step(dir, &spec.preset(preset_name)?.device)?;
+        let cells: Vec<&Cell> = phase1.iter().collect();
+        println!(
+            "{}",
+            super::timing::plan_line("plan, candidates", &cells, &rates)
+        );
+        println!(
+            "plan, finals: {} runs once the candidates are selected (the winner's run on seed \
+             {tuning_seed} is adopted, recorded finals are skipped)",
+            runs.len()
+        );
         return Ok(false);
     }
     for cell in &phase1 {
