@@ -45,6 +45,9 @@ fi
   date -u +%Y-%m-%dT%H:%M:%SZ
   echo "repro $target --preset $preset --device cuda ${jobs[*]} $*"
 } >"$OUT/provenance.txt" 2>&1
+# What remains before this call (cells, steps, device time at the fastest measured rates).
+"$repro" "$target" --preset "$preset" --device cuda --out "$results" --experiments experiments \
+  --dry-run "$@" 2>&1 | grep '^plan' >>"$OUT/provenance.txt"
 timeout "$seconds" "$repro" "$target" --preset "$preset" --device cuda --out "$results" \
   --experiments experiments "${jobs[@]}" "$@" 2>&1 | tr '\r' '\n' | grep -v '^\s*$' >"$OUT/campaign.log"
 echo "exit $? after $SECONDS s" >>"$OUT/campaign.log"
