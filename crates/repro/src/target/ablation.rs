@@ -6,13 +6,13 @@
 //! `horizon.csv` and `horizon.svg` (test and dev accuracy against T, 95% CIs over seeds).
 
 use super::compare::{test_claim, Claim};
+use super::plot::{text_style, text_width, titled_canvas, DARK, GREY};
 use super::record::CellRecord;
 use super::spec::Spec;
 use super::summary::SummaryRow;
 use anyhow::{anyhow, Context, Result};
-use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::style::text_anchor::{HPos, Pos, VPos};
+use plotters::style::text_anchor::HPos;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -302,16 +302,6 @@ fn row_numbers(r: &AblationRow) -> String {
     }
 }
 
-/// Text at pixel size `px` (the SVG backend writes the size divided by 1.24), anchored at
-/// (`h`, vertical centre).
-fn text_style(px: f64, color: RGBColor, h: HPos) -> TextStyle<'static> {
-    TextStyle {
-        font: ("sans-serif", px * 1.24).into_font(),
-        color: color.to_backend_color(),
-        pos: Pos::new(h, VPos::Center),
-    }
-}
-
 /// Bold text at pixel size `px`, anchored at (left, vertical centre).
 fn bold_style(px: f64, color: RGBColor) -> TextStyle<'static> {
     let plain = text_style(px, color, HPos::Left);
@@ -321,34 +311,8 @@ fn bold_style(px: f64, color: RGBColor) -> TextStyle<'static> {
     }
 }
 
-/// A rough width of `s` in pixels at size `px` (sans-serif averages about 0.6 em a character).
-fn text_width(s: &str, px: f64) -> i32 {
-    (s.chars().count() as f64 * px * 0.6).ceil() as i32
-}
-
-/// The ink of the figures' text and axes, and of their notes.
-const DARK: RGBColor = RGBColor(30, 30, 30);
-const GREY: RGBColor = RGBColor(110, 110, 110);
-
 /// The message of a row without a CI, in the legend.
 pub const NO_CI_LEGEND: &str = "one paired seed: no 95% CI";
-
-/// A white SVG canvas of `width` x `height` drawing into `svg`, with `title` centred on top.
-fn titled_canvas<'a>(
-    svg: &'a mut String,
-    width: i32,
-    height: i32,
-    title: &str,
-) -> Result<DrawingArea<SVGBackend<'a>, Shift>> {
-    let root = SVGBackend::with_string(svg, (width as u32, height as u32)).into_drawing_area();
-    root.fill(&WHITE)?;
-    root.draw(&Text::new(
-        title.to_string(),
-        (width / 2, 18),
-        text_style(15.0, DARK, HPos::Center),
-    ))?;
-    Ok(root)
-}
 
 /// `ablations.svg`: a forest plot of `rows` (one panel per task, in the order of `rows`): per
 /// variant and ε a row labelled with the comparison and the reference's accuracy, the paired Δ

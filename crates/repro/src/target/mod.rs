@@ -548,10 +548,18 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
     atomic_file::write(&comparison, md)
         .with_context(|| format!("writing {}", comparison.display()))?;
     // The paper's values are drawn whatever model ran, labelled with the paper's model.
-    let paper_points = plot::paper_points(&paper, &spec.meta.paper_model, &spec.meta.paper_source);
+    let paper_points = plot::paper_points(
+        &paper,
+        &spec.meta.paper_model,
+        &spec.meta.paper_source,
+        &spec.meta.metric,
+    );
     let figure = plot::Figure {
         rows: &rows,
         paper: &paper_points,
+        // Panels and slots in the grid's order.
+        tasks: preset.tasks.as_ref().unwrap_or(&spec.grid.tasks),
+        methods: preset.methods.as_ref().unwrap_or(&spec.grid.methods),
         model_run: &model_run,
         paper_model: &spec.meta.paper_model,
         title: format!(
