@@ -1128,12 +1128,7 @@ mod tests {
         }
         assert_eq!(count("SST-2: each variant minus its reference"), 1);
         // Hollow markers: one per task for zopo-magnitude, one in the legend.
-        let hollow = svg
-            .split("<circle")
-            .skip(1)
-            .filter_map(|c| c.split('>').next())
-            .filter(|c| c.contains("fill=\"none\""))
-            .count();
+        let hollow = crate::target::plot::hollow_circles(&svg);
         assert_eq!(hollow, 3, "{svg}");
         // The zero line: a vertical line at the x of each panel's "0" tick.
         let zero_x: Vec<&str> = svg

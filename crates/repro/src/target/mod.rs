@@ -157,6 +157,28 @@ pub fn resolved_config(spec: &RunSpec, model: &str) -> Result<serde_json::Value>
     Ok(v)
 }
 
+/// The CSV file `path` (headers on its first line) and the positions of the columns `names`, or
+/// `None` when the file does not exist; a missing column is an error naming the file.
+pub fn csv_with_columns<const N: usize>(
+    path: &Path,
+    names: [&str; N],
+) -> Result<Option<(csv::Reader<std::fs::File>, [usize; N])>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let mut reader =
+        csv::Reader::from_path(path).with_context(|| format!("reading {}", path.display()))?;
+    let headers = reader.headers()?.clone();
+    let mut columns = [0; N];
+    for (slot, name) in columns.iter_mut().zip(names) {
+        *slot = headers
+            .iter()
+            .position(|h| h == name)
+            .with_context(|| format!("{}: no column {name}", path.display()))?;
+    }
+    Ok(Some((reader, columns)))
+}
+
 /// SHA-256 of the canonical JSON of a resolved configuration.
 pub fn spec_hash(config: &serde_json::Value) -> String {
     // serde_json maps are ordered (BTreeMap), so this serialisation is canonical.

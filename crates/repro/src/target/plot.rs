@@ -580,6 +580,16 @@ pub fn paper_points(rows: &[PaperRow], model: &str, source: &str, metric: &str) 
         .collect()
 }
 
+/// Test support: the hollow circles (`fill="none"`) of an SVG, the one-seed markers.
+#[cfg(test)]
+pub(crate) fn hollow_circles(svg: &str) -> usize {
+    svg.split("<circle")
+        .skip(1)
+        .filter_map(|c| c.split('>').next())
+        .filter(|c| c.contains("fill=\"none\""))
+        .count()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -836,6 +846,19 @@ mod tests {
     /// as the grid fills: captions, ε labels and legend entries once each, no text outside the
     /// canvas or over other text, the legend clear of every plot, every value inside its
     /// panel's y range unless a cut CI (past 0 or 100) says so with an arrow, a bounded size.
+    /// table2's grid methods in order: three non-private, then the private ones.
+    const TABLE2_METHODS: [&str; 9] = [
+        "zero-shot",
+        "zero-shot-calibrated",
+        "mezo",
+        "dpzero",
+        "dp-zoso",
+        "dp-zopo",
+        "dp-ft",
+        "dp-lora",
+        "dp-prefix",
+    ];
+
     fn check_full_grid(name: &str, grid: &Grid, methods: &[&str], paper_model: &str) {
         let (rows, paper) = synthetic(grid);
         let tasks: Vec<String> = grid.tasks.iter().map(|t| t.0.to_string()).collect();
@@ -879,12 +902,7 @@ mod tests {
             1 + usize::from(!grid.paper_lines.is_empty()),
         );
         // Hollow dots: one per one-seed cell, one in the legend.
-        let hollow = svg
-            .split("<circle")
-            .skip(1)
-            .filter_map(|c| c.split('>').next())
-            .filter(|c| c.contains("fill=\"none\""))
-            .count();
+        let hollow = hollow_circles(&svg);
         assert_eq!(hollow, grid.one_seed.len() + 1);
         for t in &texts {
             assert!(
@@ -948,14 +966,7 @@ mod tests {
                 ("TREC", 72.0),
                 ("RTE", 57.0),
             ],
-            private: &[
-                "dpzero",
-                "dp-zoso",
-                "dp-zopo",
-                "dp-ft",
-                "dp-lora",
-                "dp-prefix",
-            ],
+            private: &TABLE2_METHODS[3..],
             nonprivate: &[
                 ("zero-shot", -30.0),
                 ("zero-shot-calibrated", -14.0),
@@ -967,22 +978,7 @@ mod tests {
             paper_lines: &[("zero-shot", -5.0), ("mezo", 9.0)],
             cut: Some(("SST-2", "dp-prefix", 2.0)),
         };
-        check_full_grid(
-            "dpzo-full-table2",
-            &grid,
-            &[
-                "zero-shot",
-                "zero-shot-calibrated",
-                "mezo",
-                "dpzero",
-                "dp-zoso",
-                "dp-zopo",
-                "dp-ft",
-                "dp-lora",
-                "dp-prefix",
-            ],
-            "roberta-large",
-        );
+        check_full_grid("dpzo-full-table2", &grid, &TABLE2_METHODS, "roberta-large");
     }
 
     /// table3 mini when full: 8 SuperGLUE tasks x 3 ε x 3 methods, zero-shot lines, the paper

@@ -122,23 +122,11 @@ pub fn write(dir: &Path, runs: &[CellRecord]) -> Result<usize> {
 /// `device` (`cuda` or `cpu`, as records state it); empty without the file.
 pub fn seconds_per_step(dir: &Path, device: &str) -> Result<BTreeMap<String, f64>> {
     let path = dir.join("timing.csv");
-    if !path.exists() {
+    let Some((mut reader, [method, dev, per_step])) =
+        super::csv_with_columns(&path, ["method", "device", "wall_s_per_step"])?
+    else {
         return Ok(BTreeMap::new());
-    }
-    let mut reader =
-        csv::Reader::from_path(&path).with_context(|| format!("reading {}", path.display()))?;
-    let headers = reader.headers()?.clone();
-    let column = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h == name)
-            .with_context(|| format!("{}: no column {name}", path.display()))
     };
-    let (method, dev, per_step) = (
-        column("method")?,
-        column("device")?,
-        column("wall_s_per_step")?,
-    );
     let mut per_method: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for (line, row) in reader.records().enumerate() {
         let row = row.with_context(|| format!("{}:{}", path.display(), line + 2))?;

@@ -928,25 +928,13 @@ pub struct Inheritance {
 /// The candidates that `tuning.csv` lists as failed: their group and settings label.
 fn failed_candidates(dir: &Path) -> Result<Vec<(GroupKey, String)>> {
     let path = dir.join("tuning.csv");
-    if !path.exists() {
+    let Some((mut reader, [task, method, eps, settings, dev])) = super::csv_with_columns(
+        &path,
+        ["task", "method", "epsilon", "settings", "dev_accuracy"],
+    )?
+    else {
         return Ok(Vec::new());
-    }
-    let mut reader =
-        csv::Reader::from_path(&path).with_context(|| format!("reading {}", path.display()))?;
-    let headers = reader.headers()?.clone();
-    let column = |name: &str| {
-        headers
-            .iter()
-            .position(|h| h == name)
-            .with_context(|| format!("{}: no column {name}", path.display()))
     };
-    let (task, method, eps, settings, dev) = (
-        column("task")?,
-        column("method")?,
-        column("epsilon")?,
-        column("settings")?,
-        column("dev_accuracy")?,
-    );
     let mut out = Vec::new();
     for (line, row) in reader.records().enumerate() {
         let row = row.with_context(|| format!("{}: row {}", path.display(), line + 2))?;
