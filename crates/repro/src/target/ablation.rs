@@ -756,7 +756,7 @@ pub fn plot_horizon(points: &[HorizonPoint], title: &str, path: &Path) -> Result
                     .x_labels(0)
                     .light_line_style(WHITE)
                     .bold_line_style(RGBColor(225, 225, 225))
-                    .x_desc("T (steps, log scale)")
+                    .x_desc("T: steps, each method at its own batch size (log scale)")
                     .y_desc(format!("{which} accuracy (%)"))
                     .y_label_formatter(&|y| format!("{y:.0}"))
                     .label_style(("sans-serif", 11.0 * 1.24))
@@ -1324,7 +1324,10 @@ mod tests {
         assert!(csv.contains("SST-2,4,dpzero,dpzero,1200,3,82.00,"), "{csv}");
         plot_horizon(&points, "t", &dir.join("horizon.svg")).unwrap();
         let svg = std::fs::read_to_string(dir.join("horizon.svg")).unwrap();
-        assert!(svg.contains("T (steps, log scale)") && svg.contains("SST-2, ε = 4: dev accuracy"));
+        assert!(
+            svg.contains("T: steps, each method at its own batch size (log scale)")
+                && svg.contains("SST-2, ε = 4: dev accuracy")
+        );
         let _ = std::fs::remove_dir_all(&dir);
         // The smoke and mini grids have no horizon variant: nothing to draw.
         let mini = methods_of(&spec, "mini").unwrap();
