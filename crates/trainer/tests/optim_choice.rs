@@ -16,7 +16,9 @@ use trainer::optim::zo::{
     directional_differences, first_direction_seed, zo_step, ZoPrivacy, ZoStepSettings,
 };
 
+mod optim_support;
 mod parity_fixtures;
+use optim_support::clip_norm_keeping;
 use parity_fixtures::{assert_ghost_matches_microbatch, fixture};
 
 const FIXTURES: [&str; 3] = ["opt_tiny", "llama_tiny_gqa_untied", "llama_tiny_tied_bf16"];
@@ -169,9 +171,7 @@ fn zo_step_clips_one_scalar_per_example_of_a_choice_batch() {
         5,
         "one scalar per example, not per candidate row"
     );
-    let mut magnitudes: Vec<f64> = differences.iter().map(|d| d.abs()).collect();
-    magnitudes.sort_by(f64::total_cmp);
-    let clip_norm = 0.5 * (magnitudes[1] + magnitudes[2]);
+    let clip_norm = clip_norm_keeping(&differences, 2);
     let expected: f64 = differences
         .iter()
         .map(|d| d.clamp(-clip_norm, clip_norm))

@@ -64,12 +64,17 @@ pub struct CellRecord {
 }
 
 impl CellRecord {
+    /// The trainer's wall-time phases by name (`trainer::train::PhaseSeconds`, read by name so
+    /// that this builds without libtorch), absent in records written before they existed.
+    pub fn phase_seconds(&self) -> Option<&serde_json::Map<String, Value>> {
+        self.trainer.get("seconds")?.as_object()
+    }
+
     /// Where the wall time went, for the console: "setup 3, checkpoints 4, …, steps 58 s" in
-    /// whole seconds, from `setup_secs` and the phases of the trainer's `seconds`
-    /// (`trainer::train::PhaseSeconds`, read by name so that this builds without libtorch);
-    /// `None` for records without them.
+    /// whole seconds, from `setup_secs` and [`Self::phase_seconds`]; `None` for records without
+    /// them.
     pub fn time_breakdown(&self) -> Option<String> {
-        let phases = self.trainer.get("seconds")?.as_object()?;
+        let phases = self.phase_seconds()?;
         let trainer_setup = phases.get("setup").and_then(Value::as_f64).unwrap_or(0.0);
         let mut parts = vec![format!("setup {:.0}", self.setup_secs? + trainer_setup)];
         parts.extend(

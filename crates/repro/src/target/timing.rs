@@ -2,9 +2,8 @@
 //!
 //! One row per record: the results' own runs and every tuning candidate under `tuning/*/runs/`
 //! (the winner adopted as a final once, as the final), with its wall time per step and, where the
-//! record times them, its phases (`setup_secs` and the trainer's `seconds`,
-//! `trainer::train::PhaseSeconds`, read by name so that this builds without libtorch; empty in
-//! records written before they existed).
+//! record times them, its phases (`setup_secs` and `CellRecord::phase_seconds`; empty in records
+//! written before they existed).
 
 use super::grid::Cell;
 use super::record::{self, CellRecord};
@@ -19,7 +18,7 @@ const PHASES: [&str; 5] = ["setup", "steps", "checkpoints", "accounting", "evalu
 /// One cell's row: wall time, steps and, when the record times them, its phases (empty
 /// otherwise); `None` when the record states no step count.
 fn row(kind: &str, rec: &CellRecord) -> Option<Vec<String>> {
-    let phases = rec.trainer.get("seconds").and_then(Value::as_object);
+    let phases = rec.phase_seconds();
     let steps_done = rec
         .trainer
         .pointer("/ledger/steps_done")
@@ -164,11 +163,14 @@ pub fn plan_line(label: &str, cells: &[&Cell], rates: &BTreeMap<String, f64>) ->
     let to_run: Vec<&&Cell> = cells.iter().filter(|c| !c.is_recorded()).collect();
     let steps_of = |c: &Cell| c.config.get("steps").and_then(Value::as_u64).unwrap_or(0);
     let steps: u64 = to_run.iter().map(|c| steps_of(c)).sum();
-    let mut seconds = 0.0;
+    let (mut seconds, mut timed) = (0.0, 0);
     let mut unknown: Vec<&str> = Vec::new();
     for c in &to_run {
         match rates.get(&c.run.method) {
-            Some(r) => seconds += r * steps_of(c) as f64,
+            Some(r) => {
+                seconds += r * steps_of(c) as f64;
+                timed += 1;
+            }
             None if !unknown.contains(&c.run.method.as_str()) => unknown.push(&c.run.method),
             None => {}
         }
@@ -179,11 +181,6 @@ pub fn plan_line(label: &str, cells: &[&Cell], rates: &BTreeMap<String, f64>) ->
         cells.len(),
         cells.len() - to_run.len()
     );
-    let timed = to_run.len()
-        - to_run
-            .iter()
-            .filter(|c| !rates.contains_key(&c.run.method))
-            .count();
     if timed > 0 {
         line.push_str(&format!(
             "; about {:.0} min at the fastest seconds per step of each method in timing.csv",

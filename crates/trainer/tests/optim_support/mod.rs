@@ -215,3 +215,11 @@ pub fn bits(model: &dyn LabelWordModel) -> Vec<(String, Vec<u64>)> {
         .map(|(n, v)| (n, v.iter().map(|x| x.to_bits()).collect()))
         .collect()
 }
+
+/// A clip norm halfway between the `kept`-th and the next smallest of `|values|`: the `kept`
+/// smallest values pass unclipped, every other one is clipped, with a margin either side.
+pub fn clip_norm_keeping(values: &[f64], kept: usize) -> f64 {
+    let mut magnitudes: Vec<f64> = values.iter().map(|v| v.abs()).collect();
+    magnitudes.sort_by(f64::total_cmp);
+    0.5 * (magnitudes[kept - 1] + magnitudes[kept])
+}
