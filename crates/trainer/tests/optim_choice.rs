@@ -12,13 +12,11 @@ use trainer::models::adapters::AdapterConfig;
 use trainer::models::{load_model, Model};
 use trainer::optim::loss::{per_example_loss_values, per_example_losses};
 use trainer::optim::params::TrainableParams;
-use trainer::optim::zo::{
-    directional_differences, first_direction_seed, zo_step, ZoPrivacy, ZoStepSettings,
-};
+use trainer::optim::zo::{directional_differences, first_direction_seed, zo_step};
 
 mod optim_support;
 mod parity_fixtures;
-use optim_support::clip_norm_keeping;
+use optim_support::{clip_norm_keeping, reporting_dp_step};
 use parity_fixtures::{assert_ghost_matches_microbatch, fixture};
 
 const FIXTURES: [&str; 3] = ["opt_tiny", "llama_tiny_gqa_untied", "llama_tiny_tied_bf16"];
@@ -177,17 +175,7 @@ fn zo_step_clips_one_scalar_per_example_of_a_choice_batch() {
         .map(|d| d.clamp(-clip_norm, clip_norm))
         .sum::<f64>()
         / 5.0;
-    let settings = ZoStepSettings {
-        zo_eps: mu,
-        step_size: 0.0,
-        num_directions: 1,
-        privacy: Some(ZoPrivacy {
-            clip_norm,
-            noise_std: 0.0,
-        }),
-        normaliser: None,
-        proximal: None,
-    };
+    let settings = reporting_dp_step(mu, 1, clip_norm, 0.0, None);
     let (report, carried) = zo_step(
         &model, &params, &batch, &settings, run_seed, step, None, None,
     )

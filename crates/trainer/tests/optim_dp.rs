@@ -4,7 +4,7 @@
 
 mod optim_support;
 
-use optim_support::{clip_norm_keeping, SyntheticTask, TinyModel};
+use optim_support::{clip_norm_keeping, reporting_dp_step, SyntheticTask, TinyModel};
 use tch::{Kind, Tensor};
 use trainer::optim::dp_sgd::{clipped_gradient_sum, dp_sgd_step, DpSgdClipping, DpSgdSettings};
 use trainer::optim::loss::per_example_losses;
@@ -12,7 +12,7 @@ use trainer::optim::params::TrainableParams;
 use trainer::optim::privacy::{
     calibrate_noise_multiplier, epsilon_spent, AccountantKind, SampledGaussian,
 };
-use trainer::optim::zo::{zo_step, ZoPrivacy, ZoStepSettings};
+use trainer::optim::zo::{zo_step, ZoStepSettings};
 use trainer::train::run::plan_privacy;
 use trainer::train::{Method, Sampling, TrainConfig};
 
@@ -73,17 +73,7 @@ fn zo_scalar_noise_has_the_configured_std() {
     let empty = SyntheticTask::new(4, 1).batch_of(&[]);
     let noise_std = 2.5;
     let normaliser = 16.0;
-    let settings = ZoStepSettings {
-        zo_eps: 1e-3,
-        step_size: 0.0,
-        num_directions: 2,
-        privacy: Some(ZoPrivacy {
-            clip_norm: 1.0,
-            noise_std,
-        }),
-        normaliser: Some(normaliser),
-        proximal: None,
-    };
+    let settings = reporting_dp_step(1e-3, 2, 1.0, noise_std, Some(normaliser));
     let seed = 0x5EED;
     let mut draws = Vec::new();
     for step in 1..=10_000u64 {
@@ -235,17 +225,7 @@ fn zo_clip_diagnostics_match_the_per_example_differences() {
     let g = directional_differences(&model, &params, &batch, seed, mu).unwrap();
     let clip_norm = clip_norm_keeping(&g, 8);
     let (noise_std, normaliser) = (0.75, 16.0);
-    let settings = ZoStepSettings {
-        zo_eps: mu,
-        step_size: 0.0,
-        num_directions: 1,
-        privacy: Some(ZoPrivacy {
-            clip_norm,
-            noise_std,
-        }),
-        normaliser: Some(normaliser),
-        proximal: None,
-    };
+    let settings = reporting_dp_step(mu, 1, clip_norm, noise_std, Some(normaliser));
     let (report, _) = zo_step(&model, &params, &batch, &settings, 11, 0, None, None).unwrap();
     let d = report.diagnostics.expect("a DP step reports diagnostics");
     assert_eq!(d.clipped_fraction, 4.0 / 12.0);

@@ -223,3 +223,25 @@ pub fn clip_norm_keeping(values: &[f64], kept: usize) -> f64 {
     magnitudes.sort_by(f64::total_cmp);
     0.5 * (magnitudes[kept - 1] + magnitudes[kept])
 }
+
+/// A DP ZO step that leaves theta where it is (step size 0) and only reports: `directions`
+/// directions at scale `mu`, clipped at `clip_norm`, noise `noise_std`, no proximal term.
+pub fn reporting_dp_step(
+    mu: f64,
+    directions: usize,
+    clip_norm: f64,
+    noise_std: f64,
+    normaliser: Option<f64>,
+) -> trainer::optim::zo::ZoStepSettings<'static> {
+    trainer::optim::zo::ZoStepSettings {
+        zo_eps: mu,
+        step_size: 0.0,
+        num_directions: directions,
+        privacy: Some(trainer::optim::zo::ZoPrivacy {
+            clip_norm,
+            noise_std,
+        }),
+        normaliser,
+        proximal: None,
+    }
+}
