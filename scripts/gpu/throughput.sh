@@ -8,7 +8,7 @@
 #   mini_throughput.csv   model,compute,batch,cells_concurrent,steps_per_s_total,roofline_fraction
 #   throughput.log        everything printed, steps/*.json the per-process results
 #   provenance.json       the bundle's commit, GPU, driver, libtorch, date and this command's settings
-#   DRAWS=1000 WINDOW=15 CONFIGS="f32:1 tf32:1 bf16:1 bf16:8 tf32:8:mps bf16:8:mps" scripts/gpu/throughput.sh
+#   DRAWS=0 WINDOW=15 CONFIGS="f32:1::padded f32:1 tf32:1::padded tf32:1 tf32:4:mps" scripts/gpu/throughput.sh
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
 keep=/root/dpzo-gpu
@@ -24,9 +24,11 @@ fi
 "$REPRO" throughput --help >/dev/null 2>&1 || { echo "$REPRO has no throughput command: rebuild the bundle (scripts/gpu-bundle.sh)" >&2; exit 2; }
 DRAWS=${DRAWS:-1000}
 WINDOW=${WINDOW:-15}
-# compute:processes[:mps]; `mps` runs the processes under an MPS daemon started for them (without
-# MPS the GPU time-slices between processes instead of running their kernels concurrently).
-CONFIGS=${CONFIGS:-"f32:1 tf32:1 bf16:1 bf16:8 tf32:8:mps bf16:8:mps"}
+# compute:processes[:sharing[:layout]]; sharing `mps` runs the processes under an MPS daemon
+# started for them (without MPS the GPU time-slices between processes instead of running their
+# kernels concurrently); layout `packed` (the default: only real tokens outside attention) or
+# `padded` (every position), e.g. `f32:1::padded f32:1`.
+CONFIGS=${CONFIGS:-"f32:1::padded f32:1 tf32:1::padded tf32:1 tf32:4:mps bf16:1"}
 log=$OUT/throughput.log
 status=0
 "$REPRO" provenance --out "$OUT" --device cuda --command "DPZO_DATA_DIR=$DPZO_DATA_DIR \
@@ -53,7 +55,8 @@ mps_stop() {
   unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
 }
 for config in $CONFIGS; do
-  IFS=: read -r compute jobs sharing <<<"$config"
+  IFS=: read -r compute jobs sharing layout <<<"$config"
+  layout=${layout:-packed}
   mps=()
   if [ "$sharing" = mps ]; then
     mps_start || { status=1; continue; }
@@ -61,13 +64,13 @@ for config in $CONFIGS; do
   fi
   # Every process warms up until the shared start, then counts steps for WINDOW seconds.
   start=$(($(date +%s) + 25 + 3 * jobs))
-  echo "== steps: $compute x $jobs processes${sharing:+ ($sharing)}, window ${WINDOW}s" | tee -a "$log"
+  echo "== steps: $compute x $jobs processes${sharing:+ ($sharing)}, $layout, window ${WINDOW}s" | tee -a "$log"
   files=()
   for j in $(seq 1 "$jobs"); do
-    f=$OUT/steps/$compute-$jobs${sharing:+-$sharing}-$j.json
+    f=$OUT/steps/$compute-$jobs${sharing:+-$sharing}-$layout-$j.json
     files+=("$f")
     timeout $((WINDOW + 90)) "$REPRO" throughput steps --device cuda --compute "$compute" \
-      --seconds "$WINDOW" --start-at "$start" >"$f" 2>>"$log" &
+      --layout "$layout" --seconds "$WINDOW" --start-at "$start" >"$f" 2>>"$log" &
   done
   wait
   [ "$sharing" = mps ] && mps_stop

@@ -12,7 +12,7 @@
 //! - `total`: sums the JSON of concurrent `steps` processes into one row of
 //!   `mini_throughput.csv` with the fraction of the GPU's bf16 matrix roofline it reaches.
 
-use crate::target::cell::TrainerCells;
+use crate::target::cell::{EncodedTask, TrainerCells};
 use crate::target::spec::{RunSpec, Spec};
 use anyhow::{bail, Context, Result};
 use rand::SeedableRng;
@@ -20,9 +20,11 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tch::{Device, Kind};
+use trainer::batch::Batch;
 use trainer::compute::{self, Compute};
 use trainer::device::{self, DeviceRequest};
 use trainer::model::LabelWordModel;
+use trainer::models::layers::with_padded_layout;
 use trainer::optim::params::TrainableParams;
 use trainer::optim::zo::{directional_differences, settle, zo_step, ZoPrivacy, ZoStepSettings};
 use trainer::perturb::axpy_z;
@@ -44,6 +46,8 @@ pub enum What {
     Steps(StepsArgs),
     /// Sum concurrent `steps` results into one row of a throughput CSV.
     Total(TotalArgs),
+    /// Real and padded tokens of the `steps` batch pool, per task (one CSV row each).
+    Padding(PaddingArgs),
 }
 
 /// Which run's model, data and settings to measure.
@@ -100,6 +104,38 @@ pub struct StepsArgs {
     /// process has warmed up (at least 5 steps and 3 s).
     #[arg(long)]
     pub start_at: Option<f64>,
+    /// Token layout of the forwards: `packed` (the trainer's default: only real tokens outside
+    /// attention) or `padded` (every position of the padded batch), for side-by-side timings.
+    #[arg(long, value_enum, default_value = "packed")]
+    pub layout: Layout,
+}
+
+/// The token layout a `steps` process runs its forwards in (`trainer::models::layers::TokenLayout`).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Packed,
+    Padded,
+}
+
+impl Layout {
+    fn name(self) -> &'static str {
+        match self {
+            Layout::Packed => "packed",
+            Layout::Padded => "padded",
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct PaddingArgs {
+    #[command(flatten)]
+    pub run: RunChoice,
+    /// Tasks to measure (default: --task alone).
+    #[arg(long, value_delimiter = ',')]
+    pub tasks: Vec<String>,
+    /// CSV to write (one row per task).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(clap::Args, Debug)]
@@ -128,7 +164,15 @@ pub struct StepsResult {
     pub steps_per_s: f64,
     /// Matrix FLOPs of one step: 2 forwards of 2 · (non-embedding parameters) · tokens.
     pub flops_per_step: f64,
+    /// Token rows the products of one forward run on: the padded batch's `B · L`, or its real
+    /// tokens when packed.
     pub tokens_per_step: f64,
+    /// Real (unpadded) tokens of one forward's batch.
+    #[serde(default)]
+    pub real_tokens_per_step: f64,
+    /// `packed` or `padded`; empty in results written before layouts existed (padded).
+    #[serde(default)]
+    pub layout: String,
     /// The warm-up ended after the shared window had begun (the window was shortened).
     pub started_late: bool,
     pub data: String,
@@ -218,7 +262,87 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
         What::Fidelity(a) => fidelity(a),
         What::Steps(a) => steps(a),
         What::Total(a) => total(a),
+        What::Padding(a) => padding(a),
     }
+}
+
+/// Batches in the `steps` pool (cycled through).
+const POOL_BATCHES: u64 = 32;
+
+/// The `steps` pool: [`POOL_BATCHES`] real training batches of `s.batch`, collated once.
+fn batch_pool(s: &Setup, task: &EncodedTask<'_>) -> Result<Vec<Batch>> {
+    (0..POOL_BATCHES)
+        .map(|d| task.batch(&draw_indices(task.examples.len(), s.batch, d), s.device))
+        .collect()
+}
+
+/// `(padded B · L, real tokens)` of a batch.
+fn token_counts(b: &Batch) -> Result<(f64, f64)> {
+    let padded = (b.input_ids.size()[0] * b.input_ids.size()[1]) as f64;
+    let real = b.attention_mask.f_sum(Kind::Int64)?.f_int64_value(&[])? as f64;
+    Ok((padded, real))
+}
+
+fn padding(args: PaddingArgs) -> Result<()> {
+    let tasks = if args.tasks.is_empty() {
+        vec![args.run.task.clone()]
+    } else {
+        args.tasks.clone()
+    };
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    csv.write_record([
+        "task",
+        "batch",
+        "batches",
+        "max_length",
+        "padded_tokens_per_batch",
+        "real_tokens_per_batch",
+        "padding_fraction",
+        "data",
+    ])?;
+    for task_name in &tasks {
+        let choice = RunChoice {
+            task: task_name.clone(),
+            ..args.run.clone()
+        };
+        let s = setup(&choice)?;
+        let task = s.cells.encoded_train(&s.run)?;
+        let pool = batch_pool(&s, &task)?;
+        let (mut padded, mut real, mut longest) = (0.0, 0.0, 0);
+        for b in &pool {
+            let (p, r) = token_counts(b)?;
+            padded += p;
+            real += r;
+            longest = longest.max(b.input_ids.size()[1]);
+        }
+        let n = pool.len() as f64;
+        let fraction = 1.0 - real / padded;
+        println!(
+            "{task_name}: per batch of {} {:.0} padded and {:.0} real tokens ({:.1}% padding)",
+            s.batch,
+            padded / n,
+            real / n,
+            100.0 * fraction
+        );
+        csv.write_record([
+            task_name.clone(),
+            s.batch.to_string(),
+            pool.len().to_string(),
+            longest.to_string(),
+            format!("{:.1}", padded / n),
+            format!("{:.1}", real / n),
+            format!("{fraction:.4}"),
+            task.data.clone(),
+        ])?;
+    }
+    let csv = csv.into_inner()?;
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    atomic_file::write(&args.out, csv)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    println!("wrote {}", args.out.display());
+    Ok(())
 }
 
 fn fidelity(args: FidelityArgs) -> Result<()> {
@@ -358,14 +482,28 @@ fn steps(args: StepsArgs) -> Result<()> {
     let task = s.cells.encoded_train(&s.run)?;
     let model = s.cells.model(Kind::Float)?;
     let params = TrainableParams::from_model(&model)?;
-    // A fixed pool of real batches (collated once), cycled through.
-    let pool: Vec<_> = (0..32u64)
-        .map(|d| task.batch(&draw_indices(task.examples.len(), s.batch, d), s.device))
-        .collect::<Result<_>>()?;
-    let tokens: Vec<f64> = pool
+    let pool = batch_pool(&s, &task)?;
+    // Per batch: (token rows the products run on, real tokens).
+    let counts: Vec<(f64, f64)> = pool.iter().map(token_counts).collect::<Result<_>>()?;
+    let tokens: Vec<(f64, f64)> = counts
         .iter()
-        .map(|b| (b.input_ids.size()[0] * b.input_ids.size()[1]) as f64)
+        .map(|&(padded, real)| match args.layout {
+            Layout::Packed => (real, real),
+            Layout::Padded => (padded, real),
+        })
         .collect();
+    let padded: f64 = counts.iter().map(|c| c.0).sum();
+    let real: f64 = counts.iter().map(|c| c.1).sum();
+    eprintln!(
+        "pool: {} batches of {}; per batch {:.0} padded and {:.0} real tokens ({:.1}% padding); \
+         layout {}",
+        pool.len(),
+        s.batch,
+        padded / pool.len() as f64,
+        real / pool.len() as f64,
+        100.0 * (1.0 - real / padded),
+        args.layout.name()
+    );
     let settings = ZoStepSettings {
         zo_eps: s.config.zo_eps,
         step_size: s.config.learning_rate,
@@ -383,16 +521,23 @@ fn steps(args: StepsArgs) -> Result<()> {
     let mut step = 0u64;
     let one_step = |step: u64, carried: &mut Option<_>| -> Result<()> {
         let b = &pool[step as usize % pool.len()];
-        let (_, next) = zo_step(
-            model_ref,
-            &params,
-            b,
-            &settings,
-            7,
-            step,
-            carried.take(),
-            Some(settings.zo_eps),
-        )?;
+        let previous = carried.take();
+        let run = || {
+            zo_step(
+                model_ref,
+                &params,
+                b,
+                &settings,
+                7,
+                step,
+                previous,
+                Some(settings.zo_eps),
+            )
+        };
+        let (_, next) = match args.layout {
+            Layout::Packed => run()?,
+            Layout::Padded => with_padded_layout(run)?,
+        };
         *carried = next;
         Ok(())
     };
@@ -425,17 +570,19 @@ fn steps(args: StepsArgs) -> Result<()> {
     }
     let first = step;
     let timer = Instant::now();
-    let mut token_sum = 0.0;
+    let (mut row_sum, mut real_sum) = (0.0, 0.0);
     while step == first || unix_now() < end {
         step += 1;
-        token_sum += tokens[step as usize % pool.len()];
+        let (rows, real) = tokens[step as usize % pool.len()];
+        row_sum += rows;
+        real_sum += real;
         one_step(step, &mut carried)?;
     }
     // zo_step reads the losses on the host every step, so the queue is empty here.
     let seconds = timer.elapsed().as_secs_f64();
     settle(&params, carried.take())?;
     let n = step - first;
-    let tokens_per_step = token_sum / n.max(1) as f64;
+    let tokens_per_step = row_sum / n.max(1) as f64;
     let result = StepsResult {
         compute: compute.name().into(),
         compute_effective: compute.effective(s.device).into(),
@@ -445,6 +592,8 @@ fn steps(args: StepsArgs) -> Result<()> {
         steps_per_s: n as f64 / seconds,
         flops_per_step: 2.0 * forward_flops(&params, tokens_per_step),
         tokens_per_step,
+        real_tokens_per_step: real_sum / n.max(1) as f64,
+        layout: args.layout.name().into(),
         started_late,
         data: task.data.clone(),
         device: device::name(s.device).into(),
@@ -476,14 +625,16 @@ fn total(args: TotalArgs) -> Result<()> {
     let first = &rows[0];
     if let Some(other) = rows
         .iter()
-        .find(|r| r.compute != first.compute || r.batch != first.batch)
+        .find(|r| r.compute != first.compute || r.batch != first.batch || r.layout != first.layout)
     {
         bail!(
-            "results mix settings: compute {} batch {} and compute {} batch {}",
+            "results mix settings: compute {} batch {} layout {:?} and compute {} batch {} layout {:?}",
             first.compute,
             first.batch,
+            first.layout,
             other.compute,
-            other.batch
+            other.batch,
+            other.layout
         );
     }
     if let Some(late) = rows.iter().position(|r| r.started_late) {
@@ -505,11 +656,14 @@ fn total(args: TotalArgs) -> Result<()> {
         ),
         Err(_) => header.to_string(),
     };
-    let compute = if args.mps {
-        format!("{}+mps", first.compute)
-    } else {
-        first.compute.clone()
-    };
+    // e.g. `tf32+packed+mps`; results from before layouts existed (padded) keep the bare name.
+    let mut compute = first.compute.clone();
+    if !first.layout.is_empty() {
+        compute = format!("{compute}+{}", first.layout);
+    }
+    if args.mps {
+        compute.push_str("+mps");
+    }
     csv.push_str(&format!(
         "{},{compute},{},{},{steps_per_s:.2},{roofline:.4}\n",
         args.model,
@@ -542,6 +696,20 @@ mod tests {
             clipped_mean(&[-5.0, 0.5, 5.0, 1.0], 2.0),
             (-2.0 + 0.5 + 2.0 + 1.0) / 4.0
         );
+    }
+
+    /// `B · L` and the mask's ones, for a right- and a left-padded row.
+    #[test]
+    fn token_counts_are_padded_and_real_tokens() {
+        let mask = tch::Tensor::from_slice(&[1i64, 1, 1, 0, 0, 0, 1, 1]).view([2, 4]);
+        let batch = Batch {
+            input_ids: mask.zeros_like(),
+            attention_mask: mask,
+            positions: tch::Tensor::from_slice(&[2i64, 3]),
+            labels: tch::Tensor::from_slice(&[0i64, 1]),
+            label_word_ids: tch::Tensor::from_slice(&[5i64, 6]),
+        };
+        assert_eq!(token_counts(&batch).unwrap(), (8.0, 5.0));
     }
 
     #[test]

@@ -251,6 +251,103 @@ pub fn merge_heads(x: &Tensor) -> Result<Tensor, TchError> {
     x.f_transpose(1, 2)?.f_contiguous()?.f_view([b, l, h * d])
 }
 
+/// Where a forward keeps its per-token rows between the attention blocks.
+///
+/// Every layer but attention acts on each token alone (norms, projections, MLP, residuals), so
+/// its work on padding is wasted: a batch of 64 SST-2 prompts padded to its longest is two-thirds
+/// padding (`results/perf/packed-tokens/`). A packed forward keeps only the real tokens, `[N, W]`,
+/// and lays them back into `[B, L, W]` (zeros at padding) just for attention, whose padded keys
+/// are masked anyway. Real tokens get the same values as in the padded layout up to the rounding
+/// of products of another shape. Layers that record for ghost clipping ([`tape`]) keep the padded
+/// layout: their records are per example.
+pub enum TokenLayout {
+    /// `[B, L, W]`, and the batch has no padding.
+    Unpadded,
+    /// `[B, L, W]`, padding included (packing is off, or the layers are recording).
+    Padded,
+    /// `[N, W]`: the real tokens, `index` their flat positions in `B · L` (row-major).
+    Packed { index: Tensor, b: i64, l: i64 },
+}
+
+thread_local! {
+    static PACKING: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// Runs `forward` with packing off on this thread (every forward in the padded layout), for
+/// parity tests and side-by-side timings ([`TokenLayout`]).
+pub fn with_padded_layout<T>(forward: impl FnOnce() -> T) -> T {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            PACKING.with(|p| p.set(self.0));
+        }
+    }
+    let _restore = Restore(PACKING.with(|p| p.replace(false)));
+    forward()
+}
+
+impl TokenLayout {
+    /// The layout of a batch with `[B, L]` padding mask `attention_mask`: packed when it has
+    /// padding, packing is on and no layer recording is active. One device-to-host read.
+    pub fn for_mask(attention_mask: &Tensor) -> Result<Self, TchError> {
+        let real = attention_mask.f_flatten(0, 1)?.f_ne(0)?;
+        if tape::is_recording() || !PACKING.with(std::cell::Cell::get) {
+            let unpadded = real.f_all()?.f_int64_value(&[])? != 0;
+            return Ok(if unpadded {
+                TokenLayout::Unpadded
+            } else {
+                TokenLayout::Padded
+            });
+        }
+        let size = attention_mask.size();
+        let (b, l) = (size[0], size[1]);
+        let index = real.f_nonzero()?.f_squeeze_dim(1)?;
+        Ok(if index.size()[0] == b * l {
+            TokenLayout::Unpadded
+        } else {
+            TokenLayout::Packed { index, b, l }
+        })
+    }
+
+    /// `[B, L, W]` -> this layout's rows.
+    pub fn pack(&self, x: &Tensor) -> Result<Tensor, TchError> {
+        match self {
+            TokenLayout::Unpadded | TokenLayout::Padded => Ok(x.shallow_clone()),
+            TokenLayout::Packed { index, .. } => x.f_flatten(0, 1)?.f_index_select(0, index),
+        }
+    }
+
+    /// This layout's rows -> `[B, L, W]`, zeros at padding.
+    pub fn unpack(&self, x: &Tensor) -> Result<Tensor, TchError> {
+        match self {
+            TokenLayout::Unpadded | TokenLayout::Padded => Ok(x.shallow_clone()),
+            TokenLayout::Packed { index, b, l } => {
+                let width = x.size()[1];
+                Tensor::f_zeros([b * l, width], (x.kind(), x.device()))?
+                    .f_index_copy(0, index, x)?
+                    .f_view([*b, *l, width])
+            }
+        }
+    }
+
+    /// The attention pattern of this batch's padding mask `attention_mask`:
+    /// [`AttentionPattern::Unpadded`] when every position is real, else the explicit mask.
+    /// transformers' SDPA paths drop an all-ones mask the same way.
+    pub fn attention_pattern(
+        &self,
+        attention_mask: &Tensor,
+        causal: bool,
+    ) -> Result<AttentionPattern, TchError> {
+        match self {
+            TokenLayout::Unpadded => Ok(AttentionPattern::Unpadded { causal }),
+            _ => Ok(AttentionPattern::Masked(attention_bool_mask(
+                attention_mask,
+                causal,
+            )?)),
+        }
+    }
+}
+
 /// Which keys each query may see, as the fused attention kernel takes it.
 pub enum AttentionPattern {
     /// No padding in the batch: SDPA's own causal flag (or none), so that it may pick its fastest
@@ -258,24 +355,6 @@ pub enum AttentionPattern {
     Unpadded { causal: bool },
     /// An explicit boolean mask `[B, 1, L, L]` ([`attention_bool_mask`]).
     Masked(Tensor),
-}
-
-/// The attention pattern of a `[B, L]` padding mask: [`AttentionPattern::Unpadded`] when every
-/// position is real (one device-to-host read), else the explicit mask. transformers' SDPA
-/// paths drop an all-ones mask the same way.
-pub fn attention_pattern(
-    attention_mask: &Tensor,
-    causal: bool,
-) -> Result<AttentionPattern, TchError> {
-    let unpadded = attention_mask.f_ne(0)?.f_all()?.f_int64_value(&[])? != 0;
-    if unpadded {
-        Ok(AttentionPattern::Unpadded { causal })
-    } else {
-        Ok(AttentionPattern::Masked(attention_bool_mask(
-            attention_mask,
-            causal,
-        )?))
-    }
 }
 
 /// Fused attention `softmax(q k^T / sqrt(d) + mask) v` (`Tensor::scaled_dot_product_attention`).
@@ -453,8 +532,10 @@ mod tests {
         let k = Tensor::randn([b, heads, l, d], (Kind::Float, Device::Cpu));
         let v = Tensor::randn([b, heads, l, d], (Kind::Float, Device::Cpu));
         let ones = Tensor::ones([b, l], (Kind::Int64, Device::Cpu));
+        let layout = TokenLayout::for_mask(&ones).unwrap();
+        assert!(matches!(layout, TokenLayout::Unpadded));
         for causal in [false, true] {
-            let pattern = attention_pattern(&ones, causal).unwrap();
+            let pattern = layout.attention_pattern(&ones, causal).unwrap();
             assert!(matches!(pattern, AttentionPattern::Unpadded { causal: c } if c == causal));
             let explicit = AttentionPattern::Masked(attention_bool_mask(&ones, causal).unwrap());
             let a = fused_attention(&q, &k, &v, &pattern).unwrap();
@@ -463,9 +544,14 @@ mod tests {
             assert!(diff < 1e-6, "causal {causal}: max diff {diff:e}");
         }
         let padded = Tensor::from_slice(&[1i64, 1, 1, 0, 0, 1, 1, 1, 1, 1]).view([b, l]);
-        assert!(matches!(
-            attention_pattern(&padded, true).unwrap(),
-            AttentionPattern::Masked(_)
-        ));
+        for layout in [
+            TokenLayout::for_mask(&padded).unwrap(),
+            with_padded_layout(|| TokenLayout::for_mask(&padded)).unwrap(),
+        ] {
+            assert!(matches!(
+                layout.attention_pattern(&padded, true).unwrap(),
+                AttentionPattern::Masked(_)
+            ));
+        }
     }
 }

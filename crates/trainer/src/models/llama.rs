@@ -4,8 +4,8 @@
 use super::adapters::AttentionSite;
 use super::config::LlamaConfig;
 use super::layers::{
-    attention_pattern, batch_dims, embedding, fused_attention, merge_heads, prefix_pattern,
-    split_heads, Linear, ParamFactory, Prefix, RmsNorm,
+    batch_dims, embedding, fused_attention, merge_heads, prefix_pattern, split_heads, Linear,
+    ParamFactory, Prefix, RmsNorm, TokenLayout,
 };
 use super::tape;
 use tch::{nn, Kind, TchError, Tensor};
@@ -123,44 +123,42 @@ impl Llama {
         attention_mask: &Tensor,
     ) -> Result<Tensor, TchError> {
         let (b, l) = batch_dims(input_ids, attention_mask)?;
-        let mut x = embedding(&self.embed_tokens, input_ids)?;
+        let layout = TokenLayout::for_mask(attention_mask)?;
+        let embedded = embedding(&self.embed_tokens, input_ids)?;
         let prefix_len = self
             .layers
             .first()
             .and_then(|l| l.prefix.as_ref())
             .map_or(0, Prefix::len);
-        let (cos, sin) = self.rotary_tables(attention_mask, x.kind(), prefix_len)?;
-        let mask = attention_pattern(attention_mask, true)?;
-        let mask = prefix_pattern(mask, prefix_len, b, l, x.device())?;
+        let (cos, sin) = self.rotary_tables(attention_mask, embedded.kind(), prefix_len)?;
+        let mask = layout.attention_pattern(attention_mask, true)?;
+        let mask = prefix_pattern(mask, prefix_len, b, l, embedded.device())?;
+        // Token rows in `layout`; attention runs on `[B, L, ·]` (TokenLayout).
+        let mut x = layout.pack(&embedded)?;
         let heads = self.config.num_attention_heads;
         let kv_heads = self.config.kv_heads();
         let group = heads / kv_heads;
         for layer in &self.layers {
             let normed = layer.input_layernorm.forward(&x)?;
-            let q = rotate(
-                &split_heads(&layer.q_proj.forward(&normed)?, heads)?,
-                &cos,
-                &sin,
-            )?;
-            let k = rotate(
-                &split_heads(&layer.k_proj.forward(&normed)?, kv_heads)?,
-                &cos,
-                &sin,
-            )?;
-            let v = split_heads(&layer.v_proj.forward(&normed)?, kv_heads)?;
+            let project = |proj: &Linear, heads: i64| {
+                split_heads(&layout.unpack(&proj.forward(&normed)?)?, heads)
+            };
+            let q = rotate(&project(&layer.q_proj, heads)?, &cos, &sin)?;
+            let k = rotate(&project(&layer.k_proj, kv_heads)?, &cos, &sin)?;
+            let v = project(&layer.v_proj, kv_heads)?;
             let (k, v) = match &layer.prefix {
                 Some(prefix) => prefix.extend(&k, &v)?,
                 None => (k, v),
             };
             let (k, v) = (repeat_kv(&k, group)?, repeat_kv(&v, group)?);
-            let attended = merge_heads(&fused_attention(&q, &k, &v, &mask)?)?;
+            let attended = layout.pack(&merge_heads(&fused_attention(&q, &k, &v, &mask)?)?)?;
             x = x + layer.o_proj.forward(&attended)?;
             let normed = layer.post_attention_layernorm.forward(&x)?;
             let gated =
                 layer.gate_proj.forward(&normed)?.f_silu()? * layer.up_proj.forward(&normed)?;
             x = x + layer.down_proj.forward(&gated)?;
         }
-        self.norm.forward(&x)
+        layout.unpack(&self.norm.forward(&x)?)
     }
 
     /// The attention blocks, for attaching adapters (names as in the var store).

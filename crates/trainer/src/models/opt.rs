@@ -7,8 +7,8 @@
 use super::adapters::AttentionSite;
 use super::config::OptConfig;
 use super::layers::{
-    attention_pattern, batch_dims, embedding, fused_attention, merge_heads, prefix_pattern,
-    split_heads, LayerNorm, Linear, ParamFactory, Prefix,
+    batch_dims, embedding, fused_attention, merge_heads, prefix_pattern, split_heads, LayerNorm,
+    Linear, ParamFactory, Prefix, TokenLayout,
 };
 use super::tape;
 use tch::{nn, Kind, TchError, Tensor};
@@ -141,7 +141,10 @@ impl Opt {
             x = project_in.forward(&x)?;
         }
         x = x + embedding(&self.embed_positions, &position_ids)?;
-        let mask = attention_pattern(attention_mask, true)?;
+        // Token rows in `layout`; attention runs on `[B, L, ·]` (TokenLayout).
+        let layout = TokenLayout::for_mask(attention_mask)?;
+        let mut x = layout.pack(&x)?;
+        let mask = layout.attention_pattern(attention_mask, true)?;
         let prefix = self.layers.first().and_then(|l| l.prefix.as_ref());
         let mask = prefix_pattern(mask, prefix.map_or(0, Prefix::len), b, l, x.device())?;
         let heads = self.config.num_attention_heads;
@@ -153,14 +156,18 @@ impl Opt {
             } else {
                 x
             };
-            let q = split_heads(&layer.q_proj.forward(&normed)?, heads)?;
-            let k = split_heads(&layer.k_proj.forward(&normed)?, heads)?;
-            let v = split_heads(&layer.v_proj.forward(&normed)?, heads)?;
+            let project =
+                |proj: &Linear| split_heads(&layout.unpack(&proj.forward(&normed)?)?, heads);
+            let (q, k, v) = (
+                project(&layer.q_proj)?,
+                project(&layer.k_proj)?,
+                project(&layer.v_proj)?,
+            );
             let (k, v) = match &layer.prefix {
                 Some(prefix) => prefix.extend(&k, &v)?,
                 None => (k, v),
             };
-            let attended = merge_heads(&fused_attention(&q, &k, &v, &mask)?)?;
+            let attended = layout.pack(&merge_heads(&fused_attention(&q, &k, &v, &mask)?)?)?;
             x = residual + layer.out_proj.forward(&attended)?;
             if !pre_ln {
                 x = layer.self_attn_layer_norm.forward(&x)?;
@@ -180,7 +187,7 @@ impl Opt {
         if let Some(norm) = &self.final_layer_norm {
             x = norm.forward(&x)?;
         }
-        Ok(x)
+        layout.unpack(&x)
     }
 
     /// The attention blocks, for attaching adapters (names as in the var store).

@@ -5,8 +5,8 @@
 use super::adapters::AttentionSite;
 use super::config::RobertaConfig;
 use super::layers::{
-    attention_pattern, batch_dims, embedding, fused_attention, merge_heads, prefix_pattern,
-    split_heads, LayerNorm, Linear, ParamFactory, Prefix,
+    batch_dims, embedding, fused_attention, merge_heads, prefix_pattern, split_heads, LayerNorm,
+    Linear, ParamFactory, Prefix, TokenLayout,
 };
 use super::tape;
 use tch::{nn, Kind, TchError, Tensor};
@@ -135,22 +135,29 @@ impl Roberta {
         let positions = embedding(&self.position_embeddings, &position_ids)?;
         // Every token has type 0 (a lookup, so that the row's use is recorded per token).
         let token_type = embedding(&self.token_type_embeddings, &input_ids.f_zeros_like()?)?;
-        let mut x = self
-            .embeddings_norm
-            .forward(&(words + positions + token_type))?;
-        let mask = attention_pattern(attention_mask, false)?;
+        // Token rows in `layout`; attention runs on `[B, L, ·]` (TokenLayout).
+        let layout = TokenLayout::for_mask(attention_mask)?;
+        let mut x = layout.pack(
+            &self
+                .embeddings_norm
+                .forward(&(words + positions + token_type))?,
+        )?;
+        let mask = layout.attention_pattern(attention_mask, false)?;
         let prefix = self.layers.first().and_then(|l| l.prefix.as_ref());
         let mask = prefix_pattern(mask, prefix.map_or(0, Prefix::len), b, l, x.device())?;
         let heads = self.config.num_attention_heads;
         for layer in &self.layers {
-            let q = split_heads(&layer.query.forward(&x)?, heads)?;
-            let k = split_heads(&layer.key.forward(&x)?, heads)?;
-            let v = split_heads(&layer.value.forward(&x)?, heads)?;
+            let project = |proj: &Linear| split_heads(&layout.unpack(&proj.forward(&x)?)?, heads);
+            let (q, k, v) = (
+                project(&layer.query)?,
+                project(&layer.key)?,
+                project(&layer.value)?,
+            );
             let (k, v) = match &layer.prefix {
                 Some(prefix) => prefix.extend(&k, &v)?,
                 None => (k, v),
             };
-            let attended = merge_heads(&fused_attention(&q, &k, &v, &mask)?)?;
+            let attended = layout.pack(&merge_heads(&fused_attention(&q, &k, &v, &mask)?)?)?;
             x = layer
                 .attention_norm
                 .forward(&(layer.attention_out.forward(&attended)? + &x))?;
@@ -159,6 +166,7 @@ impl Roberta {
                 .output_norm
                 .forward(&(layer.output.forward(&inner)? + &x))?;
         }
+        let x = layout.unpack(&x)?;
         debug_assert_eq!(x.size(), [b, l, self.config.hidden_size]);
         Ok(x)
     }

@@ -1,0 +1,91 @@
+//! `repro throughput padding`: the padded and real tokens of the batch pool that `throughput
+//! steps` times, one CSV row per task, on the fixture data (CPU).
+#![cfg(feature = "torch")]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Runs `repro throughput padding` for table2's smoke preset (SST-2) with `data_args` and
+/// returns the CSV's rows.
+fn padding_rows(data_args: &[&str]) -> Vec<csv::StringRecord> {
+    let out = std::env::temp_dir().join(format!(
+        "dpzo-throughput-{}-{}/padding.csv",
+        data_args.len(),
+        std::process::id()
+    ));
+    let output = Command::new(env!("CARGO_BIN_EXE_repro"))
+        .current_dir(workspace())
+        .env_remove("DPZO_DATA_DIR")
+        .args([
+            "throughput",
+            "padding",
+            "--device",
+            "cpu",
+            "--preset",
+            "smoke",
+        ])
+        .args(["--target", "table2", "--tasks", "SST-2"])
+        .args(data_args)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("the repro binary runs");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut reader = csv::Reader::from_path(&out).expect("padding.csv");
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        [
+            "task",
+            "batch",
+            "batches",
+            "max_length",
+            "padded_tokens_per_batch",
+            "real_tokens_per_batch",
+            "padding_fraction",
+            "data"
+        ]
+    );
+    let rows = reader.records().map(|r| r.expect("a CSV row")).collect();
+    let _ = std::fs::remove_dir_all(out.parent().unwrap());
+    rows
+}
+
+/// One row per task: 32 batches of the preset's batch size, at most batch · max_length padded
+/// tokens per batch, real tokens at most the padded ones, the fraction their ratio, and the data
+/// named (real fixture files, or the stand-in without --data-dir).
+#[test]
+fn padding_rows_are_consistent() {
+    for (data_args, data) in [
+        (
+            &["--data-dir", "crates/trainer/tests/data-fixtures"][..],
+            "real",
+        ),
+        (&[][..], "stand-in"),
+    ] {
+        let rows = padding_rows(data_args);
+        assert_eq!(rows.len(), 1, "one row per task");
+        let row = &rows[0];
+        let num = |i: usize| row[i].parse::<f64>().unwrap();
+        assert_eq!(&row[0], "SST-2");
+        let batch = 8.0; // the smoke preset's DPZero batch size
+        assert_eq!(num(1), batch);
+        assert_eq!(num(2), 32.0);
+        let (longest, padded, real, fraction) = (num(3), num(4), num(5), num(6));
+        assert!(real > 0.0 && real <= padded, "real {real}, padded {padded}");
+        assert!(padded <= batch * longest, "{padded} > {batch} x {longest}");
+        assert!((fraction - (1.0 - real / padded)).abs() < 1e-4);
+        assert!(
+            row[7].starts_with(data),
+            "data {:?}, expected {data}",
+            &row[7]
+        );
+    }
+}
