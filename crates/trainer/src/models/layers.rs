@@ -255,9 +255,9 @@ pub fn merge_heads(x: &Tensor) -> Result<Tensor, TchError> {
 ///
 /// Every layer but attention acts on each token alone (norms, projections, MLP, residuals), so
 /// its work on padding is wasted: a batch of 64 SST-2 prompts padded to its longest is two-thirds
-/// padding (`results/perf/packed-tokens/`). A packed forward keeps only the real tokens, `[N, W]`,
-/// and lays them back into `[B, L, W]` (zeros at padding) just for attention, whose padded keys
-/// are masked anyway. Real tokens get the same values as in the padded layout up to the rounding
+/// padding (`results/perf/cpu-2026-12-04-packed-tokens/`). A packed forward keeps only the real
+/// tokens, `[N, W]`, and lays them back into `[B, L, W]` (zeros at padding) just for attention,
+/// whose padded keys are masked anyway. Real tokens get the same values as in the padded layout up to the rounding
 /// of products of another shape. Layers that record for ghost clipping ([`tape`]) keep the padded
 /// layout: their records are per example.
 pub enum TokenLayout {
