@@ -6,6 +6,7 @@
 use tch::{Device, Kind, Tensor};
 use trainer::model::LabelWordModel;
 use trainer::models::adapters::{AdapterConfig, LoraTarget};
+use trainer::models::tape::{self, LayerRecord};
 use trainer::models::{load_model, Model};
 use trainer::optim::params::TrainableParams;
 
@@ -18,6 +19,24 @@ fn check(model: &Model, name: &str) {
     assert!(
         batch.attention_mask.eq(0).any().int64_value(&[]) != 0,
         "{name}: the batch must contain padding"
+    );
+    // The recorded forward packs the real tokens: its trained projections' records say so
+    // (with only a prefix trained, no projection is recorded).
+    let (_, records) = tape::record(|| {
+        model
+            .hidden_states(&batch.input_ids, &batch.attention_mask)
+            .map(|_| ())
+    })
+    .unwrap();
+    let linear = |packed: bool| {
+        records
+            .iter()
+            .filter(|r| matches!(r, LayerRecord::Linear { packed: p, .. } if p.is_some() == packed))
+            .count()
+    };
+    assert!(
+        linear(true) > 0 || linear(false) == 0,
+        "{name}: no packed layer on the tape"
     );
     // A bound between two reference norms, so that about half the examples are clipped.
     assert_ghost_matches_microbatch(model, &params, &batch, batch.len() / 2 - 1, name);

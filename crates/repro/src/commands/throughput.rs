@@ -25,6 +25,7 @@ use trainer::compute::{self, Compute};
 use trainer::device::{self, DeviceRequest};
 use trainer::model::LabelWordModel;
 use trainer::models::layers::with_padded_layout;
+use trainer::optim::dp_sgd::{dp_sgd_step, DpSgdClipping, DpSgdSettings};
 use trainer::optim::params::TrainableParams;
 use trainer::optim::zo::{directional_differences, settle, zo_step, ZoPrivacy, ZoStepSettings};
 use trainer::perturb::axpy_z;
@@ -108,6 +109,40 @@ pub struct StepsArgs {
     /// attention) or `padded` (every position of the padded batch), for side-by-side timings.
     #[arg(long, value_enum, default_value = "packed")]
     pub layout: Layout,
+    /// The step timed: `dpzero` (two forwards) or `dp-ft` (DP-SGD of the whole model by ghost
+    /// clipping: a recorded forward and a backward), each with its run's settings and batch size.
+    #[arg(long, value_enum, default_value = "dpzero")]
+    pub method: StepMethod,
+}
+
+/// The step `throughput steps` times.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepMethod {
+    Dpzero,
+    DpFt,
+}
+
+impl StepMethod {
+    /// The method's name in the experiment specs.
+    fn name(self) -> &'static str {
+        match self {
+            StepMethod::Dpzero => "dpzero",
+            StepMethod::DpFt => "dp-ft",
+        }
+    }
+
+    /// Matrix FLOPs of one step in forwards: DPZero's two; DP-SGD's forward and a backward of
+    /// about two forwards (ghost clipping's norms left out).
+    fn forwards_per_step(self) -> f64 {
+        match self {
+            StepMethod::Dpzero => 2.0,
+            StepMethod::DpFt => 3.0,
+        }
+    }
+}
+
+fn dpzero_name() -> String {
+    StepMethod::Dpzero.name().into()
 }
 
 /// The token layout a `steps` process runs its forwards in (`trainer::models::layers::TokenLayout`).
@@ -162,7 +197,11 @@ pub struct StepsResult {
     pub steps: u64,
     pub seconds: f64,
     pub steps_per_s: f64,
-    /// Matrix FLOPs of one step: 2 forwards of 2 · (non-embedding parameters) · tokens.
+    /// `dpzero` or `dp-ft` (results written before methods existed are DPZero's).
+    #[serde(default = "dpzero_name")]
+    pub method: String,
+    /// Matrix FLOPs of one step: 2 (DPZero) or 3 (DP-SGD) forwards of 2 · (non-embedding
+    /// parameters) · tokens.
     pub flops_per_step: f64,
     /// Token rows the products of one forward run on: the padded batch's `B · L`, or its real
     /// tokens when packed.
@@ -188,17 +227,18 @@ struct Setup {
     batch: usize,
 }
 
-fn setup(choice: &RunChoice) -> Result<Setup> {
+/// The measurement setup of `choice`'s task and `method`'s run (its settings and batch size).
+fn setup(choice: &RunChoice, method: &str) -> Result<Setup> {
     let device = device::select(choice.device).map_err(anyhow::Error::msg)?;
     let spec = Spec::load(&choice.experiments.join(format!("{}.toml", choice.target)))?;
     let preset = spec.preset(&choice.preset)?;
     let run = spec
         .runs(&choice.preset)?
         .into_iter()
-        .find(|r| r.task == choice.task && r.method == "dpzero")
+        .find(|r| r.task == choice.task && r.method == method)
         .with_context(|| {
             format!(
-                "{} preset {} has no dpzero run of task {}",
+                "{} preset {} has no {method} run of task {}",
                 choice.target, choice.preset, choice.task
             )
         })?;
@@ -305,7 +345,7 @@ fn padding(args: PaddingArgs) -> Result<()> {
             task: task_name.clone(),
             ..args.run.clone()
         };
-        let s = setup(&choice)?;
+        let s = setup(&choice, "dpzero")?;
         let task = s.cells.encoded_train(&s.run)?;
         let pool = batch_pool(&s, &task)?;
         let (mut padded, mut real, mut longest) = (0.0, 0.0, 0);
@@ -349,7 +389,7 @@ fn fidelity(args: FidelityArgs) -> Result<()> {
     if args.draws == 0 {
         bail!("--draws 0: must be >= 1");
     }
-    let s = setup(&args.run)?;
+    let s = setup(&args.run, "dpzero")?;
     let task = s.cells.encoded_train(&s.run)?;
     let model = s.cells.model(Kind::Float)?;
     let params = TrainableParams::from_model(&model)?;
@@ -478,7 +518,7 @@ fn steps(args: StepsArgs) -> Result<()> {
     if !(args.seconds > 0.0 && args.seconds.is_finite()) {
         bail!("--seconds {}: must be finite and > 0", args.seconds);
     }
-    let s = setup(&args.run)?;
+    let s = setup(&args.run, args.method.name())?;
     let task = s.cells.encoded_train(&s.run)?;
     let model = s.cells.model(Kind::Float)?;
     let params = TrainableParams::from_model(&model)?;
@@ -515,31 +555,48 @@ fn steps(args: StepsArgs) -> Result<()> {
         normaliser: None,
         proximal: None,
     };
+    let dp_sgd = DpSgdSettings {
+        step_size: s.config.learning_rate,
+        clip_norm: s.config.clip_norm,
+        noise_std: s.config.clip_norm,
+        normaliser: None,
+        clipping: DpSgdClipping::Ghost,
+    };
     let model_ref: &dyn LabelWordModel = &model;
     let _guard = compute::activate(compute, s.device);
+    let in_layout = |run: &mut dyn FnMut() -> Result<()>| match args.layout {
+        Layout::Packed => run(),
+        Layout::Padded => with_padded_layout(run),
+    };
     let mut carried = None;
     let mut step = 0u64;
     let one_step = |step: u64, carried: &mut Option<_>| -> Result<()> {
         let b = &pool[step as usize % pool.len()];
-        let previous = carried.take();
-        let run = || {
-            zo_step(
-                model_ref,
-                &params,
-                b,
-                &settings,
-                7,
-                step,
-                previous,
-                Some(settings.zo_eps),
-            )
-        };
-        let (_, next) = match args.layout {
-            Layout::Packed => run()?,
-            Layout::Padded => with_padded_layout(run)?,
-        };
-        *carried = next;
-        Ok(())
+        match args.method {
+            StepMethod::Dpzero => in_layout(&mut || {
+                let (_, next) = zo_step(
+                    model_ref,
+                    &params,
+                    b,
+                    &settings,
+                    7,
+                    step,
+                    carried.take(),
+                    Some(settings.zo_eps),
+                )?;
+                *carried = next;
+                Ok(())
+            }),
+            StepMethod::DpFt => in_layout(&mut || {
+                dp_sgd_step(model_ref, &params, b, &dp_sgd, 7, step)?;
+                // The update is queued on the device; read a value so that the step is done.
+                params.named()[0]
+                    .1
+                    .f_sum(Kind::Float)?
+                    .f_double_value(&[])?;
+                Ok(())
+            }),
+        }
     };
     let warm_from = Instant::now();
     let own_warmup_end = unix_now() + 3.0;
@@ -590,7 +647,8 @@ fn steps(args: StepsArgs) -> Result<()> {
         steps: n,
         seconds,
         steps_per_s: n as f64 / seconds,
-        flops_per_step: 2.0 * forward_flops(&params, tokens_per_step),
+        method: args.method.name().into(),
+        flops_per_step: args.method.forwards_per_step() * forward_flops(&params, tokens_per_step),
         tokens_per_step,
         real_tokens_per_step: real_sum / n.max(1) as f64,
         layout: args.layout.name().into(),
@@ -623,15 +681,20 @@ fn total(args: TotalArgs) -> Result<()> {
         rows.push(r);
     }
     let first = &rows[0];
-    if let Some(other) = rows
-        .iter()
-        .find(|r| r.compute != first.compute || r.batch != first.batch || r.layout != first.layout)
-    {
+    if let Some(other) = rows.iter().find(|r| {
+        r.compute != first.compute
+            || r.batch != first.batch
+            || r.layout != first.layout
+            || r.method != first.method
+    }) {
         bail!(
-            "results mix settings: compute {} batch {} layout {:?} and compute {} batch {} layout {:?}",
+            "results mix settings: {} compute {} batch {} layout {:?} and {} compute {} batch {} \
+             layout {:?}",
+            first.method,
             first.compute,
             first.batch,
             first.layout,
+            other.method,
             other.compute,
             other.batch,
             other.layout
@@ -663,6 +726,9 @@ fn total(args: TotalArgs) -> Result<()> {
     }
     if args.mps {
         compute.push_str("+mps");
+    }
+    if first.method != StepMethod::Dpzero.name() {
+        compute = format!("{compute}+{}", first.method);
     }
     csv.push_str(&format!(
         "{},{compute},{},{},{steps_per_s:.2},{roofline:.4}\n",

@@ -77,6 +77,7 @@ fn recorded_product(x: &Tensor, matrix: &Tensor) -> Result<Tensor, TchError> {
         bias: None,
         input: x.shallow_clone(),
         output: y.shallow_clone(),
+        packed: tape::current_packing(),
     });
     Ok(y)
 }
@@ -111,6 +112,7 @@ impl Linear {
                 bias: self.bias.as_ref().map(Tensor::shallow_clone),
                 input: x.shallow_clone(),
                 output: y.shallow_clone(),
+                packed: tape::current_packing(),
             }
         });
         match &self.lora {
@@ -154,6 +156,7 @@ impl LayerNorm {
                 bias: Some(self.bias.shallow_clone()),
                 normed: normed.shallow_clone(),
                 output: y.shallow_clone(),
+                packed: tape::current_packing(),
             }
         });
         Ok(y)
@@ -185,6 +188,7 @@ impl RmsNorm {
             bias: None,
             normed: normed.shallow_clone(),
             output: y.shallow_clone(),
+            packed: tape::current_packing(),
         });
         Ok(y)
     }
@@ -257,16 +261,17 @@ pub fn merge_heads(x: &Tensor) -> Result<Tensor, TchError> {
 /// its work on padding is wasted: a batch of 64 SST-2 prompts padded to its longest is two-thirds
 /// padding (`results/perf/cpu-2026-12-04-packed-tokens/`). A packed forward keeps only the real
 /// tokens, `[N, W]`, and lays them back into `[B, L, W]` (zeros at padding) just for attention,
-/// whose padded keys are masked anyway. Real tokens get the same values as in the padded layout up to the rounding
-/// of products of another shape. Layers that record for ghost clipping ([`tape`]) keep the padded
-/// layout: their records are per example.
+/// whose padded keys are masked anyway. Real tokens get the same values as in the padded layout up
+/// to the rounding of products of another shape. Under ghost clipping's recording the records of
+/// the packed layers carry the packing ([`tape::PackedRows`]), so that per-example norms can lay
+/// them out by example again.
 pub enum TokenLayout {
     /// `[B, L, W]`, and the batch has no padding.
     Unpadded,
-    /// `[B, L, W]`, padding included (packing is off, or the layers are recording).
+    /// `[B, L, W]`, padding included (packing is off).
     Padded,
-    /// `[N, W]`: the real tokens, `index` their flat positions in `B · L` (row-major).
-    Packed { index: Tensor, b: i64, l: i64 },
+    /// `[N, W]`: the real tokens.
+    Packed(tape::PackedRows),
 }
 
 thread_local! {
@@ -288,10 +293,10 @@ pub fn with_padded_layout<T>(forward: impl FnOnce() -> T) -> T {
 
 impl TokenLayout {
     /// The layout of a batch with `[B, L]` padding mask `attention_mask`: packed when it has
-    /// padding, packing is on and no layer recording is active. One device-to-host read.
+    /// padding and packing is on. One device-to-host read.
     pub fn for_mask(attention_mask: &Tensor) -> Result<Self, TchError> {
         let real = attention_mask.f_flatten(0, 1)?.f_ne(0)?;
-        if tape::is_recording() || !PACKING.with(std::cell::Cell::get) {
+        if !PACKING.with(std::cell::Cell::get) {
             let unpadded = real.f_all()?.f_int64_value(&[])? != 0;
             return Ok(if unpadded {
                 TokenLayout::Unpadded
@@ -300,12 +305,16 @@ impl TokenLayout {
             });
         }
         let size = attention_mask.size();
-        let (b, l) = (size[0], size[1]);
+        let (rows, length) = (size[0], size[1]);
         let index = real.f_nonzero()?.f_squeeze_dim(1)?;
-        Ok(if index.size()[0] == b * l {
+        Ok(if index.size()[0] == rows * length {
             TokenLayout::Unpadded
         } else {
-            TokenLayout::Packed { index, b, l }
+            TokenLayout::Packed(tape::PackedRows {
+                index,
+                rows,
+                length,
+            })
         })
     }
 
@@ -313,7 +322,7 @@ impl TokenLayout {
     pub fn pack(&self, x: &Tensor) -> Result<Tensor, TchError> {
         match self {
             TokenLayout::Unpadded | TokenLayout::Padded => Ok(x.shallow_clone()),
-            TokenLayout::Packed { index, .. } => x.f_flatten(0, 1)?.f_index_select(0, index),
+            TokenLayout::Packed(rows) => rows.pack(x),
         }
     }
 
@@ -321,12 +330,16 @@ impl TokenLayout {
     pub fn unpack(&self, x: &Tensor) -> Result<Tensor, TchError> {
         match self {
             TokenLayout::Unpadded | TokenLayout::Padded => Ok(x.shallow_clone()),
-            TokenLayout::Packed { index, b, l } => {
-                let width = x.size()[1];
-                Tensor::f_zeros([b * l, width], (x.kind(), x.device()))?
-                    .f_index_copy(0, index, x)?
-                    .f_view([*b, *l, width])
-            }
+            TokenLayout::Packed(rows) => rows.unpack(x),
+        }
+    }
+
+    /// Marks the layers run from here until the guard drops as running in this layout (for the
+    /// tape's records; nothing to mark unless packed and recording).
+    pub fn region(&self) -> tape::PackedRegion {
+        match self {
+            TokenLayout::Packed(rows) => tape::packed_region(Some(rows)),
+            _ => tape::packed_region(None),
         }
     }
 

@@ -135,6 +135,7 @@ impl Llama {
         let mask = prefix_pattern(mask, prefix_len, b, l, embedded.device())?;
         // Token rows in `layout`; attention runs on `[B, L, ·]` (TokenLayout).
         let mut x = layout.pack(&embedded)?;
+        let _packed_layers = layout.region();
         let heads = self.config.num_attention_heads;
         let kv_heads = self.config.kv_heads();
         let group = heads / kv_heads;

@@ -144,6 +144,7 @@ impl Opt {
         // Token rows in `layout`; attention runs on `[B, L, ·]` (TokenLayout).
         let layout = TokenLayout::for_mask(attention_mask)?;
         let mut x = layout.pack(&x)?;
+        let _packed_layers = layout.region();
         let mask = layout.attention_pattern(attention_mask, true)?;
         let prefix = self.layers.first().and_then(|l| l.prefix.as_ref());
         let mask = prefix_pattern(mask, prefix.map_or(0, Prefix::len), b, l, x.device())?;

@@ -142,6 +142,7 @@ impl Roberta {
                 .embeddings_norm
                 .forward(&(words + positions + token_type))?,
         )?;
+        let _packed_layers = layout.region();
         let mask = layout.attention_pattern(attention_mask, false)?;
         let prefix = self.layers.first().and_then(|l| l.prefix.as_ref());
         let mask = prefix_pattern(mask, prefix.map_or(0, Prefix::len), b, l, x.device())?;

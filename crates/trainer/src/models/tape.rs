@@ -9,21 +9,57 @@
 use std::cell::RefCell;
 use tch::Tensor;
 
+/// The real tokens of a packed forward (`super::layers::TokenLayout`): `index [N]` holds their
+/// flat positions in a `[rows, length]` batch (row-major).
+pub struct PackedRows {
+    pub index: Tensor,
+    pub rows: i64,
+    pub length: i64,
+}
+
+impl PackedRows {
+    /// `[rows, length, W]` -> `[N, W]`, the real tokens.
+    pub fn pack(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
+        x.f_flatten(0, 1)?.f_index_select(0, &self.index)
+    }
+
+    /// `[N, W]` -> `[rows, length, W]`, zeros at padding.
+    pub fn unpack(&self, x: &Tensor) -> Result<Tensor, tch::TchError> {
+        let width = x.size()[1];
+        Tensor::f_zeros([self.rows * self.length, width], (x.kind(), x.device()))?
+            .f_index_copy(0, &self.index, x)?
+            .f_view([self.rows, self.length, width])
+    }
+
+    /// A copy sharing the index's storage.
+    pub fn shallow_clone(&self) -> PackedRows {
+        PackedRows {
+            index: self.index.shallow_clone(),
+            rows: self.rows,
+            length: self.length,
+        }
+    }
+}
+
 /// One use of parameters in a forward.
 pub enum LayerRecord {
-    /// `output = input W^T + b`, `input [B, ..., in]`, `output [B, ..., out]`.
+    /// `output = input W^T + b`, `input [B, ..., in]`, `output [B, ..., out]`; with `packed`,
+    /// `input [N, in]` and `output [N, out]` hold the real tokens only.
     Linear {
         weight: Tensor,
         bias: Option<Tensor>,
         input: Tensor,
         output: Tensor,
+        packed: Option<PackedRows>,
     },
-    /// `output = normed * weight (+ bias)` (LayerNorm or RMSNorm), `normed [B, ..., H]`.
+    /// `output = normed * weight (+ bias)` (LayerNorm or RMSNorm), `normed [B, ..., H]`; with
+    /// `packed`, `normed [N, H]` and `output [N, H]`.
     Norm {
         weight: Tensor,
         bias: Option<Tensor>,
         normed: Tensor,
         output: Tensor,
+        packed: Option<PackedRows>,
     },
     /// `output[b, t] = table[ids[b, t]]`, `ids [B, T]`, `output [B, T, H]`.
     Embedding {
@@ -44,6 +80,36 @@ pub enum LayerRecord {
 
 thread_local! {
     static TAPE: RefCell<Option<Vec<LayerRecord>>> = const { RefCell::new(None) };
+    /// The packing of the token rows that the layers run on now, while a [`packed_region`] lasts.
+    static REGION: RefCell<Option<PackedRows>> = const { RefCell::new(None) };
+}
+
+/// Ends a [`packed_region`], even by unwinding.
+pub struct PackedRegion(bool);
+
+impl Drop for PackedRegion {
+    fn drop(&mut self) {
+        if self.0 {
+            REGION.with(|r| r.borrow_mut().take());
+        }
+    }
+}
+
+/// Marks the layers run until the guard drops as running on `rows`' real tokens, so that their
+/// records say so (`packed`). `None`: nothing marked (a padded forward).
+pub fn packed_region(rows: Option<&PackedRows>) -> PackedRegion {
+    match rows {
+        Some(rows) if is_recording() => {
+            REGION.with(|r| *r.borrow_mut() = Some(rows.shallow_clone()));
+            PackedRegion(true)
+        }
+        _ => PackedRegion(false),
+    }
+}
+
+/// The packing of the rows the layers run on now (inside a [`packed_region`]).
+pub fn current_packing() -> Option<PackedRows> {
+    REGION.with(|r| r.borrow().as_ref().map(PackedRows::shallow_clone))
 }
 
 /// Clears the tape when [`record`] ends, even by unwinding.

@@ -31,7 +31,7 @@ use super::params::TrainableParams;
 use super::{OptimError, Result};
 use crate::batch::ExampleBatch;
 use crate::model::LabelWordModel;
-use crate::models::tape::{self, LayerRecord};
+use crate::models::tape::{self, LayerRecord, PackedRows};
 
 /// Per-example quantities of one clipped step (in batch order).
 #[derive(Debug, Clone, PartialEq)]
@@ -291,7 +291,21 @@ pub fn ghost_clipped_gradient(
                 | LayerRecord::Rows { output, .. } => output.f_zeros_like()?,
             }
         };
-        let g = per_example_rows(&g, layout)?;
+        // A packed layer's tensors hold the real tokens only: laid out again by example, with
+        // zeros (no contribution) at padding.
+        let packed = match &record {
+            LayerRecord::Linear { packed, .. } | LayerRecord::Norm { packed, .. } => {
+                packed.as_ref().map(PackedRows::shallow_clone)
+            }
+            _ => None,
+        };
+        let by_example = |t: &Tensor| -> Result<Tensor> {
+            match &packed {
+                Some(rows) => per_example_rows(&rows.unpack(t)?, layout),
+                None => per_example_rows(t, layout),
+            }
+        };
+        let g = by_example(&g)?;
         match record {
             LayerRecord::Linear {
                 weight,
@@ -304,7 +318,7 @@ pub fn ghost_clipped_gradient(
                     slots.single(k, Contribution::PerExample(per))?;
                 }
                 if let Some(k) = slots.find(Some(&weight)) {
-                    let input = per_example_rows(&input.f_detach()?, layout)?;
+                    let input = by_example(&input.f_detach()?)?;
                     slots.single(
                         k,
                         Contribution::LinearWeight {
@@ -321,7 +335,7 @@ pub fn ghost_clipped_gradient(
                 ..
             } => {
                 if let Some(k) = slots.find(Some(&weight)) {
-                    let normed = per_example_rows(&normed.f_detach()?, layout)?.f_to_kind(acc)?;
+                    let normed = by_example(&normed.f_detach()?)?.f_to_kind(acc)?;
                     let per = g
                         .f_to_kind(acc)?
                         .f_mul(&normed)?

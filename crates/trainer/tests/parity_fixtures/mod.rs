@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 use trainer::batch::{Batch, ExampleBatch};
 use trainer::model::LabelWordModel;
+use trainer::models::layers::with_padded_layout;
 use trainer::optim::dp_sgd::{ghost_clipped_gradient_sum, microbatch_clipped_gradient};
+use trainer::optim::ghost::PerExampleClipping;
 use trainer::optim::params::TrainableParams;
 
 /// Agreement of ghost clipping with the micro-batch reference (relative).
@@ -32,14 +34,36 @@ pub fn assert_ghost_matches_microbatch(
     low: usize,
     what: &str,
 ) {
-    let (_, probe) = microbatch_clipped_gradient(model, params, batch, 1e30).unwrap();
+    // The reference runs every forward in the padded layout; ghost clipping runs in both.
+    let (_, probe) =
+        with_padded_layout(|| microbatch_clipped_gradient(model, params, batch, 1e30)).unwrap();
     let n = batch.num_examples();
     assert_eq!(probe.norms.len(), n, "{what}: one norm per example");
     let mut sorted = probe.norms.clone();
     sorted.sort_by(f64::total_cmp);
     let clip_norm = 0.5 * (sorted[low] + sorted[low + 1]);
-    let (reference, micro) = microbatch_clipped_gradient(model, params, batch, clip_norm).unwrap();
-    let (ghost, per_example) = ghost_clipped_gradient_sum(model, params, batch, clip_norm).unwrap();
+    let (reference, micro) =
+        with_padded_layout(|| microbatch_clipped_gradient(model, params, batch, clip_norm))
+            .unwrap();
+    let ghost_run = || ghost_clipped_gradient_sum(model, params, batch, clip_norm).unwrap();
+    for (layout, (ghost, per_example)) in [
+        ("packed", ghost_run()),
+        ("padded", with_padded_layout(ghost_run)),
+    ] {
+        let what = format!("{what} ({layout} layout)");
+        check_against_reference(&ghost, &per_example, &reference, &micro, params, n, &what);
+    }
+}
+
+fn check_against_reference(
+    ghost: &[Tensor],
+    per_example: &PerExampleClipping,
+    reference: &[Tensor],
+    micro: &PerExampleClipping,
+    params: &TrainableParams,
+    n: usize,
+    what: &str,
+) {
     assert_eq!(per_example.norms.len(), n, "{what}");
     for (i, (g, m)) in per_example.norms.iter().zip(&micro.norms).enumerate() {
         assert!(
@@ -60,7 +84,7 @@ pub fn assert_ghost_matches_microbatch(
         .map(|t| t.square().sum(Kind::Double).double_value(&[]))
         .sum::<f64>()
         .sqrt();
-    for ((param, _), (g, m)) in params.named().iter().zip(ghost.iter().zip(&reference)) {
+    for ((param, _), (g, m)) in params.named().iter().zip(ghost.iter().zip(reference)) {
         let error = relative_error(g, m, 1e-2 * total);
         assert!(
             error <= GHOST_RELATIVE,
