@@ -24,10 +24,11 @@ fi
 "$REPRO" throughput --help >/dev/null 2>&1 || { echo "$REPRO has no throughput command: rebuild the bundle (scripts/gpu-bundle.sh)" >&2; exit 2; }
 DRAWS=${DRAWS:-1000}
 WINDOW=${WINDOW:-15}
-# compute:processes[:sharing[:layout]]; sharing `mps` runs the processes under an MPS daemon
-# started for them (without MPS the GPU time-slices between processes instead of running their
-# kernels concurrently); layout `packed` (the default: only real tokens outside attention) or
-# `padded` (every position), e.g. `f32:1::padded f32:1`.
+# compute:processes[:sharing[:layout[:method]]]; sharing `mps` runs the processes under an MPS
+# daemon started for them (without MPS the GPU time-slices between processes instead of running
+# their kernels concurrently); layout `packed` (the default: only real tokens outside attention) or
+# `padded` (every position); method `dpzero` (the default) or `dp-ft` (DP-SGD by ghost clipping),
+# e.g. `f32:1::padded f32:1 f32:1::padded:dp-ft f32:1::packed:dp-ft`.
 CONFIGS=${CONFIGS:-"f32:1::padded f32:1 tf32:1::padded tf32:1 tf32:4:mps bf16:1"}
 log=$OUT/throughput.log
 status=0
@@ -55,8 +56,9 @@ mps_stop() {
   unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
 }
 for config in $CONFIGS; do
-  IFS=: read -r compute jobs sharing layout <<<"$config"
+  IFS=: read -r compute jobs sharing layout method <<<"$config"
   layout=${layout:-packed}
+  method=${method:-dpzero}
   mps=()
   if [ "$sharing" = mps ]; then
     mps_start || { status=1; continue; }
@@ -64,13 +66,13 @@ for config in $CONFIGS; do
   fi
   # Every process warms up until the shared start, then counts steps for WINDOW seconds.
   start=$(($(date +%s) + 25 + 3 * jobs))
-  echo "== steps: $compute x $jobs processes${sharing:+ ($sharing)}, $layout, window ${WINDOW}s" | tee -a "$log"
+  echo "== steps: $method, $compute x $jobs processes${sharing:+ ($sharing)}, $layout, window ${WINDOW}s" | tee -a "$log"
   files=()
   for j in $(seq 1 "$jobs"); do
-    f=$OUT/steps/$compute-$jobs${sharing:+-$sharing}-$layout-$j.json
+    f=$OUT/steps/$method-$compute-$jobs${sharing:+-$sharing}-$layout-$j.json
     files+=("$f")
     timeout $((WINDOW + 90)) "$REPRO" throughput steps --device cuda --compute "$compute" \
-      --layout "$layout" --seconds "$WINDOW" --start-at "$start" >"$f" 2>>"$log" &
+      --method "$method" --layout "$layout" --seconds "$WINDOW" --start-at "$start" >"$f" 2>>"$log" &
   done
   wait
   [ "$sharing" = mps ] && mps_stop
