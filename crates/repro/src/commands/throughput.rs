@@ -376,12 +376,7 @@ fn padding(args: PaddingArgs) -> Result<()> {
         ])?;
     }
     let csv = csv.into_inner()?;
-    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    atomic_file::write(&args.out, csv)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
-    println!("wrote {}", args.out.display());
+    write_result(&args.out, csv)?;
     Ok(())
 }
 
@@ -479,12 +474,7 @@ fn fidelity(args: FidelityArgs) -> Result<()> {
             start.elapsed().as_secs_f64()
         ));
     }
-    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    atomic_file::write(&args.out, csv)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
-    println!("wrote {}", args.out.display());
+    write_result(&args.out, csv)?;
     Ok(())
 }
 
@@ -505,6 +495,16 @@ fn forward_flops(params: &TrainableParams, tokens: f64) -> f64 {
         .map(|(_, t)| t.numel())
         .sum();
     2.0 * dense as f64 * tokens
+}
+
+/// Writes a result file atomically, its folder created if missing, and says so.
+fn write_result(out: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    atomic_file::write(out, bytes).with_context(|| format!("cannot write {}", out.display()))?;
+    println!("wrote {}", out.display());
+    Ok(())
 }
 
 fn unix_now() -> f64 {
@@ -736,11 +736,7 @@ fn total(args: TotalArgs) -> Result<()> {
         first.batch,
         rows.len()
     ));
-    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    atomic_file::write(&args.out, csv)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    write_result(&args.out, csv)?;
     println!(
         "{} compute {compute} × {}: {steps_per_s:.1} steps/s in total, {:.1}% of the bf16 roofline",
         args.model,
