@@ -4,8 +4,10 @@
 # on a recorded cell), then returns records, tuning.csv, summaries and claims as one tarball.
 #   scripts/gpu/campaign.sh TARGET SECONDS [repro args…]
 # PRESET=… picks another preset than mini (e.g. ablations' mini-horizon or mini-sst2-mask).
-# JOBS=auto picks the worker count with the most steps/s in $OUT/mini_throughput.csv (written by
-# scripts/gpu/throughput.sh earlier in the same call; THROUGHPUT_CSV names another); JOBS=n runs n workers; unset: one process.
+# JOBS=auto picks the worker count, and whether they share the GPU through MPS, with the most
+# strict-f32 packed DPZero steps/s in $OUT/mini_throughput.csv (written by scripts/gpu/throughput.sh
+# earlier in the same call; THROUGHPUT_CSV names another); JOBS=n runs n workers (MPS=1: under an
+# MPS daemon); unset: one process.
 # RESULTS=DIR writes into DIR instead of the host's main results tree, seeded with nothing (e.g. a
 # --compute or --set comparison that must not set the main records aside).
 # Needs what the staging calls left in /root/dpzo-gpu (scripts/gpu/README.md): assets/ with the
@@ -32,18 +34,25 @@ if [ -z "${RESULTS:-}" ]; then
   done
 fi
 jobs=()
+mps=${MPS:-0}
 tp=${THROUGHPUT_CSV:-$OUT/mini_throughput.csv}
 if [ "${JOBS:-}" = auto ] && [ -f "$tp" ]; then
-  n=$(awk -F, 'NR > 1 && $2 == "f32" && $5 > best { best = $5; n = $4 } END { print n + 0 }' "$tp")
+  # Compute labels: f32+packed, f32+packed+mps (throughput.sh; the grid's own precision is f32).
+  read -r n mps < <(awk -F, 'NR > 1 && $2 ~ /^f32\+packed(\+mps)?$/ && $5 > best {
+    best = $5; n = $4; m = ($2 ~ /mps$/) } END { print n + 0, m + 0 }' "$tp")
   [ "$n" -gt 1 ] && jobs=(--jobs-per-gpu "$n" --gpus 0)
 elif [ -n "${JOBS:-}" ] && [ "${JOBS}" != auto ] && [ "$JOBS" -gt 1 ]; then
   jobs=(--jobs-per-gpu "$JOBS" --gpus 0)
+fi
+if [ "${#jobs[@]}" -gt 0 ] && [ "$mps" = 1 ]; then
+  . scripts/gpu/mps.sh
+  mps_start && trap mps_stop EXIT
 fi
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   "$repro" --version
   date -u +%Y-%m-%dT%H:%M:%SZ
-  echo "repro $target --preset $preset --device cuda ${jobs[*]} $*"
+  echo "repro $target --preset $preset --device cuda ${jobs[*]} $*${CUDA_MPS_PIPE_DIRECTORY:+ (workers under MPS)}"
 } >"$OUT/provenance.txt" 2>&1
 # What remains before this call (cells, steps, device time at the fastest measured rates).
 "$repro" "$target" --preset "$preset" --device cuda --out "$results" --experiments experiments \

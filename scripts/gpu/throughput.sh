@@ -43,25 +43,14 @@ if [ "$DRAWS" -gt 0 ]; then
 fi
 
 rm -f "$OUT/mini_throughput.csv"
-mps_dir=/tmp/dpzo-mps
-mps_start() {
-  command -v nvidia-cuda-mps-control >/dev/null || { echo "no nvidia-cuda-mps-control" | tee -a "$log"; return 1; }
-  mkdir -p "$mps_dir/pipe" "$mps_dir/log"
-  export CUDA_MPS_PIPE_DIRECTORY=$mps_dir/pipe CUDA_MPS_LOG_DIRECTORY=$mps_dir/log
-  nvidia-cuda-mps-control -d && sleep 1
-}
-mps_stop() {
-  echo quit | nvidia-cuda-mps-control >/dev/null 2>&1
-  sleep 1
-  unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
-}
+. scripts/gpu/mps.sh
 for config in $CONFIGS; do
   IFS=: read -r compute jobs sharing layout method <<<"$config"
   layout=${layout:-packed}
   method=${method:-dpzero}
   mps=()
   if [ "$sharing" = mps ]; then
-    mps_start || { status=1; continue; }
+    mps_start 2>>"$log" || { status=1; continue; }
     mps=(--mps)
   fi
   # Every process warms up until the shared start, then counts steps for WINDOW seconds.
