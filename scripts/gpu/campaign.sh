@@ -6,7 +6,8 @@
 # PRESET=… picks another preset than mini (e.g. ablations' mini-horizon or mini-sst2-mask).
 # JOBS=auto picks the worker count, and whether they share the GPU through MPS, with the most
 # strict-f32 packed DPZero steps/s in $OUT/mini_throughput.csv (written by scripts/gpu/throughput.sh
-# earlier in the same call; THROUGHPUT_CSV names another); JOBS=n runs n workers (MPS=1: under an
+# earlier in the same call), else in the copy throughput.sh keeps in /root/dpzo-gpu from an earlier
+# call (THROUGHPUT_CSV names another); JOBS=n runs n workers (MPS=1: under an
 # MPS daemon); unset: one process.
 # RESULTS=DIR writes into DIR instead of the host's main results tree, seeded with nothing (e.g. a
 # --compute or --set comparison that must not set the main records aside).
@@ -36,6 +37,7 @@ fi
 jobs=()
 mps=${MPS:-0}
 tp=${THROUGHPUT_CSV:-$OUT/mini_throughput.csv}
+[ -f "$tp" ] || tp=$keep/mini_throughput.csv
 if [ "${JOBS:-}" = auto ] && [ -f "$tp" ]; then
   # Compute labels: f32+packed, f32+packed+mps (throughput.sh; the grid's own precision is f32).
   read -r n mps < <(awk -F, 'NR > 1 && $2 ~ /^f32\+packed(\+mps)?$/ && $5 > best {

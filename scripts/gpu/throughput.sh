@@ -69,6 +69,8 @@ for config in $CONFIGS; do
 done
 echo "== mini_throughput.csv" | tee -a "$log"
 cat "$OUT/mini_throughput.csv" | tee -a "$log"
+# Kept on the host for campaign.sh's JOBS=auto in later calls.
+cp "$OUT/mini_throughput.csv" "$keep/mini_throughput.csv" 2>/dev/null
 [ -f "$OUT/mini_fidelity.csv" ] && { echo "== mini_fidelity.csv"; cat "$OUT/mini_fidelity.csv"; } | tee -a "$log"
 # At most 8 files come back: fold the per-process results into one.
 (cd "$OUT/steps" && for f in *.json; do echo "$f $(tail -n 1 "$f")"; done) >"$OUT/steps.txt" 2>/dev/null
