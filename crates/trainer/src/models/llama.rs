@@ -93,10 +93,11 @@ impl Llama {
         })
     }
 
-    /// `(cos, sin)`, each `[B, 1, L, head_dim]` in `kind`, for positions counted over the mask
-    /// from `offset` (at the first real token; RoPE is relative, so real tokens see the same
+    /// `(cos, signed sin)`, each `[B, 1, L, head_dim]` in `kind`, for positions counted over the
+    /// mask from `offset` (at the first real token; RoPE is relative, so real tokens see the same
     /// angle differences whatever the padding side). A prefix of `P` cached positions puts the
-    /// first real token at `offset = P`, as transformers does after `P` past key/values.
+    /// first real token at `offset = P`, as transformers does after `P` past key/values. The sine's
+    /// first half is negated, as [`rotate`] takes it.
     fn rotary_tables(
         &self,
         attention_mask: &Tensor,
@@ -109,11 +110,12 @@ impl Llama {
             .f_to_kind(Kind::Float)?
             .f_unsqueeze(-1)?
             .f_mul(&self.inverse_frequencies)?;
-        let angles = Tensor::f_cat(&[&angles, &angles], -1)?.f_unsqueeze(1)?;
-        Ok((
-            angles.f_cos()?.f_to_kind(kind)?,
-            angles.f_sin()?.f_to_kind(kind)?,
-        ))
+        let sin = angles.f_sin()?;
+        let signed_sin = Tensor::f_cat(&[&sin.f_neg()?, &sin], -1)?.f_unsqueeze(1)?;
+        let cos = Tensor::f_cat(&[&angles, &angles], -1)?
+            .f_unsqueeze(1)?
+            .f_cos()?;
+        Ok((cos.f_to_kind(kind)?, signed_sin.f_to_kind(kind)?))
     }
 
     /// Decoder output `[B, L, H]` after the final RMSNorm.
@@ -141,12 +143,14 @@ impl Llama {
         let group = heads / kv_heads;
         for layer in &self.layers {
             let normed = layer.input_layernorm.forward(&x)?;
-            let project = |proj: &Linear, heads: i64| {
-                split_heads(&layout.unpack(&proj.forward(&normed)?)?, heads)
-            };
-            let q = rotate(&project(&layer.q_proj, heads)?, &cos, &sin)?;
-            let k = rotate(&project(&layer.k_proj, kv_heads)?, &cos, &sin)?;
-            let v = project(&layer.v_proj, kv_heads)?;
+            let projected = layout.unpack_all(&[
+                &layer.q_proj.forward(&normed)?,
+                &layer.k_proj.forward(&normed)?,
+                &layer.v_proj.forward(&normed)?,
+            ])?;
+            let q = rotate(&split_heads(&projected[0], heads)?, &cos, &sin)?;
+            let k = rotate(&split_heads(&projected[1], kv_heads)?, &cos, &sin)?;
+            let v = split_heads(&projected[2], kv_heads)?;
             let (k, v) = match &layer.prefix {
                 Some(prefix) => prefix.extend(&k, &v)?,
                 None => (k, v),
@@ -206,13 +210,12 @@ impl Llama {
     }
 }
 
-/// `x * cos + rotate_half(x) * sin`, with `rotate_half([a, b]) = [-b, a]` over the last dim.
-fn rotate(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor, TchError> {
+/// `x * cos + rotate_half(x) * sin`, with `rotate_half([a, b]) = [-b, a]` over the last dim,
+/// computed as `x * cos + [b, a] * signed_sin` (`[b, a]` a roll by half the width; `signed_sin =
+/// [-sin, sin]` halves, from [`Llama::rotary_tables`]): three kernels instead of five.
+fn rotate(x: &Tensor, cos: &Tensor, signed_sin: &Tensor) -> Result<Tensor, TchError> {
     let half = x.size()[3] / 2;
-    let first = x.f_narrow(3, 0, half)?;
-    let second = x.f_narrow(3, half, half)?;
-    let rotated = Tensor::f_cat(&[&second.f_neg()?, &first], 3)?;
-    Ok(x.f_mul(cos)? + rotated.f_mul(sin)?)
+    x.f_mul(cos)?.f_addcmul(&x.f_roll([half], [3])?, signed_sin)
 }
 
 /// `[B, kv, L, d]` -> `[B, kv * group, L, d]`, query head `h` reading kv head `h / group`.
