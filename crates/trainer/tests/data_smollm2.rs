@@ -1,6 +1,6 @@
 //! Prompt encoding with a real byte-level BPE tokenizer: SmolLM2-135M's, rebuilt from the GGUF
 //! that `scripts/assets.sh` fetches (`DPZO_ASSETS_DIR` or `<workspace>/.assets`; the test fails
-//! with a message when it is absent). Reference ids from docs/assets.md: " great" = 1109,
+//! with a message when it is absent), and the model's packed and padded forwards on such prompts. Reference ids from docs/assets.md: " great" = 1109,
 //! " terrible" = 13321 (computed there with the Python `tokenizers` package).
 
 use trainer::data::example::Example;
@@ -107,4 +107,89 @@ fn decoder_prompt_round_trips_and_scores_the_last_token() {
     // max_length of the polarity task (128) is respected on a long sentence.
     let long = Example::new(vec![("sent_0".into(), "word ".repeat(400))], 0);
     assert!(encoder.encode(0, &long).unwrap().input_ids.len() <= 128);
+}
+
+/// SmolLM2 itself (GQA 9/3 heads, tied head) on a left-padded batch of prompts of very different
+/// lengths: the packed forward (the default) gives the padded layout's label-word logits, and the
+/// two layouts' per-example ZO differences at mu = 1e-3 agree far inside the clip norms the grid
+/// uses (C >= 1).
+#[test]
+fn packed_and_padded_forwards_agree_on_smollm2() {
+    use tch::{Device, Kind};
+    use trainer::model::LabelWordModel;
+    use trainer::models::layers::{with_padded_layout, TokenLayout};
+    use trainer::optim::params::TrainableParams;
+    use trainer::optim::zo::directional_differences;
+
+    let tokenizer = smollm2();
+    let registry = TaskRegistry::from_file(
+        &trainer::data::dir::workspace_root().join("experiments/tasks.toml"),
+    )
+    .unwrap();
+    let encoder = PromptEncoder::new(
+        &tokenizer,
+        "polarity",
+        registry.get("polarity").unwrap(),
+        &smollm2_conventions(),
+        PaddingSide::Left,
+    )
+    .unwrap();
+    let texts = [
+        "dull",
+        "a gorgeous , witty , seductive movie . ",
+        "the plot is nothing but boilerplate clichés from start to finish , and the script \
+         assumes that not only would subtlety be lost on the target audience , but that it's \
+         also too stupid to realize that they've already seen this exact same movie a hundred \
+         times ",
+        "an utterly charming and hilarious film that reminded me of the best of the 1980s . ",
+    ];
+    let examples: Vec<Example> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Example::new(vec![("sent_0".into(), (*t).into())], i % 2))
+        .collect();
+    let encoded = encoder.encode_all(&examples).unwrap();
+    let batch = encoder.collate(&encoded, &[0, 1, 2, 3]).unwrap();
+    assert!(matches!(
+        TokenLayout::for_mask(&batch.attention_mask).unwrap(),
+        TokenLayout::Packed(_)
+    ));
+    let path = AssetsDir::from_flag_or_env(None).smollm2_gguf();
+    let model = trainer::models::load_model(&path, Kind::Float, Device::Cpu).unwrap();
+    let logits = |padded: bool| {
+        let run = || tch::no_grad(|| model.label_word_logits(&batch)).unwrap();
+        if padded {
+            with_padded_layout(run)
+        } else {
+            run()
+        }
+    };
+    let (packed, padded) = (logits(false), logits(true));
+    let diff = (&packed - &padded).abs().max().double_value(&[]);
+    let scale = padded.abs().max().double_value(&[]);
+    assert!(
+        diff <= 1e-4 * scale,
+        "logits differ by {diff:e} (scale {scale})"
+    );
+
+    // Both layouts from the same theta: perturbing and restoring theta leaves rounding behind,
+    // so theta is copied back before the second run.
+    let params = TrainableParams::from_model(&model).unwrap();
+    let theta: Vec<tch::Tensor> = params.named().iter().map(|(_, t)| t.copy()).collect();
+    let packed = directional_differences(&model, &params, &batch, 11, 1e-3).unwrap();
+    tch::no_grad(|| {
+        for ((_, t), saved) in params.named().iter().zip(&theta) {
+            t.shallow_clone().copy_(saved);
+        }
+    });
+    let padded =
+        with_padded_layout(|| directional_differences(&model, &params, &batch, 11, 1e-3)).unwrap();
+    for (i, (a, b)) in packed.iter().zip(&padded).enumerate() {
+        // Loss rounding (about 1e-7 of a loss near 1) over 2 mu is about 5e-5.
+        assert!(
+            (a - b).abs() <= 1e-3,
+            "example {i}: packed {a} vs padded {b}"
+        );
+    }
+    eprintln!("logits max |diff| {diff:e}; ZO differences packed {packed:?} padded {padded:?}");
 }
