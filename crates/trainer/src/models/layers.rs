@@ -179,9 +179,13 @@ impl RmsNorm {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
         let kind = x.kind();
-        if !tape::is_recording() && kind == Kind::Float && self.weight.kind() == Kind::Float {
-            // All in f32 already: ATen's fused RMSNorm computes the same (one kernel on CUDA
-            // instead of six).
+        let plain_f32 = kind == Kind::Float
+            && self.weight.kind() == Kind::Float
+            && !crate::compute::autocast_enabled(x.device());
+        if plain_f32 && !tape::is_recording() {
+            // All in f32 already: ATen's fused RMSNorm computes the same normalisation, up to
+            // the order of rounding (one kernel on CUDA instead of six). Autocast is left out,
+            // so that its op lists cannot change the precision of the norm.
             return x.f_rms_norm(self.weight.size(), Some(&self.weight), self.eps);
         }
         let x32 = x.f_to_kind(Kind::Float)?;
