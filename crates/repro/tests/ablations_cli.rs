@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -24,11 +26,7 @@ fn ablations(args: &[&str]) -> Output {
 #[test]
 fn dry_run_json_resolves_every_variant() {
     let output = ablations(&["--dry-run", "--json"]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::assert_success(&output);
     let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let cells = doc["cells"].as_array().unwrap();
     let config = |stem: &str| -> &serde_json::Value {

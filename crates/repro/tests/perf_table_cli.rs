@@ -46,11 +46,7 @@ fn rebuild(name: &str, runs: &[&str], mark: bool) -> String {
         .arg(&out)
         .output()
         .expect("the repro binary runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::assert_success(&output);
     let table = std::fs::read_to_string(out.join("zo_step.csv")).unwrap();
     std::fs::remove_dir_all(&out).ok();
     table

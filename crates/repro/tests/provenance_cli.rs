@@ -23,11 +23,7 @@ fn a_reconstruction_keeps_unknown_fields_null() {
         ])
         .output()
         .expect("the repro binary runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::assert_success(&output);
     let text = std::fs::read_to_string(out.join("provenance.json")).unwrap();
     std::fs::remove_dir_all(&out).ok();
     let value: serde_json::Value = serde_json::from_str(&text).unwrap();

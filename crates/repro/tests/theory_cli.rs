@@ -24,11 +24,7 @@ fn variance_json_matches_closed_form() {
         .args(["--seed", "11", "--noise-std", "0.5", "--json"])
         .output()
         .expect("run repro");
-    assert!(
-        output.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::assert_success(&output);
     let value: serde_json::Value =
         serde_json::from_slice(&output.stdout).expect("stdout is one JSON object");
     let empirical = value["empirical"].as_f64().expect("empirical");

@@ -5,6 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -34,11 +36,7 @@ fn padding_rows(data_args: &[&str]) -> Vec<csv::StringRecord> {
         .arg(&out)
         .output()
         .expect("the repro binary runs");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    common::assert_success(&output);
     let mut reader = csv::Reader::from_path(&out).expect("padding.csv");
     assert_eq!(
         reader.headers().unwrap().iter().collect::<Vec<_>>(),

@@ -26,22 +26,31 @@ fn smollm2_conventions() -> ModelConventions {
     }
 }
 
-#[test]
-fn label_words_are_single_smollm2_tokens() {
-    let tokenizer = smollm2();
-    let registry = TaskRegistry::from_file(
-        &trainer::data::dir::workspace_root().join("experiments/tasks.toml"),
-    )
-    .unwrap();
-    let spec = registry.get("polarity").unwrap();
-    let encoder = PromptEncoder::new(
-        &tokenizer,
+fn registry() -> TaskRegistry {
+    TaskRegistry::from_file(&trainer::data::dir::workspace_root().join("experiments/tasks.toml"))
+        .unwrap()
+}
+
+/// The polarity task's prompts for SmolLM2, left-padded.
+fn polarity_encoder<'a>(
+    tokenizer: &'a tokenizers::Tokenizer,
+    registry: &'a TaskRegistry,
+) -> PromptEncoder<'a> {
+    PromptEncoder::new(
+        tokenizer,
         "polarity",
-        spec,
+        registry.get("polarity").unwrap(),
         &smollm2_conventions(),
         PaddingSide::Left,
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn label_words_are_single_smollm2_tokens() {
+    let tokenizer = smollm2();
+    let registry = registry();
+    let encoder = polarity_encoder(&tokenizer, &registry);
     assert_eq!(encoder.label_word_ids(), &[13321, 1109]);
     // Every classification task must be usable with this decoder, or say which word is not.
     let mut failures = Vec::new();
@@ -66,19 +75,8 @@ fn label_words_are_single_smollm2_tokens() {
 #[test]
 fn decoder_prompt_round_trips_and_scores_the_last_token() {
     let tokenizer = smollm2();
-    let registry = TaskRegistry::from_file(
-        &trainer::data::dir::workspace_root().join("experiments/tasks.toml"),
-    )
-    .unwrap();
-    let spec = registry.get("polarity").unwrap();
-    let encoder = PromptEncoder::new(
-        &tokenizer,
-        "polarity",
-        spec,
-        &smollm2_conventions(),
-        PaddingSide::Left,
-    )
-    .unwrap();
+    let registry = registry();
+    let encoder = polarity_encoder(&tokenizer, &registry);
     let examples = vec![
         Example::new(
             vec![("sent_0".into(), "a gorgeous , witty film . ".into())],
@@ -122,18 +120,8 @@ fn packed_and_padded_forwards_agree_on_smollm2() {
     use trainer::optim::zo::directional_differences;
 
     let tokenizer = smollm2();
-    let registry = TaskRegistry::from_file(
-        &trainer::data::dir::workspace_root().join("experiments/tasks.toml"),
-    )
-    .unwrap();
-    let encoder = PromptEncoder::new(
-        &tokenizer,
-        "polarity",
-        registry.get("polarity").unwrap(),
-        &smollm2_conventions(),
-        PaddingSide::Left,
-    )
-    .unwrap();
+    let registry = registry();
+    let encoder = polarity_encoder(&tokenizer, &registry);
     let texts = [
         "dull",
         "a gorgeous , witty , seductive movie . ",

@@ -13,6 +13,16 @@ pub fn repro_line(line: &str) -> Output {
         .expect("the repro binary runs")
 }
 
+/// Fails with the command's stderr unless it exited successfully.
+pub fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "exit {:?}; stderr {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// Parses the last stdout line as JSON, failing with the full output otherwise.
 pub fn last_json(output: &Output) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
