@@ -1,5 +1,9 @@
 //! One step of each DP method against non-private backprop, with its peak memory.
 //!
+//! `infer` is one label-word forward (no gradient), `infer-padded` the same with packing off
+//! (`trainer::models::layers::with_padded_layout`); at these tiny shapes a forward's time is
+//! mostly the cost of dispatching its operations, so the two compare how many each layout runs.
+//!
 //! `cargo bench -p trainer --bench dp_vs_zo`: criterion times one step of DPZero, DP-ZOSO
 //! (proximal anchor), DP-ZOPO (1% random mask), DP-SGD by ghost clipping, DP-SGD by micro-batches
 //! and non-private backprop (AdamW) on the tiny RoBERTa, OPT and Llama (GQA) fixtures, batch 8 x
@@ -25,6 +29,7 @@ use trainer::device::device_memory_used;
 use trainer::device::{select, DeviceRequest};
 use trainer::model::LabelWordModel;
 use trainer::models::adapters::AdapterConfig;
+use trainer::models::layers::with_padded_layout;
 use trainer::models::load_model;
 use trainer::optim::adamw::{AdamW, AdamWSettings};
 use trainer::optim::dp_sgd::{dp_sgd_step, DpSgdClipping, DpSgdSettings};
@@ -33,7 +38,9 @@ use trainer::optim::zo::{settle, zo_step, ZoPrivacy, ZoStepSettings};
 use trainer::perturb::bench::{random_masks, synchronize};
 
 const MODELS: [&str; 3] = ["roberta_tiny", "opt_tiny", "llama_tiny_gqa_untied"];
-const METHODS: [&str; 10] = [
+const METHODS: [&str; 12] = [
+    "infer",
+    "infer-padded",
     "dpzero",
     "dpzero-lora",
     "dpzero-prefix",
@@ -99,6 +106,15 @@ impl Stepper<'_> {
             noise_std: 1.0,
         });
         match self.method {
+            "infer" => {
+                let _ = tch::no_grad(|| self.model.label_word_logits(self.batch)).expect("forward");
+            }
+            "infer-padded" => {
+                let _ = with_padded_layout(|| {
+                    tch::no_grad(|| self.model.label_word_logits(self.batch))
+                })
+                .expect("forward");
+            }
             "dpzero" | "dpzero-lora" | "dpzero-prefix" | "dp-zoso" | "dp-zopo" => {
                 let settings = ZoStepSettings {
                     zo_eps: 1e-3,
