@@ -833,29 +833,25 @@ pub fn plot_horizon(points: &[HorizonPoint], title: &str, path: &Path) -> Result
                 ))?;
                 y += 22;
             }
+            // The markers in words, grey, each after its marker (if any).
+            let note = |text: &str, x: i32, y: i32| {
+                legend.draw(&Text::new(
+                    text.to_string(),
+                    (x, y),
+                    text_style(TEXT, grey, HPos::Left),
+                ))
+            };
             y += 10;
             legend.draw(&PathElement::new(
                 vec![(20, y - 8), (20, y + 8)],
                 dark.stroke_width(2),
             ))?;
-            legend.draw(&Text::new(
-                "bar: 95% CI over seeds",
-                (40, y),
-                text_style(TEXT, grey, HPos::Left),
-            ))?;
+            note("bar: 95% CI over seeds", 40, y)?;
             y += 22;
             legend.draw(&Circle::new((20, y), 5, dark.stroke_width(2)))?;
-            legend.draw(&Text::new(
-                "one seed: no CI",
-                (40, y),
-                text_style(TEXT, grey, HPos::Left),
-            ))?;
+            note("one seed: no CI", 40, y)?;
             y += 22;
-            legend.draw(&Text::new(
-                "families set apart slightly at a T",
-                (8, y),
-                text_style(TEXT, grey, HPos::Left),
-            ))?;
+            note("families set apart slightly at a T", 8, y)?;
         }
         root.present()?;
     }

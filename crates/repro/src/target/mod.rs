@@ -657,3 +657,13 @@ pub fn run_paper_target(target: &str, args: TargetArgs) -> Result<()> {
     cells.private_records = args.private_records;
     run_target(target, &args, &preset_name, &mut cells)
 }
+
+/// An empty scratch folder `dpzo-<name>-<pid>` under the temporary directory, for the unit tests
+/// of the target modules.
+#[cfg(test)]
+pub(crate) fn test_scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dpzo-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -1262,8 +1262,7 @@ mod tests {
         pub(crate) use crate::target::spec::TEST_PRESET_P as PRESET_P;
 
         pub fn scratch(name: &str) -> PathBuf {
-            let dir = std::env::temp_dir().join(format!("dpzo-tune-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
+            let dir = crate::target::test_scratch(&format!("tune-{name}"));
             std::fs::create_dir_all(dir.join("experiments")).unwrap();
             dir
         }

@@ -343,19 +343,34 @@ impl TokenLayout {
         }
     }
 
-    /// [`TokenLayout::unpack`] of several row tensors at once (one scatter for all when packed),
-    /// e.g. the query, key and value projections.
-    pub fn unpack_all(&self, xs: &[&Tensor]) -> Result<Vec<Tensor>, TchError> {
-        match self {
-            TokenLayout::Unpadded | TokenLayout::Padded => {
-                Ok(xs.iter().map(|x| x.shallow_clone()).collect())
-            }
+    /// The query, key and value projections of the rows `x`, split into heads: `[B, heads, L,
+    /// d]` for the query and `[B, kv_heads, L, d]` for the key and value. When packed, the three
+    /// are laid back into `[B, L, ·]` by one scatter.
+    pub fn attention_heads(
+        &self,
+        x: &Tensor,
+        [query, key, value]: [&Linear; 3],
+        heads: i64,
+        kv_heads: i64,
+    ) -> Result<(Tensor, Tensor, Tensor), TchError> {
+        let (q, k, v) = (query.forward(x)?, key.forward(x)?, value.forward(x)?);
+        let (q, k, v) = match self {
+            TokenLayout::Unpadded | TokenLayout::Padded => (q, k, v),
             TokenLayout::Packed(rows) => {
-                let widths: Vec<i64> = xs.iter().map(|x| x.size()[1]).collect();
-                rows.unpack(&Tensor::f_cat(xs, 1)?)?
-                    .f_split_with_sizes(&widths, 2)
+                let widths = [q.size()[1], k.size()[1], v.size()[1]];
+                let all = rows.unpack(&Tensor::f_cat(&[&q, &k, &v], 1)?)?;
+                let [q, k, v]: [Tensor; 3] = all
+                    .f_split_with_sizes(widths, 2)?
+                    .try_into()
+                    .map_err(|_| TchError::Shape("q, k, v: split into other than 3".into()))?;
+                (q, k, v)
             }
-        }
+        };
+        Ok((
+            split_heads(&q, heads)?,
+            split_heads(&k, kv_heads)?,
+            split_heads(&v, kv_heads)?,
+        ))
     }
 
     /// Marks the layers run from here until the guard drops as running in this layout (for the

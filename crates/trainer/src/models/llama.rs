@@ -143,14 +143,13 @@ impl Llama {
         let group = heads / kv_heads;
         for layer in &self.layers {
             let normed = layer.input_layernorm.forward(&x)?;
-            let projected = layout.unpack_all(&[
-                &layer.q_proj.forward(&normed)?,
-                &layer.k_proj.forward(&normed)?,
-                &layer.v_proj.forward(&normed)?,
-            ])?;
-            let q = rotate(&split_heads(&projected[0], heads)?, &cos, &sin)?;
-            let k = rotate(&split_heads(&projected[1], kv_heads)?, &cos, &sin)?;
-            let v = split_heads(&projected[2], kv_heads)?;
+            let (q, k, v) = layout.attention_heads(
+                &normed,
+                [&layer.q_proj, &layer.k_proj, &layer.v_proj],
+                heads,
+                kv_heads,
+            )?;
+            let (q, k) = (rotate(&q, &cos, &sin)?, rotate(&k, &cos, &sin)?);
             let (k, v) = match &layer.prefix {
                 Some(prefix) => prefix.extend(&k, &v)?,
                 None => (k, v),

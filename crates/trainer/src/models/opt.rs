@@ -7,8 +7,8 @@
 use super::adapters::AttentionSite;
 use super::config::OptConfig;
 use super::layers::{
-    batch_dims, embedding, fused_attention, merge_heads, prefix_pattern, split_heads, LayerNorm,
-    Linear, ParamFactory, Prefix, TokenLayout,
+    batch_dims, embedding, fused_attention, merge_heads, prefix_pattern, LayerNorm, Linear,
+    ParamFactory, Prefix, TokenLayout,
 };
 use super::tape;
 use tch::{nn, Kind, TchError, Tensor};
@@ -157,13 +157,12 @@ impl Opt {
             } else {
                 x
             };
-            let project =
-                |proj: &Linear| split_heads(&layout.unpack(&proj.forward(&normed)?)?, heads);
-            let (q, k, v) = (
-                project(&layer.q_proj)?,
-                project(&layer.k_proj)?,
-                project(&layer.v_proj)?,
-            );
+            let (q, k, v) = layout.attention_heads(
+                &normed,
+                [&layer.q_proj, &layer.k_proj, &layer.v_proj],
+                heads,
+                heads,
+            )?;
             let (k, v) = match &layer.prefix {
                 Some(prefix) => prefix.extend(&k, &v)?,
                 None => (k, v),

@@ -5,8 +5,8 @@
 use super::adapters::AttentionSite;
 use super::config::RobertaConfig;
 use super::layers::{
-    batch_dims, embedding, fused_attention, merge_heads, prefix_pattern, split_heads, LayerNorm,
-    Linear, ParamFactory, Prefix, TokenLayout,
+    batch_dims, embedding, fused_attention, merge_heads, prefix_pattern, LayerNorm, Linear,
+    ParamFactory, Prefix, TokenLayout,
 };
 use super::tape;
 use tch::{nn, Kind, TchError, Tensor};
@@ -148,12 +148,12 @@ impl Roberta {
         let mask = prefix_pattern(mask, prefix.map_or(0, Prefix::len), b, l, x.device())?;
         let heads = self.config.num_attention_heads;
         for layer in &self.layers {
-            let project = |proj: &Linear| split_heads(&layout.unpack(&proj.forward(&x)?)?, heads);
-            let (q, k, v) = (
-                project(&layer.query)?,
-                project(&layer.key)?,
-                project(&layer.value)?,
-            );
+            let (q, k, v) = layout.attention_heads(
+                &x,
+                [&layer.query, &layer.key, &layer.value],
+                heads,
+                heads,
+            )?;
             let (k, v) = match &layer.prefix {
                 Some(prefix) => prefix.extend(&k, &v)?,
                 None => (k, v),
