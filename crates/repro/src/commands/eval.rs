@@ -71,6 +71,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         deviations: Vec::new(),
         inherit_tuning: None,
         tune_options: Default::default(),
+        extra_seeds: Vec::new(),
     };
     let cells = TrainerCells::new(
         &preset,

@@ -900,6 +900,7 @@ mod tests {
                 } else {
                     String::new()
                 },
+                sample: None,
             },
         }
     }

@@ -109,6 +109,9 @@ pub struct Claim {
     pub verdict: Verdict,
     /// The verdict in words.
     pub why: String,
+    /// Our paired per-seed differences (and per-example outcomes), from which the CI comes and
+    /// `precision.csv` projects other numbers of seeds.
+    pub sample: Option<super::stats::SeedSample>,
 }
 
 /// Per-seed differences `a − b` over the seeds both rows ran.
@@ -143,6 +146,7 @@ pub(super) fn test_claim(
         n_seeds: 0,
         verdict: Verdict::NotTestable,
         why: String::new(),
+        sample: None,
     };
     let (a, b) = match sides {
         (Some(a), Some(b)) => (a, b),
@@ -181,7 +185,9 @@ pub(super) fn test_claim(
         values: d.clone(),
         examples,
     };
-    match super::stats::interval(&sample) {
+    let interval = super::stats::interval(&sample);
+    c.sample = Some(sample);
+    match interval {
         Ok(Some(iv)) => {
             c.ci = Some((iv.low, iv.high));
             c.why = iv.method.describe();

@@ -9,6 +9,7 @@ pub mod filter;
 pub mod grid;
 pub mod integrity;
 pub mod plot;
+pub mod precision;
 pub mod record;
 pub mod spec;
 pub mod stats;
@@ -214,6 +215,15 @@ pub fn run_target(
     }
     for x in &spec.grid.exclude {
         println!("  - not run: {} x {}: {}", x.task, x.method, x.reason);
+    }
+    for x in &preset.extra_seeds {
+        let seeds: Vec<String> = x.seeds.iter().map(u64::to_string).collect();
+        println!(
+            "  - more seeds ({}) for {}: {}",
+            seeds.join(", "),
+            x.methods.join(", "),
+            x.reason
+        );
     }
     let dir = results_dir(&args.out, target, preset_name);
     let runs_dir = dir.join("runs");
@@ -565,7 +575,13 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
     }
     let paper = compare::read_paper_table(Path::new(&spec.meta.paper_table))?;
     compare::write_claims_csv(&spec.meta, &paper, &rows, &dir.join("claims.csv"))?;
-    let md = compare::render(&spec.meta, preset_name, preset, &model_run, &paper, &rows);
+    let claims = compare::claims(&spec.meta, &paper, &rows);
+    let tol = spec.meta.tolerance_points;
+    let precision = precision::precision(&claims, tol)?;
+    precision::write_csv(&precision, tol, &dir.join("precision.csv"))?;
+    let md = compare::render(&spec.meta, preset_name, preset, &model_run, &paper, &rows)
+        + "\n"
+        + &precision::render_markdown(&precision, tol);
     let comparison = dir.join("comparison.md");
     atomic_file::write(&comparison, md)
         .with_context(|| format!("writing {}", comparison.display()))?;
@@ -591,7 +607,7 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
     };
     plot::privacy_utility(&figure, &dir.join("privacy_utility.svg"))?;
     println!(
-        "wrote {}/{{summary.csv,comparison.md,privacy_utility.svg}} from {} records",
+        "wrote {}/{{summary.csv,claims.csv,precision.csv,comparison.md,privacy_utility.svg}} from {} records",
         dir.display(),
         records.len()
     );

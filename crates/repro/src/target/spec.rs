@@ -311,6 +311,33 @@ pub struct Grid {
     pub exclude: Vec<Exclusion>,
 }
 
+/// `[[preset.<p>.extra_seeds]]`: seeds beyond the preset's for some methods (at some ε), decided
+/// before their runs, e.g. where the claims' intervals need more seeds than the rest of the grid
+/// (`precision.csv`). Runs on them come after the preset's seeds of the same cell.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraSeeds {
+    pub methods: Vec<String>,
+    /// The ε they apply to; every ε of the preset when absent (non-private methods only then).
+    #[serde(default)]
+    pub epsilons: Option<Vec<f64>>,
+    pub seeds: Vec<u64>,
+    /// Why, printed with the deviations.
+    pub reason: String,
+}
+
+impl ExtraSeeds {
+    /// Whether these seeds apply to `method` at `epsilon`.
+    fn applies(&self, method: &str, epsilon: Option<f64>) -> bool {
+        self.methods.iter().any(|m| m == method)
+            && match (&self.epsilons, epsilon) {
+                (None, _) => true,
+                (Some(list), Some(e)) => list.iter().any(|x| (x - e).abs() < 1e-12),
+                (Some(_), None) => false,
+            }
+    }
+}
+
 /// A (task, method) pair the grid does not run, and the reason (a method not defined for the
 /// task, e.g. contextual calibration of a multiple-choice task).
 #[derive(Debug, Clone, Deserialize)]
@@ -355,6 +382,9 @@ pub struct Preset {
     /// How `--tune` forms its groups ([`TuneOptions`]).
     #[serde(default)]
     pub tune_options: TuneOptions,
+    /// More seeds for some methods ([`ExtraSeeds`]).
+    #[serde(default)]
+    pub extra_seeds: Vec<ExtraSeeds>,
 }
 
 /// One cell of the grid for one seed, with its merged settings.
@@ -469,6 +499,32 @@ impl Spec {
                 );
             }
         }
+        for x in &preset.extra_seeds {
+            let context = || format!("{}: [[preset.{preset_name}.extra_seeds]]", self.meta.target);
+            if let Some(m) = x.methods.iter().find(|m| !methods.contains(m)) {
+                bail!(
+                    "{}: method {m:?} is not in the preset's grid {methods:?}",
+                    context()
+                );
+            }
+            if let Some(e) = x
+                .epsilons
+                .iter()
+                .flatten()
+                .find(|e| !epsilons.iter().any(|g| (*g - **e).abs() < 1e-12))
+            {
+                bail!(
+                    "{}: epsilon {e} is not in the preset's grid {epsilons:?}",
+                    context()
+                );
+            }
+            if let Some(s) = x.seeds.iter().find(|s| seeds.contains(s)) {
+                bail!(
+                    "{}: seed {s} is already one of the preset's seeds {seeds:?}",
+                    context()
+                );
+            }
+        }
         let mut out = Vec::new();
         for task in tasks {
             for method in methods {
@@ -486,7 +542,12 @@ impl Spec {
                     epsilons.iter().map(|e| Some(*e)).collect()
                 };
                 for epsilon in eps_list {
-                    for &seed in seeds {
+                    let extra = preset
+                        .extra_seeds
+                        .iter()
+                        .filter(|x| x.applies(method, epsilon))
+                        .flat_map(|x| x.seeds.iter());
+                    for &seed in seeds.iter().chain(extra) {
                         let settings = self.settings(preset, method)?;
                         out.push(RunSpec {
                             target: self.meta.target.clone(),
@@ -863,6 +924,60 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("available"));
+    }
+
+    /// `extra_seeds` adds seeds to the named methods at the named ε only, after the preset's
+    /// seeds; a method, ε or seed it cannot mean is an error naming it.
+    #[test]
+    fn extra_seeds_add_runs_where_named_and_refuse_what_they_cannot_mean() {
+        let grid = r#"
+            [grid]
+            tasks = ["A"]
+            methods = ["zero-shot", "dpzero", "dp-zopo"]
+            epsilons = [2.0, 4.0]
+            seeds = [1, 2]
+        "#;
+        let with = |extra: &str| -> Result<Vec<RunSpec>> {
+            let text = test_meta("t") + grid + TEST_PRESET_P + extra;
+            let spec: Spec = toml::from_str(&text).unwrap();
+            spec.runs("p")
+        };
+        let runs = with(
+            r#"
+            [[preset.p.extra_seeds]]
+            methods = ["dpzero", "dp-zopo"]
+            epsilons = [4.0]
+            seeds = [3, 4]
+            reason = "claims"
+            "#,
+        )
+        .unwrap();
+        let seeds_of = |method: &str, eps: Option<f64>| -> Vec<u64> {
+            runs.iter()
+                .filter(|r| r.method == method && r.epsilon == eps)
+                .map(|r| r.seed)
+                .collect()
+        };
+        assert_eq!(seeds_of("dpzero", Some(4.0)), [1, 2, 3, 4]);
+        assert_eq!(seeds_of("dp-zopo", Some(4.0)), [1, 2, 3, 4]);
+        assert_eq!(seeds_of("dpzero", Some(2.0)), [1, 2]);
+        assert_eq!(seeds_of("zero-shot", None), [1, 2]);
+        assert_eq!(runs.len(), 2 + 4 * 2 + 2 * 2);
+        for (extra, names) in [
+            ("methods = [\"mezo\"]\nseeds = [3]", "\"mezo\""),
+            (
+                "methods = [\"dpzero\"]\nepsilons = [8.0]\nseeds = [3]",
+                "epsilon 8",
+            ),
+            ("methods = [\"dpzero\"]\nseeds = [2]", "seed 2"),
+        ] {
+            let err = with(&format!(
+                "[[preset.p.extra_seeds]]\n{extra}\nreason = \"r\"\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(names) && err.contains("extra_seeds"), "{err}");
+        }
     }
 
     #[test]
