@@ -8,6 +8,11 @@
 //! the band (each one-sided test at 2.5%), *outside ±tol* when it misses the band, *undetermined*
 //! otherwise.
 //!
+//! Each CI holds at 95% on its own; over a family of K claims some will miss by chance. Beside
+//! it we give the simultaneous (Bonferroni) interval of the family: each claim's interval at
+//! level 1 − 0.05/K from the same spread, so that all K hold together with probability at least
+//! 95%. The family is every claim of the file that has a CI.
+//!
 //! The projections use the variance components of the claim's own paired sample
 //! (`stats::Spread`): the half-width a 95% CI would have from n seeds on the same test set, the
 //! floor that the test set's size sets whatever the seeds, and the fewest seeds at which a CI
@@ -83,6 +88,10 @@ pub struct Precision<'a> {
     pub spread: Spread,
     /// Half-width of the claim's 95% CI.
     pub half_width: f64,
+    /// Half-width of its simultaneous interval over the family (Bonferroni, level 1 − 0.05/K).
+    pub family_half_width: f64,
+    /// K, the claims in the family.
+    pub family_size: usize,
     /// (seeds, projected half-width) for [`PROJECTED_SEEDS`].
     pub projected: Vec<(usize, f64)>,
     /// The half-width no number of seeds goes below (test-set sampling).
@@ -105,13 +114,12 @@ fn seeds_needed(spread: &Spread, floor_ok: bool, ok: impl Fn(f64) -> bool) -> Re
     Ok(SeedsNeeded::MoreThanPlanned)
 }
 
-/// The precision of every claim that has an interval (at least 2 paired seeds).
+/// The precision of every claim that has an interval (at least 2 paired seeds); these claims
+/// form the family of the simultaneous intervals.
 pub fn precision(claims: &[Claim], tol: f64) -> Result<Vec<Precision<'_>>> {
-    let mut out = Vec::new();
+    let mut with_ci = Vec::new();
     for claim in claims {
-        let (Some(sample), Some((low, high)), Some(delta)) =
-            (&claim.sample, claim.ci, claim.ours_delta)
-        else {
+        let (Some(sample), Some(_), Some(_)) = (&claim.sample, claim.ci, claim.ours_delta) else {
             continue;
         };
         // A sample whose per-example outcomes were unusable got the seed-only interval.
@@ -124,6 +132,15 @@ pub fn precision(claims: &[Claim], tol: f64) -> Result<Vec<Precision<'_>>> {
             })?
             .context("a claim with a CI has at least 2 seeds")?,
         };
+        with_ci.push((claim, spread));
+    }
+    let family_size = with_ci.len();
+    let family_level = 1.0 - (1.0 - stats::LEVEL) / family_size.max(1) as f64;
+    let mut out = Vec::new();
+    for (claim, spread) in with_ci {
+        let (Some((low, high)), Some(delta)) = (claim.ci, claim.ours_delta) else {
+            continue;
+        };
         let floor = spread.floor_half_width()?;
         let projected = PROJECTED_SEEDS
             .iter()
@@ -133,6 +150,8 @@ pub fn precision(claims: &[Claim], tol: f64) -> Result<Vec<Precision<'_>>> {
         out.push(Precision {
             claim,
             half_width: (high - low) / 2.0,
+            family_half_width: spread.half_width_at(family_level)?,
+            family_size,
             projected,
             floor,
             to_exclude_zero: seeds_needed(&spread, floor < size, |h| h < size)?,
@@ -168,6 +187,9 @@ pub fn write_csv(rows: &[Precision], tol: f64, path: &Path) -> Result<()> {
         "sd_example",
         "sd_residual",
         "half_width",
+        "family_size",
+        "ci_low_family",
+        "ci_high_family",
     ]
     .map(String::from)
     .to_vec();
@@ -207,6 +229,15 @@ pub fn write_csv(rows: &[Precision], tol: f64, path: &Path) -> Result<()> {
             sd(components.example),
             sd(components.residual),
             format!("{:.2}", p.half_width),
+            p.family_size.to_string(),
+            format!(
+                "{:.2}",
+                c.ours_delta.unwrap_or_default() - p.family_half_width
+            ),
+            format!(
+                "{:.2}",
+                c.ours_delta.unwrap_or_default() + p.family_half_width
+            ),
         ];
         record.extend(p.projected.iter().map(|(_, h)| format!("{h:.2}")));
         record.extend([
@@ -226,7 +257,7 @@ pub fn render_markdown(rows: &[Precision], tol: f64) -> String {
     let _ = writeln!(s, "## Precision: what more seeds would decide\n");
     let _ = writeln!(
         s,
-        "For each claim with a CI: its half-width now, the half-width projected to {} seeds on the same test set from the claim's own variance components (seed, test example, residual; `target/stats.rs`), the floor that the test set's size sets whatever the number of seeds, and the fewest seeds (up to {MAX_PLANNED_SEEDS}) at which a CI centred on our point estimate would exclude 0, or would lie within ±{tol}. These are planning figures: components estimated from a few seeds are uncertain, and the true difference is not our estimate. The last column is the equivalence reading (two one-sided tests at the CI's level): *within ±{tol}* when the whole 95% CI lies in the band, *outside* when it misses it, *undetermined* otherwise. For a claim of no effect it is stricter than the verdict rule above, which only asks the CI to meet the band. The same rows are in `precision.csv`.\n",
+        "For each claim with a CI: its half-width now, the half-width projected to {} seeds on the same test set from the claim's own variance components (seed, test example, residual; `target/stats.rs`), the floor that the test set's size sets whatever the number of seeds, and the fewest seeds (up to {MAX_PLANNED_SEEDS}) at which a CI centred on our point estimate would exclude 0, or would lie within ±{tol}. These are planning figures: components estimated from a few seeds are uncertain, and the true difference is not our estimate. The simultaneous CI holds for all the table's claims together at 95% (Bonferroni: each at 1 − 0.05/K, K the number of claims with a CI); a claim whose simultaneous CI still excludes 0 survives the number of claims tested. The last column is the equivalence reading (two one-sided tests at the CI's level): *within ±{tol}* when the whole 95% CI lies in the band, *outside* when it misses it, *undetermined* otherwise. For a claim of no effect it is stricter than the verdict rule above, which only asks the CI to meet the band. The same rows are in `precision.csv`.\n",
         PROJECTED_SEEDS.map(|n| n.to_string()).join(" and "),
     );
     if rows.is_empty() {
@@ -239,12 +270,13 @@ pub fn render_markdown(rows: &[Precision], tol: f64) -> String {
         .collect();
     let _ = writeln!(
         s,
-        "| claim | task | ε | ours Δ [95% CI], n | ± now | {} | floor | seeds to exclude 0 | seeds for ±{tol} | equivalence |",
+        "| claim | task | ε | ours Δ [95% CI], n | simultaneous CI (K = {}) | ± now | {} | floor | seeds to exclude 0 | seeds for ±{tol} | equivalence |",
+        rows[0].family_size,
         projected_head.join(" | ")
     );
     let _ = writeln!(
         s,
-        "|---|---|---|---|---|{}---|---|---|---|",
+        "|---|---|---|---|---|---|{}---|---|---|---|",
         "---|".repeat(PROJECTED_SEEDS.len())
     );
     for p in rows {
@@ -253,12 +285,14 @@ pub fn render_markdown(rows: &[Precision], tol: f64) -> String {
         let projected: Vec<String> = p.projected.iter().map(|(_, h)| format!("{h:.1}")).collect();
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {:+.1} [{low:+.1}, {high:+.1}], {} | {:.1} | {} | {:.1} | {} | {} | {} |",
+            "| {} | {} | {} | {:+.1} [{low:+.1}, {high:+.1}], {} | [{:+.1}, {:+.1}] | {:.1} | {} | {:.1} | {} | {} | {} |",
             c.claim,
             c.task,
             c.epsilon,
             c.ours_delta.unwrap_or_default(),
             c.n_seeds,
+            c.ours_delta.unwrap_or_default() - p.family_half_width,
+            c.ours_delta.unwrap_or_default() + p.family_half_width,
             p.half_width,
             projected.join(" | "),
             p.floor,
@@ -356,6 +390,26 @@ mod tests {
         assert_eq!(p[0].for_equivalence, SeedsNeeded::Seeds(7));
         assert_eq!(p[0].to_exclude_zero, SeedsNeeded::Never);
         assert_eq!(p[0].equivalence, Equivalence::Undetermined);
+    }
+
+    /// The simultaneous interval of a family of K claims is each claim's interval at level
+    /// 1 − 0.05/K: for K = 2 seed-only claims of 3 seeds, t(0.9875, 2) = 6.2053 (t table) in
+    /// place of t(0.975, 2) = 4.3027.
+    #[test]
+    fn family_intervals_are_bonferroni_over_the_claims_with_a_ci() {
+        let claims = vec![
+            claim(vec![-3.0, -4.0, -5.0], None),
+            claim(vec![1.0, 2.0, 3.0], None),
+        ];
+        let p = precision(&claims, 2.0).unwrap();
+        assert!(p.iter().all(|r| r.family_size == 2));
+        for r in &p {
+            let ratio = r.family_half_width / r.half_width;
+            assert!((ratio - 6.2053 / 4.3027).abs() < 1e-3, "{ratio}");
+        }
+        // One claim alone: its family interval is its own.
+        let one = precision(&claims[..1], 2.0).unwrap();
+        assert!((one[0].family_half_width - one[0].half_width).abs() < 1e-9);
     }
 
     #[test]

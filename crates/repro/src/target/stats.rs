@@ -83,11 +83,14 @@ fn sample_variance(xs: &[f64]) -> f64 {
     xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (xs.len() as f64 - 1.0)
 }
 
-/// t(0.975, df).
-fn t_quantile(df: f64) -> Result<f64> {
+/// t((1 + level)/2, df): the quantile of a two-sided interval at `level`.
+fn t_quantile(df: f64, level: f64) -> Result<f64> {
+    if !(level > 0.0 && level < 1.0) {
+        bail!("confidence level {level}: must lie strictly between 0 and 1");
+    }
     let t = StudentsT::new(0.0, 1.0, df)
         .map_err(|e| anyhow::anyhow!("Student t with {df} degrees of freedom: {e}"))?;
-    Ok(t.inverse_cdf(0.5 + LEVEL / 2.0))
+    Ok(t.inverse_cdf(0.5 + level / 2.0))
 }
 
 /// What an interval is computed from: the spread of the statistic over seeds (and test
@@ -170,14 +173,19 @@ impl Spread {
         }
     }
 
-    /// Half-width of the 95% interval (points). Seed-only: t(0.975, n − 1) · s / √n. Crossed:
-    /// t(0.975, df) · √V with V = (MS_seeds + MS_examples − MS_residual)/(nm), df by
+    /// Half-width of the 95% interval (points); [`Spread::half_width_at`] at [`LEVEL`].
+    pub fn half_width(&self) -> Result<f64> {
+        self.half_width_at(LEVEL)
+    }
+
+    /// Half-width of the interval at `level` (points), t the quantile (1 + level)/2. Seed-only:
+    /// t(n − 1) · s / √n. Crossed: t(df) · √V with V = (MS_seeds + MS_examples − MS_residual)/(nm), df by
     /// Welch–Satterthwaite; when MS_examples ≤ MS_residual the test-set part is taken as zero,
     /// which leaves the seed-only interval (MS_seeds/(nm) is s²/n of the per-seed values).
-    pub fn half_width(&self) -> Result<f64> {
+    pub fn half_width_at(&self, level: f64) -> Result<f64> {
         match *self {
             Spread::SeedsOnly { n, variance } => {
-                Ok(t_quantile((n - 1) as f64)? * (variance / n as f64).sqrt())
+                Ok(t_quantile((n - 1) as f64, level)? * (variance / n as f64).sqrt())
             }
             Spread::Crossed {
                 n,
@@ -188,7 +196,7 @@ impl Spread {
             } => {
                 let (nf, mf) = (n as f64, m as f64);
                 if ms_examples <= ms_residual {
-                    return Ok(t_quantile(nf - 1.0)? * (ms_seeds / (nf * mf)).sqrt());
+                    return Ok(t_quantile(nf - 1.0, level)? * (ms_seeds / (nf * mf)).sqrt());
                 }
                 let (seed_part, example_part) = (
                     ms_seeds / (nf * mf),
@@ -202,7 +210,7 @@ impl Spread {
                     / (term(seed_part, nf - 1.0)
                         + term(ms_examples / (nf * mf), mf - 1.0)
                         + term(ms_residual / (nf * mf), (nf - 1.0) * (mf - 1.0)));
-                Ok(t_quantile(df)? * variance.sqrt())
+                Ok(t_quantile(df, level)? * variance.sqrt())
             }
         }
     }
@@ -215,7 +223,7 @@ impl Spread {
             Spread::SeedsOnly { .. } => Ok(0.0),
             Spread::Crossed { m, .. } => {
                 let example = self.components().example.unwrap_or(0.0).max(0.0);
-                Ok(t_quantile(m as f64 - 1.0)? * (example / m as f64).sqrt())
+                Ok(t_quantile(m as f64 - 1.0, LEVEL)? * (example / m as f64).sqrt())
             }
         }
     }
