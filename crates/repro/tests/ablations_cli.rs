@@ -130,9 +130,26 @@ fn calibrated_zero_shot_against_zero_shot_end_to_end() {
     assert!(std::fs::read_to_string(dir.join("ablations.svg"))
         .unwrap()
         .contains("<svg"));
-    assert!(std::fs::read_to_string(dir.join("ablations.md"))
-        .unwrap()
-        .contains("| calibrated | zero-shot | SST-2 |"));
+    let md = std::fs::read_to_string(dir.join("ablations.md")).unwrap();
+    assert!(md.contains("| calibrated | zero-shot | SST-2 |"), "{md}");
+    // The same comparison's precision: one row, its CI as in ablations.csv, a family of one.
+    let precision = std::fs::read_to_string(dir.join("precision.csv")).unwrap();
+    let mut reader = csv::Reader::from_reader(precision.as_bytes());
+    let headers = reader.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 1, "{precision}");
+    let col = |name: &str| -> String {
+        rows[0][headers.iter().position(|h| h == name).unwrap()].to_string()
+    };
+    assert_eq!(col("claim"), "calibrated - zero-shot");
+    assert_eq!(col("family_size"), "1");
+    assert_eq!(col("ci_low_family"), col("ci_low"));
+    let low: f64 = col("ci_low").parse().unwrap();
+    assert!((low - lo).abs() < 0.011, "{precision}");
+    assert!(
+        md.contains("## Precision: what more seeds would decide"),
+        "{md}"
+    );
     std::fs::remove_dir_all(&out).unwrap();
 }
 

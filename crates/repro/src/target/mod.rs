@@ -545,13 +545,19 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
         let methods = ablation::methods_of(spec, preset_name)?;
         let comparisons = ablation::comparisons(spec, methods, &rows);
         ablation::write_csv(&comparisons, &dir.join("ablations.csv"))?;
-        let md = ablation::render_markdown(spec, preset_name, &comparisons);
+        let claims: Vec<compare::Claim> = comparisons.iter().map(|r| r.claim.clone()).collect();
+        let tol = spec.meta.tolerance_points;
+        let precision = precision::precision(&claims, tol)?;
+        precision::write_csv(&precision, tol, &dir.join("precision.csv"))?;
+        let md = ablation::render_markdown(spec, preset_name, &comparisons)
+            + "\n"
+            + &precision::render_markdown(&precision, tol);
         atomic_file::write(dir.join("ablations.md"), md)
             .with_context(|| format!("writing {}", dir.join("ablations.md").display()))?;
         let title = format!("{} — {preset_name} preset, {model_run}", spec.meta.title);
         ablation::plot(&comparisons, &title, &dir.join("ablations.svg"))?;
         println!(
-            "wrote {}/{{summary.csv,ablations.csv,ablations.md,ablations.svg}} from {} records",
+            "wrote {}/{{summary.csv,ablations.csv,precision.csv,ablations.md,ablations.svg}} from {} records",
             dir.display(),
             records.len()
         );
