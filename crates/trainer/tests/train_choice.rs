@@ -152,6 +152,25 @@ fn every_method_trains_and_evaluates_a_multiple_choice_task() {
         let test = record.test.as_ref().unwrap();
         assert_eq!(test.examples, 12, "{what}: one outcome per example");
         assert_eq!(test.correct.as_ref().unwrap().len(), 12, "{what}");
+        // The gold labels are the test set's, in order; `correct` is where the prediction
+        // equals it.
+        let gold: String = ChoiceTask::new(12, 3, model.vocab_size().unwrap())
+            .examples
+            .iter()
+            .map(|e| char::from_digit(e.1 as u32, 36).unwrap())
+            .collect();
+        assert_eq!(test.gold.as_deref(), Some(gold.as_str()), "{what}");
+        let predicted = test.predicted.as_ref().unwrap();
+        assert_eq!(predicted.len(), 12, "{what}");
+        assert!(predicted.chars().all(|c| c == '0' || c == '1'), "{what}");
+        let agrees = test
+            .correct
+            .as_ref()
+            .unwrap()
+            .chars()
+            .zip(predicted.chars().zip(gold.chars()))
+            .all(|(c, (p, g))| (c == '1') == (p == g));
+        assert!(agrees, "{what}: {predicted} vs {gold}");
         assert_eq!(record.final_dev.as_ref().unwrap().examples, 10, "{what}");
         assert!(test.loss.is_finite(), "{what}");
         let changed = snapshot(&model) != initial;

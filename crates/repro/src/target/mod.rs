@@ -8,6 +8,7 @@ pub mod compare;
 pub mod filter;
 pub mod grid;
 pub mod integrity;
+pub mod labels;
 pub mod plot;
 pub mod precision;
 pub mod record;
@@ -539,6 +540,9 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
             "wrote {} ({timed} timed cells)",
             dir.join("timing.csv").display()
         );
+    }
+    if labels::write_csv(&labels::label_rows(&records)?, &dir.join("labels.csv"))? {
+        println!("wrote {}", dir.join("labels.csv").display());
     }
     if !spec.variant.is_empty() {
         // An ablation spec: each variant against its reference, no paper claims.

@@ -51,9 +51,9 @@ pub fn evaluate<B: ExampleBatch>(
     evaluate_keeping_logits(model, batches).map(|(mean, correct, total, _)| (mean, correct, total))
 }
 
-/// Mean loss and whether each example's argmax prediction is correct, in batch order (forward
-/// only). The per-example outcomes let a comparison resample the test set (a bootstrap over
-/// examples) without rerunning the model.
+/// Mean loss and each example's predicted and gold label (score columns), in batch order
+/// (forward only). The per-example outcomes let a comparison resample the test set (a bootstrap
+/// over examples) without rerunning the model, and show which labels a method predicts.
 ///
 /// With `log_prior` (log p_cf of [`super::calibration::content_free_log_prior`]) the scores are
 /// the contextually calibrated log-probabilities, so loss and predictions are the calibrated
@@ -62,17 +62,34 @@ pub fn evaluate_per_example<B: ExampleBatch>(
     model: &dyn LabelWordModel,
     batches: &[B],
     log_prior: Option<&Tensor>,
-) -> Result<(f64, Vec<bool>)> {
+) -> Result<(f64, Vec<Outcome>)> {
     let (mean, _, _, logits) = evaluate_scored(model, batches, log_prior)?;
-    let mut correct = Vec::new();
+    let mut outcomes = Vec::new();
     for (batch, logits) in batches.iter().zip(&logits) {
-        let hits = logits
-            .f_argmax(-1, false)?
-            .f_eq_tensor(batch.labels())?
-            .f_to_device(tch::Device::Cpu)?;
-        correct.extend(Vec::<bool>::try_from(hits)?);
+        let predicted =
+            Vec::<i64>::try_from(logits.f_argmax(-1, false)?.f_to_device(tch::Device::Cpu)?)?;
+        let gold = Vec::<i64>::try_from(batch.labels().f_to_device(tch::Device::Cpu)?)?;
+        outcomes.extend(
+            predicted
+                .into_iter()
+                .zip(gold)
+                .map(|(predicted, gold)| Outcome { predicted, gold }),
+        );
     }
-    Ok((mean, correct))
+    Ok((mean, outcomes))
+}
+
+/// One example's evaluation: the predicted label (the argmax score column) and the gold one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outcome {
+    pub predicted: i64,
+    pub gold: i64,
+}
+
+impl Outcome {
+    pub fn correct(self) -> bool {
+        self.predicted == self.gold
+    }
 }
 
 /// [`evaluate`], also returning each batch's `[B, n]` scores (label-word logits or candidate

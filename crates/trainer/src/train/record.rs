@@ -45,18 +45,75 @@ pub struct EvalMetric {
     /// comparison can resample the test set; absent in records written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correct: Option<String>,
+    /// The predicted label of each example (its score column: label word or candidate), in
+    /// evaluation order, one base-36 digit per example (`0`–`9`, then `a`–`z`). Final evaluations
+    /// carry it, so label shares and per-label recall can be read without the data; absent in
+    /// records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted: Option<String>,
+    /// The gold label of each example, encoded as `predicted`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gold: Option<String>,
 }
 
+/// Labels a record's `predicted` / `gold` strings can encode (one base-36 digit each).
+pub const MAX_ENCODED_LABELS: i64 = 36;
+
 impl EvalMetric {
-    /// Encodes per-example outcomes as the `correct` string.
-    pub fn encode_correctness(correct: &[bool]) -> String {
-        correct.iter().map(|&c| if c { '1' } else { '0' }).collect()
+    /// The metric of per-example `outcomes` (the accuracy, `correct`, `predicted` and `gold`).
+    ///
+    /// # Errors
+    /// A label outside `0..MAX_ENCODED_LABELS`.
+    pub fn from_outcomes(
+        step: u64,
+        loss: f64,
+        outcomes: &[crate::optim::loss::Outcome],
+    ) -> std::result::Result<Option<Self>, String> {
+        if outcomes.is_empty() {
+            return Ok(None);
+        }
+        let digit = |label: i64| -> std::result::Result<char, String> {
+            u32::try_from(label)
+                .ok()
+                .filter(|&l| i64::from(l) < MAX_ENCODED_LABELS)
+                .and_then(|l| char::from_digit(l, MAX_ENCODED_LABELS as u32))
+                .ok_or_else(|| {
+                    format!("label {label}: a record encodes labels 0..{MAX_ENCODED_LABELS} only")
+                })
+        };
+        let hits = outcomes.iter().filter(|o| o.correct()).count();
+        Ok(Some(EvalMetric {
+            step,
+            loss,
+            accuracy: hits as f64 / outcomes.len() as f64,
+            examples: outcomes.len(),
+            correct: Some(
+                outcomes
+                    .iter()
+                    .map(|o| if o.correct() { '1' } else { '0' })
+                    .collect(),
+            ),
+            predicted: Some(
+                outcomes
+                    .iter()
+                    .map(|o| digit(o.predicted))
+                    .collect::<std::result::Result<_, _>>()?,
+            ),
+            gold: Some(
+                outcomes
+                    .iter()
+                    .map(|o| digit(o.gold))
+                    .collect::<std::result::Result<_, _>>()?,
+            ),
+        }))
     }
 
     /// The same metric without per-example outcomes (for the dev history during training).
     pub fn without_examples(self) -> Self {
         Self {
             correct: None,
+            predicted: None,
+            gold: None,
             ..self
         }
     }
@@ -273,5 +330,48 @@ impl RunRecord {
             reason: e.to_string(),
         })?;
         super::checkpoint::write_atomically(path, text.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::loss::Outcome;
+
+    fn outcome(predicted: i64, gold: i64) -> Outcome {
+        Outcome { predicted, gold }
+    }
+
+    #[test]
+    fn outcomes_encode_as_one_digit_per_example() {
+        let metric = EvalMetric::from_outcomes(
+            7,
+            0.5,
+            &[
+                outcome(1, 1),
+                outcome(0, 1),
+                outcome(11, 11),
+                outcome(35, 2),
+            ],
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(metric.step, 7);
+        assert_eq!(metric.examples, 4);
+        assert!((metric.accuracy - 0.5).abs() < 1e-12);
+        assert_eq!(metric.correct.as_deref(), Some("1010"));
+        assert_eq!(metric.predicted.as_deref(), Some("10bz"));
+        assert_eq!(metric.gold.as_deref(), Some("11b2"));
+        let bare = metric.without_examples();
+        assert!(bare.correct.is_none() && bare.predicted.is_none() && bare.gold.is_none());
+        assert!(EvalMetric::from_outcomes(0, 0.0, &[]).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_label_a_record_cannot_encode_is_an_error_naming_it() {
+        for label in [36, -1] {
+            let err = EvalMetric::from_outcomes(0, 0.0, &[outcome(label, 0)]).unwrap_err();
+            assert!(err.contains(&format!("label {label}")), "{err}");
+        }
     }
 }

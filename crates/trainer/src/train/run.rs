@@ -243,19 +243,9 @@ fn evaluate<B: ExampleBatch>(
     step: u64,
     log_prior: Option<&Tensor>,
 ) -> Result<Option<EvalMetric>> {
-    let (loss, correct) = loss::evaluate_per_example(model, batches, log_prior)?;
-    let total = correct.len();
-    if total == 0 {
-        return Ok(None);
-    }
-    let hits = correct.iter().filter(|&&c| c).count();
-    Ok(Some(EvalMetric {
-        step,
-        loss,
-        accuracy: hits as f64 / total as f64,
-        examples: total,
-        correct: Some(EvalMetric::encode_correctness(&correct)),
-    }))
+    let (loss, outcomes) = loss::evaluate_per_example(model, batches, log_prior)?;
+    EvalMetric::from_outcomes(step, loss, &outcomes)
+        .map_err(|e| invalid("evaluation", e, "labels a record can encode"))
 }
 
 /// Fields that may change between a checkpoint and its resume.
