@@ -121,6 +121,48 @@ fn two_workers_on_one_grid_write_one_record_per_cell_and_run_each_cell_once() {
     let _ = std::fs::remove_dir_all(&out);
 }
 
+/// Cells run one after another in one process (each a duplicate of the checkpoint read once)
+/// equal the same cells run each in a process of its own: the same per-step log, test loss and
+/// per-example outcomes. A model left trained by the first cell would change the second's.
+#[test]
+fn cells_run_in_one_process_equal_cells_run_alone() {
+    let together = scratch("together");
+    let output = grid_command(&together, &["--device", "cpu", "--methods", "dpzero"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let alone = scratch("alone");
+    for seed in ["13", "21"] {
+        let output = grid_command(
+            &alone,
+            &["--device", "cpu", "--methods", "dpzero", "--seeds", seed],
+        )
+        .output()
+        .unwrap();
+        assert!(output.status.success(), "{}", text(&output));
+    }
+    let read = |dir: &Path, stem: &str| -> serde_json::Value {
+        let path = dir.join(format!("table2/tiny/runs/{stem}.json"));
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    };
+    for stem in STEMS.iter().filter(|s| s.contains("dpzero")) {
+        let (a, b) = (read(&together, stem), read(&alone, stem));
+        for field in [
+            "/trainer/steps_sidecar/sha256",
+            "/trainer/test/loss",
+            "/trainer/test/correct",
+            "/trainer/test/predicted",
+            "/dev_accuracy",
+        ] {
+            let value = a.pointer(field);
+            assert!(value.is_some(), "{stem}: no {field}");
+            assert_eq!(value, b.pointer(field), "{stem}: {field}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&together);
+    let _ = std::fs::remove_dir_all(&alone);
+}
+
 /// The stems a `--dry-run` lists.
 fn dry_run(extra: &[&str]) -> Vec<String> {
     let out = scratch("dry");

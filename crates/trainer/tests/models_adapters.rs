@@ -96,6 +96,50 @@ fn lora_with_zero_b_gives_exactly_the_base_logits() {
     }
 }
 
+/// A duplicate is the loaded model again, bit for bit, in storage of its own: same variables and
+/// logits, and moving its weights leaves the original as loaded. A model carrying an adapter is
+/// not duplicated.
+#[test]
+fn a_duplicate_is_the_loaded_model_in_storage_of_its_own() {
+    for name in FAMILIES {
+        let original = load(name);
+        let copy = original.duplicate(Device::Cpu).unwrap();
+        let (before, copied) = (all_variables(&original), all_variables(&copy));
+        assert_eq!(
+            before.keys().collect::<Vec<_>>(),
+            copied.keys().collect::<Vec<_>>(),
+            "{name}"
+        );
+        for (n, t) in &before {
+            assert!(t.equal(&copied[n]), "{name}: {n} differs");
+            assert_eq!(t.kind(), copied[n].kind(), "{name}: {n}");
+        }
+        let (ids, mask) = padded_inputs(name);
+        let logits = original.full_logits(&ids, &mask).unwrap();
+        assert!(
+            copy.full_logits(&ids, &mask).unwrap().equal(&logits),
+            "{name}"
+        );
+        tch::no_grad(|| {
+            for (_, t) in copy.var_store().variables() {
+                let _ = t.shallow_clone().fill_(0.5);
+            }
+        });
+        for (n, t) in all_variables(&original) {
+            assert!(
+                t.equal(&before[&n]),
+                "{name}: the copy's storage is the original's ({n})"
+            );
+        }
+        let mut adapted = load(name);
+        adapted
+            .attach_adapter(&AdapterConfig::dpzero_lora(), 3)
+            .unwrap();
+        let err = adapted.duplicate(Device::Cpu).err().expect("refused");
+        assert!(err.to_string().contains("adapter"), "{name}: {err}");
+    }
+}
+
 /// A Llama prefix taken from the activations of tokens s equals, on a causal model, prepending s
 /// to the input: the keys and values of s at every layer do not depend on later tokens, and
 /// the real tokens are rotated from position P as after P cached positions.

@@ -70,6 +70,10 @@ pub struct TrainerCells {
     stand_ins: std::collections::BTreeMap<String, String>,
     /// Records without the non-private diagnostics (`--private-records`).
     pub private_records: bool,
+    /// The checkpoint as read, on the CPU, in the dtype last asked for: each cell's model is a
+    /// duplicate of it (`Model::duplicate`, bit for bit), so a grid reads and converts the
+    /// checkpoint once per process instead of once per cell.
+    loaded: std::cell::RefCell<Option<models::Model>>,
 }
 
 impl TrainerCells {
@@ -159,6 +163,7 @@ impl TrainerCells {
             padding,
             stand_ins: preset.stand_ins.clone(),
             private_records: false,
+            loaded: std::cell::RefCell::new(None),
         })
     }
 
@@ -247,12 +252,25 @@ impl TrainerCells {
         Ok(TaskEncoder::Labels(Box::new(encoder)))
     }
 
+    /// A fresh model in `kind` on this runner's device: a duplicate of the checkpoint as read
+    /// (read once per dtype, kept on the CPU).
     fn load_model(&self, kind: tch::Kind) -> Result<models::Model> {
         let path = match &self.source {
             ModelSource::HfDir(p) | ModelSource::Gguf(p) => p,
         };
-        models::load_model(path, kind, self.device)
-            .map_err(|e| anyhow!("loading {}: {e}", path.display()))
+        let mut loaded = self.loaded.borrow_mut();
+        if loaded.as_ref().is_none_or(|m| m.kind() != kind) {
+            // The previous dtype's copy goes before the next is read.
+            *loaded = None;
+            *loaded = Some(
+                models::load_model(path, kind, tch::Device::Cpu)
+                    .map_err(|e| anyhow!("loading {}: {e}", path.display()))?,
+            );
+        }
+        let pristine = loaded.as_ref().context("a model was just loaded")?;
+        pristine
+            .duplicate(self.device)
+            .map_err(|e| anyhow!("copying {} to {:?}: {e}", path.display(), self.device))
     }
 
     /// The registry name of a paper task (`SST-5` → `sst-5`), matched case-insensitively.

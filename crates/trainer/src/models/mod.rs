@@ -106,6 +106,34 @@ impl Model {
         Ok(model)
     }
 
+    /// A new model with this one's configuration and a copy of its weights on `device`, in the
+    /// same dtype and bit for bit: what loading the same checkpoint again would give, without
+    /// reading and converting it again (a grid of cells keeps one host copy and duplicates it for
+    /// each cell). The copy shares no storage with this model.
+    ///
+    /// # Errors
+    /// A model carrying an adapter: duplicate the base model, then attach to the copy.
+    pub fn duplicate(&self, device: Device) -> Result<Self> {
+        if let Some(adapter) = &self.adapter {
+            return Err(ModelError::BadInput(format!(
+                "duplicate: the model carries an adapter ({adapter:?}); duplicate the base model \
+                 and attach the adapter to the copy"
+            )));
+        }
+        let copy = Self::build(&self.config, self.kind(), device, ParamInit::ForLoading)?;
+        let source = self.var_store.variables();
+        tch::no_grad(|| -> Result<()> {
+            for (name, mut target) in copy.var_store.variables() {
+                let from = source.get(&name).ok_or_else(|| {
+                    ModelError::BadInput(format!("duplicate: the source has no variable {name}"))
+                })?;
+                target.f_copy_(from)?;
+            }
+            Ok(())
+        })?;
+        Ok(copy)
+    }
+
     /// The parsed configuration.
     pub fn config(&self) -> &ModelConfig {
         &self.config
