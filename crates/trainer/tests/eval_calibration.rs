@@ -154,8 +154,33 @@ fn check(name: &str) {
         .map(|(row, &l)| row[l as usize].ln())
         .sum::<f64>()
         / p.len() as f64;
-    assert!((plain.test.unwrap().loss - raw).abs() < 1e-5, "{name}");
-    assert!(plain.calibration.is_none());
+    assert!(
+        (plain.test.as_ref().unwrap().loss - raw).abs() < 1e-5,
+        "{name}"
+    );
+    assert!(plain.calibration.is_none() && plain.test_calibrated.is_none());
+
+    // Zero-shot given the content-free inputs keeps its raw test evaluation and adds the
+    // calibrated one: exactly calibrated zero-shot's test evaluation.
+    let inputs = vec!["row 0".to_string(), "row 1".to_string()];
+    let both = run_training_with(
+        &mut model,
+        &config(Method::ZeroShot),
+        &mut NoTraining,
+        &[],
+        std::slice::from_ref(&test),
+        Some(ContentFree {
+            inputs: &inputs,
+            batch: &content_free,
+        }),
+        &RunOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(both.test, plain.test, "{name}");
+    let calibrated_test = calibrated(&mut model, &[], std::slice::from_ref(&test), &content_free);
+    assert_eq!(both.test_calibrated, calibrated_test.test, "{name}");
+    assert_eq!(both.calibration, calibrated_test.calibration, "{name}");
+    assert!(calibrated_test.test_calibrated.is_none(), "{name}");
 }
 
 #[test]
@@ -174,7 +199,7 @@ fn calibrated_zero_shot_llama() {
 }
 
 #[test]
-fn calibration_needs_its_method_and_matching_label_words() {
+fn calibration_needs_content_free_inputs_with_matching_label_words() {
     let name = "opt_tiny";
     let mut model = load_model(&fixture(name), Kind::Float, Device::Cpu).unwrap();
     let test = padded_batch(name);
@@ -197,9 +222,8 @@ fn calibration_needs_its_method_and_matching_label_words() {
         .to_string()
     };
     assert!(run(Method::ZeroShotCalibrated, None).contains("content-free"));
-    let cf = rows(&test, &[0]);
-    assert!(run(Method::ZeroShot, Some(&cf)).contains("only calibrated zero-shot"));
     let mut other = rows(&test, &[0]);
     other.label_word_ids = Tensor::from_slice(&[1i64, 2]);
     assert!(run(Method::ZeroShotCalibrated, Some(&other)).contains("label words"));
+    assert!(run(Method::ZeroShot, Some(&other)).contains("label words"));
 }

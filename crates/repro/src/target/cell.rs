@@ -709,13 +709,18 @@ impl CellRunner for TrainerCells {
         let test_ex = encoder.encode_all(&cap(splits.test.clone(), data_settings.max_test)?)?;
         let dev = encoder.eval_batches(&dev_ex, data_settings.eval_batch_size, self.device)?;
         let test = encoder.eval_batches(&test_ex, data_settings.eval_batch_size, self.device)?;
-        // Calibrated zero-shot: the task's prompt with every text field replaced by each
-        // content-free string (trainer::optim::calibration), one row each.
+        // Contextual calibration's inputs: the task's prompt with every text field replaced by
+        // each content-free string (trainer::optim::calibration), one row each. Every method of
+        // a label-word task gets them: calibrated zero-shot evaluates with them, the others add
+        // a calibrated test evaluation (`trainer.test_calibrated`).
         let content_free_inputs: Vec<String> = CONTENT_FREE_INPUTS.map(String::from).to_vec();
         let content_free = match (train_config.method, &encoder) {
-            (train::Method::ZeroShotCalibrated, TaskEncoder::Labels(encoder)) => Some(
-                content_free_batch(encoder, &splits.test, &content_free_inputs, self.device)?,
-            ),
+            (_, TaskEncoder::Labels(encoder)) => Some(content_free_batch(
+                encoder,
+                &splits.test,
+                &content_free_inputs,
+                self.device,
+            )?),
             (train::Method::ZeroShotCalibrated, TaskEncoder::Choice(_)) => bail!(
                 "{}: calibrated zero-shot is defined for label-word classification, not for the \
                  multiple-choice task {task_name} (its candidates share no label prior to \

@@ -2,6 +2,7 @@
 //! with the paper and plot. `check` re-renders the comparison from the records without running.
 
 pub mod ablation;
+pub mod calibrated;
 #[cfg(feature = "torch")]
 pub mod cell;
 pub mod compare;
@@ -543,6 +544,9 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
     }
     if labels::write_csv(&labels::label_rows(&records)?, &dir.join("labels.csv"))? {
         println!("wrote {}", dir.join("labels.csv").display());
+    }
+    if calibrated::write_csv(&calibrated::rows(&records)?, &dir.join("calibrated.csv"))? {
+        println!("wrote {}", dir.join("calibrated.csv").display());
     }
     if !spec.variant.is_empty() {
         // An ablation spec: each variant against its reference, no paper claims.

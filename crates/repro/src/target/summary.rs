@@ -127,7 +127,16 @@ pub fn write_csv(rows: &[SummaryRow], path: &Path) -> Result<()> {
 /// Per-example outcomes of a record's final test evaluation (`trainer.test.correct`, a string of
 /// `0`/`1` written by the trainer); `None` when the record predates them or holds anything else.
 pub fn test_outcomes(r: &CellRecord) -> Option<Vec<i8>> {
-    let text = r.trainer.pointer("/test/correct")?.as_str()?;
+    outcomes_of(r, "test")
+}
+
+/// Per-example outcomes of the record's evaluation `trainer.<evaluation>` (`test`,
+/// `test_calibrated`), as [`test_outcomes`].
+pub fn outcomes_of(r: &CellRecord, evaluation: &str) -> Option<Vec<i8>> {
+    let text = r
+        .trainer
+        .pointer(&format!("/{evaluation}/correct"))?
+        .as_str()?;
     text.chars()
         .map(|c| match c {
             '1' => Some(1),

@@ -288,6 +288,11 @@ pub struct RunRecord {
     pub final_dev: Option<EvalMetric>,
     /// Test accuracy of the final iterate (what the paper reports).
     pub test: Option<EvalMetric>,
+    /// The same final iterate on test, contextually calibrated (`calibration`): for every method
+    /// but calibrated zero-shot, whose `test` already is, when the run was given content-free
+    /// inputs. Absent in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_calibrated: Option<EvalMetric>,
     /// Privacy ledger.
     pub ledger: PrivacyLedger,
     /// Step of the checkpoint this run was resumed from, if any.
@@ -298,7 +303,8 @@ pub struct RunRecord {
     /// the field existed all carry them.
     #[serde(default = "carries_nonprivate_diagnostics")]
     pub nonprivate_diagnostics: bool,
-    /// The contextual calibration the final evaluations used (calibrated zero-shot only).
+    /// The contextual calibration: of the final evaluations (calibrated zero-shot) or of
+    /// `test_calibrated` (the other methods).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<crate::optim::calibration::Calibration>,
     /// Where this process's wall time went (absent in records written before it existed).

@@ -543,12 +543,13 @@ fn same_label_words(a: &dyn ExampleBatch, b: &Batch) -> Result<bool> {
         .f_equal(&b.label_word_ids.f_to_device(device)?)?)
 }
 
-/// [`run_training`] with the content-free batch that `Method::ZeroShotCalibrated` needs (and
-/// every other method refuses): the final dev and test evaluations are then calibrated.
+/// [`run_training`] with a content-free batch: `Method::ZeroShotCalibrated` needs it, and its
+/// final dev and test evaluations are then calibrated; any other method evaluates the trained
+/// model on test a second time, calibrated, into `test_calibrated`.
 ///
 /// # Errors
-/// As [`run_training`]; also a calibrated method without `content_free`, another method with
-/// it, or content-free label words that differ from the evaluated batches'.
+/// As [`run_training`]; also a calibrated method without `content_free`, or content-free label
+/// words that differ from the evaluated batches' (a multiple-choice task has none).
 #[allow(clippy::too_many_arguments)]
 pub fn run_training_with<B: ExampleBatch>(
     model: &mut dyn LabelWordModel,
@@ -913,9 +914,12 @@ pub fn run_training_with<B: ExampleBatch>(
         timed(&mut seconds.checkpoints, || state.save_in_background())?;
     }
     let evaluation_started = std::time::Instant::now();
-    let calibration = match (method, content_free) {
-        (Method::ZeroShotCalibrated, Some(cf)) => {
-            let log_prior = calibration::content_free_log_prior(model, cf.batch)?;
+    // Contextual calibration (Zhao et al. 2021) from public content-free inputs: the evaluation
+    // of calibrated zero-shot, and for every other method a second test evaluation of the same
+    // trained model (`test_calibrated`), which shows how much of its accuracy a label-prior
+    // correction changes. Neither reads training data.
+    let log_prior = match content_free {
+        Some(cf) => {
             for batch in dev.iter().chain(test) {
                 if batch.num_examples() > 0 && !same_label_words(batch, cf.batch)? {
                     return Err(invalid(
@@ -925,26 +929,28 @@ pub fn run_training_with<B: ExampleBatch>(
                     ));
                 }
             }
-            Some(log_prior)
+            Some(calibration::content_free_log_prior(model, cf.batch)?)
         }
-        (Method::ZeroShotCalibrated, None) => {
+        None if method == Method::ZeroShotCalibrated => {
             return Err(invalid(
                 "method",
                 "zero_shot_calibrated",
                 "needs a content-free batch (run_training_with)",
             ))
         }
-        (_, Some(_)) => {
-            return Err(invalid(
-                "content-free batch",
-                format!("{method:?}"),
-                "only calibrated zero-shot evaluates with one",
-            ))
-        }
-        (_, None) => None,
+        None => None,
     };
-    let final_dev = evaluate(model, dev, state.step, calibration.as_ref())?;
-    let test_metric = evaluate(model, test, state.step, calibration.as_ref())?;
+    let own = log_prior
+        .as_ref()
+        .filter(|_| method == Method::ZeroShotCalibrated);
+    let final_dev = evaluate(model, dev, state.step, own)?;
+    let test_metric = evaluate(model, test, state.step, own)?;
+    let test_calibrated = match &log_prior {
+        Some(prior) if method != Method::ZeroShotCalibrated => {
+            evaluate(model, test, state.step, Some(prior))?
+        }
+        _ => None,
+    };
     seconds.evaluation += evaluation_started.elapsed().as_secs_f64();
     // The run's last checkpoint is complete before its record exists.
     timed(&mut seconds.checkpoints, || state.pending_save.finish())?;
@@ -973,10 +979,11 @@ pub fn run_training_with<B: ExampleBatch>(
         dev: state.dev,
         final_dev,
         test: test_metric,
+        test_calibrated,
         ledger: state.ledger,
         resumed_from,
         nonprivate_diagnostics: true,
-        calibration: match (&calibration, content_free) {
+        calibration: match (&log_prior, content_free) {
             (Some(log_prior), Some(cf)) => Some(calibration::describe(log_prior, cf.inputs)?),
             _ => None,
         },
