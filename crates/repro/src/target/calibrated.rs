@@ -11,7 +11,7 @@
 
 use super::record::CellRecord;
 use super::stats::{self, SeedSample};
-use super::summary::outcomes_of;
+use super::summary::{by_cell, cell_columns, outcomes_of, write_table};
 use anyhow::{Context, Result};
 use std::path::Path;
 
@@ -51,22 +51,8 @@ fn pair(r: &CellRecord) -> Option<(f64, f64, Option<Vec<i8>>)> {
 
 /// `calibrated.csv`'s rows, per (task, method, ε) in the records' order.
 pub fn rows(records: &[CellRecord]) -> Result<Vec<CalibratedRow>> {
-    type Seeds = Vec<(f64, f64, Option<Vec<i8>>)>;
-    let mut groups: Vec<(&CellRecord, Seeds)> = Vec::new();
-    for r in records {
-        let Some(p) = pair(r) else { continue };
-        let same = |g: &&mut (&CellRecord, Seeds)| {
-            g.0.task == r.task
-                && g.0.method == r.method
-                && g.0.epsilon.map(f64::to_bits) == r.epsilon.map(f64::to_bits)
-        };
-        match groups.iter_mut().find(|g| same(g)) {
-            Some(g) => g.1.push(p),
-            None => groups.push((r, vec![p])),
-        }
-    }
     let mut out = Vec::new();
-    for (first, seeds) in groups {
+    for (first, seeds) in by_cell(records, |r| Ok(pair(r)))? {
         let n = seeds.len() as f64;
         let values: Vec<f64> = seeds.iter().map(|(raw, cal, _)| cal - raw).collect();
         let examples: Option<Vec<Vec<i8>>> = seeds.iter().map(|s| s.2.clone()).collect();
@@ -98,11 +84,7 @@ pub fn rows(records: &[CellRecord]) -> Result<Vec<CalibratedRow>> {
 
 /// Write `calibrated.csv`; nothing when no record has a calibrated test evaluation.
 pub fn write_csv(rows: &[CalibratedRow], path: &Path) -> Result<bool> {
-    if rows.is_empty() {
-        return Ok(false);
-    }
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
+    let header = [
         "task",
         "method",
         "epsilon",
@@ -112,23 +94,23 @@ pub fn write_csv(rows: &[CalibratedRow], path: &Path) -> Result<bool> {
         "delta",
         "ci_low",
         "ci_high",
-    ])?;
-    for r in rows {
-        w.write_record([
-            r.task.clone(),
-            r.method.clone(),
-            r.epsilon.map(|e| e.to_string()).unwrap_or_default(),
-            r.n_seeds.to_string(),
-            format!("{:.2}", r.raw),
-            format!("{:.2}", r.calibrated),
-            format!("{:.2}", r.delta),
-            r.ci.map(|c| format!("{:.2}", c.0)).unwrap_or_default(),
-            r.ci.map(|c| format!("{:.2}", c.1)).unwrap_or_default(),
-        ])?;
-    }
-    atomic_file::write(path, w.into_inner()?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(true)
+    ];
+    let fmt = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_default();
+    let rows = rows
+        .iter()
+        .map(|r| {
+            let mut row = cell_columns(&r.task, &r.method, r.epsilon, r.n_seeds);
+            row.extend([
+                format!("{:.2}", r.raw),
+                format!("{:.2}", r.calibrated),
+                format!("{:.2}", r.delta),
+                fmt(r.ci.map(|c| c.0)),
+                fmt(r.ci.map(|c| c.1)),
+            ]);
+            row
+        })
+        .collect();
+    write_table(path, &header, rows)
 }
 
 #[cfg(test)]
@@ -147,25 +129,7 @@ mod tests {
         if let Some(c) = calibrated {
             trainer["test_calibrated"] = metric(c);
         }
-        CellRecord {
-            target: "t".into(),
-            preset: "p".into(),
-            task: "SST-2".into(),
-            method: "dpzero".into(),
-            epsilon: Some(4.0),
-            seed,
-            model: "m".into(),
-            spec_hash: String::new(),
-            config: serde_json::Value::Null,
-            provenance: crate::provenance::Provenance::collect("cpu"),
-            test_accuracy: 0.0,
-            dev_accuracy: None,
-            data: "real".into(),
-            wall_secs: 0.0,
-            setup_secs: None,
-            trainer,
-            tuning: None,
-        }
+        crate::target::record::test_record(seed, trainer)
     }
 
     /// Seed 1: raw 2/4, calibrated 3/4 (+25 points); seed 2: raw 3/4, calibrated 3/4 (0);

@@ -9,6 +9,7 @@
 //! `n_seeds` counts the seeds used).
 
 use super::record::CellRecord;
+use super::summary::{by_cell, cell_columns, write_table};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -90,22 +91,8 @@ fn test_labels(r: &CellRecord) -> Result<Option<SeedLabels>> {
 
 /// `labels.csv`'s rows: per (task, method, ε) in the records' order and per label seen.
 pub fn label_rows(records: &[CellRecord]) -> Result<Vec<LabelRow>> {
-    let mut groups: Vec<(&str, &str, Option<f64>, Vec<SeedLabels>)> = Vec::new();
-    for r in records {
-        let Some(labels) = test_labels(r)? else {
-            continue;
-        };
-        let key = (r.task.as_str(), r.method.as_str(), r.epsilon);
-        match groups
-            .iter_mut()
-            .find(|g| (g.0, g.1, g.2.map(f64::to_bits)) == (key.0, key.1, key.2.map(f64::to_bits)))
-        {
-            Some(g) => g.3.push(labels),
-            None => groups.push((key.0, key.1, key.2, vec![labels])),
-        }
-    }
     let mut out = Vec::new();
-    for (task, method, epsilon, seeds) in groups {
+    for (first, seeds) in by_cell(records, test_labels)? {
         let labels: BTreeSet<u32> = seeds
             .iter()
             .flat_map(|(p, g)| p.iter().chain(g).copied())
@@ -132,9 +119,9 @@ pub fn label_rows(records: &[CellRecord]) -> Result<Vec<LabelRow>> {
                 })
                 .collect();
             out.push(LabelRow {
-                task: task.to_string(),
-                method: method.to_string(),
-                epsilon,
+                task: first.task.clone(),
+                method: first.method.clone(),
+                epsilon: first.epsilon,
                 n_seeds: seeds.len(),
                 label,
                 gold_share: mean(&|_, g| share(g)),
@@ -149,11 +136,7 @@ pub fn label_rows(records: &[CellRecord]) -> Result<Vec<LabelRow>> {
 
 /// Write `labels.csv`; nothing when no record carries its labels.
 pub fn write_csv(rows: &[LabelRow], path: &Path) -> Result<bool> {
-    if rows.is_empty() {
-        return Ok(false);
-    }
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
+    let header = [
         "task",
         "method",
         "epsilon",
@@ -162,22 +145,21 @@ pub fn write_csv(rows: &[LabelRow], path: &Path) -> Result<bool> {
         "gold_share",
         "predicted_share",
         "recall",
-    ])?;
-    for r in rows {
-        w.write_record([
-            r.task.clone(),
-            r.method.clone(),
-            r.epsilon.map(|e| e.to_string()).unwrap_or_default(),
-            r.n_seeds.to_string(),
-            r.label.to_string(),
-            format!("{:.2}", r.gold_share),
-            format!("{:.2}", r.predicted_share),
-            r.recall.map(|x| format!("{x:.2}")).unwrap_or_default(),
-        ])?;
-    }
-    atomic_file::write(path, w.into_inner()?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    Ok(true)
+    ];
+    let rows = rows
+        .iter()
+        .map(|r| {
+            let mut row = cell_columns(&r.task, &r.method, r.epsilon, r.n_seeds);
+            row.extend([
+                r.label.to_string(),
+                format!("{:.2}", r.gold_share),
+                format!("{:.2}", r.predicted_share),
+                r.recall.map(|x| format!("{x:.2}")).unwrap_or_default(),
+            ]);
+            row
+        })
+        .collect();
+    write_table(path, &header, rows)
 }
 
 #[cfg(test)]
@@ -185,25 +167,7 @@ mod tests {
     use super::*;
 
     fn record(seed: u64, test: serde_json::Value) -> CellRecord {
-        CellRecord {
-            target: "t".into(),
-            preset: "p".into(),
-            task: "SST-2".into(),
-            method: "dpzero".into(),
-            epsilon: Some(4.0),
-            seed,
-            model: "m".into(),
-            spec_hash: String::new(),
-            config: serde_json::Value::Null,
-            provenance: crate::provenance::Provenance::collect("cpu"),
-            test_accuracy: 0.0,
-            dev_accuracy: None,
-            data: "real".into(),
-            wall_secs: 0.0,
-            setup_secs: None,
-            trainer: serde_json::json!({ "test": test }),
-            tuning: None,
-        }
+        crate::target::record::test_record(seed, serde_json::json!({ "test": test }))
     }
 
     /// Two seeds on four examples (gold 1, 1, 0, 0): seed 1 predicts 1, 1, 1, 0; seed 2

@@ -294,6 +294,31 @@ pub fn read_all_checked(runs_dir: &Path) -> Result<(Vec<CellRecord>, Vec<String>
     Ok((good, failed))
 }
 
+/// A record for the unit tests of the modules that read records: SST-2, DPZero at ε = 4 on
+/// `seed`, with `trainer` as given and placeholders elsewhere (test accuracy 0).
+#[cfg(test)]
+pub(crate) fn test_record(seed: u64, trainer: Value) -> CellRecord {
+    CellRecord {
+        target: "t".into(),
+        preset: "p".into(),
+        task: "SST-2".into(),
+        method: "dpzero".into(),
+        epsilon: Some(4.0),
+        seed,
+        model: "m".into(),
+        spec_hash: String::new(),
+        config: Value::Null,
+        provenance: crate::provenance::Provenance::collect("cpu"),
+        test_accuracy: 0.0,
+        dev_accuracy: None,
+        data: "real".into(),
+        wall_secs: 0.0,
+        setup_secs: None,
+        trainer,
+        tuning: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

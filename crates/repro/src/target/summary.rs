@@ -1,7 +1,7 @@
 //! Mean ± sample s.d. and a 95% t-interval over seeds, per (task, method, epsilon): `summary.csv`.
 
 use super::record::CellRecord;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use statrs::distribution::{ContinuousCDF, StudentsT};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -124,6 +124,54 @@ pub fn write_csv(rows: &[SummaryRow], path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Records grouped by cell (task, method, ε), each group in the order of its first record, with
+/// what `of` reads from each record (records for which it reads nothing are left out).
+pub fn by_cell<T>(
+    records: &[CellRecord],
+    mut of: impl FnMut(&CellRecord) -> Result<Option<T>>,
+) -> Result<Vec<(&CellRecord, Vec<T>)>> {
+    let mut groups: Vec<(&CellRecord, Vec<T>)> = Vec::new();
+    for r in records {
+        let Some(value) = of(r)? else { continue };
+        let same = |first: &CellRecord| {
+            first.task == r.task
+                && first.method == r.method
+                && first.epsilon.map(f64::to_bits) == r.epsilon.map(f64::to_bits)
+        };
+        match groups.iter_mut().find(|g| same(g.0)) {
+            Some(g) => g.1.push(value),
+            None => groups.push((r, vec![value])),
+        }
+    }
+    Ok(groups)
+}
+
+/// The leading columns of a per-cell table: task, method, ε (empty when non-private), seeds.
+pub fn cell_columns(task: &str, method: &str, epsilon: Option<f64>, n_seeds: usize) -> Vec<String> {
+    vec![
+        task.to_string(),
+        method.to_string(),
+        epsilon.map(|e| e.to_string()).unwrap_or_default(),
+        n_seeds.to_string(),
+    ]
+}
+
+/// Write a CSV table (`header`, then `rows`) atomically; nothing, and `false`, when `rows` is
+/// empty.
+pub fn write_table(path: &Path, header: &[&str], rows: Vec<Vec<String>>) -> Result<bool> {
+    if rows.is_empty() {
+        return Ok(false);
+    }
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(header)?;
+    for row in rows {
+        w.write_record(row)?;
+    }
+    atomic_file::write(path, w.into_inner()?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(true)
+}
+
 /// Per-example outcomes of a record's final test evaluation (`trainer.test.correct`, a string of
 /// `0`/`1` written by the trainer); `None` when the record predates them or holds anything else.
 pub fn test_outcomes(r: &CellRecord) -> Option<Vec<i8>> {
@@ -153,23 +201,8 @@ mod tests {
     #[test]
     fn mean_and_sample_sd_match_closed_form() {
         let rec = |seed, acc| CellRecord {
-            target: "t".into(),
-            preset: "p".into(),
-            task: "SST-2".into(),
-            method: "dpzero".into(),
-            epsilon: Some(4.0),
-            seed,
-            model: "m".into(),
-            spec_hash: String::new(),
-            config: serde_json::Value::Null,
-            provenance: crate::provenance::Provenance::collect("cpu"),
             test_accuracy: acc,
-            dev_accuracy: None,
-            data: "real".into(),
-            wall_secs: 0.0,
-            setup_secs: None,
-            trainer: serde_json::Value::Null,
-            tuning: None,
+            ..crate::target::record::test_record(seed, serde_json::Value::Null)
         };
         let rows = summarise(&[rec(1, 80.0), rec(2, 82.0), rec(3, 84.0)]);
         assert_eq!(rows.len(), 1);
