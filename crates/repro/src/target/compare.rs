@@ -453,6 +453,74 @@ fn descriptive(meta: &Meta, ours: &[SummaryRow]) -> Vec<(String, String)> {
     out
 }
 
+/// A claim's leading cells in a comparison.md table row: claim, task, ε, paper Δ, ours Δ with
+/// its CI, n and verdict (`| … | verdict |`).
+fn claim_cells(c: &Claim) -> String {
+    let ours = match (c.ours_delta, c.ci) {
+        (Some(d), Some((lo, hi))) => format!("{d:+.1} [{lo:+.1}, {hi:+.1}]"),
+        (Some(d), None) => format!("{d:+.1}"),
+        _ => "–".into(),
+    };
+    let paper = c
+        .paper_delta
+        .map(|v| format!("{v:+.1}"))
+        .unwrap_or_else(|| "–".into());
+    format!(
+        "| {} | {} | {} | {paper} | {ours} | {} | {} |",
+        c.claim,
+        c.task,
+        c.epsilon,
+        c.n_seeds,
+        c.verdict.label()
+    )
+}
+
+/// The claims again on `base_seeds` only (the preset's own), as a section of `comparison.md`,
+/// when some cells also ran other seeds (`[[preset.<p>.extra_seeds]]`): the verdicts as they
+/// stood before the extra seeds, since seeds added after an interim look change what a CI
+/// means. `None` when no cell ran another seed.
+pub fn render_base_seeds(
+    meta: &Meta,
+    paper_rows: &[PaperRow],
+    ours: &[SummaryRow],
+    base_seeds: &[u64],
+) -> Option<String> {
+    if ours
+        .iter()
+        .all(|r| r.seeds.iter().all(|s| base_seeds.contains(s)))
+    {
+        return None;
+    }
+    let restricted: Vec<SummaryRow> = ours
+        .iter()
+        .filter_map(|r| r.restricted_to(base_seeds))
+        .collect();
+    let seeds: Vec<String> = base_seeds.iter().map(u64::to_string).collect();
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "## The claims on the preset's own seeds ({})
+",
+        seeds.join(", ")
+    );
+    let _ = writeln!(
+        s,
+        "Some cells also ran other seeds (the deviations say which and why). The same claims on the preset's seeds alone, by the same rule, so the verdicts with and without the added seeds can be compared.\n"
+    );
+    let _ = writeln!(
+        s,
+        "| claim | task | ε | paper Δ | ours Δ [95% CI] | n | verdict |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+    for c in claims(meta, paper_rows, &restricted)
+        .iter()
+        .filter(|c| c.verdict != Verdict::NotTestable)
+    {
+        let _ = writeln!(s, "{}", claim_cells(c));
+    }
+    Some(s)
+}
+
 /// Render `comparison.md`.
 pub fn render(
     meta: &Meta,
@@ -567,24 +635,7 @@ pub fn render(
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
     for c in claims(meta, paper_rows, ours) {
-        let ours_s = match (c.ours_delta, c.ci) {
-            (Some(d), Some((lo, hi))) => format!("{d:+.1} [{lo:+.1}, {hi:+.1}]"),
-            (Some(d), None) => format!("{d:+.1}"),
-            _ => "–".into(),
-        };
-        let _ = writeln!(
-            s,
-            "| {} | {} | {} | {} | {ours_s} | {} | {} | {} |",
-            c.claim,
-            c.task,
-            c.epsilon,
-            c.paper_delta
-                .map(|v| format!("{v:+.1}"))
-                .unwrap_or_else(|| "–".into()),
-            c.n_seeds,
-            c.verdict.label(),
-            c.why
-        );
+        let _ = writeln!(s, "{} {} |", claim_cells(&c), c.why);
     }
     let _ = writeln!(s, "\n## Descriptive checks (point estimates, no verdict)\n");
     for (what, text) in descriptive(meta, ours) {
@@ -613,6 +664,55 @@ mod tests {
             accuracies: xs,
             data: "real".into(),
         }
+    }
+
+    /// Extra seeds on both sides of a claim: the base-seed section tests it on the preset's
+    /// seeds alone (n = 2, its own paired CI), the main claims on all four; a grid without
+    /// extra seeds has no such section.
+    #[test]
+    fn base_seed_claims_leave_the_extra_seeds_out() {
+        let meta: Meta = toml::from_str(
+            r#"
+            target = "table2"
+            title = "x"
+            paper_table = "p.csv"
+            paper_source = "liu"
+            metric = "accuracy"
+            paper_model = "m"
+            tolerance_points = 2.0
+            tolerance_reason = "r"
+            "#,
+        )
+        .unwrap();
+        let paper = |method: &str, value: f64| PaperRow {
+            target: "table2".into(),
+            model: "m".into(),
+            task: "SST-2".into(),
+            method: method.into(),
+            epsilon: Some(2.0),
+            metric: "accuracy".into(),
+            value,
+            std: None,
+            source: "liu".into(),
+        };
+        let papers = [paper("dp-zopo", 90.0), paper("dpzero", 85.0)];
+        let ours = [
+            row("dp-zopo", &[(1, 80.0), (2, 84.0), (3, 70.0), (4, 71.0)]),
+            row("dpzero", &[(1, 75.0), (2, 78.0), (3, 72.0), (4, 73.0)]),
+        ];
+        let all = claims(&meta, &papers, &ours);
+        assert_eq!(all[0].n_seeds, 4);
+        let section = render_base_seeds(&meta, &papers, &ours, &[1, 2]).unwrap();
+        let base: Vec<SummaryRow> = ours
+            .iter()
+            .filter_map(|r| r.restricted_to(&[1, 2]))
+            .collect();
+        let on_base = claims(&meta, &papers, &base);
+        assert_eq!(on_base[0].n_seeds, 2);
+        assert!((on_base[0].ours_delta.unwrap() - 5.5).abs() < 1e-12);
+        assert!(section.contains(&claim_cells(&on_base[0])), "{section}");
+        assert!(section.contains("(1, 2)"), "{section}");
+        assert!(render_base_seeds(&meta, &papers, &ours, &[1, 2, 3, 4]).is_none());
     }
 
     fn run(p: Option<f64>, a: &SummaryRow, b: &SummaryRow) -> Claim {

@@ -593,9 +593,12 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
     let tol = spec.meta.tolerance_points;
     let precision = precision::precision(&claims, tol)?;
     precision::write_csv(&precision, tol, &dir.join("precision.csv"))?;
-    let md = compare::render(&spec.meta, preset_name, preset, &model_run, &paper, &rows)
-        + "\n"
-        + &precision::render_markdown(&precision, tol);
+    let base_seeds = preset.seeds.as_ref().unwrap_or(&spec.grid.seeds);
+    let mut md = compare::render(&spec.meta, preset_name, preset, &model_run, &paper, &rows);
+    if let Some(section) = compare::render_base_seeds(&spec.meta, &paper, &rows, base_seeds) {
+        md = md + "\n" + &section;
+    }
+    md = md + "\n" + &precision::render_markdown(&precision, tol);
     let comparison = dir.join("comparison.md");
     atomic_file::write(&comparison, md)
         .with_context(|| format!("writing {}", comparison.display()))?;

@@ -28,6 +28,40 @@ pub struct SummaryRow {
     pub data: String,
 }
 
+impl SummaryRow {
+    /// The same cell over only the seeds in `seeds` (mean, s.d. and interval recomputed);
+    /// `None` when it ran none of them.
+    pub fn restricted_to(&self, seeds: &[u64]) -> Option<SummaryRow> {
+        let keep: Vec<usize> = (0..self.seeds.len())
+            .filter(|&i| seeds.contains(&self.seeds[i]))
+            .collect();
+        if keep.is_empty() {
+            return None;
+        }
+        let xs: Vec<f64> = keep.iter().map(|&i| self.accuracies[i]).collect();
+        let (mean, sd) = mean_sd(&xs);
+        Some(SummaryRow {
+            mean,
+            sd,
+            n_seeds: xs.len(),
+            ci95: t_interval95(&xs),
+            seeds: keep.iter().map(|&i| self.seeds[i]).collect(),
+            accuracies: xs,
+            outcomes: keep.iter().map(|&i| self.outcomes[i].clone()).collect(),
+            ..self.clone()
+        })
+    }
+}
+
+/// Mean and sample s.d. (n − 1; `None` with one value) of a non-empty `xs`.
+fn mean_sd(xs: &[f64]) -> (f64, Option<f64>) {
+    let n = xs.len() as f64;
+    let mean = xs.iter().sum::<f64>() / n;
+    let sd = (xs.len() > 1)
+        .then(|| (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)).sqrt());
+    (mean, sd)
+}
+
 /// Two-sided 95% Student-t interval of the mean of `xs`; `None` with fewer than two values.
 pub fn t_interval95(xs: &[f64]) -> Option<(f64, f64)> {
     let n = xs.len();
@@ -59,10 +93,7 @@ pub fn summarise(records: &[CellRecord]) -> Vec<SummaryRow> {
         .map(|rs| {
             let xs: Vec<f64> = rs.iter().map(|r| r.test_accuracy).collect();
             let n = xs.len();
-            let mean = xs.iter().sum::<f64>() / n as f64;
-            let sd = (n > 1).then(|| {
-                (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n as f64 - 1.0)).sqrt()
-            });
+            let (mean, sd) = mean_sd(&xs);
             let mut data: Vec<&str> = rs.iter().map(|r| r.data.as_str()).collect();
             data.dedup();
             SummaryRow {
