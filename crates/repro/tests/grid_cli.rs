@@ -159,6 +159,14 @@ fn cells_run_in_one_process_equal_cells_run_alone() {
             assert_eq!(value, b.pointer(field), "{stem}: {field}");
         }
     }
+    // The per-cell tables read these records: label shares and the calibrated evaluation.
+    let table = |name: &str| std::fs::read_to_string(together.join("table2/tiny").join(name));
+    let labels = table("labels.csv").unwrap();
+    assert!(labels.contains("SST-2,dpzero,8,2,0,"), "{labels}");
+    assert!(labels.contains("SST-2,dpzero,8,2,1,"), "{labels}");
+    let calibrated = table("calibrated.csv").unwrap();
+    assert!(calibrated.contains("SST-2,dpzero,8,2,"), "{calibrated}");
+    assert!(table("precision.csv").unwrap().starts_with("claim,"));
     let _ = std::fs::remove_dir_all(&together);
     let _ = std::fs::remove_dir_all(&alone);
 }
