@@ -462,6 +462,19 @@ impl Prefix {
     }
 }
 
+/// `(k, v)` with the layer's prefix in front when it has one ([`Prefix::extend`]), as they are
+/// otherwise.
+pub fn with_prefix(
+    prefix: Option<&Prefix>,
+    k: Tensor,
+    v: Tensor,
+) -> Result<(Tensor, Tensor), TchError> {
+    match prefix {
+        Some(prefix) => prefix.extend(&k, &v),
+        None => Ok((k, v)),
+    }
+}
+
 /// The attention pattern with `prefix` always-visible keys in front of the `L` real ones
 /// (`prefix = 0`: unchanged). Without padding and without causality no mask is needed.
 pub fn prefix_pattern(

@@ -4,8 +4,8 @@
 use super::adapters::AttentionSite;
 use super::config::LlamaConfig;
 use super::layers::{
-    batch_dims, embedding, fused_attention, merge_heads, prefix_pattern, split_heads, Linear,
-    ParamFactory, Prefix, RmsNorm, TokenLayout,
+    batch_dims, embedding, fused_attention, merge_heads, prefix_pattern, split_heads, with_prefix,
+    Linear, ParamFactory, Prefix, RmsNorm, TokenLayout,
 };
 use super::tape;
 use tch::{nn, Kind, TchError, Tensor};
@@ -150,10 +150,7 @@ impl Llama {
                 kv_heads,
             )?;
             let (q, k) = (rotate(&q, &cos, &sin)?, rotate(&k, &cos, &sin)?);
-            let (k, v) = match &layer.prefix {
-                Some(prefix) => prefix.extend(&k, &v)?,
-                None => (k, v),
-            };
+            let (k, v) = with_prefix(layer.prefix.as_ref(), k, v)?;
             let (k, v) = (repeat_kv(&k, group)?, repeat_kv(&v, group)?);
             let attended = layout.pack(&merge_heads(&fused_attention(&q, &k, &v, &mask)?)?)?;
             x = x + layer.o_proj.forward(&attended)?;

@@ -5,8 +5,8 @@
 use super::adapters::AttentionSite;
 use super::config::RobertaConfig;
 use super::layers::{
-    batch_dims, embedding, fused_attention, merge_heads, prefix_pattern, LayerNorm, Linear,
-    ParamFactory, Prefix, TokenLayout,
+    batch_dims, embedding, fused_attention, merge_heads, prefix_pattern, with_prefix, LayerNorm,
+    Linear, ParamFactory, Prefix, TokenLayout,
 };
 use super::tape;
 use tch::{nn, Kind, TchError, Tensor};
@@ -154,10 +154,7 @@ impl Roberta {
                 heads,
                 heads,
             )?;
-            let (k, v) = match &layer.prefix {
-                Some(prefix) => prefix.extend(&k, &v)?,
-                None => (k, v),
-            };
+            let (k, v) = with_prefix(layer.prefix.as_ref(), k, v)?;
             let attended = layout.pack(&merge_heads(&fused_attention(&q, &k, &v, &mask)?)?)?;
             x = layer
                 .attention_norm
