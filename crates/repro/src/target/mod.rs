@@ -554,12 +554,9 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
         let comparisons = ablation::comparisons(spec, methods, &rows);
         ablation::write_csv(&comparisons, &dir.join("ablations.csv"))?;
         let claims: Vec<compare::Claim> = comparisons.iter().map(|r| r.claim.clone()).collect();
-        let tol = spec.meta.tolerance_points;
-        let precision = precision::precision(&claims, tol)?;
-        precision::write_csv(&precision, tol, &dir.join("precision.csv"))?;
         let md = ablation::render_markdown(spec, preset_name, &comparisons)
             + "\n"
-            + &precision::render_markdown(&precision, tol);
+            + &precision::write_and_render(&claims, spec.meta.tolerance_points, &dir)?;
         atomic_file::write(dir.join("ablations.md"), md)
             .with_context(|| format!("writing {}", dir.join("ablations.md").display()))?;
         let title = format!("{} — {preset_name} preset, {model_run}", spec.meta.title);
@@ -590,15 +587,13 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
     let paper = compare::read_paper_table(Path::new(&spec.meta.paper_table))?;
     compare::write_claims_csv(&spec.meta, &paper, &rows, &dir.join("claims.csv"))?;
     let claims = compare::claims(&spec.meta, &paper, &rows);
-    let tol = spec.meta.tolerance_points;
-    let precision = precision::precision(&claims, tol)?;
-    precision::write_csv(&precision, tol, &dir.join("precision.csv"))?;
+    let precision = precision::write_and_render(&claims, spec.meta.tolerance_points, &dir)?;
     let base_seeds = preset.seeds.as_ref().unwrap_or(&spec.grid.seeds);
     let mut md = compare::render(&spec.meta, preset_name, preset, &model_run, &paper, &rows);
     if let Some(section) = compare::render_base_seeds(&spec.meta, &paper, &rows, base_seeds) {
         md = md + "\n" + &section;
     }
-    md = md + "\n" + &precision::render_markdown(&precision, tol);
+    md = md + "\n" + &precision;
     let comparison = dir.join("comparison.md");
     atomic_file::write(&comparison, md)
         .with_context(|| format!("writing {}", comparison.display()))?;

@@ -251,6 +251,14 @@ pub fn write_csv(rows: &[Precision], tol: f64, path: &Path) -> Result<()> {
     atomic_file::write(path, w.into_inner()?).with_context(|| format!("writing {}", path.display()))
 }
 
+/// Write `dir/precision.csv` for `claims` and return its markdown section (for `comparison.md`
+/// or `ablations.md`).
+pub fn write_and_render(claims: &[Claim], tol: f64, dir: &Path) -> Result<String> {
+    let rows = precision(claims, tol)?;
+    write_csv(&rows, tol, &dir.join("precision.csv"))?;
+    Ok(render_markdown(&rows, tol))
+}
+
 /// The precision section of `comparison.md`.
 pub fn render_markdown(rows: &[Precision], tol: f64) -> String {
     let mut s = String::new();
