@@ -53,17 +53,21 @@ for config in $CONFIGS; do
     mps_start 2>>"$log" || { status=1; continue; }
     mps=(--mps)
   fi
-  # Every process warms up until the shared start, then counts steps for WINDOW seconds.
-  start=$(($(date +%s) + 25 + 3 * jobs))
+  # The processes meet in a fresh folder once warm (however long loading takes) and count steps
+  # over the same WINDOW seconds; each gets its share of the host's CPU threads.
+  meet=$(mktemp -d /tmp/dpzo-meet.XXXXXX)
+  threads=$(( $(nproc) / jobs )); [ "$threads" -ge 1 ] || threads=1
   echo "== steps: $method, $compute x $jobs processes${sharing:+ ($sharing)}, $layout, window ${WINDOW}s" | tee -a "$log"
   files=()
   for j in $(seq 1 "$jobs"); do
     f=$OUT/steps/$method-$compute-$jobs${sharing:+-$sharing}-$layout-$j.json
     files+=("$f")
-    timeout $((WINDOW + 90)) "$REPRO" throughput steps --device cuda --compute "$compute" \
-      --method "$method" --layout "$layout" --seconds "$WINDOW" --start-at "$start" >"$f" 2>>"$log" &
+    OMP_NUM_THREADS=$threads timeout $((WINDOW + 240)) "$REPRO" throughput steps --device cuda \
+      --compute "$compute" --method "$method" --layout "$layout" --seconds "$WINDOW" \
+      --rendezvous "$meet" --parties "$jobs" >"$f" 2>>"$log" &
   done
   wait
+  rm -rf "$meet"
   [ "$sharing" = mps ] && mps_stop
   "$REPRO" throughput total "${mps[@]}" --out "$OUT/mini_throughput.csv" "${files[@]}" 2>&1 | tee -a "$log" || status=1
 done

@@ -87,3 +87,46 @@ fn padding_rows_are_consistent() {
         );
     }
 }
+
+/// Two concurrent `throughput steps` processes meet in one folder and time the same window: both
+/// print a result that started on time, and the pool's token counts agree. A SmolLM2 step takes
+/// seconds on a CI core, hence the long window.
+#[test]
+fn concurrent_steps_processes_share_one_window() {
+    let meet = std::env::temp_dir().join(format!("dpzo-meet-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&meet);
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_repro"))
+            .current_dir(workspace())
+            .env_remove("DPZO_DATA_DIR")
+            .env("OMP_NUM_THREADS", "1")
+            .args(["throughput", "steps", "--device", "cpu", "--preset", "tiny"])
+            .arg("--experiments")
+            .arg(workspace().join("crates/repro/tests/fixtures/grid"))
+            .args(["--target", "table2", "--task", "SST-2", "--seconds", "20"])
+            .arg("--rendezvous")
+            .arg(&meet)
+            .args(["--parties", "2"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the repro binary runs")
+    };
+    let (a, b) = (spawn(), spawn());
+    let results: Vec<serde_json::Value> = [a, b]
+        .into_iter()
+        .map(|child| {
+            let output = child.wait_with_output().unwrap();
+            common::assert_success(&output);
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            serde_json::from_str(stdout.lines().last().expect("a JSON line")).unwrap()
+        })
+        .collect();
+    for r in &results {
+        assert_eq!(r["started_late"], false, "{r}");
+        assert!(r["steps"].as_u64().unwrap() > 0, "{r}");
+        assert!(r["seconds"].as_f64().unwrap() >= 19.0, "{r}");
+    }
+    assert_eq!(results[0]["tokens_per_step"], results[1]["tokens_per_step"]);
+    let _ = std::fs::remove_dir_all(&meet);
+}

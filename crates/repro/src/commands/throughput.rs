@@ -8,7 +8,7 @@
 //!   the error of the clipped mean. A second f32 pass (`f32-repeat`) measures the floor that
 //!   restoring θ after a perturbation leaves (rounding of θ ± μz ∓ μz).
 //! - `steps`: DPZero steps per second of one process on the run's real batches, timed over a
-//!   window shared by concurrent processes (`--start-at`), JSON on the last stdout line.
+//!   window shared by concurrent processes (`--rendezvous`), JSON on the last stdout line.
 //! - `total`: sums the JSON of concurrent `steps` processes into one row of
 //!   `mini_throughput.csv` with the fraction of the GPU's bf16 matrix roofline it reaches.
 
@@ -101,10 +101,15 @@ pub struct StepsArgs {
     /// Length of the timed window in seconds.
     #[arg(long, default_value_t = 20.0)]
     pub seconds: f64,
-    /// Start of the timed window (Unix seconds); warm-up runs until then. Default: once this
-    /// process has warmed up (at least 5 steps and 3 s).
+    /// Folder where concurrent processes meet: each warms up (at least 5 steps and 3 s), writes
+    /// its ready time there, and keeps warming until `--parties` have; the shared window then
+    /// starts 2 s after the last one was ready. Model loading may take any time (under MPS four
+    /// loads took a minute). Default: the window starts once this process has warmed up.
+    #[arg(long, requires = "parties")]
+    pub rendezvous: Option<PathBuf>,
+    /// How many processes meet in `--rendezvous`.
     #[arg(long)]
-    pub start_at: Option<f64>,
+    pub parties: Option<usize>,
     /// Token layout of the forwards: `packed` (the trainer's default: only real tokens outside
     /// attention) or `padded` (every position of the padded batch), for side-by-side timings.
     #[arg(long, value_enum, default_value = "packed")]
@@ -507,6 +512,61 @@ fn write_result(out: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
     Ok(())
 }
 
+/// How long a `steps` process waits for the others at the rendezvous.
+const RENDEZVOUS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// Writes this process's ready time (Unix seconds) and the length of its last step (seconds) into
+/// `dir/ready-<pid>`, atomically.
+fn announce_ready(dir: &Path, step_seconds: f64) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let name = format!("ready-{}", std::process::id());
+    let tmp = dir.join(format!(".{name}"));
+    std::fs::write(&tmp, format!("{} {step_seconds}\n", unix_now()))
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, dir.join(&name))
+        .with_context(|| format!("cannot rename {} into place", tmp.display()))
+}
+
+/// The shared window's start once `parties` processes are ready in `dir`: after the last ready
+/// time, 2 s plus two of the slowest step (a waiting process looks between its steps), the same
+/// for every process since the set no longer changes. `None` before.
+fn shared_start(dir: &Path, parties: usize) -> Result<Option<f64>> {
+    let mut times = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))? {
+        let path = entry?.path();
+        let is_ready = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("ready-"));
+        if !is_ready {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let parsed: Option<Vec<f64>> = text.split_whitespace().map(|w| w.parse().ok()).collect();
+        match parsed.as_deref() {
+            Some(&[t, step]) if t.is_finite() && step.is_finite() && step >= 0.0 => {
+                times.push((t, step))
+            }
+            _ => bail!(
+                "{}: {:?} is not `<Unix time> <step seconds>`",
+                path.display(),
+                text.trim()
+            ),
+        }
+    }
+    if times.len() > parties {
+        bail!(
+            "{}: {} processes are ready but --parties is {parties}; use a fresh folder per run",
+            dir.display(),
+            times.len()
+        );
+    }
+    let last = times.iter().map(|t| t.0).fold(f64::MIN, f64::max);
+    let slowest = times.iter().map(|t| t.1).fold(0.0, f64::max);
+    Ok((times.len() == parties).then_some(last + 2.0 + 2.0 * slowest))
+}
+
 fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -523,11 +583,19 @@ fn steps(args: StepsArgs) -> Result<()> {
     let model = s.cells.model(Kind::Float)?;
     let params = TrainableParams::from_model(&model)?;
     let pool = batch_pool(&s, &task)?;
+    // Ghost clipping's recorded forwards run padded on a GPU (TokenLayout::for_mask).
+    let layout = match (args.method, args.layout) {
+        (StepMethod::DpFt, Layout::Packed) if s.device.is_cuda() => {
+            eprintln!("layout: recorded forwards run padded on a GPU; timing the padded layout");
+            Layout::Padded
+        }
+        (_, layout) => layout,
+    };
     // Per batch: (token rows the products run on, real tokens).
     let counts: Vec<(f64, f64)> = pool.iter().map(token_counts).collect::<Result<_>>()?;
     let tokens: Vec<(f64, f64)> = counts
         .iter()
-        .map(|&(padded, real)| match args.layout {
+        .map(|&(padded, real)| match layout {
             Layout::Packed => (real, real),
             Layout::Padded => (padded, real),
         })
@@ -542,7 +610,7 @@ fn steps(args: StepsArgs) -> Result<()> {
         padded / pool.len() as f64,
         real / pool.len() as f64,
         100.0 * (1.0 - real / padded),
-        args.layout.name()
+        layout.name()
     );
     let settings = ZoStepSettings {
         zo_eps: s.config.zo_eps,
@@ -564,7 +632,7 @@ fn steps(args: StepsArgs) -> Result<()> {
     };
     let model_ref: &dyn LabelWordModel = &model;
     let _guard = compute::activate(compute, s.device);
-    let in_layout = |run: &mut dyn FnMut() -> Result<()>| match args.layout {
+    let in_layout = |run: &mut dyn FnMut() -> Result<()>| match layout {
         Layout::Packed => run(),
         Layout::Padded => with_padded_layout(run),
     };
@@ -600,12 +668,47 @@ fn steps(args: StepsArgs) -> Result<()> {
     };
     let warm_from = Instant::now();
     let own_warmup_end = unix_now() + 3.0;
-    while step < 5 || unix_now() < args.start_at.unwrap_or(own_warmup_end) {
+    let mut last = 0.0;
+    while step < 5 || unix_now() < own_warmup_end {
+        let t = Instant::now();
         step += 1;
         one_step(step, &mut carried)?;
+        last = t.elapsed().as_secs_f64();
     }
-    // Without a shared start, the window begins when this process is warm.
-    let start_at = args.start_at.unwrap_or_else(unix_now);
+    let start_at = match (&args.rendezvous, args.parties) {
+        (Some(dir), Some(parties)) => {
+            announce_ready(dir, last)?;
+            let deadline = Instant::now() + RENDEZVOUS_PATIENCE;
+            let start = loop {
+                if let Some(start) = shared_start(dir, parties)? {
+                    break start;
+                }
+                if Instant::now() > deadline {
+                    bail!(
+                        "{}: fewer than {parties} processes were ready after {} s",
+                        dir.display(),
+                        RENDEZVOUS_PATIENCE.as_secs()
+                    );
+                }
+                step += 1;
+                one_step(step, &mut carried)?;
+            };
+            // Warm while a whole step fits before the start, then wait for it: every process
+            // begins its first timed step at the same instant.
+            while unix_now() + last < start {
+                let t = Instant::now();
+                step += 1;
+                one_step(step, &mut carried)?;
+                last = t.elapsed().as_secs_f64();
+            }
+            let wait = start - unix_now();
+            if wait > 0.0 {
+                std::thread::sleep(std::time::Duration::from_secs_f64(wait));
+            }
+            start
+        }
+        _ => unix_now(),
+    };
     let started_late = unix_now() > start_at + 1.0;
     eprintln!(
         "steps: warm-up {step} steps in {:.1} s{}",
@@ -619,8 +722,7 @@ fn steps(args: StepsArgs) -> Result<()> {
     let end = start_at + args.seconds;
     if end - unix_now() < 0.5 * args.seconds {
         bail!(
-            "the warm-up ended {:.1} s into the {:.1} s window (model loading took too long): \
-             give a later --start-at",
+            "the warm-up ended {:.1} s into the {:.1} s window: one step is slower than the window",
             unix_now() - start_at,
             args.seconds
         );
@@ -651,7 +753,7 @@ fn steps(args: StepsArgs) -> Result<()> {
         flops_per_step: args.method.forwards_per_step() * forward_flops(&params, tokens_per_step),
         tokens_per_step,
         real_tokens_per_step: real_sum / n.max(1) as f64,
-        layout: args.layout.name().into(),
+        layout: layout.name().into(),
         started_late,
         data: task.data.clone(),
         device: device::name(s.device).into(),
@@ -749,6 +851,44 @@ fn total(args: TotalArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The window starts 2 s after the last of `parties` ready times; too few is `None`, too many
+    /// or a malformed time is an error naming the folder or file.
+    #[test]
+    fn rendezvous_starts_after_the_last_ready_process() {
+        let dir = std::env::temp_dir().join(format!("dpzo-rendezvous-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let dir = dir.as_path();
+        std::fs::write(dir.join("ready-1"), "100.5 0.25\n").unwrap();
+        std::fs::write(dir.join(".ready-2"), "999\n").unwrap(); // not yet renamed
+        assert_eq!(shared_start(dir, 2).unwrap(), None);
+        std::fs::write(dir.join("ready-2"), "103.25 0.125\n").unwrap();
+        assert_eq!(shared_start(dir, 2).unwrap(), Some(103.25 + 2.0 + 0.5));
+        let too_many = shared_start(dir, 1).unwrap_err().to_string();
+        assert!(
+            too_many.contains("2 processes are ready but --parties is 1"),
+            "{too_many}"
+        );
+        std::fs::write(dir.join("ready-3"), "soon 1\n").unwrap();
+        let bad = format!("{:#}", shared_start(dir, 3).unwrap_err());
+        assert!(
+            bad.contains("ready-3") && bad.contains("\"soon 1\""),
+            "{bad}"
+        );
+        announce_ready(dir, 0.5).unwrap();
+        let own = std::fs::read_to_string(dir.join(format!("ready-{}", std::process::id())));
+        let own: Vec<f64> = own
+            .unwrap()
+            .split_whitespace()
+            .map(|w| w.parse().unwrap())
+            .collect();
+        assert!(
+            (own[0] - unix_now()).abs() < 60.0 && own[1] == 0.5,
+            "{own:?}"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 
     #[test]
     fn pearson_and_clipped_mean_match_closed_forms() {

@@ -277,7 +277,7 @@ pub fn merge_heads(x: &Tensor) -> Result<Tensor, TchError> {
 pub enum TokenLayout {
     /// `[B, L, W]`, and the batch has no padding.
     Unpadded,
-    /// `[B, L, W]`, padding included (packing is off).
+    /// `[B, L, W]`, padding included (packing is off, or a recorded forward on a GPU).
     Padded,
     /// `[N, W]`: the real tokens.
     Packed(tape::PackedRows),
@@ -302,10 +302,15 @@ pub fn with_padded_layout<T>(forward: impl FnOnce() -> T) -> T {
 
 impl TokenLayout {
     /// The layout of a batch with `[B, L]` padding mask `attention_mask`: packed when it has
-    /// padding and packing is on. One device-to-host read.
+    /// padding and packing is on, except for ghost clipping's recorded forwards on a GPU. There
+    /// the scatters that lay packed rows out by example again cost more than the padding saves:
+    /// DP-SGD of SmolLM2 on SST-2 ran 6.5 steps/s packed against 8.5 padded on the H200
+    /// (results/perf/h200-2026-12-05-packed-tokens/), while on the CPU packed is 1.3-1.4x faster
+    /// (results/perf/cpu-2026-12-04-packed-tokens/). One device-to-host read.
     pub fn for_mask(attention_mask: &Tensor) -> Result<Self, TchError> {
         let real = attention_mask.f_flatten(0, 1)?.f_ne(0)?;
-        if !PACKING.with(std::cell::Cell::get) {
+        let recorded_on_gpu = tape::is_recording() && attention_mask.device().is_cuda();
+        if recorded_on_gpu || !PACKING.with(std::cell::Cell::get) {
             let unpadded = real.f_all()?.f_int64_value(&[])? != 0;
             return Ok(if unpadded {
                 TokenLayout::Unpadded
