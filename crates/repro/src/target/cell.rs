@@ -259,7 +259,9 @@ impl TrainerCells {
             ModelSource::HfDir(p) | ModelSource::Gguf(p) => p,
         };
         let mut loaded = self.loaded.borrow_mut();
-        if loaded.as_ref().is_none_or(|m| m.kind() != kind) {
+        let read = Instant::now();
+        let first = loaded.as_ref().is_none_or(|m| m.kind() != kind);
+        if first {
             // The previous dtype's copy goes before the next is read.
             *loaded = None;
             *loaded = Some(
@@ -267,10 +269,23 @@ impl TrainerCells {
                     .map_err(|e| anyhow!("loading {}: {e}", path.display()))?,
             );
         }
+        let read_secs = read.elapsed().as_secs_f64();
+        let copy = Instant::now();
         let pristine = loaded.as_ref().context("a model was just loaded")?;
-        pristine
+        let model = pristine
             .duplicate(self.device)
-            .map_err(|e| anyhow!("copying {} to {:?}: {e}", path.display(), self.device))
+            .map_err(|e| anyhow!("copying {} to {:?}: {e}", path.display(), self.device))?;
+        if first {
+            // Where a worker's first cell spends its setup (under MPS it took about 60 s on the
+            // H200: results/table2/mini/calls-2026-12-05.log).
+            eprintln!(
+                "model: read {} in {read_secs:.1} s, copied to {} in {:.1} s",
+                path.display(),
+                trainer::device::name(self.device),
+                copy.elapsed().as_secs_f64()
+            );
+        }
+        Ok(model)
     }
 
     /// The registry name of a paper task (`SST-5` → `sst-5`), matched case-insensitively.
