@@ -7,7 +7,8 @@
 # JOBS=auto picks the worker count, and whether they share the GPU through MPS, with the most
 # strict-f32 packed DPZero steps/s in $OUT/mini_throughput.csv (written by scripts/gpu/throughput.sh
 # earlier in the same call), else in the copy throughput.sh keeps in /root/dpzo-gpu from an earlier
-# call (THROUGHPUT_CSV names another); JOBS=n runs n workers (MPS=1: under an
+# call, else in the committed results/perf/mini_throughput.csv (THROUGHPUT_CSV names another);
+# JOBS=n runs n workers (MPS=1: under an
 # MPS daemon); unset: one process.
 # RESULTS=DIR writes into DIR instead of the host's main results tree, seeded with nothing (e.g. a
 # --compute or --set comparison that must not set the main records aside).
@@ -38,6 +39,7 @@ jobs=()
 mps=${MPS:-0}
 tp=${THROUGHPUT_CSV:-$OUT/mini_throughput.csv}
 [ -f "$tp" ] || tp=$keep/mini_throughput.csv
+[ -f "$tp" ] || tp=results/perf/mini_throughput.csv # the committed H200 measurements
 if [ "${JOBS:-}" = auto ] && [ -f "$tp" ]; then
   # Compute labels: f32+packed, f32+packed+mps (throughput.sh; the grid's own precision is f32).
   read -r n mps < <(awk -F, 'NR > 1 && $2 ~ /^f32\+packed(\+mps)?$/ && $5 > best {
