@@ -17,6 +17,7 @@ pub mod spec;
 pub mod stats;
 pub mod summary;
 pub mod timing;
+pub mod train_loss;
 pub mod tune;
 
 use anyhow::{bail, Context, Result};
@@ -547,6 +548,10 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
     }
     if calibrated::write_csv(&calibrated::rows(&records)?, &dir.join("calibrated.csv"))? {
         println!("wrote {}", dir.join("calibrated.csv").display());
+    }
+    let losses = train_loss::rows(&records, &dir.join("runs"))?;
+    if train_loss::write_csv(&losses, &dir.join("train_loss.csv"))? {
+        println!("wrote {}", dir.join("train_loss.csv").display());
     }
     if !spec.variant.is_empty() {
         // An ablation spec: each variant against its reference, no paper claims.

@@ -101,6 +101,11 @@ impl CellRecord {
         super::integrity::write_sealed(path, &value)
     }
 
+    /// The file-name stem the grid gives this run's record (`runs/<stem>.json`).
+    pub fn stem(&self) -> String {
+        super::spec::stem_of(&self.task, &self.method, self.epsilon, self.seed)
+    }
+
     /// The per-step trainer record of this record, read from `record_path` (where this record
     /// was read from): from its sidecar, verified against the step count and SHA-256 the record
     /// holds, or inline for records that keep it there.

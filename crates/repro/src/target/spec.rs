@@ -404,12 +404,17 @@ pub struct RunSpec {
 impl RunSpec {
     /// File-name stem: `SST-2__dp-zopo__eps4__seed13`.
     pub fn stem(&self) -> String {
-        let eps = match self.epsilon {
-            Some(e) => format!("eps{e}"),
-            None => "nonprivate".to_string(),
-        };
-        format!("{}__{}__{}__seed{}", self.task, self.method, eps, self.seed)
+        stem_of(&self.task, &self.method, self.epsilon, self.seed)
     }
+}
+
+/// The file-name stem of a run (its record is `runs/<stem>.json`): `SST-2__dp-zopo__eps4__seed13`.
+pub fn stem_of(task: &str, method: &str, epsilon: Option<f64>, seed: u64) -> String {
+    let eps = match epsilon {
+        Some(e) => format!("eps{e}"),
+        None => "nonprivate".to_string(),
+    };
+    format!("{task}__{method}__{eps}__seed{seed}")
 }
 
 /// Methods that spend no privacy budget and so run once per (task, seed).
