@@ -523,18 +523,20 @@ pub fn run_workers(cells: &[Cell], slots: &[Slot], policy: Policy) -> Result<()>
             cmd.env(RERUN_SINCE_ENV, format!("{secs:.6}"));
         }
         match &slot.gpu {
-            Some(g) => {
-                cmd.env("CUDA_VISIBLE_DEVICES", g)
-                    .args(["--device", "cuda"]);
-            }
-            None => {
-                cmd.args(["--device", "cpu"]);
-                // Share the cores instead of oversubscribing them (the user's setting wins).
-                if std::env::var_os("OMP_NUM_THREADS").is_none() {
-                    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                    cmd.env("OMP_NUM_THREADS", (cores / slots.len()).max(1).to_string());
-                }
-            }
+            Some(g) => cmd
+                .env("CUDA_VISIBLE_DEVICES", g)
+                .args(["--device", "cuda"]),
+            None => cmd.args(["--device", "cpu"]),
+        };
+        // Workers share the host's cores instead of oversubscribing them (the user's setting
+        // wins), on a GPU host too. Four H200 workers with libtorch's default of a thread per
+        // core each spent about 60 s setting up their first cell, against under 1 s alone
+        // (results/table2/mini/calls-2026-12-05.log); four throughput processes took as long
+        // to load without a share and about 10 s with one
+        // (results/perf/h200-2026-12-05-packed-tokens/), so the share is the likely cure.
+        if std::env::var_os("OMP_NUM_THREADS").is_none() {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            cmd.env("OMP_NUM_THREADS", (cores / slots.len()).max(1).to_string());
         }
         cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         let mut child = cmd
