@@ -512,6 +512,23 @@ fn write_result(out: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
     Ok(())
 }
 
+/// The durations of a process's last five steps.
+#[derive(Default)]
+struct RecentSteps(std::collections::VecDeque<f64>);
+
+impl RecentSteps {
+    fn push(&mut self, seconds: f64) {
+        if self.0.len() == 5 {
+            self.0.pop_front();
+        }
+        self.0.push_back(seconds);
+    }
+
+    fn slowest(&self) -> f64 {
+        self.0.iter().cloned().fold(0.0, f64::max)
+    }
+}
+
 /// How long a `steps` process waits for the others at the rendezvous.
 const RENDEZVOUS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -668,16 +685,21 @@ fn steps(args: StepsArgs) -> Result<()> {
     };
     let warm_from = Instant::now();
     let own_warmup_end = unix_now() + 3.0;
-    let mut last = 0.0;
-    while step < 5 || unix_now() < own_warmup_end {
+    // The slowest of the last few steps: what a step may take near the shared start.
+    let mut recent = RecentSteps::default();
+    let timed_step = |step: u64, carried: &mut Option<_>, recent: &mut RecentSteps| -> Result<()> {
         let t = Instant::now();
+        one_step(step, carried)?;
+        recent.push(t.elapsed().as_secs_f64());
+        Ok(())
+    };
+    while step < 5 || unix_now() < own_warmup_end {
         step += 1;
-        one_step(step, &mut carried)?;
-        last = t.elapsed().as_secs_f64();
+        timed_step(step, &mut carried, &mut recent)?;
     }
     let start_at = match (&args.rendezvous, args.parties) {
         (Some(dir), Some(parties)) => {
-            announce_ready(dir, last)?;
+            announce_ready(dir, recent.slowest())?;
             let deadline = Instant::now() + RENDEZVOUS_PATIENCE;
             let start = loop {
                 if let Some(start) = shared_start(dir, parties)? {
@@ -691,15 +713,13 @@ fn steps(args: StepsArgs) -> Result<()> {
                     );
                 }
                 step += 1;
-                one_step(step, &mut carried)?;
+                timed_step(step, &mut carried, &mut recent)?;
             };
-            // Warm while a whole step fits before the start, then wait for it: every process
-            // begins its first timed step at the same instant.
-            while unix_now() + last < start {
-                let t = Instant::now();
+            // Warm while a step fits before the start with room to spare, then wait for it:
+            // every process begins its first timed step at the same instant.
+            while unix_now() + 1.5 * recent.slowest() < start {
                 step += 1;
-                one_step(step, &mut carried)?;
-                last = t.elapsed().as_secs_f64();
+                timed_step(step, &mut carried, &mut recent)?;
             }
             let wait = start - unix_now();
             if wait > 0.0 {
@@ -888,6 +908,19 @@ mod tests {
             "{own:?}"
         );
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// Only the last five steps count: a slow first step (kernel compilation) ages out.
+    #[test]
+    fn recent_steps_keep_the_slowest_of_the_last_five() {
+        let mut recent = RecentSteps::default();
+        assert_eq!(recent.slowest(), 0.0);
+        for s in [9.0, 0.5, 0.25, 0.75, 0.5] {
+            recent.push(s);
+        }
+        assert_eq!(recent.slowest(), 9.0);
+        recent.push(0.25);
+        assert_eq!(recent.slowest(), 0.75);
     }
 
     #[test]
