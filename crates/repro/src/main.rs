@@ -10,7 +10,7 @@ mod tasks;
 
 use commands::{compact_records, perf_table, privacy, theory};
 #[cfg(feature = "torch")]
-use commands::{device, eval, export_hf, load_memory, logits, memory, throughput};
+use commands::{device, eval, export_hf, load_memory, logits, mask_anatomy, memory, throughput};
 
 #[derive(Parser)]
 #[command(name = "repro", version, about = "Reproduce DP-ZOSO / DP-ZOPO results")]
@@ -47,6 +47,10 @@ enum Command {
     /// Zero-shot accuracy of a checkpoint on one task's test split.
     #[cfg(feature = "torch")]
     Eval(eval::EvalArgs),
+    /// Where DP-ZOPO's data-free mask falls in the model, and how much of it the task's
+    /// training data can move (released, largest-score, magnitude and random selections).
+    #[cfg(feature = "torch")]
+    MaskAnatomy(mask_anatomy::MaskAnatomyArgs),
     /// Peak GPU memory and step time of every method (random weights, published configs).
     #[cfg(feature = "torch")]
     Memory(memory::MemoryArgs),
@@ -101,6 +105,8 @@ fn main() {
         Command::MemoryCell(args) => memory::run_cell(args),
         #[cfg(feature = "torch")]
         Command::Throughput(args) => throughput::run(args),
+        #[cfg(feature = "torch")]
+        Command::MaskAnatomy(args) => mask_anatomy::run(args),
         #[cfg(feature = "torch")]
         Command::Device(args) => device::run(args),
         #[cfg(feature = "torch")]

@@ -13,6 +13,8 @@ pub mod load_memory;
 #[cfg(feature = "torch")]
 pub mod logits;
 #[cfg(feature = "torch")]
+pub mod mask_anatomy;
+#[cfg(feature = "torch")]
 pub mod memory;
 pub mod perf_table;
 pub mod privacy;

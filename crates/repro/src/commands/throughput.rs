@@ -224,16 +224,16 @@ pub struct StepsResult {
 }
 
 /// A loaded measurement setup.
-struct Setup {
-    cells: TrainerCells,
-    run: RunSpec,
-    config: trainer::train::TrainConfig,
-    device: Device,
+pub(crate) struct Setup {
+    pub(crate) cells: TrainerCells,
+    pub(crate) run: RunSpec,
+    pub(crate) config: trainer::train::TrainConfig,
+    pub(crate) device: Device,
     batch: usize,
 }
 
 /// The measurement setup of `choice`'s task and `method`'s run (its settings and batch size).
-fn setup(choice: &RunChoice, method: &str) -> Result<Setup> {
+pub(crate) fn setup(choice: &RunChoice, method: &str) -> Result<Setup> {
     let device = device::select(choice.device).map_err(anyhow::Error::msg)?;
     let spec = Spec::load(&choice.experiments.join(format!("{}.toml", choice.target)))?;
     let preset = spec.preset(&choice.preset)?;

@@ -1,0 +1,254 @@
+//! `repro mask-anatomy`: where DP-ZOPO's data-free mask falls in the model, and how much of it
+//! the task's training data can move at all.
+//!
+//! For one run of a grid (default: table2 mini's DP-ZOPO on SST-2, seed and score settings as
+//! that run has them), the mask is computed as the trainer computes it at the first stage
+//! (`trainer::optim::mask`: `data_free_scores`, then `select_mask`) under four selections: the
+//! released smallest |Hg · |θ||, the largest, the smallest |θ| alone, and a uniformly random
+//! subset. Per selection and parameter group (embedding, attention, MLP, norm, head, other), the
+//! CSV counts the masked coordinates. It also counts how many of them are *live*: a coordinate
+//! of the input embedding is live only in the row of a token that occurs in the training inputs
+//! or is a label word (the other rows get no gradient from this task, whatever the step); a row
+//! of an untied head only for a label word; every other coordinate is counted live. No training
+//! example enters the mask, so none of this costs privacy; the live count reads the training
+//! inputs' token ids, and the CSV publishes only counts.
+
+use super::throughput::{setup, RunChoice};
+use anyhow::{Context, Result};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use tch::Kind;
+use trainer::optim::mask::{
+    data_free_scores, select_mask, MaskScore, MaskScoreSettings, MaskSelection,
+};
+use trainer::optim::params::TrainableParams;
+
+#[derive(clap::Args, Debug)]
+pub struct MaskAnatomyArgs {
+    #[command(flatten)]
+    pub run: RunChoice,
+    /// The run whose mask settings (ratio, the score's μ and queries) and seed are used.
+    #[arg(long, default_value = "dp-zopo")]
+    pub method: String,
+    /// CSV to write (one row per selection and parameter group).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// The selections compared: the released one first.
+const SELECTIONS: [(&str, MaskScore, MaskSelection); 4] = [
+    (
+        "smallest-score",
+        MaskScore::HessianGradient,
+        MaskSelection::Smallest,
+    ),
+    (
+        "largest-score",
+        MaskScore::HessianGradient,
+        MaskSelection::Largest,
+    ),
+    ("magnitude", MaskScore::Magnitude, MaskSelection::Smallest),
+    ("random", MaskScore::Random, MaskSelection::Smallest),
+];
+
+/// Parameter groups, by tensor name across the three model families.
+const GROUPS: [&str; 6] = ["embedding", "attention", "mlp", "norm", "head", "other"];
+
+/// The group of tensor `name` (Llama, OPT and RoBERTa names).
+fn group_of(name: &str) -> &'static str {
+    let has = |parts: &[&str]| parts.iter().any(|p| name.contains(p));
+    if has(&["lm_head"]) {
+        "head"
+    } else if has(&["embed", "embeddings"]) {
+        "embedding"
+    } else if has(&["norm", "LayerNorm"]) {
+        "norm"
+    } else if has(&["attn", "attention"]) {
+        "attention"
+    } else if has(&["mlp", "intermediate", "fc1", "fc2", "output.dense"]) {
+        "mlp"
+    } else {
+        "other"
+    }
+}
+
+/// Whether `name` is the input token embedding (rows indexed by token id).
+fn is_token_embedding(name: &str) -> bool {
+    name.ends_with("embed_tokens.weight") || name.ends_with("word_embeddings.weight")
+}
+
+/// Per group: (parameters, masked, masked and live).
+type Counts = [(u64, u64, u64); GROUPS.len()];
+
+/// Counts of `mask` (flat indices per tensor) over `params` (name, shape). `input_rows` are the
+/// token rows the training inputs reach, `label_rows` the label words' rows.
+fn count(
+    params: &[(String, Vec<i64>)],
+    mask: &[(String, Vec<i64>)],
+    input_rows: &BTreeSet<i64>,
+    label_rows: &BTreeSet<i64>,
+) -> Counts {
+    let mut counts: Counts = [(0, 0, 0); GROUPS.len()];
+    let slot = |name: &str| {
+        GROUPS
+            .iter()
+            .position(|g| *g == group_of(name))
+            .unwrap_or(5)
+    };
+    for (name, shape) in params {
+        counts[slot(name)].0 += shape.iter().product::<i64>() as u64;
+    }
+    for (name, indices) in mask {
+        let shape = params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, s)| s.as_slice())
+            .unwrap_or(&[]);
+        let width = if shape.len() == 2 { shape[1] } else { 1 };
+        let live_rows: Option<BTreeSet<i64>> = if is_token_embedding(name) {
+            Some(input_rows.union(label_rows).copied().collect())
+        } else if group_of(name) == "head" {
+            Some(label_rows.clone())
+        } else {
+            None
+        };
+        let live = match &live_rows {
+            Some(rows) => indices
+                .iter()
+                .filter(|&&i| rows.contains(&(i / width)))
+                .count(),
+            None => indices.len(),
+        };
+        let c = &mut counts[slot(name)];
+        c.1 += indices.len() as u64;
+        c.2 += live as u64;
+    }
+    counts
+}
+
+pub fn run(args: MaskAnatomyArgs) -> Result<()> {
+    let s = setup(&args.run, &args.method)?;
+    let task = s.cells.encoded_train(&s.run)?;
+    let model = s.cells.model(Kind::Float)?;
+    let params = TrainableParams::from_model(&model)?;
+    let shapes: Vec<(String, Vec<i64>)> = params
+        .named()
+        .iter()
+        .map(|(n, t)| (n.clone(), t.size()))
+        .collect();
+    let input_rows: BTreeSet<i64> = task
+        .examples
+        .iter()
+        .flat_map(|e| e.input_ids.iter().copied())
+        .collect();
+    let first = task.batch(&[0], s.device)?;
+    let label_rows: BTreeSet<i64> =
+        Vec::<i64>::try_from(&first.label_word_ids.to_device(tch::Device::Cpu))?
+            .into_iter()
+            .collect();
+    let base = s.config.mask.score;
+    println!(
+        "{} {} seed {}: ratio {}, score μ {}, {} queries; {} training examples reach {} token rows, {} label words",
+        s.run.task,
+        args.method,
+        s.config.seed,
+        base.ratio,
+        base.zo_eps,
+        base.queries,
+        task.examples.len(),
+        input_rows.len(),
+        label_rows.len()
+    );
+    let mut rows = Vec::new();
+    for (label, kind, selection) in SELECTIONS {
+        let settings = MaskScoreSettings {
+            kind,
+            selection,
+            ..base
+        };
+        let scores = data_free_scores(
+            &model,
+            &params,
+            &first.label_word_ids,
+            &settings,
+            s.config.seed,
+            0,
+        )?;
+        let mask: Vec<(String, Vec<i64>)> = select_mask(&scores, settings.ratio, selection, None)?
+            .into_iter()
+            .map(|(n, t)| Ok((n, Vec::<i64>::try_from(&t)?)))
+            .collect::<Result<_>>()?;
+        let counts = count(&shapes, &mask, &input_rows, &label_rows);
+        let total: u64 = counts.iter().map(|c| c.1).sum();
+        let live: u64 = counts.iter().map(|c| c.2).sum();
+        println!(
+            "{label}: {total} coordinates, {:.1}% in the embedding, {:.1}% live",
+            100.0 * counts[0].1 as f64 / total as f64,
+            100.0 * live as f64 / total as f64
+        );
+        for (group, (size, masked, live)) in GROUPS.iter().zip(counts) {
+            if size == 0 {
+                continue;
+            }
+            rows.push(vec![
+                label.to_string(),
+                group.to_string(),
+                size.to_string(),
+                masked.to_string(),
+                live.to_string(),
+                format!("{:.2}", 100.0 * masked as f64 / total as f64),
+                format!("{:.3}", 100.0 * masked as f64 / size as f64),
+            ]);
+        }
+    }
+    let header = [
+        "selection",
+        "group",
+        "parameters",
+        "masked",
+        "masked_live",
+        "share_of_mask",
+        "percent_of_group",
+    ];
+    crate::target::summary::write_table(&args.out, &header, rows)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_follow_the_three_families_names() {
+        assert_eq!(group_of("embed_tokens.weight"), "embedding");
+        assert_eq!(group_of("embeddings.word_embeddings.weight"), "embedding");
+        assert_eq!(group_of("layers.3.self_attn.q_proj.weight"), "attention");
+        assert_eq!(group_of("layers.3.mlp.down_proj.weight"), "mlp");
+        assert_eq!(group_of("layers.3.input_layernorm.weight"), "norm");
+        assert_eq!(group_of("decoder.layers.0.fc1.weight"), "mlp");
+        assert_eq!(group_of("lm_head.weight"), "head");
+    }
+
+    /// A 4 x 3 embedding with rows 1 (an input token) and 3 (a label word) live, and a 2 x 2
+    /// attention matrix: masked embedding coordinates count live only in those rows.
+    #[test]
+    fn embedding_coordinates_are_live_only_in_reached_rows() {
+        let params = vec![
+            ("embed_tokens.weight".to_string(), vec![4, 3]),
+            ("layers.0.self_attn.q_proj.weight".to_string(), vec![2, 2]),
+        ];
+        let mask = vec![
+            // rows 0, 1, 1, 2, 3
+            ("embed_tokens.weight".to_string(), vec![0, 3, 5, 6, 9]),
+            ("layers.0.self_attn.q_proj.weight".to_string(), vec![1, 2]),
+        ];
+        let inputs = BTreeSet::from([1]);
+        let labels = BTreeSet::from([3]);
+        let c = count(&params, &mask, &inputs, &labels);
+        assert_eq!(c[0], (12, 5, 3));
+        assert_eq!(c[1], (4, 2, 2));
+        assert_eq!(c[2], (0, 0, 0));
+    }
+}
