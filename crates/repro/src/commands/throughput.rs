@@ -536,12 +536,10 @@ const RENDEZVOUS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(
 /// `dir/ready-<pid>`, atomically.
 fn announce_ready(dir: &Path, step_seconds: f64) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let name = format!("ready-{}", std::process::id());
-    let tmp = dir.join(format!(".{name}"));
-    std::fs::write(&tmp, format!("{} {step_seconds}\n", unix_now()))
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, dir.join(&name))
-        .with_context(|| format!("cannot rename {} into place", tmp.display()))
+    // The temporary file is hidden (`.ready-…`), so a half-written one is never counted.
+    let path = dir.join(format!("ready-{}", std::process::id()));
+    atomic_file::write(&path, format!("{} {step_seconds}\n", unix_now()))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// The shared window's start once `parties` processes are ready in `dir`: after the last ready
