@@ -51,24 +51,35 @@ const SELECTIONS: [(&str, MaskScore, MaskSelection); 4] = [
     ("random", MaskScore::Random, MaskSelection::Smallest),
 ];
 
-/// Parameter groups, by tensor name across the three model families.
+/// Parameter groups, by tensor name across the three model families; `Group as usize` indexes
+/// [`GROUPS`], their names in the CSV.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Group {
+    Embedding,
+    Attention,
+    Mlp,
+    Norm,
+    Head,
+    Other,
+}
+
 const GROUPS: [&str; 6] = ["embedding", "attention", "mlp", "norm", "head", "other"];
 
 /// The group of tensor `name` (Llama, OPT and RoBERTa names).
-fn group_of(name: &str) -> &'static str {
+fn group_of(name: &str) -> Group {
     let has = |parts: &[&str]| parts.iter().any(|p| name.contains(p));
     if has(&["lm_head"]) {
-        "head"
+        Group::Head
     } else if has(&["embed", "embeddings"]) {
-        "embedding"
+        Group::Embedding
     } else if has(&["norm", "LayerNorm"]) {
-        "norm"
+        Group::Norm
     } else if has(&["attn", "attention"]) {
-        "attention"
+        Group::Attention
     } else if has(&["mlp", "intermediate", "fc1", "fc2", "output.dense"]) {
-        "mlp"
+        Group::Mlp
     } else {
-        "other"
+        Group::Other
     }
 }
 
@@ -87,27 +98,21 @@ fn count(
     mask: &[(String, Vec<i64>)],
     input_rows: &BTreeSet<i64>,
     label_rows: &BTreeSet<i64>,
-) -> Counts {
+) -> Result<Counts> {
     let mut counts: Counts = [(0, 0, 0); GROUPS.len()];
-    let slot = |name: &str| {
-        GROUPS
-            .iter()
-            .position(|g| *g == group_of(name))
-            .unwrap_or(5)
-    };
     for (name, shape) in params {
-        counts[slot(name)].0 += shape.iter().product::<i64>() as u64;
+        counts[group_of(name) as usize].0 += shape.iter().product::<i64>() as u64;
     }
     for (name, indices) in mask {
         let shape = params
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, s)| s.as_slice())
-            .unwrap_or(&[]);
+            .with_context(|| format!("the mask names {name}, which is not a trainable tensor"))?;
         let width = if shape.len() == 2 { shape[1] } else { 1 };
         let live_rows: Option<BTreeSet<i64>> = if is_token_embedding(name) {
             Some(input_rows.union(label_rows).copied().collect())
-        } else if group_of(name) == "head" {
+        } else if group_of(name) == Group::Head {
             Some(label_rows.clone())
         } else {
             None
@@ -119,11 +124,11 @@ fn count(
                 .count(),
             None => indices.len(),
         };
-        let c = &mut counts[slot(name)];
+        let c = &mut counts[group_of(name) as usize];
         c.1 += indices.len() as u64;
         c.2 += live as u64;
     }
-    counts
+    Ok(counts)
 }
 
 pub fn run(args: MaskAnatomyArgs) -> Result<()> {
@@ -178,7 +183,7 @@ pub fn run(args: MaskAnatomyArgs) -> Result<()> {
             .into_iter()
             .map(|(n, t)| Ok((n, Vec::<i64>::try_from(&t)?)))
             .collect::<Result<_>>()?;
-        let counts = count(&shapes, &mask, &input_rows, &label_rows);
+        let counts = count(&shapes, &mask, &input_rows, &label_rows)?;
         let total: u64 = counts.iter().map(|c| c.1).sum();
         let live: u64 = counts.iter().map(|c| c.2).sum();
         println!(
@@ -222,13 +227,31 @@ mod tests {
 
     #[test]
     fn groups_follow_the_three_families_names() {
-        assert_eq!(group_of("embed_tokens.weight"), "embedding");
-        assert_eq!(group_of("embeddings.word_embeddings.weight"), "embedding");
-        assert_eq!(group_of("layers.3.self_attn.q_proj.weight"), "attention");
-        assert_eq!(group_of("layers.3.mlp.down_proj.weight"), "mlp");
-        assert_eq!(group_of("layers.3.input_layernorm.weight"), "norm");
-        assert_eq!(group_of("decoder.layers.0.fc1.weight"), "mlp");
-        assert_eq!(group_of("lm_head.weight"), "head");
+        assert_eq!(
+            GROUPS[group_of("embed_tokens.weight") as usize],
+            "embedding"
+        );
+        assert_eq!(
+            GROUPS[group_of("embeddings.word_embeddings.weight") as usize],
+            "embedding"
+        );
+        assert_eq!(
+            GROUPS[group_of("layers.3.self_attn.q_proj.weight") as usize],
+            "attention"
+        );
+        assert_eq!(
+            GROUPS[group_of("layers.3.mlp.down_proj.weight") as usize],
+            "mlp"
+        );
+        assert_eq!(
+            GROUPS[group_of("layers.3.input_layernorm.weight") as usize],
+            "norm"
+        );
+        assert_eq!(
+            GROUPS[group_of("decoder.layers.0.fc1.weight") as usize],
+            "mlp"
+        );
+        assert_eq!(GROUPS[group_of("lm_head.weight") as usize], "head");
     }
 
     /// A 4 x 3 embedding with rows 1 (an input token) and 3 (a label word) live, and a 2 x 2
@@ -246,7 +269,7 @@ mod tests {
         ];
         let inputs = BTreeSet::from([1]);
         let labels = BTreeSet::from([3]);
-        let c = count(&params, &mask, &inputs, &labels);
+        let c = count(&params, &mask, &inputs, &labels).unwrap();
         assert_eq!(c[0], (12, 5, 3));
         assert_eq!(c[1], (4, 2, 2));
         assert_eq!(c[2], (0, 0, 0));
