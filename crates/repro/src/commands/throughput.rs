@@ -24,7 +24,7 @@ use trainer::batch::Batch;
 use trainer::compute::{self, Compute};
 use trainer::device::{self, DeviceRequest};
 use trainer::model::LabelWordModel;
-use trainer::models::layers::with_padded_layout;
+use trainer::models::layers::{recorded_forwards_pack, with_padded_layout};
 use trainer::optim::dp_sgd::{dp_sgd_step, DpSgdClipping, DpSgdSettings};
 use trainer::optim::params::TrainableParams;
 use trainer::optim::zo::{directional_differences, settle, zo_step, ZoPrivacy, ZoStepSettings};
@@ -103,7 +103,7 @@ pub struct StepsArgs {
     pub seconds: f64,
     /// Folder where concurrent processes meet: each warms up (at least 5 steps and 3 s), writes
     /// its ready time there, and keeps warming until `--parties` have; the shared window then
-    /// starts 2 s after the last one was ready. Model loading may take any time (under MPS four
+    /// starts 2 s plus two of the slowest step after the last one was ready. Model loading may take any time (under MPS four
     /// loads took a minute). Default: the window starts once this process has warmed up.
     #[arg(long, requires = "parties")]
     pub rendezvous: Option<PathBuf>,
@@ -598,10 +598,10 @@ fn steps(args: StepsArgs) -> Result<()> {
     let model = s.cells.model(Kind::Float)?;
     let params = TrainableParams::from_model(&model)?;
     let pool = batch_pool(&s, &task)?;
-    // Ghost clipping's recorded forwards run padded on a GPU (TokenLayout::for_mask).
+    // The layout the step really runs in: ghost clipping's recorded forwards may keep padding.
     let layout = match (args.method, args.layout) {
-        (StepMethod::DpFt, Layout::Packed) if s.device.is_cuda() => {
-            eprintln!("layout: recorded forwards run padded on a GPU; timing the padded layout");
+        (StepMethod::DpFt, Layout::Packed) if !recorded_forwards_pack(s.device) => {
+            eprintln!("layout: recorded forwards keep padding on this device; timing that layout");
             Layout::Padded
         }
         (_, layout) => layout,
@@ -870,8 +870,9 @@ fn total(args: TotalArgs) -> Result<()> {
 mod tests {
     use super::*;
 
-    /// The window starts 2 s after the last of `parties` ready times; too few is `None`, too many
-    /// or a malformed time is an error naming the folder or file.
+    /// The window starts 2 s plus two of the slowest step after the last of `parties` ready
+    /// times; too few is `None`, too many or a malformed time is an error naming the folder or
+    /// file.
     #[test]
     fn rendezvous_starts_after_the_last_ready_process() {
         let dir = std::env::temp_dir().join(format!("dpzo-rendezvous-{}", std::process::id()));

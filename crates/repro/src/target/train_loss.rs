@@ -9,7 +9,7 @@
 //! is not overfitting. The losses are those of the sampled batches (Poisson, so of varying size),
 //! as the trainer logged them before any noise.
 
-use super::record::CellRecord;
+use super::record::{CellRecord, SIDECAR_FIELD, STEPS_FIELD};
 use super::stats::{self, SeedSample};
 use super::summary::{by_cell, cell_columns, write_table};
 use anyhow::{Context, Result};
@@ -52,7 +52,7 @@ fn losses(r: &CellRecord, runs_dir: &Path) -> Result<Option<Vec<f64>>> {
     let has_steps = r
         .trainer
         .as_object()
-        .is_some_and(|t| t.contains_key("steps") || t.contains_key("steps_sidecar"));
+        .is_some_and(|t| t.contains_key(STEPS_FIELD) || t.contains_key(SIDECAR_FIELD));
     if !has_steps {
         return Ok(None);
     }

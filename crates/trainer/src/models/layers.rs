@@ -300,6 +300,12 @@ pub fn with_padded_layout<T>(forward: impl FnOnce() -> T) -> T {
     forward()
 }
 
+/// Whether ghost clipping's recorded forwards skip padding on `device`: on the CPU, not on a GPU
+/// ([`TokenLayout::for_mask`] says why).
+pub fn recorded_forwards_pack(device: tch::Device) -> bool {
+    !device.is_cuda()
+}
+
 impl TokenLayout {
     /// The layout of a batch with `[B, L]` padding mask `attention_mask`: packed when it has
     /// padding and packing is on, except for ghost clipping's recorded forwards on a GPU. There
@@ -309,8 +315,9 @@ impl TokenLayout {
     /// (results/perf/cpu-2026-12-04-packed-tokens/). One device-to-host read.
     pub fn for_mask(attention_mask: &Tensor) -> Result<Self, TchError> {
         let real = attention_mask.f_flatten(0, 1)?.f_ne(0)?;
-        let recorded_on_gpu = tape::is_recording() && attention_mask.device().is_cuda();
-        if recorded_on_gpu || !PACKING.with(std::cell::Cell::get) {
+        let recorded_padded =
+            tape::is_recording() && !recorded_forwards_pack(attention_mask.device());
+        if recorded_padded || !PACKING.with(std::cell::Cell::get) {
             let unpadded = real.f_all()?.f_int64_value(&[])? != 0;
             return Ok(if unpadded {
                 TokenLayout::Unpadded
