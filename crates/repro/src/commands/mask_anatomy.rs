@@ -227,31 +227,17 @@ mod tests {
 
     #[test]
     fn groups_follow_the_three_families_names() {
-        assert_eq!(
-            GROUPS[group_of("embed_tokens.weight") as usize],
-            "embedding"
-        );
-        assert_eq!(
-            GROUPS[group_of("embeddings.word_embeddings.weight") as usize],
-            "embedding"
-        );
-        assert_eq!(
-            GROUPS[group_of("layers.3.self_attn.q_proj.weight") as usize],
-            "attention"
-        );
-        assert_eq!(
-            GROUPS[group_of("layers.3.mlp.down_proj.weight") as usize],
-            "mlp"
-        );
-        assert_eq!(
-            GROUPS[group_of("layers.3.input_layernorm.weight") as usize],
-            "norm"
-        );
-        assert_eq!(
-            GROUPS[group_of("decoder.layers.0.fc1.weight") as usize],
-            "mlp"
-        );
-        assert_eq!(GROUPS[group_of("lm_head.weight") as usize], "head");
+        for (name, group) in [
+            ("embed_tokens.weight", "embedding"),
+            ("embeddings.word_embeddings.weight", "embedding"),
+            ("layers.3.self_attn.q_proj.weight", "attention"),
+            ("layers.3.mlp.down_proj.weight", "mlp"),
+            ("layers.3.input_layernorm.weight", "norm"),
+            ("decoder.layers.0.fc1.weight", "mlp"),
+            ("lm_head.weight", "head"),
+        ] {
+            assert_eq!(GROUPS[group_of(name) as usize], group, "{name}");
+        }
     }
 
     /// A 4 x 3 embedding with rows 1 (an input token) and 3 (a label word) live, and a 2 x 2
