@@ -875,9 +875,7 @@ mod tests {
     /// file.
     #[test]
     fn rendezvous_starts_after_the_last_ready_process() {
-        let dir = std::env::temp_dir().join(format!("dpzo-rendezvous-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = crate::target::record::scratch_dir("rendezvous");
         let dir = dir.as_path();
         std::fs::write(dir.join("ready-1"), "100.5 0.25\n").unwrap();
         std::fs::write(dir.join(".ready-2"), "999\n").unwrap(); // not yet renamed
