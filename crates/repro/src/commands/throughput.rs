@@ -875,7 +875,7 @@ mod tests {
     /// file.
     #[test]
     fn rendezvous_starts_after_the_last_ready_process() {
-        let dir = crate::target::record::scratch_dir("rendezvous");
+        let dir = crate::target::test_scratch("rendezvous");
         let dir = dir.as_path();
         std::fs::write(dir.join("ready-1"), "100.5 0.25\n").unwrap();
         std::fs::write(dir.join(".ready-2"), "999\n").unwrap(); // not yet renamed

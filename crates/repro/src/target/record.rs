@@ -299,15 +299,6 @@ pub fn read_all_checked(runs_dir: &Path) -> Result<(Vec<CellRecord>, Vec<String>
     Ok((good, failed))
 }
 
-/// An empty folder `dpzo-<name>-<pid>` under the system's temporary folder, for unit tests.
-#[cfg(test)]
-pub(crate) fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dpzo-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// A record for the unit tests of the modules that read records: SST-2, DPZero at ε = 4 on
 /// `seed`, with `trainer` as given and placeholders elsewhere (test accuracy 0).
 #[cfg(test)]
@@ -392,7 +383,7 @@ mod tests {
     /// the record holds; they read back value for value, and writing again gives the same bytes.
     #[test]
     fn steps_round_trip_through_a_deterministic_sidecar() {
-        let dir = scratch_dir("record-roundtrip");
+        let dir = crate::target::test_scratch("record-roundtrip");
         let path = dir.join("SST-2__dpzero__eps4__seed13.json");
         record(steps()).write(&path).unwrap();
         let sidecar = dir.join("SST-2__dpzero__eps4__seed13.steps.jsonl.gz");
@@ -433,7 +424,7 @@ mod tests {
     /// own sidecar.
     #[test]
     fn a_tampered_or_missing_sidecar_is_refused_naming_it() {
-        let dir = scratch_dir("record-tamper");
+        let dir = crate::target::test_scratch("record-tamper");
         let path = dir.join("a.json");
         record(steps()).write(&path).unwrap();
         let sidecar = steps_path(&path);
@@ -486,7 +477,7 @@ mod tests {
     /// before, and an empty `steps` stays inline with no sidecar.
     #[test]
     fn records_with_inline_steps_still_read() {
-        let dir = scratch_dir("record-inline");
+        let dir = crate::target::test_scratch("record-inline");
         let fixtures =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/legacy-records/runs");
         for name in [

@@ -134,14 +134,15 @@ pub fn write_csv(rows: &[TrainLossRow], path: &Path) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::record::{scratch_dir, test_record};
+    use crate::target::record::test_record;
+    use crate::target::test_scratch;
     use serde_json::json;
 
     /// Two seeds of 12 logged steps (window 2) written with their sidecars, plus a record whose
     /// steps carry no loss (`--private-records`), which is left out.
     #[test]
     fn start_and_end_losses_are_window_means_with_a_t_interval_over_seeds() {
-        let dir = scratch_dir("train-loss");
+        let dir = test_scratch("train-loss");
         let run = |seed: u64, losses: Vec<Option<f64>>| {
             let steps: Vec<_> = losses
                 .iter()
