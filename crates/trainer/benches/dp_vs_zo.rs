@@ -4,6 +4,9 @@
 //! (`trainer::models::layers::with_padded_layout`); at these tiny shapes a forward's time is
 //! mostly the cost of dispatching its operations, so the two compare how many each layout runs.
 //!
+//! `dpzero-paired` is DPZero with both points in one forward (`trainer::optim::paired`): at
+//! these shapes it shows what halving the dispatched operations gives.
+//!
 //! `cargo bench -p trainer --bench dp_vs_zo`: criterion times one step of DPZero, DP-ZOSO
 //! (proximal anchor), DP-ZOPO (1% random mask), DP-SGD by ghost clipping, DP-SGD by micro-batches
 //! and non-private backprop (AdamW) on the tiny RoBERTa, OPT and Llama (GQA) fixtures, batch 8 x
@@ -34,14 +37,15 @@ use trainer::models::load_model;
 use trainer::optim::adamw::{AdamW, AdamWSettings};
 use trainer::optim::dp_sgd::{dp_sgd_step, DpSgdClipping, DpSgdSettings};
 use trainer::optim::params::TrainableParams;
-use trainer::optim::zo::{settle, zo_step, ZoPrivacy, ZoStepSettings};
+use trainer::optim::zo::{settle, zo_step, ZoForward, ZoPrivacy, ZoStepSettings};
 use trainer::perturb::bench::{random_masks, synchronize};
 
 const MODELS: [&str; 3] = ["roberta_tiny", "opt_tiny", "llama_tiny_gqa_untied"];
-const METHODS: [&str; 12] = [
+const METHODS: [&str; 13] = [
     "infer",
     "infer-padded",
     "dpzero",
+    "dpzero-paired",
     "dpzero-lora",
     "dpzero-prefix",
     "dp-zoso",
@@ -115,7 +119,8 @@ impl Stepper<'_> {
                 })
                 .expect("forward");
             }
-            "dpzero" | "dpzero-lora" | "dpzero-prefix" | "dp-zoso" | "dp-zopo" => {
+            "dpzero" | "dpzero-paired" | "dpzero-lora" | "dpzero-prefix" | "dp-zoso"
+            | "dp-zopo" => {
                 let settings = ZoStepSettings {
                     zo_eps: 1e-3,
                     step_size: 1e-6,
@@ -123,6 +128,11 @@ impl Stepper<'_> {
                     privacy: dp,
                     normaliser: None,
                     proximal: self.anchor.as_ref().map(|a| (a, 5e-4)),
+                    forward: if self.method == "dpzero-paired" {
+                        ZoForward::Paired
+                    } else {
+                        ZoForward::Sequential
+                    },
                 };
                 let (_, carried) = zo_step(
                     self.model,

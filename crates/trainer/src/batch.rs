@@ -72,6 +72,17 @@ pub trait ExampleBatch {
 
     /// The label words, for a classification batch; `None` for multiple choice.
     fn label_word_ids(&self) -> Option<&Tensor>;
+
+    /// The batch `times` times over, copy after copy (`times * B` examples): the input of a
+    /// replicated forward ([`crate::models::replicas`]), whose copy r runs at replica r's
+    /// weights.
+    fn repeated(&self, times: usize) -> Result<Box<dyn ExampleBatch>, TchError>;
+}
+
+/// `times` copies of `t` along its first dimension.
+pub(crate) fn repeat_rows(t: &Tensor, times: usize) -> Result<Tensor, TchError> {
+    let copies = vec![t; times];
+    Tensor::f_cat(&copies, 0)
 }
 
 impl ExampleBatch for Batch {
@@ -104,6 +115,16 @@ impl ExampleBatch for Batch {
 
     fn label_word_ids(&self) -> Option<&Tensor> {
         Some(&self.label_word_ids)
+    }
+
+    fn repeated(&self, times: usize) -> Result<Box<dyn ExampleBatch>, TchError> {
+        Ok(Box::new(Batch {
+            input_ids: repeat_rows(&self.input_ids, times)?,
+            attention_mask: repeat_rows(&self.attention_mask, times)?,
+            positions: repeat_rows(&self.positions, times)?,
+            labels: repeat_rows(&self.labels, times)?,
+            label_word_ids: self.label_word_ids.shallow_clone(),
+        }))
     }
 }
 
@@ -169,5 +190,9 @@ impl ExampleBatch for TaskBatch {
 
     fn label_word_ids(&self) -> Option<&Tensor> {
         self.as_dyn().label_word_ids()
+    }
+
+    fn repeated(&self, times: usize) -> Result<Box<dyn ExampleBatch>, TchError> {
+        self.as_dyn().repeated(times)
     }
 }

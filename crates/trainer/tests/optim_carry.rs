@@ -94,6 +94,7 @@ fn settings<'a>(case: &Case, anchor: Option<&'a Anchor>) -> ZoStepSettings<'a> {
         }),
         normaliser: None,
         proximal: anchor.map(|a| (a, 0.5)),
+        forward: Default::default(),
     }
 }
 

@@ -5,7 +5,6 @@
 
 use tch::{Device, Kind, Tensor};
 use trainer::batch::ExampleBatch;
-use trainer::data::choice::{ChoiceBatch, ChoiceRow};
 use trainer::data::PaddingSide;
 use trainer::model::LabelWordModel;
 use trainer::models::adapters::AdapterConfig;
@@ -17,31 +16,9 @@ use trainer::optim::zo::{directional_differences, first_direction_seed, zo_step}
 mod optim_support;
 mod parity_fixtures;
 use optim_support::{clip_norm_keeping, reporting_dp_step};
-use parity_fixtures::{assert_ghost_matches_microbatch, fixture};
+use parity_fixtures::{assert_ghost_matches_microbatch, choice_batch, fixture};
 
 const FIXTURES: [&str; 3] = ["opt_tiny", "llama_tiny_gqa_untied", "llama_tiny_tied_bf16"];
-
-/// Five examples of two candidates: prompts of 3-5 tokens, continuations of 1-3 tokens (so
-/// rows are padded), token ids spread over `3..vocab`; labels alternate.
-fn choice_batch(vocab: i64, side: PaddingSide) -> ChoiceBatch {
-    let token = |x: usize| 3 + (x as i64 % (vocab - 3));
-    let mut examples = Vec::new();
-    let mut labels = Vec::new();
-    for e in 0..5usize {
-        let prompt: Vec<i64> = (0..3 + e % 3).map(|t| token(7 * e + 3 * t + 1)).collect();
-        let rows = (0..2usize)
-            .map(|c| {
-                let mut ids = prompt.clone();
-                let start = ids.len();
-                ids.extend((0..1 + (e + c) % 3).map(|t| token(11 * e + 5 * c + 2 * t + 2)));
-                ChoiceRow { ids, start }
-            })
-            .collect();
-        examples.push(rows);
-        labels.push(e % 2);
-    }
-    ChoiceBatch::collate("synthetic", &examples, &labels, 0, side).unwrap()
-}
 
 fn load(name: &str) -> Model {
     load_model(&fixture(name), Kind::Float, Device::Cpu).unwrap()

@@ -1,8 +1,11 @@
-//! axpy_z on CPU tensors: global index order, masks, dtypes, restore, merged terms, errors.
+//! axpy_z on CPU tensors: global index order, masks, dtypes, restore, merged terms, out of place,
+//! errors.
 
 use half::{bf16, f16};
 use tch::{Device, Kind, Tensor};
-use trainer::perturb::{axpy_z, axpy_z_using, z_values, ParamSet, PerturbError, PerturbPath};
+use trainer::perturb::{
+    axpy_z, axpy_z_using, passes_on_this_thread, z_values, ParamSet, PerturbError, PerturbPath,
+};
 
 /// Deterministic test weights: sin of the index, scaled, so every element differs.
 fn weights(numel: i64, kind: Kind) -> Tensor {
@@ -370,4 +373,220 @@ fn empty_terms_and_empty_masks_change_nothing() {
         .unwrap();
     axpy_z(&masked, &[(3, 1.0)]).unwrap();
     assert_eq!(bits(&tensor), before);
+}
+
+/// What destinations hold before an out-of-place pass: untouched coordinates must keep it.
+const SENTINEL: f64 = 7.0;
+
+/// Tensors of one dtype with odd sizes (offsets 0, 1, 14, 49, 82, 82: not multiples of 4), one
+/// empty, and one large enough for the CPU path's parallel chunks.
+fn odd_tensors(kind: Kind) -> Vec<(String, Tensor)> {
+    vec![
+        ("a".to_string(), weights(1, kind)),
+        ("b".to_string(), weights(13, kind)),
+        ("c".to_string(), weights(7 * 5, kind).view([7, 5])),
+        ("d".to_string(), weights(3 * 11, kind).view([3, 11])),
+        ("e".to_string(), weights(0, kind)),
+        ("f".to_string(), weights(70_001, kind)),
+    ]
+}
+
+/// Masks for [`odd_tensors`]: "a" and "e" stay untouched, "f" is masked on a strided subset.
+fn odd_masks() -> Vec<(String, Tensor)> {
+    vec![
+        ("b".to_string(), Tensor::from_slice(&[12i64, 0, 5])),
+        (
+            "c".to_string(),
+            Tensor::from_slice(&[34i64, 1, 2, 3, 4, 20]),
+        ),
+        ("d".to_string(), Tensor::from_slice(&[32i64])),
+        (
+            "f".to_string(),
+            Tensor::arange_start_step(3, 70_001, 7, (Kind::Int64, Device::Cpu)),
+        ),
+    ]
+}
+
+fn shallow(named: &[(String, Tensor)]) -> Vec<(String, Tensor)> {
+    named
+        .iter()
+        .map(|(n, t)| (n.clone(), t.shallow_clone()))
+        .collect()
+}
+
+/// Out of place equals copy + in place bitwise at the touched coordinates, leaves the sentinel
+/// elsewhere and the source unchanged: every dtype, dense and masked, 1 to 3 terms, the CPU
+/// loops and the ATen path.
+#[test]
+fn out_of_place_equals_copy_then_in_place_bitwise() {
+    let term_lists: [&[(u64, f64)]; 3] = [
+        &[(21, 1e-3)],
+        &[(22, 1e-3), (23, -2e-3)],
+        &[(24, 0.5), (25, -0.125), (24, 3e-4)],
+    ];
+    for kind in [Kind::Float, Kind::Double, Kind::Half, Kind::BFloat16] {
+        for masked in [false, true] {
+            for terms in term_lists {
+                for path in [PerturbPath::Auto, PerturbPath::Aten] {
+                    let label =
+                        format!("{kind:?}, masked {masked}, {} terms, {path:?}", terms.len());
+                    let original = odd_tensors(kind);
+                    let restrict = |set: ParamSet| {
+                        if masked {
+                            set.with_masks(odd_masks()).unwrap()
+                        } else {
+                            set
+                        }
+                    };
+
+                    let reference = deep_copy(&original);
+                    let in_place = restrict(ParamSet::new(shallow(&reference)).unwrap());
+                    axpy_z_using(&in_place, terms, path).unwrap();
+
+                    let sources = deep_copy(&original);
+                    let destinations: Vec<(String, Tensor)> = original
+                        .iter()
+                        .map(|(n, t)| (n.clone(), t.full_like(SENTINEL)))
+                        .collect();
+                    let set = restrict(ParamSet::new(shallow(&sources)).unwrap())
+                        .writing_to(shallow(&destinations))
+                        .unwrap();
+                    assert_eq!(set.touched_numel(), in_place.touched_numel(), "{label}");
+                    assert_eq!(set.pass_bytes(), in_place.pass_bytes(), "{label}");
+                    let passes = passes_on_this_thread();
+                    axpy_z_using(&set, terms, path).unwrap();
+                    assert_eq!(passes_on_this_thread(), passes + 1, "{label}");
+
+                    let masks: Vec<(String, Vec<i64>)> = odd_masks()
+                        .iter()
+                        .map(|(n, m)| (n.clone(), Vec::<i64>::try_from(m).unwrap()))
+                        .collect();
+                    for (((name, o), (_, r)), ((_, s), (_, d))) in original
+                        .iter()
+                        .zip(&reference)
+                        .zip(sources.iter().zip(&destinations))
+                    {
+                        assert_eq!(bits(s), bits(o), "{label}: source {name} changed");
+                        let (r, d) = (bits(r), bits(d));
+                        let mut touched = vec![!masked; r.len()];
+                        if masked {
+                            for (_, indices) in masks.iter().filter(|(n, _)| n == name) {
+                                for &i in indices {
+                                    touched[i as usize] = true;
+                                }
+                            }
+                        }
+                        for i in 0..r.len() {
+                            let expected = if touched[i] { r[i] } else { SENTINEL.to_bits() };
+                            assert_eq!(
+                                d[i], expected,
+                                "{label}: {name}[{i}] (touched {})",
+                                touched[i]
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A set that writes elsewhere takes one destination per parameter, of the source's dtype, shape
+/// and device, contiguous, sharing memory with no source or other destination.
+#[test]
+fn bad_destinations_are_rejected_by_name() {
+    let a = weights(6, Kind::Float);
+    let b = weights(20, Kind::Float).view([4, 5]);
+    let set = ParamSet::new(vec![
+        ("a".into(), a.shallow_clone()),
+        ("b".into(), b.shallow_clone()),
+    ])
+    .unwrap();
+    let zeros = |sizes: &[i64], kind: Kind| Tensor::zeros(sizes, (kind, Device::Cpu));
+    let good_a = || ("a".to_string(), zeros(&[6], Kind::Float));
+    let good_b = || ("b".to_string(), zeros(&[4, 5], Kind::Float));
+
+    let err = set.writing_to(vec![good_a()]).unwrap_err();
+    assert!(
+        matches!(err, PerturbError::DestinationMissing { ref name } if name == "b"),
+        "{err}"
+    );
+    let err = set
+        .writing_to(vec![
+            good_a(),
+            good_b(),
+            ("c".into(), zeros(&[6], Kind::Float)),
+        ])
+        .unwrap_err();
+    assert!(
+        matches!(err, PerturbError::DestinationUnknownName { ref name } if name == "c"),
+        "{err}"
+    );
+    let err = set
+        .writing_to(vec![good_a(), good_b(), good_a()])
+        .unwrap_err();
+    assert!(
+        matches!(err, PerturbError::DuplicateDestination { ref name } if name == "a"),
+        "{err}"
+    );
+    for (destination, needle) in [
+        (zeros(&[5, 4], Kind::Float), "sizes [5, 4]"),
+        (zeros(&[20], Kind::Float), "sizes [20]"),
+        (zeros(&[4, 5], Kind::Half), "dtype Half"),
+        (
+            zeros(&[5, 4], Kind::Float).transpose(0, 1),
+            "not contiguous",
+        ),
+    ] {
+        let err = set
+            .writing_to(vec![good_a(), ("b".into(), destination)])
+            .unwrap_err();
+        assert!(
+            matches!(err, PerturbError::DestinationMismatch { ref name, .. } if name == "b"),
+            "{err}"
+        );
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+    // Memory shared with the destination's own source, another source, another destination.
+    let shared = zeros(&[30], Kind::Float);
+    let cases = [
+        (
+            vec![good_a(), ("b".to_string(), b.shallow_clone())],
+            "\"b\" shares memory with its source",
+        ),
+        (
+            vec![("a".to_string(), b.view([-1]).narrow(0, 3, 6)), good_b()],
+            "\"a\" shares memory with the source of \"b\"",
+        ),
+        (
+            vec![
+                ("a".to_string(), shared.narrow(0, 14, 6)),
+                ("b".to_string(), shared.narrow(0, 0, 20).view([4, 5])),
+            ],
+            "shares memory with the destination of",
+        ),
+    ];
+    for (destinations, needle) in cases {
+        let err = set.writing_to(destinations).unwrap_err();
+        assert!(
+            matches!(err, PerturbError::DestinationAliases { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains(needle), "{err}");
+    }
+    // Adjacent, disjoint buffers are fine.
+    set.writing_to(vec![
+        ("a".to_string(), shared.narrow(0, 20, 6)),
+        ("b".to_string(), shared.narrow(0, 0, 20).view([4, 5])),
+    ])
+    .unwrap();
+
+    // A source resized after the set was built is refused at the pass.
+    let out = set.writing_to(vec![good_a(), good_b()]).unwrap();
+    let _ = a.shallow_clone().resize_([3]);
+    let err = axpy_z(&out, &[(1, 1.0)]).unwrap_err();
+    assert!(
+        matches!(err, PerturbError::SourceChanged { ref name, .. } if name == "a"),
+        "{err}"
+    );
 }

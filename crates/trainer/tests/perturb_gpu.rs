@@ -282,3 +282,175 @@ fn pull_kernel_agrees_with_aten_lerp_within_one_rounding() {
         }
     }
 }
+
+/// What destinations hold before an out-of-place pass: untouched coordinates must keep it.
+const SENTINEL: f64 = 7.0;
+
+/// Masks for [`check_out_of_place`], built afresh for each set.
+type Masks<'a> = Option<&'a dyn Fn() -> Vec<(String, Tensor)>>;
+
+/// On `path`: `sources` written out of place into `destinations` (filled with the sentinel
+/// here) equals copies of the sources perturbed in place, bitwise at the touched coordinates
+/// (`masks`, or all), with the sentinel elsewhere and the sources unchanged.
+fn check_out_of_place(
+    sources: &[(String, Tensor)],
+    destinations: &[(String, Tensor)],
+    masks: Masks<'_>,
+    terms: &[(u64, f64)],
+    path: PerturbPath,
+    label: &str,
+) {
+    let shallow = |named: &[(String, Tensor)]| -> Vec<(String, Tensor)> {
+        named
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect()
+    };
+    let restrict = |set: ParamSet| match masks {
+        Some(masks) => set.with_masks(masks()).unwrap(),
+        None => set,
+    };
+    let before: Vec<Vec<u64>> = sources.iter().map(|(_, t)| f64_bits(t)).collect();
+    let reference: Vec<(String, Tensor)> =
+        sources.iter().map(|(n, t)| (n.clone(), t.copy())).collect();
+    let in_place = restrict(ParamSet::new(shallow(&reference)).unwrap());
+    axpy_z_using(&in_place, terms, path).unwrap();
+    for (_, d) in destinations {
+        let _ = d.shallow_clone().fill_(SENTINEL);
+    }
+    let out = restrict(ParamSet::new(shallow(sources)).unwrap())
+        .writing_to(shallow(destinations))
+        .unwrap();
+    axpy_z_using(&out, terms, path).unwrap();
+
+    let masks: Vec<(String, Vec<i64>)> = masks.map_or_else(Vec::new, |masks| {
+        masks()
+            .iter()
+            .map(|(n, m)| {
+                (
+                    n.clone(),
+                    Vec::<i64>::try_from(&m.to_device(Device::Cpu)).unwrap(),
+                )
+            })
+            .collect()
+    });
+    for (i, (((name, s), (_, r)), (_, d))) in
+        sources.iter().zip(&reference).zip(destinations).enumerate()
+    {
+        assert!(f64_bits(s) == before[i], "{label}: source {name} changed");
+        let (r, d) = (f64_bits(r), f64_bits(d));
+        let mut touched = vec![masks.is_empty(); r.len()];
+        for (_, indices) in masks.iter().filter(|(n, _)| n == name) {
+            for &j in indices {
+                touched[j as usize] = true;
+            }
+        }
+        let wrong = (0..r.len())
+            .filter(|&j| d[j] != if touched[j] { r[j] } else { SENTINEL.to_bits() })
+            .count();
+        assert_eq!(
+            wrong,
+            0,
+            "{label}: {name}: {wrong} of {} elements differ",
+            r.len()
+        );
+    }
+}
+
+#[test]
+#[ignore = "GPU: run with --ignored on a CUDA host"]
+fn out_of_place_kernel_equals_copy_then_in_place_bitwise() {
+    // Thousands of grid blocks, four dtypes; the large tensors start at global offsets that are
+    // multiples of 4 (vector path) but for t7 (scalar path), and end inside Philox blocks.
+    let _lock = exact_math();
+    let device = cuda();
+    let shapes = [
+        (Kind::Half, 9_000_001i64),
+        (Kind::Half, 3),
+        (Kind::Float, 6_000_007),
+        (Kind::Half, 5),
+        (Kind::BFloat16, 4_099_003),
+        (Kind::Half, 1),
+        (Kind::Double, 100_003),
+        (Kind::Float, 70_001),
+    ];
+    let masks = || {
+        let index =
+            |n: i64, step: i64| Tensor::arange_start_step(3, n, step, (Kind::Int64, device));
+        vec![
+            ("t0".to_string(), index(9_000_001, 13)),
+            ("t3".to_string(), index(5, 1)),
+            ("t4".to_string(), index(4_099_003, 97)),
+            ("t6".to_string(), index(100_003, 2)),
+            ("t7".to_string(), index(70_001, 5)),
+        ]
+    };
+    let term_lists: [&[(u64, f64)]; 3] = [
+        &[(31, 1e-3)],
+        &[(32, 1e-3), (33, -2e-3)],
+        &[(34, 0.5), (35, -0.125), (34, 3e-4)],
+    ];
+    for masked in [false, true] {
+        let masks: Masks<'_> = if masked { Some(&masks) } else { None };
+        for (terms, path) in term_lists
+            .iter()
+            .map(|&terms| (terms, PerturbPath::NvrtcKernel))
+            .chain([(term_lists[0], PerturbPath::Aten)])
+        {
+            let sources = named_tensors(&shapes, device);
+            let destinations: Vec<(String, Tensor)> = sources
+                .iter()
+                .map(|(n, t)| (n.clone(), t.empty_like()))
+                .collect();
+            let label = format!("masked {masked}, {} terms, {path:?}", terms.len());
+            check_out_of_place(&sources, &destinations, masks, terms, path, &label);
+        }
+    }
+}
+
+#[test]
+#[ignore = "GPU: run with --ignored on a CUDA host"]
+fn out_of_place_kernel_with_misaligned_source_or_destination() {
+    // Views at element offsets 0 to 3 of 1-D buffers: contiguous, but the vector loads and
+    // stores need both pointers aligned at the same element (kernel.cu: `aligned`). "t0" (one
+    // element) puts "t1" at global offset 1, so an offset-1 source and destination align.
+    let _lock = exact_math();
+    let device = cuda();
+    let numel = 2_000_003i64;
+    let view =
+        |kind: Kind, start: i64| Tensor::zeros([numel + 4], (kind, device)).narrow(0, start, numel);
+    for kind in [Kind::Float, Kind::Half, Kind::BFloat16, Kind::Double] {
+        for (source_start, destination_start) in [(0, 0), (0, 1), (1, 0), (1, 1), (2, 3), (3, 3)] {
+            let values = (Tensor::arange(numel, (Kind::Double, Device::Cpu)) * 0.61).sin();
+            let mut source = view(kind, source_start);
+            source.copy_(&values.to_kind(kind).to_device(device));
+            let first = Tensor::full([1], 0.25, (kind, device));
+            let sources = vec![("t0".to_string(), first), ("t1".to_string(), source)];
+            let destinations = vec![
+                ("t0".to_string(), Tensor::zeros([1], (kind, device))),
+                ("t1".to_string(), view(kind, destination_start)),
+            ];
+            let masks = || {
+                vec![(
+                    "t1".to_string(),
+                    Tensor::arange_start_step(1, numel, 3, (Kind::Int64, device)),
+                )]
+            };
+            for masked in [false, true] {
+                let label = format!(
+                    "{kind:?}, source at {source_start}, destination at {destination_start}, \
+                     masked {masked}"
+                );
+                let masks: Masks<'_> = if masked { Some(&masks) } else { None };
+                check_out_of_place(
+                    &sources,
+                    &destinations,
+                    masks,
+                    &[(41, 1e-3), (42, -5e-4)],
+                    PerturbPath::NvrtcKernel,
+                    &label,
+                );
+            }
+        }
+    }
+}

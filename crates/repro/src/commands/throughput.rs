@@ -6,7 +6,8 @@
 //!   DPZero trajectory (the f32 clipped-mean update), batches are drawn from the run's real
 //!   training split, z from fresh seeds. Against f32: the correlation of the per-example values and
 //!   the error of the clipped mean. A second f32 pass (`f32-repeat`) measures the floor that
-//!   restoring θ after a perturbation leaves (rounding of θ ± μz ∓ μz).
+//!   restoring θ after a perturbation leaves (rounding of θ ± μz ∓ μz). `f32-paired` and
+//!   `tf32-paired` evaluate both points in one forward (trainer::optim::paired).
 //! - `steps`: DPZero steps per second of one process on the run's real batches, timed over a
 //!   window shared by concurrent processes (`--rendezvous`), JSON on the last stdout line.
 //! - `total`: sums the JSON of concurrent `steps` processes into one row of
@@ -20,14 +21,16 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tch::{Device, Kind};
-use trainer::batch::Batch;
+use trainer::batch::{Batch, ExampleBatch};
 use trainer::compute::{self, Compute};
 use trainer::device::{self, DeviceRequest};
 use trainer::model::LabelWordModel;
 use trainer::models::layers::{recorded_forwards_pack, with_padded_layout};
 use trainer::optim::dp_sgd::{dp_sgd_step, DpSgdClipping, DpSgdSettings};
 use trainer::optim::params::TrainableParams;
-use trainer::optim::zo::{directional_differences, settle, zo_step, ZoPrivacy, ZoStepSettings};
+use trainer::optim::zo::{
+    directional_differences, settle, zo_step, ZoForward, ZoPrivacy, ZoStepSettings,
+};
 use trainer::perturb::axpy_z;
 
 /// Dense bf16 tensor-core peak of one H200 (SXM), FLOP/s: the roofline the fractions refer to.
@@ -118,6 +121,10 @@ pub struct StepsArgs {
     /// clipping: a recorded forward and a backward), each with its run's settings and batch size.
     #[arg(long, value_enum, default_value = "dpzero")]
     pub method: StepMethod,
+    /// How a DPZero step evaluates its two points: `sequential` (two forwards, theta perturbed
+    /// in place) or `paired` (one forward with replicated weights, `trainer::optim::paired`).
+    #[arg(long, value_enum, default_value = "sequential")]
+    pub zo_forward: ZoForward,
 }
 
 /// The step `throughput steps` times.
@@ -148,6 +155,10 @@ impl StepMethod {
 
 fn dpzero_name() -> String {
     StepMethod::Dpzero.name().into()
+}
+
+fn sequential_name() -> String {
+    ZoForward::Sequential.name().into()
 }
 
 /// The token layout a `steps` process runs its forwards in (`trainer::models::layers::TokenLayout`).
@@ -217,6 +228,9 @@ pub struct StepsResult {
     /// `packed` or `padded`; empty in results written before layouts existed (padded).
     #[serde(default)]
     pub layout: String,
+    /// `sequential` or `paired` (results written before the paired forward are sequential).
+    #[serde(default = "sequential_name")]
+    pub zo_forward: String,
     /// The warm-up ended after the shared window had begun (the window was shortened).
     pub started_late: bool,
     pub data: String,
@@ -394,11 +408,15 @@ fn fidelity(args: FidelityArgs) -> Result<()> {
     let model = s.cells.model(Kind::Float)?;
     let params = TrainableParams::from_model(&model)?;
     let (mu, clip, lr) = (s.config.zo_eps, s.config.clip_norm, s.config.learning_rate);
+    // (label, compute, forward): the sequential f32 forward is the reference; its repeat is the
+    // floor; `-paired` rows evaluate both points in one forward (trainer::optim::paired).
     let settings = [
-        ("f32", Compute::F32),
-        ("f32-repeat", Compute::F32),
-        ("tf32", Compute::Tf32),
-        ("bf16", Compute::Bf16),
+        ("f32", Compute::F32, ZoForward::Sequential),
+        ("f32-repeat", Compute::F32, ZoForward::Sequential),
+        ("tf32", Compute::Tf32, ZoForward::Sequential),
+        ("bf16", Compute::Bf16, ZoForward::Sequential),
+        ("f32-paired", Compute::F32, ZoForward::Paired),
+        ("tf32-paired", Compute::Tf32, ZoForward::Paired),
     ];
     let mut series: Vec<Series> = settings.iter().map(|_| Series::default()).collect();
     let start = Instant::now();
@@ -417,9 +435,24 @@ fn fidelity(args: FidelityArgs) -> Result<()> {
         done += 1;
         let batch = task.batch(&draw_indices(task.examples.len(), s.batch, draw), s.device)?;
         let seed = direction_seed(draw);
-        for ((_, c), out) in settings.iter().zip(series.iter_mut()) {
+        let doubled = batch.repeated(2)?;
+        for ((_, c, forward), out) in settings.iter().zip(series.iter_mut()) {
             let _guard = compute::activate(*c, s.device);
-            let d = directional_differences(&model, &params, &batch, seed, mu)?;
+            let d = match forward {
+                ZoForward::Sequential => {
+                    directional_differences(&model, &params, &batch, seed, mu)?
+                }
+                ZoForward::Paired => {
+                    let (plus, minus) =
+                        params
+                            .paired_weights()?
+                            .losses(&model, doubled.as_ref(), seed, mu)?;
+                    plus.iter()
+                        .zip(&minus)
+                        .map(|(p, m)| (p - m) / (2.0 * mu))
+                        .collect()
+                }
+            };
             out.means.push(clipped_mean(&d, clip));
             out.per_example.extend(d);
         }
@@ -450,7 +483,7 @@ fn fidelity(args: FidelityArgs) -> Result<()> {
         "{:<11} {:>14} {:>12} {:>6} {:>14} {:>16}",
         "compute", "corr", "max |Δ|", "flips", "rel RMS err", "err / (C/B)"
     );
-    for ((label, c), out) in settings.iter().zip(&series) {
+    for ((label, c, _), out) in settings.iter().zip(&series) {
         let corr = pearson(&reference.per_example, &out.per_example);
         let max_abs = reference
             .per_example
@@ -637,6 +670,7 @@ fn steps(args: StepsArgs) -> Result<()> {
         }),
         normaliser: None,
         proximal: None,
+        forward: args.zo_forward,
     };
     let dp_sgd = DpSgdSettings {
         step_size: s.config.learning_rate,
@@ -772,6 +806,7 @@ fn steps(args: StepsArgs) -> Result<()> {
         tokens_per_step,
         real_tokens_per_step: real_sum / n.max(1) as f64,
         layout: layout.name().into(),
+        zo_forward: args.zo_forward.name().into(),
         started_late,
         data: task.data.clone(),
         device: device::name(s.device).into(),
@@ -806,18 +841,21 @@ fn total(args: TotalArgs) -> Result<()> {
             || r.batch != first.batch
             || r.layout != first.layout
             || r.method != first.method
+            || r.zo_forward != first.zo_forward
     }) {
         bail!(
-            "results mix settings: {} compute {} batch {} layout {:?} and {} compute {} batch {} \
-             layout {:?}",
+            "results mix settings: {} compute {} batch {} layout {:?} forward {} and {} compute {} \
+             batch {} layout {:?} forward {}",
             first.method,
             first.compute,
             first.batch,
             first.layout,
+            first.zo_forward,
             other.method,
             other.compute,
             other.batch,
-            other.layout
+            other.layout,
+            other.zo_forward
         );
     }
     if let Some(late) = rows.iter().position(|r| r.started_late) {
@@ -843,6 +881,9 @@ fn total(args: TotalArgs) -> Result<()> {
     let mut compute = first.compute.clone();
     if !first.layout.is_empty() {
         compute = format!("{compute}+{}", first.layout);
+    }
+    if first.zo_forward == ZoForward::Paired.name() {
+        compute.push_str("+paired");
     }
     if args.mps {
         compute.push_str("+mps");

@@ -27,7 +27,7 @@ use super::error::{DataError, Result};
 use super::example::Example;
 use super::task::TaskSpec;
 use super::template::DecoderTemplate;
-use crate::batch::ExampleBatch;
+use crate::batch::{repeat_rows, ExampleBatch};
 use crate::model::LabelWordModel;
 
 /// One row per (example, candidate), example-major (the rows of example `i` are
@@ -243,6 +243,25 @@ impl ExampleBatch for ChoiceBatch {
 
     fn label_word_ids(&self) -> Option<&Tensor> {
         None
+    }
+
+    fn repeated(&self, times: usize) -> std::result::Result<Box<dyn ExampleBatch>, TchError> {
+        let b = self.len() as i64;
+        let shifted: Vec<Tensor> = (0..times as i64)
+            .map(|r| self.example_index.f_add_scalar(r * b))
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(Box::new(ChoiceBatch {
+            input_ids: repeat_rows(&self.input_ids, times)?,
+            attention_mask: repeat_rows(&self.attention_mask, times)?,
+            continuation_mask: repeat_rows(&self.continuation_mask, times)?,
+            score_positions: repeat_rows(&self.score_positions, times)?,
+            score_targets: repeat_rows(&self.score_targets, times)?,
+            score_mask: repeat_rows(&self.score_mask, times)?,
+            example_index: Tensor::f_cat(&shifted, 0)?,
+            candidate_index: repeat_rows(&self.candidate_index, times)?,
+            labels: repeat_rows(&self.labels, times)?,
+            candidates: self.candidates,
+        }))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Building blocks shared by the three families: parameter creation, linear and norm layers,
 //! padding/causal masks and fused scaled-dot-product attention.
 
+use super::replicas;
 use super::tape::{self, LayerRecord};
 use tch::{nn, Device, Kind, TchError, Tensor};
 
@@ -71,7 +72,7 @@ pub struct LoraBranch {
 
 /// `x M^T`, recorded on the tape as a bias-free linear layer.
 fn recorded_product(x: &Tensor, matrix: &Tensor) -> Result<Tensor, TchError> {
-    let y = x.f_linear::<&Tensor>(matrix, None)?;
+    let y = replicas::linear(x, matrix, None)?;
     tape::push(&[Some(matrix)], || LayerRecord::Linear {
         weight: matrix.shallow_clone(),
         bias: None,
@@ -105,7 +106,7 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
-        let y = x.f_linear(&self.weight, self.bias.as_ref())?;
+        let y = replicas::linear(x, &self.weight, self.bias.as_ref())?;
         tape::push(&[Some(&self.weight), self.bias.as_ref()], || {
             LayerRecord::Linear {
                 weight: self.weight.shallow_clone(),
@@ -144,6 +145,12 @@ impl LayerNorm {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, TchError> {
         let dim = *self.weight.size().last().unwrap_or(&0);
+        let replicated =
+            replicas::is_replicated(&self.weight) || replicas::is_replicated(&self.bias);
+        if replicated {
+            let normed = x.f_layer_norm::<&Tensor>([dim], None, None, self.eps, true)?;
+            return replicas::shift(&replicas::scale(&normed, &self.weight)?, &self.bias);
+        }
         if !tape::is_recording() {
             return x.f_layer_norm([dim], Some(&self.weight), Some(&self.bias), self.eps, true);
         }
@@ -182,6 +189,13 @@ impl RmsNorm {
         let plain_f32 = kind == Kind::Float
             && self.weight.kind() == Kind::Float
             && !crate::compute::autocast_enabled(x.device());
+        let replicated = replicas::is_replicated(&self.weight);
+        if plain_f32 && replicated {
+            // Replicated gain (super::replicas): the fused norm without a gain, then each
+            // replica's gain.
+            let normed = x.f_rms_norm::<&Tensor>(self.weight.size(), None, self.eps)?;
+            return replicas::scale(&normed, &self.weight);
+        }
         if plain_f32 && !tape::is_recording() {
             // All in f32 already: ATen's fused RMSNorm computes the same normalisation, up to
             // the order of rounding (one kernel on CUDA instead of six). Autocast is left out,
@@ -191,7 +205,7 @@ impl RmsNorm {
         let x32 = x.f_to_kind(Kind::Float)?;
         let mean_square = x32.f_square()?.f_mean_dim(-1, true, Kind::Float)?;
         let normed = (x32 * (mean_square + self.eps).f_rsqrt()?).f_to_kind(kind)?;
-        let y = normed.f_mul(&self.weight)?;
+        let y = replicas::scale(&normed, &self.weight)?;
         tape::push(&[Some(&self.weight)], || LayerRecord::Norm {
             weight: self.weight.shallow_clone(),
             bias: None,
@@ -205,7 +219,7 @@ impl RmsNorm {
 
 /// Rows of an embedding `table [V, H]` at `ids [B, L]` -> `[B, L, H]`.
 pub fn embedding(table: &Tensor, ids: &Tensor) -> Result<Tensor, TchError> {
-    let y = Tensor::f_embedding(table, ids, -1, false, false)?;
+    let y = replicas::embedding(table, ids)?;
     tape::push(&[Some(table)], || LayerRecord::Embedding {
         table: table.shallow_clone(),
         ids: ids.shallow_clone(),
@@ -578,12 +592,7 @@ pub fn project_rows(
     if n.len() != 1 {
         return Err(TchError::Shape(format!("label_word_ids {n:?} must be 1-D")));
     }
-    let selected = matrix.f_index_select(0, rows)?;
-    let selected_bias = match bias {
-        Some(b) => Some(b.f_index_select(0, rows)?),
-        None => None,
-    };
-    let y = hidden.f_linear(&selected, selected_bias.as_ref())?;
+    let y = replicas::select_rows(hidden, matrix, bias, rows)?;
     tape::push(&[Some(matrix), bias], || LayerRecord::Rows {
         matrix: matrix.shallow_clone(),
         bias: bias.map(Tensor::shallow_clone),

@@ -201,7 +201,7 @@ impl Llama {
                 None,
                 &Tensor::f_arange(self.config.vocab_size, (Kind::Int64, hidden.device()))?,
             ),
-            None => hidden.f_linear::<&Tensor>(matrix, None),
+            None => super::replicas::linear(hidden, matrix, None),
         }
     }
 }

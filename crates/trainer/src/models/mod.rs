@@ -15,6 +15,7 @@ pub mod gguf;
 pub mod layers;
 pub mod llama;
 pub mod opt;
+pub mod replicas;
 pub mod roberta;
 pub mod tape;
 pub mod tokenizer;

@@ -217,7 +217,7 @@ impl Opt {
                 None,
                 &Tensor::f_arange(self.config.vocab_size, (Kind::Int64, hidden.device()))?,
             ),
-            None => projected.f_linear::<&Tensor>(&self.embed_tokens, None),
+            None => super::replicas::linear(&projected, &self.embed_tokens, None),
         }
     }
 }

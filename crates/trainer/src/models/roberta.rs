@@ -202,7 +202,9 @@ impl Roberta {
                 Some(&self.head_bias),
                 &Tensor::f_arange(self.config.vocab_size, (Kind::Int64, hidden.device()))?,
             ),
-            None => transformed.f_linear(&self.word_embeddings, Some(&self.head_bias)),
+            None => {
+                super::replicas::linear(&transformed, &self.word_embeddings, Some(&self.head_bias))
+            }
         }
     }
 }

@@ -23,6 +23,7 @@ mod error;
 pub mod ghost;
 pub mod loss;
 pub mod mask;
+pub mod paired;
 pub mod params;
 pub mod privacy;
 pub mod rng;

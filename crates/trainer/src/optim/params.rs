@@ -4,6 +4,7 @@
 use std::cell::OnceCell;
 use tch::{Kind, Tensor};
 
+use super::paired::PairedWeights;
 use super::{OptimError, ParamSet, Result};
 use crate::model::LabelWordModel;
 
@@ -16,6 +17,8 @@ pub struct TrainableParams {
     /// The z generator's view, built (and its mask validated and uploaded) once per mask, not
     /// once per step: for a 1% mask of OPT-2.7B that validation copies 26M indices to the host.
     set: OnceCell<ParamSet>,
+    /// The paired forward's replicas (built on first use after each mask, like `set`).
+    paired: OnceCell<PairedWeights>,
 }
 
 /// A copy of the trainable coordinates at a stage boundary: the proximal anchor `theta_anchor`.
@@ -49,6 +52,7 @@ impl TrainableParams {
             named,
             masks: None,
             set: OnceCell::new(),
+            paired: OnceCell::new(),
         })
     }
 
@@ -93,6 +97,7 @@ impl TrainableParams {
         }
         self.masks = masks;
         self.set = OnceCell::new();
+        self.paired = OnceCell::new();
         Ok(())
     }
 
@@ -117,6 +122,16 @@ impl TrainableParams {
         }
         let set = self.build_param_set()?;
         Ok(self.set.get_or_init(|| set))
+    }
+
+    /// The replicas of the paired forward ([`super::zo::ZoForward::Paired`]), built from theta
+    /// on first use after each [`Self::set_masks`].
+    pub fn paired_weights(&self) -> Result<&PairedWeights> {
+        if let Some(paired) = self.paired.get() {
+            return Ok(paired);
+        }
+        let paired = PairedWeights::new(self.param_set()?)?;
+        Ok(self.paired.get_or_init(|| paired))
     }
 
     fn build_param_set(&self) -> Result<ParamSet> {

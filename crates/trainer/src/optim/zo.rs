@@ -57,6 +57,49 @@ pub struct ZoStepSettings<'a> {
     /// DP-ZOSO/ZOPO proximal term `(anchor, lambda)`; `None` for none (or the released code's
     /// no-op anchor).
     pub proximal: Option<(&'a Anchor, f64)>,
+    /// How the two points of a direction are evaluated.
+    pub forward: ZoForward,
+}
+
+/// How a ZO step evaluates the losses at theta + mu z and theta - mu z.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum ZoForward {
+    /// Two forwards, theta perturbed in place between them (MeZO's inference memory; the
+    /// passes chain across steps, module docs).
+    #[default]
+    Sequential,
+    /// One forward over the batch twice, the two points' weights as replicas
+    /// ([`super::paired`]): half the kernel launches, two more copies of the perturbed
+    /// weights. The same step up to the rounding of products of another shape; theta is never
+    /// perturbed, so nothing carries between steps.
+    Paired,
+}
+
+impl ZoForward {
+    /// `sequential` or `paired`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ZoForward::Sequential => "sequential",
+            ZoForward::Paired => "paired",
+        }
+    }
+
+    /// Whether this is the default (left out of serialised configurations, so that their hashes
+    /// do not change).
+    pub fn is_default(&self) -> bool {
+        *self == ZoForward::default()
+    }
 }
 
 /// What a ZO step did.
@@ -299,6 +342,15 @@ pub fn zo_step(
             ));
         }
     }
+    let paired = settings.forward == ZoForward::Paired;
+    let (carried_in, carry_out) = if paired {
+        // Theta is never perturbed by a paired step: settle what an earlier sequential step
+        // left, and leave nothing.
+        settle(params, carried_in)?;
+        (None, None)
+    } else {
+        (carried_in, carry_out)
+    };
     let set = params.param_set()?;
     let mu = settings.zo_eps;
     let mut direction_rng = stream(run_seed, step, Purpose::Directions);
@@ -340,36 +392,36 @@ pub fn zo_step(
     // Sum over directions of |clipped sum| (diagnostics only).
     let mut clipped_signal = 0.0;
     let mut pending_restore: Option<u64> = None;
+    let doubled = if paired {
+        Some(batch.repeated(2)?)
+    } else {
+        None
+    };
     for (j, &seed) in seeds.iter().enumerate() {
-        let mut terms = vec![(seed, mu)];
-        if let Some(previous) = pending_restore.take() {
-            terms.push((previous, mu));
-        }
-        if j == 0 {
-            terms.extend_from_slice(&uncarry);
-        }
-        if let Err(err) = apply(set, &terms) {
-            if j == 0 {
-                settle(params, carried_in)?;
+        let (plus, minus) = match &doubled {
+            Some(doubled) => {
+                let (plus, minus) =
+                    params
+                        .paired_weights()?
+                        .losses(model, doubled.as_ref(), seed, mu)?;
+                finite_or_err(&plus, step, "loss at theta + mu z")?;
+                finite_or_err(&minus, step, "loss at theta - mu z")?;
+                (plus, minus)
             }
-            return Err(err);
-        }
-        let plus = loss::per_example_loss_values(model, batch);
-        axpy_z(set, &[(seed, -2.0 * mu)])?;
-        let minus = loss::per_example_loss_values(model, batch);
-        let checked = plus.and_then(|p| minus.map(|m| (p, m))).and_then(|(p, m)| {
-            finite_or_err(&p, step, "loss at theta + mu z")?;
-            finite_or_err(&m, step, "loss at theta - mu z")?;
-            Ok((p, m))
-        });
-        let (plus, minus) = match checked {
-            Ok(values) => values,
-            Err(err) => {
-                axpy_z(set, &[(seed, mu)])?;
-                return Err(err);
-            }
+            None => sequential_losses(
+                model,
+                set,
+                batch,
+                seed,
+                mu,
+                step,
+                pending_restore.take(),
+                (j == 0).then_some((uncarry.as_slice(), || settle(params, carried_in))),
+            )?,
         };
-        pending_restore = Some(seed);
+        if !paired {
+            pending_restore = Some(seed);
+        }
         if report.loss.is_none() {
             let total: f64 = plus.iter().zip(&minus).map(|(p, m)| 0.5 * (p + m)).sum();
             report.loss = Some(total / plus.len() as f64);
@@ -407,8 +459,8 @@ pub fn zo_step(
         });
     }
 
-    // Final pass: restore of the last direction merged with the update (module docs).
-    let last = pending_restore.expect("invariant: at least one direction was evaluated");
+    // Final pass: restore of the last direction (sequential forward) merged with the update
+    // (module docs).
     let mut restore_scale = mu;
     if let Some((anchor, lambda)) = settings.proximal {
         let weight = settings.step_size * lambda;
@@ -418,10 +470,52 @@ pub fn zo_step(
     // `apply` sums the restore into the last direction's update term (same f64 order as
     // before: update, then restore).
     let mut terms = update_terms(&seeds, &report.projected_grads, settings.step_size);
-    terms.push((last, restore_scale));
+    terms.extend(pending_restore.map(|last| (last, restore_scale)));
     terms.extend(carry.iter().map(|c| (c.seed, c.scale)));
     apply(set, &terms)?;
     Ok((report, carry))
+}
+
+/// The sequential forward of direction `seed`: losses at theta + mu z (that pass merged with
+/// the restore of the `previous` direction and, for the first direction, with `first`'s removal
+/// of what theta carries in), then at theta - mu z, where theta is left for the next pass to
+/// restore. On a non-finite or failed forward theta is restored first; if the first pass
+/// itself fails, `first`'s settle removes the carried perturbation.
+#[allow(clippy::too_many_arguments)]
+fn sequential_losses(
+    model: &dyn LabelWordModel,
+    set: &ParamSet,
+    batch: &dyn ExampleBatch,
+    seed: u64,
+    mu: f64,
+    step: u64,
+    previous: Option<u64>,
+    first: Option<(&[(u64, f64)], impl FnOnce() -> Result<()>)>,
+) -> Result<(Vec<f64>, Vec<f64>)> {
+    let mut terms = vec![(seed, mu)];
+    terms.extend(previous.map(|p| (p, mu)));
+    let settle_carried = first.map(|(uncarry, settle_carried)| {
+        terms.extend_from_slice(uncarry);
+        settle_carried
+    });
+    if let Err(err) = apply(set, &terms) {
+        if let Some(settle_carried) = settle_carried {
+            settle_carried()?;
+        }
+        return Err(err);
+    }
+    let plus = loss::per_example_loss_values(model, batch);
+    axpy_z(set, &[(seed, -2.0 * mu)])?;
+    let minus = loss::per_example_loss_values(model, batch);
+    let checked = plus.and_then(|p| minus.map(|m| (p, m))).and_then(|(p, m)| {
+        finite_or_err(&p, step, "loss at theta + mu z")?;
+        finite_or_err(&m, step, "loss at theta - mu z")?;
+        Ok((p, m))
+    });
+    if checked.is_err() {
+        axpy_z(set, &[(seed, mu)])?;
+    }
+    checked
 }
 
 /// An empty Poisson batch: the mechanism still runs, so each direction releases

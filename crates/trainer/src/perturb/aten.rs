@@ -1,6 +1,7 @@
 //! Fallback for CUDA tensors when the NVRTC kernel is unavailable: z is generated on the CPU in
 //! chunks (the same code as the CPU path), copied to the device, and added with ATen ops. Same
-//! values as the kernel and the CPU path; slow (host generation plus a copy per chunk).
+//! values as the kernel and the CPU path; slow (host generation plus a copy per chunk). An
+//! out-of-place entry computes from its source's values and writes its destination.
 
 use super::cpu::{dense_update, masked_delta};
 use super::error::PerturbError;
@@ -29,6 +30,10 @@ pub(crate) fn update_entry(entry: &ParamEntry, terms: &[(u64, f32)]) -> Result<(
     }
     tch::no_grad(|| {
         let mut flat = entry.tensor.f_view([-1])?;
+        let source = match &entry.source {
+            Some(source) => source.f_view([-1])?,
+            None => flat.shallow_clone(),
+        };
         match &entry.selection {
             Selection::Dense => {
                 let numel = entry.numel as i64;
@@ -39,7 +44,8 @@ pub(crate) fn update_entry(entry: &ParamEntry, terms: &[(u64, f32)]) -> Result<(
                     dense_update(&mut delta, entry.offset + start as u64, terms);
                     let delta = Tensor::from_slice(&delta).f_to_device(entry.device)?;
                     let mut part = flat.f_narrow(0, start, length)?;
-                    let updated = add_delta(&part, &delta, entry.kind)?;
+                    let current = source.f_narrow(0, start, length)?;
+                    let updated = add_delta(&current, &delta, entry.kind)?;
                     part.f_copy_(&updated)?;
                     start += length;
                 }
@@ -53,7 +59,7 @@ pub(crate) fn update_entry(entry: &ParamEntry, terms: &[(u64, f32)]) -> Result<(
                     .map(|&index| masked_delta(entry.offset, index, terms))
                     .collect();
                 let delta = Tensor::from_slice(&delta).f_to_device(entry.device)?;
-                let current = flat.f_index_select(0, indices_on_device)?;
+                let current = source.f_index_select(0, indices_on_device)?;
                 let updated = add_delta(&current, &delta, entry.kind)?;
                 let _ = flat.f_index_copy_(0, indices_on_device, &updated)?;
             }

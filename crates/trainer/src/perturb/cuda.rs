@@ -1,6 +1,7 @@
 //! The CUDA path: `kernel.cu` compiled once per device by NVRTC and launched on the tensors'
 //! `data_ptr()`s, one launch for all dense tensors of a device and element type, and one for all
-//! masked ones.
+//! masked ones. An out-of-place entry ([`ParamSet::writing_to`](super::ParamSet::writing_to))
+//! puts its source's pointer in record word 7, 0 for in-place ones: the same launches.
 //!
 //! The CUDA driver and NVRTC are loaded at run time (cudarc, `dynamic-loading`), so nothing CUDA
 //! is needed to build. We work in the device's primary context (the one libtorch uses) and
@@ -471,8 +472,9 @@ fn launch(
     // SAFETY: the context is the device's primary context; params point at live locals whose
     // types match the kernel signature (two pointers, then Terms by value for the perturbation
     // kernels or a double for the pull); the records hold data pointers of contiguous tensors
-    // of the recorded dtype and length (and anchors of the recorded count), and the block
-    // segment table has one entry per grid block.
+    // of the recorded dtype and length (and sources of the same, disjoint from every
+    // destination, or anchors of the recorded count), and the block segment table has one
+    // entry per grid block.
     unsafe {
         check("cuCtxSetCurrent", sys::cuCtxSetCurrent(kernels.context))?;
         check(
@@ -496,7 +498,7 @@ fn launch(
 }
 
 /// Update all CUDA entries with the kernel: per device and element type present, one dense and
-/// one masked launch.
+/// one masked launch, in-place and out-of-place entries alike.
 pub(crate) fn update_entries(
     entries: &[&ParamEntry],
     terms: &[(u64, f32)],
@@ -534,6 +536,7 @@ pub(crate) fn update_entries(
         for entry in entries {
             let code = dtype_code(entry.kind)?;
             let pointer = entry.tensor.data_ptr() as u64;
+            let source = entry.source.as_ref().map_or(0, |t| t.data_ptr() as u64);
             match &entry.selection {
                 Selection::Dense if entry.numel > 0 => {
                     let (records, blocks) = &mut dense[code];
@@ -546,7 +549,7 @@ pub(crate) fn update_entries(
                         code as u64,
                         0,
                         0,
-                        0,
+                        source,
                     ]);
                     *blocks += philox_blocks.div_ceil(THREADS * chunks);
                 }
@@ -563,7 +566,7 @@ pub(crate) fn update_entries(
                         code as u64,
                         indices_on_device.data_ptr() as u64,
                         indices.len() as u64,
-                        0,
+                        source,
                     ]);
                     *blocks += (indices.len() as u64).div_ceil(THREADS * shape.masked_per_thread);
                 }

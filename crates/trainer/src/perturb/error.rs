@@ -56,6 +56,27 @@ pub enum PerturbError {
     /// A proximal anchor that does not fit its tensor.
     #[error("proximal anchor for {name:?}: {reason}")]
     AnchorMismatch { name: String, reason: String },
+    /// [`ParamSet::writing_to`](super::ParamSet::writing_to) got no destination for a
+    /// parameter.
+    #[error("no destination given for parameter {name:?}")]
+    DestinationMissing { name: String },
+    /// A destination names no parameter of the set.
+    #[error("destination given for {name:?}, which is not a parameter of this set")]
+    DestinationUnknownName { name: String },
+    /// A parameter received two destinations.
+    #[error("two destinations given for parameter {name:?}")]
+    DuplicateDestination { name: String },
+    /// A destination whose dtype, shape or device differs from its source's, or that is not
+    /// contiguous.
+    #[error("destination for {name:?}: {reason}")]
+    DestinationMismatch { name: String, reason: String },
+    /// A destination that shares memory with its source or another tensor of the set.
+    #[error("destination for {name:?} shares memory with {other}")]
+    DestinationAliases { name: String, other: String },
+    /// The source of an out-of-place entry no longer has the dtype, device, layout or size it
+    /// had when the set was built.
+    #[error("source of {name:?} changed since the set was built: {reason}")]
+    SourceChanged { name: String, reason: String },
     /// A failure reported by libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

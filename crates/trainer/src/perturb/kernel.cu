@@ -1,4 +1,5 @@
-// Fused seed-replayed perturbation: theta += sum_k scale_k * z(seed_k, global index), in place.
+// Fused seed-replayed perturbation: theta += sum_k scale_k * z(seed_k, global index), in place,
+// or out of place: data = source + sum_k scale_k * z(seed_k, global index) (ParamSet::writing_to).
 // Compiled at run time by NVRTC with --fmad=false and no fast math, so every float operation is
 // the same correctly rounded IEEE f32 operation as in normal.rs and cpu.rs (same order, same
 // constants, which cuda.rs prepends as exact bit patterns). Keep the two files in step.
@@ -9,8 +10,10 @@
 // One kernel per element type (f32, f16, bf16, f64) and selection (dense, masked), and the
 // proximal pull (see pull below); cuda.rs launches one per type present. Segment table: 8 u64 per tensor:
 //   0 data pointer, 1 numel, 2 global offset, 3 first grid block, 4 dtype (0 f32, 1 f16,
-//   2 bf16, 3 f64), 5 mask pointer (int64 flat indices) or 0, 6 mask length, 7 unused;
-// and one u32 per grid block, the index of its segment.
+//   2 bf16, 3 f64), 5 mask pointer (int64 flat indices) or 0, 6 mask length, 7 source pointer
+//   (same dtype and numel; read instead of the data, which is then only written) or 0 for an
+//   in-place pass;
+// and one u32 per grid block, the index of its segment. The pull reads word 7 as its anchor.
 
 #define MAX_TERMS 8
 #define THREADS 256
@@ -232,21 +235,25 @@ __device__ __forceinline__ void perturb_dense(const unsigned long long* table, c
                                               const Terms& terms) {
     typedef Storage<DT> S;
     const unsigned long long* seg = block_segment(table, block_segments, blockIdx.x);
-    unsigned long long ptr = __ldg(seg), numel = __ldg(seg + 1), offset = __ldg(seg + 2);
+    unsigned long long ptr = __ldg(seg), numel = __ldg(seg + 1), offset = __ldg(seg + 2), source = __ldg(seg + 7);
     unsigned int count = terms.count;
     unsigned long long base = offset / 4 + (blockIdx.x - __ldg(seg + 3)) * (unsigned long long)(THREADS * CHUNKS);
     // Local index of lane 0 of this grid block's first Philox block (negative when the tensor
     // starts inside it), and of the end of its last one.
     long long first = (long long)(4 * base) - (long long)offset;
     long long end = first + 4LL * THREADS * CHUNKS;
-    bool aligned = ((ptr + (unsigned long long)first * sizeof(typename S::Scalar)) & (4 * sizeof(typename S::Scalar) - 1)) == 0;
+    // Vector access needs the data and the source (if any) aligned at the same element.
+    unsigned long long first_bytes = (unsigned long long)first * sizeof(typename S::Scalar);
+    bool aligned = (((ptr + first_bytes) | ((source ? source : ptr) + first_bytes)) & (4 * sizeof(typename S::Scalar) - 1)) == 0;
     if (first >= 0 && end <= (long long)numel && aligned) {
         // Interior grid block: every Philox block is four whole, aligned elements. Issue all
-        // loads first, generate z while they are in flight, then add and store.
+        // loads (from the source, if any) first, generate z while they are in flight, then add
+        // and store to the data.
         typename S::Quad* data = (typename S::Quad*)((typename S::Scalar*)ptr + first);
+        const typename S::Quad* in = source ? (const typename S::Quad*)((const typename S::Scalar*)source + first) : data;
         typename S::Quad values[CHUNKS];
         #pragma unroll
-        for (int c = 0; c < CHUNKS; ++c) values[c] = data[c * THREADS + threadIdx.x];
+        for (int c = 0; c < CHUNKS; ++c) values[c] = in[c * THREADS + threadIdx.x];
         if (count == 1) {
             // One term (every pass of a single-direction step): round keys from the parameter
             // bank, each chunk's delta added as soon as it is generated.
@@ -290,9 +297,11 @@ __device__ __forceinline__ void perturb_dense(const unsigned long long* table, c
         for (int c = 0; c < CHUNKS; ++c) data[c * THREADS + threadIdx.x] = values[c];
         return;
     }
-    // Edge grid block (a tensor's first or last, or misaligned data): element by element.
+    // Edge grid block (a tensor's first or last, or misaligned data or source): element by
+    // element.
     unsigned long long last_block = (offset + numel - 1) / 4;
     typename S::Scalar* elements = (typename S::Scalar*)ptr;
+    const typename S::Scalar* from = source ? (const typename S::Scalar*)source : elements;
     for (unsigned int c = 0; c < CHUNKS; ++c) {
         unsigned long long block = base + (unsigned long long)c * THREADS + threadIdx.x;
         if (block > last_block) return;
@@ -302,7 +311,7 @@ __device__ __forceinline__ void perturb_dense(const unsigned long long* table, c
         #pragma unroll
         for (int l = 0; l < 4; ++l) {
             long long i = lane0 + l;
-            if (i >= 0 && i < (long long)numel) elements[i] = S::add(elements[i], delta[l]);
+            if (i >= 0 && i < (long long)numel) elements[i] = S::add(from[i], delta[l]);
         }
     }
 }
@@ -313,6 +322,8 @@ __device__ __forceinline__ void perturb_masked(const unsigned long long* table, 
     typedef Storage<DT> S;
     const unsigned long long* seg = block_segment(table, block_segments, blockIdx.x);
     typename S::Scalar* elements = (typename S::Scalar*)seg[0];
+    // Gather from the source when there is one, scatter to the data.
+    const typename S::Scalar* from = seg[7] ? (const typename S::Scalar*)seg[7] : elements;
     const long long* indices = (const long long*)seg[5];
     unsigned long long offset = seg[2], length = seg[6];
     unsigned int count = terms.count;
@@ -326,7 +337,7 @@ __device__ __forceinline__ void perturb_masked(const unsigned long long* table, 
         index[m] = j < length ? indices[j] : -1;
     }
     #pragma unroll
-    for (int m = 0; m < MASKED_PER_THREAD; ++m) if (index[m] >= 0) values[m] = elements[index[m]];
+    for (int m = 0; m < MASKED_PER_THREAD; ++m) if (index[m] >= 0) values[m] = from[index[m]];
     float delta[MASKED_PER_THREAD];
     #pragma unroll
     for (int m = 0; m < MASKED_PER_THREAD; ++m) delta[m] = 0.0f;

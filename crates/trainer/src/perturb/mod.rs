@@ -20,6 +20,12 @@
 //! term order starting from 0, added to theta in f32 (f64 for f64 tensors) and rounded once to
 //! the tensor's dtype (round to nearest even).
 //!
+//! Out of place: [`ParamSet::writing_to`] pairs each tensor (the source) with a destination, and
+//! `axpy_z` on that set writes `source + sum_k scale_k z(seed_k)` into the destinations at the
+//! touched coordinates, in the same single pass, without writing the source or the untouched
+//! coordinates (for the paired forward's theta +- mu z replicas). The result is bit-identical to
+//! copying the source and perturbing the copy in place, on every path.
+//!
 //! Devices: CPU tensors are updated by plain loops (`cpu.rs`); CUDA tensors by one NVRTC-compiled
 //! kernel launch per element type (all tensors of that type at once) when NVRTC and the driver
 //! can be loaded (`cuda`), otherwise by an ATen fallback that copies host-generated z
@@ -149,8 +155,9 @@ fn validated_terms(terms: &[(u64, f64)]) -> Result<Vec<(u64, f32)>, PerturbError
         .collect()
 }
 
-/// Check that a tensor still has the dtype, size, device and layout it had at construction
-/// (the raw-pointer paths depend on it).
+/// Check that a tensor, and its source if it has one, still has the dtype, size, device and
+/// layout it had at construction, and that a source is not its destination (the raw-pointer
+/// paths depend on it).
 fn check_unchanged(entry: &ParamEntry) -> Result<(), PerturbError> {
     let tensor = &entry.tensor;
     if tensor.kind() != entry.kind {
@@ -172,17 +179,52 @@ fn check_unchanged(entry: &ParamEntry) -> Result<(), PerturbError> {
             strides: tensor.stride(),
         });
     }
+    if let Some(source) = &entry.source {
+        let changed = |reason: String| PerturbError::SourceChanged {
+            name: entry.name.clone(),
+            reason,
+        };
+        if source.kind() != entry.kind {
+            return Err(changed(format!(
+                "dtype {:?}, expected {:?}",
+                source.kind(),
+                entry.kind
+            )));
+        }
+        if source.device() != entry.device {
+            return Err(changed(format!(
+                "device {:?}, expected {:?}",
+                source.device(),
+                entry.device
+            )));
+        }
+        if !source.is_contiguous() || source.numel() as u64 != entry.numel {
+            return Err(changed(format!(
+                "sizes {:?}, strides {:?}; expected {} contiguous elements",
+                source.size(),
+                source.stride(),
+                entry.numel
+            )));
+        }
+        if entry.numel > 0 && source.data_ptr() == tensor.data_ptr() {
+            return Err(PerturbError::DestinationAliases {
+                name: entry.name.clone(),
+                other: "its source".into(),
+            });
+        }
+    }
     Ok(())
 }
 
-/// theta += sum_k scale_k * z(seed_k), in place over the touched coordinates of `params`.
+/// theta += sum_k scale_k * z(seed_k), in place over the touched coordinates of `params` (for a
+/// set built by [`ParamSet::writing_to`]: destination = source + sum_k scale_k * z(seed_k)).
 ///
 /// CUDA tensors use the NVRTC kernel when available (and at most 8 terms are given), else the
 /// ATen fallback.
 ///
 /// # Errors
-/// A scale that is not a finite f32; a tensor whose dtype, size or layout changed since the set
-/// was built; a CUDA or libtorch failure.
+/// A scale that is not a finite f32; a tensor (or source) whose dtype, size or layout changed
+/// since the set was built; a CUDA or libtorch failure.
 pub fn axpy_z(params: &ParamSet, terms: &[(u64, f64)]) -> Result<(), PerturbError> {
     axpy_z_using(params, terms, PerturbPath::Auto)
 }

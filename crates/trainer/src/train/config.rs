@@ -201,6 +201,11 @@ pub struct TrainConfig {
     /// Precision of the matrix products (`f32`, `tf32`, `bf16`); weights, perturbations and
     /// updates keep `dtype` (crate::compute).
     pub compute: crate::compute::Compute,
+    /// How the ZO methods evaluate a direction's two points (`sequential`, or `paired`: one
+    /// forward with replicated weights, `crate::optim::paired`). Left out when sequential, so
+    /// that existing configurations keep their hashes.
+    #[serde(skip_serializing_if = "crate::optim::zo::ZoForward::is_default")]
+    pub zo_forward: crate::optim::zo::ZoForward,
     /// Show a progress bar.
     pub progress: bool,
     /// An adapter on the frozen base (LoRA or prefix-tuning, `crate::models::adapters`): only
@@ -246,6 +251,7 @@ impl Default for TrainConfig {
             seed: 42,
             dtype: DType::F32,
             compute: crate::compute::Compute::F32,
+            zo_forward: crate::optim::zo::ZoForward::Sequential,
             progress: false,
             adapter: None,
         }

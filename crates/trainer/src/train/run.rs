@@ -25,7 +25,7 @@ use crate::optim::calibration;
 use crate::optim::mask::{data_free_scores, select_mask, union_masks, MaskStrategy};
 use crate::optim::params::{Anchor, TrainableParams};
 use crate::optim::privacy::{self, SampledGaussian};
-use crate::optim::zo::ZoPrivacy;
+use crate::optim::zo::{ZoForward, ZoPrivacy};
 use crate::optim::{loss, OptimError};
 
 /// How to start a run.
@@ -651,6 +651,7 @@ pub fn run_training_with<B: ExampleBatch>(
         proximal_weight: config.proximal_weight,
         dp_sgd_clipping: config.dp_sgd_clipping,
         adamw: config.adamw,
+        zo_forward: config.zo_forward,
     };
     let mut state = Loop {
         config,
@@ -806,7 +807,7 @@ pub fn run_training_with<B: ExampleBatch>(
         } else if method == Method::DpZopo && state.params.masks().is_none() {
             state.rescore_mask(model, batch.as_dyn(), at.stage as u64)?;
         }
-        let carry_out = (!options.no_carry)
+        let carry_out = (!options.no_carry && config.zo_forward == ZoForward::Sequential)
             .then(|| next_step_mu(config, schedule, step, steps_total))
             .flatten();
         let input = StepInput {

@@ -11,7 +11,9 @@ use crate::model::LabelWordModel;
 use crate::optim::adamw::{AdamW, AdamWSettings};
 use crate::optim::dp_sgd::{dp_sgd_step, DpSgdClipping, DpSgdSettings};
 use crate::optim::params::{Anchor, TrainableParams};
-use crate::optim::zo::{settle, zo_step, Carried, ClipDiagnostics, ZoPrivacy, ZoStepSettings};
+use crate::optim::zo::{
+    settle, zo_step, Carried, ClipDiagnostics, ZoForward, ZoPrivacy, ZoStepSettings,
+};
 use crate::optim::Result;
 
 /// What a method needs beyond the step's schedule point, fixed for a run.
@@ -35,6 +37,8 @@ pub struct MethodSettings {
     pub dp_sgd_clipping: DpSgdClipping,
     /// AdamW of non-private fine-tuning.
     pub adamw: AdamWSettings,
+    /// How the ZO methods evaluate a direction's two points.
+    pub zo_forward: ZoForward,
 }
 
 /// The schedule's point for one step, and what the loop decides around it.
@@ -144,6 +148,7 @@ impl MethodStep {
                     privacy: if private { s.privacy } else { None },
                     normaliser: if private { s.normaliser } else { None },
                     proximal: input.anchor.map(|a| (a, s.proximal_weight)),
+                    forward: s.zo_forward,
                 };
                 let (report, next) = zo_step(
                     model,

@@ -243,5 +243,6 @@ pub fn reporting_dp_step(
         }),
         normaliser,
         proximal: None,
+        forward: Default::default(),
     }
 }

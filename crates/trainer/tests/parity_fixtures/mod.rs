@@ -6,6 +6,8 @@
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 use trainer::batch::{Batch, ExampleBatch};
+use trainer::data::choice::{ChoiceBatch, ChoiceRow};
+use trainer::data::PaddingSide;
 use trainer::model::LabelWordModel;
 use trainer::models::layers::with_padded_layout;
 use trainer::optim::dp_sgd::{ghost_clipped_gradient_sum, microbatch_clipped_gradient};
@@ -137,4 +139,26 @@ pub fn padded_batch(name: &str) -> Batch {
         labels: Tensor::from_slice(&(0..b).map(|i| i % 2).collect::<Vec<i64>>()),
         label_word_ids: Tensor::from_slice(&[first, second]),
     }
+}
+
+/// Five examples of two candidates: prompts of 3-5 tokens, continuations of 1-3 tokens (so
+/// rows are padded), token ids spread over `3..vocab`; labels alternate.
+pub fn choice_batch(vocab: i64, side: PaddingSide) -> ChoiceBatch {
+    let token = |x: usize| 3 + (x as i64 % (vocab - 3));
+    let mut examples = Vec::new();
+    let mut labels = Vec::new();
+    for e in 0..5usize {
+        let prompt: Vec<i64> = (0..3 + e % 3).map(|t| token(7 * e + 3 * t + 1)).collect();
+        let rows = (0..2usize)
+            .map(|c| {
+                let mut ids = prompt.clone();
+                let start = ids.len();
+                ids.extend((0..1 + (e + c) % 3).map(|t| token(11 * e + 5 * c + 2 * t + 2)));
+                ChoiceRow { ids, start }
+            })
+            .collect();
+        examples.push(rows);
+        labels.push(e % 2);
+    }
+    ChoiceBatch::collate("synthetic", &examples, &labels, 0, side).unwrap()
 }

@@ -326,6 +326,7 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
             DpSgdClipping::Ghost
         },
         adamw: AdamWSettings::default(),
+        zo_forward: Default::default(),
     };
     let mut method_step = training_method
         .map(|m| MethodStep::new(m, settings, &params))
