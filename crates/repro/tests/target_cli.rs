@@ -181,3 +181,49 @@ fn invalid_filter_values_are_errors_naming_the_value_and_the_valid_ones() {
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stdout}{stderr}");
 }
+
+/// `--zo-forward paired` runs the ZO methods with both points in one forward: the record is the
+/// same cell (same spec hash: the flag is not part of it), its trainer config says `paired`,
+/// and it ends where the sequential run ends up to rounding (same test accuracy, test loss
+/// within 1e-5 relative). The step-level agreement is `trainer/tests/optim_paired.rs`.
+#[test]
+fn a_paired_forward_run_matches_the_sequential_one() {
+    let data = fixtures();
+    let run = |name: &str, extra: &[&str]| -> serde_json::Value {
+        let out = scratch(name);
+        let mut args = vec![
+            "--methods",
+            "dpzero",
+            "--seeds",
+            "13",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let output = table2(&args);
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "{stdout}{stderr}");
+        let dir = out.join("table2/smoke/runs");
+        let names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".json"))
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+        let record =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(&names[0])).unwrap()).unwrap();
+        std::fs::remove_dir_all(&out).unwrap();
+        record
+    };
+    let sequential = run("sequential", &[]);
+    let paired = run("paired", &["--zo-forward", "paired"]);
+    assert_eq!(sequential["spec_hash"], paired["spec_hash"]);
+    assert!(sequential["trainer"]["config"].get("zo_forward").is_none());
+    assert_eq!(paired["trainer"]["config"]["zo_forward"], "paired");
+    assert_eq!(sequential["test_accuracy"], paired["test_accuracy"]);
+    let loss = |r: &serde_json::Value| r["trainer"]["test"]["loss"].as_f64().unwrap();
+    let (a, b) = (loss(&sequential), loss(&paired));
+    assert!((a - b).abs() <= 1e-5 * a.abs(), "test loss {a} against {b}");
+}

@@ -4,8 +4,11 @@
 //! (`trainer::models::layers::with_padded_layout`); at these tiny shapes a forward's time is
 //! mostly the cost of dispatching its operations, so the two compare how many each layout runs.
 //!
-//! `dpzero-paired` is DPZero with both points in one forward (`trainer::optim::paired`): at
-//! these shapes it shows what halving the dispatched operations gives.
+//! `dpzero-paired` and `dp-zopo-paired` evaluate both points in one forward
+//! (`trainer::optim::paired`). On the CPU a dense step's time here is mostly generating z for
+//! every weight (a paired step makes three passes instead of two); under DP-ZOPO's 1% mask the
+//! forwards dominate, so `dp-zopo` against `dp-zopo-paired` shows what halving the dispatched
+//! operations gives.
 //!
 //! `cargo bench -p trainer --bench dp_vs_zo`: criterion times one step of DPZero, DP-ZOSO
 //! (proximal anchor), DP-ZOPO (1% random mask), DP-SGD by ghost clipping, DP-SGD by micro-batches
@@ -41,7 +44,7 @@ use trainer::optim::zo::{settle, zo_step, ZoForward, ZoPrivacy, ZoStepSettings};
 use trainer::perturb::bench::{random_masks, synchronize};
 
 const MODELS: [&str; 3] = ["roberta_tiny", "opt_tiny", "llama_tiny_gqa_untied"];
-const METHODS: [&str; 13] = [
+const METHODS: [&str; 14] = [
     "infer",
     "infer-padded",
     "dpzero",
@@ -50,6 +53,7 @@ const METHODS: [&str; 13] = [
     "dpzero-prefix",
     "dp-zoso",
     "dp-zopo",
+    "dp-zopo-paired",
     "dp-lora",
     "dp-prefix",
     "dp-sgd",
@@ -120,7 +124,7 @@ impl Stepper<'_> {
                 .expect("forward");
             }
             "dpzero" | "dpzero-paired" | "dpzero-lora" | "dpzero-prefix" | "dp-zoso"
-            | "dp-zopo" => {
+            | "dp-zopo" | "dp-zopo-paired" => {
                 let settings = ZoStepSettings {
                     zo_eps: 1e-3,
                     step_size: 1e-6,
@@ -128,7 +132,7 @@ impl Stepper<'_> {
                     privacy: dp,
                     normaliser: None,
                     proximal: self.anchor.as_ref().map(|a| (a, 5e-4)),
-                    forward: if self.method == "dpzero-paired" {
+                    forward: if self.method.ends_with("-paired") {
                         ZoForward::Paired
                     } else {
                         ZoForward::Sequential
@@ -177,12 +181,12 @@ fn stepper<'a>(
     method: &'static str,
 ) -> Stepper<'a> {
     let mut params = TrainableParams::from_model(model).expect("trainable parameters");
-    if method == "dp-zopo" {
+    if method.starts_with("dp-zopo") {
         let masks = random_masks(params.named(), 0.01);
         params.set_masks(Some(masks)).expect("mask");
     }
-    let anchor =
-        matches!(method, "dp-zoso" | "dp-zopo").then(|| params.snapshot_anchor().expect("anchor"));
+    let anchor = matches!(method, "dp-zoso" | "dp-zopo" | "dp-zopo-paired")
+        .then(|| params.snapshot_anchor().expect("anchor"));
     let adam = (method == "backprop")
         .then(|| AdamW::new(&params, AdamWSettings::default()).expect("AdamW"));
     Stepper {

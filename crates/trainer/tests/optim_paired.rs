@@ -37,7 +37,11 @@ const LOSS_TOLERANCE: f64 = 2e-5;
 const MU: f64 = 0.05;
 
 fn load(name: &str) -> Model {
-    load_model(&fixture(name), Kind::Float, Device::Cpu).unwrap()
+    load_on(name, Device::Cpu)
+}
+
+fn load_on(name: &str, device: Device) -> Model {
+    load_model(&fixture(name), Kind::Float, device).unwrap()
 }
 
 /// Every third coordinate of every other tensor: a DP-ZOPO-like mask that leaves some tensors
@@ -126,6 +130,23 @@ fn paired_losses_equal_two_forwards_for_every_family() {
             let gap = max_gap(a, b);
             assert!(gap < 1e-6, "{name}: {n} moved by {gap:e}");
         }
+    }
+}
+
+/// The same on a GPU: the out-of-place kernel fills the replicas, cuBLAS runs the batched
+/// products (packed, dense and masked).
+#[test]
+#[ignore = "GPU: run with --ignored on a CUDA host"]
+fn paired_losses_equal_two_forwards_on_cuda() {
+    let device = trainer::device::select(trainer::device::DeviceRequest::Cuda)
+        .unwrap_or_else(|e| panic!("this test needs a CUDA device: {e}"));
+    for name in ["llama_tiny_gqa_untied", "llama_tiny_tied_bf16", "opt_tiny"] {
+        let model = load_on(name, device);
+        let batch = padded_batch(name).to_device(device);
+        let mut params = TrainableParams::from_model(&model).unwrap();
+        assert_paired_matches(&format!("{name} cuda"), &model, &params, &batch);
+        params.set_masks(Some(sparse_masks(&params))).unwrap();
+        assert_paired_matches(&format!("{name} cuda masked"), &model, &params, &batch);
     }
 }
 

@@ -44,7 +44,8 @@ pub struct ThroughputArgs {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum What {
-    /// Per-example ZO differences under tf32 and bf16 compute against f32 (one CSV row each).
+    /// Per-example ZO differences under tf32 and bf16 compute and the paired forward against the
+    /// sequential f32 forward (one CSV row each).
     Fidelity(FidelityArgs),
     /// DPZero steps per second of this process (JSON on the last stdout line).
     Steps(StepsArgs),

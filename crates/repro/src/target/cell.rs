@@ -70,6 +70,9 @@ pub struct TrainerCells {
     stand_ins: std::collections::BTreeMap<String, String>,
     /// Records without the non-private diagnostics (`--private-records`).
     pub private_records: bool,
+    /// How the ZO methods evaluate a direction's two points (`--zo-forward`); `None` keeps the
+    /// spec's setting.
+    pub zo_forward: Option<trainer::optim::zo::ZoForward>,
     /// The checkpoint as read, on the CPU, in the dtype last asked for: each cell's model is a
     /// duplicate of it (`Model::duplicate`, bit for bit), so a grid reads and converts the
     /// checkpoint once per process instead of once per cell.
@@ -163,6 +166,7 @@ impl TrainerCells {
             padding,
             stand_ins: preset.stand_ins.clone(),
             private_records: false,
+            zo_forward: None,
             loaded: std::cell::RefCell::new(None),
         })
     }
@@ -702,6 +706,17 @@ impl CellRunner for TrainerCells {
             .context("invalid [train.data] settings")?;
         let mut train_config = train_config(spec, checkpoint_dir)?;
         train_config.progress = true;
+        if let Some(forward) = self.zo_forward {
+            if spec.settings.contains_key("zo_forward") && train_config.zo_forward != forward {
+                bail!(
+                    "{}: --zo-forward {} but the spec sets zo_forward = {:?}",
+                    spec.stem(),
+                    forward.name(),
+                    train_config.zo_forward.name()
+                );
+            }
+            train_config.zo_forward = forward;
+        }
         let (task_name, splits, data_note) = self.splits(
             &spec.task,
             data_settings.k,

@@ -51,6 +51,14 @@ pub struct TargetArgs {
     #[cfg(feature = "torch")]
     #[arg(long, value_enum, default_value = "fast")]
     pub normal_math: trainer::perturb::NormalMath,
+    /// How the ZO methods evaluate a direction's two points: `sequential` (two forwards,
+    /// MeZO's inference memory) or `paired` (one forward with both points' weights, two more
+    /// copies of them; trainer::optim::paired). Like --normal-math it changes results only at
+    /// rounding level, so it is not part of the spec hash; each record's trainer config states
+    /// it. Default: the spec's `zo_forward` (sequential when unset).
+    #[cfg(feature = "torch")]
+    #[arg(long, value_enum)]
+    pub zo_forward: Option<trainer::optim::zo::ZoForward>,
     /// Where `results/<target>/<preset>/` goes.
     #[arg(long, default_value = "results")]
     pub out: PathBuf,
@@ -688,6 +696,7 @@ pub fn run_paper_target(target: &str, args: TargetArgs) -> Result<()> {
         dev,
     )?;
     cells.private_records = args.private_records;
+    cells.zo_forward = args.zo_forward;
     run_target(target, &args, &preset_name, &mut cells)
 }
 
