@@ -90,12 +90,13 @@ fn padding_rows_are_consistent() {
 
 /// Two concurrent `throughput steps` processes meet in one folder and time the same window: both
 /// print a result that started on time, from the same batch pool. A SmolLM2 step takes
-/// seconds on a CI core, hence the long window.
+/// seconds on a CI core, hence the long window. The second times the paired forward, which its
+/// result states; `throughput total` refuses to add results of different forwards.
 #[test]
 fn concurrent_steps_processes_share_one_window() {
     let meet = std::env::temp_dir().join(format!("dpzo-meet-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&meet);
-    let spawn = || {
+    let spawn = |forward: &str| {
         Command::new(env!("CARGO_BIN_EXE_repro"))
             .current_dir(workspace())
             .env_remove("DPZO_DATA_DIR")
@@ -106,13 +107,13 @@ fn concurrent_steps_processes_share_one_window() {
             .args(["--target", "table2", "--task", "SST-2", "--seconds", "20"])
             .arg("--rendezvous")
             .arg(&meet)
-            .args(["--parties", "2"])
+            .args(["--parties", "2", "--zo-forward", forward])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("the repro binary runs")
     };
-    let (a, b) = (spawn(), spawn());
+    let (a, b) = (spawn("sequential"), spawn("paired"));
     let results: Vec<serde_json::Value> = [a, b]
         .into_iter()
         .map(|child| {
@@ -130,5 +131,28 @@ fn concurrent_steps_processes_share_one_window() {
     // The same pool of batches (each averages its tokens over the steps it timed).
     assert_eq!(results[0]["batch"], results[1]["batch"]);
     assert_eq!(results[0]["data"], results[1]["data"]);
+    assert_eq!(results[0]["zo_forward"], "sequential");
+    assert_eq!(results[1]["zo_forward"], "paired");
+    let files: Vec<PathBuf> = results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let f = meet.join(format!("result-{i}.json"));
+            std::fs::write(&f, r.to_string()).unwrap();
+            f
+        })
+        .collect();
+    let total = Command::new(env!("CARGO_BIN_EXE_repro"))
+        .args(["throughput", "total", "--out"])
+        .arg(meet.join("total.csv"))
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(!total.status.success());
+    let stderr = String::from_utf8_lossy(&total.stderr);
+    assert!(
+        stderr.contains("results mix settings") && stderr.contains("forward paired"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(&meet);
 }
