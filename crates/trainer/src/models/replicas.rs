@@ -203,24 +203,45 @@ fn per_replica_vector(stacked: &Tensor, x_dims: usize) -> Result<Tensor, TchErro
 /// [`super::layers::Linear`] and the LM heads.
 pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tensor, TchError> {
     if !active() {
+        // The sequential forward's path: no lookups, no extra tensor handles.
         return x.f_linear(weight, bias);
     }
-    let weight_replicas = replica_of(weight);
-    let bias_replicas = bias.and_then(replica_of);
+    product(x, weight, bias, None)
+}
+
+/// `x W^T + b` over the output rows `rows` of `W` and `b` (all of them for `None`), each of
+/// `W` and `b` replicated or shared: replica r's rows of `x` meet replica r's `W` and `b`.
+fn product(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    rows: Option<&Tensor>,
+) -> Result<Tensor, TchError> {
+    // Output rows of a shared `[out, ...]` tensor, or of each replica of a stacked one.
+    let select = |t: &Tensor, dim: i64| match rows {
+        Some(rows) => t.f_index_select(dim, rows),
+        None => Ok(t.shallow_clone()),
+    };
+    let weight_replicas = active().then(|| replica_of(weight)).flatten();
+    let bias_replicas = bias.and_then(|b| active().then(|| replica_of(b)).flatten());
     let count = match (&weight_replicas, &bias_replicas) {
-        (None, None) => return x.f_linear(weight, bias),
+        (None, None) if rows.is_none() => return x.f_linear(weight, bias),
+        (None, None) => {
+            let bias = bias.map(|b| select(b, 0)).transpose()?;
+            return x.f_linear(&select(weight, 0)?, bias.as_ref());
+        }
         (Some((r, _)), _) | (None, Some((r, _))) => *r,
     };
     // [R, M, in] for x of any rank: the rows before the last dimension, replica-major.
     let in_dim = *x.size().last().unwrap_or(&0);
-    let rows = by_replica(&x.f_reshape([-1, in_dim])?, count)?;
+    let xs = by_replica(&x.f_reshape([-1, in_dim])?, count)?;
     let y = match &weight_replicas {
-        Some((_, w)) => rows.f_matmul(&w.f_transpose(1, 2)?)?,
-        None => rows.f_linear::<&Tensor>(weight, None)?,
+        Some((_, w)) => xs.f_matmul(&select(w, 1)?.f_transpose(1, 2)?)?,
+        None => xs.f_linear::<&Tensor>(&select(weight, 0)?, None)?,
     };
     let y = match (bias, &bias_replicas) {
-        (_, Some((_, b))) => y.f_add(&b.f_unsqueeze(1)?)?,
-        (Some(b), None) => y.f_add(b)?,
+        (_, Some((_, b))) => y.f_add(&select(b, 1)?.f_unsqueeze(1)?)?,
+        (Some(b), None) => y.f_add(&select(b, 0)?)?,
         (None, None) => y,
     };
     let mut size = x.size();
@@ -229,28 +250,29 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Tens
     merged(&y)?.f_reshape(size.as_slice())
 }
 
-/// `x * g` for a per-feature gain `g [W]` on `x [..., W]` (norms), replicated or shared.
-pub fn scale(x: &Tensor, gain: &Tensor) -> Result<Tensor, TchError> {
-    match active().then(|| replica_of(gain)).flatten() {
-        None => x.f_mul(gain),
-        Some((count, g)) => {
+/// `op(x, v)` for a per-feature vector `v [W]` on `x [..., W]`, replicated or shared.
+fn per_feature(
+    x: &Tensor,
+    v: &Tensor,
+    op: fn(&Tensor, &Tensor) -> Result<Tensor, TchError>,
+) -> Result<Tensor, TchError> {
+    match active().then(|| replica_of(v)).flatten() {
+        None => op(x, v),
+        Some((count, stacked)) => {
             let rows = by_replica(x, count)?;
-            let g = per_replica_vector(&g, rows.dim())?;
-            merged(&rows.f_mul(&g)?)
+            merged(&op(&rows, &per_replica_vector(&stacked, rows.dim())?)?)
         }
     }
 }
 
+/// `x * g` for a per-feature gain `g [W]` on `x [..., W]` (norms), replicated or shared.
+pub fn scale(x: &Tensor, gain: &Tensor) -> Result<Tensor, TchError> {
+    per_feature(x, gain, Tensor::f_mul)
+}
+
 /// `x + b` for a per-feature bias `b [W]` on `x [..., W]`, replicated or shared.
 pub fn shift(x: &Tensor, bias: &Tensor) -> Result<Tensor, TchError> {
-    match active().then(|| replica_of(bias)).flatten() {
-        None => x.f_add(bias),
-        Some((count, b)) => {
-            let rows = by_replica(x, count)?;
-            let b = per_replica_vector(&b, rows.dim())?;
-            merged(&rows.f_add(&b)?)
-        }
-    }
+    per_feature(x, bias, Tensor::f_add)
 }
 
 /// Whether `weight` has replicas in effect (without marking them read): the layers' fused
@@ -292,41 +314,16 @@ pub fn embedding(table: &Tensor, ids: &Tensor) -> Result<Tensor, TchError> {
     }
 }
 
-/// `rows` of an output matrix `[V, H]` (and of its bias), replicated or shared, as
-/// [`linear`]'s weight: `[n, H]` shared, or a stand-in whose replicas are the selected rows.
-/// Used by [`super::layers::project_rows`].
+/// Logits of `rows` of an output matrix `[V, H]` (plus those entries of `bias`), each
+/// replicated or shared: [`linear`] restricted to those output rows. Used by
+/// [`super::layers::project_rows`].
 pub fn select_rows(
     x: &Tensor,
     matrix: &Tensor,
     bias: Option<&Tensor>,
     rows: &Tensor,
 ) -> Result<Tensor, TchError> {
-    let matrix_replicas = active().then(|| replica_of(matrix)).flatten();
-    let bias_replicas = bias.and_then(|b| active().then(|| replica_of(b)).flatten());
-    if matrix_replicas.is_none() && bias_replicas.is_none() {
-        let selected = matrix.f_index_select(0, rows)?;
-        let selected_bias = bias.map(|b| b.f_index_select(0, rows)).transpose()?;
-        return x.f_linear(&selected, selected_bias.as_ref());
-    }
-    let count = matrix_replicas
-        .as_ref()
-        .or(bias_replicas.as_ref())
-        .map_or(1, |(r, _)| *r);
-    let in_dim = *x.size().last().unwrap_or(&0);
-    let xs = by_replica(&x.f_reshape([-1, in_dim])?, count)?;
-    let y = match &matrix_replicas {
-        Some((_, m)) => xs.f_matmul(&m.f_index_select(1, rows)?.f_transpose(1, 2)?)?,
-        None => xs.f_linear::<&Tensor>(&matrix.f_index_select(0, rows)?, None)?,
-    };
-    let y = match (bias, &bias_replicas) {
-        (_, Some((_, b))) => y.f_add(&b.f_index_select(1, rows)?.f_unsqueeze(1)?)?,
-        (Some(b), None) => y.f_add(&b.f_index_select(0, rows)?)?,
-        (None, None) => y,
-    };
-    let mut size = x.size();
-    let last = size.len() - 1;
-    size[last] = y.size()[2];
-    merged(&y)?.f_reshape(size.as_slice())
+    product(x, matrix, bias, Some(rows))
 }
 
 #[cfg(test)]

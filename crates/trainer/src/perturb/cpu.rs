@@ -57,83 +57,88 @@ fn block_delta(terms: &[(u64, f32)], block: u64) -> [f32; 4] {
     delta
 }
 
-/// Dense update of `data`, whose first element has global index `offset`.
+/// What a pass writes: theta + delta in place, or a source's values + delta into a destination
+/// of the same length (`ParamSet::writing_to`).
+pub(crate) enum Span<'a, T> {
+    InPlace(&'a mut [T]),
+    Into {
+        source: &'a [T],
+        destination: &'a mut [T],
+    },
+}
+
+impl<'a, T: Element> Span<'a, T> {
+    fn len(&self) -> usize {
+        match self {
+            Span::InPlace(data) => data.len(),
+            Span::Into { source, .. } => source.len(),
+        }
+    }
+
+    /// Element `i` := (its value, or the source's) + `delta`.
+    #[inline(always)]
+    fn add(&mut self, i: usize, delta: f32) {
+        match self {
+            Span::InPlace(data) => data[i] = data[i].add_delta(delta),
+            Span::Into {
+                source,
+                destination,
+            } => destination[i] = source[i].add_delta(delta),
+        }
+    }
+
+    /// Consecutive pieces of at most `chunk` elements.
+    fn pieces(self, chunk: usize) -> Vec<Span<'a, T>> {
+        match self {
+            Span::InPlace(data) => data.chunks_mut(chunk).map(Span::InPlace).collect(),
+            Span::Into {
+                source,
+                destination,
+            } => source
+                .chunks(chunk)
+                .zip(destination.chunks_mut(chunk))
+                .map(|(source, destination)| Span::Into {
+                    source,
+                    destination,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Dense update of `span`, whose first element has global index `offset`.
+fn dense_update_span<T: Element>(span: &mut Span<'_, T>, offset: u64, terms: &[(u64, f32)]) {
+    let mut local = 0usize;
+    while local < span.len() {
+        let global = offset + local as u64;
+        let first_lane = (global % 4) as usize;
+        let count = (4 - first_lane).min(span.len() - local);
+        let delta = block_delta(terms, global / 4);
+        for (i, &lane_delta) in delta[first_lane..first_lane + count].iter().enumerate() {
+            span.add(local + i, lane_delta);
+        }
+        local += count;
+    }
+}
+
+/// Dense in-place update of `data`, whose first element has global index `offset`.
 pub(crate) fn dense_update<T: Element>(data: &mut [T], offset: u64, terms: &[(u64, f32)]) {
-    let mut local = 0usize;
-    while local < data.len() {
-        let global = offset + local as u64;
-        let first_lane = (global % 4) as usize;
-        let count = (4 - first_lane).min(data.len() - local);
-        let delta = block_delta(terms, global / 4);
-        let lanes = &delta[first_lane..first_lane + count];
-        for (slot, &lane_delta) in data[local..local + count].iter_mut().zip(lanes) {
-            *slot = slot.add_delta(lane_delta);
-        }
-        local += count;
-    }
+    dense_update_span(&mut Span::InPlace(data), offset, terms);
 }
 
-/// Dense update split into one chunk per available core.
-fn dense_update_parallel<T: Element>(data: &mut [T], offset: u64, terms: &[(u64, f32)]) {
+/// Dense update split into one piece per available core.
+fn dense_update_parallel<T: Element>(span: Span<'_, T>, offset: u64, terms: &[(u64, f32)]) {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads == 1 || data.len() < PARALLEL_THRESHOLD {
-        dense_update(data, offset, terms);
+    if threads == 1 || span.len() < PARALLEL_THRESHOLD {
+        let mut span = span;
+        dense_update_span(&mut span, offset, terms);
         return;
     }
-    let chunk = data.len().div_ceil(threads);
+    let chunk = span.len().div_ceil(threads);
     std::thread::scope(|scope| {
-        for (index, part) in data.chunks_mut(chunk).enumerate() {
-            let part_offset = offset + (index * chunk) as u64;
-            scope.spawn(move || dense_update(part, part_offset, terms));
-        }
-    });
-}
-
-/// Out-of-place dense update: `destination = source + delta`, `source[0]` at global index
-/// `offset` (the slices have equal lengths).
-fn dense_update_into<T: Element>(
-    source: &[T],
-    destination: &mut [T],
-    offset: u64,
-    terms: &[(u64, f32)],
-) {
-    let mut local = 0usize;
-    while local < source.len() {
-        let global = offset + local as u64;
-        let first_lane = (global % 4) as usize;
-        let count = (4 - first_lane).min(source.len() - local);
-        let delta = block_delta(terms, global / 4);
-        let lanes = &delta[first_lane..first_lane + count];
-        let read = &source[local..local + count];
-        for ((slot, &value), &lane_delta) in destination[local..local + count]
-            .iter_mut()
-            .zip(read)
-            .zip(lanes)
-        {
-            *slot = value.add_delta(lane_delta);
-        }
-        local += count;
-    }
-}
-
-/// [`dense_update_into`] split into one chunk per available core, as [`dense_update_parallel`].
-fn dense_update_into_parallel<T: Element>(
-    source: &[T],
-    destination: &mut [T],
-    offset: u64,
-    terms: &[(u64, f32)],
-) {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads == 1 || source.len() < PARALLEL_THRESHOLD {
-        dense_update_into(source, destination, offset, terms);
-        return;
-    }
-    let chunk = source.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let parts = source.chunks(chunk).zip(destination.chunks_mut(chunk));
-        for (index, (read, write)) in parts.enumerate() {
-            let part_offset = offset + (index * chunk) as u64;
-            scope.spawn(move || dense_update_into(read, write, part_offset, terms));
+        for (index, mut piece) in span.pieces(chunk).into_iter().enumerate() {
+            let piece_offset = offset + (index * chunk) as u64;
+            scope.spawn(move || dense_update_span(&mut piece, piece_offset, terms));
         }
     });
 }
@@ -149,30 +154,16 @@ pub(crate) fn masked_delta(offset: u64, index: i64, terms: &[(u64, f32)]) -> f32
     delta
 }
 
-/// Masked update: only `data[i]` for i in `indices` (validated in range and distinct).
-pub(crate) fn masked_update<T: Element>(
-    data: &mut [T],
+/// Masked update: only element `i` of `span` for i in `indices` (validated in range and
+/// distinct).
+fn masked_update<T: Element>(
+    span: &mut Span<'_, T>,
     offset: u64,
     indices: &[i64],
     terms: &[(u64, f32)],
 ) {
     for &index in indices {
-        let slot = &mut data[index as usize];
-        *slot = slot.add_delta(masked_delta(offset, index, terms));
-    }
-}
-
-/// Out-of-place masked update: `destination[i] = source[i] + delta` for i in `indices`.
-fn masked_update_into<T: Element>(
-    source: &[T],
-    destination: &mut [T],
-    offset: u64,
-    indices: &[i64],
-    terms: &[(u64, f32)],
-) {
-    for &index in indices {
-        let value = source[index as usize];
-        destination[index as usize] = value.add_delta(masked_delta(offset, index, terms));
+        span.add(index as usize, masked_delta(offset, index, terms));
     }
 }
 
@@ -181,34 +172,24 @@ fn update_typed<T: Element>(entry: &ParamEntry, terms: &[(u64, f32)]) {
     if numel == 0 {
         return;
     }
-    if let Some(source) = &entry.source {
-        // SAFETY: the source and the destination were validated (and re-validated by the
-        // caller) to be contiguous CPU tensors of `numel` elements of dtype T whose storage
-        // outlives this call; `ParamSet::writing_to` refused a destination sharing memory with
-        // any source or other destination (and the caller re-checks that the source is not the
-        // destination), so the two slices do not overlap.
-        let (read, write) = unsafe {
-            (
-                std::slice::from_raw_parts(source.data_ptr() as *const T, numel),
-                std::slice::from_raw_parts_mut(entry.tensor.data_ptr() as *mut T, numel),
-            )
-        };
-        match &entry.selection {
-            Selection::Dense => dense_update_into_parallel(read, write, entry.offset, terms),
-            Selection::Masked { indices, .. } => {
-                masked_update_into(read, write, entry.offset, indices, terms)
-            }
-            Selection::Untouched => {}
+    // SAFETY: the tensors were validated (and re-validated by the caller) to be contiguous CPU
+    // tensors of `numel` elements of dtype T whose storage outlives this call, and the ParamSet
+    // holds the only handle we write through during the call. A source and its destination do
+    // not overlap: `ParamSet::writing_to` refused a destination sharing memory with any source
+    // or other destination, and the caller re-checks that the source is not the destination.
+    let mut span = unsafe {
+        let write = std::slice::from_raw_parts_mut(entry.tensor.data_ptr() as *mut T, numel);
+        match &entry.source {
+            None => Span::InPlace(write),
+            Some(source) => Span::Into {
+                source: std::slice::from_raw_parts(source.data_ptr() as *const T, numel),
+                destination: write,
+            },
         }
-        return;
-    }
-    // SAFETY: the entry was validated (and re-validated by the caller) to be a contiguous CPU
-    // tensor of `numel` elements of dtype T; its storage outlives this call, and the ParamSet
-    // holds the only handle we write through during the call.
-    let data = unsafe { std::slice::from_raw_parts_mut(entry.tensor.data_ptr() as *mut T, numel) };
+    };
     match &entry.selection {
-        Selection::Dense => dense_update_parallel(data, entry.offset, terms),
-        Selection::Masked { indices, .. } => masked_update(data, entry.offset, indices, terms),
+        Selection::Dense => dense_update_parallel(span, entry.offset, terms),
+        Selection::Masked { indices, .. } => masked_update(&mut span, entry.offset, indices, terms),
         Selection::Untouched => {}
     }
 }

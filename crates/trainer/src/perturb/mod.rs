@@ -180,31 +180,13 @@ fn check_unchanged(entry: &ParamEntry) -> Result<(), PerturbError> {
         });
     }
     if let Some(source) = &entry.source {
-        let changed = |reason: String| PerturbError::SourceChanged {
-            name: entry.name.clone(),
-            reason,
-        };
-        if source.kind() != entry.kind {
-            return Err(changed(format!(
-                "dtype {:?}, expected {:?}",
-                source.kind(),
-                entry.kind
-            )));
-        }
-        if source.device() != entry.device {
-            return Err(changed(format!(
-                "device {:?}, expected {:?}",
-                source.device(),
-                entry.device
-            )));
-        }
-        if !source.is_contiguous() || source.numel() as u64 != entry.numel {
-            return Err(changed(format!(
-                "sizes {:?}, strides {:?}; expected {} contiguous elements",
-                source.size(),
-                source.stride(),
-                entry.numel
-            )));
+        if let Some(reason) =
+            param_set::layout_mismatch(source, entry.kind, entry.device, entry.numel)
+        {
+            return Err(PerturbError::SourceChanged {
+                name: entry.name.clone(),
+                reason,
+            });
         }
         if entry.numel > 0 && source.data_ptr() == tensor.data_ptr() {
             return Err(PerturbError::DestinationAliases {

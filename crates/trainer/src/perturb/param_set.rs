@@ -290,6 +290,33 @@ impl ParamSet {
     }
 }
 
+/// Why `tensor` is not `numel` contiguous elements of `kind` on `device`; `None` when it is.
+pub(crate) fn layout_mismatch(
+    tensor: &Tensor,
+    kind: Kind,
+    device: Device,
+    numel: u64,
+) -> Option<String> {
+    if tensor.kind() != kind {
+        Some(format!("dtype {:?}, expected {kind:?}", tensor.kind()))
+    } else if tensor.device() != device {
+        Some(format!("device {:?}, expected {device:?}", tensor.device()))
+    } else if !tensor.is_contiguous() {
+        Some(format!(
+            "not contiguous (sizes {:?}, strides {:?})",
+            tensor.size(),
+            tensor.stride()
+        ))
+    } else if tensor.numel() as u64 != numel {
+        Some(format!(
+            "sizes {:?}; expected {numel} elements",
+            tensor.size()
+        ))
+    } else {
+        None
+    }
+}
+
 /// A destination must match its (unchanged) source in dtype, shape and device, and be
 /// contiguous.
 fn check_destination(entry: &ParamEntry, destination: &Tensor) -> Result<(), PerturbError> {
@@ -298,32 +325,14 @@ fn check_destination(entry: &ParamEntry, destination: &Tensor) -> Result<(), Per
         name: entry.name.clone(),
         reason,
     };
-    if destination.kind() != entry.kind {
-        return Err(mismatch(format!(
-            "dtype {:?}, the source's {:?}",
-            destination.kind(),
-            entry.kind
-        )));
-    }
-    if destination.device() != entry.device {
-        return Err(mismatch(format!(
-            "device {:?}, the source's {:?}",
-            destination.device(),
-            entry.device
-        )));
+    if let Some(reason) = layout_mismatch(destination, entry.kind, entry.device, entry.numel) {
+        return Err(mismatch(reason));
     }
     if destination.size() != entry.tensor.size() {
         return Err(mismatch(format!(
             "sizes {:?}, the source's {:?}",
             destination.size(),
             entry.tensor.size()
-        )));
-    }
-    if !destination.is_contiguous() {
-        return Err(mismatch(format!(
-            "not contiguous (sizes {:?}, strides {:?})",
-            destination.size(),
-            destination.stride()
         )));
     }
     Ok(())
