@@ -9,7 +9,9 @@
 # earlier in the same call), else in the copy throughput.sh keeps in /root/dpzo-gpu from an earlier
 # call, else in the committed results/perf/mini_throughput.csv (THROUGHPUT_CSV names another);
 # JOBS=n runs n workers (MPS=1: under an
-# MPS daemon); unset: one process.
+# MPS daemon); unset: one process. FORWARD=paired runs the ZO methods with both points of a
+# direction in one forward (`--zo-forward paired`, not part of the spec hash), and JOBS=auto then
+# reads the paired rows (f32+packed+paired[+mps]).
 # RESULTS=DIR writes into DIR instead of the host's main results tree, seeded with nothing (e.g. a
 # --compute or --set comparison that must not set the main records aside).
 # Needs what the staging calls left in /root/dpzo-gpu (scripts/gpu/README.md): assets/ with the
@@ -40,9 +42,16 @@ mps=${MPS:-0}
 tp=${THROUGHPUT_CSV:-$OUT/mini_throughput.csv}
 [ -f "$tp" ] || tp=$keep/mini_throughput.csv
 [ -f "$tp" ] || tp=results/perf/mini_throughput.csv # the committed H200 measurements
+forward=()
+label='f32[+]packed' # [+]: a literal plus in any awk, with no escapes for -v to eat
+case "${FORWARD:-sequential}" in
+  sequential) ;;
+  paired) forward=(--zo-forward paired) label='f32[+]packed[+]paired' ;;
+  *) echo "FORWARD=$FORWARD: expected sequential or paired" >&2; exit 2 ;;
+esac
 if [ "${JOBS:-}" = auto ] && [ -f "$tp" ]; then
-  # Compute labels: f32+packed, f32+packed+mps (throughput.sh; the grid's own precision is f32).
-  read -r n mps < <(awk -F, 'NR > 1 && $2 ~ /^f32\+packed(\+mps)?$/ && $5 > best {
+  # Compute labels: f32+packed[+paired][+mps] (throughput.sh; the grid's own precision is f32).
+  read -r n mps < <(awk -F, -v label="$label" 'NR > 1 && $2 ~ ("^" label "([+]mps)?$") && $5 > best {
     best = $5; n = $4; m = ($2 ~ /mps$/) } END { print n + 0, m + 0 }' "$tp")
   [ "$n" -gt 1 ] && jobs=(--jobs-per-gpu "$n" --gpus 0)
 elif [ -n "${JOBS:-}" ] && [ "${JOBS}" != auto ] && [ "$JOBS" -gt 1 ]; then
@@ -56,13 +65,13 @@ fi
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   "$repro" --version
   date -u +%Y-%m-%dT%H:%M:%SZ
-  echo "repro $target --preset $preset --device cuda ${jobs[*]} $*${CUDA_MPS_PIPE_DIRECTORY:+ (workers under MPS)}"
+  echo "repro $target --preset $preset --device cuda ${jobs[*]} ${forward[*]} $*${CUDA_MPS_PIPE_DIRECTORY:+ (workers under MPS)}"
 } >"$OUT/provenance.txt" 2>&1
 # What remains before this call (cells, steps, device time at the fastest measured rates).
 "$repro" "$target" --preset "$preset" --device cuda --out "$results" --experiments experiments \
   --dry-run "$@" 2>&1 | grep '^plan' >>"$OUT/provenance.txt"
 timeout "$seconds" "$repro" "$target" --preset "$preset" --device cuda --out "$results" \
-  --experiments experiments "${jobs[@]}" "$@" 2>&1 | tr '\r' '\n' | grep -v '^\s*$' >"$OUT/campaign.log"
+  --experiments experiments "${jobs[@]}" "${forward[@]}" "$@" 2>&1 | tr '\r' '\n' | grep -v '^\s*$' >"$OUT/campaign.log"
 echo "exit $? after $SECONDS s" >>"$OUT/campaign.log"
 tail -n 40 "$OUT/campaign.log"
 "$repro" check "$target" --preset "$preset" --out "$results" --experiments experiments >>"$OUT/campaign.log" 2>&1
