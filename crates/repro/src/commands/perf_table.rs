@@ -34,9 +34,10 @@ pub const SOURCES: [&str; 11] = [
 ];
 
 /// The methods of the `zo_step.csv` contract, in the table's order.
-pub const METHODS: [&str; 8] = [
+pub const METHODS: [&str; 9] = [
     "infer",
     "zo",
+    "zo-paired",
     "dp-zoso",
     "dp-zopo",
     "dp-sgd",

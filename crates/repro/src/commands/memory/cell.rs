@@ -17,14 +17,15 @@ use trainer::optim::adamw::AdamWSettings;
 use trainer::optim::dp_sgd::DpSgdClipping;
 use trainer::optim::loss::per_example_loss_values;
 use trainer::optim::params::TrainableParams;
-use trainer::optim::zo::ZoPrivacy;
+use trainer::optim::zo::{ZoForward, ZoPrivacy};
 use trainer::perturb::{axpy_z, passes_on_this_thread, set_normal_math, NormalMath};
 use trainer::train::{method_steps_on_this_thread, Method, MethodSettings, MethodStep, StepInput};
 
 /// Methods, named as in `results/perf/zo_step.csv`.
-pub(super) const METHODS: [&str; 9] = [
+pub(super) const METHODS: [&str; 10] = [
     "infer",
     "zo",
+    "zo-paired",
     "dp-zoso",
     "dp-zoso-noanchor",
     "dp-zopo",
@@ -294,6 +295,11 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
             .map(|(_, m)| (m.numel() * 8) as i64)
             .sum();
     }
+    if method == "zo-paired" {
+        // The paired forward's two replicas of every perturbed weight (trainer::optim::paired).
+        params.paired_weights()?;
+        method_state_bytes += 2 * weight_bytes;
+    }
     let anchor = match method {
         "dp-zoso" | "dp-zopo" => {
             method_state_bytes += params.anchor_bytes() as i64;
@@ -304,7 +310,7 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
     // The training methods run the trainer's own step (trainer::train::MethodStep), as
     // `run_training` does; `infer` and `backprop-sgd` are the baselines beside them.
     let training_method = match method {
-        "zo" => Some(Method::Mezo),
+        "zo" | "zo-paired" => Some(Method::Mezo),
         "dp-zoso" | "dp-zoso-noanchor" => Some(Method::DpZoso),
         "dp-zopo" => Some(Method::DpZopo),
         "dp-sgd" | "dp-sgd-microbatch" => Some(Method::DpSgd),
@@ -326,7 +332,11 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
             DpSgdClipping::Ghost
         },
         adamw: AdamWSettings::default(),
-        zo_forward: Default::default(),
+        zo_forward: if method == "zo-paired" {
+            ZoForward::Paired
+        } else {
+            ZoForward::Sequential
+        },
     };
     let mut method_step = training_method
         .map(|m| MethodStep::new(m, settings, &params))
@@ -337,7 +347,12 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
         .map(|(_, t)| t.shallow_clone())
         .collect();
     let params = &params;
-    let zeroth_order = matches!(method, "zo" | "dp-zoso" | "dp-zoso-noanchor" | "dp-zopo");
+    let zeroth_order = matches!(
+        method,
+        "zo" | "zo-paired" | "dp-zoso" | "dp-zoso-noanchor" | "dp-zopo"
+    );
+    // A paired step never perturbs theta, so it never chains.
+    let chains = zeroth_order && method != "zo-paired" && !args.timing.no_carry;
     if zeroth_order {
         let set = params.param_set()?;
         let pass = time_steps(device, 1, args.timing.repeats, |s| {
@@ -346,7 +361,7 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
         perturb_ms = Some(pass.median_ms);
     }
     // ZO steps chain as in training: each leaves the next one's first perturbation on theta.
-    let carry_out = (!args.timing.no_carry).then_some(zo_eps);
+    let carry_out = chains.then_some(zo_eps);
     let passes_before = passes_on_this_thread();
     let method_steps_before = method_steps_on_this_thread();
     let timing = time_steps(device, args.timing.warmup, args.timing.repeats, |s| {
@@ -386,7 +401,7 @@ pub fn measure_cell(args: &CellArgs) -> Result<CellResult> {
         method: args.method.clone(),
         device: device::name(device).to_string(),
         normal_math: args.timing.normal_math.name().to_string(),
-        carry: zeroth_order && !args.timing.no_carry,
+        carry: chains,
         passes_per_step,
         ms_median: timing.median_ms,
         ms_all: timing.all_ms,
@@ -473,9 +488,18 @@ mod tests {
             );
             let zeroth_order = method.starts_with("zo") || method.starts_with("dp-zo");
             assert_eq!(result.perturb_ms.is_some(), zeroth_order);
-            // n chained steps (1.5 s of warm-up, 2 timed): 3 passes for the first, 2 for the
-            // others, i.e. 2 + 1 / n per step.
-            if let Some(passes) = result.passes_per_step {
+            // A paired step: two out-of-place passes and the update. n chained steps (1.5 s of
+            // warm-up, 2 timed): 3 passes for the first, 2 for the others, i.e. 2 + 1 / n per
+            // step.
+            if method == "zo-paired" {
+                assert_eq!(result.passes_per_step, Some(3.0), "{method}");
+                assert!(!result.carry, "{method}");
+                assert_eq!(
+                    result.method_state_bytes,
+                    2 * result.weight_bytes,
+                    "{method}"
+                );
+            } else if let Some(passes) = result.passes_per_step {
                 let n = 1.0 / (passes - 2.0);
                 assert!(
                     n >= 3.0 && (n - n.round()).abs() < 1e-6,
@@ -483,7 +507,11 @@ mod tests {
                 );
             }
             assert_eq!(result.passes_per_step.is_some(), zeroth_order, "{method}");
-            assert_eq!(result.carry, zeroth_order, "{method}");
+            assert_eq!(
+                result.carry,
+                zeroth_order && method != "zo-paired",
+                "{method}"
+            );
             // Every timed (and warm-up) step of a training method is the trainer's own step
             // (trainer::train::MethodStep::step, which run_training calls).
             let steps = result.steps.expect("steps recorded");
