@@ -18,8 +18,13 @@
 //! perturbation on theta for the next step ([`Carried`]): 2 passes per step for q = 1. Where
 //! theta is read between steps (evaluation, checkpoints, anchors, masks) the caller does not
 //! carry, so theta is plain there.
+//!
+//! With [`ZoForward::Paired`] a direction's two losses come from one forward over the batch
+//! twice, with theta + mu z and theta - mu z held as replicas ([`super::paired`]): theta is not
+//! perturbed, so there is nothing to restore or carry, and a step makes 2q + 1 passes.
+//!
 //! The proximal term is exact without a copy of theta_t: with w = eta lambda, pulling the
-//! current point theta_t - mu z_q towards the anchor by w and restoring with (1 - w) mu gives
+//! sequential step's current point theta_t - mu z_q towards the anchor by w and restoring with (1 - w) mu gives
 //! (1 - w) theta_t + w theta_anchor - eta (1/q) sum_j a_j z_j, the update above.
 
 use rand::Rng;
