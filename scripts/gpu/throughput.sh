@@ -24,12 +24,14 @@ fi
 "$REPRO" throughput --help >/dev/null 2>&1 || { echo "$REPRO has no throughput command: rebuild the bundle (scripts/gpu-bundle.sh)" >&2; exit 2; }
 DRAWS=${DRAWS:-1000}
 WINDOW=${WINDOW:-15}
-# compute:processes[:sharing[:layout[:method[:forward]]]]; sharing `mps` runs the processes under an MPS
+# compute:processes[:sharing[:layout[:method[:forward[:cells]]]]]; sharing `mps` runs the processes under an MPS
 # daemon started for them (without MPS the GPU time-slices between processes instead of running
 # their kernels concurrently); layout `packed` (the default: only real tokens outside attention) or
 # `padded` (every position); method `dpzero` (the default) or `dp-ft` (DP-SGD by ghost clipping);
 # forward `sequential` (the default) or `paired` (a DPZero step's two points in one forward with
-# replicated weights), e.g. `f32:1::padded f32:1 f32:1::packed:dp-ft tf32:4:mps::dpzero:paired`.
+# replicated weights); cells per process (default 1; more joins the paired forwards of that many
+# cells, threads of one process, into one forward), e.g. `f32:1::padded f32:1
+# f32:1::packed:dp-ft tf32:4:mps::dpzero:paired f32:2:mps::dpzero:paired:4`.
 CONFIGS=${CONFIGS:-"f32:1::padded f32:1 tf32:1::padded tf32:1 tf32:4:mps bf16:1"}
 log=$OUT/throughput.log
 status=0
@@ -46,10 +48,11 @@ fi
 rm -f "$OUT/mini_throughput.csv"
 . scripts/gpu/mps.sh
 for config in $CONFIGS; do
-  IFS=: read -r compute jobs sharing layout method forward <<<"$config"
+  IFS=: read -r compute jobs sharing layout method forward cells <<<"$config"
   layout=${layout:-packed}
   method=${method:-dpzero}
   forward=${forward:-sequential}
+  cells=${cells:-1}
   mps=()
   if [ "$sharing" = mps ]; then
     mps_start 2>>"$log" || { status=1; continue; }
@@ -59,14 +62,14 @@ for config in $CONFIGS; do
   # over the same WINDOW seconds; each gets its share of the host's CPU threads.
   meet=$(mktemp -d /tmp/dpzo-meet.XXXXXX)
   threads=$(( $(nproc) / jobs )); [ "$threads" -ge 1 ] || threads=1
-  echo "== steps: $method, $compute x $jobs processes${sharing:+ ($sharing)}, $layout, $forward, window ${WINDOW}s" | tee -a "$log"
+  echo "== steps: $method, $compute x $jobs processes${sharing:+ ($sharing)} x $cells cells, $layout, $forward, window ${WINDOW}s" | tee -a "$log"
   files=()
   for j in $(seq 1 "$jobs"); do
-    f=$OUT/steps/$method-$compute-$jobs${sharing:+-$sharing}-$layout-$forward-$j.json
+    f=$OUT/steps/$method-$compute-$jobs${sharing:+-$sharing}-$layout-$forward-x$cells-$j.json
     files+=("$f")
     OMP_NUM_THREADS=$threads timeout $((WINDOW + 240)) "$REPRO" throughput steps --device cuda \
       --compute "$compute" --method "$method" --layout "$layout" --zo-forward "$forward" --seconds "$WINDOW" \
-      --rendezvous "$meet" --parties "$jobs" >"$f" 2>>"$log" &
+      --cells "$cells" --rendezvous "$meet" --parties $((jobs * cells)) >"$f" 2>>"$log" &
   done
   wait
   rm -rf "$meet"

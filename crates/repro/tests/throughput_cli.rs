@@ -156,3 +156,41 @@ fn concurrent_steps_processes_share_one_window() {
     );
     let _ = std::fs::remove_dir_all(&meet);
 }
+
+/// `--cells 2`: two cells as threads of one process, their paired forwards joined. The JSON line
+/// covers both (their steps summed), says so, and reports that joint forwards served more than one
+/// cell on average. Without the paired forward the option is refused.
+#[test]
+fn cells_of_one_process_join_their_forwards() {
+    let run = |forward: &str| {
+        Command::new(env!("CARGO_BIN_EXE_repro"))
+            .current_dir(workspace())
+            .env_remove("DPZO_DATA_DIR")
+            .env("OMP_NUM_THREADS", "1")
+            .args(["throughput", "steps", "--device", "cpu", "--preset", "tiny"])
+            .arg("--experiments")
+            .arg(workspace().join("crates/repro/tests/fixtures/grid"))
+            .args(["--target", "table2", "--task", "SST-2", "--seconds", "10"])
+            .args(["--cells", "2", "--zo-forward", forward])
+            .output()
+            .expect("the repro binary runs")
+    };
+    let refused = run("sequential");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("--cells 2") && stderr.contains("--zo-forward paired"),
+        "{stderr}"
+    );
+    let output = run("paired");
+    common::assert_success(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let r: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().expect("a JSON line")).unwrap();
+    assert_eq!(r["cells"], 2, "{r}");
+    assert_eq!(r["zo_forward"], "paired", "{r}");
+    assert_eq!(r["started_late"], false, "{r}");
+    assert!(r["steps"].as_u64().unwrap() >= 2, "{r}");
+    let per_forward = r["cells_per_forward"].as_f64().unwrap();
+    assert!(per_forward > 1.0 && per_forward <= 2.0, "{r}");
+}

@@ -34,6 +34,17 @@ impl Batch {
         self.len() == 0
     }
 
+    /// The same tensors under new handles.
+    pub fn shallow_clone(&self) -> Batch {
+        Batch {
+            input_ids: self.input_ids.shallow_clone(),
+            attention_mask: self.attention_mask.shallow_clone(),
+            positions: self.positions.shallow_clone(),
+            labels: self.labels.shallow_clone(),
+            label_word_ids: self.label_word_ids.shallow_clone(),
+        }
+    }
+
     /// A copy on `device`.
     pub fn to_device(&self, device: tch::Device) -> Batch {
         Batch {
@@ -77,6 +88,12 @@ pub trait ExampleBatch {
     /// replicated forward ([`crate::models::replicas`]), whose copy r runs at replica r's
     /// weights.
     fn repeated(&self, times: usize) -> Result<Box<dyn ExampleBatch>, TchError>;
+
+    /// The batch as a label-word [`Batch`], if it is one (a joint paired forward,
+    /// `crate::optim::paired::ForwardGroup`, pads and joins only those).
+    fn as_labels(&self) -> Option<&Batch> {
+        None
+    }
 }
 
 /// `times` copies of `t` along its first dimension.
@@ -115,6 +132,10 @@ impl ExampleBatch for Batch {
 
     fn label_word_ids(&self) -> Option<&Tensor> {
         Some(&self.label_word_ids)
+    }
+
+    fn as_labels(&self) -> Option<&Batch> {
+        Some(self)
     }
 
     fn repeated(&self, times: usize) -> Result<Box<dyn ExampleBatch>, TchError> {
@@ -194,5 +215,9 @@ impl ExampleBatch for TaskBatch {
 
     fn repeated(&self, times: usize) -> Result<Box<dyn ExampleBatch>, TchError> {
         self.as_dyn().repeated(times)
+    }
+
+    fn as_labels(&self) -> Option<&Batch> {
+        self.as_dyn().as_labels()
     }
 }

@@ -92,12 +92,11 @@ fn assert_paired_matches(
     params: &TrainableParams,
     batch: &dyn ExampleBatch,
 ) {
-    let doubled = batch.repeated(2).unwrap();
     for seed in [3u64, 0xBEEF] {
         let (plus, minus) = params
             .paired_weights()
             .unwrap()
-            .losses(model, doubled.as_ref(), seed, MU)
+            .losses(model, batch, seed, MU)
             .unwrap();
         let (want_plus, want_minus) = sequential(model, params, batch, seed);
         let gap = max_gap(&plus, &want_plus).max(max_gap(&minus, &want_minus));
@@ -280,4 +279,82 @@ fn the_sequential_default_is_not_serialised() {
     assert_eq!(value["zo_forward"], "paired");
     let back: trainer::train::TrainConfig = serde_json::from_value(value).unwrap();
     assert_eq!(back.zo_forward, ZoForward::Paired);
+}
+
+/// Cell `k` of the group test: the Llama fixture with its own theta (moved along its own
+/// direction) and its own batch (cell 1: fewer and shorter rows than cell 0).
+fn group_cell(k: usize) -> (Model, TrainableParams, trainer::batch::Batch) {
+    let name = "llama_tiny_gqa_untied";
+    let model = load(name);
+    let params = TrainableParams::from_model(&model).unwrap();
+    axpy_z(params.param_set().unwrap(), &[(100 + k as u64, 0.05)]).unwrap();
+    let full = padded_batch(name);
+    let batch = if k == 0 {
+        full
+    } else {
+        // The first two rows are right-padded: keep them, cut to their longest real length.
+        let rows = full.attention_mask.narrow(0, 0, 2);
+        let length = rows
+            .sum_dim_intlist(1, false, Kind::Int64)
+            .max()
+            .int64_value(&[]);
+        trainer::batch::Batch {
+            input_ids: full.input_ids.narrow(0, 0, 2).narrow(1, 0, length),
+            attention_mask: rows.narrow(1, 0, length),
+            positions: full.positions.narrow(0, 0, 2),
+            labels: full.labels.narrow(0, 0, 2),
+            label_word_ids: full.label_word_ids.shallow_clone(),
+        }
+    };
+    (model, params, batch)
+}
+
+/// Two cells on two threads of one process, their paired forwards joined by a ForwardGroup into
+/// one forward of four replicas over batches of different sizes and lengths: each cell gets the
+/// losses its own paired forward gives. A cell alone in a group of two goes ahead after the
+/// patience.
+#[test]
+fn a_forward_group_joins_cells_without_changing_their_losses() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use trainer::optim::paired::{with_group, ForwardGroup};
+    let group = Arc::new(ForwardGroup::new(2, Duration::from_secs(30)).unwrap());
+    let outcomes: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2)
+            .map(|k| {
+                let group = group.clone();
+                scope.spawn(move || {
+                    let (model, params, batch) = group_cell(k);
+                    let paired = params.paired_weights().unwrap();
+                    let alone = paired.losses(&model, &batch, 7, MU).unwrap();
+                    let joint =
+                        with_group(&group, || paired.losses(&model, &batch, 7, MU)).unwrap();
+                    (batch.len(), alone, joint)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // One forward served both cells (a patience of 30 s leaves no room for one to go alone).
+    assert_eq!(group.forwards().unwrap(), (1, 2));
+    for (k, (rows, alone, joint)) in outcomes.iter().enumerate() {
+        assert_eq!(joint.0.len(), *rows, "cell {k}");
+        let gap = max_gap(&alone.0, &joint.0).max(max_gap(&alone.1, &joint.1));
+        assert!(gap <= LOSS_TOLERANCE, "cell {k}: gap {gap:e}");
+    }
+    // The cells' own weights were used: their alone losses on the common rows differ.
+    let spread = max_gap(&outcomes[0].1 .0[..2], &outcomes[1].1 .0);
+    assert!(
+        spread > 100.0 * LOSS_TOLERANCE,
+        "cells differ by only {spread:e}"
+    );
+    // Alone in a group of two: after the patience, its own forward.
+    let lonely = ForwardGroup::new(2, Duration::from_millis(50)).unwrap();
+    let (model, params, batch) = group_cell(1);
+    let paired = params.paired_weights().unwrap();
+    let alone = paired.losses(&model, &batch, 9, MU).unwrap();
+    let lonely = Arc::new(lonely);
+    let joint = with_group(&lonely, || paired.losses(&model, &batch, 9, MU)).unwrap();
+    assert_eq!(lonely.forwards().unwrap(), (1, 1));
+    assert!(max_gap(&alone.0, &joint.0).max(max_gap(&alone.1, &joint.1)) <= LOSS_TOLERANCE);
 }

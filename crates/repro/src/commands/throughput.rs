@@ -19,14 +19,16 @@ use anyhow::{bail, Context, Result};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tch::{Device, Kind};
-use trainer::batch::{Batch, ExampleBatch};
+use trainer::batch::Batch;
 use trainer::compute::{self, Compute};
 use trainer::device::{self, DeviceRequest};
 use trainer::model::LabelWordModel;
 use trainer::models::layers::{recorded_forwards_pack, with_padded_layout};
 use trainer::optim::dp_sgd::{dp_sgd_step, DpSgdClipping, DpSgdSettings};
+use trainer::optim::paired::{with_group, ForwardGroup};
 use trainer::optim::params::TrainableParams;
 use trainer::optim::zo::{
     directional_differences, settle, zo_step, ZoForward, ZoPrivacy, ZoStepSettings,
@@ -111,7 +113,8 @@ pub struct StepsArgs {
     /// loads took a minute). Default: the window starts once this process has warmed up.
     #[arg(long, requires = "parties")]
     pub rendezvous: Option<PathBuf>,
-    /// How many processes meet in `--rendezvous`.
+    /// How many parties meet in `--rendezvous`: processes, or with `--cells` the cells of all
+    /// processes.
     #[arg(long)]
     pub parties: Option<usize>,
     /// Token layout of the forwards: `packed` (the trainer's default: only real tokens outside
@@ -126,6 +129,11 @@ pub struct StepsArgs {
     /// in place) or `paired` (one forward with replicated weights, `trainer::optim::paired`).
     #[arg(long, value_enum, default_value = "sequential")]
     pub zo_forward: ZoForward,
+    /// Cells in this process, each a thread with its own model copy, batches and seed, their
+    /// paired forwards joined into one (`trainer::optim::paired::ForwardGroup`; needs
+    /// `--zo-forward paired`). With `--rendezvous`, `--parties` counts every cell of every process.
+    #[arg(long, default_value_t = 1)]
+    pub cells: usize,
 }
 
 /// The step `throughput steps` times.
@@ -160,6 +168,10 @@ fn dpzero_name() -> String {
 
 fn sequential_name() -> String {
     ZoForward::Sequential.name().into()
+}
+
+fn one_cell() -> usize {
+    1
 }
 
 /// The token layout a `steps` process runs its forwards in (`trainer::models::layers::TokenLayout`).
@@ -232,6 +244,14 @@ pub struct StepsResult {
     /// `sequential` or `paired` (results written before the paired forward are sequential).
     #[serde(default = "sequential_name")]
     pub zo_forward: String,
+    /// Cells this result covers: the threads of one process whose paired forwards were joined
+    /// (results written before `--cells` cover one).
+    #[serde(default = "one_cell")]
+    pub cells: usize,
+    /// With several cells: the mean number of cells each joint forward served, warm-up
+    /// included (`ForwardGroup::forwards`; equal to `cells` when they always met).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cells_per_forward: Option<f64>,
     /// The warm-up ended after the shared window had begun (the window was shortened).
     pub started_late: bool,
     pub data: String,
@@ -436,7 +456,6 @@ fn fidelity(args: FidelityArgs) -> Result<()> {
         done += 1;
         let batch = task.batch(&draw_indices(task.examples.len(), s.batch, draw), s.device)?;
         let seed = direction_seed(draw);
-        let doubled = batch.repeated(2)?;
         for ((_, c, forward), out) in settings.iter().zip(series.iter_mut()) {
             let _guard = compute::activate(*c, s.device);
             let d = match forward {
@@ -445,9 +464,7 @@ fn fidelity(args: FidelityArgs) -> Result<()> {
                 }
                 ZoForward::Paired => {
                     let (plus, minus) =
-                        params
-                            .paired_weights()?
-                            .losses(&model, doubled.as_ref(), seed, mu)?;
+                        params.paired_weights()?.losses(&model, &batch, seed, mu)?;
                     plus.iter()
                         .zip(&minus)
                         .map(|(p, m)| (p - m) / (2.0 * mu))
@@ -566,12 +583,12 @@ impl RecentSteps {
 /// How long a `steps` process waits for the others at the rendezvous.
 const RENDEZVOUS_PATIENCE: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Writes this process's ready time (Unix seconds) and the length of its last step (seconds) into
-/// `dir/ready-<pid>`, atomically.
-fn announce_ready(dir: &Path, step_seconds: f64) -> Result<()> {
+/// Writes a party's ready time (Unix seconds) and the length of its last step (seconds) into
+/// `dir/ready-<party>` (`<pid>-<cell>`), atomically.
+fn announce_ready(dir: &Path, party: &str, step_seconds: f64) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     // The temporary file is hidden (`.ready-…`), so a half-written one is never counted.
-    let path = dir.join(format!("ready-{}", std::process::id()));
+    let path = dir.join(format!("ready-{party}"));
     atomic_file::write(&path, format!("{} {step_seconds}\n", unix_now()))
         .with_context(|| format!("cannot write {}", path.display()))
 }
@@ -622,11 +639,102 @@ fn unix_now() -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
+/// `throughput steps`: one cell, or `--cells K` threads whose paired forwards are joined, timed
+/// over one window; one JSON line for the process.
 fn steps(args: StepsArgs) -> Result<()> {
-    let compute: Compute = args.compute.parse().map_err(anyhow::Error::msg)?;
     if !(args.seconds > 0.0 && args.seconds.is_finite()) {
         bail!("--seconds {}: must be finite and > 0", args.seconds);
     }
+    if args.cells == 0 {
+        bail!("--cells 0: must be >= 1");
+    }
+    if args.cells == 1 {
+        let result = cell_steps(&args, 0, None, args.rendezvous.clone())?;
+        println!("{}", serde_json::to_string(&result)?);
+        return Ok(());
+    }
+    if args.zo_forward != ZoForward::Paired || args.method != StepMethod::Dpzero {
+        bail!(
+            "--cells {}: joins paired DPZero forwards; add --zo-forward paired",
+            args.cells
+        );
+    }
+    // The cells meet like processes do: in --rendezvous, or in a folder of their own.
+    let own_meeting = match &args.rendezvous {
+        Some(_) => None,
+        None => {
+            let dir = std::env::temp_dir().join(format!("dpzo-cells-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            Some(dir)
+        }
+    };
+    let meeting = args.rendezvous.clone().or(own_meeting.clone());
+    let mut args = args;
+    args.parties = args.parties.or(Some(args.cells));
+    let group = Arc::new(ForwardGroup::new(args.cells, CELL_PATIENCE)?);
+    let args = &args;
+    let results: Vec<Result<StepsResult>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..args.cells)
+            .map(|cell| {
+                let group = group.clone();
+                let meeting = meeting.clone();
+                scope.spawn(move || cell_steps(args, cell, Some(group), meeting))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a cell's thread panicked")))
+            })
+            .collect()
+    });
+    if let Some(dir) = own_meeting {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let results: Vec<StepsResult> = results.into_iter().collect::<Result<_>>()?;
+    let first = &results[0];
+    let n = results.len() as f64;
+    let joint = StepsResult {
+        steps: results.iter().map(|r| r.steps).sum(),
+        seconds: results.iter().map(|r| r.seconds).fold(0.0, f64::max),
+        steps_per_s: results.iter().map(|r| r.steps_per_s).sum(),
+        flops_per_step: results.iter().map(|r| r.flops_per_step).sum::<f64>() / n,
+        tokens_per_step: results.iter().map(|r| r.tokens_per_step).sum::<f64>() / n,
+        real_tokens_per_step: results.iter().map(|r| r.real_tokens_per_step).sum::<f64>() / n,
+        started_late: results.iter().any(|r| r.started_late),
+        cells: results.len(),
+        cells_per_forward: Some(match group.forwards()? {
+            (0, _) => 0.0,
+            (forwards, served) => served as f64 / forwards as f64,
+        }),
+        compute: first.compute.clone(),
+        compute_effective: first.compute_effective.clone(),
+        batch: first.batch,
+        method: first.method.clone(),
+        layout: first.layout.clone(),
+        zo_forward: first.zo_forward.clone(),
+        data: first.data.clone(),
+        device: first.device.clone(),
+    };
+    println!("{}", serde_json::to_string(&joint)?);
+    Ok(())
+}
+
+/// How long a cell's thread waits for the others' paired forwards before it runs its own
+/// (`ForwardGroup`): long enough for lockstep cells, short against a window.
+const CELL_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The steps of cell `cell` of this process over the shared window (`steps`). Cell k draws its
+/// batches k places further along the pool and seeds its directions with 7 + k, so that the
+/// cells of one process differ.
+fn cell_steps(
+    args: &StepsArgs,
+    cell: usize,
+    group: Option<Arc<ForwardGroup>>,
+    meeting: Option<PathBuf>,
+) -> Result<StepsResult> {
+    let compute: Compute = args.compute.parse().map_err(anyhow::Error::msg)?;
     let s = setup(&args.run, args.method.name())?;
     let task = s.cells.encoded_train(&s.run)?;
     let model = s.cells.model(Kind::Float)?;
@@ -688,25 +796,32 @@ fn steps(args: StepsArgs) -> Result<()> {
     };
     let mut carried = None;
     let mut step = 0u64;
+    let seed = 7 + cell as u64;
     let one_step = |step: u64, carried: &mut Option<_>| -> Result<()> {
-        let b = &pool[step as usize % pool.len()];
+        let b = &pool[(step as usize + cell) % pool.len()];
         match args.method {
             StepMethod::Dpzero => in_layout(&mut || {
-                let (_, next) = zo_step(
-                    model_ref,
-                    &params,
-                    b,
-                    &settings,
-                    7,
-                    step,
-                    carried.take(),
-                    Some(settings.zo_eps),
-                )?;
+                let zo = |carried_in| {
+                    zo_step(
+                        model_ref,
+                        &params,
+                        b,
+                        &settings,
+                        seed,
+                        step,
+                        carried_in,
+                        Some(settings.zo_eps),
+                    )
+                };
+                let (_, next) = match &group {
+                    Some(group) => with_group(group, || zo(carried.take()))?,
+                    None => zo(carried.take())?,
+                };
                 *carried = next;
                 Ok(())
             }),
             StepMethod::DpFt => in_layout(&mut || {
-                dp_sgd_step(model_ref, &params, b, &dp_sgd, 7, step)?;
+                dp_sgd_step(model_ref, &params, b, &dp_sgd, seed, step)?;
                 // The update is queued on the device; read a value so that the step is done.
                 params.named()[0]
                     .1
@@ -730,9 +845,13 @@ fn steps(args: StepsArgs) -> Result<()> {
         step += 1;
         timed_step(step, &mut carried, &mut recent)?;
     }
-    let start_at = match (&args.rendezvous, args.parties) {
+    let start_at = match (&meeting, args.parties) {
         (Some(dir), Some(parties)) => {
-            announce_ready(dir, recent.slowest())?;
+            announce_ready(
+                dir,
+                &format!("{}-{cell}", std::process::id()),
+                recent.slowest(),
+            )?;
             let deadline = Instant::now() + RENDEZVOUS_PATIENCE;
             let start = loop {
                 if let Some(start) = shared_start(dir, parties)? {
@@ -795,7 +914,7 @@ fn steps(args: StepsArgs) -> Result<()> {
     settle(&params, carried.take())?;
     let n = step - first;
     let tokens_per_step = row_sum / n.max(1) as f64;
-    let result = StepsResult {
+    Ok(StepsResult {
         compute: compute.name().into(),
         compute_effective: compute.effective(s.device).into(),
         batch: s.batch,
@@ -808,12 +927,12 @@ fn steps(args: StepsArgs) -> Result<()> {
         real_tokens_per_step: real_sum / n.max(1) as f64,
         layout: layout.name().into(),
         zo_forward: args.zo_forward.name().into(),
+        cells: 1,
+        cells_per_forward: None,
         started_late,
         data: task.data.clone(),
         device: device::name(s.device).into(),
-    };
-    println!("{}", serde_json::to_string(&result)?);
-    Ok(())
+    })
 }
 
 fn total(args: TotalArgs) -> Result<()> {
@@ -843,20 +962,23 @@ fn total(args: TotalArgs) -> Result<()> {
             || r.layout != first.layout
             || r.method != first.method
             || r.zo_forward != first.zo_forward
+            || r.cells != first.cells
     }) {
         bail!(
-            "results mix settings: {} compute {} batch {} layout {:?} forward {} and {} compute {} \
-             batch {} layout {:?} forward {}",
+            "results mix settings: {} compute {} batch {} layout {:?} forward {} cells {} and {} \
+             compute {} batch {} layout {:?} forward {} cells {}",
             first.method,
             first.compute,
             first.batch,
             first.layout,
             first.zo_forward,
+            first.cells,
             other.method,
             other.compute,
             other.batch,
             other.layout,
-            other.zo_forward
+            other.zo_forward,
+            other.cells
         );
     }
     if let Some(late) = rows.iter().position(|r| r.started_late) {
@@ -886,23 +1008,26 @@ fn total(args: TotalArgs) -> Result<()> {
     if first.zo_forward == ZoForward::Paired.name() {
         compute.push_str("+paired");
     }
+    if first.cells > 1 {
+        // Each process ran several cells whose paired forwards were joined.
+        compute.push_str(&format!("+joint{}", first.cells));
+    }
     if args.mps {
         compute.push_str("+mps");
     }
     if first.method != StepMethod::Dpzero.name() {
         compute = format!("{compute}+{}", first.method);
     }
+    let cells: usize = rows.iter().map(|r| r.cells).sum();
     csv.push_str(&format!(
-        "{},{compute},{},{},{steps_per_s:.2},{roofline:.4}\n",
-        args.model,
-        first.batch,
-        rows.len()
+        "{},{compute},{},{cells},{steps_per_s:.2},{roofline:.4}\n",
+        args.model, first.batch,
     ));
     write_result(&args.out, csv)?;
     println!(
-        "{} compute {compute} × {}: {steps_per_s:.1} steps/s in total, {:.1}% of the bf16 roofline",
+        "{} compute {compute} × {cells}: {steps_per_s:.1} steps/s in total, {:.1}% of the bf16 \
+         roofline",
         args.model,
-        rows.len(),
         100.0 * roofline
     );
     Ok(())
@@ -935,8 +1060,8 @@ mod tests {
             bad.contains("ready-3") && bad.contains("\"soon 1\""),
             "{bad}"
         );
-        announce_ready(dir, 0.5).unwrap();
-        let own = std::fs::read_to_string(dir.join(format!("ready-{}", std::process::id())));
+        announce_ready(dir, "me-0", 0.5).unwrap();
+        let own = std::fs::read_to_string(dir.join("ready-me-0"));
         let own: Vec<f64> = own
             .unwrap()
             .split_whitespace()

@@ -341,7 +341,10 @@ impl TokenLayout {
         }
         let size = attention_mask.size();
         let (rows, length) = (size[0], size[1]);
-        let index = real.f_nonzero()?.f_squeeze_dim(1)?;
+        let index = match replicas::active_count() {
+            Some(count) if count > 1 => replicas::balanced_token_index(&real, count)?,
+            _ => real.f_nonzero()?.f_squeeze_dim(1)?,
+        };
         Ok(if index.size()[0] == rows * length {
             TokenLayout::Unpadded
         } else {

@@ -156,6 +156,35 @@ pub fn active() -> bool {
     ACTIVE.with(|a| a.borrow().is_some())
 }
 
+/// R, when replicas are in effect on this thread.
+pub fn active_count() -> Option<i64> {
+    ACTIVE.with(|a| a.borrow().as_ref().map(|active| active.count))
+}
+
+/// The packed layout's token index (`super::layers::TokenLayout`) when the batch's rows are R
+/// replica blocks: every block keeps the same number of rows, so that the layers can multiply
+/// block r by replica r. Each block's real positions come first, in order, then as many of its
+/// padding positions (in order, each once) as make it as long as the block with the most real
+/// tokens. Blocks differ only in a joint forward of several cells (`crate::optim::paired`); a
+/// padding row is computed and never read (its key is masked, its position never scored).
+/// `real` is the flat `[rows * length]` real-token mask. One device-to-host read.
+pub fn balanced_token_index(real: &Tensor, count: i64) -> Result<Tensor, TchError> {
+    let blocks = by_replica(real, count)?.f_to_kind(Kind::Int64)?;
+    let per_block = blocks.size()[1];
+    let longest = blocks
+        .f_sum_dim_intlist(1, false, Kind::Int64)?
+        .f_max()?
+        .f_int64_value(&[])?;
+    // Stable descending sort of 1 (real) over 0 (padding): real positions first, in order.
+    let order = blocks
+        .f_argsort_stable(true, 1, true)?
+        .f_narrow(1, 0, longest)?;
+    let starts = Tensor::f_arange(count, (Kind::Int64, real.device()))?
+        .f_mul_scalar(per_block)?
+        .f_view([count, 1])?;
+    order.f_add(&starts)?.f_flatten(0, 1)
+}
+
 /// The replicas `[R, ...]` of `weight`, if it has some in effect (marks them read).
 fn replica_of(weight: &Tensor) -> Option<(i64, Tensor)> {
     ACTIVE.with(|a| {
@@ -337,6 +366,21 @@ mod tests {
 
     fn close(a: &Tensor, b: &Tensor) -> f64 {
         (a - b).abs().max().double_value(&[])
+    }
+
+    /// Two blocks of two rows of length 3 (block 0: 4 real tokens, block 1: 2): each block's
+    /// real positions in order, block 1 filled up to 4 with its first padding positions.
+    #[test]
+    fn balanced_index_keeps_each_blocks_real_tokens_first_and_equal_lengths() {
+        let real = Tensor::from_slice(&[
+            true, true, false, true, true, false, // block 0
+            true, false, false, false, true, false, // block 1
+        ]);
+        let index = balanced_token_index(&real, 2).unwrap();
+        assert_eq!(
+            Vec::<i64>::try_from(&index).unwrap(),
+            vec![0, 1, 3, 4, 6, 10, 7, 8]
+        );
     }
 
     /// Each layer kind, replicated, computes replica r's rows with replica r's weight, for

@@ -2,28 +2,37 @@
 //! theta + mu z and theta - mu z from one forward over the batch twice, with the two points'
 //! weights as replicas ([`crate::models::replicas`]).
 //!
-//! Each perturbed tensor gets a stack `[2, ...]` beside theta. Per direction, one out-of-place
+//! Each trainable tensor gets a stack `[2, ...]` beside theta. Per direction, one out-of-place
 //! pass writes `theta + mu z` into replica 0 and one writes `theta - mu z` into replica 1
 //! ([`crate::perturb::ParamSet::writing_to`]); theta itself is never perturbed, so nothing is
 //! restored afterwards. Coordinates a DP-ZOPO mask leaves out are never written: the replicas
 //! hold theta's values there from their construction, and the methods change theta only on the
 //! masked coordinates while the mask stands ([`super::params::TrainableParams::set_masks`]
-//! drops the replicas with the mask). Tensors the mask leaves out entirely are shared.
+//! drops the replicas with the mask).
 //!
-//! Cost: two more copies of the perturbed tensors (for SmolLM2-135M in f32, 1.1 GB), so this is
+//! Several cells run as threads of one process can go further: a [`ForwardGroup`] joins their
+//! paired forwards into one forward over all their batches, each cell's two points as two of
+//! its `2K` replicas ([`with_group`]).
+//!
+//! Cost: two more copies of the trainable tensors (for SmolLM2-135M in f32, 1.1 GB), so this is
 //! for small models; the sequential forward keeps MeZO's inference memory.
 
-use tch::{Kind, Tensor};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use tch::{Kind, TchError, Tensor};
 
-use super::{axpy_z, ParamSet, Result};
-use crate::batch::ExampleBatch;
+use super::{axpy_z, OptimError, ParamSet, Result};
+use crate::batch::{Batch, ExampleBatch};
 use crate::model::LabelWordModel;
 use crate::models::replicas::{with_replicas, WeightReplicas};
-use crate::perturb::Selection;
 
-/// The two replicas of theta's perturbed tensors and the passes that fill them.
+/// The two replicas of theta's trainable tensors and the passes that fill them.
 #[derive(Debug)]
 pub struct PairedWeights {
+    /// `(name, theta, [2, ...] stack)` of every non-empty tensor, in the set's order.
+    stacks: Vec<(String, Tensor, Tensor)>,
     replicas: WeightReplicasHandle,
     plus: ParamSet,
     minus: ParamSet,
@@ -39,29 +48,34 @@ impl std::fmt::Debug for WeightReplicasHandle {
 }
 
 impl PairedWeights {
-    /// Replicas of the touched tensors of `set` (theta's z-generator view), both starting equal
-    /// to theta.
+    /// Replicas of every tensor of `set` (theta's z-generator view), both starting equal to
+    /// theta. Tensors a mask leaves out entirely are copied too (never written again), so that
+    /// a [`ForwardGroup`] can run other cells' weights in their place.
     pub fn new(set: &ParamSet) -> Result<Self> {
         let mut stacks = Vec::new();
         tch::no_grad(|| -> Result<()> {
-            for entry in set.entries() {
-                if matches!(entry.selection, Selection::Untouched) || entry.numel == 0 {
-                    continue;
-                }
+            for entry in set.entries().iter().filter(|e| e.numel > 0) {
                 let theta = entry.tensor.f_detach()?;
                 let stacked = Tensor::f_stack(&[&theta, &theta], 0)?;
                 stacks.push((entry.name.clone(), entry.tensor.shallow_clone(), stacked));
             }
             Ok(())
         })?;
-        let destinations = |r: i64| -> Result<Vec<(String, Tensor)>> {
+        let written = |r: i64| -> Result<Vec<(String, Tensor)>> {
+            let touched = |name: &str| {
+                set.entries()
+                    .iter()
+                    .find(|e| e.name == name)
+                    .is_some_and(|e| !matches!(e.selection, crate::perturb::Selection::Untouched))
+            };
             stacks
                 .iter()
+                .filter(|(name, _, _)| touched(name))
                 .map(|(name, _, stacked)| Ok((name.clone(), stacked.f_select(0, r)?)))
                 .collect()
         };
-        let plus = set.writing_to(destinations(0)?)?;
-        let minus = set.writing_to(destinations(1)?)?;
+        let plus = set.writing_to(written(0)?)?;
+        let minus = set.writing_to(written(1)?)?;
         let replicas = WeightReplicas::new(
             2,
             stacks
@@ -70,34 +84,322 @@ impl PairedWeights {
                 .collect(),
         )?;
         Ok(Self {
+            stacks,
             replicas: WeightReplicasHandle(replicas),
             plus,
             minus,
         })
     }
 
-    /// Per-example losses at theta + mu z(seed) and at theta - mu z(seed), from one forward of
-    /// `doubled` (the batch repeated twice, [`ExampleBatch::repeated`]). Theta is not touched.
+    /// Per-example losses of `batch` at theta + mu z(seed) and at theta - mu z(seed), from one
+    /// forward of the batch twice over, or from the group's forward when this thread is in a
+    /// [`ForwardGroup`] (label-word batches only). Theta is not touched.
     pub fn losses(
         &self,
         model: &dyn LabelWordModel,
-        doubled: &dyn ExampleBatch,
+        batch: &dyn ExampleBatch,
         seed: u64,
         mu: f64,
     ) -> Result<(Vec<f64>, Vec<f64>)> {
         axpy_z(&self.plus, &[(seed, mu)])?;
         axpy_z(&self.minus, &[(seed, -mu)])?;
+        if let (Some(group), Some(labels)) = (current_group(), batch.as_labels()) {
+            return group.losses(self, model, labels);
+        }
+        let doubled = batch.repeated(2)?;
         let scores = tch::no_grad(|| with_replicas(&self.replicas.0, || doubled.scores(model)))?;
-        let losses = super::loss::losses_from_logits(&scores, doubled.labels())?;
-        let values = Vec::<f64>::try_from(
-            losses
-                .f_to_kind(Kind::Double)?
-                .f_to_device(tch::Device::Cpu)?,
-        )?;
+        let values = loss_values(&scores, doubled.labels())?;
         let half = values.len() / 2;
-        let minus = values[half..].to_vec();
-        let mut plus = values;
-        plus.truncate(half);
-        Ok((plus, minus))
+        Ok((values[..half].to_vec(), values[half..].to_vec()))
     }
+}
+
+/// Per-example cross-entropy of `scores` as host f64 values.
+fn loss_values(scores: &Tensor, labels: &Tensor) -> Result<Vec<f64>> {
+    let losses = super::loss::losses_from_logits(scores, labels)?;
+    Ok(Vec::<f64>::try_from(
+        losses
+            .f_to_kind(Kind::Double)?
+            .f_to_device(tch::Device::Cpu)?,
+    )?)
+}
+
+/// Paired forwards of up to `size` cells, each run by its own thread of one process, joined into
+/// one forward. A thread in the group ([`with_group`]) hands its cell's replicas and batch to
+/// the group and waits. A waiting thread runs the joint forward for the cells present once
+/// `size` cells with the same label words have arrived, or once no forward of the group is
+/// running and its cell has waited the patience (the larger of `patience` and the last joint
+/// forward's length) since it arrived or since the last forward ended:
+/// - replica stacks concatenated, cell k's two points as replicas 2k and 2k + 1;
+/// - batches padded to the longest length (on the right, masked) and the largest size (with
+///   copies of their first example, whose losses are dropped).
+///
+/// The results are those of the cells' own paired forwards up to the rounding of products of
+/// another shape; padding is masked from every real token. The cells must run one checkpoint:
+/// the tensors none of them trains come from the model of the thread that runs the forward.
+pub struct ForwardGroup {
+    size: usize,
+    patience: Duration,
+    state: Mutex<GroupState>,
+    changed: Condvar,
+}
+
+/// A cell's losses at its two points, or why the joint forward failed.
+type CellOutcome = std::result::Result<(Vec<f64>, Vec<f64>), String>;
+
+#[derive(Default)]
+struct GroupState {
+    next_ticket: u64,
+    pending: Vec<Submission>,
+    done: HashMap<u64, CellOutcome>,
+    /// Joint forwards running now, and when the last one ended and how long it took.
+    in_flight: usize,
+    last_end: Option<Instant>,
+    last_length: Duration,
+    forwards: u64,
+    cells_served: u64,
+}
+
+/// One cell's share of a joint forward.
+struct Submission {
+    ticket: u64,
+    label_words: Vec<i64>,
+    stacks: Vec<(String, Tensor)>,
+    batch: Batch,
+}
+
+/// How long a thread waits in all for its cell's losses (a guard against a stuck group).
+const RESULT_PATIENCE: Duration = Duration::from_secs(600);
+
+thread_local! {
+    static GROUP: RefCell<Option<Arc<ForwardGroup>>> = const { RefCell::new(None) };
+}
+
+/// Runs `work` with this thread's paired forwards going through `group`.
+pub fn with_group<T>(group: &Arc<ForwardGroup>, work: impl FnOnce() -> T) -> T {
+    struct Restore(Option<Arc<ForwardGroup>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GROUP.with(|g| *g.borrow_mut() = self.0.take());
+        }
+    }
+    let _restore = Restore(GROUP.with(|g| g.borrow_mut().replace(group.clone())));
+    work()
+}
+
+fn current_group() -> Option<Arc<ForwardGroup>> {
+    GROUP.with(|g| g.borrow().clone())
+}
+
+fn group_error(reason: impl Into<String>) -> OptimError {
+    OptimError::Torch(TchError::Kind(reason.into()))
+}
+
+/// A poisoned lock: another thread of the group panicked while holding it.
+fn poisoned<T>(_: T) -> OptimError {
+    group_error("a thread of the forward group panicked")
+}
+
+impl ForwardGroup {
+    /// A group of up to `size` cells whose threads wait at most `patience` for each other.
+    ///
+    /// # Errors
+    /// `size` below 1.
+    pub fn new(size: usize, patience: Duration) -> Result<Self> {
+        if size < 1 {
+            return Err(OptimError::invalid("cells", size, "must be >= 1"));
+        }
+        Ok(Self {
+            size,
+            patience,
+            state: Mutex::new(GroupState::default()),
+            changed: Condvar::new(),
+        })
+    }
+
+    /// The forwards this group has run and the cells' paired forwards they served: cells
+    /// served / forwards is the mean number of cells per joint forward.
+    ///
+    /// # Errors
+    /// A thread of the group panicked while holding its lock.
+    pub fn forwards(&self) -> Result<(u64, u64)> {
+        let state = self.state.lock().map_err(poisoned)?;
+        Ok((state.forwards, state.cells_served))
+    }
+
+    fn losses(
+        &self,
+        own: &PairedWeights,
+        model: &dyn LabelWordModel,
+        batch: &Batch,
+    ) -> Result<(Vec<f64>, Vec<f64>)> {
+        let label_words =
+            Vec::<i64>::try_from(batch.label_word_ids.f_to_device(tch::Device::Cpu)?)?;
+        let mut state = self.state.lock().map_err(poisoned)?;
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.pending.push(Submission {
+            ticket,
+            label_words: label_words.clone(),
+            stacks: own
+                .stacks
+                .iter()
+                .map(|(name, _, stacked)| (name.clone(), stacked.shallow_clone()))
+                .collect(),
+            batch: batch.shallow_clone(),
+        });
+        self.changed.notify_all();
+        let arrived = Instant::now();
+        loop {
+            if let Some(result) = state.done.remove(&ticket) {
+                return result.map_err(group_error);
+            }
+            let waiting = state.pending.iter().any(|s| s.ticket == ticket);
+            if arrived.elapsed() > RESULT_PATIENCE {
+                state.pending.retain(|s| s.ticket != ticket);
+                return Err(group_error(format!(
+                    "no joint paired forward returned within {} s",
+                    RESULT_PATIENCE.as_secs()
+                )));
+            }
+            // How much longer this cell waits for the others before it goes ahead (never while
+            // a forward of the group is running: its cells come back right after it).
+            let left = if !waiting {
+                Some(Duration::from_secs(1))
+            } else if state
+                .pending
+                .iter()
+                .filter(|s| s.label_words == label_words)
+                .count()
+                >= self.size
+            {
+                None
+            } else if state.in_flight > 0 {
+                Some(Duration::from_secs(1))
+            } else {
+                let since = state.last_end.map_or(arrived, |end| end.max(arrived));
+                let patience = self.patience.max(state.last_length);
+                patience.checked_sub(since.elapsed())
+            };
+            match left {
+                Some(wait) => {
+                    state = self
+                        .changed
+                        .wait_timeout(state, wait.max(Duration::from_micros(100)))
+                        .map_err(poisoned)?
+                        .0;
+                }
+                None => {
+                    let mut taken = Vec::new();
+                    let mut kept = Vec::new();
+                    for s in state.pending.drain(..) {
+                        if s.label_words == label_words && taken.len() < self.size {
+                            taken.push(s);
+                        } else {
+                            kept.push(s);
+                        }
+                    }
+                    state.pending = kept;
+                    state.in_flight += 1;
+                    drop(state);
+                    let began = Instant::now();
+                    let results = joint_losses(own, model, &taken);
+                    state = self.state.lock().map_err(poisoned)?;
+                    state.in_flight -= 1;
+                    state.last_end = Some(Instant::now());
+                    state.last_length = began.elapsed();
+                    state.forwards += 1;
+                    state.cells_served += taken.len() as u64;
+                    for (k, s) in taken.iter().enumerate() {
+                        let result = match &results {
+                            Ok(all) => Ok(all[k].clone()),
+                            Err(e) => Err(format!("joint paired forward: {e}")),
+                        };
+                        state.done.insert(s.ticket, result);
+                    }
+                    self.changed.notify_all();
+                }
+            }
+        }
+    }
+}
+
+/// `t [rows, ...]` with `rows` grown to `size` by copies of its first row.
+fn pad_rows(t: &Tensor, size: i64) -> std::result::Result<Tensor, TchError> {
+    let rows = t.size()[0];
+    if rows == size {
+        return Ok(t.shallow_clone());
+    }
+    let first = Tensor::f_zeros([size - rows], (Kind::Int64, t.device()))?;
+    Tensor::f_cat(&[t, &t.f_index_select(0, &first)?], 0)
+}
+
+/// The joint forward of `cells` (module docs), with `own`'s tensors as the model's weights:
+/// each cell's (plus, minus) losses.
+fn joint_losses(
+    own: &PairedWeights,
+    model: &dyn LabelWordModel,
+    cells: &[Submission],
+) -> Result<Vec<(Vec<f64>, Vec<f64>)>> {
+    let rows = cells
+        .iter()
+        .map(|c| c.batch.len() as i64)
+        .max()
+        .unwrap_or(0);
+    let length = cells
+        .iter()
+        .map(|c| c.batch.input_ids.size()[1])
+        .max()
+        .unwrap_or(0);
+    let mut parts: [Vec<Tensor>; 4] = Default::default();
+    for cell in cells {
+        let b = &cell.batch;
+        let widen = |t: &Tensor| t.f_constant_pad_nd([0, length - t.size()[1]]);
+        let padded = [
+            pad_rows(&widen(&b.input_ids)?, rows)?,
+            pad_rows(&widen(&b.attention_mask)?, rows)?,
+            pad_rows(&b.positions, rows)?,
+            pad_rows(&b.labels, rows)?,
+        ];
+        for (part, t) in parts.iter_mut().zip(padded) {
+            part.push(t.shallow_clone());
+            part.push(t);
+        }
+    }
+    let [input_ids, attention_mask, positions, labels] = parts.map(|p| Tensor::f_cat(&p, 0));
+    let joint = Batch {
+        input_ids: input_ids?,
+        attention_mask: attention_mask?,
+        positions: positions?,
+        labels: labels?,
+        label_word_ids: cells[0].batch.label_word_ids.shallow_clone(),
+    };
+    let mut entries = Vec::with_capacity(own.stacks.len());
+    for (name, theta, _) in &own.stacks {
+        let stacks: Vec<&Tensor> = cells
+            .iter()
+            .map(|c| {
+                c.stacks
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, t)| t)
+                    .ok_or_else(|| group_error(format!("a cell of the group has no tensor {name}")))
+            })
+            .collect::<Result<_>>()?;
+        entries.push((name.clone(), theta, Tensor::f_cat(&stacks, 0)?));
+    }
+    let replicas = WeightReplicas::new(2 * cells.len() as i64, entries)?;
+    let scores = tch::no_grad(|| with_replicas(&replicas, || joint.scores(model)))?;
+    let values = loss_values(&scores, &joint.labels)?;
+    let block = rows as usize;
+    Ok(cells
+        .iter()
+        .enumerate()
+        .map(|(k, c)| {
+            let n = c.batch.len();
+            let plus = &values[2 * k * block..2 * k * block + n];
+            let minus = &values[(2 * k + 1) * block..(2 * k + 1) * block + n];
+            (plus.to_vec(), minus.to_vec())
+        })
+        .collect())
 }

@@ -397,23 +397,14 @@ pub fn zo_step(
     // Sum over directions of |clipped sum| (diagnostics only).
     let mut clipped_signal = 0.0;
     let mut pending_restore: Option<u64> = None;
-    let doubled = if paired {
-        Some(batch.repeated(2)?)
-    } else {
-        None
-    };
     for (j, &seed) in seeds.iter().enumerate() {
-        let (plus, minus) = match &doubled {
-            Some(doubled) => {
-                let (plus, minus) =
-                    params
-                        .paired_weights()?
-                        .losses(model, doubled.as_ref(), seed, mu)?;
-                finite_or_err(&plus, step, "loss at theta + mu z")?;
-                finite_or_err(&minus, step, "loss at theta - mu z")?;
-                (plus, minus)
-            }
-            None => sequential_losses(
+        let (plus, minus) = if paired {
+            let (plus, minus) = params.paired_weights()?.losses(model, batch, seed, mu)?;
+            finite_or_err(&plus, step, "loss at theta + mu z")?;
+            finite_or_err(&minus, step, "loss at theta - mu z")?;
+            (plus, minus)
+        } else {
+            sequential_losses(
                 model,
                 set,
                 batch,
@@ -422,7 +413,7 @@ pub fn zo_step(
                 step,
                 pending_restore.take(),
                 (j == 0).then_some((uncarry.as_slice(), || settle(params, carried_in))),
-            )?,
+            )?
         };
         if !paired {
             pending_restore = Some(seed);
