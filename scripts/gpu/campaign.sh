@@ -11,7 +11,9 @@
 # JOBS=n runs n workers (MPS=1: under an
 # MPS daemon); unset: one process. FORWARD=paired runs the ZO methods with both points of a
 # direction in one forward (`--zo-forward paired`, not part of the spec hash), and JOBS=auto then
-# reads the paired rows (f32+packed+paired[+mps]).
+# reads the paired rows (f32+packed+paired[+mps]). JOINT=K (with FORWARD=paired) runs K cells
+# per worker as threads whose paired forwards are joined (`--joint-cells K`); JOBS=auto then reads
+# the f32+packed+paired+jointK[+mps] rows, whose cell count is workers x K.
 # RESULTS=DIR writes into DIR instead of the host's main results tree, seeded with nothing (e.g. a
 # --compute or --set comparison that must not set the main records aside).
 # Needs what the staging calls left in /root/dpzo-gpu (scripts/gpu/README.md): assets/ with the
@@ -49,10 +51,17 @@ case "${FORWARD:-sequential}" in
   paired) forward=(--zo-forward paired) label='f32[+]packed[+]paired' ;;
   *) echo "FORWARD=$FORWARD: expected sequential or paired" >&2; exit 2 ;;
 esac
+joint=${JOINT:-1}
+if [ "$joint" -gt 1 ]; then
+  [ "${FORWARD:-}" = paired ] || { echo "JOINT=$joint joins paired forwards: set FORWARD=paired" >&2; exit 2; }
+  forward+=(--joint-cells "$joint")
+  label="$label[+]joint$joint"
+fi
 if [ "${JOBS:-}" = auto ] && [ -f "$tp" ]; then
   # Compute labels: f32+packed[+paired][+mps] (throughput.sh; the grid's own precision is f32).
   read -r n mps < <(awk -F, -v label="$label" 'NR > 1 && $2 ~ ("^" label "([+]mps)?$") && $5 > best {
     best = $5; n = $4; m = ($2 ~ /mps$/) } END { print n + 0, m + 0 }' "$tp")
+  n=$((n / joint)) # a row counts every cell of every worker
   [ "$n" -gt 1 ] && jobs=(--jobs-per-gpu "$n" --gpus 0)
 elif [ -n "${JOBS:-}" ] && [ "${JOBS}" != auto ] && [ "$JOBS" -gt 1 ]; then
   jobs=(--jobs-per-gpu "$JOBS" --gpus 0)

@@ -308,3 +308,76 @@ fn a_killed_workers_cell_is_resumed_from_its_checkpoint_by_the_next_worker() {
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// `--joint-cells 2`: two DPZero cells of eight steps run at once on two threads of one
+/// process, their paired forwards joined into one. Their records equal those of the same cells
+/// run one after another with the paired forward, to the rounding of products of another shape,
+/// and say that the forwards were joined; joint forwards served more than one cell each on
+/// average. Without the paired forward the flag is refused.
+#[test]
+fn cells_run_jointly_equal_cells_run_one_at_a_time() {
+    let refused = scratch("joint-refused");
+    let output = preset_command(
+        "tiny-joint",
+        &refused,
+        &["--device", "cpu", "--joint-cells", "2"],
+    )
+    .output()
+    .unwrap();
+    assert!(!output.status.success());
+    assert!(
+        text(&output)
+            .contains("--joint-cells 2: joins paired ZO forwards; add --zo-forward paired"),
+        "{}",
+        text(&output)
+    );
+    let paired = ["--device", "cpu", "--zo-forward", "paired"];
+    let joint = scratch("joint");
+    let output = preset_command(
+        "tiny-joint",
+        &joint,
+        &[&paired[..], &["--joint-cells", "2"]].concat(),
+    )
+    .output()
+    .unwrap();
+    let joint_log = text(&output);
+    assert!(output.status.success(), "{joint_log}");
+    let per_forward: f64 = joint_log
+        .lines()
+        .find_map(|l| l.strip_prefix("joint forwards: "))
+        .and_then(|l| l.split('(').nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no joint forwards line:\n{joint_log}"));
+    assert!(per_forward > 1.0, "{joint_log}");
+    let alone = scratch("joint-alone");
+    let output = preset_command("tiny-joint", &alone, &paired)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let read = |dir: &Path, stem: &str| -> serde_json::Value {
+        let path = dir.join(format!("table2/tiny-joint/runs/{stem}.json"));
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    };
+    for stem in STEMS.iter().filter(|s| s.contains("dpzero")) {
+        let (a, b) = (read(&joint, stem), read(&alone, stem));
+        assert_eq!(a["spec_hash"], b["spec_hash"], "{stem}");
+        assert_eq!(
+            a.pointer("/trainer/provenance/forward_group"),
+            Some(&2.into())
+        );
+        assert_eq!(b.pointer("/trainer/provenance/forward_group"), None);
+        for field in ["/trainer/test/predicted", "/dev_accuracy"] {
+            assert_eq!(a.pointer(field), b.pointer(field), "{stem}: {field}");
+        }
+        let loss = |r: &serde_json::Value| r.pointer("/trainer/test/loss").unwrap().as_f64();
+        let (la, lb) = (loss(&a).unwrap(), loss(&b).unwrap());
+        assert!(
+            (la - lb).abs() <= 1e-4 * lb.abs().max(1.0),
+            "{stem}: {la} against {lb}"
+        );
+    }
+    for dir in [refused, joint, alone] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -282,78 +282,100 @@ fn the_sequential_default_is_not_serialised() {
 }
 
 /// Cell `k` of the group test: the Llama fixture with its own theta (moved along its own
-/// direction) and its own batch (cell 1: fewer and shorter rows than cell 0).
+/// direction) and its own batch. Cell 0 has the fixture's whole batch (right-padded rows, then
+/// left-padded ones); cell 1 its first two rows (right-padded), cell 2 its last two
+/// (left-padded), each cut to their longest real length, so that the joint forward pads both
+/// kinds of rows on the right.
 fn group_cell(k: usize) -> (Model, TrainableParams, trainer::batch::Batch) {
     let name = "llama_tiny_gqa_untied";
     let model = load(name);
     let params = TrainableParams::from_model(&model).unwrap();
     axpy_z(params.param_set().unwrap(), &[(100 + k as u64, 0.05)]).unwrap();
     let full = padded_batch(name);
-    let batch = if k == 0 {
-        full
-    } else {
-        // The first two rows are right-padded: keep them, cut to their longest real length.
-        let rows = full.attention_mask.narrow(0, 0, 2);
-        let length = rows
-            .sum_dim_intlist(1, false, Kind::Int64)
-            .max()
-            .int64_value(&[]);
-        trainer::batch::Batch {
-            input_ids: full.input_ids.narrow(0, 0, 2).narrow(1, 0, length),
-            attention_mask: rows.narrow(1, 0, length),
-            positions: full.positions.narrow(0, 0, 2),
-            labels: full.labels.narrow(0, 0, 2),
-            label_word_ids: full.label_word_ids.shallow_clone(),
-        }
+    if k == 0 {
+        return (model, params, full);
+    }
+    let (rows, width) = (full.len() as i64, full.input_ids.size()[1]);
+    let first = if k == 1 { 0 } else { rows - 2 };
+    let mask = full.attention_mask.narrow(0, first, 2);
+    let length = mask
+        .sum_dim_intlist(1, false, Kind::Int64)
+        .max()
+        .int64_value(&[]);
+    // Right-padded rows keep their first columns, left-padded ones their last.
+    let start = if k == 1 { 0 } else { width - length };
+    let positions = full.positions.narrow(0, first, 2) - start;
+    let batch = trainer::batch::Batch {
+        input_ids: full.input_ids.narrow(0, first, 2).narrow(1, start, length),
+        attention_mask: mask.narrow(1, start, length),
+        positions,
+        labels: full.labels.narrow(0, first, 2),
+        label_word_ids: full.label_word_ids.shallow_clone(),
     };
     (model, params, batch)
 }
 
-/// Two cells on two threads of one process, their paired forwards joined by a ForwardGroup into
-/// one forward of four replicas over batches of different sizes and lengths: each cell gets the
-/// losses its own paired forward gives. A cell alone in a group of two goes ahead after the
-/// patience.
+/// Three cells on three threads of one process, two steps each, their paired forwards joined
+/// by a ForwardGroup into forwards of up to six replicas over batches of different sizes,
+/// lengths and padding sides: each cell gets the losses its own paired forward gives. A cell
+/// alone goes ahead at once.
 #[test]
 fn a_forward_group_joins_cells_without_changing_their_losses() {
-    use std::sync::Arc;
+    use std::sync::{Arc, Barrier};
     use std::time::Duration;
     use trainer::optim::paired::{with_group, ForwardGroup};
-    let group = Arc::new(ForwardGroup::new(2, Duration::from_secs(30)).unwrap());
+    let group = Arc::new(ForwardGroup::new(3, Duration::from_millis(100)).unwrap());
+    let start = Barrier::new(3);
     let outcomes: Vec<_> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..2)
+        let handles: Vec<_> = (0..3)
             .map(|k| {
                 let group = group.clone();
+                let start = &start;
                 scope.spawn(move || {
                     let (model, params, batch) = group_cell(k);
                     let paired = params.paired_weights().unwrap();
-                    let alone = paired.losses(&model, &batch, 7, MU).unwrap();
-                    let joint =
-                        with_group(&group, || paired.losses(&model, &batch, 7, MU)).unwrap();
+                    let seeds = [7u64, 8];
+                    let alone: Vec<_> = seeds
+                        .iter()
+                        .map(|&seed| paired.losses(&model, &batch, seed, MU).unwrap())
+                        .collect();
+                    start.wait();
+                    let joint: Vec<_> = with_group(&group, || {
+                        seeds
+                            .iter()
+                            .map(|&seed| paired.losses(&model, &batch, seed, MU).unwrap())
+                            .collect()
+                    });
                     (batch.len(), alone, joint)
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    // One forward served both cells (a patience of 30 s leaves no room for one to go alone).
-    assert_eq!(group.forwards().unwrap(), (1, 2));
+    // Six cell forwards; the first to arrive went alone, and the others joined up.
+    let (forwards, served) = group.forwards().unwrap();
+    assert_eq!(served, 6);
+    assert!(forwards < served, "{forwards} forwards for {served} cells");
     for (k, (rows, alone, joint)) in outcomes.iter().enumerate() {
-        assert_eq!(joint.0.len(), *rows, "cell {k}");
-        let gap = max_gap(&alone.0, &joint.0).max(max_gap(&alone.1, &joint.1));
-        assert!(gap <= LOSS_TOLERANCE, "cell {k}: gap {gap:e}");
+        for (alone, joint) in alone.iter().zip(joint) {
+            assert_eq!(joint.0.len(), *rows, "cell {k}");
+            let gap = max_gap(&alone.0, &joint.0).max(max_gap(&alone.1, &joint.1));
+            assert!(gap <= LOSS_TOLERANCE, "cell {k}: gap {gap:e}");
+        }
     }
     // The cells' own weights were used: their alone losses on the common rows differ.
-    let spread = max_gap(&outcomes[0].1 .0[..2], &outcomes[1].1 .0);
+    let first = |k: usize| &outcomes[k].1[0].0;
+    let last = first(0).len() - 2;
+    let spread = max_gap(&first(0)[..2], first(1)).min(max_gap(&first(0)[last..], first(2)));
     assert!(
         spread > 100.0 * LOSS_TOLERANCE,
         "cells differ by only {spread:e}"
     );
-    // Alone in a group of two: after the patience, its own forward.
-    let lonely = ForwardGroup::new(2, Duration::from_millis(50)).unwrap();
+    // Alone in a group: its own forward, without waiting.
+    let lonely = Arc::new(ForwardGroup::new(2, Duration::from_secs(60)).unwrap());
     let (model, params, batch) = group_cell(1);
     let paired = params.paired_weights().unwrap();
     let alone = paired.losses(&model, &batch, 9, MU).unwrap();
-    let lonely = Arc::new(lonely);
     let joint = with_group(&lonely, || paired.losses(&model, &batch, 9, MU)).unwrap();
     assert_eq!(lonely.forwards().unwrap(), (1, 1));
     assert!(max_gap(&alone.0, &joint.0).max(max_gap(&alone.1, &joint.1)) <= LOSS_TOLERANCE);

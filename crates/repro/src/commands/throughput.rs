@@ -28,7 +28,7 @@ use trainer::device::{self, DeviceRequest};
 use trainer::model::LabelWordModel;
 use trainer::models::layers::{recorded_forwards_pack, with_padded_layout};
 use trainer::optim::dp_sgd::{dp_sgd_step, DpSgdClipping, DpSgdSettings};
-use trainer::optim::paired::{with_group, ForwardGroup};
+use trainer::optim::paired::{with_group, ForwardGroup, PATIENCE};
 use trainer::optim::params::TrainableParams;
 use trainer::optim::zo::{
     directional_differences, settle, zo_step, ZoForward, ZoPrivacy, ZoStepSettings,
@@ -671,7 +671,7 @@ fn steps(args: StepsArgs) -> Result<()> {
     let meeting = args.rendezvous.clone().or(own_meeting.clone());
     let mut args = args;
     args.parties = args.parties.or(Some(args.cells));
-    let group = Arc::new(ForwardGroup::new(args.cells, CELL_PATIENCE)?);
+    let group = Arc::new(ForwardGroup::new(args.cells, PATIENCE)?);
     let args = &args;
     let results: Vec<Result<StepsResult>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..args.cells)
@@ -720,10 +720,6 @@ fn steps(args: StepsArgs) -> Result<()> {
     println!("{}", serde_json::to_string(&joint)?);
     Ok(())
 }
-
-/// How long a cell's thread waits for the others' paired forwards before it runs its own
-/// (`ForwardGroup`): long enough for lockstep cells, short against a window.
-const CELL_PATIENCE: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The steps of cell `cell` of this process over the shared window (`steps`). Cell k draws its
 /// batches k places further along the pool and seeds its directions with 7 + k, so that the

@@ -77,6 +77,8 @@ pub struct TrainerCells {
     /// duplicate of it (`Model::duplicate`, bit for bit), so a grid reads and converts the
     /// checkpoint once per process instead of once per cell.
     loaded: std::cell::RefCell<Option<models::Model>>,
+    /// The forward group of `--joint-cells` this runner's thread belongs to.
+    group: Option<std::sync::Arc<trainer::optim::paired::ForwardGroup>>,
 }
 
 impl TrainerCells {
@@ -168,6 +170,7 @@ impl TrainerCells {
             private_records: false,
             zo_forward: None,
             loaded: std::cell::RefCell::new(None),
+            group: None,
         })
     }
 
@@ -690,6 +693,35 @@ impl CellRunner for TrainerCells {
         tch::Cuda::device_count().max(0) as usize
     }
 
+    fn fork(
+        &self,
+        group: std::sync::Arc<trainer::optim::paired::ForwardGroup>,
+    ) -> Result<Box<dyn CellRunner + Send>> {
+        let loaded = match self.loaded.borrow().as_ref() {
+            Some(m) => Some(
+                m.duplicate(tch::Device::Cpu)
+                    .map_err(|e| anyhow!("copying the loaded checkpoint: {e}"))?,
+            ),
+            None => None,
+        };
+        Ok(Box::new(TrainerCells {
+            source: self.source.clone(),
+            model_name: self.model_name.clone(),
+            device: self.device,
+            data: self.data.clone(),
+            assets: self.assets.clone(),
+            registry: self.registry.clone(),
+            tokenizer: self.tokenizer.clone(),
+            conventions: self.conventions.clone(),
+            padding: self.padding,
+            stand_ins: self.stand_ins.clone(),
+            private_records: self.private_records,
+            zo_forward: self.zo_forward,
+            loaded: std::cell::RefCell::new(loaded),
+            group: Some(group),
+        }))
+    }
+
     fn run(
         &mut self,
         spec: &RunSpec,
@@ -766,25 +798,34 @@ impl CellRunner for TrainerCells {
             examples: train_ex,
             device: self.device,
         };
-        let provenance = train::Provenance::detect(self.device);
+        let provenance = train::Provenance {
+            forward_group: self.group.as_ref().map(|g| g.size()),
+            ..train::Provenance::detect(self.device)
+        };
         let options = RunOptions {
             resume: true,
             provenance: Some(provenance),
             private_record: self.private_records,
             ..RunOptions::default()
         };
-        let rec = train::run_training_with(
-            &mut model,
-            &train_config,
-            &mut train_source,
-            &dev,
-            &test,
-            content_free.as_ref().map(|batch| train::ContentFree {
-                inputs: &content_free_inputs,
-                batch,
-            }),
-            &options,
-        )?;
+        let mut train = || {
+            train::run_training_with(
+                &mut model,
+                &train_config,
+                &mut train_source,
+                &dev,
+                &test,
+                content_free.as_ref().map(|batch| train::ContentFree {
+                    inputs: &content_free_inputs,
+                    batch,
+                }),
+                &options,
+            )
+        };
+        let rec = match &self.group {
+            Some(group) => trainer::optim::paired::with_group(group, train)?,
+            None => train()?,
+        };
         let test_accuracy = rec
             .test
             .as_ref()

@@ -44,6 +44,11 @@ pub struct GridArgs {
     /// Extra `#SBATCH` option for the array tasks (repeatable), e.g. `--slurm-arg=--time=04:00:00`.
     #[arg(long)]
     pub slurm_arg: Vec<String>,
+    /// Cells each process (or worker) runs at once, as threads with a model copy each, their
+    /// paired ZO forwards joined into one forward (`trainer::optim::paired::ForwardGroup`;
+    /// needs `--zo-forward paired`). Results equal one-at-a-time runs' to rounding.
+    #[arg(long, default_value_t = 1)]
+    pub joint_cells: usize,
     /// Set by a grid parent on the workers it starts: run cells, leave rendering to the parent.
     #[arg(long, hide = true)]
     pub worker: bool,
@@ -281,6 +286,36 @@ pub fn execute(cells: &[Cell], runner: &mut dyn CellRunner, policy: Policy) -> R
     }
     bar.finish_and_clear();
     Ok(outcome)
+}
+
+/// [`execute`] on one thread per runner of `runners`, all over `cells` (each cell claimed by
+/// one of them), and their outcomes as one.
+pub fn execute_threads(
+    cells: &[Cell],
+    runners: Vec<Box<dyn CellRunner + Send>>,
+    policy: Policy,
+) -> Result<Outcome> {
+    let outcomes: Vec<Result<Outcome>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = runners
+            .into_iter()
+            .map(|mut runner| scope.spawn(move || execute(cells, runner.as_mut(), policy)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a cell thread panicked")))
+            })
+            .collect()
+    });
+    let mut all = Outcome::default();
+    for outcome in outcomes {
+        let outcome = outcome?;
+        all.ran.extend(outcome.ran);
+        all.failed.extend(outcome.failed);
+    }
+    all.already_recorded = cells.len() - all.ran.len() - all.failed.len();
+    Ok(all)
 }
 
 fn run_claimed(

@@ -155,6 +155,15 @@ pub trait CellRunner {
         config: &serde_json::Value,
         checkpoint_dir: &Path,
     ) -> Result<record::CellRecord>;
+    /// A runner like this one for a thread of its own whose paired ZO forwards go through
+    /// `group` (`--joint-cells`).
+    #[cfg(feature = "torch")]
+    fn fork(
+        &self,
+        _group: std::sync::Arc<trainer::optim::paired::ForwardGroup>,
+    ) -> Result<Box<dyn CellRunner + Send>> {
+        bail!("this runner cannot run cells in threads (--joint-cells)")
+    }
 }
 
 /// The fully resolved configuration of one run, which the spec hash covers.
@@ -402,6 +411,48 @@ fn worker_slots(g: &grid::GridArgs, runner: &dyn CellRunner) -> Result<Vec<grid:
     )
 }
 
+/// Runs `cells` in this process: one after another, or with `--joint-cells K` on K threads, each
+/// with its own model copy, whose paired ZO forwards are joined into one forward.
+fn execute_here(
+    args: &TargetArgs,
+    cells: &[grid::Cell],
+    runner: &mut dyn CellRunner,
+    policy: grid::Policy,
+) -> Result<grid::Outcome> {
+    let threads = args.grid.joint_cells;
+    if threads == 0 {
+        bail!("--joint-cells 0: must be >= 1");
+    }
+    if threads == 1 {
+        return grid::execute(cells, runner, policy);
+    }
+    #[cfg(feature = "torch")]
+    {
+        use trainer::optim::zo::ZoForward;
+        if args.zo_forward != Some(ZoForward::Paired) {
+            bail!("--joint-cells {threads}: joins paired ZO forwards; add --zo-forward paired");
+        }
+        let group = std::sync::Arc::new(trainer::optim::paired::ForwardGroup::new(
+            threads,
+            trainer::optim::paired::PATIENCE,
+        )?);
+        let runners = (0..threads)
+            .map(|_| runner.fork(group.clone()))
+            .collect::<Result<Vec<_>>>()?;
+        let outcome = grid::execute_threads(cells, runners, policy)?;
+        let (forwards, served) = group.forwards()?;
+        if forwards > 0 {
+            println!(
+                "joint forwards: {forwards} served {served} cell forwards ({:.2} cells each)",
+                served as f64 / forwards as f64
+            );
+        }
+        Ok(outcome)
+    }
+    #[cfg(not(feature = "torch"))]
+    bail!("--joint-cells {threads}: needs a build with the torch feature")
+}
+
 /// Execute the cells of `runs` as the grid flags ask (see [`grid`]), then render unless this
 /// process is one worker or shard of a larger grid. Cells that inherit their settings first
 /// adopt the source's record of the very same run, and get their tuning note before rendering.
@@ -501,7 +552,7 @@ fn execute_grid(
         let slots = worker_slots(g, runner)?;
         grid::run_workers(&cells, &slots, policy)?;
     } else {
-        let outcome = grid::execute(&cells, runner, policy)?;
+        let outcome = execute_here(args, &cells, runner, policy)?;
         if !outcome.failed.is_empty() {
             let failures: Vec<String> = outcome
                 .failed

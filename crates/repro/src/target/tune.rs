@@ -710,7 +710,7 @@ fn execute(
             Err(e) => vec![format!("{e:#}")],
         });
     }
-    let outcome = grid::execute(cells, runner, policy)?;
+    let outcome = super::execute_here(args, cells, runner, policy)?;
     Ok(outcome
         .failed
         .into_iter()

@@ -20,6 +20,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
+use std::thread::ThreadId;
 use std::time::{Duration, Instant};
 use tch::{Kind, TchError, Tensor};
 
@@ -126,10 +127,13 @@ fn loss_values(scores: &Tensor, labels: &Tensor) -> Result<Vec<f64>> {
 
 /// Paired forwards of up to `size` cells, each run by its own thread of one process, joined into
 /// one forward. A thread in the group ([`with_group`]) hands its cell's replicas and batch to
-/// the group and waits. A waiting thread runs the joint forward for the cells present once
-/// `size` cells with the same label words have arrived, or once no forward of the group is
-/// running and its cell has waited the patience (the larger of `patience` and the last joint
-/// forward's length) since it arrived or since the last forward ended:
+/// the group and waits. The group expects a thread back while it is a regular: while less time
+/// has passed since its last hand-in than the larger of `patience` and three times the interval
+/// between its last two. A waiting thread runs the joint forward for the cells present with
+/// its label words once every regular with those words has handed in, or `size` cells have;
+/// while a joint forward is running, the others wait for its cells to come back. Cells in
+/// lockstep thus share every forward, and a cell that stops handing in (evaluating, between
+/// runs, finished) holds the others up at most once, for its absence time:
 /// - replica stacks concatenated, cell k's two points as replicas 2k and 2k + 1;
 /// - batches padded to the longest length (on the right, masked) and the largest size (with
 ///   copies of their first example, whose losses are dropped).
@@ -152,21 +156,43 @@ struct GroupState {
     next_ticket: u64,
     pending: Vec<Submission>,
     done: HashMap<u64, CellOutcome>,
-    /// Joint forwards running now, and when the last one ended and how long it took.
+    members: HashMap<ThreadId, Member>,
+    /// Joint forwards running now.
     in_flight: usize,
-    last_end: Option<Instant>,
-    last_length: Duration,
     forwards: u64,
     cells_served: u64,
+}
+
+/// A thread that has handed in a forward: when it last did, the time between its last two
+/// hand-ins, and its cell's label words.
+struct Member {
+    last: Instant,
+    interval: Option<Duration>,
+    label_words: Vec<i64>,
 }
 
 /// One cell's share of a joint forward.
 struct Submission {
     ticket: u64,
+    member: ThreadId,
     label_words: Vec<i64>,
     stacks: Vec<(String, Tensor)>,
     batch: Batch,
 }
+
+/// What a waiting thread does next.
+#[derive(Debug, PartialEq)]
+enum Next {
+    /// Run the joint forward of the cells present.
+    Run,
+    /// Wait for a change, at most this long.
+    Wait(Duration),
+}
+
+/// The patience of the groups `repro` forms ([`ForwardGroup::new`]): cells in lockstep on a GPU
+/// hand in well within it, and a cell that stops (to evaluate, between runs) holds the others
+/// up at most this long, or three of its step intervals.
+pub const PATIENCE: Duration = Duration::from_millis(200);
 
 /// How long a thread waits in all for its cell's losses (a guard against a stuck group).
 const RESULT_PATIENCE: Duration = Duration::from_secs(600);
@@ -201,7 +227,8 @@ fn poisoned<T>(_: T) -> OptimError {
 }
 
 impl ForwardGroup {
-    /// A group of up to `size` cells whose threads wait at most `patience` for each other.
+    /// A group of up to `size` cells per forward; a thread stays a regular for at least
+    /// `patience` after each hand-in.
     ///
     /// # Errors
     /// `size` below 1.
@@ -215,6 +242,55 @@ impl ForwardGroup {
             state: Mutex::new(GroupState::default()),
             changed: Condvar::new(),
         })
+    }
+
+    /// The group's rule (type docs) for the thread `me`, whose submission `ticket` with
+    /// `label_words` is pending or taken, at `now`.
+    fn next(
+        &self,
+        state: &GroupState,
+        me: ThreadId,
+        ticket: u64,
+        label_words: &[i64],
+        now: Instant,
+    ) -> Next {
+        let one_second = Next::Wait(Duration::from_secs(1));
+        if !state.pending.iter().any(|s| s.ticket == ticket) {
+            // Taken into a forward that another thread runs: woken when it ends.
+            return one_second;
+        }
+        let present = |id: &ThreadId| {
+            state
+                .pending
+                .iter()
+                .any(|s| s.member == *id && s.label_words == label_words)
+        };
+        let alike = state
+            .pending
+            .iter()
+            .filter(|s| s.label_words == label_words)
+            .count();
+        if alike >= self.size {
+            return Next::Run;
+        }
+        // When each regular that has not handed in stops being one.
+        let absent_at = state
+            .members
+            .iter()
+            .filter(|(id, m)| **id != me && m.label_words == label_words && !present(id))
+            .map(|(_, m)| m.last + self.patience.max(3 * m.interval.unwrap_or_default()))
+            .filter(|&at| at > now)
+            .min();
+        match absent_at {
+            None => Next::Run,
+            Some(_) if state.in_flight > 0 => one_second,
+            Some(at) => Next::Wait(at - now),
+        }
+    }
+
+    /// The most cells one forward of the group joins.
+    pub fn size(&self) -> usize {
+        self.size
     }
 
     /// The forwards this group has run and the cells' paired forwards they served: cells
@@ -235,11 +311,23 @@ impl ForwardGroup {
     ) -> Result<(Vec<f64>, Vec<f64>)> {
         let label_words =
             Vec::<i64>::try_from(batch.label_word_ids.f_to_device(tch::Device::Cpu)?)?;
+        let me = std::thread::current().id();
         let mut state = self.state.lock().map_err(poisoned)?;
         let ticket = state.next_ticket;
         state.next_ticket += 1;
+        let arrived = Instant::now();
+        let interval = state.members.get(&me).map(|m| arrived - m.last);
+        state.members.insert(
+            me,
+            Member {
+                last: arrived,
+                interval,
+                label_words: label_words.clone(),
+            },
+        );
         state.pending.push(Submission {
             ticket,
+            member: me,
             label_words: label_words.clone(),
             stacks: own
                 .stacks
@@ -249,12 +337,10 @@ impl ForwardGroup {
             batch: batch.shallow_clone(),
         });
         self.changed.notify_all();
-        let arrived = Instant::now();
         loop {
             if let Some(result) = state.done.remove(&ticket) {
                 return result.map_err(group_error);
             }
-            let waiting = state.pending.iter().any(|s| s.ticket == ticket);
             if arrived.elapsed() > RESULT_PATIENCE {
                 state.pending.retain(|s| s.ticket != ticket);
                 return Err(group_error(format!(
@@ -262,34 +348,15 @@ impl ForwardGroup {
                     RESULT_PATIENCE.as_secs()
                 )));
             }
-            // How much longer this cell waits for the others before it goes ahead (never while
-            // a forward of the group is running: its cells come back right after it).
-            let left = if !waiting {
-                Some(Duration::from_secs(1))
-            } else if state
-                .pending
-                .iter()
-                .filter(|s| s.label_words == label_words)
-                .count()
-                >= self.size
-            {
-                None
-            } else if state.in_flight > 0 {
-                Some(Duration::from_secs(1))
-            } else {
-                let since = state.last_end.map_or(arrived, |end| end.max(arrived));
-                let patience = self.patience.max(state.last_length);
-                patience.checked_sub(since.elapsed())
-            };
-            match left {
-                Some(wait) => {
+            match self.next(&state, me, ticket, &label_words, Instant::now()) {
+                Next::Wait(wait) => {
                     state = self
                         .changed
                         .wait_timeout(state, wait.max(Duration::from_micros(100)))
                         .map_err(poisoned)?
                         .0;
                 }
-                None => {
+                Next::Run => {
                     let mut taken = Vec::new();
                     let mut kept = Vec::new();
                     for s in state.pending.drain(..) {
@@ -302,12 +369,9 @@ impl ForwardGroup {
                     state.pending = kept;
                     state.in_flight += 1;
                     drop(state);
-                    let began = Instant::now();
                     let results = joint_losses(own, model, &taken);
                     state = self.state.lock().map_err(poisoned)?;
                     state.in_flight -= 1;
-                    state.last_end = Some(Instant::now());
-                    state.last_length = began.elapsed();
                     state.forwards += 1;
                     state.cells_served += taken.len() as u64;
                     for (k, s) in taken.iter().enumerate() {
@@ -402,4 +466,92 @@ fn joint_losses(
             (plus.to_vec(), minus.to_vec())
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn other_thread() -> ThreadId {
+        std::thread::spawn(|| std::thread::current().id())
+            .join()
+            .unwrap()
+    }
+
+    fn submission(ticket: u64, member: ThreadId, label_words: &[i64]) -> Submission {
+        let empty = || Tensor::zeros([0], (Kind::Int64, tch::Device::Cpu));
+        Submission {
+            ticket,
+            member,
+            label_words: label_words.to_vec(),
+            stacks: Vec::new(),
+            batch: Batch {
+                input_ids: empty(),
+                attention_mask: empty(),
+                positions: empty(),
+                labels: empty(),
+                label_word_ids: empty(),
+            },
+        }
+    }
+
+    /// The group's rule: wait for a regular that has not handed in until it stops being one
+    /// (the larger of the patience and three intervals after its last hand-in), never while a
+    /// forward runs; go once every regular with the same label words is present, or `size`
+    /// cells are; other tasks' threads are not waited for.
+    #[test]
+    fn a_cell_waits_for_the_regulars_of_its_task_only() {
+        let group = ForwardGroup::new(3, Duration::from_millis(100)).unwrap();
+        let (me, b, c) = (std::thread::current().id(), other_thread(), other_thread());
+        let now = Instant::now();
+        let words = [5i64, 7];
+        let mut state = GroupState::default();
+        let member = |ago: u64, interval: u64, label_words: &[i64]| Member {
+            last: now - Duration::from_millis(ago),
+            interval: Some(Duration::from_millis(interval)),
+            label_words: label_words.to_vec(),
+        };
+        state.members.insert(me, member(0, 20, &words));
+        state.pending.push(submission(0, me, &words));
+        // b handed in 10 ms ago, every 20 ms: a regular for another 90 ms (the patience).
+        state.members.insert(b, member(10, 20, &words));
+        assert_eq!(
+            group.next(&state, me, 0, &words, now),
+            Next::Wait(Duration::from_millis(90))
+        );
+        // Slower steps stretch it: every 50 ms, so three intervals (150 ms) from its last.
+        state.members.insert(b, member(10, 50, &words));
+        assert_eq!(
+            group.next(&state, me, 0, &words, now),
+            Next::Wait(Duration::from_millis(140))
+        );
+        // While a forward runs, its cells come back right after it.
+        state.in_flight = 1;
+        assert_eq!(
+            group.next(&state, me, 0, &words, now),
+            Next::Wait(Duration::from_secs(1))
+        );
+        state.in_flight = 0;
+        // b present: go.
+        state.pending.push(submission(1, b, &words));
+        assert_eq!(group.next(&state, me, 0, &words, now), Next::Run);
+        // b gone quiet for 200 ms (evaluating, finished): no longer waited for.
+        state.pending.pop();
+        state.members.insert(b, member(200, 20, &words));
+        assert_eq!(group.next(&state, me, 0, &words, now), Next::Run);
+        // A regular of another task is not waited for.
+        state.members.insert(c, member(5, 20, &[1, 2, 3]));
+        assert_eq!(group.next(&state, me, 0, &words, now), Next::Run);
+        // `size` cells present go at once, whoever else is a regular.
+        state.members.insert(b, member(10, 20, &words));
+        state.pending.push(submission(2, c, &words));
+        state.pending.push(submission(3, other_thread(), &words));
+        assert_eq!(group.next(&state, me, 0, &words, now), Next::Run);
+        // A submission already taken into another thread's forward waits for its result.
+        state.pending.retain(|s| s.ticket != 0);
+        assert_eq!(
+            group.next(&state, me, 0, &words, now),
+            Next::Wait(Duration::from_secs(1))
+        );
+    }
 }

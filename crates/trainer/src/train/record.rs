@@ -204,6 +204,11 @@ pub struct Provenance {
     /// records written before the setting existed, all f32.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compute: Option<String>,
+    /// The run's paired ZO forwards were joined with those of other cells, threads of one
+    /// process, into forwards of up to this many cells (crate::optim::paired::ForwardGroup;
+    /// results equal to rounding). Absent for a run on its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_group: Option<usize>,
 }
 
 impl Provenance {
@@ -234,6 +239,7 @@ impl Provenance {
                 .into(),
             ),
             compute: None,
+            forward_group: None,
         }
     }
 }
