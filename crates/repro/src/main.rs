@@ -6,6 +6,7 @@ use clap::{error::ErrorKind, Parser, Subcommand};
 mod commands;
 mod provenance;
 mod target;
+#[cfg(feature = "torch")]
 mod tasks;
 
 use commands::{compact_records, perf_table, privacy, theory};

@@ -313,7 +313,7 @@ fn composed_epsilon(records: &[&CellRecord]) -> Result<Option<(f64, String, f64)
         return Ok(None);
     };
     let compose = |kind: AccountantKind| -> Result<f64> {
-        let mut acc = kind.build(first.relation, trainer::optim::privacy::PRV_EPSILON_ERROR);
+        let mut acc = kind.build(first.relation, accountant::DEFAULT_PRV_EPSILON_ERROR);
         for (ledger, _, _) in &ledgers {
             for entry in &ledger.entries {
                 acc.compose(&entry.event, entry.count)?;
