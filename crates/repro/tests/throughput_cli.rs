@@ -88,6 +88,27 @@ fn padding_rows_are_consistent() {
     }
 }
 
+/// `repro throughput steps` on the CPU over the fixture grid's `tiny` preset (SmolLM2 on the
+/// stand-in SST-2), one thread, timing a window of `seconds`.
+fn steps_command(seconds: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_repro"));
+    cmd.current_dir(workspace())
+        .env_remove("DPZO_DATA_DIR")
+        .env("OMP_NUM_THREADS", "1")
+        .args(["throughput", "steps", "--device", "cpu", "--preset", "tiny"])
+        .arg("--experiments")
+        .arg(workspace().join("crates/repro/tests/fixtures/grid"))
+        .args([
+            "--target",
+            "table2",
+            "--task",
+            "SST-2",
+            "--seconds",
+            seconds,
+        ]);
+    cmd
+}
+
 /// Two concurrent `throughput steps` processes meet in one folder and time the same window: both
 /// print a result that started on time, from the same batch pool. A SmolLM2 step takes
 /// seconds on a CI core, hence the long window. The second times the paired forward, which its
@@ -97,14 +118,7 @@ fn concurrent_steps_processes_share_one_window() {
     let meet = std::env::temp_dir().join(format!("dpzo-meet-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&meet);
     let spawn = |forward: &str| {
-        Command::new(env!("CARGO_BIN_EXE_repro"))
-            .current_dir(workspace())
-            .env_remove("DPZO_DATA_DIR")
-            .env("OMP_NUM_THREADS", "1")
-            .args(["throughput", "steps", "--device", "cpu", "--preset", "tiny"])
-            .arg("--experiments")
-            .arg(workspace().join("crates/repro/tests/fixtures/grid"))
-            .args(["--target", "table2", "--task", "SST-2", "--seconds", "20"])
+        steps_command("20")
             .arg("--rendezvous")
             .arg(&meet)
             .args(["--parties", "2", "--zo-forward", forward])
@@ -163,14 +177,7 @@ fn concurrent_steps_processes_share_one_window() {
 #[test]
 fn cells_of_one_process_join_their_forwards() {
     let run = |forward: &str| {
-        Command::new(env!("CARGO_BIN_EXE_repro"))
-            .current_dir(workspace())
-            .env_remove("DPZO_DATA_DIR")
-            .env("OMP_NUM_THREADS", "1")
-            .args(["throughput", "steps", "--device", "cpu", "--preset", "tiny"])
-            .arg("--experiments")
-            .arg(workspace().join("crates/repro/tests/fixtures/grid"))
-            .args(["--target", "table2", "--task", "SST-2", "--seconds", "10"])
+        steps_command("10")
             .args(["--cells", "2", "--zo-forward", forward])
             .output()
             .expect("the repro binary runs")

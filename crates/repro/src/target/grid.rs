@@ -267,13 +267,28 @@ pub fn execute(cells: &[Cell], runner: &mut dyn CellRunner, policy: Policy) -> R
         indicatif::ProgressStyle::with_template("grid [{bar:30}] {pos}/{len} {msg} (eta {eta})")
             .expect("static template"),
     );
+    run_pending(pending, runner, policy, &bar, true, &mut outcome)?;
+    bar.finish_and_clear();
+    Ok(outcome)
+}
+
+/// Runs `pending` one after another (cells held by others last, see [`execute`]), printing
+/// above `bar`, which counts the cells passed when `counts`.
+fn run_pending(
+    pending: Vec<&Cell>,
+    runner: &mut dyn CellRunner,
+    policy: Policy,
+    bar: &indicatif::ProgressBar,
+    counts: bool,
+    outcome: &mut Outcome,
+) -> Result<()> {
     let mut busy = Vec::new();
     for cell in pending {
         match claim(cell, Wait::No)? {
-            Some(c) => run_claimed(cell, c, runner, policy, &bar, &mut outcome)?,
+            Some(c) => run_claimed(cell, c, runner, policy, bar, counts, outcome)?,
             None => {
                 say(
-                    &bar,
+                    bar,
                     format!("{}: claimed by another worker, later", cell.run.stem()),
                 );
                 busy.push(cell);
@@ -282,24 +297,55 @@ pub fn execute(cells: &[Cell], runner: &mut dyn CellRunner, policy: Policy) -> R
     }
     for cell in busy {
         let c = claim(cell, Wait::Yes)?.context("a blocking lock always returns a claim")?;
-        run_claimed(cell, c, runner, policy, &bar, &mut outcome)?;
+        run_claimed(cell, c, runner, policy, bar, counts, outcome)?;
     }
-    bar.finish_and_clear();
-    Ok(outcome)
+    Ok(())
 }
 
 /// [`execute`] on one thread per runner of `runners`, all over `cells` (each cell claimed by
-/// one of them), and their outcomes as one.
+/// one of them), under one progress bar of the cells recorded; their outcomes as one.
 pub fn execute_threads(
     cells: &[Cell],
     runners: Vec<Box<dyn CellRunner + Send>>,
     policy: Policy,
 ) -> Result<Outcome> {
+    let pending: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| !c.is_done(policy.rerun_since))
+        .collect();
+    println!(
+        "{} cells, {} to run, on {} threads of this process",
+        cells.len(),
+        pending.len(),
+        runners.len()
+    );
+    let bar = indicatif::ProgressBar::new(cells.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("grid [{bar:30}] {pos}/{len} recorded (eta {eta})")
+            .expect("static template"),
+    );
+    let recorded = || {
+        cells
+            .iter()
+            .filter(|c| c.is_done(policy.rerun_since))
+            .count() as u64
+    };
     let outcomes: Vec<Result<Outcome>> = std::thread::scope(|scope| {
         let handles: Vec<_> = runners
             .into_iter()
-            .map(|mut runner| scope.spawn(move || execute(cells, runner.as_mut(), policy)))
+            .map(|mut runner| {
+                let (pending, bar) = (pending.clone(), &bar);
+                scope.spawn(move || -> Result<Outcome> {
+                    let mut outcome = Outcome::default();
+                    run_pending(pending, runner.as_mut(), policy, bar, false, &mut outcome)?;
+                    Ok(outcome)
+                })
+            })
             .collect();
+        while !handles.iter().all(|h| h.is_finished()) {
+            bar.set_position(recorded());
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
         handles
             .into_iter()
             .map(|h| {
@@ -308,6 +354,7 @@ pub fn execute_threads(
             })
             .collect()
     });
+    bar.finish_and_clear();
     let mut all = Outcome::default();
     for outcome in outcomes {
         let outcome = outcome?;
@@ -324,13 +371,19 @@ fn run_claimed(
     runner: &mut dyn CellRunner,
     policy: Policy,
     bar: &indicatif::ProgressBar,
+    counts: bool,
     outcome: &mut Outcome,
 ) -> Result<()> {
     let stem = cell.run.stem();
+    let pass = || {
+        if counts {
+            bar.inc(1);
+        }
+    };
     // Another worker may have finished it between our first look and the lock.
     if cell.is_done(policy.rerun_since) {
         outcome.already_recorded += 1;
-        bar.inc(1);
+        pass();
         return Ok(());
     }
     if policy.restart && cell.checkpoint.exists() {
@@ -381,7 +434,7 @@ fn run_claimed(
         }
     }
     drop(claim);
-    bar.inc(1);
+    pass();
     Ok(())
 }
 
