@@ -49,7 +49,7 @@ enum Command {
     #[cfg(feature = "torch")]
     Eval(eval::EvalArgs),
     /// Where DP-ZOPO's data-free mask falls in the model, and how much of it the task's
-    /// training data can move (released, largest-score, magnitude and random selections).
+    /// training data gives a gradient (released, largest-score, magnitude and random selections).
     #[cfg(feature = "torch")]
     MaskAnatomy(mask_anatomy::MaskAnatomyArgs),
     /// Peak GPU memory and step time of every method (random weights, published configs).

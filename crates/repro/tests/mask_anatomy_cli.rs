@@ -1,7 +1,10 @@
 //! `repro mask-anatomy` end to end on the CPU (SmolLM2, table2 smoke's DP-ZOPO run on the SST-2
 //! stand-in): every selection masks ceil(r d) coordinates, none more than a group holds, and the
 //! random selection spreads them over the groups in proportion to their sizes (binomial: the
-//! embedding's share is within 0.5 points of its share of the weights, about 14 s.d.).
+//! embedding's share is within 0.5 points of its share of the weights, about 14 s.d.). With
+//! `--seed 21 --exposure`, one row per test example of that run (48), whose counts nest: tokens
+//! >= unseen tokens >= exposed rows, and exposed coordinates >= exposed rows. A seed the preset
+//! does not run is refused by name.
 #![cfg(feature = "torch")]
 
 use std::path::Path;
@@ -12,15 +15,45 @@ mod common;
 #[test]
 fn selections_mask_the_same_count_and_random_follows_group_sizes() {
     let out = std::env::temp_dir().join(format!("dpzo-mask-anatomy-{}.csv", std::process::id()));
-    let output = Command::new(env!("CARGO_BIN_EXE_repro"))
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
-        .env_remove("DPZO_DATA_DIR")
-        .args(["mask-anatomy", "--device", "cpu", "--preset", "smoke"])
-        .args(["--target", "table2", "--task", "SST-2", "--out"])
-        .arg(&out)
-        .output()
-        .expect("the repro binary runs");
+    let exposure = out.with_extension("exposure.csv");
+    let run = |seed: &str| {
+        Command::new(env!("CARGO_BIN_EXE_repro"))
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../.."))
+            .env_remove("DPZO_DATA_DIR")
+            .args(["mask-anatomy", "--device", "cpu", "--preset", "smoke"])
+            .args([
+                "--target", "table2", "--task", "SST-2", "--seed", seed, "--out",
+            ])
+            .arg(&out)
+            .arg("--exposure")
+            .arg(&exposure)
+            .output()
+            .expect("the repro binary runs")
+    };
+    let refused = run("99");
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("no dp-zopo run of task SST-2 with seed 99"),
+        "{stderr}"
+    );
+    let output = run("21");
     common::assert_success(&output);
+    let mut reader = csv::Reader::from_path(&exposure).expect("the exposure CSV");
+    let examples: Vec<Vec<u64>> = reader
+        .records()
+        .map(|r| r.unwrap().iter().map(|v| v.parse().unwrap()).collect())
+        .collect();
+    assert_eq!(examples.len(), 48);
+    for (i, e) in examples.iter().enumerate() {
+        assert_eq!(e[0], i as u64);
+        assert!(e[1] >= e[2], "{e:?}");
+        for selection in 0..4 {
+            let (rows, coordinates) = (e[3 + 2 * selection], e[4 + 2 * selection]);
+            assert!(rows <= e[2] && coordinates >= rows, "{e:?}");
+        }
+    }
+    let _ = std::fs::remove_file(&exposure);
     let mut reader = csv::Reader::from_path(&out).expect("mask_anatomy.csv");
     let rows: Vec<csv::StringRecord> = reader.records().map(|r| r.unwrap()).collect();
     let num = |r: &csv::StringRecord, i: usize| -> f64 { r[i].parse().unwrap() };

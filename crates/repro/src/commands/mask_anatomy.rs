@@ -1,5 +1,5 @@
 //! `repro mask-anatomy`: where DP-ZOPO's data-free mask falls in the model, and how much of it
-//! the task's training data can move at all.
+//! the task's training data gives a gradient at all.
 //!
 //! For one run of a grid (default: table2 mini's DP-ZOPO on SST-2, seed and score settings as
 //! that run has them), the mask is computed as the trainer computes it at the first stage
@@ -11,7 +11,9 @@
 //! or is a label word (the other rows get no gradient from this task, whatever the step); a row
 //! of an untied head only for a label word; every other coordinate is counted live. No training
 //! example enters the mask, so none of this costs privacy; the live count reads the training
-//! inputs' token ids, and the CSV publishes only counts.
+//! inputs' token ids, and the CSV publishes only counts. `--exposure` adds, per test example, how
+//! many of its tokens are in rows that no training input reaches and the mask does (the test
+//! inputs are public; the counts still tell which training tokens a test example lacks).
 
 use super::throughput::{setup, RunChoice};
 use anyhow::{Context, Result};
@@ -19,7 +21,7 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use tch::Kind;
 use trainer::optim::mask::{
-    data_free_scores, select_mask, MaskScore, MaskScoreSettings, MaskSelection,
+    data_free_scores, is_token_embedding, select_mask, MaskScore, MaskScoreSettings, MaskSelection,
 };
 use trainer::optim::params::TrainableParams;
 
@@ -33,6 +35,11 @@ pub struct MaskAnatomyArgs {
     /// CSV to write (one row per selection and parameter group).
     #[arg(long)]
     pub out: PathBuf,
+    /// Also write, per example of the run's test split (in the order its record lists them),
+    /// how many of its distinct tokens no training input uses, and under each selection how
+    /// many of those tokens' embedding rows the mask reaches and with how many coordinates.
+    #[arg(long)]
+    pub exposure: Option<PathBuf>,
 }
 
 /// The selections compared: the released one first.
@@ -81,11 +88,6 @@ fn group_of(name: &str) -> Group {
     } else {
         Group::Other
     }
-}
-
-/// Whether `name` is the input token embedding (rows indexed by token id).
-fn is_token_embedding(name: &str) -> bool {
-    name.ends_with("embed_tokens.weight") || name.ends_with("word_embeddings.weight")
 }
 
 /// Per group: (parameters, masked, masked and live).
@@ -164,6 +166,24 @@ pub fn run(args: MaskAnatomyArgs) -> Result<()> {
         input_rows.len(),
         label_rows.len()
     );
+    let embedding = shapes
+        .iter()
+        .find(|(n, _)| is_token_embedding(n))
+        .map(|(n, shape)| (n.clone(), shape.get(1).copied().unwrap_or(1)));
+    if let Some((name, _)) = &embedding {
+        let table = &params
+            .named()
+            .iter()
+            .find(|(n, _)| n == name)
+            .context("an embedding")?
+            .1;
+        println!(
+            "token embedding {name}: RMS of its entries {:.4}",
+            table.square().mean(Kind::Double).sqrt().double_value(&[])
+        );
+    }
+    // Per selection: masked coordinates per token-embedding row.
+    let mut masked_rows: Vec<std::collections::BTreeMap<i64, u64>> = Vec::new();
     let mut rows = Vec::new();
     for (label, kind, selection) in SELECTIONS {
         let settings = MaskScoreSettings {
@@ -183,6 +203,15 @@ pub fn run(args: MaskAnatomyArgs) -> Result<()> {
             .into_iter()
             .map(|(n, t)| Ok((n, Vec::<i64>::try_from(&t)?)))
             .collect::<Result<_>>()?;
+        let mut per_row = std::collections::BTreeMap::new();
+        if let Some((name, width)) = &embedding {
+            for (_, indices) in mask.iter().filter(|(n, _)| n == name) {
+                for i in indices {
+                    *per_row.entry(i / width).or_insert(0u64) += 1;
+                }
+            }
+        }
+        masked_rows.push(per_row);
         let counts = count(&shapes, &mask, &input_rows, &label_rows)?;
         let total: u64 = counts.iter().map(|c| c.1).sum();
         let live: u64 = counts.iter().map(|c| c.2).sum();
@@ -218,7 +247,69 @@ pub fn run(args: MaskAnatomyArgs) -> Result<()> {
     crate::target::summary::write_table(&args.out, &header, rows)
         .with_context(|| format!("writing {}", args.out.display()))?;
     println!("wrote {}", args.out.display());
+    if let Some(path) = &args.exposure {
+        let test = s.cells.encoded(&s.run, crate::target::cell::Split::Test)?;
+        let seen: BTreeSet<i64> = input_rows.union(&label_rows).copied().collect();
+        let tokens: Vec<BTreeSet<i64>> = test
+            .examples
+            .iter()
+            .map(|e| e.input_ids.iter().copied().collect())
+            .collect();
+        let rows = exposure_rows(&tokens, &seen, &masked_rows);
+        let exposed = rows.iter().filter(|r| r[3] != "0").count();
+        let unseen = rows.iter().filter(|r| r[2] != "0").count();
+        let mut header = vec![
+            "example".to_string(),
+            "tokens".into(),
+            "unseen_tokens".into(),
+        ];
+        for (label, _, _) in SELECTIONS {
+            header.push(format!("exposed_rows_{label}"));
+            header.push(format!("exposed_coordinates_{label}"));
+        }
+        let header: Vec<&str> = header.iter().map(String::as_str).collect();
+        crate::target::summary::write_table(path, &header, rows)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!(
+            "test: {} examples, {unseen} with a token no training input uses, {exposed} of them \
+             in a row the released mask reaches; wrote {}",
+            test.examples.len(),
+            path.display()
+        );
+    }
     Ok(())
+}
+
+/// The exposure CSV's rows (`--exposure`): per example (its distinct tokens), the number of
+/// tokens outside `seen`, then per selection (masked coordinates per embedding row) the unseen
+/// tokens whose row the mask reaches and the masked coordinates in those rows.
+fn exposure_rows(
+    examples: &[BTreeSet<i64>],
+    seen: &BTreeSet<i64>,
+    masked_rows: &[std::collections::BTreeMap<i64, u64>],
+) -> Vec<Vec<String>> {
+    examples
+        .iter()
+        .enumerate()
+        .map(|(i, tokens)| {
+            let unseen: Vec<i64> = tokens.difference(seen).copied().collect();
+            let mut row = vec![
+                i.to_string(),
+                tokens.len().to_string(),
+                unseen.len().to_string(),
+            ];
+            for per_row in masked_rows {
+                let hits: Vec<u64> = unseen
+                    .iter()
+                    .filter_map(|t| per_row.get(t))
+                    .copied()
+                    .collect();
+                row.push(hits.len().to_string());
+                row.push(hits.iter().sum::<u64>().to_string());
+            }
+            row
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -238,6 +329,19 @@ mod tests {
         ] {
             assert_eq!(GROUPS[group_of(name) as usize], group, "{name}");
         }
+    }
+
+    /// Example {1, 2, 5}: with 1 seen, tokens 2 and 5 are unseen; a mask reaching rows 2 (three
+    /// coordinates) and 7 exposes one of them with three coordinates.
+    #[test]
+    fn exposure_counts_unseen_tokens_in_masked_rows() {
+        let examples = vec![BTreeSet::from([1, 2, 5]), BTreeSet::from([1])];
+        let seen = BTreeSet::from([1]);
+        let masked = vec![std::collections::BTreeMap::from([(2, 3), (7, 1)])];
+        assert_eq!(
+            exposure_rows(&examples, &seen, &masked),
+            vec![vec!["0", "3", "2", "1", "3"], vec!["1", "1", "0", "0", "0"]]
+        );
     }
 
     /// A 4 x 3 embedding with rows 1 (an input token) and 3 (a label word) live, and a 2 x 2

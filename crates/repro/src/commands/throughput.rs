@@ -71,6 +71,9 @@ pub struct RunChoice {
     /// Task of the run (its real training split, or the preset's stand-in without --data-dir).
     #[arg(long, default_value = "SST-2")]
     pub task: String,
+    /// Seed of the run (default: the first of the preset's runs of that task and method).
+    #[arg(long)]
+    pub seed: Option<u64>,
     /// Batch size (default: the run's).
     #[arg(long)]
     pub batch: Option<usize>,
@@ -275,10 +278,18 @@ pub(crate) fn setup(choice: &RunChoice, method: &str) -> Result<Setup> {
     let run = spec
         .runs(&choice.preset)?
         .into_iter()
-        .find(|r| r.task == choice.task && r.method == method)
+        .find(|r| {
+            r.task == choice.task
+                && r.method == method
+                && choice.seed.is_none_or(|seed| r.seed == seed)
+        })
         .with_context(|| {
+            let seed = choice
+                .seed
+                .map(|s| format!(" with seed {s}"))
+                .unwrap_or_default();
             format!(
-                "{} preset {} has no {method} run of task {}",
+                "{} preset {} has no {method} run of task {}{seed}",
                 choice.target, choice.preset, choice.task
             )
         })?;

@@ -399,9 +399,37 @@ impl EncodedTask<'_> {
     }
 }
 
+impl DataSettings {
+    /// `examples` cut to `max` by the seeded subsample the presets' caps draw (order kept).
+    fn cap(&self, examples: Vec<data::Example>, max: Option<usize>) -> Result<Vec<data::Example>> {
+        match (max, self.subsample_seed) {
+            (None, _) => Ok(examples),
+            (Some(n), Some(seed)) => Ok(data::seeded_subsample(examples, n, seed)),
+            (Some(n), None) => bail!(
+                "[train.data] caps an evaluation split at {n} examples but sets no \
+                 subsample_seed: the cap draws a seeded subsample, so give its seed"
+            ),
+        }
+    }
+}
+
+/// Which split of a run [`TrainerCells::encoded`] encodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Split {
+    Train,
+    /// As the run evaluates it: capped at `max_test` by the seeded subsample.
+    Test,
+}
+
 impl TrainerCells {
     /// The training split of `spec` encoded with its `[train.data]` settings (k, max_length).
     pub fn encoded_train(&self, spec: &RunSpec) -> Result<EncodedTask<'_>> {
+        self.encoded(spec, Split::Train)
+    }
+
+    /// A split of `spec` encoded with its `[train.data]` settings (k, max_length, max_test), in
+    /// the order the run sees it.
+    pub fn encoded(&self, spec: &RunSpec, split: Split) -> Result<EncodedTask<'_>> {
         let data_settings: DataSettings = spec
             .settings
             .get("data")
@@ -419,7 +447,12 @@ impl TrainerCells {
         if let Some(max) = data_settings.max_length {
             encoder = encoder.with_max_length(max)?;
         }
-        let examples = encoder.encode_all(&splits.train)?;
+        let examples = match split {
+            Split::Train => encoder.encode_all(&splits.train)?,
+            Split::Test => {
+                encoder.encode_all(&data_settings.cap(splits.test, data_settings.max_test)?)?
+            }
+        };
         Ok(EncodedTask {
             encoder,
             examples,
@@ -756,19 +789,11 @@ impl CellRunner for TrainerCells {
             data_settings.superglue_without_train,
         )?;
         let encoder = self.task_encoder(&task_name, data_settings.max_length)?;
-        let cap = |v: Vec<data::Example>, n: Option<usize>| -> Result<Vec<data::Example>> {
-            match (n, data_settings.subsample_seed) {
-                (None, _) => Ok(v),
-                (Some(n), Some(seed)) => Ok(data::seeded_subsample(v, n, seed)),
-                (Some(n), None) => bail!(
-                    "[train.data] caps an evaluation split at {n} examples but sets no \
-                     subsample_seed: the cap draws a seeded subsample, so give its seed"
-                ),
-            }
-        };
         let train_ex = encoder.encode_all(&splits.train)?;
-        let dev_ex = encoder.encode_all(&cap(splits.dev.clone(), data_settings.max_dev)?)?;
-        let test_ex = encoder.encode_all(&cap(splits.test.clone(), data_settings.max_test)?)?;
+        let dev_ex =
+            encoder.encode_all(&data_settings.cap(splits.dev.clone(), data_settings.max_dev)?)?;
+        let test_ex =
+            encoder.encode_all(&data_settings.cap(splits.test.clone(), data_settings.max_test)?)?;
         let dev = encoder.eval_batches(&dev_ex, data_settings.eval_batch_size, self.device)?;
         let test = encoder.eval_batches(&test_ex, data_settings.eval_batch_size, self.device)?;
         // Contextual calibration's inputs: the task's prompt with every text field replaced by

@@ -39,6 +39,35 @@ pub enum MaskStrategy {
     Incremental,
 }
 
+/// Tensors left out of the mask whatever their score; the ratio still counts every trainable
+/// coordinate, so the mask takes as many coordinates from the rest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaskKeepOut {
+    /// None (the released code).
+    #[default]
+    Nothing,
+    /// The input token embedding (an ablation): its rows of tokens that no training input uses
+    /// get no gradient, so a ZO step only moves them at random.
+    TokenEmbedding,
+}
+
+impl MaskKeepOut {
+    /// Whether the tensor `name` is left out.
+    pub fn keeps_out(self, name: &str) -> bool {
+        match self {
+            MaskKeepOut::Nothing => false,
+            MaskKeepOut::TokenEmbedding => is_token_embedding(name),
+        }
+    }
+}
+
+/// Whether `name` is the input token embedding (rows indexed by token id) of a Llama, OPT or
+/// RoBERTa model.
+pub fn is_token_embedding(name: &str) -> bool {
+    name.ends_with("embed_tokens.weight") || name.ends_with("word_embeddings.weight")
+}
+
 /// Which end of the |score| ranking is trained.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

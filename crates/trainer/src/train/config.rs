@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::optim::adamw::AdamWSettings;
 use crate::optim::dp_sgd::DpSgdClipping;
-use crate::optim::mask::{MaskScoreSettings, MaskStrategy};
+use crate::optim::mask::{MaskKeepOut, MaskScoreSettings, MaskStrategy};
 use crate::optim::privacy::AccountantKind;
 
 /// The training method.
@@ -143,6 +143,13 @@ pub struct MaskConfig {
     pub score: MaskScoreSettings,
     /// Static, dynamic or incremental.
     pub strategy: MaskStrategy,
+    /// Tensors never masked (absent in configurations written before it existed: none).
+    #[serde(default, skip_serializing_if = "is_nothing")]
+    pub keep_out: MaskKeepOut,
+}
+
+fn is_nothing(keep_out: &MaskKeepOut) -> bool {
+    *keep_out == MaskKeepOut::Nothing
 }
 
 /// All hyper-parameters of one training run.
@@ -243,6 +250,7 @@ impl Default for TrainConfig {
             mask: MaskConfig {
                 score: MaskScoreSettings::default(),
                 strategy: MaskStrategy::Static,
+                keep_out: MaskKeepOut::Nothing,
             },
             adamw: AdamWSettings::default(),
             eval_every: 10,

@@ -22,7 +22,7 @@ use super::step::{MethodSettings, MethodStep, StepInput};
 use crate::batch::{Batch, ExampleBatch};
 use crate::model::LabelWordModel;
 use crate::optim::calibration;
-use crate::optim::mask::{data_free_scores, select_mask, union_masks, MaskStrategy};
+use crate::optim::mask::{data_free_scores, select_mask, union_masks, MaskKeepOut, MaskStrategy};
 use crate::optim::params::{Anchor, TrainableParams};
 use crate::optim::privacy::{self, SampledGaussian};
 use crate::optim::zo::{ZoForward, ZoPrivacy};
@@ -459,12 +459,20 @@ impl Loop<'_> {
             self.config.seed,
             stage,
         )?;
-        let masks = match (strategy, &old) {
-            (MaskStrategy::Incremental, Some(old)) => {
-                let new = select_mask(&scores, settings.ratio, settings.selection, Some(old))?;
-                union_masks(old, &new)?
-            }
-            _ => select_mask(&scores, settings.ratio, settings.selection, None)?,
+        let incremental = match (strategy, &old) {
+            (MaskStrategy::Incremental, Some(old)) => Some(old.as_slice()),
+            _ => None,
+        };
+        let exclude = mask_exclusions(&scores, self.config.mask.keep_out, incremental)?;
+        let new = select_mask(
+            &scores,
+            settings.ratio,
+            settings.selection,
+            (!exclude.is_empty()).then_some(exclude.as_slice()),
+        )?;
+        let masks = match incremental {
+            Some(old) => union_masks(old, &new)?,
+            None => new,
         };
         self.params.set_masks(Some(masks))?;
         self.ledger.events.push(LedgerEvent {
@@ -997,9 +1005,68 @@ pub fn run_training_with<B: ExampleBatch>(
     })
 }
 
+/// The coordinates a mask selection leaves out (flat indices per tensor of `scores`): every
+/// coordinate of the tensors `keep_out` names, and the coordinates of an incremental mask so far.
+fn mask_exclusions(
+    scores: &[(String, Tensor)],
+    keep_out: MaskKeepOut,
+    incremental: Option<&[(String, Tensor)]>,
+) -> Result<Vec<(String, Tensor)>> {
+    let mut exclude = Vec::new();
+    for (name, score) in scores.iter().filter(|(n, _)| keep_out.keeps_out(n)) {
+        let all = Tensor::f_arange(score.numel() as i64, (tch::Kind::Int64, score.device()))
+            .map_err(OptimError::from)?;
+        exclude.push((name.clone(), all));
+    }
+    for (name, indices) in incremental.into_iter().flatten() {
+        if !keep_out.keeps_out(name) {
+            exclude.push((name.clone(), indices.shallow_clone()));
+        }
+    }
+    Ok(exclude)
+}
+
 #[cfg(test)]
 mod tests {
-    use super::host_copy;
+
+    /// Keeping the token embedding out: the selection takes none of its coordinates and as
+    /// many as before from the rest; an incremental mask's coordinates elsewhere stay out too.
+    #[test]
+    fn a_kept_out_embedding_gets_no_mask_coordinate() {
+        use crate::optim::mask::{select_mask, MaskSelection};
+        let scores = vec![
+            // The embedding holds the smallest scores: the released selection would take it.
+            (
+                "model.embed_tokens.weight".to_string(),
+                Tensor::from_slice(&[0.1f32, 0.2, 0.3, 0.4]).view([2, 2]),
+            ),
+            (
+                "model.layers.0.mlp.up_proj.weight".to_string(),
+                Tensor::from_slice(&[5.0f32, 6.0, 7.0, 8.0]).view([2, 2]),
+            ),
+        ];
+        let old = vec![(
+            "model.layers.0.mlp.up_proj.weight".to_string(),
+            Tensor::from_slice(&[0i64]),
+        )];
+        let exclude = mask_exclusions(&scores, MaskKeepOut::TokenEmbedding, Some(&old)).unwrap();
+        let mask = select_mask(&scores, 0.25, MaskSelection::Smallest, Some(&exclude)).unwrap();
+        let chosen: Vec<(String, Vec<i64>)> = mask
+            .into_iter()
+            .map(|(n, t)| (n, Vec::<i64>::try_from(&t).unwrap()))
+            .filter(|(_, v)| !v.is_empty())
+            .collect();
+        assert_eq!(
+            chosen,
+            vec![("model.layers.0.mlp.up_proj.weight".to_string(), vec![1, 2])]
+        );
+        // Without keeping out: the embedding's two smallest.
+        let exclude = mask_exclusions(&scores, MaskKeepOut::Nothing, None).unwrap();
+        assert!(exclude.is_empty());
+        let mask = select_mask(&scores, 0.25, MaskSelection::Smallest, None).unwrap();
+        assert_eq!(Vec::<i64>::try_from(&mask[0].1).unwrap(), vec![0, 1]);
+    }
+    use super::{host_copy, mask_exclusions, MaskKeepOut};
     use tch::{Device, Kind, Tensor};
 
     /// A background checkpoint must not see the steps after its own: its host copy of a CPU
