@@ -3,8 +3,8 @@
 //! random selection spreads them over the groups in proportion to their sizes (binomial: the
 //! embedding's share is within 0.5 points of its share of the weights, about 14 s.d.). With
 //! `--seed 21 --exposure`, one row per test example of that run (48), whose counts nest: tokens
-//! >= unseen tokens >= exposed rows, and exposed coordinates >= exposed rows. A seed the preset
-//! does not run is refused by name.
+//! at least the unseen tokens, which are at least the exposed rows, and exposed coordinates at
+//! least the exposed rows. A seed the preset does not run is refused by name.
 #![cfg(feature = "torch")]
 
 use std::path::Path;
