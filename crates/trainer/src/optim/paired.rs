@@ -107,6 +107,15 @@ impl PairedWeights {
         if let (Some(group), Some(labels)) = (current_group(), batch.as_labels()) {
             return group.losses(self, model, labels);
         }
+        self.own_losses(model, batch)
+    }
+
+    /// The losses at the two points as they stand, from this cell's own forward.
+    fn own_losses(
+        &self,
+        model: &dyn LabelWordModel,
+        batch: &dyn ExampleBatch,
+    ) -> Result<(Vec<f64>, Vec<f64>)> {
         let doubled = batch.repeated(2)?;
         let scores = tch::no_grad(|| with_replicas(&self.replicas.0, || doubled.scores(model)))?;
         let values = loss_values(&scores, doubled.labels())?;
@@ -140,7 +149,8 @@ fn loss_values(scores: &Tensor, labels: &Tensor) -> Result<Vec<f64>> {
 ///
 /// Each joint forward copies the cells' stacks into one `[2K, ...]` stack per tensor: 2K model
 /// copies written per forward (SmolLM2-135M in f32, K = 4: 4.3 GB, about 2 ms of an H200's
-/// bandwidth), a cost to weigh against the launches saved when it is timed.
+/// bandwidth), a cost to weigh against the launches saved when it is timed. A cell that goes
+/// alone runs its own paired forward, without the copy.
 ///
 /// The results are those of the cells' own paired forwards up to the rounding of products of
 /// another shape; padding is masked from every real token. The cells must run one checkpoint:
@@ -373,7 +383,13 @@ impl ForwardGroup {
                     state.pending = kept;
                     state.in_flight += 1;
                     drop(state);
-                    let results = joint_losses(own, model, &taken);
+                    // Alone: its own forward, without copying its replicas into a joint stack.
+                    let results = match taken.as_slice() {
+                        [only] if only.ticket == ticket => {
+                            own.own_losses(model, &only.batch).map(|l| vec![l])
+                        }
+                        _ => joint_losses(own, model, &taken),
+                    };
                     state = self.state.lock().map_err(poisoned)?;
                     state.in_flight -= 1;
                     state.forwards += 1;
