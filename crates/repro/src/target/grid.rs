@@ -302,6 +302,18 @@ fn run_pending(
     Ok(())
 }
 
+/// Announces a grid of `cells` with `pending` to run on `workers`, and returns its one progress
+/// bar, of the cells recorded.
+fn recorded_bar(cells: &[Cell], pending: usize, workers: &str) -> indicatif::ProgressBar {
+    println!("{} cells, {pending} to run, on {workers}", cells.len());
+    let bar = indicatif::ProgressBar::new(cells.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("grid [{bar:30}] {pos}/{len} recorded (eta {eta})")
+            .expect("static template"),
+    );
+    bar
+}
+
 /// [`execute`] on one thread per runner of `runners`, all over `cells` (each cell claimed by
 /// one of them), under one progress bar of the cells recorded; their outcomes as one.
 pub fn execute_threads(
@@ -313,16 +325,10 @@ pub fn execute_threads(
         .iter()
         .filter(|c| !c.is_done(policy.rerun_since))
         .collect();
-    println!(
-        "{} cells, {} to run, on {} threads of this process",
-        cells.len(),
+    let bar = recorded_bar(
+        cells,
         pending.len(),
-        runners.len()
-    );
-    let bar = indicatif::ProgressBar::new(cells.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("grid [{bar:30}] {pos}/{len} recorded (eta {eta})")
-            .expect("static template"),
+        &format!("{} threads of this process", runners.len()),
     );
     let recorded = || {
         cells
@@ -589,16 +595,7 @@ pub fn run_workers(cells: &[Cell], slots: &[Slot], policy: Policy) -> Result<()>
         .iter()
         .filter(|c| !c.is_done(policy.rerun_since))
         .count();
-    println!(
-        "{} cells, {pending} to run, on {} worker processes",
-        cells.len(),
-        slots.len()
-    );
-    let bar = indicatif::ProgressBar::new(cells.len() as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("grid [{bar:30}] {pos}/{len} recorded (eta {eta})")
-            .expect("static template"),
-    );
+    let bar = recorded_bar(cells, pending, &format!("{} worker processes", slots.len()));
     let mut children = Vec::new();
     let mut forwarders = Vec::new();
     for slot in slots {
