@@ -267,28 +267,38 @@ pub fn execute(cells: &[Cell], runner: &mut dyn CellRunner, policy: Policy) -> R
         indicatif::ProgressStyle::with_template("grid [{bar:30}] {pos}/{len} {msg} (eta {eta})")
             .expect("static template"),
     );
-    run_pending(pending, runner, policy, &bar, true, &mut outcome)?;
+    let shown = Shown {
+        bar: &bar,
+        counts: true,
+    };
+    run_pending(pending, runner, policy, shown, &mut outcome)?;
     bar.finish_and_clear();
     Ok(outcome)
 }
 
-/// Runs `pending` one after another (cells held by others last, see [`execute`]), printing
-/// above `bar`, which counts the cells passed when `counts`.
+/// Where a runner's lines go: above `bar`, which counts the cells it passes when `counts` (one
+/// runner's own bar), or not (a bar of the cells recorded, shared by threads).
+#[derive(Clone, Copy)]
+struct Shown<'a> {
+    bar: &'a indicatif::ProgressBar,
+    counts: bool,
+}
+
+/// Runs `pending` one after another (cells held by others last, see [`execute`]).
 fn run_pending(
     pending: Vec<&Cell>,
     runner: &mut dyn CellRunner,
     policy: Policy,
-    bar: &indicatif::ProgressBar,
-    counts: bool,
+    shown: Shown<'_>,
     outcome: &mut Outcome,
 ) -> Result<()> {
     let mut busy = Vec::new();
     for cell in pending {
         match claim(cell, Wait::No)? {
-            Some(c) => run_claimed(cell, c, runner, policy, bar, counts, outcome)?,
+            Some(c) => run_claimed(cell, c, runner, policy, shown, outcome)?,
             None => {
                 say(
-                    bar,
+                    shown.bar,
                     format!("{}: claimed by another worker, later", cell.run.stem()),
                 );
                 busy.push(cell);
@@ -297,7 +307,7 @@ fn run_pending(
     }
     for cell in busy {
         let c = claim(cell, Wait::Yes)?.context("a blocking lock always returns a claim")?;
-        run_claimed(cell, c, runner, policy, bar, counts, outcome)?;
+        run_claimed(cell, c, runner, policy, shown, outcome)?;
     }
     Ok(())
 }
@@ -343,7 +353,8 @@ pub fn execute_threads(
                 let (pending, bar) = (pending.clone(), &bar);
                 scope.spawn(move || -> Result<Outcome> {
                     let mut outcome = Outcome::default();
-                    run_pending(pending, runner.as_mut(), policy, bar, false, &mut outcome)?;
+                    let shown = Shown { bar, counts: false };
+                    run_pending(pending, runner.as_mut(), policy, shown, &mut outcome)?;
                     Ok(outcome)
                 })
             })
@@ -376,13 +387,13 @@ fn run_claimed(
     claim: Claim,
     runner: &mut dyn CellRunner,
     policy: Policy,
-    bar: &indicatif::ProgressBar,
-    counts: bool,
+    shown: Shown<'_>,
     outcome: &mut Outcome,
 ) -> Result<()> {
     let stem = cell.run.stem();
+    let bar = shown.bar;
     let pass = || {
-        if counts {
+        if shown.counts {
             bar.inc(1);
         }
     };
