@@ -47,6 +47,12 @@ fn preset_command(preset: &str, out: &Path, extra: &[&str]) -> Command {
     cmd
 }
 
+/// The record of cell `stem` of table2 preset `preset` under the results folder `out`.
+fn record(out: &Path, preset: &str, stem: &str) -> serde_json::Value {
+    let path = out.join(format!("table2/{preset}/runs/{stem}.json"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
 fn text(output: &Output) -> String {
     format!(
         "{}{}",
@@ -141,10 +147,7 @@ fn cells_run_in_one_process_equal_cells_run_alone() {
         .unwrap();
         assert!(output.status.success(), "{}", text(&output));
     }
-    let read = |dir: &Path, stem: &str| -> serde_json::Value {
-        let path = dir.join(format!("table2/tiny/runs/{stem}.json"));
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-    };
+    let read = |dir: &Path, stem: &str| record(dir, "tiny", stem);
     for stem in STEMS.iter().filter(|s| s.contains("dpzero")) {
         let (a, b) = (read(&together, stem), read(&alone, stem));
         for field in [
@@ -355,10 +358,7 @@ fn cells_run_jointly_equal_cells_run_one_at_a_time() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output));
-    let read = |dir: &Path, stem: &str| -> serde_json::Value {
-        let path = dir.join(format!("table2/tiny-joint/runs/{stem}.json"));
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
-    };
+    let read = |dir: &Path, stem: &str| record(dir, "tiny-joint", stem);
     for stem in STEMS.iter().filter(|s| s.contains("dpzero")) {
         let (a, b) = (read(&joint, stem), read(&alone, stem));
         assert_eq!(a["spec_hash"], b["spec_hash"], "{stem}");

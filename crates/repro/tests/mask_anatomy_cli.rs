@@ -30,9 +30,7 @@ fn selections_mask_the_same_count_and_random_follows_group_sizes() {
             .output()
             .expect("the repro binary runs")
     };
-    let refused = run("99");
-    assert!(!refused.status.success());
-    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let stderr = common::refused(&run("99"));
     assert!(
         stderr.contains("no dp-zopo run of task SST-2 with seed 99"),
         "{stderr}"

@@ -182,9 +182,7 @@ fn cells_of_one_process_join_their_forwards() {
             .output()
             .expect("the repro binary runs")
     };
-    let refused = run("sequential");
-    assert!(!refused.status.success());
-    let stderr = String::from_utf8_lossy(&refused.stderr);
+    let stderr = common::refused(&run("sequential"));
     assert!(
         stderr.contains("--cells 2") && stderr.contains("--zo-forward paired"),
         "{stderr}"

@@ -23,6 +23,12 @@ pub fn assert_success(output: &Output) {
     );
 }
 
+/// Fails unless the command exited unsuccessfully; returns its stderr.
+pub fn refused(output: &Output) -> String {
+    assert!(!output.status.success(), "expected a refusal, got exit 0");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
 /// Parses the last stdout line as JSON, failing with the full output otherwise.
 pub fn last_json(output: &Output) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&output.stdout);
