@@ -8,6 +8,11 @@
 //! value. A method that ends with a higher training loss than another underfits: its test deficit
 //! is not overfitting. The losses are those of the sampled batches (Poisson, so of varying size),
 //! as the trainer logged them before any noise.
+//!
+//! Whether the loss still falls at the end: per seed, the mean over the second-last sixth minus
+//! the mean over the last sixth, averaged over seeds with a 95% t-interval. An interval above 0
+//! says the run had not reached its training plateau at T; one that covers 0 is consistent with a
+//! plateau (of the training loss, not of dev accuracy, which the horizon ablations measure).
 
 use super::record::{CellRecord, SIDECAR_FIELD, STEPS_FIELD};
 use super::stats::{self, SeedSample};
@@ -30,20 +35,48 @@ pub struct TrainLossRow {
     pub loss_end: f64,
     /// 95% CI of `loss_end` over seeds; `None` with one seed.
     pub ci_end: Option<(f64, f64)>,
+    /// The mean over the second-last window, averaged over seeds.
+    pub loss_before_end: f64,
+    /// `loss_before_end - loss_end`: how much the loss still fell over the last window.
+    pub drop_end: f64,
+    /// 95% CI of `drop_end` over seeds (paired within each seed); `None` with one seed.
+    pub ci_drop: Option<(f64, f64)>,
 }
 
-/// A run's (steps, start, end) mean losses, when its steps carry losses (at least 6 of them).
-fn ends(losses: &[f64]) -> Option<(usize, f64, f64)> {
+/// A run's mean losses over its first, second-last and last sixth.
+#[derive(Debug, Clone, Copy)]
+struct Ends {
+    steps: usize,
+    start: f64,
+    before_end: f64,
+    end: f64,
+}
+
+/// A run's [`Ends`], when its steps carry losses (at least 6 of them).
+fn ends(losses: &[f64]) -> Option<Ends> {
     let window = losses.len() / 6;
     if window == 0 {
         return None;
     }
     let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len() as f64;
-    Some((
-        losses.len(),
-        mean(&losses[..window]),
-        mean(&losses[losses.len() - window..]),
-    ))
+    let n = losses.len();
+    Some(Ends {
+        steps: n,
+        start: mean(&losses[..window]),
+        before_end: mean(&losses[n - 2 * window..n - window]),
+        end: mean(&losses[n - window..]),
+    })
+}
+
+/// The mean of `values` and its 95% t-interval over seeds (`None` with one seed).
+fn mean_and_interval(values: Vec<f64>) -> Result<(f64, Option<(f64, f64)>)> {
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let ci = stats::interval(&SeedSample {
+        values,
+        examples: None,
+    })?
+    .map(|iv| (iv.low, iv.high));
+    Ok((mean, ci))
 }
 
 /// The logged losses of the record at `runs_dir/<stem>.json`; `None` when it logged none.
@@ -76,13 +109,10 @@ pub fn rows(records: &[CellRecord], runs_dir: &Path) -> Result<Vec<TrainLossRow>
     })?;
     for (first, seeds) in groups {
         let n = seeds.len() as f64;
-        let steps = seeds.iter().map(|s| s.0).min().unwrap_or(0);
-        let end: Vec<f64> = seeds.iter().map(|s| s.2).collect();
-        let ci = stats::interval(&SeedSample {
-            values: end.clone(),
-            examples: None,
-        })?
-        .map(|iv| (iv.low, iv.high));
+        let steps = seeds.iter().map(|s| s.steps).min().unwrap_or(0);
+        let (loss_end, ci_end) = mean_and_interval(seeds.iter().map(|s| s.end).collect())?;
+        let (drop_end, ci_drop) =
+            mean_and_interval(seeds.iter().map(|s| s.before_end - s.end).collect())?;
         out.push(TrainLossRow {
             task: first.task.clone(),
             method: first.method.clone(),
@@ -90,9 +120,12 @@ pub fn rows(records: &[CellRecord], runs_dir: &Path) -> Result<Vec<TrainLossRow>
             n_seeds: seeds.len(),
             steps,
             window: steps / 6,
-            loss_start: seeds.iter().map(|s| s.1).sum::<f64>() / n,
-            loss_end: end.iter().sum::<f64>() / n,
-            ci_end: ci,
+            loss_start: seeds.iter().map(|s| s.start).sum::<f64>() / n,
+            loss_end,
+            ci_end,
+            loss_before_end: seeds.iter().map(|s| s.before_end).sum::<f64>() / n,
+            drop_end,
+            ci_drop,
         });
     }
     Ok(out)
@@ -111,6 +144,10 @@ pub fn write_csv(rows: &[TrainLossRow], path: &Path) -> Result<bool> {
         "loss_end",
         "ci_low",
         "ci_high",
+        "loss_before_end",
+        "drop_end",
+        "drop_ci_low",
+        "drop_ci_high",
     ];
     let fmt = |x: f64| format!("{x:.4}");
     let rows = rows
@@ -124,6 +161,10 @@ pub fn write_csv(rows: &[TrainLossRow], path: &Path) -> Result<bool> {
                 fmt(r.loss_end),
                 r.ci_end.map(|c| fmt(c.0)).unwrap_or_default(),
                 r.ci_end.map(|c| fmt(c.1)).unwrap_or_default(),
+                fmt(r.loss_before_end),
+                fmt(r.drop_end),
+                r.ci_drop.map(|c| fmt(c.0)).unwrap_or_default(),
+                r.ci_drop.map(|c| fmt(c.1)).unwrap_or_default(),
             ]);
             row
         })
@@ -156,15 +197,16 @@ mod tests {
             r.write(&dir.join(format!("{}.json", r.stem()))).unwrap();
             CellRecord::read(&dir.join(format!("{}.json", r.stem()))).unwrap()
         };
-        // Seed 13: 1.0, 0.9, …, then 0.4, 0.2 at the end; seed 21 the same shifted by +0.1.
-        let curve = |shift: f64| -> Vec<Option<f64>> {
+        // Seed 13: 1.0, 0.95, …, 0.55, then 0.4, 0.2 at the end; seed 21 the same shifted by
+        // +0.1, except that its last two steps are flat (0.55, 0.55 before the shift).
+        let curve = |shift: f64, tail: [f64; 2]| -> Vec<Option<f64>> {
             let mut v: Vec<f64> = (0..10).map(|i| 1.0 - 0.05 * i as f64 + shift).collect();
-            v.extend([0.4 + shift, 0.2 + shift]);
+            v.extend(tail.map(|t| t + shift));
             v.into_iter().map(Some).collect()
         };
         let records = vec![
-            run(13, curve(0.0)),
-            run(21, curve(0.1)),
+            run(13, curve(0.0, [0.4, 0.2])),
+            run(21, curve(0.1, [0.55, 0.55])),
             run(42, vec![None; 12]),
         ];
         let rows = rows(&records, &dir).unwrap();
@@ -175,10 +217,21 @@ mod tests {
             (r.loss_start - (0.975 + 1.075) / 2.0).abs() < 1e-12,
             "{r:?}"
         );
-        assert!((r.loss_end - (0.3 + 0.4) / 2.0).abs() < 1e-12, "{r:?}");
-        // Two seeds 0.1 apart: s.d. 0.1/sqrt(2), half-width t(0.975, 1) * 0.05 = 12.706 * 0.05.
+        // Ends: seed 13 (0.4 + 0.2) / 2 = 0.3, seed 21 0.55 + 0.1 = 0.65.
+        assert!((r.loss_end - (0.3 + 0.65) / 2.0).abs() < 1e-12, "{r:?}");
+        // Two seeds 0.35 apart: s.d. 0.35/sqrt(2), half-width t(0.975, 1) * 0.35 / 2.
         let (lo, hi) = r.ci_end.unwrap();
-        assert!((hi - lo - 2.0 * 12.7062 * 0.05).abs() < 1e-3, "{lo} {hi}");
+        assert!((hi - lo - 2.0 * 12.7062 * 0.175).abs() < 1e-3, "{lo} {hi}");
+        // Second-last window (steps 9-10): (0.6 + 0.55) / 2 = 0.575, and 0.675 for seed 21; the
+        // drops 0.275 and 0.025, so the mean 0.15 with half-width 12.7062 * 0.125.
+        assert!(
+            (r.loss_before_end - (0.575 + 0.675) / 2.0).abs() < 1e-12,
+            "{r:?}"
+        );
+        assert!((r.drop_end - 0.15).abs() < 1e-12, "{r:?}");
+        let (lo, hi) = r.ci_drop.unwrap();
+        assert!((lo - (0.15 - 12.7062 * 0.125)).abs() < 1e-3, "{lo} {hi}");
+        assert!((hi - (0.15 + 12.7062 * 0.125)).abs() < 1e-3, "{lo} {hi}");
 
         // A damaged sidecar is an error naming the run, never a silent gap.
         let sidecar = dir.join("SST-2__dpzero__eps4__seed13.steps.jsonl.gz");
