@@ -177,6 +177,19 @@ pub struct InheritTuning {
     pub non_private_epsilon: Option<f64>,
 }
 
+/// `[preset.<p>.tune_options.take_over]`: `--tune` under this preset first copies in the
+/// records of its very runs (same spec hash) that another target's tuned preset already holds,
+/// rather than running them again (`target::tune::take_over`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TakeOver {
+    /// The target holding the records (`table2`), read from `<out>/<target>/<preset>/`.
+    pub target: String,
+    /// Its preset (default: this preset's name).
+    #[serde(default)]
+    pub preset: Option<String>,
+}
+
 /// `[preset.<p>.tune_options]`: how `--tune` forms its groups under this preset.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -186,6 +199,9 @@ pub struct TuneOptions {
     /// Off by default (each ε is tuned on its own); a deviation to state where it is on.
     #[serde(default)]
     pub at_epsilon: Option<f64>,
+    /// Records of identical runs to copy in before running ([`TakeOver`]).
+    #[serde(default)]
+    pub take_over: Option<TakeOver>,
 }
 
 /// How a variant's step size is derived from its base's resolved settings.

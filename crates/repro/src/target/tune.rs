@@ -408,6 +408,10 @@ fn run_epsilon(record: &CellRecord) -> Option<f64> {
 }
 
 /// The note of one final record, and `tuning.csv`'s rows of its group.
+/// `base`: the candidates of the group of the run's base method, when the run is a variant
+/// tuned in the same preset as its base (see [`base_group`]). They compose into the procedure:
+/// the variant's space was set knowing their outcome. The randomized-count bound covers one
+/// search, so it is left out then.
 fn note_for(
     final_record: &CellRecord,
     final_hash: &str,
@@ -415,22 +419,28 @@ fn note_for(
     list: &[Candidate],
     winner: &Candidate,
     source: Option<TuningSource>,
+    base: Option<&[Candidate]>,
 ) -> Result<TuningNote> {
-    let mut candidates: Vec<CellRecord> = list
-        .iter()
-        .filter(|c| c.cell.is_recorded())
-        .map(|c| CellRecord::read(&c.cell.record))
-        .collect::<Result<_>>()?;
-    candidates.extend(off_space_records(list)?);
-    let mut composed: Vec<&CellRecord> = candidates.iter().collect();
+    let recorded = |list: &[Candidate]| -> Result<Vec<CellRecord>> {
+        let mut records: Vec<CellRecord> = list
+            .iter()
+            .filter(|c| c.cell.is_recorded())
+            .map(|c| CellRecord::read(&c.cell.record))
+            .collect::<Result<_>>()?;
+        records.extend(off_space_records(list)?);
+        Ok(records)
+    };
+    let candidates = recorded(list)?;
+    let base_records = base.map(recorded).transpose()?.unwrap_or_default();
+    let mut composed: Vec<&CellRecord> = candidates.iter().chain(&base_records).collect();
     if !list.iter().any(|c| c.cell.hash == final_hash) {
         composed.push(final_record);
     }
     let procedure = composed_epsilon(&composed)?;
     let candidate_records: Vec<&CellRecord> = candidates.iter().collect();
     let final_distinct = !list.iter().any(|c| c.cell.hash == final_hash);
-    let random_k = match (&procedure, candidate_records.is_empty()) {
-        (Some((_, _, delta)), false) => random_k_epsilon(
+    let random_k = match (&procedure, candidate_records.is_empty(), base) {
+        (Some((_, _, delta)), false, None) => random_k_epsilon(
             &candidate_records,
             final_distinct.then_some(final_record),
             *delta,
@@ -451,6 +461,91 @@ fn note_for(
         delta: procedure.as_ref().map(|p| p.2),
         source,
     })
+}
+
+/// The candidates of the group of `key`'s base method at the same task and ε, when `key`'s
+/// method is a variant and its base is tuned in the same run (`groups`): a variant tuned on its
+/// own has its space set after its base's search, so its procedure composes that search too.
+fn base_group<'a>(spec: &Spec, groups: &'a [Group], key: &GroupKey) -> Option<&'a [Candidate]> {
+    let base = spec.base_method(&key.1);
+    if base == key.1 {
+        return None;
+    }
+    groups
+        .iter()
+        .find(|(k, _)| k.0 == key.0 && k.1 == base && k.2 == key.2)
+        .map(|(_, list)| list.as_slice())
+}
+
+/// `tune_options.take_over`: copies into `dir/tuning/` the candidate records that `source` (another
+/// target's tuned preset) holds for the same groups, so that identical runs are not run again.
+/// A group is taken over only when at least one of its planned candidates is the source's very
+/// run (same spec hash); then each of its planned candidates whose source record has its hash,
+/// and every source candidate its space does not list (they ran on the same data, so they
+/// compose into the procedure ε like this target's own [`off_space_records`]). A record this
+/// target already holds is never replaced. Returns how many were copied.
+fn take_over_candidates(source: &Path, dir: &Path, groups: &[Group]) -> Result<usize> {
+    let tuning = source.join("tuning");
+    if !tuning.is_dir() {
+        return Ok(0);
+    }
+    let mut folders: Vec<PathBuf> = std::fs::read_dir(&tuning)
+        .with_context(|| format!("reading {}", tuning.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()?;
+    folders.sort();
+    let mut taken = 0;
+    for (_, list) in groups {
+        let Some(stem) = list.first().and_then(|c| c.cell.record.file_name()) else {
+            continue;
+        };
+        let same_run = |c: &Candidate| {
+            let from = tuning.join(&c.folder).join("runs").join(stem);
+            CellRecord::read(&from).is_ok_and(|r| r.spec_hash == c.cell.hash)
+        };
+        if !list.iter().any(same_run) {
+            continue;
+        }
+        for folder in &folders {
+            let from = folder.join("runs").join(stem);
+            let Some(name) = folder.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let to = dir.join("tuning").join(name).join("runs").join(stem);
+            if !from.is_file() || to.exists() {
+                continue;
+            }
+            if list.iter().any(|c| c.folder == name && !same_run(c)) {
+                continue;
+            }
+            std::fs::create_dir_all(to.parent().context("a record has a folder")?)
+                .with_context(|| format!("cannot create the folder of {}", to.display()))?;
+            CellRecord::copy(&from, &to)?;
+            taken += 1;
+        }
+    }
+    Ok(taken)
+}
+
+/// `tune_options.take_over` for the finals: each unrecorded final whose run `source` holds
+/// (`source/runs/<stem>.json` with the same spec hash) is copied in. Returns how many were.
+fn take_over_finals(source: &Path, finals: &[Cell]) -> Result<usize> {
+    let mut taken = 0;
+    for cell in finals {
+        let Some(name) = cell.record.file_name() else {
+            continue;
+        };
+        let from = source.join("runs").join(name);
+        if cell.record.exists() || !CellRecord::read(&from).is_ok_and(|r| r.spec_hash == cell.hash)
+        {
+            continue;
+        }
+        std::fs::create_dir_all(cell.record.parent().context("a record has a folder")?)
+            .with_context(|| format!("cannot create the folder of {}", cell.record.display()))?;
+        CellRecord::copy(&from, &cell.record)?;
+        taken += 1;
+    }
+    Ok(taken)
 }
 
 /// The group's records in `tuning/` folders that its current space does not list (a space
@@ -795,6 +890,25 @@ pub fn run(
         std::fs::create_dir_all(runs_dir)
             .with_context(|| format!("cannot create {}", runs_dir.display()))?;
     }
+    let take_over_dir = spec
+        .preset(preset_name)?
+        .tune_options
+        .take_over
+        .as_ref()
+        .map(|t| {
+            let preset = t.preset.as_deref().unwrap_or(preset_name);
+            super::results_dir(&args.out, &t.target, preset)
+        });
+    if let Some(source) = &take_over_dir {
+        let taken = take_over_candidates(source, dir, &groups)?;
+        if taken > 0 {
+            println!(
+                "tuning: {taken} candidate records taken over from {} (the same runs, or the \
+                 earlier candidates of the same groups, which compose into their procedure ε)",
+                source.display()
+            );
+        }
+    }
     let policy = Policy::from_flags(args.rerun, args.restart);
     let parallel = !g.worker && (g.gpus.is_some() || g.jobs_per_gpu > 1);
     let candidates_policy = Policy {
@@ -804,6 +918,15 @@ pub fn run(
     let mut failures = execute(args, &phase1, runner, candidates_policy)?;
     let winners = select(&groups)?;
     let finals = grid::plan(&final_runs(runs, &winners, at), dir, &model)?;
+    if let Some(source) = &take_over_dir {
+        let taken = take_over_finals(source, &finals)?;
+        if taken > 0 {
+            println!(
+                "tuning: {taken} final records taken over from {} (the same runs)",
+                source.display()
+            );
+        }
+    }
     adopt_winner_records(&finals, &winners, at)?;
     if !parallel {
         // With workers, each worker has run phase 2 itself.
@@ -833,7 +956,8 @@ pub fn run(
             epsilon: key.2.map(f64::from_bits),
             winner_folder: winner.folder.clone(),
         });
-        let note = note_for(&record, &cell.hash, tuning_seed, list, winner, source)?;
+        let base = base_group(spec, &groups, &key);
+        let note = note_for(&record, &cell.hash, tuning_seed, list, winner, source, base)?;
         if cell.run.seed == tuning_seed {
             notes.insert(own, note.clone());
         }
@@ -1231,6 +1355,7 @@ impl Inheritance {
                 list,
                 winner,
                 Some(source),
+                None,
             )?;
             if record.tuning.as_ref() != Some(&note) {
                 record.tuning = Some(note);
@@ -1690,6 +1815,144 @@ mod tests {
             reused[0].starts_with("A,dpzero,2,reused,learning_rate=0.0001,,true,"),
             "{csv}"
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A variant tuned in the same call as its base (its own space, here a 0.1% mask over the
+    /// base's step sizes scaled by 1/r) composes its own candidates and its base's: its space was
+    /// set knowing the base's search. Checked against the analytic Gaussian of the composition;
+    /// the base itself composes only its own, and the randomized-count bound, which covers one
+    /// search, is left out for the variant.
+    #[test]
+    fn a_variant_tuned_beside_its_base_composes_the_bases_candidates() {
+        let dir = world::scratch("variant-own");
+        let spec = world::spec(
+            &dir,
+            "abl",
+            r#"tasks = ["A"]
+               methods = ["dpzero", "sparse"]
+               epsilons = [4.0]"#,
+            &format!(
+                r#"{}
+                [preset.p.tune]
+                sparse = {{ learning_rate = [1e-5, 1e-4, 1e-3], learning_rate_scaling = "inverse-mask-ratio" }}
+                [variant.sparse]
+                base = "dpzero"
+                settings = {{ mask = {{ score = {{ ratio = 0.001 }} }} }}
+                description = "d"
+                "#,
+                world::PRESET_P
+            ),
+        );
+        let runner = tune_source(&dir, &spec, &["A"]);
+        // The variant's candidates ran at its own space, scaled by 1 / 0.001.
+        let sparse: Vec<f64> = runner
+            .calls
+            .iter()
+            .filter(|c| c.0 == "sparse")
+            .map(|c| c.2)
+            .collect();
+        assert!(
+            [1e-2, 1e-1, 1.0]
+                .iter()
+                .all(|lr| sparse.iter().any(|s| (s - lr).abs() < 1e-12 * lr)),
+            "{sparse:?}"
+        );
+        let runs = dir.join("results/abl/p/runs");
+        let sigma = world::sigma(4.0);
+        // Seed 2's final is a run of its own: 3 own candidates + 2 of the base + itself.
+        let note = read(&runs.join("A__sparse__eps4__seed2.json"))
+            .tuning
+            .unwrap();
+        assert_eq!(note.runs_composed, 6);
+        let want = world::analytic_composition(&[(sigma, 12 * 6)]);
+        let got = note.epsilon_procedure.unwrap();
+        assert!((got - want).abs() < 1e-6 * want, "{got} vs {want}");
+        assert_eq!(note.epsilon_procedure_random_k, None);
+        // The base composes its own two candidates and its run.
+        let base = read(&runs.join("A__dpzero__eps4__seed2.json"))
+            .tuning
+            .unwrap();
+        assert_eq!(base.runs_composed, 3);
+        assert!(base.epsilon_procedure_random_k.is_some());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `tune_options.take_over`: a preset whose base method's runs another target has already
+    /// tuned copies them in (candidates, an earlier candidate its space no longer lists, and the
+    /// finals) instead of running them, and only its own variant runs. The taken-over earlier
+    /// candidate composes into the procedure ε of the base and of the variant beside it.
+    #[test]
+    fn take_over_copies_the_same_runs_and_keeps_their_ledger() {
+        let dir = world::scratch("take-over");
+        let grid = r#"tasks = ["A"]
+               methods = ["dpzero", "sparse"]
+               epsilons = [4.0]"#;
+        let variant = r#"
+                [variant.sparse]
+                base = "dpzero"
+                settings = { mask = { score = { ratio = 0.001 } } }
+                description = "d"
+                "#;
+        let src = world::spec(
+            &dir,
+            "src",
+            r#"tasks = ["A"]
+               methods = ["dpzero"]
+               epsilons = [4.0]"#,
+            world::PRESET_P,
+        );
+        tune_source(&dir, &src, &["A"]);
+        // An earlier candidate of the source's group, outside the space both now list.
+        let src_tuning = dir.join("results/src/p/tuning");
+        let earlier = src_tuning.join("dpzero__learning_rate=0.01/runs");
+        std::fs::create_dir_all(&earlier).unwrap();
+        std::fs::copy(
+            src_tuning.join("dpzero__learning_rate=0.00001/runs/A__dpzero__eps4__seed1.json"),
+            earlier.join("A__dpzero__eps4__seed1.json"),
+        )
+        .unwrap();
+        let abl = world::spec(
+            &dir,
+            "abl",
+            grid,
+            &format!(
+                r#"{}
+                [preset.p.tune_options.take_over]
+                target = "src"
+                [preset.p.tune]
+                sparse = {{ learning_rate = [1e-5, 1e-4, 1e-3], learning_rate_scaling = "inverse-mask-ratio" }}
+                {variant}"#,
+                world::PRESET_P
+            ),
+        );
+        let runner = tune_source(&dir, &abl, &["A"]);
+        assert!(
+            runner.calls.iter().all(|c| c.0 == "sparse"),
+            "{:?}",
+            runner.calls
+        );
+        // Three candidates and the final on seed 2 (seed 1's is the winner's run).
+        assert_eq!(runner.calls.len(), 4, "{:?}", runner.calls);
+        let runs = dir.join("results/abl/p/runs");
+        let sigma = world::sigma(4.0);
+        let base = read(&runs.join("A__dpzero__eps4__seed2.json"))
+            .tuning
+            .unwrap();
+        assert_eq!(
+            base.runs_composed, 4,
+            "two candidates, the earlier one, the run"
+        );
+        let want = world::analytic_composition(&[(sigma, 12 * 4)]);
+        let got = base.epsilon_procedure.unwrap();
+        assert!((got - want).abs() < 1e-6 * want, "{got} vs {want}");
+        let variant = read(&runs.join("A__sparse__eps4__seed2.json"))
+            .tuning
+            .unwrap();
+        assert_eq!(variant.runs_composed, 3 + 3 + 1);
+        // A record this target holds is never replaced: a second call takes nothing over.
+        let again = tune_source(&dir, &abl, &["A"]);
+        assert!(again.calls.is_empty(), "{:?}", again.calls);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
