@@ -11,6 +11,16 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// Held by each test that times SmolLM2 steps: on a 2-core CI machine two of them at once
+/// (four computing processes or threads) slow each step past what the timing window allows.
+static TIMED_STEPS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn timed_steps_alone() -> std::sync::MutexGuard<'static, ()> {
+    TIMED_STEPS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Runs `repro throughput padding` for table2's smoke preset (SST-2) with `data_args` and
 /// returns the CSV's rows.
 fn padding_rows(data_args: &[&str]) -> Vec<csv::StringRecord> {
@@ -115,6 +125,7 @@ fn steps_command(seconds: &str) -> Command {
 /// result states; `throughput total` refuses to add results of different forwards.
 #[test]
 fn concurrent_steps_processes_share_one_window() {
+    let _alone = timed_steps_alone();
     let meet = std::env::temp_dir().join(format!("dpzo-meet-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&meet);
     let spawn = |forward: &str| {
@@ -176,8 +187,9 @@ fn concurrent_steps_processes_share_one_window() {
 /// cell on average. Without the paired forward the option is refused.
 #[test]
 fn cells_of_one_process_join_their_forwards() {
+    let _alone = timed_steps_alone();
     let run = |forward: &str| {
-        steps_command("10")
+        steps_command("20")
             .args(["--cells", "2", "--zo-forward", forward])
             .output()
             .expect("the repro binary runs")

@@ -1419,6 +1419,17 @@ mod tests {
             Spec::load(&path).unwrap()
         }
 
+        /// A variant `sparse` of DPZero (a 0.1% mask) with a space of its own under preset p:
+        /// DPZero's step sizes and 1e-3, scaled by 1 / 0.001.
+        pub const SPARSE_TUNED_ITSELF: &str = r#"
+                [preset.p.tune]
+                sparse = { learning_rate = [1e-5, 1e-4, 1e-3], learning_rate_scaling = "inverse-mask-ratio" }
+                [variant.sparse]
+                base = "dpzero"
+                settings = { mask = { score = { ratio = 0.001 } } }
+                description = "d"
+                "#;
+
         pub fn sigma(epsilon: f64) -> f64 {
             20.0 / epsilon
         }
@@ -1832,17 +1843,7 @@ mod tests {
             r#"tasks = ["A"]
                methods = ["dpzero", "sparse"]
                epsilons = [4.0]"#,
-            &format!(
-                r#"{}
-                [preset.p.tune]
-                sparse = {{ learning_rate = [1e-5, 1e-4, 1e-3], learning_rate_scaling = "inverse-mask-ratio" }}
-                [variant.sparse]
-                base = "dpzero"
-                settings = {{ mask = {{ score = {{ ratio = 0.001 }} }} }}
-                description = "d"
-                "#,
-                world::PRESET_P
-            ),
+            &format!("{}{}", world::PRESET_P, world::SPARSE_TUNED_ITSELF),
         );
         let runner = tune_source(&dir, &spec, &["A"]);
         // The variant's candidates ran at its own space, scaled by 1 / 0.001.
@@ -1885,15 +1886,6 @@ mod tests {
     #[test]
     fn take_over_copies_the_same_runs_and_keeps_their_ledger() {
         let dir = world::scratch("take-over");
-        let grid = r#"tasks = ["A"]
-               methods = ["dpzero", "sparse"]
-               epsilons = [4.0]"#;
-        let variant = r#"
-                [variant.sparse]
-                base = "dpzero"
-                settings = { mask = { score = { ratio = 0.001 } } }
-                description = "d"
-                "#;
         let src = world::spec(
             &dir,
             "src",
@@ -1915,15 +1907,13 @@ mod tests {
         let abl = world::spec(
             &dir,
             "abl",
-            grid,
+            r#"tasks = ["A"]
+               methods = ["dpzero", "sparse"]
+               epsilons = [4.0]"#,
             &format!(
-                r#"{}
-                [preset.p.tune_options.take_over]
-                target = "src"
-                [preset.p.tune]
-                sparse = {{ learning_rate = [1e-5, 1e-4, 1e-3], learning_rate_scaling = "inverse-mask-ratio" }}
-                {variant}"#,
-                world::PRESET_P
+                "{}[preset.p.tune_options.take_over]\ntarget = \"src\"\n{}",
+                world::PRESET_P,
+                world::SPARSE_TUNED_ITSELF
             ),
         );
         let runner = tune_source(&dir, &abl, &["A"]);
