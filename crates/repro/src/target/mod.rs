@@ -127,7 +127,7 @@ impl TargetArgs {
 /// `repro check <target>`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CheckArgs {
-    /// table2 or table3.
+    /// The grid target: table2, table3 or ablations (`experiments/<target>.toml`).
     pub target: String,
     /// The preset whose records to compare.
     #[arg(long)]
