@@ -850,7 +850,32 @@ pub fn run(
              other budgets reuse its winner, their procedure eps composing its candidates"
         );
     }
+    let take_over_dir = spec
+        .preset(preset_name)?
+        .tune_options
+        .take_over
+        .as_ref()
+        .map(|t| {
+            let preset = t.preset.as_deref().unwrap_or(preset_name);
+            super::results_dir(&args.out, &t.target, preset)
+        });
     if args.dry_run {
+        // What a run would take over rather than run (it copies nothing here).
+        let to_take = |c: &Candidate| {
+            !c.cell.is_recorded()
+                && take_over_dir.as_ref().is_some_and(|source| {
+                    let from = c.cell.record.file_name().map(|stem| {
+                        source
+                            .join("tuning")
+                            .join(&c.folder)
+                            .join("runs")
+                            .join(stem)
+                    });
+                    from.is_some_and(|f| {
+                        CellRecord::read(&f).is_ok_and(|r| r.spec_hash == c.cell.hash)
+                    })
+                })
+        };
         for (key, list) in &groups {
             for c in list {
                 println!(
@@ -866,6 +891,8 @@ pub fn run(
                         .join(" "),
                     if c.cell.is_recorded() {
                         " (recorded)"
+                    } else if to_take(c) {
+                        " (to take over)"
                     } else {
                         ""
                     }
@@ -873,7 +900,10 @@ pub fn run(
             }
         }
         let rates = super::timing::seconds_per_step(dir, &spec.preset(preset_name)?.device)?;
-        let cells: Vec<&Cell> = phase1.iter().collect();
+        let cells: Vec<&Cell> = groups
+            .iter()
+            .flat_map(|(_, l)| l.iter().filter(|c| !to_take(c)).map(|c| &c.cell))
+            .collect();
         println!(
             "{}",
             super::timing::plan_line("plan, candidates", &cells, &rates)
@@ -890,15 +920,6 @@ pub fn run(
         std::fs::create_dir_all(runs_dir)
             .with_context(|| format!("cannot create {}", runs_dir.display()))?;
     }
-    let take_over_dir = spec
-        .preset(preset_name)?
-        .tune_options
-        .take_over
-        .as_ref()
-        .map(|t| {
-            let preset = t.preset.as_deref().unwrap_or(preset_name);
-            super::results_dir(&args.out, &t.target, preset)
-        });
     if let Some(source) = &take_over_dir {
         let taken = take_over_candidates(source, dir, &groups)?;
         if taken > 0 {
