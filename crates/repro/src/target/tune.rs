@@ -499,10 +499,7 @@ fn take_over_candidates(source: &Path, dir: &Path, groups: &[Group]) -> Result<u
         let Some(stem) = list.first().and_then(|c| c.cell.record.file_name()) else {
             continue;
         };
-        let same_run = |c: &Candidate| {
-            let from = tuning.join(&c.folder).join("runs").join(stem);
-            CellRecord::read(&from).is_ok_and(|r| r.spec_hash == c.cell.hash)
-        };
+        let same_run = |c: &Candidate| source_holds(source, c);
         if !list.iter().any(same_run) {
             continue;
         }
@@ -525,6 +522,18 @@ fn take_over_candidates(source: &Path, dir: &Path, groups: &[Group]) -> Result<u
         }
     }
     Ok(taken)
+}
+
+/// Whether `source`'s tuning folder holds candidate `c`'s very run (its record, same spec hash).
+fn source_holds(source: &Path, c: &Candidate) -> bool {
+    c.cell.record.file_name().is_some_and(|stem| {
+        let from = source
+            .join("tuning")
+            .join(&c.folder)
+            .join("runs")
+            .join(stem);
+        CellRecord::read(&from).is_ok_and(|r| r.spec_hash == c.cell.hash)
+    })
 }
 
 /// `tune_options.take_over` for the finals: each unrecorded final whose run `source` holds
@@ -863,18 +872,9 @@ pub fn run(
         // What a run would take over rather than run (it copies nothing here).
         let to_take = |c: &Candidate| {
             !c.cell.is_recorded()
-                && take_over_dir.as_ref().is_some_and(|source| {
-                    let from = c.cell.record.file_name().map(|stem| {
-                        source
-                            .join("tuning")
-                            .join(&c.folder)
-                            .join("runs")
-                            .join(stem)
-                    });
-                    from.is_some_and(|f| {
-                        CellRecord::read(&f).is_ok_and(|r| r.spec_hash == c.cell.hash)
-                    })
-                })
+                && take_over_dir
+                    .as_ref()
+                    .is_some_and(|source| source_holds(source, c))
         };
         for (key, list) in &groups {
             for c in list {
