@@ -1575,6 +1575,18 @@ mod tests {
             let precision: f64 = releases.iter().map(|(s, c)| *c as f64 / (s * s)).sum();
             accountant::analytic_gaussian::epsilon(1.0 / precision.sqrt(), DELTA).unwrap()
         }
+
+        /// `note`'s procedure ε equals [`analytic_composition`] of `releases` (relative 1e-6).
+        pub fn assert_procedure(note: &crate::target::tune::TuningNote, releases: &[(f64, u64)]) {
+            let want = analytic_composition(releases);
+            let got = note.epsilon_procedure.unwrap();
+            assert!((got - want).abs() < 1e-6 * want, "{got} vs {want}");
+        }
+
+        /// Task A at ε 4 with DPZero and its variant `sparse` ([`SPARSE_TUNED_ITSELF`]).
+        pub const GRID_DPZERO_SPARSE: &str = r#"tasks = ["A"]
+               methods = ["dpzero", "sparse"]
+               epsilons = [4.0]"#;
     }
 
     fn read(path: &std::path::Path) -> crate::target::record::CellRecord {
@@ -1721,18 +1733,18 @@ mod tests {
         assert_eq!(source_of.winner_folder, "dp-zopo__learning_rate=0.01");
         // One recorded candidate (the other failed) and the variant's own run, 12 steps each.
         assert_eq!(sparse.runs_composed, 2);
-        let want = world::analytic_composition(&[(world::sigma(4.0), 12), (world::sigma(4.0), 12)]);
-        let got = sparse.epsilon_procedure.unwrap();
-        assert!((got - want).abs() < 1e-6 * want, "{got} vs {want}");
+        world::assert_procedure(&sparse, &[(world::sigma(4.0), 12), (world::sigma(4.0), 12)]);
         // DPZero's two candidates and the 24-step run.
         let longer = read(&cell("longer", 1).record).tuning.unwrap();
-        let want = world::analytic_composition(&[
-            (world::sigma(4.0), 12),
-            (world::sigma(4.0), 12),
-            (world::sigma(4.0), 24),
-        ]);
         assert_eq!(longer.runs_composed, 3);
-        assert!((longer.epsilon_procedure.unwrap() - want).abs() < 1e-6 * want);
+        world::assert_procedure(
+            &longer,
+            &[
+                (world::sigma(4.0), 12),
+                (world::sigma(4.0), 12),
+                (world::sigma(4.0), 24),
+            ],
+        );
         // The adopted winner on the tuning seed is one of the candidates: not counted twice.
         let dpzero = read(&cell("dpzero", 1).record).tuning.unwrap();
         assert_eq!(dpzero.runs_composed, 2);
@@ -1861,9 +1873,7 @@ mod tests {
         let spec = world::spec(
             &dir,
             "abl",
-            r#"tasks = ["A"]
-               methods = ["dpzero", "sparse"]
-               epsilons = [4.0]"#,
+            world::GRID_DPZERO_SPARSE,
             &format!("{}{}", world::PRESET_P, world::SPARSE_TUNED_ITSELF),
         );
         let runner = tune_source(&dir, &spec, &["A"]);
@@ -1887,9 +1897,7 @@ mod tests {
             .tuning
             .unwrap();
         assert_eq!(note.runs_composed, 6);
-        let want = world::analytic_composition(&[(sigma, 12 * 6)]);
-        let got = note.epsilon_procedure.unwrap();
-        assert!((got - want).abs() < 1e-6 * want, "{got} vs {want}");
+        world::assert_procedure(&note, &[(sigma, 12 * 6)]);
         assert_eq!(note.epsilon_procedure_random_k, None);
         // The base composes its own two candidates and its run.
         let base = read(&runs.join("A__dpzero__eps4__seed2.json"))
@@ -1928,9 +1936,7 @@ mod tests {
         let abl = world::spec(
             &dir,
             "abl",
-            r#"tasks = ["A"]
-               methods = ["dpzero", "sparse"]
-               epsilons = [4.0]"#,
+            world::GRID_DPZERO_SPARSE,
             &format!(
                 "{}[preset.p.tune_options.take_over]\ntarget = \"src\"\n{}",
                 world::PRESET_P,
@@ -1954,9 +1960,7 @@ mod tests {
             base.runs_composed, 4,
             "two candidates, the earlier one, the run"
         );
-        let want = world::analytic_composition(&[(sigma, 12 * 4)]);
-        let got = base.epsilon_procedure.unwrap();
-        assert!((got - want).abs() < 1e-6 * want, "{got} vs {want}");
+        world::assert_procedure(&base, &[(sigma, 12 * 4)]);
         let variant = read(&runs.join("A__sparse__eps4__seed2.json"))
             .tuning
             .unwrap();
