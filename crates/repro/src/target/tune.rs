@@ -485,15 +485,7 @@ fn base_group<'a>(spec: &Spec, groups: &'a [Group], key: &GroupKey) -> Option<&'
 /// compose into the procedure ε like this target's own [`off_space_records`]). A record this
 /// target already holds is never replaced. Returns how many were copied.
 fn take_over_candidates(source: &Path, dir: &Path, groups: &[Group]) -> Result<usize> {
-    let tuning = source.join("tuning");
-    if !tuning.is_dir() {
-        return Ok(0);
-    }
-    let mut folders: Vec<PathBuf> = std::fs::read_dir(&tuning)
-        .with_context(|| format!("reading {}", tuning.display()))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<_>>()?;
-    folders.sort();
+    let folders = tuning_folders(&source.join("tuning"))?;
     let mut taken = 0;
     for (_, list) in groups {
         let Some(stem) = list.first().and_then(|c| c.cell.record.file_name()) else {
@@ -580,6 +572,15 @@ fn off_space_paths(list: &[Candidate]) -> Result<Vec<PathBuf>> {
     ) else {
         return Ok(Vec::new());
     };
+    Ok(tuning_folders(tuning)?
+        .into_iter()
+        .map(|folder| folder.join("runs").join(stem))
+        .filter(|path| path.is_file() && !list.iter().any(|c| c.cell.record == *path))
+        .collect())
+}
+
+/// The candidate folders of a `tuning/` folder, sorted; none when it does not exist.
+fn tuning_folders(tuning: &Path) -> Result<Vec<PathBuf>> {
     if !tuning.is_dir() {
         return Ok(Vec::new());
     }
@@ -588,11 +589,7 @@ fn off_space_paths(list: &[Candidate]) -> Result<Vec<PathBuf>> {
         .map(|e| e.map(|e| e.path()))
         .collect::<std::io::Result<_>>()?;
     folders.sort();
-    Ok(folders
-        .into_iter()
-        .map(|folder| folder.join("runs").join(stem))
-        .filter(|path| path.is_file() && !list.iter().any(|c| c.cell.record == *path))
-        .collect())
+    Ok(folders)
 }
 
 /// A candidate's settings as `tuning.csv` lists them (`clip_norm=30.0 learning_rate=0.0001`).
