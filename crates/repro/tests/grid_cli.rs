@@ -381,3 +381,57 @@ fn cells_run_jointly_equal_cells_run_one_at_a_time() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// `--tune` with two worker processes over two tasks: every candidate and final is run once and
+/// recorded, and the workers tune task by task, so SST-2's final on seed 21 is recorded before
+/// any TREC candidate finishes (a call cut short keeps whole tasks).
+#[test]
+fn tuning_workers_finish_one_tasks_finals_before_the_next_tasks_candidates() {
+    let out = scratch("tune-workers");
+    let output = preset_command(
+        "tiny-tune",
+        &out,
+        &["--tune", "--device", "cpu", "--jobs-per-gpu", "2"],
+    )
+    .output()
+    .unwrap();
+    let log = text(&output);
+    assert!(output.status.success(), "{log}");
+    let line_of = |needle: &str| {
+        let found: Vec<usize> = log
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| l.contains(needle))
+            .map(|(i, _)| i)
+            .collect();
+        found
+    };
+    for task in ["SST-2", "TREC"] {
+        let candidates = line_of(&format!("{task}__dpzero__eps8__seed13: dev accuracy"));
+        assert_eq!(
+            candidates.len(),
+            2,
+            "{task}: two candidates, each run once:\n{log}"
+        );
+        let finals = line_of(&format!("{task}__dpzero__eps8__seed21: test accuracy"));
+        assert_eq!(
+            finals.len(),
+            1,
+            "{task}: one final run (seed 13 adopted):\n{log}"
+        );
+        for seed in [13, 21] {
+            let rec = record(
+                &out,
+                "tiny-tune",
+                &format!("{task}__dpzero__eps8__seed{seed}"),
+            );
+            assert!(rec["tuning"]["selected_settings"].is_object(), "{rec}");
+        }
+    }
+    let sst2_final = line_of("SST-2__dpzero__eps8__seed21: test accuracy")[0];
+    let first_trec = line_of("TREC__dpzero__eps8__seed13: dev accuracy")[0];
+    assert!(
+        sst2_final < first_trec,
+        "SST-2's final after TREC's candidates:\n{log}"
+    );
+}

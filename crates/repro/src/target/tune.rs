@@ -8,6 +8,7 @@
 //!   No test accuracy of any candidate is read.
 //! - Phase 2: the winner's settings on every seed. On the tuning seed that run is the winning
 //!   candidate itself (same spec hash), whose record is adopted rather than run twice.
+//! - Task by task: phase 1, selection and phase 2 of one task, then the next task's.
 //!
 //! Privacy: tuning on the private training set is itself a release. For each final run the
 //! procedure's guarantee composes every distinct run it depended on (all candidates of its group
@@ -906,8 +907,8 @@ pub fn run(
             super::timing::plan_line("plan, candidates", &cells, &rates)
         );
         println!(
-            "plan, finals: {} runs once the candidates are selected (the winner's run on seed \
-             {tuning_seed} is adopted, recorded finals are skipped)",
+            "plan, finals: {} runs, each task's once its own candidates are selected (the \
+             winner's run on seed {tuning_seed} is adopted, recorded finals are skipped)",
             runs.len()
         );
         return Ok(false);
@@ -933,26 +934,55 @@ pub fn run(
         report_dev: true,
         ..policy
     };
-    let mut failures = execute(args, &phase1, runner, candidates_policy)?;
-    let winners = select(&groups)?;
-    let finals = grid::plan(&final_runs(runs, &winners, at), dir, &model)?;
-    if let Some(source) = &take_over_dir {
-        let taken = take_over_finals(source, &finals)?;
-        if taken > 0 {
-            println!(
-                "tuning: {taken} final records taken over from {} (the same runs)",
-                source.display()
-            );
+    // Task by task: a task's finals run as soon as its own candidates are recorded, so they
+    // are not held behind other tasks' candidates, and a call cut short leaves whole tasks
+    // behind it. Selection never crosses tasks (a group is one task's; `at_epsilon` and a
+    // variant's base stay within it). Worker processes each run these stages themselves; the
+    // process that starts them starts them once.
+    let stages: Vec<Option<&str>> = if parallel {
+        vec![None]
+    } else {
+        let mut tasks: Vec<&str> = Vec::new();
+        for r in runs {
+            if !tasks.contains(&r.task.as_str()) {
+                tasks.push(&r.task);
+            }
         }
-    }
-    adopt_winner_records(&finals, &winners, at)?;
-    if !parallel {
-        // With workers, each worker has run phase 2 itself.
-        failures.extend(execute(args, &finals, runner, policy)?);
+        tasks.into_iter().map(Some).collect()
+    };
+    let mut failures = Vec::new();
+    let mut finals = Vec::new();
+    for stage in stages {
+        let ours = |task: &str| stage.is_none_or(|t| t == task);
+        let stage_groups: Vec<Group> = groups.iter().filter(|(k, _)| ours(&k.0)).cloned().collect();
+        let stage_candidates: Vec<Cell> = stage_groups
+            .iter()
+            .flat_map(|(_, l)| l.iter().map(|c| c.cell.clone()))
+            .collect();
+        failures.extend(execute(args, &stage_candidates, runner, candidates_policy)?);
+        let winners = select(&stage_groups)?;
+        let stage_runs: Vec<RunSpec> = runs.iter().filter(|r| ours(&r.task)).cloned().collect();
+        let stage_finals = grid::plan(&final_runs(&stage_runs, &winners, at), dir, &model)?;
+        if let Some(source) = &take_over_dir {
+            let taken = take_over_finals(source, &stage_finals)?;
+            if taken > 0 {
+                println!(
+                    "tuning: {taken} final records taken over from {} (the same runs)",
+                    source.display()
+                );
+            }
+        }
+        adopt_winner_records(&stage_finals, &winners, at)?;
+        if !parallel {
+            // With workers, each worker has run phase 2 itself.
+            failures.extend(execute(args, &stage_finals, runner, policy)?);
+        }
+        finals.extend(stage_finals);
     }
     if g.worker {
         return Ok(false);
     }
+    let winners = select(&groups)?;
     let mut notes = BTreeMap::new();
     for cell in &finals {
         let own = group_of(&cell.run);
@@ -1515,10 +1545,11 @@ mod tests {
         }
 
         /// Runs nothing: fabricates records, fails DP-ZOPO's smallest step size (1e-3 after the
-        /// x 100 scaling), and logs each call as `method eps lr`.
+        /// x 100 scaling), and logs each call as `method eps lr` (and its task, in `tasks`).
         #[derive(Default)]
         pub struct Runner {
             pub calls: Vec<(String, Option<f64>, f64)>,
+            pub tasks: Vec<String>,
         }
 
         impl CellRunner for Runner {
@@ -1536,6 +1567,7 @@ mod tests {
             ) -> anyhow::Result<CellRecord> {
                 let lr = spec.settings["learning_rate"].as_float().unwrap_or(0.0);
                 self.calls.push((spec.method.clone(), spec.epsilon, lr));
+                self.tasks.push(spec.task.clone());
                 if spec.method == "dp-zopo" && (lr - 1e-3).abs() < 1e-12 {
                     anyhow::bail!("diverged (fabricated failure)");
                 }
@@ -1608,6 +1640,28 @@ mod tests {
         let mut runner = world::Runner::default();
         assert!(super::run(&args, spec, "p", &out, &runs, &mut runner).unwrap());
         runner
+    }
+
+    /// One process tunes task by task: every run of task A (candidates, then finals on both
+    /// seeds) comes before any run of task B, so A's finals are not held behind B's candidates.
+    #[test]
+    fn each_tasks_finals_run_before_the_next_tasks_candidates() {
+        let dir = world::scratch("task-stages");
+        let spec = world::spec(
+            &dir,
+            "t",
+            r#"tasks = ["A", "B"]
+               methods = ["zero-shot", "dpzero"]
+               epsilons = [4.0]"#,
+            world::PRESET_P,
+        );
+        let runner = tune_source(&dir, &spec, &["A", "B"]);
+        // Two DPZero candidates and the finals of the other seed, zero-shot on both seeds (the
+        // tuning seed's final is the adopted winner), per task.
+        let order: Vec<&str> = runner.tasks.iter().map(String::as_str).collect();
+        assert_eq!(order, ["A", "A", "A", "A", "A", "B", "B", "B", "B", "B"]);
+        let a_finals = runner.calls[..5].iter().filter(|c| c.2 == 1e-4).count();
+        assert_eq!(a_finals, 2, "{:?}", runner.calls);
     }
 
     /// Ablations under `inherit_tuning` take the source's winners (selected by dev, DP-ZOPO's
