@@ -230,7 +230,9 @@ fn dev_accuracy(c: &Candidate) -> Option<f64> {
 }
 
 /// The selected candidate of each group (highest dev accuracy, earliest on ties).
-pub fn select(groups: &[Group]) -> Result<BTreeMap<GroupKey, &Candidate>> {
+pub fn select<'a>(
+    groups: impl IntoIterator<Item = &'a Group>,
+) -> Result<BTreeMap<GroupKey, &'a Candidate>> {
     let mut out = BTreeMap::new();
     for (key, list) in groups {
         let mut best: Option<(&Candidate, f64)> = None;
@@ -952,17 +954,34 @@ pub fn run(
     };
     let mut failures = Vec::new();
     let mut finals = Vec::new();
+    let mut winners = BTreeMap::new();
+    let mut unselectable = Vec::new();
     for stage in stages {
         let ours = |task: &str| stage.is_none_or(|t| t == task);
-        let stage_groups: Vec<Group> = groups.iter().filter(|(k, _)| ours(&k.0)).cloned().collect();
-        let stage_candidates: Vec<Cell> = stage_groups
-            .iter()
+        let stage_groups = || groups.iter().filter(|(k, _)| ours(&k.0));
+        let stage_candidates: Vec<Cell> = stage_groups()
             .flat_map(|(_, l)| l.iter().map(|c| c.cell.clone()))
             .collect();
         failures.extend(execute(args, &stage_candidates, runner, candidates_policy)?);
-        let winners = select(&stage_groups)?;
-        let stage_runs: Vec<RunSpec> = runs.iter().filter(|r| ours(&r.task)).cloned().collect();
-        let stage_finals = grid::plan(&final_runs(&stage_runs, &winners, at), dir, &model)?;
+        // A group without a selectable candidate runs no finals; the other groups and the next
+        // tasks still run, and the call fails at the end naming it.
+        let mut stage_winners = BTreeMap::new();
+        for group in stage_groups() {
+            match select([group]) {
+                Ok(w) => stage_winners.extend(w),
+                Err(e) => unselectable.push(format!("{e:#}")),
+            }
+        }
+        let selectable = |r: &RunSpec| {
+            let key = tuning_key(r, at);
+            stage_winners.contains_key(&key) || !groups.iter().any(|(k, _)| *k == key)
+        };
+        let stage_runs: Vec<RunSpec> = runs
+            .iter()
+            .filter(|r| ours(&r.task) && selectable(r))
+            .cloned()
+            .collect();
+        let stage_finals = grid::plan(&final_runs(&stage_runs, &stage_winners, at), dir, &model)?;
         if let Some(source) = &take_over_dir {
             let taken = take_over_finals(source, &stage_finals)?;
             if taken > 0 {
@@ -972,17 +991,17 @@ pub fn run(
                 );
             }
         }
-        adopt_winner_records(&stage_finals, &winners, at)?;
+        adopt_winner_records(&stage_finals, &stage_winners, at)?;
         if !parallel {
             // With workers, each worker has run phase 2 itself.
             failures.extend(execute(args, &stage_finals, runner, policy)?);
         }
         finals.extend(stage_finals);
+        winners.extend(stage_winners);
     }
     if g.worker {
         return Ok(false);
     }
-    let winners = select(&groups)?;
     let mut notes = BTreeMap::new();
     for cell in &finals {
         let own = group_of(&cell.run);
@@ -1063,7 +1082,18 @@ pub fn run(
             "{} final runs have no record ({}); errors: {}",
             missing.len(),
             missing.join(", "),
-            failures.join("; ")
+            failures
+                .iter()
+                .chain(&unselectable)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    if !unselectable.is_empty() {
+        bail!(
+            "{}; their finals did not run (the other groups' did)",
+            unselectable.join("; ")
         );
     }
     for f in &failures {
@@ -1659,6 +1689,54 @@ mod tests {
         let order: Vec<&str> = runner.tasks.iter().map(String::as_str).collect();
         assert_eq!(order, ["A", "A", "A", "B", "B", "B"]);
         assert_eq!(runner.calls[2].2, 1e-4, "{:?}", runner.calls);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A group whose every candidate failed (DP-ZOPO here) runs no finals, but the other
+    /// groups' finals and the next task still run, and the call fails naming the group.
+    #[test]
+    fn an_unselectable_group_stops_only_its_own_finals() {
+        let dir = world::scratch("unselectable");
+        let extra = world::PRESET_P.to_string()
+            + r#"
+            [preset.p.tune]
+            dp-zopo = { learning_rate = [1e-5], learning_rate_scaling = "inverse-mask-ratio" }
+            "#;
+        let spec = world::spec(
+            &dir,
+            "t",
+            r#"tasks = ["A", "B"]
+               methods = ["dpzero", "dp-zopo"]
+               epsilons = [4.0]"#,
+            &extra,
+        );
+        let args = world::args(&dir, &["--tune"]);
+        let out = crate::target::results_dir(&args.out, "t", "p");
+        std::fs::create_dir_all(out.join("runs")).unwrap();
+        let mut runner = world::Runner::default();
+        let runs = spec.runs("p").unwrap();
+        let err = super::run(&args, &spec, "p", &out, &runs, &mut runner).unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("tuning A dp-zopo") && msg.contains("tuning B dp-zopo"),
+            "{msg}"
+        );
+        // Per task: DPZero's two candidates, its final on seed 2, DP-ZOPO's one candidate.
+        let order: Vec<&str> = runner.tasks.iter().map(String::as_str).collect();
+        assert_eq!(
+            order,
+            ["A", "A", "A", "A", "B", "B", "B", "B"],
+            "{:?}",
+            runner.calls
+        );
+        for task in ["A", "B"] {
+            assert!(out
+                .join(format!("runs/{task}__dpzero__eps4__seed2.json"))
+                .exists());
+            assert!(!out
+                .join(format!("runs/{task}__dp-zopo__eps4__seed2.json"))
+                .exists());
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 
