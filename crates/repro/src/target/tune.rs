@@ -822,6 +822,36 @@ fn execute(
         .collect())
 }
 
+/// How `--tune --dry-run` marks each candidate of `group`: a recorded one with its dev
+/// accuracy, and the candidate the selection takes, `selected` once every candidate is recorded
+/// and `best so far` before; an unrecorded one that a take-over would copy (`to_take`).
+fn dry_run_marks(group: &Group, to_take: impl Fn(&Candidate) -> bool) -> Vec<String> {
+    let list = &group.1;
+    let complete = list.iter().all(|c| c.cell.is_recorded());
+    let best = select([group])
+        .ok()
+        .and_then(|w| w.into_values().next())
+        .map(|w| w.index);
+    list.iter()
+        .map(|c| {
+            if !c.cell.is_recorded() {
+                return if to_take(c) {
+                    " (to take over)".into()
+                } else {
+                    String::new()
+                };
+            }
+            let dev = dev_accuracy(c).map_or("no dev accuracy".into(), |a| format!("dev {a:.1}"));
+            let pick = match (best == Some(c.index), complete) {
+                (true, true) => ", selected",
+                (true, false) => ", best so far",
+                _ => "",
+            };
+            format!(" (recorded, {dev}{pick})")
+        })
+        .collect()
+}
+
 /// `repro <target> --tune`: phase 1, selection, phase 2, then `tuning.csv`, the notes in the
 /// final records and the rendering (module docs).
 pub fn run(
@@ -876,10 +906,12 @@ pub fn run(
                     .as_ref()
                     .is_some_and(|source| source_holds(source, c))
         };
-        for (key, list) in &groups {
-            for c in list {
+        for group in &groups {
+            let (key, list) = group;
+            let marks = dry_run_marks(group, to_take);
+            for (c, mark) in list.iter().zip(marks) {
                 println!(
-                    "  candidate {}/{} of {} {}: {}{}",
+                    "  candidate {}/{} of {} {}: {}{mark}",
                     c.index + 1,
                     list.len(),
                     key.0,
@@ -889,13 +921,6 @@ pub fn run(
                         .map(|(k, v)| format!("{k}={v}"))
                         .collect::<Vec<_>>()
                         .join(" "),
-                    if c.cell.is_recorded() {
-                        " (recorded)"
-                    } else if to_take(c) {
-                        " (to take over)"
-                    } else {
-                        ""
-                    }
                 );
             }
         }
@@ -1737,6 +1762,36 @@ mod tests {
                 .join(format!("runs/{task}__dp-zopo__eps4__seed2.json"))
                 .exists());
         }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `--tune --dry-run` shows each recorded candidate's dev accuracy and the pick: `best so
+    /// far` while a candidate of its group is unrecorded, `selected` once all are.
+    #[test]
+    fn dry_run_marks_dev_accuracy_and_the_pick() {
+        let dir = world::scratch("dry-marks");
+        let spec = world::spec(&dir, "t", world::GRID_AB_DPZERO, world::PRESET_P);
+        let runs = spec.runs("p").unwrap();
+        let args = world::args(&dir, &["--tune"]);
+        let out = crate::target::results_dir(&args.out, "t", "p");
+        let marks = || {
+            let (_, groups) = super::candidates(&spec, "p", &runs, &out, "m").unwrap();
+            groups
+                .iter()
+                .map(|g| super::dry_run_marks(g, |_| false))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(marks(), [["", ""], ["", ""]]);
+        tune_source(&dir, &spec, &["A"]);
+        // Fabricated dev accuracy: 50 + 1000 lr, so 1e-4 wins.
+        let a = [" (recorded, dev 50.0)", " (recorded, dev 50.1, selected)"];
+        assert_eq!(marks(), [a, ["", ""]]);
+        let (_, groups) = super::candidates(&spec, "p", &runs, &out, "m").unwrap();
+        std::fs::remove_file(&groups[0].1[1].cell.record).unwrap();
+        assert_eq!(
+            marks(),
+            [[" (recorded, dev 50.0, best so far)", ""], ["", ""]]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
