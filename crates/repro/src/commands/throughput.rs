@@ -875,8 +875,16 @@ fn cell_steps(
                 timed_step(step, &mut carried, &mut recent)?;
             };
             // Warm while a step fits before the start with room to spare, then wait for it:
-            // every process begins its first timed step at the same instant.
-            while unix_now() + 1.5 * recent.slowest() < start {
+            // every process begins its first timed step at the same instant. A cell of a joint
+            // group that steps once more than its partners, which already wait for the start,
+            // waits for their forwards first, up to the group's patience (the larger of
+            // PATIENCE and three step intervals: trainer/src/optim/paired.rs), so it steps only
+            // with room for that wait too.
+            let hold = |slowest: f64| match &group {
+                Some(_) => PATIENCE.as_secs_f64().max(3.0 * slowest),
+                None => 0.0,
+            };
+            while unix_now() + 1.5 * recent.slowest() + hold(recent.slowest()) < start {
                 step += 1;
                 timed_step(step, &mut carried, &mut recent)?;
             }
