@@ -47,6 +47,11 @@ fn preset_command(preset: &str, out: &Path, extra: &[&str]) -> Command {
     cmd
 }
 
+/// Runs [`preset_command`] to its end.
+fn run_preset(preset: &str, out: &Path, extra: &[&str]) -> Output {
+    preset_command(preset, out, extra).output().unwrap()
+}
+
 /// The record of cell `stem` of table2 preset `preset` under the results folder `out`.
 fn record(out: &Path, preset: &str, stem: &str) -> serde_json::Value {
     let path = out.join(format!("table2/{preset}/runs/{stem}.json"));
@@ -320,13 +325,11 @@ fn a_killed_workers_cell_is_resumed_from_its_checkpoint_by_the_next_worker() {
 #[test]
 fn cells_run_jointly_equal_cells_run_one_at_a_time() {
     let refused = scratch("joint-refused");
-    let output = preset_command(
+    let output = run_preset(
         "tiny-joint",
         &refused,
         &["--device", "cpu", "--joint-cells", "2"],
-    )
-    .output()
-    .unwrap();
+    );
     assert!(!output.status.success());
     assert!(
         text(&output)
@@ -336,13 +339,11 @@ fn cells_run_jointly_equal_cells_run_one_at_a_time() {
     );
     let paired = ["--device", "cpu", "--zo-forward", "paired"];
     let joint = scratch("joint");
-    let output = preset_command(
+    let output = run_preset(
         "tiny-joint",
         &joint,
         &[&paired[..], &["--joint-cells", "2"]].concat(),
-    )
-    .output()
-    .unwrap();
+    );
     let joint_log = text(&output);
     assert!(output.status.success(), "{joint_log}");
     let per_forward: f64 = joint_log
@@ -354,9 +355,7 @@ fn cells_run_jointly_equal_cells_run_one_at_a_time() {
         .unwrap_or_else(|| panic!("no joint forwards line:\n{joint_log}"));
     assert!(per_forward > 1.0, "{joint_log}");
     let alone = scratch("joint-alone");
-    let output = preset_command("tiny-joint", &alone, &paired)
-        .output()
-        .unwrap();
+    let output = run_preset("tiny-joint", &alone, &paired);
     assert!(output.status.success(), "{}", text(&output));
     let read = |dir: &Path, stem: &str| record(dir, "tiny-joint", stem);
     for stem in STEMS.iter().filter(|s| s.contains("dpzero")) {
@@ -388,23 +387,19 @@ fn cells_run_jointly_equal_cells_run_one_at_a_time() {
 #[test]
 fn tuning_workers_finish_one_tasks_finals_before_the_next_tasks_candidates() {
     let out = scratch("tune-workers");
-    let output = preset_command(
+    let output = run_preset(
         "tiny-tune",
         &out,
         &["--tune", "--device", "cpu", "--jobs-per-gpu", "2"],
-    )
-    .output()
-    .unwrap();
+    );
     let log = text(&output);
     assert!(output.status.success(), "{log}");
-    let line_of = |needle: &str| {
-        let found: Vec<usize> = log
-            .lines()
+    let line_of = |needle: &str| -> Vec<usize> {
+        log.lines()
             .enumerate()
             .filter(|(_, l)| l.contains(needle))
             .map(|(i, _)| i)
-            .collect();
-        found
+            .collect()
     };
     for task in ["SST-2", "TREC"] {
         let candidates = line_of(&format!("{task}__dpzero__eps8__seed13: dev accuracy"));

@@ -880,11 +880,11 @@ fn cell_steps(
             // waits for their forwards first, up to the group's patience (the larger of
             // PATIENCE and three step intervals: trainer/src/optim/paired.rs), so it steps only
             // with room for that wait too.
-            let hold = |slowest: f64| match &group {
-                Some(_) => PATIENCE.as_secs_f64().max(3.0 * slowest),
-                None => 0.0,
+            let room = |slowest: f64| match &group {
+                Some(_) => 1.5 * slowest + PATIENCE.as_secs_f64().max(3.0 * slowest),
+                None => 1.5 * slowest,
             };
-            while unix_now() + 1.5 * recent.slowest() + hold(recent.slowest()) < start {
+            while unix_now() + room(recent.slowest()) < start {
                 step += 1;
                 timed_step(step, &mut carried, &mut recent)?;
             }
