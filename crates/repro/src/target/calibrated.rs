@@ -8,10 +8,18 @@
 //! calibration still carries a label bias that a correction needing no training data removes;
 //! one that falls had none left to remove. Calibrated zero-shot has no row (its `test` is
 //! already calibrated), and records written before the field existed are left out.
+//!
+//! `over_calibrated_zero_shot.csv` asks the converse: how much of a trained method's gain over
+//! zero-shot is more than label-bias removal. Per (task, method, ε) it gives the gain over
+//! zero-shot, split into calibration's share (calibrated − plain zero-shot, needing no training
+//! data) and the rest (method − calibrated zero-shot), the rest with the 95% CI of `stats`,
+//! paired by test example. Zero-shot is deterministic: when its calibrated records agree on
+//! every seed (one shared test file), every seed of the method is paired with that one
+//! evaluation; otherwise seed by seed.
 
 use super::record::CellRecord;
 use super::stats::{self, SeedSample};
-use super::summary::{by_cell, cell_columns, outcomes_of, write_table};
+use super::summary::{by_cell, cell_columns, outcomes_of, write_table, SummaryRow};
 use anyhow::{Context, Result};
 use std::path::Path;
 
@@ -113,6 +121,172 @@ pub fn write_csv(rows: &[CalibratedRow], path: &Path) -> Result<bool> {
     write_table(path, &header, rows)
 }
 
+/// The method whose `test` evaluation is contextually calibrated zero-shot.
+pub const CALIBRATED_ZERO_SHOT: &str = "zero-shot-calibrated";
+/// Plain zero-shot: the prompt as it is, no training, no calibration.
+pub const ZERO_SHOT: &str = "zero-shot";
+
+/// One trained (task, method, ε) against zero-shot and calibrated zero-shot on the same test set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OverCalibratedRow {
+    pub task: String,
+    pub method: String,
+    pub epsilon: Option<f64>,
+    /// Seeds of the method paired with a calibrated zero-shot evaluation.
+    pub n_seeds: usize,
+    /// The method's mean test accuracy over those seeds.
+    pub test: f64,
+    /// Plain zero-shot's test accuracy, when the task has a fixed one.
+    pub zero_shot: Option<f64>,
+    /// Calibrated zero-shot's mean test accuracy over the paired seeds.
+    pub zero_shot_calibrated: f64,
+    /// Mean over seeds of method − calibrated zero-shot.
+    pub over_calibrated: f64,
+    /// Its 95% CI; `None` with one seed.
+    pub ci: Option<(f64, f64)>,
+}
+
+/// A zero-shot evaluation per seed of one task: fixed when every seed gave the same accuracy
+/// and the same per-example outcomes.
+struct Reference<'a> {
+    row: &'a SummaryRow,
+    fixed: bool,
+}
+
+impl<'a> Reference<'a> {
+    fn new(row: &'a SummaryRow) -> Self {
+        let same_accuracy = row
+            .accuracies
+            .iter()
+            .all(|a| (a - row.accuracies[0]).abs() < 1e-9);
+        let same_outcomes = row.outcomes.iter().all(|o| *o == row.outcomes[0]);
+        Reference {
+            row,
+            fixed: same_accuracy && same_outcomes,
+        }
+    }
+
+    /// The evaluation that `seed` of a trained method is paired with.
+    fn for_seed(&self, seed: u64) -> Option<(f64, &Option<Vec<i8>>)> {
+        let i = if self.fixed {
+            0
+        } else {
+            self.row.seeds.iter().position(|&s| s == seed)?
+        };
+        Some((self.row.accuracies[i], &self.row.outcomes[i]))
+    }
+}
+
+/// `over_calibrated_zero_shot.csv`'s rows: every trained (task, method, ε) of `summary` whose
+/// task has a calibrated zero-shot evaluation, in `summary`'s order.
+pub fn over_calibrated_rows(summary: &[SummaryRow]) -> Result<Vec<OverCalibratedRow>> {
+    let reference = |task: &str, method: &str| {
+        summary
+            .iter()
+            .find(|r| r.task == task && r.method == method && r.epsilon.is_none())
+            .map(Reference::new)
+    };
+    let mut out = Vec::new();
+    for row in summary {
+        if row.method == ZERO_SHOT || row.method == CALIBRATED_ZERO_SHOT {
+            continue;
+        }
+        let Some(calibrated) = reference(&row.task, CALIBRATED_ZERO_SHOT) else {
+            continue;
+        };
+        let mut values = Vec::new();
+        let mut references = Vec::new();
+        let mut examples: Option<Vec<Vec<i8>>> = Some(Vec::new());
+        for ((seed, accuracy), outcomes) in row.seeds.iter().zip(&row.accuracies).zip(&row.outcomes)
+        {
+            let Some((reference_accuracy, reference_outcomes)) = calibrated.for_seed(*seed) else {
+                continue;
+            };
+            values.push(accuracy - reference_accuracy);
+            references.push(reference_accuracy);
+            examples = match (examples, outcomes, reference_outcomes) {
+                (Some(mut e), Some(x), Some(y)) if x.len() == y.len() => {
+                    e.push(x.iter().zip(y).map(|(p, q)| p - q).collect());
+                    Some(e)
+                }
+                _ => None,
+            };
+        }
+        if values.is_empty() {
+            continue;
+        }
+        let n = values.len() as f64;
+        let mean = |xs: &[f64]| xs.iter().sum::<f64>() / n;
+        let over_calibrated = mean(&values);
+        let zero_shot_calibrated = mean(&references);
+        let ci = stats::interval(&SeedSample {
+            values: values.clone(),
+            examples,
+        })
+        .with_context(|| {
+            format!(
+                "{} {}: test accuracy − calibrated zero-shot",
+                row.task, row.method
+            )
+        })?
+        .map(|iv| (iv.low, iv.high));
+        let zero_shot = reference(&row.task, ZERO_SHOT)
+            .filter(|r| r.fixed)
+            .map(|r| r.row.accuracies[0]);
+        out.push(OverCalibratedRow {
+            task: row.task.clone(),
+            method: row.method.clone(),
+            epsilon: row.epsilon,
+            n_seeds: values.len(),
+            test: over_calibrated + zero_shot_calibrated,
+            zero_shot,
+            zero_shot_calibrated,
+            over_calibrated,
+            ci,
+        });
+    }
+    Ok(out)
+}
+
+/// Write `over_calibrated_zero_shot.csv`: the gain over zero-shot (`over_zero_shot`), the part
+/// of it calibration alone gives (`calibration`), and the rest with its CI. Nothing when no task
+/// has a calibrated zero-shot evaluation.
+pub fn write_over_calibrated_csv(rows: &[OverCalibratedRow], path: &Path) -> Result<bool> {
+    let header = [
+        "task",
+        "method",
+        "epsilon",
+        "n_seeds",
+        "test",
+        "zero_shot",
+        "zero_shot_calibrated",
+        "over_zero_shot",
+        "calibration",
+        "over_calibrated",
+        "ci_low",
+        "ci_high",
+    ];
+    let fmt = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_default();
+    let rows = rows
+        .iter()
+        .map(|r| {
+            let mut row = cell_columns(&r.task, &r.method, r.epsilon, r.n_seeds);
+            row.extend([
+                format!("{:.2}", r.test),
+                fmt(r.zero_shot),
+                format!("{:.2}", r.zero_shot_calibrated),
+                fmt(r.zero_shot.map(|z| r.test - z)),
+                fmt(r.zero_shot.map(|z| r.zero_shot_calibrated - z)),
+                format!("{:.2}", r.over_calibrated),
+                fmt(r.ci.map(|c| c.0)),
+                fmt(r.ci.map(|c| c.1)),
+            ]);
+            row
+        })
+        .collect();
+    write_table(path, &header, rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +329,97 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(r.ci, Some((want.low, want.high)));
+    }
+
+    /// A record of `method` (`None`: non-private) on `seed` whose plain test evaluation is
+    /// `correct`, its accuracy in `test_accuracy` as the trainer writes it.
+    fn scored(method: &str, epsilon: Option<f64>, seed: u64, correct: &str) -> CellRecord {
+        let hits = correct.chars().filter(|&c| c == '1').count() as f64;
+        let accuracy = hits / correct.len() as f64;
+        CellRecord {
+            method: method.into(),
+            epsilon,
+            test_accuracy: 100.0 * accuracy,
+            ..crate::target::record::test_record(
+                seed,
+                serde_json::json!({ "test": { "accuracy": accuracy, "correct": correct } }),
+            )
+        }
+    }
+
+    /// Calibrated zero-shot gives the same 2/4 on both its seeds, so each of DPZero's three
+    /// seeds is paired with it (seed 3 too, which zero-shot never ran): 75 − 50, 100 − 50 and
+    /// 50 − 50 points; the CI is `stats`' over those per-example differences. Plain zero-shot's
+    /// 1/4 splits the gain over zero-shot (75 − 25 = 50) into calibration's 25 and the rest's 25.
+    #[test]
+    fn a_fixed_calibrated_zero_shot_is_paired_with_every_seed() {
+        let records = [
+            scored(CALIBRATED_ZERO_SHOT, None, 1, "1100"),
+            scored(CALIBRATED_ZERO_SHOT, None, 2, "1100"),
+            scored(ZERO_SHOT, None, 1, "1000"),
+            scored(ZERO_SHOT, None, 2, "1000"),
+            scored("dpzero", Some(4.0), 1, "1110"),
+            scored("dpzero", Some(4.0), 2, "1111"),
+            scored("dpzero", Some(4.0), 3, "1100"),
+        ];
+        let rows = over_calibrated_rows(&crate::target::summary::summarise(&records)).unwrap();
+        assert_eq!(
+            rows.len(),
+            1,
+            "zero-shot rows are references, not rows: {rows:?}"
+        );
+        let r = &rows[0];
+        assert_eq!((r.method.as_str(), r.n_seeds), ("dpzero", 3));
+        assert!((r.over_calibrated - 25.0).abs() < 1e-9);
+        assert!((r.test - 75.0).abs() < 1e-9);
+        assert_eq!(r.zero_shot, Some(25.0));
+        assert!((r.zero_shot_calibrated - 50.0).abs() < 1e-9);
+        let want = stats::interval(&SeedSample {
+            values: vec![25.0, 50.0, 0.0],
+            examples: Some(vec![vec![0, 0, 1, 0], vec![0, 0, 1, 1], vec![0, 0, 0, 0]]),
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(r.ci, Some((want.low, want.high)));
+        let dir = crate::target::test_scratch("over-calibrated");
+        let path = dir.join("over_calibrated_zero_shot.csv");
+        assert!(write_over_calibrated_csv(&rows, &path).unwrap());
+        let text = std::fs::read_to_string(&path).unwrap();
+        let line = text.lines().nth(1).unwrap();
+        assert!(
+            line.starts_with("SST-2,dpzero,4,3,75.00,25.00,50.00,50.00,25.00,25.00,"),
+            "{line}"
+        );
+    }
+
+    /// Calibrated zero-shot that differs between seeds is paired seed by seed: DPZero's seed 3
+    /// has no partner, and plain zero-shot, never run here, leaves its columns empty.
+    #[test]
+    fn a_calibrated_zero_shot_that_varies_is_paired_seed_by_seed() {
+        let records = [
+            scored(CALIBRATED_ZERO_SHOT, None, 1, "1100"),
+            scored(CALIBRATED_ZERO_SHOT, None, 2, "1000"),
+            scored("dpzero", Some(4.0), 1, "1110"),
+            scored("dpzero", Some(4.0), 2, "1111"),
+            scored("dpzero", Some(4.0), 3, "1100"),
+        ];
+        let rows = over_calibrated_rows(&crate::target::summary::summarise(&records)).unwrap();
+        let r = &rows[0];
+        assert_eq!(r.n_seeds, 2);
+        assert!((r.over_calibrated - 50.0).abs() < 1e-9, "(25 + 75) / 2");
+        assert!((r.zero_shot_calibrated - 37.5).abs() < 1e-9);
+        assert_eq!(r.zero_shot, None);
+    }
+
+    /// A task without a calibrated zero-shot evaluation has no row.
+    #[test]
+    fn no_calibrated_zero_shot_no_row() {
+        let records = [
+            scored(ZERO_SHOT, None, 1, "1000"),
+            scored("dpzero", Some(4.0), 1, "1110"),
+        ];
+        let rows = over_calibrated_rows(&crate::target::summary::summarise(&records)).unwrap();
+        assert!(rows.is_empty(), "{rows:?}");
     }
 
     #[test]

@@ -608,6 +608,13 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
     if calibrated::write_csv(&calibrated::rows(&records)?, &dir.join("calibrated.csv"))? {
         println!("wrote {}", dir.join("calibrated.csv").display());
     }
+    let over_calibrated = dir.join("over_calibrated_zero_shot.csv");
+    if calibrated::write_over_calibrated_csv(
+        &calibrated::over_calibrated_rows(&rows)?,
+        &over_calibrated,
+    )? {
+        println!("wrote {}", over_calibrated.display());
+    }
     let losses = train_loss::rows(&records, &dir.join("runs"))?;
     if train_loss::write_csv(&losses, &dir.join("train_loss.csv"))? {
         println!("wrote {}", dir.join("train_loss.csv").display());
