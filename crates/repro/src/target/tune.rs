@@ -852,6 +852,80 @@ fn dry_run_marks(group: &Group, to_take: impl Fn(&Candidate) -> bool) -> Vec<Str
         .collect()
 }
 
+/// Writes what the selections decided, from the records: each recorded final's [`TuningNote`]
+/// (the procedure ε behind it) and `tuning.csv`'s rows of the `written` groups (the rows of
+/// other groups are kept). `groups` are all the call's groups (a variant's base is looked up
+/// there). Idempotent: a record whose note is already right is not rewritten, and a worker
+/// process that repeats it writes the same notes and rows. It runs after each task's finals,
+/// so a call that is cut short (a time limit) leaves every finished task's ledger complete.
+#[allow(clippy::too_many_arguments)]
+fn record_selections(
+    spec: &Spec,
+    preset_name: &str,
+    dir: &Path,
+    groups: &[Group],
+    written: &[Group],
+    winners: &BTreeMap<GroupKey, &Candidate>,
+    finals: &[Cell],
+    tuning_seed: u64,
+) -> Result<()> {
+    let at = at_epsilon(spec.preset(preset_name)?)?;
+    let mut notes = BTreeMap::new();
+    for cell in finals {
+        let own = group_of(&cell.run);
+        let key = tuning_key(&cell.run, at);
+        let (Some(winner), Some((_, list))) =
+            (winners.get(&key), groups.iter().find(|(k, _)| *k == key))
+        else {
+            continue;
+        };
+        if !cell.is_recorded() {
+            continue;
+        }
+        let mut record = CellRecord::read(&cell.record)?;
+        let source = (own != key).then(|| TuningSource {
+            target: spec.meta.target.clone(),
+            preset: preset_name.to_string(),
+            task: key.0.clone(),
+            method: key.1.clone(),
+            epsilon: key.2.map(f64::from_bits),
+            winner_folder: winner.folder.clone(),
+        });
+        let base = base_group(spec, groups, &key);
+        let note = note_for(&record, &cell.hash, tuning_seed, list, winner, source, base)?;
+        if cell.run.seed == tuning_seed {
+            notes.insert(own, note.clone());
+        }
+        if record.tuning.as_ref() != Some(&note) {
+            record.tuning = Some(note);
+            record.write(&cell.record)?;
+        }
+    }
+    // A --seeds filter without the tuning seed: the group's row values come from the tuning
+    // seed's final record, when it has one for the same winner.
+    for cell in finals {
+        let own = group_of(&cell.run);
+        if notes.contains_key(&own) {
+            continue;
+        }
+        let stem = RunSpec {
+            seed: tuning_seed,
+            ..cell.run.clone()
+        }
+        .stem();
+        let path = dir.join("runs").join(format!("{stem}.json"));
+        let winner = winners.get(&tuning_key(&cell.run, at));
+        if let (true, Some(winner)) = (path.exists(), winner) {
+            if let Some(note) = CellRecord::read(&path)?.tuning {
+                if note.selected_settings == serde_json::to_value(&winner.overrides)? {
+                    notes.insert(own, note);
+                }
+            }
+        }
+    }
+    write_tuning_csv(dir, written, winners, &notes, at)
+}
+
 /// `repro <target> --tune`: phase 1, selection, phase 2, then `tuning.csv`, the notes in the
 /// final records and the rendering (module docs).
 pub fn run(
@@ -1020,6 +1094,18 @@ pub fn run(
         if !parallel {
             // With workers, each worker has run phase 2 itself.
             failures.extend(execute(args, &stage_finals, runner, policy)?);
+            // This task's ledger now, not at the call's end, which a time limit may not reach.
+            let written: Vec<Group> = stage_groups().cloned().collect();
+            record_selections(
+                spec,
+                preset_name,
+                dir,
+                &groups,
+                &written,
+                &stage_winners,
+                &stage_finals,
+                tuning_seed,
+            )?;
         }
         finals.extend(stage_finals);
         winners.extend(stage_winners);
@@ -1027,60 +1113,16 @@ pub fn run(
     if g.worker {
         return Ok(false);
     }
-    let mut notes = BTreeMap::new();
-    for cell in &finals {
-        let own = group_of(&cell.run);
-        let key = tuning_key(&cell.run, at);
-        let (Some(winner), Some((_, list))) =
-            (winners.get(&key), groups.iter().find(|(k, _)| *k == key))
-        else {
-            continue;
-        };
-        if !cell.is_recorded() {
-            continue;
-        }
-        let mut record = CellRecord::read(&cell.record)?;
-        let source = (own != key).then(|| TuningSource {
-            target: spec.meta.target.clone(),
-            preset: preset_name.to_string(),
-            task: key.0.clone(),
-            method: key.1.clone(),
-            epsilon: key.2.map(f64::from_bits),
-            winner_folder: winner.folder.clone(),
-        });
-        let base = base_group(spec, &groups, &key);
-        let note = note_for(&record, &cell.hash, tuning_seed, list, winner, source, base)?;
-        if cell.run.seed == tuning_seed {
-            notes.insert(own, note.clone());
-        }
-        if record.tuning.as_ref() != Some(&note) {
-            record.tuning = Some(note);
-            record.write(&cell.record)?;
-        }
-    }
-    // A --seeds filter without the tuning seed: the group's row values come from the tuning
-    // seed's final record, when it has one for the same winner.
-    for cell in &finals {
-        let own = group_of(&cell.run);
-        if notes.contains_key(&own) {
-            continue;
-        }
-        let stem = RunSpec {
-            seed: tuning_seed,
-            ..cell.run.clone()
-        }
-        .stem();
-        let path = dir.join("runs").join(format!("{stem}.json"));
-        let winner = winners.get(&tuning_key(&cell.run, at));
-        if let (true, Some(winner)) = (path.exists(), winner) {
-            if let Some(note) = CellRecord::read(&path)?.tuning {
-                if note.selected_settings == serde_json::to_value(&winner.overrides)? {
-                    notes.insert(own, note);
-                }
-            }
-        }
-    }
-    write_tuning_csv(dir, &groups, &winners, &notes, at)?;
+    record_selections(
+        spec,
+        preset_name,
+        dir,
+        &groups,
+        &groups,
+        &winners,
+        &finals,
+        tuning_seed,
+    )?;
     for (key, list) in &groups {
         let Some(winner) = winners.get(key) else {
             continue;
@@ -1714,6 +1756,74 @@ mod tests {
         let order: Vec<&str> = runner.tasks.iter().map(String::as_str).collect();
         assert_eq!(order, ["A", "A", "A", "B", "B", "B"]);
         assert_eq!(runner.calls[2].2, 1e-4, "{:?}", runner.calls);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Each task's ledger is written when its finals end, before the next task's first run:
+    /// when task B starts, every final record of task A carries its tuning note (the procedure
+    /// ε) and `tuning.csv` lists A's candidates. A call cut short in B (a time limit) therefore
+    /// leaves A's privacy accounting complete, not only once the whole call returns.
+    #[test]
+    fn a_tasks_ledger_is_written_before_the_next_task_starts() {
+        use crate::target::record::CellRecord;
+        use crate::target::spec::RunSpec;
+        use crate::target::CellRunner;
+        use std::path::{Path, PathBuf};
+        struct Watching {
+            inner: world::Runner,
+            out: PathBuf,
+            /// At B's first run: (A's final records, how many carry a note, tuning.csv lists A).
+            at_b: Option<(usize, usize, bool)>,
+        }
+        impl CellRunner for Watching {
+            fn model_name(&self) -> String {
+                self.inner.model_name()
+            }
+            fn device_name(&self) -> String {
+                self.inner.device_name()
+            }
+            fn run(
+                &mut self,
+                spec: &RunSpec,
+                config: &serde_json::Value,
+                checkpoint_dir: &Path,
+            ) -> anyhow::Result<CellRecord> {
+                if spec.task == "B" && self.at_b.is_none() {
+                    let finals: Vec<CellRecord> = std::fs::read_dir(self.out.join("runs"))?
+                        .filter_map(|e| {
+                            let path = e.ok()?.path();
+                            let name = path.file_name()?.to_str()?.to_string();
+                            (name.starts_with("A__") && name.ends_with(".json"))
+                                .then(|| CellRecord::read(&path).unwrap())
+                        })
+                        .collect();
+                    let noted = finals.iter().filter(|r| r.tuning.is_some()).count();
+                    let listed = std::fs::read_to_string(self.out.join("tuning.csv"))
+                        .is_ok_and(|t| t.lines().any(|l| l.starts_with("A,dpzero,4,")));
+                    self.at_b = Some((finals.len(), noted, listed));
+                }
+                self.inner.run(spec, config, checkpoint_dir)
+            }
+        }
+        let dir = world::scratch("ledger-per-task");
+        let spec = world::spec(&dir, "t", world::GRID_AB_DPZERO, world::PRESET_P);
+        let args = world::args(&dir, &["--tune"]);
+        let out = crate::target::results_dir(&args.out, "t", "p");
+        std::fs::create_dir_all(out.join("runs")).unwrap();
+        let mut runner = Watching {
+            inner: world::Runner::default(),
+            out: out.clone(),
+            at_b: None,
+        };
+        let runs = spec.runs("p").unwrap();
+        assert!(super::run(&args, &spec, "p", &out, &runs, &mut runner).unwrap());
+        let (finals, noted, listed) = runner.at_b.expect("task B ran");
+        assert!(finals >= 2, "A's finals on both seeds: {finals}");
+        assert_eq!(
+            noted, finals,
+            "A's final records without a tuning note when B started"
+        );
+        assert!(listed, "tuning.csv had no row of A's group when B started");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
