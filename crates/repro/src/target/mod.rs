@@ -592,6 +592,18 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
     if records.is_empty() {
         bail!("no run record in {}", dir.join("runs").display());
     }
+    let unnoted = tune::unnoted_records(spec, preset_name, &records)?;
+    if !unnoted.is_empty() {
+        eprintln!(
+            "warning: {} records of methods this preset tunes carry no tuning note, so no \
+             procedure ε (run untuned, or by a --tune call cut short; `repro {} --preset \
+             {preset_name} --tune` with the same filters writes the notes and reruns nothing \
+             recorded): {}",
+            unnoted.len(),
+            spec.meta.target,
+            unnoted.join(", ")
+        );
+    }
     let model_run = records[0].model.clone();
     let rows = summary::summarise(&records);
     summary::write_csv(&rows, &dir.join("summary.csv"))?;

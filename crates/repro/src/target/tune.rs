@@ -926,6 +926,24 @@ fn record_selections(
     write_tuning_csv(dir, written, winners, &notes, at)
 }
 
+/// The stems of `records` whose method the preset tunes (it has a search space) but which
+/// carry no [`TuningNote`], so no procedure ε: run untuned, or finals of a `--tune` call cut
+/// short before its ledger was written.
+pub fn unnoted_records(
+    spec: &Spec,
+    preset_name: &str,
+    records: &[CellRecord],
+) -> Result<Vec<String>> {
+    let preset = spec.preset(preset_name)?;
+    let mut out = Vec::new();
+    for r in records {
+        if r.tuning.is_none() && spec.tune_space(preset, &r.method)?.is_some() {
+            out.push(r.stem());
+        }
+    }
+    Ok(out)
+}
+
 /// `repro <target> --tune`: phase 1, selection, phase 2, then `tuning.csv`, the notes in the
 /// final records and the rendering (module docs).
 pub fn run(
@@ -1824,6 +1842,34 @@ mod tests {
             "A's final records without a tuning note when B started"
         );
         assert!(listed, "tuning.csv had no row of A's group when B started");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// After `--tune`, no tuned record lacks its note; a record stripped of it is named.
+    #[test]
+    fn records_without_a_tuning_note_are_named() {
+        let dir = world::scratch("unnoted");
+        let spec = world::spec(&dir, "t", world::GRID_AB_DPZERO, world::PRESET_P);
+        tune_source(&dir, &spec, &["A"]);
+        let args = world::args(&dir, &["--tune"]);
+        let runs_dir = crate::target::results_dir(&args.out, "t", "p").join("runs");
+        let read = || {
+            crate::target::record::read_all_checked(&runs_dir)
+                .unwrap()
+                .0
+        };
+        assert_eq!(
+            super::unnoted_records(&spec, "p", &read()).unwrap(),
+            Vec::<String>::new()
+        );
+        let path = runs_dir.join("A__dpzero__eps4__seed2.json");
+        let mut record = crate::target::record::CellRecord::read(&path).unwrap();
+        assert!(record.tuning.take().is_some());
+        record.write(&path).unwrap();
+        assert_eq!(
+            super::unnoted_records(&spec, "p", &read()).unwrap(),
+            ["A__dpzero__eps4__seed2"]
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
