@@ -97,6 +97,16 @@ fn losses(r: &CellRecord, runs_dir: &Path) -> Result<Option<Vec<f64>>> {
     Ok(losses.filter(|l| !l.is_empty()))
 }
 
+/// The mean logged training loss over the first and over the last sixth of the steps of `r`,
+/// read from `runs_dir` (the windows of `train_loss.csv`); `None` when it logged fewer than six.
+/// A last value above the first says the run's loss rose: it diverged or never learned.
+pub fn first_and_last(r: &CellRecord, runs_dir: &Path) -> Result<Option<(f64, f64)>> {
+    Ok(losses(r, runs_dir)?
+        .as_deref()
+        .and_then(ends)
+        .map(|e| (e.start, e.end)))
+}
+
 /// `train_loss.csv`'s rows, per (task, method, ε) in the records' order; records read from
 /// `runs_dir`.
 pub fn rows(records: &[CellRecord], runs_dir: &Path) -> Result<Vec<TrainLossRow>> {

@@ -229,6 +229,17 @@ fn dev_accuracy(c: &Candidate) -> Option<f64> {
     CellRecord::read(&c.cell.record).ok()?.dev_accuracy
 }
 
+/// The mean training loss over the first and the last sixth of the run recorded at `path`
+/// ([`super::train_loss::first_and_last`]): shown beside a candidate's dev accuracy so that a
+/// run that diverged is seen, never used by the selection (the losses are un-noised
+/// diagnostics). `None` when the record is missing, unreadable or logged no losses.
+fn loss_ends(path: &Path) -> Option<(f64, f64)> {
+    let record = CellRecord::read(path).ok()?;
+    super::train_loss::first_and_last(&record, path.parent()?)
+        .ok()
+        .flatten()
+}
+
 /// The selected candidate of each group (highest dev accuracy, earliest on ties).
 pub fn select<'a>(
     groups: impl IntoIterator<Item = &'a Group>,
@@ -618,9 +629,14 @@ fn write_tuning_csv(
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(TUNING_CSV_COLUMNS)?;
     let fmt = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v:.4}"));
+    let loss = |path: &Path| {
+        let ends = loss_ends(path);
+        (fmt(ends.map(|e| e.0)), fmt(ends.map(|e| e.1)))
+    };
     for (key, list) in groups {
         let note = notes.get(key);
         for c in list {
+            let (first, last) = loss(&c.cell.record);
             w.write_record([
                 key.0.clone(),
                 key.1.clone(),
@@ -638,6 +654,8 @@ fn write_tuning_csv(
                     Some(w) if w.index == c.index => edge_of(list, w),
                     _ => String::new(),
                 },
+                first.clone(),
+                last.clone(),
             ])?;
         }
         // Candidates of a space since narrowed: listed (they ran and are composed), never selected.
@@ -650,6 +668,7 @@ fn write_tuning_csv(
                 .unwrap_or_default();
             let settings = folder.split("__").skip(1).collect::<Vec<_>>().join(" ");
             let dev = CellRecord::read(&path)?.dev_accuracy;
+            let (off_first, off_last) = loss(&path);
             w.write_record([
                 key.0.clone(),
                 key.1.clone(),
@@ -664,6 +683,8 @@ fn write_tuning_csv(
                 note.map_or(String::new(), |n| n.runs_composed.to_string()),
                 fmt(note.and_then(|n| n.epsilon_procedure_random_k)),
                 String::new(),
+                off_first,
+                off_last,
             ])?;
         }
         let Some(winner) = winners.get(key) else {
@@ -692,6 +713,8 @@ fn write_tuning_csv(
                 fmt(note.epsilon_procedure),
                 note.runs_composed.to_string(),
                 fmt(note.epsilon_procedure_random_k),
+                String::new(),
+                String::new(),
                 String::new(),
             ])?;
         }
@@ -746,7 +769,7 @@ fn edge_of(list: &[Candidate], winner: &Candidate) -> String {
 }
 
 /// The columns of `tuning.csv`.
-const TUNING_CSV_COLUMNS: [&str; 12] = [
+const TUNING_CSV_COLUMNS: [&str; 14] = [
     "task",
     "method",
     "epsilon",
@@ -759,6 +782,8 @@ const TUNING_CSV_COLUMNS: [&str; 12] = [
     "runs_composed",
     "epsilon_procedure_random_k",
     "at_edge",
+    "train_loss_first",
+    "train_loss_last",
 ];
 
 /// The rows of an existing `tuning.csv` whose (task, method, ε) group is not in `written`,
@@ -847,7 +872,13 @@ fn dry_run_marks(group: &Group, to_take: impl Fn(&Candidate) -> bool) -> Vec<Str
                 (true, false) => ", best so far",
                 _ => "",
             };
-            format!(" (recorded, {dev}{pick})")
+            let rose = match loss_ends(&c.cell.record) {
+                Some((first, last)) if last > first => {
+                    format!(", training loss rose {first:.2} -> {last:.2}")
+                }
+                _ => String::new(),
+            };
+            format!(" (recorded, {dev}{pick}{rose})")
         })
         .collect()
 }
@@ -1873,6 +1904,57 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A candidate whose training loss rose over its run is marked so by `--dry-run`,
+    /// and `tuning.csv` gives every candidate's first- and last-sixth training loss; neither
+    /// changes the selection, which stays dev accuracy's.
+    #[test]
+    fn a_diverged_candidate_is_shown_with_its_training_loss() {
+        let dir = world::scratch("diverged");
+        let spec = world::spec(&dir, "t", world::GRID_AB_DPZERO, world::PRESET_P);
+        tune_source(&dir, &spec, &["A"]);
+        let runs = spec.runs("p").unwrap();
+        let args = world::args(&dir, &["--tune"]);
+        let out = crate::target::results_dir(&args.out, "t", "p");
+        let (_, groups) = super::candidates(&spec, "p", &runs, &out, "m").unwrap();
+        // The winner (1e-4, dev 50.1) logs 12 losses rising from 1.0 to 2.1: first sixth
+        // (1.0 + 1.1) / 2 = 1.05, last sixth (2.0 + 2.1) / 2 = 2.05.
+        let winner = &groups[0].1[1].cell.record;
+        let mut record = crate::target::record::CellRecord::read(winner).unwrap();
+        let steps: Vec<_> = (0..12)
+            .map(|i| serde_json::json!({"step": i + 1, "loss": 1.0 + 0.1 * i as f64}))
+            .collect();
+        record.trainer["steps"] = serde_json::Value::Array(steps);
+        record.write(winner).unwrap();
+        let marks = super::dry_run_marks(&groups[0], |_| false);
+        assert_eq!(
+            marks,
+            [
+                " (recorded, dev 50.0)",
+                " (recorded, dev 50.1, selected, training loss rose 1.05 -> 2.05)"
+            ]
+        );
+        tune_source(&dir, &spec, &["A"]);
+        let csv = std::fs::read_to_string(out.join("tuning.csv")).unwrap();
+        let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+        let row: Vec<&str> = csv
+            .lines()
+            .find(|l| l.starts_with("A,dpzero,4,1,"))
+            .unwrap()
+            .split(',')
+            .collect();
+        let at = |name: &str| row[header.iter().position(|h| *h == name).unwrap()];
+        assert_eq!(
+            (
+                at("selected"),
+                at("train_loss_first"),
+                at("train_loss_last")
+            ),
+            ("true", "1.0500", "2.0500"),
+            "{csv}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A group whose every candidate failed (DP-ZOPO here) runs no finals, but the other
     /// groups' finals and the next task still run, and the call fails naming the group.
     #[test]
@@ -2339,14 +2421,16 @@ mod tests {
         // [1e-5, 1e-4], and only its row says so.
         let selected: Vec<&str> = after_b.lines().filter(|l| l.contains(",true,")).collect();
         assert_eq!(selected.len(), 2, "{after_b}");
+        // `at_edge` is the twelfth column.
+        let at_edge = |row: &str| row.split(',').nth(11).unwrap_or("missing").to_string();
         for row in &selected {
-            assert!(row.ends_with(",learning_rate=top"), "{row}");
+            assert_eq!(at_edge(row), "learning_rate=top", "{row}");
         }
         assert!(
             after_b
                 .lines()
                 .filter(|l| l.contains(",false,"))
-                .all(|l| l.ends_with(',')),
+                .all(|l| at_edge(l).is_empty()),
             "{after_b}"
         );
         // Task A's rows are carried over unchanged, and a second call over B does not repeat B.
