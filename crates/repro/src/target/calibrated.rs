@@ -287,6 +287,78 @@ pub fn write_over_calibrated_csv(rows: &[OverCalibratedRow], path: &Path) -> Res
     write_table(path, &header, rows)
 }
 
+/// `comparison.md`'s section on the claims whose two methods both fail to beat calibrated
+/// zero-shot: for each method-difference claim with a CI (`a - b` at one ε), when neither side's
+/// `over_calibrated` CI lies above 0. Such a claim compares two methods that have learned
+/// nothing measurable beyond label-bias removal, so its verdict, whichever it is, says little
+/// about the methods. `None` when no claim has a CI or no task has calibrated zero-shot.
+pub fn render_claims_against_calibration(
+    claims: &[super::compare::Claim],
+    over: &[OverCalibratedRow],
+) -> Option<String> {
+    let side = |task: &str, method: &str, epsilon: &str| {
+        over.iter().find(|r| {
+            r.task == task
+                && r.method == method
+                && r.epsilon.map(|e| e.to_string()).unwrap_or_default() == epsilon
+        })
+    };
+    let beats = |r: &OverCalibratedRow| r.ci.is_some_and(|(low, _)| low > 0.0);
+    let shown = |r: &OverCalibratedRow| match r.ci {
+        Some((low, high)) => format!(
+            "{} {:+.1} [{low:+.1}, {high:+.1}]",
+            r.method, r.over_calibrated
+        ),
+        None => format!("{} {:+.1} (one seed)", r.method, r.over_calibrated),
+    };
+    let mut considered = 0;
+    let mut lines = Vec::new();
+    for c in claims.iter().filter(|c| c.ci.is_some()) {
+        let Some((a, b)) = c.claim.split_once(" - ") else {
+            continue;
+        };
+        if a.contains(':') {
+            continue; // an ε claim (`method: eps8 - eps2`), not two methods
+        }
+        let (Some(ra), Some(rb)) = (side(&c.task, a, &c.epsilon), side(&c.task, b, &c.epsilon))
+        else {
+            continue;
+        };
+        considered += 1;
+        if !beats(ra) && !beats(rb) {
+            lines.push(format!(
+                "- {} {} (ε {}): {}; {}",
+                c.task,
+                c.claim,
+                c.epsilon,
+                shown(ra),
+                shown(rb)
+            ));
+        }
+    }
+    if considered == 0 {
+        return None;
+    }
+    let mut s = String::from(
+        "## Claims between methods that do not beat calibrated zero-shot\n\n\
+         Content-free calibration of the zero-shot prompt needs no training and no private data. \
+         Each line is a claim with a CI whose two methods both fail to exceed it (each method \
+         minus calibrated zero-shot, 95% CI paired by test example, \
+         `over_calibrated_zero_shot.csv`): the claim compares methods that have learned nothing \
+         measurable beyond label-bias removal, so its verdict stands but says little about them.\n\n",
+    );
+    if lines.is_empty() {
+        s.push_str(&format!(
+            "None: in each of the {considered} claims at least one method exceeds calibrated \
+             zero-shot.\n"
+        ));
+    } else {
+        s.push_str(&lines.join("\n"));
+        s.push('\n');
+    }
+    Some(s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -409,6 +481,55 @@ mod tests {
         assert!((r.over_calibrated - 50.0).abs() < 1e-9, "(25 + 75) / 2");
         assert!((r.zero_shot_calibrated - 37.5).abs() < 1e-9);
         assert_eq!(r.zero_shot, None);
+    }
+
+    /// Of two claims with a CI, the one whose sides both fail to beat calibrated zero-shot is
+    /// listed; one where a side beats it, and a claim without a CI, are not.
+    #[test]
+    fn claims_whose_sides_do_not_beat_calibration_are_listed() {
+        let over = |task: &str, method: &str, ci: (f64, f64)| OverCalibratedRow {
+            task: task.into(),
+            method: method.into(),
+            epsilon: Some(4.0),
+            n_seeds: 5,
+            test: 40.0,
+            zero_shot: None,
+            zero_shot_calibrated: 40.0,
+            over_calibrated: (ci.0 + ci.1) / 2.0,
+            ci: Some(ci),
+        };
+        let rows = [
+            over("SST-5", "dp-zoso", (-3.0, 3.0)),
+            over("SST-5", "dpzero", (-2.9, 3.3)),
+            over("TREC", "dp-zoso", (31.9, 43.2)),
+            over("TREC", "dpzero", (37.1, 48.7)),
+        ];
+        let claim = |task: &str, ci: Option<(f64, f64)>| crate::target::compare::Claim {
+            claim: "dp-zoso - dpzero".into(),
+            task: task.into(),
+            epsilon: "4".into(),
+            paper_delta: Some(-4.0),
+            ours_delta: Some(0.0),
+            ci,
+            n_seeds: 5,
+            verdict: crate::target::compare::Verdict::NotTestable,
+            why: String::new(),
+            sample: None,
+        };
+        let claims = [
+            claim("SST-5", Some((-1.7, 1.3))),
+            claim("TREC", Some((-8.3, -2.4))),
+            claim("SNLI", None),
+        ];
+        let text = render_claims_against_calibration(&claims, &rows).unwrap();
+        assert!(
+            text.contains("- SST-5 dp-zoso - dpzero (ε 4): dp-zoso +0.0 [-3.0, +3.0]; dpzero +0.2 [-2.9, +3.3]"),
+            "{text}"
+        );
+        assert!(!text.contains("- TREC"), "{text}");
+        let none = render_claims_against_calibration(&claims[1..], &rows).unwrap();
+        assert!(none.contains("None: in each of the 1 claims"), "{none}");
+        assert!(render_claims_against_calibration(&claims[2..], &rows).is_none());
     }
 
     /// A task without a calibrated zero-shot evaluation has no row.

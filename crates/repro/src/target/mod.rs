@@ -621,10 +621,8 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
         println!("wrote {}", dir.join("calibrated.csv").display());
     }
     let over_calibrated = dir.join("over_calibrated_zero_shot.csv");
-    if calibrated::write_over_calibrated_csv(
-        &calibrated::over_calibrated_rows(&rows)?,
-        &over_calibrated,
-    )? {
+    let over_calibrated_rows = calibrated::over_calibrated_rows(&rows)?;
+    if calibrated::write_over_calibrated_csv(&over_calibrated_rows, &over_calibrated)? {
         println!("wrote {}", over_calibrated.display());
     }
     let losses = train_loss::rows(&records, &dir.join("runs"))?;
@@ -677,6 +675,11 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
         md = md + "\n" + &section;
     }
     md = md + "\n" + &precision;
+    if let Some(section) =
+        calibrated::render_claims_against_calibration(&claims, &over_calibrated_rows)
+    {
+        md = md + "\n" + &section;
+    }
     let comparison = dir.join("comparison.md");
     atomic_file::write(&comparison, md)
         .with_context(|| format!("writing {}", comparison.display()))?;
