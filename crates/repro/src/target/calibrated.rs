@@ -19,7 +19,7 @@
 
 use super::record::CellRecord;
 use super::stats::{self, SeedSample};
-use super::summary::{by_cell, cell_columns, outcomes_of, write_table, SummaryRow};
+use super::summary::{by_cell, cell_row, outcomes_of, points, write_cell_table, SummaryRow};
 use anyhow::{Context, Result};
 use std::path::Path;
 
@@ -92,34 +92,20 @@ pub fn rows(records: &[CellRecord]) -> Result<Vec<CalibratedRow>> {
 
 /// Write `calibrated.csv`; nothing when no record has a calibrated test evaluation.
 pub fn write_csv(rows: &[CalibratedRow], path: &Path) -> Result<bool> {
-    let header = [
-        "task",
-        "method",
-        "epsilon",
-        "n_seeds",
-        "test_raw",
-        "test_calibrated",
-        "delta",
-        "ci_low",
-        "ci_high",
-    ];
-    let fmt = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_default();
-    let rows = rows
-        .iter()
-        .map(|r| {
-            let mut row = cell_columns(&r.task, &r.method, r.epsilon, r.n_seeds);
-            row.extend([
-                format!("{:.2}", r.raw),
-                format!("{:.2}", r.calibrated),
-                format!("{:.2}", r.delta),
-                fmt(r.ci.map(|c| c.0)),
-                fmt(r.ci.map(|c| c.1)),
-            ]);
-            row
-        })
-        .collect();
-    write_table(path, &header, rows)
+    let columns = ["test_raw", "test_calibrated", "delta", "ci_low", "ci_high"];
+    write_cell_table(path, &columns, rows, |r| {
+        vec![
+            points(Some(r.raw)),
+            points(Some(r.calibrated)),
+            points(Some(r.delta)),
+            points(r.ci.map(|c| c.0)),
+            points(r.ci.map(|c| c.1)),
+        ]
+    })
 }
+
+cell_row!(CalibratedRow);
+cell_row!(OverCalibratedRow);
 
 /// The method whose `test` evaluation is contextually calibrated zero-shot.
 pub const CALIBRATED_ZERO_SHOT: &str = "zero-shot-calibrated";
@@ -252,11 +238,7 @@ pub fn over_calibrated_rows(summary: &[SummaryRow]) -> Result<Vec<OverCalibrated
 /// of it calibration alone gives (`calibration`), and the rest with its CI. Nothing when no task
 /// has a calibrated zero-shot evaluation.
 pub fn write_over_calibrated_csv(rows: &[OverCalibratedRow], path: &Path) -> Result<bool> {
-    let header = [
-        "task",
-        "method",
-        "epsilon",
-        "n_seeds",
+    let columns = [
         "test",
         "zero_shot",
         "zero_shot_calibrated",
@@ -266,25 +248,18 @@ pub fn write_over_calibrated_csv(rows: &[OverCalibratedRow], path: &Path) -> Res
         "ci_low",
         "ci_high",
     ];
-    let fmt = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_default();
-    let rows = rows
-        .iter()
-        .map(|r| {
-            let mut row = cell_columns(&r.task, &r.method, r.epsilon, r.n_seeds);
-            row.extend([
-                format!("{:.2}", r.test),
-                fmt(r.zero_shot),
-                format!("{:.2}", r.zero_shot_calibrated),
-                fmt(r.zero_shot.map(|z| r.test - z)),
-                fmt(r.zero_shot.map(|z| r.zero_shot_calibrated - z)),
-                format!("{:.2}", r.over_calibrated),
-                fmt(r.ci.map(|c| c.0)),
-                fmt(r.ci.map(|c| c.1)),
-            ]);
-            row
-        })
-        .collect();
-    write_table(path, &header, rows)
+    write_cell_table(path, &columns, rows, |r| {
+        vec![
+            points(Some(r.test)),
+            points(r.zero_shot),
+            points(Some(r.zero_shot_calibrated)),
+            points(r.zero_shot.map(|z| r.test - z)),
+            points(r.zero_shot.map(|z| r.zero_shot_calibrated - z)),
+            points(Some(r.over_calibrated)),
+            points(r.ci.map(|c| c.0)),
+            points(r.ci.map(|c| c.1)),
+        ]
+    })
 }
 
 /// `comparison.md`'s section on the claims whose two methods both fail to beat calibrated

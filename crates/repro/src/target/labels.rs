@@ -9,7 +9,7 @@
 //! `n_seeds` counts the seeds used).
 
 use super::record::CellRecord;
-use super::summary::{by_cell, cell_columns, write_table};
+use super::summary::{by_cell, cell_row, points, write_cell_table};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -136,31 +136,18 @@ pub fn label_rows(records: &[CellRecord]) -> Result<Vec<LabelRow>> {
 
 /// Write `labels.csv`; nothing when no record carries its labels.
 pub fn write_csv(rows: &[LabelRow], path: &Path) -> Result<bool> {
-    let header = [
-        "task",
-        "method",
-        "epsilon",
-        "n_seeds",
-        "label",
-        "gold_share",
-        "predicted_share",
-        "recall",
-    ];
-    let rows = rows
-        .iter()
-        .map(|r| {
-            let mut row = cell_columns(&r.task, &r.method, r.epsilon, r.n_seeds);
-            row.extend([
-                r.label.to_string(),
-                format!("{:.2}", r.gold_share),
-                format!("{:.2}", r.predicted_share),
-                r.recall.map(|x| format!("{x:.2}")).unwrap_or_default(),
-            ]);
-            row
-        })
-        .collect();
-    write_table(path, &header, rows)
+    let columns = ["label", "gold_share", "predicted_share", "recall"];
+    write_cell_table(path, &columns, rows, |r| {
+        vec![
+            r.label.to_string(),
+            points(Some(r.gold_share)),
+            points(Some(r.predicted_share)),
+            points(r.recall),
+        ]
+    })
 }
+
+cell_row!(LabelRow);
 
 #[cfg(test)]
 mod tests {

@@ -177,14 +177,68 @@ pub fn by_cell<T>(
     Ok(groups)
 }
 
-/// The leading columns of a per-cell table: task, method, ε (empty when non-private), seeds.
-pub fn cell_columns(task: &str, method: &str, epsilon: Option<f64>, n_seeds: usize) -> Vec<String> {
-    vec![
-        task.to_string(),
-        method.to_string(),
-        epsilon.map(|e| e.to_string()).unwrap_or_default(),
-        n_seeds.to_string(),
-    ]
+/// A row of a per-cell table (`calibrated.csv`, `labels.csv`, …): the (task, method, ε) it
+/// describes and over how many seeds.
+pub trait CellRow {
+    fn task(&self) -> &str;
+    fn method(&self) -> &str;
+    fn epsilon(&self) -> Option<f64>;
+    fn n_seeds(&self) -> usize;
+}
+
+/// Implements [`CellRow`] for a struct with the fields `task`, `method`, `epsilon`, `n_seeds`.
+macro_rules! cell_row {
+    ($row:ty) => {
+        impl $crate::target::summary::CellRow for $row {
+            fn task(&self) -> &str {
+                &self.task
+            }
+            fn method(&self) -> &str {
+                &self.method
+            }
+            fn epsilon(&self) -> Option<f64> {
+                self.epsilon
+            }
+            fn n_seeds(&self) -> usize {
+                self.n_seeds
+            }
+        }
+    };
+}
+pub(crate) use cell_row;
+
+/// Writes a per-cell table atomically: task, method, ε (empty when non-private) and seeds, then
+/// `columns` with each row's `values`. Nothing, and `false`, when `rows` is empty.
+pub fn write_cell_table<R: CellRow>(
+    path: &Path,
+    columns: &[&str],
+    rows: &[R],
+    values: impl Fn(&R) -> Vec<String>,
+) -> Result<bool> {
+    let header: Vec<&str> = ["task", "method", "epsilon", "n_seeds"]
+        .iter()
+        .chain(columns)
+        .copied()
+        .collect();
+    let rows = rows
+        .iter()
+        .map(|r| {
+            let mut row = vec![
+                r.task().to_string(),
+                r.method().to_string(),
+                r.epsilon().map(|e| e.to_string()).unwrap_or_default(),
+                r.n_seeds().to_string(),
+            ];
+            row.extend(values(r));
+            row
+        })
+        .collect();
+    write_table(path, &header, rows)
+}
+
+/// A value in points with two decimals, empty when absent: the per-cell tables' format.
+pub fn points(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.2}")).unwrap_or_default()
 }
 
 /// Write a CSV table (`header`, then `rows`) atomically; nothing, and `false`, when `rows` is

@@ -16,7 +16,7 @@
 
 use super::record::{CellRecord, SIDECAR_FIELD, STEPS_FIELD};
 use super::stats::{self, SeedSample};
-use super::summary::{by_cell, cell_columns, write_table};
+use super::summary::{by_cell, cell_row, write_cell_table};
 use anyhow::{Context, Result};
 use std::path::Path;
 
@@ -143,11 +143,7 @@ pub fn rows(records: &[CellRecord], runs_dir: &Path) -> Result<Vec<TrainLossRow>
 
 /// Write `train_loss.csv`; nothing, and `false`, when no record logged its losses.
 pub fn write_csv(rows: &[TrainLossRow], path: &Path) -> Result<bool> {
-    let header = [
-        "task",
-        "method",
-        "epsilon",
-        "n_seeds",
+    let columns = [
         "steps",
         "window",
         "loss_start",
@@ -160,27 +156,23 @@ pub fn write_csv(rows: &[TrainLossRow], path: &Path) -> Result<bool> {
         "drop_ci_high",
     ];
     let fmt = |x: f64| format!("{x:.4}");
-    let rows = rows
-        .iter()
-        .map(|r| {
-            let mut row = cell_columns(&r.task, &r.method, r.epsilon, r.n_seeds);
-            row.extend([
-                r.steps.to_string(),
-                r.window.to_string(),
-                fmt(r.loss_start),
-                fmt(r.loss_end),
-                r.ci_end.map(|c| fmt(c.0)).unwrap_or_default(),
-                r.ci_end.map(|c| fmt(c.1)).unwrap_or_default(),
-                fmt(r.loss_before_end),
-                fmt(r.drop_end),
-                r.ci_drop.map(|c| fmt(c.0)).unwrap_or_default(),
-                r.ci_drop.map(|c| fmt(c.1)).unwrap_or_default(),
-            ]);
-            row
-        })
-        .collect();
-    write_table(path, &header, rows)
+    write_cell_table(path, &columns, rows, |r| {
+        vec![
+            r.steps.to_string(),
+            r.window.to_string(),
+            fmt(r.loss_start),
+            fmt(r.loss_end),
+            r.ci_end.map(|c| fmt(c.0)).unwrap_or_default(),
+            r.ci_end.map(|c| fmt(c.1)).unwrap_or_default(),
+            fmt(r.loss_before_end),
+            fmt(r.drop_end),
+            r.ci_drop.map(|c| fmt(c.0)).unwrap_or_default(),
+            r.ci_drop.map(|c| fmt(c.1)).unwrap_or_default(),
+        ]
+    })
 }
+
+cell_row!(TrainLossRow);
 
 #[cfg(test)]
 mod tests {
