@@ -7,9 +7,55 @@
 #   stage.sh receive-m               .gpu-xfer-m/: part-m (the next bytes), when three calls are needed
 #   stage.sh receive-b               .gpu-xfer-b/: part-b (the rest), smol.sha256, data.txz (a
 #                                    folder holding lm-bff/ and superglue/), optionally bundle/
+#   stage.sh pack DATA_DIR           here, not on the host: fills those folders from the GGUF
+#                                    ($DPZO_ASSETS_DIR or .assets), DATA_DIR and .gpu-bundle/
+#                                    (scripts/gpu-bundle.sh), each part sized to what the checkout
+#                                    leaves of a call's 64 MiB, and says which calls to make
 # Then scripts/gpu/campaign.sh, throughput.sh, … use /root/dpzo-gpu/{assets,data,bundle/bin/repro}.
 set -u
 cd "$(dirname "$0")/../.."
+if [ "${1:-}" = pack ]; then
+  set -eo pipefail
+  data=${2:?usage: stage.sh pack DATA_DIR (holding lm-bff/ and superglue/)}
+  gguf=${DPZO_ASSETS_DIR:-.assets}/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+  [ -f "$gguf" ] || { echo "no GGUF at $gguf: run scripts/setup.sh" >&2; exit 2; }
+  [ -x .gpu-bundle/bin/repro ] || { echo "no .gpu-bundle/bin/repro: run scripts/gpu-bundle.sh" >&2; exit 2; }
+  # What travels besides the carried folder: tracked files and untracked ones git does not
+  # ignore. The device tool's count ran up to about 2 MB above this sum, hence the margin.
+  beside=$(git ls-files -z --cached --others --exclude-standard | xargs -0 cat | wc -c)
+  room=$((64 * 1024 * 1024 - beside - 2500000))
+  rm -rf .gpu-xfer-a .gpu-xfer-m .gpu-xfer-b
+  mkdir -p .gpu-xfer-a .gpu-xfer-b
+  cp -r .gpu-bundle .gpu-xfer-a/bundle
+  # The LM-BFF splits of every seed the presets run, and SuperGLUE.
+  (cd "$data" && tar cJf - lm-bff/k-shot-1k-test/*/512-{13,21,42,87,100} superglue) >.gpu-xfer-b/data.txz
+  sha256sum "$gguf" | cut -d' ' -f1 >.gpu-xfer-b/smol.sha256
+  total=$(stat -c %s "$gguf")
+  a=$((room - $(du -sb .gpu-xfer-a/bundle | cut -f1)))
+  b_room=$((room - $(stat -c %s .gpu-xfer-b/data.txz) - 100))
+  m=$((total - a - b_room))
+  [ "$m" -lt 0 ] && m=0
+  [ "$a" -gt 0 ] && [ "$m" -le "$room" ] || {
+    echo "the GGUF does not fit three calls beside a $beside-byte checkout" >&2
+    exit 3
+  }
+  dd if="$gguf" of=.gpu-xfer-a/part-a bs=4M iflag=count_bytes count="$a" status=none
+  parts=(.gpu-xfer-a/part-a)
+  if [ "$m" -gt 0 ]; then
+    mkdir -p .gpu-xfer-m
+    dd if="$gguf" of=.gpu-xfer-m/part-m bs=4M iflag=skip_bytes,count_bytes skip="$a" count="$m" status=none
+    parts+=(.gpu-xfer-m/part-m)
+  fi
+  dd if="$gguf" of=.gpu-xfer-b/part-b bs=4M iflag=skip_bytes skip=$((a + m)) status=none
+  parts+=(.gpu-xfer-b/part-b)
+  [ "$(cat "${parts[@]}" | sha256sum | cut -d' ' -f1)" = "$(cat .gpu-xfer-b/smol.sha256)" ] ||
+    { echo "the parts do not join to the GGUF" >&2; exit 4; }
+  echo "checkout $beside bytes; each call may carry $room more"
+  du -sb .gpu-xfer-*
+  echo "calls: stage.sh receive-a (carry .gpu-xfer-a)$([ "$m" -gt 0 ] &&
+    echo ', stage.sh receive-m (carry .gpu-xfer-m)'), stage.sh receive-b (carry .gpu-xfer-b)"
+  exit 0
+fi
 keep=/root/dpzo-gpu            # survives between calls while the machine stays warm
 OUT=${OUT:-/tmp/out}
 mkdir -p "$keep" "$OUT"
@@ -49,5 +95,5 @@ case "${1:-}" in
     take_bundle .gpu-xfer-b
     "$keep/bundle/bin/repro" device 2>&1 | tee "$OUT/device.txt"
     ;;
-  *) echo "usage: stage.sh receive-a [reference] | receive-m | receive-b" >&2; exit 2 ;;
+  *) echo "usage: stage.sh receive-a [reference] | receive-m | receive-b | pack DATA_DIR" >&2; exit 2 ;;
 esac

@@ -654,8 +654,8 @@ fn write_tuning_csv(
                     Some(w) if w.index == c.index => edge_of(list, w),
                     _ => String::new(),
                 },
-                first.clone(),
-                last.clone(),
+                first,
+                last,
             ])?;
         }
         // Candidates of a space since narrowed: listed (they ran and are composed), never selected.
