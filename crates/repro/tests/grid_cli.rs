@@ -381,6 +381,46 @@ fn cells_run_jointly_equal_cells_run_one_at_a_time() {
     }
 }
 
+/// A `--tune` worker process writes each task's ledger itself (the parent that starts workers
+/// writes it only at the call's end, which a time limit may cut off): one worker run alone, as
+/// a parent would start it, leaves every final record with its tuning note and `tuning.csv`
+/// with both tasks' candidates.
+#[test]
+fn a_tuning_worker_writes_each_tasks_ledger_itself() {
+    let out = scratch("tune-worker-ledger");
+    let output = run_preset(
+        "tiny-tune",
+        &out,
+        &["--tune", "--device", "cpu", "--worker"],
+    );
+    let log = text(&output);
+    assert!(output.status.success(), "{log}");
+    for task in ["SST-2", "TREC"] {
+        for seed in [13, 21] {
+            let rec = record(
+                &out,
+                "tiny-tune",
+                &format!("{task}__dpzero__eps8__seed{seed}"),
+            );
+            assert!(
+                rec["tuning"]["epsilon_procedure"]
+                    .as_f64()
+                    .is_some_and(|e| e > 8.0),
+                "{task} seed {seed}: no procedure ε in {rec}"
+            );
+        }
+    }
+    let csv = std::fs::read_to_string(out.join("table2/tiny-tune/tuning.csv")).unwrap();
+    for task in ["SST-2", "TREC"] {
+        let rows = csv
+            .lines()
+            .filter(|l| l.starts_with(&format!("{task},dpzero,8,")))
+            .count();
+        assert_eq!(rows, 2, "{task}'s two candidates in:\n{csv}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
 /// `--tune` with two worker processes over two tasks: every candidate and final is run once and
 /// recorded, and the workers tune task by task, so SST-2's final on seed 21 is recorded before
 /// any TREC candidate finishes (a call cut short keeps whole tasks).
