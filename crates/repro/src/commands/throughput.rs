@@ -19,7 +19,7 @@ use anyhow::{bail, Context, Result};
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Barrier};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use tch::{Device, Kind};
 use trainer::batch::Batch;
@@ -660,7 +660,7 @@ fn steps(args: StepsArgs) -> Result<()> {
         bail!("--cells 0: must be >= 1");
     }
     if args.cells == 1 {
-        let result = cell_steps(&args, 0, None, args.rendezvous.clone())?;
+        let result = cell_steps(&args, 0, None, args.rendezvous.clone(), None)?;
         println!("{}", serde_json::to_string(&result)?);
         return Ok(());
     }
@@ -670,18 +670,17 @@ fn steps(args: StepsArgs) -> Result<()> {
             args.cells
         );
     }
-    // The cells meet like processes do: in --rendezvous, or in a folder of their own.
-    let own_meeting = match &args.rendezvous {
-        Some(_) => None,
-        None => {
-            let dir = std::env::temp_dir().join(format!("dpzo-cells-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            Some(dir)
-        }
-    };
-    let meeting = args.rendezvous.clone().or(own_meeting.clone());
+    // With --rendezvous the cells meet the other processes' cells there, like processes do.
+    // Alone, they start their window together at a barrier: no file protocol, and no cell can
+    // start late because a scheduler delayed it past a start time computed in advance.
+    let meeting = args.rendezvous.clone();
+    let together = meeting
+        .is_none()
+        .then(|| Arc::new(Barrier::new(args.cells)));
     let mut args = args;
-    args.parties = args.parties.or(Some(args.cells));
+    if meeting.is_some() {
+        args.parties = args.parties.or(Some(args.cells));
+    }
     let group = Arc::new(ForwardGroup::new(args.cells, PATIENCE)?);
     let args = &args;
     let results: Vec<Result<StepsResult>> = std::thread::scope(|scope| {
@@ -689,7 +688,8 @@ fn steps(args: StepsArgs) -> Result<()> {
             .map(|cell| {
                 let group = group.clone();
                 let meeting = meeting.clone();
-                scope.spawn(move || cell_steps(args, cell, Some(group), meeting))
+                let together = together.clone();
+                scope.spawn(move || cell_steps(args, cell, Some(group), meeting, together))
             })
             .collect();
         handles
@@ -700,9 +700,6 @@ fn steps(args: StepsArgs) -> Result<()> {
             })
             .collect()
     });
-    if let Some(dir) = own_meeting {
-        let _ = std::fs::remove_dir_all(dir);
-    }
     let results: Vec<StepsResult> = results.into_iter().collect::<Result<_>>()?;
     let first = &results[0];
     let n = results.len() as f64;
@@ -740,6 +737,7 @@ fn cell_steps(
     cell: usize,
     group: Option<Arc<ForwardGroup>>,
     meeting: Option<PathBuf>,
+    together: Option<Arc<Barrier>>,
 ) -> Result<StepsResult> {
     let compute: Compute = args.compute.parse().map_err(anyhow::Error::msg)?;
     let s = setup(&args.run, args.method.name())?;
@@ -894,7 +892,14 @@ fn cell_steps(
             }
             start
         }
-        _ => unix_now(),
+        _ => {
+            // A cell waiting here no longer steps; a partner's joint forward waits for it at
+            // most the group's patience, then runs alone, so every cell reaches the barrier.
+            if let Some(barrier) = &together {
+                barrier.wait();
+            }
+            unix_now()
+        }
     };
     let started_late = unix_now() > start_at + 1.0;
     eprintln!(
