@@ -58,6 +58,16 @@ fn record(out: &Path, preset: &str, stem: &str) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
+/// The tuning note of preset `tiny-tune`'s final record of DPZero on `task` and `seed`.
+fn tiny_tune_note(out: &Path, task: &str, seed: u64) -> serde_json::Value {
+    record(
+        out,
+        "tiny-tune",
+        &format!("{task}__dpzero__eps8__seed{seed}"),
+    )["tuning"]
+        .clone()
+}
+
 fn text(output: &Output) -> String {
     format!(
         "{}{}",
@@ -397,16 +407,10 @@ fn a_tuning_worker_writes_each_tasks_ledger_itself() {
     assert!(output.status.success(), "{log}");
     for task in ["SST-2", "TREC"] {
         for seed in [13, 21] {
-            let rec = record(
-                &out,
-                "tiny-tune",
-                &format!("{task}__dpzero__eps8__seed{seed}"),
-            );
+            let note = tiny_tune_note(&out, task, seed);
             assert!(
-                rec["tuning"]["epsilon_procedure"]
-                    .as_f64()
-                    .is_some_and(|e| e > 8.0),
-                "{task} seed {seed}: no procedure ε in {rec}"
+                note["epsilon_procedure"].as_f64().is_some_and(|e| e > 8.0),
+                "{task} seed {seed}: no procedure ε in {note}"
             );
         }
     }
@@ -455,12 +459,8 @@ fn tuning_workers_finish_one_tasks_finals_before_the_next_tasks_candidates() {
             "{task}: one final run (seed 13 adopted):\n{log}"
         );
         for seed in [13, 21] {
-            let rec = record(
-                &out,
-                "tiny-tune",
-                &format!("{task}__dpzero__eps8__seed{seed}"),
-            );
-            assert!(rec["tuning"]["selected_settings"].is_object(), "{rec}");
+            let note = tiny_tune_note(&out, task, seed);
+            assert!(note["selected_settings"].is_object(), "{note}");
         }
     }
     let sst2_final = line_of("SST-2__dpzero__eps8__seed21: test accuracy")[0];

@@ -394,6 +394,11 @@ mod tests {
         }
     }
 
+    /// `over_calibrated_zero_shot.csv`'s rows of `records`.
+    fn over(records: &[CellRecord]) -> Vec<OverCalibratedRow> {
+        over_calibrated_rows(&crate::target::summary::summarise(records)).unwrap()
+    }
+
     /// Calibrated zero-shot gives the same 2/4 on both its seeds, so each of DPZero's three
     /// seeds is paired with it (seed 3 too, which zero-shot never ran): 75 − 50, 100 − 50 and
     /// 50 − 50 points; the CI is `stats`' over those per-example differences. Plain zero-shot's
@@ -409,7 +414,7 @@ mod tests {
             scored("dpzero", Some(4.0), 2, "1111"),
             scored("dpzero", Some(4.0), 3, "1100"),
         ];
-        let rows = over_calibrated_rows(&crate::target::summary::summarise(&records)).unwrap();
+        let rows = over(&records);
         assert_eq!(
             rows.len(),
             1,
@@ -450,7 +455,7 @@ mod tests {
             scored("dpzero", Some(4.0), 2, "1111"),
             scored("dpzero", Some(4.0), 3, "1100"),
         ];
-        let rows = over_calibrated_rows(&crate::target::summary::summarise(&records)).unwrap();
+        let rows = over(&records);
         let r = &rows[0];
         assert_eq!(r.n_seeds, 2);
         assert!((r.over_calibrated - 50.0).abs() < 1e-9, "(25 + 75) / 2");
@@ -514,7 +519,7 @@ mod tests {
             scored(ZERO_SHOT, None, 1, "1000"),
             scored("dpzero", Some(4.0), 1, "1110"),
         ];
-        let rows = over_calibrated_rows(&crate::target::summary::summarise(&records)).unwrap();
+        let rows = over(&records);
         assert!(rows.is_empty(), "{rows:?}");
     }
 

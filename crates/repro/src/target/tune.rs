@@ -1143,35 +1143,26 @@ pub fn run(
         if !parallel {
             // With workers, each worker has run phase 2 itself.
             failures.extend(execute(args, &stage_finals, runner, policy)?);
-            // This task's ledger now, not at the call's end, which a time limit may not reach.
-            let written: Vec<Group> = stage_groups().cloned().collect();
-            record_selections(
-                spec,
-                preset_name,
-                dir,
-                &groups,
-                &written,
-                &stage_winners,
-                &stage_finals,
-                tuning_seed,
-            )?;
         }
+        // This stage's ledger now, not at the call's end, which a time limit may not reach
+        // (each worker writes its own; with workers, the parent's one stage is the whole call).
+        let written: Vec<Group> = stage_groups().cloned().collect();
+        record_selections(
+            spec,
+            preset_name,
+            dir,
+            &groups,
+            &written,
+            &stage_winners,
+            &stage_finals,
+            tuning_seed,
+        )?;
         finals.extend(stage_finals);
         winners.extend(stage_winners);
     }
     if g.worker {
         return Ok(false);
     }
-    record_selections(
-        spec,
-        preset_name,
-        dir,
-        &groups,
-        &groups,
-        &winners,
-        &finals,
-        tuning_seed,
-    )?;
     for (key, list) in &groups {
         let Some(winner) = winners.get(key) else {
             continue;
@@ -1876,14 +1867,27 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A world of tasks A and B (DPZero) in `name`'s scratch folder with task A tuned: the folder,
+    /// the spec and the results folder of target `t`, preset `p`.
+    fn tuned_a(
+        name: &str,
+    ) -> (
+        std::path::PathBuf,
+        crate::target::spec::Spec,
+        std::path::PathBuf,
+    ) {
+        let dir = world::scratch(name);
+        let spec = world::spec(&dir, "t", world::GRID_AB_DPZERO, world::PRESET_P);
+        tune_source(&dir, &spec, &["A"]);
+        let out = crate::target::results_dir(&world::args(&dir, &["--tune"]).out, "t", "p");
+        (dir, spec, out)
+    }
+
     /// After `--tune`, no tuned record lacks its note; a record stripped of it is named.
     #[test]
     fn records_without_a_tuning_note_are_named() {
-        let dir = world::scratch("unnoted");
-        let spec = world::spec(&dir, "t", world::GRID_AB_DPZERO, world::PRESET_P);
-        tune_source(&dir, &spec, &["A"]);
-        let args = world::args(&dir, &["--tune"]);
-        let runs_dir = crate::target::results_dir(&args.out, "t", "p").join("runs");
+        let (dir, spec, out) = tuned_a("unnoted");
+        let runs_dir = out.join("runs");
         let read = || {
             crate::target::record::read_all_checked(&runs_dir)
                 .unwrap()
@@ -1909,12 +1913,8 @@ mod tests {
     /// changes the selection, which stays dev accuracy's.
     #[test]
     fn a_diverged_candidate_is_shown_with_its_training_loss() {
-        let dir = world::scratch("diverged");
-        let spec = world::spec(&dir, "t", world::GRID_AB_DPZERO, world::PRESET_P);
-        tune_source(&dir, &spec, &["A"]);
+        let (dir, spec, out) = tuned_a("diverged");
         let runs = spec.runs("p").unwrap();
-        let args = world::args(&dir, &["--tune"]);
-        let out = crate::target::results_dir(&args.out, "t", "p");
         let (_, groups) = super::candidates(&spec, "p", &runs, &out, "m").unwrap();
         // The winner (1e-4, dev 50.1) logs 12 losses rising from 1.0 to 2.1: first sixth
         // (1.0 + 1.1) / 2 = 1.05, last sixth (2.0 + 2.1) / 2 = 2.05.
