@@ -181,3 +181,59 @@ fn an_inheriting_preset_without_table2_winners_refuses_naming_the_commands() {
     assert!(stderr.contains("never replaced by defaults"), "{stderr}");
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// `mini-compute` runs DPZero and DP-ZOPO with TF32 products at table2 mini's committed f32
+/// winners: each TF32 variant differs from its base's resolved configuration in `compute` alone,
+/// and the dry run names the f32 finals it would take over instead of planning them.
+#[test]
+fn the_precision_preset_changes_only_compute_and_takes_over_the_f32_finals() {
+    let run = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_repro"))
+            .current_dir(workspace())
+            .env_remove("DPZO_DATA_DIR")
+            .args(["ablations", "--preset", "mini-compute", "--device", "cpu"])
+            .args(["--dry-run"])
+            .args(extra)
+            .output()
+            .expect("the repro binary runs")
+    };
+    let output = run(&["--json"]);
+    common::assert_success(&output);
+    let doc: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let cells = doc["cells"].as_array().unwrap();
+    let config = |stem: &str| -> serde_json::Map<String, serde_json::Value> {
+        cells
+            .iter()
+            .find(|c| c["stem"] == stem)
+            .unwrap_or_else(|| panic!("no cell {stem}"))["config"]
+            .as_object()
+            .unwrap()
+            .clone()
+    };
+    for task in ["SST-2", "SST-5"] {
+        for (base, variant) in [("dpzero", "dpzero-tf32"), ("dp-zopo", "zopo-tf32")] {
+            let stem = |m: &str| format!("{task}__{m}__eps4__seed21");
+            let (mut f32_cfg, mut tf32_cfg) = (config(&stem(base)), config(&stem(variant)));
+            assert_eq!(tf32_cfg.remove("compute"), Some("tf32".into()));
+            assert_eq!(f32_cfg.remove("compute"), None, "f32 is the default");
+            // Apart from the method's own name, every training setting is the base's.
+            assert_eq!(tf32_cfg.remove("method"), Some(variant.into()));
+            assert_eq!(f32_cfg.remove("method"), Some(base.into()));
+            assert_eq!(tf32_cfg.remove("base_method"), Some(base.into()));
+            assert_eq!(f32_cfg.remove("base_method"), None);
+            assert_eq!(f32_cfg, tf32_cfg, "{task} {variant}");
+        }
+    }
+    let output = run(&[]);
+    common::assert_success(&output);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let taken = stdout
+        .lines()
+        .filter(|l| l.contains("(taken over from results/table2/mini/"))
+        .count();
+    assert_eq!(taken, 12, "{stdout}");
+    assert!(
+        stdout.contains("plan: 12 of 24 cells to run (0 recorded, 12 to take over"),
+        "{stdout}"
+    );
+}

@@ -524,13 +524,29 @@ fn execute_grid(
         None => all_cells,
     };
     if args.dry_run {
+        // Cells a run would take over from the tuning source are neither run nor planned.
+        let mut to_plan: Vec<&grid::Cell> = Vec::with_capacity(cells.len());
         for c in &cells {
-            let mark = if c.is_recorded() { " (recorded)" } else { "" };
+            let adoptable = inheritance
+                .as_ref()
+                .filter(|_| !args.rerun && !args.restart)
+                .and_then(|i| i.adoptable(c));
+            let mark = match &adoptable {
+                _ if c.is_recorded() => " (recorded)".to_string(),
+                Some(from) => format!(" (taken over from {})", from.display()),
+                None => String::new(),
+            };
             println!("  {}{mark}", c.run.stem());
+            if adoptable.is_none() {
+                to_plan.push(c);
+            }
         }
         let rates = timing::seconds_per_step(dir, &spec.preset(preset_name)?.device)?;
-        let cells: Vec<&grid::Cell> = cells.iter().collect();
-        println!("{}", timing::plan_line("plan", &cells, &rates));
+        let taken_over = cells.len() - to_plan.len();
+        println!(
+            "{}",
+            timing::plan_line("plan", &to_plan, taken_over, &rates)
+        );
         return Ok(());
     }
     if cells.is_empty() {

@@ -159,7 +159,13 @@ pub fn seconds_per_step(dir: &Path, device: &str) -> Result<BTreeMap<String, f64
 
 /// A dry run's plan: the cells still to run, their steps, and the device time they need at
 /// `rates` (seconds per step by method, [`seconds_per_step`]), naming the methods without one.
-pub fn plan_line(label: &str, cells: &[&Cell], rates: &BTreeMap<String, f64>) -> String {
+/// `taken_over` more cells of the grid, not among `cells`, take a tuning source's records.
+pub fn plan_line(
+    label: &str,
+    cells: &[&Cell],
+    taken_over: usize,
+    rates: &BTreeMap<String, f64>,
+) -> String {
     let to_run: Vec<&&Cell> = cells.iter().filter(|c| !c.is_recorded()).collect();
     let steps_of = |c: &Cell| c.config.get("steps").and_then(Value::as_u64).unwrap_or(0);
     let steps: u64 = to_run.iter().map(|c| steps_of(c)).sum();
@@ -175,10 +181,15 @@ pub fn plan_line(label: &str, cells: &[&Cell], rates: &BTreeMap<String, f64>) ->
             None => {}
         }
     }
+    let taken = if taken_over > 0 {
+        format!(", {taken_over} to take over from the tuning source")
+    } else {
+        String::new()
+    };
     let mut line = format!(
-        "{label}: {} of {} cells to run ({} recorded), {steps} steps",
+        "{label}: {} of {} cells to run ({} recorded{taken}), {steps} steps",
         to_run.len(),
-        cells.len(),
+        cells.len() + taken_over,
         cells.len() - to_run.len()
     );
     if timed > 0 {

@@ -1054,7 +1054,7 @@ pub fn run(
             .collect();
         println!(
             "{}",
-            super::timing::plan_line("plan, candidates", &cells, &rates)
+            super::timing::plan_line("plan, candidates", &cells, 0, &rates)
         );
         println!(
             "plan, finals: {} runs, each task's once its own candidates are selected (the \
@@ -1465,28 +1465,30 @@ impl Inheritance {
         Some((key, list, &list[*winner]))
     }
 
-    /// Cells without a record whose configuration is a source run's very configuration (the
-    /// winning candidate on the tuning seed, or the source's final run of the same stem) take
-    /// that run's record instead of running it again. Returns how many did.
+    /// The source record an unrecorded cell would take instead of running: a source run with
+    /// the cell's very configuration (the winning candidate on the tuning seed, or the source's
+    /// final run of the same stem). `None` for a recorded cell or one that must run.
+    pub fn adoptable(&self, cell: &Cell) -> Option<PathBuf> {
+        let (_, list, _) = self.group_of_cell(cell)?;
+        if cell.is_recorded() {
+            return None;
+        }
+        let source_final = self
+            .source_dir
+            .join("runs")
+            .join(format!("{}.json", cell.run.stem()));
+        list.iter()
+            .map(|c| c.cell.record.clone())
+            .chain(std::iter::once(source_final))
+            .find(|p| CellRecord::read(p).is_ok_and(|r| r.spec_hash == cell.hash))
+    }
+
+    /// Cells that are [`Self::adoptable`] take their source run's record instead of running it
+    /// again. Returns how many did.
     pub fn adopt(&self, cells: &[Cell]) -> Result<usize> {
         let mut adopted = 0;
         for cell in cells {
-            let Some((_, list, _)) = self.group_of_cell(cell) else {
-                continue;
-            };
-            if cell.is_recorded() {
-                continue;
-            }
-            let source_final = self
-                .source_dir
-                .join("runs")
-                .join(format!("{}.json", cell.run.stem()));
-            let from = list
-                .iter()
-                .map(|c| c.cell.record.clone())
-                .chain(std::iter::once(source_final))
-                .find(|p| CellRecord::read(p).is_ok_and(|r| r.spec_hash == cell.hash));
-            let Some(from) = from else {
+            let Some(from) = self.adoptable(cell) else {
                 continue;
             };
             if cell.record.exists() {
@@ -2122,7 +2124,22 @@ mod tests {
         // DPZero and DP-ZOPO are the source's very runs: taken over, not run again.
         let out = results_dir(&args.out, "abl", "p");
         let cells = grid::plan(&runs, &out, "m").unwrap();
+        // What a dry run shows: the four cells and the source record each would take.
+        let adoptable: Vec<(String, std::path::PathBuf)> = cells
+            .iter()
+            .filter_map(|c| Some((c.run.stem(), inheritance.adoptable(c)?)))
+            .collect();
+        assert_eq!(adoptable.len(), 4, "{adoptable:?}");
+        for (stem, from) in &adoptable {
+            assert!(stem.contains("__dpzero__") || stem.contains("__dp-zopo__"));
+            assert_eq!(read(from).spec_hash, {
+                let cell = cells.iter().find(|c| &c.run.stem() == stem).unwrap();
+                cell.hash.clone()
+            });
+        }
         assert_eq!(inheritance.adopt(&cells).unwrap(), 4);
+        // Once taken over, a cell is recorded: nothing is adoptable any more.
+        assert!(cells.iter().all(|c| inheritance.adoptable(c).is_none()));
         let mut runner = world::Runner::default();
         grid::execute(&cells, &mut runner, grid::Policy::from_flags(false, false)).unwrap();
         assert!(runner
