@@ -8,6 +8,10 @@
 #   mini_throughput.csv   model,compute,batch,cells_concurrent,steps_per_s_total,roofline_fraction
 #   throughput.log        everything printed, steps/*.json the per-process results
 #   provenance.json       the bundle's commit, GPU, driver, libtorch, date and this command's settings
+#   mini_kernels.csv      with PROFILE="tf32 f32": launches and kernel time per DPZero step by kind
+#                         of kernel (matrix products, attention, perturbation passes, ...), from an
+#                         Nsight Compute capture of one process per compute setting (`repro
+#                         throughput kernels`); ncu.tgz the raw captures
 #   DRAWS=0 WINDOW=15 CONFIGS="f32:1::padded f32:1 tf32:1::padded tf32:1 tf32:4:mps" scripts/gpu/throughput.sh
 set -u -o pipefail
 cd "$(dirname "$0")/../.."
@@ -76,6 +80,29 @@ for config in $CONFIGS; do
   [ "$sharing" = mps ] && mps_stop
   "$REPRO" throughput total "${mps[@]}" --out "$OUT/mini_throughput.csv" "${files[@]}" 2>&1 | tee -a "$log" || status=1
 done
+# Where a step's GPU time goes: ncu times every kernel of about 3 steps after 20000 launches
+# (model load and warm-up), one kernel at a time, without flushing caches or locking clocks, and
+# ends the process once they are captured. The sum per step, set against a step's wall time in
+# the configurations above, says how busy one process keeps the GPU.
+if [ -n "${PROFILE:-}" ]; then
+  NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -n 1)
+  if [ -z "$NCU" ]; then
+    echo "PROFILE: ncu not found" | tee -a "$log"; status=1
+  else
+    mkdir -p "$OUT/ncu"
+    rm -f "$OUT/mini_kernels.csv"
+    for compute in $PROFILE; do
+      echo "== kernels: dpzero, $compute, one process, sequential, packed (ncu)" | tee -a "$log"
+      timeout 240 "$NCU" --csv --metrics gpu__time_duration.sum --cache-control none \
+        --clock-control none --launch-skip 20000 --launch-count 4000 --kill yes \
+        "$REPRO" throughput steps --device cuda --compute "$compute" --seconds 200 \
+        >"$OUT/ncu/$compute.csv" 2>>"$log"
+      "$REPRO" throughput kernels --ncu "$OUT/ncu/$compute.csv" --label "$compute" \
+        --out "$OUT/mini_kernels.csv" 2>&1 | tee -a "$log" || status=1
+    done
+    tar czf "$OUT/ncu.tgz" -C "$OUT" ncu && rm -rf "$OUT/ncu"
+  fi
+fi
 echo "== mini_throughput.csv" | tee -a "$log"
 cat "$OUT/mini_throughput.csv" | tee -a "$log"
 # Kept on the host for campaign.sh's JOBS=auto in later calls.

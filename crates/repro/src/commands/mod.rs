@@ -8,6 +8,7 @@ pub mod device;
 pub mod eval;
 #[cfg(feature = "torch")]
 pub mod export_hf;
+pub mod kernels;
 #[cfg(feature = "torch")]
 pub mod load_memory;
 #[cfg(feature = "torch")]

@@ -12,6 +12,7 @@
 //!   window shared by concurrent processes (`--rendezvous`), JSON on the last stdout line.
 //! - `total`: sums the JSON of concurrent `steps` processes into one row of
 //!   `mini_throughput.csv` with the fraction of the GPU's bf16 matrix roofline it reaches.
+//! - `kernels`: where a step's GPU time goes, from an Nsight Compute capture (`super::kernels`).
 
 use crate::target::cell::{EncodedTask, TrainerCells};
 use crate::target::spec::{RunSpec, Spec};
@@ -55,6 +56,9 @@ pub enum What {
     Total(TotalArgs),
     /// Real and padded tokens of the `steps` batch pool, per task (one CSV row each).
     Padding(PaddingArgs),
+    /// Launches and kernel time per step by kind of kernel, from an Nsight Compute capture of a
+    /// `steps` process (rows appended to a CSV).
+    Kernels(super::kernels::KernelsArgs),
 }
 
 /// Which run's model, data and settings to measure.
@@ -354,6 +358,7 @@ pub fn run(args: ThroughputArgs) -> Result<()> {
         What::Steps(a) => steps(a),
         What::Total(a) => total(a),
         What::Padding(a) => padding(a),
+        What::Kernels(a) => super::kernels::run(&a),
     }
 }
 
