@@ -3,7 +3,8 @@
 //! test example with the 95% CI of [`super::stats`] (the interval the paper claims get). Written
 //! beside `summary.csv`: `ablations.csv`, `ablations.md` and `ablations.svg` (the differences as
 //! a forest plot, one panel per task, rows under their variant's group); with horizon variants (`steps_scale`) also
-//! `horizon.csv` and `horizon.svg` (test and dev accuracy against T, 95% CIs over seeds).
+//! `horizon.csv` and `horizon.svg` (test and dev accuracy against T, 95% CIs over seeds) and
+//! `plateau.csv` (each step up in T judged by the plateau rule of [`super::plateau`]).
 
 use super::compare::{test_claim, Claim};
 use super::plot::{text_style, text_width, titled_canvas, DARK, GREY};
@@ -38,7 +39,7 @@ fn same_eps(a: Option<f64>, b: Option<f64>) -> bool {
     }
 }
 
-fn eps_label(e: Option<f64>) -> String {
+pub(super) fn eps_label(e: Option<f64>) -> String {
     e.map_or("non-private".into(), |e| e.to_string())
 }
 
@@ -130,7 +131,7 @@ pub fn comparisons(spec: &Spec, methods: &[String], rows: &[SummaryRow]) -> Vec<
     out
 }
 
-fn fmt(v: Option<f64>) -> String {
+pub(super) fn fmt(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.2}")).unwrap_or_default()
 }
 
@@ -555,7 +556,7 @@ pub struct Estimate {
     pub ci95: Option<(f64, f64)>,
 }
 
-fn estimate(xs: &[f64]) -> Option<Estimate> {
+pub(super) fn estimate(xs: &[f64]) -> Option<Estimate> {
     if xs.is_empty() {
         return None;
     }
@@ -563,6 +564,19 @@ fn estimate(xs: &[f64]) -> Option<Estimate> {
         mean: xs.iter().sum::<f64>() / xs.len() as f64,
         ci95: super::summary::t_interval95(xs),
     })
+}
+
+/// The horizon family of grid method `m` among `methods`: the base of a horizon variant
+/// (`steps_scale`), for the variant and for the base itself; `None` for any other method.
+pub fn horizon_family(spec: &Spec, methods: &[String], m: &str) -> Option<String> {
+    if let Some(v) = spec.variant.get(m) {
+        return v.steps_scale.map(|_| v.base.clone());
+    }
+    methods
+        .iter()
+        .filter_map(|n| spec.variant.get(n))
+        .any(|v| v.steps_scale.is_some() && v.base == m)
+        .then(|| m.to_string())
 }
 
 /// One point of a horizon curve: a method family (the base of its horizon variants) at one T.
@@ -585,16 +599,7 @@ pub struct HorizonPoint {
 /// with T read from each record's configuration, the final test and dev accuracy averaged over
 /// seeds with 95% t-intervals. Empty when the grid has no horizon variant.
 pub fn horizon(spec: &Spec, methods: &[String], records: &[CellRecord]) -> Vec<HorizonPoint> {
-    let family = |m: &str| -> Option<String> {
-        if let Some(v) = spec.variant.get(m) {
-            return v.steps_scale.map(|_| v.base.clone());
-        }
-        methods
-            .iter()
-            .filter_map(|n| spec.variant.get(n))
-            .any(|v| v.steps_scale.is_some() && v.base == m)
-            .then(|| m.to_string())
-    };
+    let family = |m: &str| horizon_family(spec, methods, m);
     let mut groups: BTreeMap<(String, Option<u64>, String), Vec<&CellRecord>> = BTreeMap::new();
     for r in records {
         if methods.contains(&r.method) && family(&r.method).is_some() {

@@ -10,6 +10,7 @@ pub mod filter;
 pub mod grid;
 pub mod integrity;
 pub mod labels;
+pub mod plateau;
 pub mod plot;
 pub mod precision;
 pub mod record;
@@ -651,9 +652,15 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
         let comparisons = ablation::comparisons(spec, methods, &rows);
         ablation::write_csv(&comparisons, &dir.join("ablations.csv"))?;
         let claims: Vec<compare::Claim> = comparisons.iter().map(|r| r.claim.clone()).collect();
-        let md = ablation::render_markdown(spec, preset_name, &comparisons)
+        let mut md = ablation::render_markdown(spec, preset_name, &comparisons)
             + "\n"
             + &precision::write_and_render(&claims, spec.meta.tolerance_points, &dir)?;
+        let plateau_steps = plateau::plateau(spec, methods, &records);
+        if !plateau_steps.is_empty() {
+            plateau::write_csv(&plateau_steps, &dir.join("plateau.csv"))?;
+            md += &format!("\n{}", plateau::render_markdown(&plateau_steps));
+            println!("wrote {}", dir.join("plateau.csv").display());
+        }
         atomic_file::write(dir.join("ablations.md"), md)
             .with_context(|| format!("writing {}", dir.join("ablations.md").display()))?;
         let title = format!("{} — {preset_name} preset, {model_run}", spec.meta.title);
