@@ -864,7 +864,7 @@ pub fn plot_horizon(points: &[HorizonPoint], title: &str, path: &Path) -> Result
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::target::compare::Verdict;
 
@@ -1267,7 +1267,14 @@ mod tests {
         assert!(!texts.contains(&"181"), "{texts:?}");
     }
 
-    fn record(method: &str, seed: u64, steps: i64, test: f64, dev: Option<f64>) -> CellRecord {
+    /// A mini-horizon SST-2 record at ε 4 of `method`, `seed` and T = `steps`.
+    pub(in crate::target) fn record(
+        method: &str,
+        seed: u64,
+        steps: i64,
+        test: f64,
+        dev: Option<f64>,
+    ) -> CellRecord {
         serde_json::from_value(serde_json::json!({
             "target": "ablations", "preset": "mini-horizon", "task": "SST-2", "method": method,
             "epsilon": 4.0, "seed": seed, "model": "m", "spec_hash": "h",

@@ -190,20 +190,8 @@ pub fn render_markdown(steps: &[PlateauStep]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::ablation::tests::record;
     use super::*;
-
-    fn record(method: &str, seed: u64, steps: i64, test: f64, dev: Option<f64>) -> CellRecord {
-        serde_json::from_value(serde_json::json!({
-            "target": "ablations", "preset": "mini-horizon", "task": "SST-2", "method": method,
-            "epsilon": 4.0, "seed": seed, "model": "m", "spec_hash": "h",
-            "config": { "steps": steps },
-            "provenance": { "git_commit": null, "git_dirty": null, "device": "cpu",
-                            "libtorch": null, "date": null, "host": null, "repro_version": null },
-            "test_accuracy": test, "dev_accuracy": dev, "data": "real", "wall_secs": 0.0,
-            "trainer": {}
-        }))
-        .unwrap()
-    }
 
     #[test]
     fn the_rule_reads_the_interval() {
