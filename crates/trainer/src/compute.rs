@@ -177,6 +177,29 @@ impl Drop for ComputeGuard {
     }
 }
 
+/// Holds the process-wide TF32 flag at `compute`'s value until dropped.
+#[must_use = "the flag is held only as long as the guard"]
+pub struct Tf32Hold {
+    before: bool,
+}
+
+/// For cells run as threads of one process: sets the process-wide TF32 flag for `compute` until
+/// the guard drops. Each cell's [`activate`] then finds the flag at its own value and restores that
+/// value, so one thread's end never turns TF32 off (or on) under another still running; without
+/// the hold, the first cell to finish restores the flag as it was before any began. All threads
+/// must share `compute` (the flag is one per process).
+pub fn hold_tf32(compute: Compute) -> Tf32Hold {
+    let before = tf32_cublas();
+    set_tf32_cublas(compute == Compute::Tf32);
+    Tf32Hold { before }
+}
+
+impl Drop for Tf32Hold {
+    fn drop(&mut self) {
+        set_tf32_cublas(self.before);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

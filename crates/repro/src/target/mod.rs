@@ -437,6 +437,9 @@ fn execute_here(
             threads,
             trainer::optim::paired::PATIENCE,
         )?);
+        // The TF32 flag is one per process: the threads' cells share one compute setting, held
+        // for the whole grid (trainer::compute::hold_tf32).
+        let _tf32 = trainer::compute::hold_tf32(uniform_compute(cells)?);
         let runners = (0..threads)
             .map(|_| runner.fork(group.clone()))
             .collect::<Result<Vec<_>>>()?;
@@ -452,6 +455,39 @@ fn execute_here(
     }
     #[cfg(not(feature = "torch"))]
     bail!("--joint-cells {threads}: needs a build with the torch feature")
+}
+
+/// The one `compute` setting of `cells` (f32 where a cell sets none), or an error naming two
+/// cells that differ: cells run as threads of one process share the process-wide TF32 flag.
+#[cfg(feature = "torch")]
+fn uniform_compute(cells: &[grid::Cell]) -> Result<trainer::compute::Compute> {
+    let of = |c: &grid::Cell| -> Result<trainer::compute::Compute> {
+        c.config
+            .get("compute")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or("f32")
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("{}: {e}", c.run.stem()))
+    };
+    let Some(first) = cells.first() else {
+        return Ok(trainer::compute::Compute::F32);
+    };
+    let compute = of(first)?;
+    for c in cells {
+        let other = of(c)?;
+        if other != compute {
+            bail!(
+                "--joint-cells runs cells as threads of one process, which share one TF32 \
+                 setting, but {} computes in {} and {} in {}: run them in separate calls (or \
+                 --jobs-per-gpu, separate processes)",
+                first.run.stem(),
+                compute.name(),
+                c.run.stem(),
+                other.name()
+            );
+        }
+    }
+    Ok(compute)
 }
 
 /// Execute the cells of `runs` as the grid flags ask (see [`grid`]), then render unless this
@@ -804,4 +840,60 @@ pub(crate) fn test_scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+#[cfg(all(test, feature = "torch"))]
+mod tests {
+    use super::*;
+    use trainer::compute::Compute;
+
+    fn cell(method: &str, compute: Option<&str>) -> grid::Cell {
+        let mut config = serde_json::json!({ "steps": 4 });
+        if let Some(c) = compute {
+            config["compute"] = c.into();
+        }
+        grid::Cell {
+            run: spec::RunSpec {
+                target: "ablations".into(),
+                preset: "p".into(),
+                task: "SST-2".into(),
+                method: method.into(),
+                epsilon: Some(4.0),
+                seed: 13,
+                settings: toml::Table::new(),
+            },
+            config,
+            hash: String::new(),
+            record: PathBuf::new(),
+            lock: PathBuf::new(),
+            checkpoint: PathBuf::new(),
+        }
+    }
+
+    /// Cells run as threads of one process must share one compute setting (one TF32 flag per
+    /// process); a cell without one is f32.
+    #[test]
+    fn joint_cells_share_one_compute_setting() {
+        assert_eq!(uniform_compute(&[]).unwrap(), Compute::F32);
+        let f32_cells = [cell("dpzero", None), cell("dp-zopo", Some("f32"))];
+        assert_eq!(uniform_compute(&f32_cells).unwrap(), Compute::F32);
+        let tf32_cells = [
+            cell("dpzero-tf32", Some("tf32")),
+            cell("zopo-tf32", Some("tf32")),
+        ];
+        assert_eq!(uniform_compute(&tf32_cells).unwrap(), Compute::Tf32);
+        let mixed = [cell("dpzero", None), cell("dpzero-tf32", Some("tf32"))];
+        let err = format!("{:#}", uniform_compute(&mixed).unwrap_err());
+        assert!(
+            err.contains("SST-2__dpzero__eps4__seed13 computes in f32")
+                && err.contains("SST-2__dpzero-tf32__eps4__seed13 in tf32"),
+            "{err}"
+        );
+        let bad = [cell("dpzero", Some("fp8"))];
+        let err = format!("{:#}", uniform_compute(&bad).unwrap_err());
+        assert!(
+            err.contains("SST-2__dpzero__eps4__seed13") && err.contains("\"fp8\""),
+            "{err}"
+        );
+    }
 }
