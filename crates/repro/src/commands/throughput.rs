@@ -687,6 +687,10 @@ fn steps(args: StepsArgs) -> Result<()> {
         args.parties = args.parties.or(Some(args.cells));
     }
     let group = Arc::new(ForwardGroup::new(args.cells, PATIENCE)?);
+    // The cells are threads of this process, which has one TF32 flag: held for all of them, so
+    // the first to end does not switch it under the others (trainer::compute::hold_tf32).
+    let compute: Compute = args.compute.parse().map_err(anyhow::Error::msg)?;
+    let _tf32 = compute::hold_tf32(compute);
     let args = &args;
     let results: Vec<Result<StepsResult>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..args.cells)
