@@ -81,9 +81,9 @@ for config in $CONFIGS; do
   "$REPRO" throughput total "${mps[@]}" --out "$OUT/mini_throughput.csv" "${files[@]}" 2>&1 | tee -a "$log" || status=1
 done
 # Where a step's GPU time goes: ncu times every kernel of about 3 steps after 20000 launches
-# (model load and warm-up), one kernel at a time, without flushing caches or locking clocks, and
-# ends the process once they are captured. The sum per step, set against a step's wall time in
-# the configurations above, says how busy one process keeps the GPU.
+# (model load and warm-up), one kernel at a time, without flushing caches or locking clocks; the
+# process then runs out its 60 s window unprofiled. The sum per step, set against a step's wall
+# time in the configurations above, says how busy one process keeps the GPU.
 if [ -n "${PROFILE:-}" ]; then
   NCU=$(command -v ncu || ls /usr/local/cuda/bin/ncu 2>/dev/null | head -n 1)
   if [ -z "$NCU" ]; then
@@ -93,9 +93,9 @@ if [ -n "${PROFILE:-}" ]; then
     rm -f "$OUT/mini_kernels.csv"
     for compute in $PROFILE; do
       echo "== kernels: dpzero, $compute, one process, sequential, packed (ncu)" | tee -a "$log"
-      timeout 240 "$NCU" --csv --metrics gpu__time_duration.sum --cache-control none \
-        --clock-control none --launch-skip 20000 --launch-count 4000 --kill yes \
-        "$REPRO" throughput steps --device cuda --compute "$compute" --seconds 200 \
+      timeout 300 "$NCU" --csv --metrics gpu__time_duration.sum --cache-control none \
+        --clock-control none --launch-skip 20000 --launch-count 4000 \
+        "$REPRO" throughput steps --device cuda --compute "$compute" --seconds 60 \
         >"$OUT/ncu/$compute.csv" 2>>"$log"
       "$REPRO" throughput kernels --ncu "$OUT/ncu/$compute.csv" --label "$compute" \
         --out "$OUT/mini_kernels.csv" 2>&1 | tee -a "$log" || status=1
