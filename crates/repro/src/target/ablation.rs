@@ -649,40 +649,45 @@ pub fn horizon(spec: &Spec, methods: &[String], records: &[CellRecord]) -> Vec<H
     out
 }
 
-/// `horizon.csv`: one row per (task, ε, family, T).
-pub fn write_horizon_csv(points: &[HorizonPoint], path: &Path) -> Result<()> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
-        "task",
-        "epsilon",
-        "family",
-        "method",
-        "steps",
-        "n_seeds",
-        "test_mean",
-        "test_ci_low",
-        "test_ci_high",
-        "dev_mean",
-        "dev_ci_low",
-        "dev_ci_high",
-    ])?;
-    for p in points {
-        w.write_record([
-            p.task.clone(),
-            eps_label(p.epsilon),
-            p.family.clone(),
-            p.method.clone(),
-            p.steps.to_string(),
-            p.n_seeds.to_string(),
-            fmt(Some(p.test.mean)),
-            fmt(p.test.ci95.map(|c| c.0)),
-            fmt(p.test.ci95.map(|c| c.1)),
-            fmt(p.dev.map(|d| d.mean)),
-            fmt(p.dev.and_then(|d| d.ci95).map(|c| c.0)),
-            fmt(p.dev.and_then(|d| d.ci95).map(|c| c.1)),
-        ])?;
-    }
-    atomic_file::write(path, w.into_inner()?).with_context(|| format!("writing {}", path.display()))
+/// `horizon.csv`: one row per (task, ε, family, T) (no file when there is none).
+pub fn write_horizon_csv(points: &[HorizonPoint], path: &Path) -> Result<bool> {
+    let rows = points
+        .iter()
+        .map(|p| {
+            vec![
+                p.task.clone(),
+                eps_label(p.epsilon),
+                p.family.clone(),
+                p.method.clone(),
+                p.steps.to_string(),
+                p.n_seeds.to_string(),
+                fmt(Some(p.test.mean)),
+                fmt(p.test.ci95.map(|c| c.0)),
+                fmt(p.test.ci95.map(|c| c.1)),
+                fmt(p.dev.map(|d| d.mean)),
+                fmt(p.dev.and_then(|d| d.ci95).map(|c| c.0)),
+                fmt(p.dev.and_then(|d| d.ci95).map(|c| c.1)),
+            ]
+        })
+        .collect();
+    super::summary::write_table(
+        path,
+        &[
+            "task",
+            "epsilon",
+            "family",
+            "method",
+            "steps",
+            "n_seeds",
+            "test_mean",
+            "test_ci_low",
+            "test_ci_high",
+            "dev_mean",
+            "dev_ci_low",
+            "dev_ci_high",
+        ],
+        rows,
+    )
 }
 
 /// `horizon.svg`: per (task, ε) a row of two panels, test and dev accuracy against T (log2 axis,
@@ -1328,7 +1333,7 @@ pub(super) mod tests {
         assert_eq!(points[0].dev, None);
         let dir = std::env::temp_dir().join(format!("dpzo-horizon-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        write_horizon_csv(&points, &dir.join("horizon.csv")).unwrap();
+        assert!(write_horizon_csv(&points, &dir.join("horizon.csv")).unwrap());
         let csv = std::fs::read_to_string(dir.join("horizon.csv")).unwrap();
         assert!(csv.contains("SST-2,4,dpzero,dpzero,1200,3,82.00,"), "{csv}");
         plot_horizon(&points, "t", &dir.join("horizon.svg")).unwrap();

@@ -13,7 +13,8 @@
 use super::ablation::{eps_label, estimate, fmt, horizon_family, Estimate};
 use super::record::CellRecord;
 use super::spec::Spec;
-use anyhow::{Context, Result};
+use super::summary::write_table;
+use anyhow::Result;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -119,42 +120,47 @@ pub fn plateau(spec: &Spec, methods: &[String], records: &[CellRecord]) -> Vec<P
     out
 }
 
-/// `plateau.csv`: one row per step up in T.
-pub fn write_csv(steps: &[PlateauStep], path: &Path) -> Result<()> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record([
-        "task",
-        "epsilon",
-        "family",
-        "steps_from",
-        "steps_to",
-        "n_seeds_paired",
-        "dev_gain",
-        "dev_gain_ci_low",
-        "dev_gain_ci_high",
-        "test_gain",
-        "test_gain_ci_low",
-        "test_gain_ci_high",
-        "verdict",
-    ])?;
-    for s in steps {
-        w.write_record([
-            s.task.clone(),
-            eps_label(s.epsilon),
-            s.family.clone(),
-            s.steps_from.to_string(),
-            s.steps_to.to_string(),
-            s.n_pairs.to_string(),
-            fmt(Some(s.dev_gain.mean)),
-            fmt(s.dev_gain.ci95.map(|c| c.0)),
-            fmt(s.dev_gain.ci95.map(|c| c.1)),
-            fmt(Some(s.test_gain.mean)),
-            fmt(s.test_gain.ci95.map(|c| c.0)),
-            fmt(s.test_gain.ci95.map(|c| c.1)),
-            s.verdict.name().to_string(),
-        ])?;
-    }
-    atomic_file::write(path, w.into_inner()?).with_context(|| format!("writing {}", path.display()))
+/// `plateau.csv`: one row per step up in T (no file when there is none).
+pub fn write_csv(steps: &[PlateauStep], path: &Path) -> Result<bool> {
+    let rows = steps
+        .iter()
+        .map(|s| {
+            vec![
+                s.task.clone(),
+                eps_label(s.epsilon),
+                s.family.clone(),
+                s.steps_from.to_string(),
+                s.steps_to.to_string(),
+                s.n_pairs.to_string(),
+                fmt(Some(s.dev_gain.mean)),
+                fmt(s.dev_gain.ci95.map(|c| c.0)),
+                fmt(s.dev_gain.ci95.map(|c| c.1)),
+                fmt(Some(s.test_gain.mean)),
+                fmt(s.test_gain.ci95.map(|c| c.0)),
+                fmt(s.test_gain.ci95.map(|c| c.1)),
+                s.verdict.name().to_string(),
+            ]
+        })
+        .collect();
+    write_table(
+        path,
+        &[
+            "task",
+            "epsilon",
+            "family",
+            "steps_from",
+            "steps_to",
+            "n_seeds_paired",
+            "dev_gain",
+            "dev_gain_ci_low",
+            "dev_gain_ci_high",
+            "test_gain",
+            "test_gain_ci_low",
+            "test_gain_ci_high",
+            "verdict",
+        ],
+        rows,
+    )
 }
 
 /// The section of `ablations.md` that states the rule and applies it.
@@ -251,7 +257,7 @@ mod tests {
         assert_eq!(second.verdict, Verdict::Undetermined, "{hi}");
         let dir = std::env::temp_dir().join(format!("dpzo-plateau-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        write_csv(&steps, &dir.join("plateau.csv")).unwrap();
+        assert!(write_csv(&steps, &dir.join("plateau.csv")).unwrap());
         let csv = std::fs::read_to_string(dir.join("plateau.csv")).unwrap();
         assert!(
             csv.contains("SST-2,4,dpzero,600,1200,3,5.00,2.52,7.48,5.00,2.52,7.48,rising"),
