@@ -556,6 +556,23 @@ pub struct Estimate {
     pub ci95: Option<(f64, f64)>,
 }
 
+impl Estimate {
+    /// The mean, then the CI's low and high ends (`None` with one seed), in the order of a
+    /// table's three columns.
+    pub fn with_ci(&self) -> [Option<f64>; 3] {
+        [
+            Some(self.mean),
+            self.ci95.map(|c| c.0),
+            self.ci95.map(|c| c.1),
+        ]
+    }
+}
+
+/// An estimate as three CSV cells (mean, CI low, CI high), empty where there is none.
+pub(super) fn estimate_cells(e: Option<Estimate>) -> [String; 3] {
+    e.map_or([None; 3], |e| e.with_ci()).map(fmt)
+}
+
 pub(super) fn estimate(xs: &[f64]) -> Option<Estimate> {
     if xs.is_empty() {
         return None;
@@ -654,20 +671,17 @@ pub fn write_horizon_csv(points: &[HorizonPoint], path: &Path) -> Result<bool> {
     let rows = points
         .iter()
         .map(|p| {
-            vec![
+            let mut row = vec![
                 p.task.clone(),
                 eps_label(p.epsilon),
                 p.family.clone(),
                 p.method.clone(),
                 p.steps.to_string(),
                 p.n_seeds.to_string(),
-                fmt(Some(p.test.mean)),
-                fmt(p.test.ci95.map(|c| c.0)),
-                fmt(p.test.ci95.map(|c| c.1)),
-                fmt(p.dev.map(|d| d.mean)),
-                fmt(p.dev.and_then(|d| d.ci95).map(|c| c.0)),
-                fmt(p.dev.and_then(|d| d.ci95).map(|c| c.1)),
-            ]
+            ];
+            row.extend(estimate_cells(Some(p.test)));
+            row.extend(estimate_cells(p.dev));
+            row
         })
         .collect();
     super::summary::write_table(
@@ -739,7 +753,7 @@ pub fn plot_horizon(points: &[HorizonPoint], title: &str, path: &Path) -> Result
                 [Some(p.test), p.dev]
                     .into_iter()
                     .flatten()
-                    .flat_map(|e| [Some(e.mean), e.ci95.map(|c| c.0), e.ci95.map(|c| c.1)])
+                    .flat_map(|e| e.with_ci())
                     .flatten()
             });
             let (ymin, ymax) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {

@@ -10,7 +10,7 @@
 //!
 //! Dev decides, as for every other hyper-parameter; the test gain is shown beside it.
 
-use super::ablation::{eps_label, estimate, fmt, horizon_family, Estimate};
+use super::ablation::{eps_label, estimate, estimate_cells, horizon_family, Estimate};
 use super::record::CellRecord;
 use super::spec::Spec;
 use super::summary::write_table;
@@ -125,21 +125,18 @@ pub fn write_csv(steps: &[PlateauStep], path: &Path) -> Result<bool> {
     let rows = steps
         .iter()
         .map(|s| {
-            vec![
+            let mut row = vec![
                 s.task.clone(),
                 eps_label(s.epsilon),
                 s.family.clone(),
                 s.steps_from.to_string(),
                 s.steps_to.to_string(),
                 s.n_pairs.to_string(),
-                fmt(Some(s.dev_gain.mean)),
-                fmt(s.dev_gain.ci95.map(|c| c.0)),
-                fmt(s.dev_gain.ci95.map(|c| c.1)),
-                fmt(Some(s.test_gain.mean)),
-                fmt(s.test_gain.ci95.map(|c| c.0)),
-                fmt(s.test_gain.ci95.map(|c| c.1)),
-                s.verdict.name().to_string(),
-            ]
+            ];
+            row.extend(estimate_cells(Some(s.dev_gain)));
+            row.extend(estimate_cells(Some(s.test_gain)));
+            row.push(s.verdict.name().to_string());
+            row
         })
         .collect();
     write_table(
