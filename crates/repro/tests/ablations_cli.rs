@@ -184,15 +184,26 @@ fn an_inheriting_preset_without_table2_winners_refuses_naming_the_commands() {
 
 /// `mini-compute` runs DPZero and DP-ZOPO with TF32 products at table2 mini's committed f32
 /// winners: each TF32 variant differs from its base's resolved configuration in `compute` alone,
-/// and the dry run names the f32 finals it would take over instead of planning them.
+/// and the dry run names the f32 finals it would take over instead of planning them. The results
+/// tree is a fresh one whose `table2/mini` is the committed one (the committed
+/// `ablations/mini-compute` already holds every cell).
 #[test]
+#[cfg(unix)]
 fn the_precision_preset_changes_only_compute_and_takes_over_the_f32_finals() {
+    let out = std::env::temp_dir().join(format!("dpzo-ablations-compute-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(out.join("table2")).unwrap();
+    std::os::unix::fs::symlink(
+        workspace().join("results/table2/mini"),
+        out.join("table2/mini"),
+    )
+    .unwrap();
     let run = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_repro"))
             .current_dir(workspace())
             .env_remove("DPZO_DATA_DIR")
             .args(["ablations", "--preset", "mini-compute", "--device", "cpu"])
-            .args(["--dry-run"])
+            .args(["--out", out.to_str().unwrap(), "--dry-run"])
             .args(extra)
             .output()
             .expect("the repro binary runs")
@@ -227,13 +238,12 @@ fn the_precision_preset_changes_only_compute_and_takes_over_the_f32_finals() {
     let output = run(&[]);
     common::assert_success(&output);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let taken = stdout
-        .lines()
-        .filter(|l| l.contains("(taken over from results/table2/mini/"))
-        .count();
+    let source = format!("(taken over from {}/", out.join("table2/mini").display());
+    let taken = stdout.lines().filter(|l| l.contains(&source)).count();
     assert_eq!(taken, 12, "{stdout}");
     assert!(
         stdout.contains("plan: 12 of 24 cells to run (0 recorded, 12 to take over"),
         "{stdout}"
     );
+    std::fs::remove_dir_all(&out).unwrap();
 }
