@@ -184,9 +184,9 @@ fn an_inheriting_preset_without_table2_winners_refuses_naming_the_commands() {
 
 /// `mini-compute` runs DPZero and DP-ZOPO with TF32 products at table2 mini's committed f32
 /// winners: each TF32 variant differs from its base's resolved configuration in `compute` alone,
-/// and the dry run names the f32 finals it would take over instead of planning them. The results
-/// tree is a fresh one whose `table2/mini` is the committed one (the committed
-/// `ablations/mini-compute` already holds every cell).
+/// and the dry run names the f32 finals it would take over instead of planning them (in a fresh
+/// results tree whose `table2/mini` is the committed one). In the committed tree every cell is
+/// recorded.
 #[test]
 #[cfg(unix)]
 fn the_precision_preset_changes_only_compute_and_takes_over_the_f32_finals() {
@@ -246,4 +246,24 @@ fn the_precision_preset_changes_only_compute_and_takes_over_the_f32_finals() {
         "{stdout}"
     );
     std::fs::remove_dir_all(&out).unwrap();
+    // The committed tree: every cell recorded under the spec hash planned today.
+    let committed = Command::new(env!("CARGO_BIN_EXE_repro"))
+        .current_dir(workspace())
+        .env_remove("DPZO_DATA_DIR")
+        .args([
+            "ablations",
+            "--preset",
+            "mini-compute",
+            "--device",
+            "cpu",
+            "--dry-run",
+        ])
+        .output()
+        .expect("the repro binary runs");
+    common::assert_success(&committed);
+    let stdout = String::from_utf8_lossy(&committed.stdout);
+    assert!(
+        stdout.contains("plan: 0 of 24 cells to run (24 recorded)"),
+        "{stdout}"
+    );
 }
