@@ -244,10 +244,7 @@ fn say(bar: &indicatif::ProgressBar, line: String) {
 /// checkpoint. A failing cell does not stop the others; failures are returned in the outcome.
 pub fn execute(cells: &[Cell], runner: &mut dyn CellRunner, policy: Policy) -> Result<Outcome> {
     let mut outcome = Outcome::default();
-    let pending: Vec<&Cell> = cells
-        .iter()
-        .filter(|c| !c.is_done(policy.rerun_since))
-        .collect();
+    let pending = pending_longest_first(cells, policy);
     outcome.already_recorded = cells.len() - pending.len();
     if outcome.already_recorded > 0 {
         println!(
@@ -274,6 +271,24 @@ pub fn execute(cells: &[Cell], runner: &mut dyn CellRunner, policy: Policy) -> R
     run_pending(pending, runner, policy, shown, &mut outcome)?;
     bar.finish_and_clear();
     Ok(outcome)
+}
+
+/// The cells of `cells` without a record, the longest first: every worker claims in this order,
+/// so a grid of unequal cells (e.g. a learning curve at T = 1200, 2400 and 4800) starts its long
+/// cells first instead of last, and ends sooner on several workers (longest-processing-time-first
+/// list scheduling, Graham 1969: within 4/3 of the shortest schedule). A cell's length is its
+/// examples, `steps` x `batch_size` of its resolved configuration; ties keep the grid's order.
+fn pending_longest_first(cells: &[Cell], policy: Policy) -> Vec<&Cell> {
+    let examples = |c: &Cell| {
+        let get = |k: &str| c.config.get(k).and_then(serde_json::Value::as_u64);
+        get("steps").unwrap_or(0) * get("batch_size").unwrap_or(1)
+    };
+    let mut pending: Vec<&Cell> = cells
+        .iter()
+        .filter(|c| !c.is_done(policy.rerun_since))
+        .collect();
+    pending.sort_by_key(|c| std::cmp::Reverse(examples(c)));
+    pending
 }
 
 /// Where a runner's lines go: above `bar`, which counts the cells it passes when `counts` (one
@@ -331,10 +346,7 @@ pub fn execute_threads(
     runners: Vec<Box<dyn CellRunner + Send>>,
     policy: Policy,
 ) -> Result<Outcome> {
-    let pending: Vec<&Cell> = cells
-        .iter()
-        .filter(|c| !c.is_done(policy.rerun_since))
-        .collect();
+    let pending = pending_longest_first(cells, policy);
     let bar = recorded_bar(
         cells,
         pending.len(),
@@ -864,6 +876,62 @@ mod tests {
         // The summary reads runs/*.json only: the kept record is not aggregated.
         let (good, failed) = super::super::record::read_all_checked(&runs).unwrap();
         assert!(good.is_empty() && failed.is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Workers claim the longest cells first (steps x batch), ties in the grid's order, and a
+    /// recorded cell is not pending at all.
+    #[test]
+    fn pending_cells_come_longest_first() {
+        let dir = std::env::temp_dir().join(format!("dpzo-lpt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cell = |seed: u64, steps: u64, batch: u64| {
+            let stem = format!("t__m__eps4__seed{seed}");
+            Cell {
+                run: RunSpec {
+                    target: "t".into(),
+                    preset: "p".into(),
+                    task: "t".into(),
+                    method: "m".into(),
+                    epsilon: Some(4.0),
+                    seed,
+                    settings: toml::Table::new(),
+                },
+                config: serde_json::json!({ "steps": steps, "batch_size": batch }),
+                hash: format!("{seed:016}"),
+                record: dir.join("runs").join(format!("{stem}.json")),
+                lock: dir.join("locks").join(format!("{stem}.lock")),
+                checkpoint: dir.join("checkpoints").join(stem),
+            }
+        };
+        // A learning curve in the grid's order (T = 1200, 2400, 4800 at B 64), a first-order
+        // cell (300 x 32) and one without steps (zero-shot).
+        let cells = vec![
+            cell(1, 1200, 64),
+            cell(2, 2400, 64),
+            cell(3, 4800, 64),
+            cell(4, 300, 32),
+            cell(5, 1200, 64),
+            cell(6, 0, 64),
+            cell(7, 4800, 64),
+        ];
+        let order = |cells: &[Cell]| -> Vec<u64> {
+            pending_longest_first(cells, Policy::default())
+                .iter()
+                .map(|c| c.run.seed)
+                .collect()
+        };
+        assert_eq!(order(&cells), vec![3, 7, 2, 1, 5, 4, 6]);
+        // Once cell 3 has its record, it is no longer pending.
+        let mut rec = CellRecord::read(
+            &Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/legacy-records/runs/SST-2__dp-ft__eps8__seed13.json"),
+        )
+        .unwrap();
+        rec.spec_hash = cells[2].hash.clone();
+        std::fs::create_dir_all(dir.join("runs")).unwrap();
+        rec.write(&cells[2].record).unwrap();
+        assert_eq!(order(&cells), vec![7, 2, 1, 5, 4, 6]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
