@@ -9,6 +9,12 @@
 //! - **undetermined** otherwise, or with fewer than two seeds paired.
 //!
 //! Dev decides, as for every other hyper-parameter; the test gain is shown beside it.
+//!
+//! A seed whose dev set chose the settings (`tuning.tuning_seed` of a `--tune` or
+//! `inherit_tuning` record) is left out of the dev pairs: its base run is the best of several
+//! candidates on that very dev set, so its dev accuracy is biased upward (the winner's curse), and
+//! a gain measured from it is biased downward, towards a plateau. Its test gain, which nothing
+//! selected on, stays in the test pairs.
 
 use super::ablation::{eps_label, estimate, estimate_cells, horizon_family, Estimate};
 use super::record::CellRecord;
@@ -56,54 +62,81 @@ pub struct PlateauStep {
     pub family: String,
     pub steps_from: i64,
     pub steps_to: i64,
-    /// Seeds with a dev accuracy at both horizons.
+    /// Seeds with a dev accuracy at both horizons, the tuning seed left out.
     pub n_pairs: usize,
-    /// Dev accuracy at `steps_to` minus at `steps_from`, over the paired seeds.
-    pub dev_gain: Estimate,
-    /// The same for test accuracy (over the seeds paired on dev).
+    /// Seeds with a test accuracy at both horizons.
+    pub n_test_pairs: usize,
+    /// The tuning seed, when it ran at both horizons and was left out of the dev pairs.
+    pub tuning_seed_left_out: Option<u64>,
+    /// Dev accuracy at `steps_to` minus at `steps_from`, over the paired seeds (`None` when
+    /// fewer than one seed pairs).
+    pub dev_gain: Option<Estimate>,
+    /// The same for test accuracy, over every seed at both horizons.
     pub test_gain: Estimate,
     pub verdict: Verdict,
 }
 
+/// One run at one horizon: its dev accuracy unless its seed chose the settings, its test
+/// accuracy, and whether its seed chose them.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    dev: Option<f64>,
+    test: f64,
+    chose_settings: bool,
+}
+
 /// The steps up in T of every horizon family in `records` (methods of the grid `methods`).
 pub fn plateau(spec: &Spec, methods: &[String], records: &[CellRecord]) -> Vec<PlateauStep> {
-    // (task, ε, family) -> T -> seed -> (dev, test).
-    type BySeed = BTreeMap<u64, (f64, f64)>;
+    // (task, ε, family) -> T -> seed -> its run.
+    type BySeed = BTreeMap<u64, Run>;
     type Runs = BTreeMap<i64, BySeed>;
     let mut groups: BTreeMap<(String, Option<u64>, String), Runs> = BTreeMap::new();
     for r in records {
         if !methods.contains(&r.method) {
             continue;
         }
-        let (Some(family), Some(t), Some(dev)) = (
+        let (Some(family), Some(t)) = (
             horizon_family(spec, methods, &r.method),
             r.config.get("steps").and_then(serde_json::Value::as_i64),
-            r.dev_accuracy,
         ) else {
             continue;
+        };
+        let chose_settings = r.tuning.as_ref().is_some_and(|n| n.tuning_seed == r.seed);
+        let run = Run {
+            dev: r.dev_accuracy.filter(|_| !chose_settings),
+            test: r.test_accuracy,
+            chose_settings,
         };
         groups
             .entry((r.task.clone(), r.epsilon.map(f64::to_bits), family))
             .or_default()
             .entry(t)
             .or_default()
-            .insert(r.seed, (dev, r.test_accuracy));
+            .insert(r.seed, run);
     }
     let mut out = Vec::new();
     for ((task, eps, family), by_t) in groups {
         let horizons: Vec<(&i64, &BySeed)> = by_t.iter().collect();
         for pair in horizons.windows(2) {
             let ((&from, a), (&to, b)) = (pair[0], pair[1]);
-            let (dev, test): (Vec<f64>, Vec<f64>) = a
+            // The seeds that ran at both horizons.
+            let both: Vec<(u64, Run, Run)> = a
                 .iter()
-                .filter_map(|(seed, (dev_a, test_a))| {
-                    let (dev_b, test_b) = b.get(seed)?;
-                    Some((dev_b - dev_a, test_b - test_a))
-                })
-                .unzip();
-            let (Some(dev_gain), Some(test_gain)) = (estimate(&dev), estimate(&test)) else {
+                .filter_map(|(seed, at_a)| Some((*seed, *at_a, *b.get(seed)?)))
+                .collect();
+            let test: Vec<f64> = both.iter().map(|(_, a, b)| b.test - a.test).collect();
+            let dev: Vec<f64> = both
+                .iter()
+                .filter_map(|(_, a, b)| Some(b.dev? - a.dev?))
+                .collect();
+            let Some(test_gain) = estimate(&test) else {
                 continue;
             };
+            let dev_gain = estimate(&dev);
+            let left_out = both
+                .iter()
+                .find(|(_, a, b)| a.chose_settings || b.chose_settings)
+                .map(|(seed, _, _)| *seed);
             out.push(PlateauStep {
                 task: task.clone(),
                 epsilon: eps.map(f64::from_bits),
@@ -111,7 +144,9 @@ pub fn plateau(spec: &Spec, methods: &[String], records: &[CellRecord]) -> Vec<P
                 steps_from: from,
                 steps_to: to,
                 n_pairs: dev.len(),
-                verdict: Verdict::of(dev_gain.ci95),
+                n_test_pairs: test.len(),
+                tuning_seed_left_out: left_out,
+                verdict: Verdict::of(dev_gain.and_then(|g| g.ci95)),
                 dev_gain,
                 test_gain,
             });
@@ -132,8 +167,11 @@ pub fn write_csv(steps: &[PlateauStep], path: &Path) -> Result<bool> {
                 s.steps_from.to_string(),
                 s.steps_to.to_string(),
                 s.n_pairs.to_string(),
+                s.tuning_seed_left_out
+                    .map_or(String::new(), |seed| seed.to_string()),
+                s.n_test_pairs.to_string(),
             ];
-            row.extend(estimate_cells(Some(s.dev_gain)));
+            row.extend(estimate_cells(s.dev_gain));
             row.extend(estimate_cells(Some(s.test_gain)));
             row.push(s.verdict.name().to_string());
             row
@@ -147,7 +185,9 @@ pub fn write_csv(steps: &[PlateauStep], path: &Path) -> Result<bool> {
             "family",
             "steps_from",
             "steps_to",
-            "n_seeds_paired",
+            "n_dev_pairs",
+            "tuning_seed_left_out",
+            "n_test_pairs",
             "dev_gain",
             "dev_gain_ci_low",
             "dev_gain_ci_high",
@@ -162,29 +202,39 @@ pub fn write_csv(steps: &[PlateauStep], path: &Path) -> Result<bool> {
 
 /// The section of `ablations.md` that states the rule and applies it.
 pub fn render_markdown(steps: &[PlateauStep]) -> String {
-    let ci = |e: &Estimate| match e.ci95 {
-        Some((lo, hi)) => format!("{:+.1} [{lo:+.1}, {hi:+.1}]", e.mean),
-        None => format!("{:+.1} (no CI)", e.mean),
+    let ci = |e: Option<&Estimate>| match e {
+        Some(Estimate {
+            mean,
+            ci95: Some((lo, hi)),
+        }) => format!("{mean:+.1} [{lo:+.1}, {hi:+.1}]"),
+        Some(e) => format!("{:+.1} (no CI)", e.mean),
+        None => "no seed pairs".to_string(),
     };
     let mut md = format!(
         "## Dev plateau in T\n\nRule, fixed before the runs: a family has reached its plateau \
          by T when the dev-accuracy gain from T to the next T, paired by seed, has its whole 95% \
          interval below +{MARGIN_POINTS} point; it is still rising at T when the interval lies \
-         above 0; otherwise undetermined. `plateau.csv` has the figures.\n\n\
-         | task | ε | family | T → next T | seeds | dev gain [95% CI] | test gain [95% CI] | verdict |\n\
+         above 0; otherwise undetermined. The seed whose dev set chose the settings (`--tune`'s \
+         tuning seed) is left out of the dev pairs: its base run is the best of several \
+         candidates on that dev set, so a dev gain from it is biased towards a plateau. The test \
+         gain pairs every seed. `plateau.csv` has the figures.\n\n\
+         | task | ε | family | T → next T | seeds (dev; test) | dev gain [95% CI] | test gain [95% CI] | verdict |\n\
          |---|---|---|---|---|---|---|---|\n"
     );
     for s in steps {
         md.push_str(&format!(
-            "| {} | {} | {} | {} → {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} → {} | {}{}; {} | {} | {} | {} |\n",
             s.task,
             eps_label(s.epsilon),
             s.family,
             s.steps_from,
             s.steps_to,
             s.n_pairs,
-            ci(&s.dev_gain),
-            ci(&s.test_gain),
+            s.tuning_seed_left_out
+                .map_or(String::new(), |seed| format!(" (seed {seed} left out)")),
+            s.n_test_pairs,
+            ci(s.dev_gain.as_ref()),
+            ci(Some(&s.test_gain)),
             s.verdict.name()
         ));
     }
@@ -235,9 +285,10 @@ mod tests {
             (first.steps_from, first.steps_to, first.n_pairs),
             (600, 1200, 3)
         );
-        assert!((first.dev_gain.mean - 5.0).abs() < 1e-12);
+        let dev_gain = first.dev_gain.unwrap();
+        assert!((dev_gain.mean - 5.0).abs() < 1e-12);
         let half = 4.302652729911275 * 1.0 / 3f64.sqrt();
-        let (lo, hi) = first.dev_gain.ci95.unwrap();
+        let (lo, hi) = dev_gain.ci95.unwrap();
         assert!((lo - (5.0 - half)).abs() < 1e-9 && (hi - (5.0 + half)).abs() < 1e-9);
         assert_eq!(first.verdict, Verdict::Rising);
         assert!((first.test_gain.mean - 5.0).abs() < 1e-12);
@@ -246,25 +297,80 @@ mod tests {
             (second.steps_from, second.steps_to, second.n_pairs),
             (1200, 2400, 2)
         );
-        assert!((second.dev_gain.mean - 0.3).abs() < 1e-9);
+        let dev_gain = second.dev_gain.unwrap();
+        assert!((dev_gain.mean - 0.3).abs() < 1e-9);
         // Two seeds: sd of (0.2, 0.4) is sqrt(0.02), half-width t(1) * sd / sqrt 2 = 1.27.
         let half = 12.706204736174705 * 0.02f64.sqrt() / 2f64.sqrt();
-        let (lo, hi) = second.dev_gain.ci95.unwrap();
+        let (lo, hi) = dev_gain.ci95.unwrap();
         assert!((lo - (0.3 - half)).abs() < 1e-9 && (hi - (0.3 + half)).abs() < 1e-9);
         assert_eq!(second.verdict, Verdict::Undetermined, "{hi}");
+        // Test pairs every seed, seed 42 too: 90 - 75, 90 - 77, 90 - 79.
+        assert_eq!(second.n_test_pairs, 3);
+        assert!((second.test_gain.mean - 13.0).abs() < 1e-9);
+        assert_eq!(second.tuning_seed_left_out, None);
         let dir = std::env::temp_dir().join(format!("dpzo-plateau-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         assert!(write_csv(&steps, &dir.join("plateau.csv")).unwrap());
         let csv = std::fs::read_to_string(dir.join("plateau.csv")).unwrap();
         assert!(
-            csv.contains("SST-2,4,dpzero,600,1200,3,5.00,2.52,7.48,5.00,2.52,7.48,rising"),
+            csv.contains("SST-2,4,dpzero,600,1200,3,,3,5.00,2.52,7.48,5.00,2.52,7.48,rising"),
             "{csv}"
         );
         let md = render_markdown(&steps);
         assert!(
-            md.contains("| SST-2 | 4 | dpzero | 1200 → 2400 | 2 | +0.3 [-1.0, +1.6] |"),
+            md.contains("| SST-2 | 4 | dpzero | 1200 → 2400 | 2; 3 | +0.3 [-1.0, +1.6] |"),
             "{md}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The seed whose dev set chose the settings is left out of the dev pairs (its base run is
+    /// the best of the candidates on that dev set) but stays in the test pairs; with it left
+    /// out, a selection-inflated base no longer reads as a plateau.
+    #[test]
+    fn the_tuning_seed_is_left_out_of_the_dev_pairs() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let spec = Spec::load(&root.join("experiments/ablations.toml")).unwrap();
+        let methods = super::super::ablation::methods_of(&spec, "mini-horizon").unwrap();
+        let note: super::super::tune::TuningNote = serde_json::from_value(serde_json::json!({
+            "tuning_seed": 13, "candidates": 5, "selected": 3,
+            "selected_settings": { "learning_rate": 1e-4 }, "selected_dev_accuracy": 80.0,
+            "epsilon_run": 4.0, "epsilon_procedure": 8.0, "runs_composed": 6,
+            "accountant": "prv", "delta": 1e-3
+        }))
+        .unwrap();
+        let mut records = Vec::new();
+        // Seed 13's base dev (80) is the best candidate's; at T = 2400 it scores 78. The other
+        // seeds gain 2, 3 and 4 points. With seed 13 paired the dev gain would be
+        // (-2 + 2 + 3 + 4) / 4 = 1.75 with a CI reaching below 0; without it, 3 [0.52, 5.48].
+        for (seed, dev1200, dev2400) in [
+            (13, 80.0, 78.0),
+            (21, 74.0, 76.0),
+            (42, 73.0, 76.0),
+            (87, 72.0, 76.0),
+        ] {
+            for (method, steps, dev) in [("dpzero", 1200, dev1200), ("dpzero-t2400", 2400, dev2400)]
+            {
+                let mut r = record(method, seed, steps, dev, Some(dev));
+                r.tuning = Some(note.clone());
+                records.push(r);
+            }
+        }
+        let steps = plateau(&spec, methods, &records);
+        assert_eq!(steps.len(), 1, "{steps:?}");
+        let step = &steps[0];
+        assert_eq!((step.n_pairs, step.n_test_pairs), (3, 4));
+        assert_eq!(step.tuning_seed_left_out, Some(13));
+        let dev_gain = step.dev_gain.unwrap();
+        assert!((dev_gain.mean - 3.0).abs() < 1e-12);
+        // sd of (2, 3, 4) is 1: half-width t(0.975, 2) / sqrt 3.
+        let half = 4.302652729911275 / 3f64.sqrt();
+        let (lo, hi) = dev_gain.ci95.unwrap();
+        assert!((lo - (3.0 - half)).abs() < 1e-9 && (hi - (3.0 + half)).abs() < 1e-9);
+        assert_eq!(step.verdict, Verdict::Rising);
+        // Test (here equal to dev) pairs all four seeds: (-2 + 2 + 3 + 4) / 4.
+        assert!((step.test_gain.mean - 1.75).abs() < 1e-12);
+        let md = render_markdown(&steps);
+        assert!(md.contains("| 3 (seed 13 left out); 4 |"), "{md}");
     }
 }
