@@ -491,34 +491,81 @@ pub fn render_base_seeds(
     {
         return None;
     }
-    let restricted: Vec<SummaryRow> = ours
-        .iter()
-        .filter_map(|r| r.restricted_to(base_seeds))
-        .collect();
     let seeds: Vec<String> = base_seeds.iter().map(u64::to_string).collect();
+    let restricted = restricted(ours, |s| base_seeds.contains(&s));
+    Some(render_claims_section(
+        meta,
+        paper_rows,
+        &restricted,
+        &format!("The claims on the preset's own seeds ({})", seeds.join(", ")),
+        "Some cells also ran other seeds (the deviations say which and why). The same claims on the preset's seeds alone, by the same rule, so the verdicts with and without the added seeds can be compared.",
+    ))
+}
+
+/// Every row over its seeds other than `tuning_seed`: the finals whose test accuracy no dev
+/// selection touched. Under `--tune` a method's final on the tuning seed is the very candidate
+/// run that won on dev ([`super::tune`]); its dev and test accuracies share that run's luck, so
+/// its test accuracy may sit high (the winner's curse), by more for a method with more
+/// candidates. `None` when no row ran the tuning seed or no other seed.
+pub fn without_tuning_seed(ours: &[SummaryRow], tuning_seed: u64) -> Option<Vec<SummaryRow>> {
+    if !ours.iter().any(|r| r.seeds.contains(&tuning_seed)) {
+        return None;
+    }
+    let rows = restricted(ours, |s| s != tuning_seed);
+    (!rows.is_empty()).then_some(rows)
+}
+
+/// The claims over [`without_tuning_seed`]'s rows, as a section of `comparison.md`.
+pub fn render_without_tuning_seed(
+    meta: &Meta,
+    paper_rows: &[PaperRow],
+    rows: &[SummaryRow],
+    tuning_seed: u64,
+) -> String {
+    render_claims_section(
+        meta,
+        paper_rows,
+        rows,
+        &format!("The claims without the tuning seed ({tuning_seed})"),
+        &format!(
+            "Each tuned method's final on seed {tuning_seed} is the candidate run that won its dev selection, so its test accuracy shares that run's luck and may sit high (the winner's curse). The same claims over the other seeds only, by the same rule: a verdict that holds here does not rest on the selected runs. The same rows are in `claims_without_tuning_seed.csv`."
+        ),
+    )
+}
+
+/// `ours` with each row kept to the seeds that `keep` accepts (rows left with none dropped).
+fn restricted(ours: &[SummaryRow], keep: impl Fn(u64) -> bool) -> Vec<SummaryRow> {
+    ours.iter()
+        .filter_map(|r| {
+            let seeds: Vec<u64> = r.seeds.iter().copied().filter(|&s| keep(s)).collect();
+            r.restricted_to(&seeds)
+        })
+        .collect()
+}
+
+/// A section of `comparison.md`: `heading`, `why`, and the testable claims over `rows`.
+fn render_claims_section(
+    meta: &Meta,
+    paper_rows: &[PaperRow],
+    rows: &[SummaryRow],
+    heading: &str,
+    why: &str,
+) -> String {
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "## The claims on the preset's own seeds ({})
-",
-        seeds.join(", ")
-    );
-    let _ = writeln!(
-        s,
-        "Some cells also ran other seeds (the deviations say which and why). The same claims on the preset's seeds alone, by the same rule, so the verdicts with and without the added seeds can be compared.\n"
-    );
+    let _ = writeln!(s, "## {heading}\n");
+    let _ = writeln!(s, "{why}\n");
     let _ = writeln!(
         s,
         "| claim | task | ε | paper Δ | ours Δ [95% CI] | n | verdict |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|");
-    for c in claims(meta, paper_rows, &restricted)
+    for c in claims(meta, paper_rows, rows)
         .iter()
         .filter(|c| c.verdict != Verdict::NotTestable)
     {
         let _ = writeln!(s, "{}", claim_cells(c));
     }
-    Some(s)
+    s
 }
 
 /// Render `comparison.md`.
@@ -713,6 +760,18 @@ mod tests {
         assert!(section.contains(&claim_cells(&on_base[0])), "{section}");
         assert!(section.contains("(1, 2)"), "{section}");
         assert!(render_base_seeds(&meta, &papers, &ours, &[1, 2, 3, 4]).is_none());
+
+        // Without the tuning seed 1: seeds 2, 3, 4, differences 6, -2, -2 (mean 2/3).
+        let untouched = without_tuning_seed(&ours, 1).unwrap();
+        assert!(untouched.iter().all(|r| r.seeds == [2, 3, 4]));
+        let c = &claims(&meta, &papers, &untouched)[0];
+        assert_eq!(c.n_seeds, 3);
+        assert!((c.ours_delta.unwrap() - 2.0 / 3.0).abs() < 1e-12);
+        let section = render_without_tuning_seed(&meta, &papers, &untouched, 1);
+        assert!(section.contains(&claim_cells(c)), "{section}");
+        assert!(section.contains("without the tuning seed (1)"), "{section}");
+        // A grid that never ran the tuning seed has nothing to leave out.
+        assert!(without_tuning_seed(&ours, 13).is_none());
     }
 
     fn run(p: Option<f64>, a: &SummaryRow, b: &SummaryRow) -> Claim {

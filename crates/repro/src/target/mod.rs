@@ -733,6 +733,21 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
     if let Some(section) = compare::render_base_seeds(&spec.meta, &paper, &rows, base_seeds) {
         md = md + "\n" + &section;
     }
+    // The claims again without the finals that are themselves tuning winners.
+    let tuning_seed = records
+        .iter()
+        .find_map(|r| r.tuning.as_ref().map(|n| n.tuning_seed));
+    if let Some((seed, untouched)) =
+        tuning_seed.and_then(|seed| Some((seed, compare::without_tuning_seed(&rows, seed)?)))
+    {
+        compare::write_claims_csv(
+            &spec.meta,
+            &paper,
+            &untouched,
+            &dir.join("claims_without_tuning_seed.csv"),
+        )?;
+        md = md + "\n" + &compare::render_without_tuning_seed(&spec.meta, &paper, &untouched, seed);
+    }
     md = md + "\n" + &precision;
     if let Some(section) =
         calibrated::render_claims_against_calibration(&claims, &over_calibrated_rows)
