@@ -204,6 +204,40 @@ pub fn render_markdown(spec: &Spec, preset_name: &str, rows: &[AblationRow]) -> 
     md
 }
 
+/// The section of `ablations.md` with `rows` ([`comparisons`] over every seed but the tuning
+/// seed `seed`). A reference taken over from `--tune` has, on that seed, the candidate run that
+/// won its dev selection, whose test accuracy may sit high (the winner's curse), while the
+/// variant's run on it is a new one: a comparison that includes the seed leans against the
+/// variant.
+pub fn render_without_tuning_seed(rows: &[AblationRow], seed: u64) -> String {
+    let mut md = format!(
+        "## The comparisons without the tuning seed ({seed})\n\nWhere a reference's runs come \
+         from `--tune` (its own or table2's), its run on seed {seed} is the candidate that won \
+         its dev selection, and its test accuracy may sit high (the winner's curse). A \
+         variant's run on that seed is a new one, so a comparison that includes the seed leans \
+         against the variant. The same comparisons over the other seeds, fewer of them (with 2 \
+         seeds t(0.975, 1) = 12.7, and an interval of zero width means the two seeds agreed, \
+         not certainty):\n\n\
+         | variant | reference | task | ε | Δ (points) | 95% CI | n |\n|---|---|---|---|---|---|---|\n"
+    );
+    for r in rows.iter().filter(|r| r.claim.ours_delta.is_some()) {
+        let c = &r.claim;
+        let ci =
+            c.ci.map(|(lo, hi)| format!("[{lo:+.1}, {hi:+.1}]"))
+                .unwrap_or_else(|| c.why.clone());
+        md.push_str(&format!(
+            "| {} | {} | {} | {} | {:+.1} | {ci} | {} |\n",
+            r.variant,
+            r.reference,
+            c.task,
+            c.epsilon,
+            c.ours_delta.unwrap_or_default(),
+            c.n_seeds,
+        ));
+    }
+    md
+}
+
 /// The Δ axis of the forest plot: `[lo, hi]` with tick values, shared by every panel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeltaAxis {
@@ -1069,6 +1103,23 @@ pub(super) mod tests {
         assert!(
             csv.contains(",2,77.50,\"DP-ZOPO mask selection, against the smallest score\","),
             "{csv}"
+        );
+        // Without the tuning seed 13 (seed 21 alone: no CI): the rows that have a Δ, named.
+        let untouched = crate::target::compare::without_tuning_seed(&rows, 13).unwrap();
+        let again = comparisons(&spec, methods, &untouched);
+        let md = render_without_tuning_seed(&again, 13);
+        assert!(md.contains("without the tuning seed (13)"), "{md}");
+        assert!(
+            md.contains("| zopo-random | dp-zopo | SST-2 | 4 | +2.0 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| zopo-ratio-10pct | dp-zopo | SST-2 | 4 | -3.0 |"),
+            "{md}"
+        );
+        assert!(
+            !md.contains("zopo-largest"),
+            "a variant not run has no row: {md}"
         );
     }
 

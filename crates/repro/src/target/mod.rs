@@ -691,6 +691,10 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
         let mut md = ablation::render_markdown(spec, preset_name, &comparisons)
             + "\n"
             + &precision::write_and_render(&claims, spec.meta.tolerance_points, &dir)?;
+        if let Some((seed, untouched)) = without_tuning_seed(&records, &rows) {
+            let again = ablation::comparisons(spec, methods, &untouched);
+            md += &format!("\n{}", ablation::render_without_tuning_seed(&again, seed));
+        }
         let plateau_steps = plateau::plateau(spec, methods, &records);
         if !plateau_steps.is_empty() {
             plateau::write_csv(&plateau_steps, &dir.join("plateau.csv"))?;
@@ -734,12 +738,7 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
         md = md + "\n" + &section;
     }
     // The claims again without the finals that are themselves tuning winners.
-    let tuning_seed = records
-        .iter()
-        .find_map(|r| r.tuning.as_ref().map(|n| n.tuning_seed));
-    if let Some((seed, untouched)) =
-        tuning_seed.and_then(|seed| Some((seed, compare::without_tuning_seed(&rows, seed)?)))
-    {
+    if let Some((seed, untouched)) = without_tuning_seed(&records, &rows) {
         compare::write_claims_csv(
             &spec.meta,
             &paper,
@@ -790,6 +789,19 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The tuning seed of `records` (from any record's `--tune` or inherited tuning note) and `rows`
+/// without it ([`compare::without_tuning_seed`]); `None` when nothing was tuned or no row ran
+/// that seed.
+fn without_tuning_seed(
+    records: &[record::CellRecord],
+    rows: &[summary::SummaryRow],
+) -> Option<(u64, Vec<summary::SummaryRow>)> {
+    let seed = records
+        .iter()
+        .find_map(|r| r.tuning.as_ref().map(|n| n.tuning_seed))?;
+    Some((seed, compare::without_tuning_seed(rows, seed)?))
 }
 
 /// `repro check <target> --preset P`.
