@@ -184,24 +184,29 @@ pub fn render_markdown(spec: &Spec, preset_name: &str, rows: &[AblationRow]) -> 
     );
     md.push_str("| variant | reference | task | ε | Δ (points) | 95% CI | n | what it isolates |\n|---|---|---|---|---|---|---|---|\n");
     for r in rows {
-        let c = &r.claim;
-        let ci =
-            c.ci.map(|(lo, hi)| format!("[{lo:+.1}, {hi:+.1}]"))
-                .unwrap_or_else(|| c.why.clone());
         md.push_str(&format!(
-            "| {} | {} | {} | {} | {} | {ci} | {} | {} |\n",
-            r.variant,
-            r.reference,
-            c.task,
-            c.epsilon,
-            c.ours_delta
-                .map(|d| format!("{d:+.1}"))
-                .unwrap_or_else(|| "—".into()),
-            c.n_seeds,
+            "{} {} |\n",
+            table_row(r),
             r.description.replace('|', "\\|")
         ));
     }
     md
+}
+
+/// The first seven cells of an `ablations.md` row (variant to n), open at the end.
+fn table_row(r: &AblationRow) -> String {
+    let c = &r.claim;
+    let ci =
+        c.ci.map(|(lo, hi)| format!("[{lo:+.1}, {hi:+.1}]"))
+            .unwrap_or_else(|| c.why.clone());
+    let delta = c
+        .ours_delta
+        .map(|d| format!("{d:+.1}"))
+        .unwrap_or_else(|| "—".into());
+    format!(
+        "| {} | {} | {} | {} | {delta} | {ci} | {} |",
+        r.variant, r.reference, c.task, c.epsilon, c.n_seeds
+    )
 }
 
 /// The section of `ablations.md` with `rows` ([`comparisons`] over every seed but the tuning
@@ -221,19 +226,7 @@ pub fn render_without_tuning_seed(rows: &[AblationRow], seed: u64) -> String {
          | variant | reference | task | ε | Δ (points) | 95% CI | n |\n|---|---|---|---|---|---|---|\n"
     );
     for r in rows.iter().filter(|r| r.claim.ours_delta.is_some()) {
-        let c = &r.claim;
-        let ci =
-            c.ci.map(|(lo, hi)| format!("[{lo:+.1}, {hi:+.1}]"))
-                .unwrap_or_else(|| c.why.clone());
-        md.push_str(&format!(
-            "| {} | {} | {} | {} | {:+.1} | {ci} | {} |\n",
-            r.variant,
-            r.reference,
-            c.task,
-            c.epsilon,
-            c.ours_delta.unwrap_or_default(),
-            c.n_seeds,
-        ));
+        md.push_str(&format!("{}\n", table_row(r)));
     }
     md
 }
