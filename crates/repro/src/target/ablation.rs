@@ -635,13 +635,17 @@ pub struct HorizonPoint {
     pub steps: i64,
     pub n_seeds: usize,
     pub test: Estimate,
-    /// `None` when the records have no dev accuracy.
+    /// Over the seeds other than the tuning seed, as the plateau rule pairs them
+    /// ([`super::plateau`]); `None` when those records have no dev accuracy.
     pub dev: Option<Estimate>,
+    /// The seeds behind `dev`.
+    pub n_dev_seeds: usize,
 }
 
 /// The horizon curves of `methods`: every variant with `steps_scale` and its base, per (task, ε),
 /// with T read from each record's configuration, the final test and dev accuracy averaged over
-/// seeds with 95% t-intervals. Empty when the grid has no horizon variant.
+/// seeds with 95% t-intervals (dev without the tuning seed, whose base run's dev accuracy is a
+/// selected maximum). Empty when the grid has no horizon variant.
 pub fn horizon(spec: &Spec, methods: &[String], records: &[CellRecord]) -> Vec<HorizonPoint> {
     let family = |m: &str| horizon_family(spec, methods, m);
     let mut groups: BTreeMap<(String, Option<u64>, String), Vec<&CellRecord>> = BTreeMap::new();
@@ -670,7 +674,9 @@ pub fn horizon(spec: &Spec, methods: &[String], records: &[CellRecord]) -> Vec<H
             continue;
         }
         let test: Vec<f64> = rs.iter().map(|r| r.test_accuracy).collect();
-        let dev: Vec<f64> = rs.iter().filter_map(|r| r.dev_accuracy).collect();
+        let unselected: Vec<&&CellRecord> =
+            rs.iter().filter(|r| !r.seed_chose_settings()).collect();
+        let dev: Vec<f64> = unselected.iter().filter_map(|r| r.dev_accuracy).collect();
         out.push(HorizonPoint {
             task,
             epsilon: eps.map(f64::from_bits),
@@ -679,7 +685,10 @@ pub fn horizon(spec: &Spec, methods: &[String], records: &[CellRecord]) -> Vec<H
             steps: t,
             n_seeds: rs.len(),
             test: estimate(&test).expect("a group has a record"),
-            dev: (dev.len() == rs.len()).then(|| estimate(&dev)).flatten(),
+            dev: (dev.len() == unselected.len())
+                .then(|| estimate(&dev))
+                .flatten(),
+            n_dev_seeds: dev.len(),
         });
     }
     out.sort_by(|a, b| {
@@ -707,6 +716,7 @@ pub fn write_horizon_csv(points: &[HorizonPoint], path: &Path) -> Result<bool> {
                 p.n_seeds.to_string(),
             ];
             row.extend(estimate_cells(Some(p.test)));
+            row.push(p.n_dev_seeds.to_string());
             row.extend(estimate_cells(p.dev));
             row
         })
@@ -723,6 +733,7 @@ pub fn write_horizon_csv(points: &[HorizonPoint], path: &Path) -> Result<bool> {
             "test_mean",
             "test_ci_low",
             "test_ci_high",
+            "n_dev_seeds",
             "dev_mean",
             "dev_ci_low",
             "dev_ci_high",
@@ -731,8 +742,9 @@ pub fn write_horizon_csv(points: &[HorizonPoint], path: &Path) -> Result<bool> {
     )
 }
 
-/// `horizon.svg`: per (task, ε) a row of two panels, test and dev accuracy against T (log2 axis,
-/// ticked at the T that ran); per family a line through the means in its colour, each mean with
+/// `horizon.svg`: per (task, ε) a row of two panels, test and dev accuracy (dev without the
+/// tuning seed, as [`horizon`] gives it) against T (log2 axis, ticked at the T that ran); per
+/// family a line through the means in its colour, each mean with
 /// its 95% CI over seeds as a bar, a hollow marker where one seed left no CI. The families sit
 /// slightly apart at a shared T so their bars never cover each other; the legend has its own
 /// column at the right, so it covers no data.
@@ -903,6 +915,8 @@ pub fn plot_horizon(points: &[HorizonPoint], title: &str, path: &Path) -> Result
             note("one seed: no CI", 40, y)?;
             y += 22;
             note("families set apart slightly at a T", 8, y)?;
+            y += 22;
+            note("dev: without the tuning seed", 8, y)?;
         }
         root.present()?;
     }
@@ -1290,6 +1304,7 @@ pub(super) mod tests {
                     n_seeds: if one_seed { 1 } else { 3 },
                     test: est(test[i], (!one_seed).then_some(1.5 + i as f64)),
                     dev: (family != "dpzero" || i != 2).then(|| est(dev[i], Some(2.0))),
+                    n_dev_seeds: if family != "dpzero" || i != 2 { 3 } else { 0 },
                 });
             }
         }
@@ -1404,5 +1419,21 @@ pub(super) mod tests {
         // The smoke and mini grids have no horizon variant: nothing to draw.
         let mini = methods_of(&spec, "mini").unwrap();
         assert!(horizon(&spec, mini, &records).is_empty());
+
+        // Records tuned on seed 13: dev leaves that seed out (72 and 77), test keeps it.
+        let note: super::super::tune::TuningNote = serde_json::from_value(serde_json::json!({
+            "tuning_seed": 13, "candidates": 5, "selected": 3,
+            "selected_settings": {}, "selected_dev_accuracy": 70.0,
+            "epsilon_run": 4.0, "epsilon_procedure": 8.0, "runs_composed": 6,
+            "accountant": "prv", "delta": 1e-3
+        }))
+        .unwrap();
+        for r in &mut records {
+            r.tuning = Some(note.clone());
+        }
+        let base = horizon(&spec, methods, &records).remove(2);
+        assert_eq!((base.n_seeds, base.n_dev_seeds), (3, 2));
+        assert!((base.test.mean - 82.0).abs() < 1e-12);
+        assert!((base.dev.unwrap().mean - 74.5).abs() < 1e-12);
     }
 }

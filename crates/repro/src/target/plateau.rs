@@ -101,7 +101,7 @@ pub fn plateau(spec: &Spec, methods: &[String], records: &[CellRecord]) -> Vec<P
         ) else {
             continue;
         };
-        let chose_settings = r.tuning.as_ref().is_some_and(|n| n.tuning_seed == r.seed);
+        let chose_settings = r.seed_chose_settings();
         let run = Run {
             dev: r.dev_accuracy.filter(|_| !chose_settings),
             test: r.test_accuracy,

@@ -64,6 +64,15 @@ pub struct CellRecord {
 }
 
 impl CellRecord {
+    /// Whether this run's seed is the one whose dev set chose its settings (`--tune`'s tuning
+    /// seed, also for settings inherited from another target): its dev accuracy, or its base's,
+    /// is then the best of several candidates on that dev set (the winner's curse).
+    pub fn seed_chose_settings(&self) -> bool {
+        self.tuning
+            .as_ref()
+            .is_some_and(|n| n.tuning_seed == self.seed)
+    }
+
     /// The trainer's wall-time phases by name (`trainer::train::PhaseSeconds`, read by name so
     /// that this builds without libtorch), absent in records written before they existed.
     pub fn phase_seconds(&self) -> Option<&serde_json::Map<String, Value>> {
