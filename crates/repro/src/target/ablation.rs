@@ -197,7 +197,7 @@ pub fn render_markdown(spec: &Spec, preset_name: &str, rows: &[AblationRow]) -> 
 fn table_row(r: &AblationRow) -> String {
     let c = &r.claim;
     let ci =
-        c.ci.map(|(lo, hi)| format!("[{lo:+.1}, {hi:+.1}]"))
+        c.ci.map(super::compare::signed_ci)
             .unwrap_or_else(|| c.why.clone());
     let delta = c
         .ours_delta

@@ -212,8 +212,9 @@ pub(super) fn test_claim(
     c.verdict = verdict(p, lo, hi, tol);
     let ci_method = std::mem::take(&mut c.why);
     let ours = format!(
-        "ours {:+.1} [{lo:+.1}, {hi:+.1}] over {} seeds",
+        "ours {:+.1} {} over {} seeds",
         c.ours_delta.unwrap_or(0.0),
+        signed_ci((lo, hi)),
         c.n_seeds
     );
     c.why = if p.abs() > tol {
@@ -453,11 +454,16 @@ fn descriptive(meta: &Meta, ours: &[SummaryRow]) -> Vec<(String, String)> {
     out
 }
 
+/// A difference's 95% CI in points, signed to one decimal: `[-1.2, +3.4]`.
+pub(super) fn signed_ci((lo, hi): (f64, f64)) -> String {
+    format!("[{lo:+.1}, {hi:+.1}]")
+}
+
 /// A claim's leading cells in a comparison.md table row: claim, task, ε, paper Δ, ours Δ with
 /// its CI, n and verdict (`| … | verdict |`).
 fn claim_cells(c: &Claim) -> String {
     let ours = match (c.ours_delta, c.ci) {
-        (Some(d), Some((lo, hi))) => format!("{d:+.1} [{lo:+.1}, {hi:+.1}]"),
+        (Some(d), Some(ci)) => format!("{d:+.1} {}", signed_ci(ci)),
         (Some(d), None) => format!("{d:+.1}"),
         _ => "–".into(),
     };

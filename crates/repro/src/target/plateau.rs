@@ -17,6 +17,7 @@
 //! selected on, stays in the test pairs.
 
 use super::ablation::{eps_label, estimate, estimate_cells, horizon_family, Estimate};
+use super::compare::signed_ci;
 use super::record::CellRecord;
 use super::spec::Spec;
 use super::summary::write_table;
@@ -68,8 +69,8 @@ pub struct PlateauStep {
     pub n_test_pairs: usize,
     /// The tuning seed, when it ran at both horizons and was left out of the dev pairs.
     pub tuning_seed_left_out: Option<u64>,
-    /// Dev accuracy at `steps_to` minus at `steps_from`, over the paired seeds (`None` when
-    /// fewer than one seed pairs).
+    /// Dev accuracy at `steps_to` minus at `steps_from`, over the paired seeds (`None` when no
+    /// seed pairs).
     pub dev_gain: Option<Estimate>,
     /// The same for test accuracy, over every seed at both horizons.
     pub test_gain: Estimate,
@@ -205,8 +206,8 @@ pub fn render_markdown(steps: &[PlateauStep]) -> String {
     let ci = |e: Option<&Estimate>| match e {
         Some(Estimate {
             mean,
-            ci95: Some((lo, hi)),
-        }) => format!("{mean:+.1} [{lo:+.1}, {hi:+.1}]"),
+            ci95: Some(ci),
+        }) => format!("{mean:+.1} {}", signed_ci(*ci)),
         Some(e) => format!("{:+.1} (no CI)", e.mean),
         None => "no seed pairs".to_string(),
     };
