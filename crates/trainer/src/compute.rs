@@ -17,6 +17,16 @@
 use serde::{Deserialize, Serialize};
 use std::ffi::c_void;
 
+/// The dtype of reductions, norms and losses over tensors of `kind`: f32 for f32 and the lower
+/// precisions, f64 for f64 (reference runs in tests, whose rounding must stay f64 throughout).
+pub fn accumulation_kind(kind: tch::Kind) -> tch::Kind {
+    if kind == tch::Kind::Double {
+        tch::Kind::Double
+    } else {
+        tch::Kind::Float
+    }
+}
+
 /// Precision of the matrix products (see the module docs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

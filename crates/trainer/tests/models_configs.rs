@@ -79,33 +79,44 @@ fn analytic_count_matches_built_models() {
     }
 }
 
+/// Random models of each dtype run, train every parameter, and give label-word logits in the
+/// dtype of their losses: f32, or f64 for an f64 model (a reference run in f64 must not round
+/// its losses, or norms, to f32 anywhere).
 #[test]
 fn random_models_run_in_each_dtype_and_have_trainable_parameters() {
-    let config = ModelConfig::from_file(&path("tests/fixtures/opt_tiny/config.json")).unwrap();
-    for kind in [Kind::Float, Kind::BFloat16, Kind::Half] {
-        tch::manual_seed(7);
-        let model = random_from_config(&config, kind, Device::Cpu).unwrap();
-        assert!(model
-            .var_store()
-            .variables()
-            .values()
-            .all(|v| v.kind() == kind));
-        assert_eq!(
-            model.var_store().trainable_variables().len(),
-            model.var_store().len()
-        );
-        let batch = Batch {
-            input_ids: Tensor::from_slice(&[5i64, 6, 7, 1, 8, 9, 10, 11]).view([2, 4]),
-            attention_mask: Tensor::from_slice(&[1i64, 1, 1, 0, 1, 1, 1, 1]).view([2, 4]),
-            positions: Tensor::from_slice(&[2i64, 3]),
-            labels: Tensor::from_slice(&[0i64, 1]),
-            label_word_ids: Tensor::from_slice(&[20i64, 30]),
-        };
-        let logits = model.label_word_logits(&batch).unwrap();
-        assert_eq!(logits.size(), [2, 2]);
-        assert_eq!(logits.kind(), Kind::Float);
-        let finite = logits.isfinite().all().int64_value(&[]) == 1;
-        assert!(finite, "{kind:?}: non-finite logits {logits}");
+    for name in ["opt_tiny", "llama_tiny_gqa_untied"] {
+        let config =
+            ModelConfig::from_file(&path("tests/fixtures").join(name).join("config.json")).unwrap();
+        for kind in [Kind::Float, Kind::BFloat16, Kind::Half, Kind::Double] {
+            tch::manual_seed(7);
+            let model = random_from_config(&config, kind, Device::Cpu).unwrap();
+            assert!(model
+                .var_store()
+                .variables()
+                .values()
+                .all(|v| v.kind() == kind));
+            assert_eq!(
+                model.var_store().trainable_variables().len(),
+                model.var_store().len()
+            );
+            let batch = Batch {
+                input_ids: Tensor::from_slice(&[5i64, 6, 7, 1, 8, 9, 10, 11]).view([2, 4]),
+                attention_mask: Tensor::from_slice(&[1i64, 1, 1, 0, 1, 1, 1, 1]).view([2, 4]),
+                positions: Tensor::from_slice(&[2i64, 3]),
+                labels: Tensor::from_slice(&[0i64, 1]),
+                label_word_ids: Tensor::from_slice(&[20i64, 30]),
+            };
+            let logits = model.label_word_logits(&batch).unwrap();
+            assert_eq!(logits.size(), [2, 2]);
+            let expected = if kind == Kind::Double {
+                Kind::Double
+            } else {
+                Kind::Float
+            };
+            assert_eq!(logits.kind(), expected, "{name} {kind:?}");
+            let finite = logits.isfinite().all().int64_value(&[]) == 1;
+            assert!(finite, "{name} {kind:?}: non-finite logits {logits}");
+        }
     }
 }
 

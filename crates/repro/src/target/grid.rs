@@ -268,7 +268,14 @@ pub fn execute(cells: &[Cell], runner: &mut dyn CellRunner, policy: Policy) -> R
         bar: &bar,
         counts: true,
     };
-    run_pending(pending, runner, policy, shown, &mut outcome)?;
+    run_pending(
+        pending,
+        runner,
+        policy,
+        shown,
+        &Attempted::default(),
+        &mut outcome,
+    )?;
     bar.finish_and_clear();
     Ok(outcome)
 }
@@ -299,18 +306,24 @@ struct Shown<'a> {
     counts: bool,
 }
 
+/// The records of the cells a runner of this process has started (a record path names one cell;
+/// a stem does not: tuning candidates share their final's). A cell that failed on one thread is
+/// not run again by a sibling that waited for its lock: it would fail again, and count twice.
+type Attempted = std::sync::Mutex<std::collections::HashSet<PathBuf>>;
+
 /// Runs `pending` one after another (cells held by others last, see [`execute`]).
 fn run_pending(
     pending: Vec<&Cell>,
     runner: &mut dyn CellRunner,
     policy: Policy,
     shown: Shown<'_>,
+    attempted: &Attempted,
     outcome: &mut Outcome,
 ) -> Result<()> {
     let mut busy = Vec::new();
     for cell in pending {
         match claim(cell, Wait::No)? {
-            Some(c) => run_claimed(cell, c, runner, policy, shown, outcome)?,
+            Some(c) => run_claimed(cell, c, runner, policy, shown, attempted, outcome)?,
             None => {
                 say(
                     shown.bar,
@@ -322,7 +335,7 @@ fn run_pending(
     }
     for cell in busy {
         let c = claim(cell, Wait::Yes)?.context("a blocking lock always returns a claim")?;
-        run_claimed(cell, c, runner, policy, shown, outcome)?;
+        run_claimed(cell, c, runner, policy, shown, attempted, outcome)?;
     }
     Ok(())
 }
@@ -358,15 +371,23 @@ pub fn execute_threads(
             .filter(|c| c.is_done(policy.rerun_since))
             .count() as u64
     };
+    let attempted = Attempted::default();
     let outcomes: Vec<Result<Outcome>> = std::thread::scope(|scope| {
         let handles: Vec<_> = runners
             .into_iter()
             .map(|mut runner| {
-                let (pending, bar) = (pending.clone(), &bar);
+                let (pending, bar, attempted) = (pending.clone(), &bar, &attempted);
                 scope.spawn(move || -> Result<Outcome> {
                     let mut outcome = Outcome::default();
                     let shown = Shown { bar, counts: false };
-                    run_pending(pending, runner.as_mut(), policy, shown, &mut outcome)?;
+                    run_pending(
+                        pending,
+                        runner.as_mut(),
+                        policy,
+                        shown,
+                        attempted,
+                        &mut outcome,
+                    )?;
                     Ok(outcome)
                 })
             })
@@ -390,6 +411,7 @@ pub fn execute_threads(
         all.ran.extend(outcome.ran);
         all.failed.extend(outcome.failed);
     }
+    // Each cell was started at most once in this process (`Attempted`), so it counts once.
     all.already_recorded = cells.len() - all.ran.len() - all.failed.len();
     Ok(all)
 }
@@ -400,6 +422,7 @@ fn run_claimed(
     runner: &mut dyn CellRunner,
     policy: Policy,
     shown: Shown<'_>,
+    attempted: &Attempted,
     outcome: &mut Outcome,
 ) -> Result<()> {
     let stem = cell.run.stem();
@@ -412,6 +435,15 @@ fn run_claimed(
     // Another worker may have finished it between our first look and the lock.
     if cell.is_done(policy.rerun_since) {
         outcome.already_recorded += 1;
+        pass();
+        return Ok(());
+    }
+    // A sibling thread ran it and it failed: reported once, by that thread.
+    let first = attempted
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(cell.record.clone());
+    if !first {
         pass();
         return Ok(());
     }
@@ -933,6 +965,80 @@ mod tests {
         rec.write(&cells[2].record).unwrap();
         assert_eq!(order(&cells), vec![7, 2, 1, 5, 4, 6]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A runner whose every cell fails after a short while, counting its attempts.
+    struct Failing(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl super::super::CellRunner for Failing {
+        fn model_name(&self) -> String {
+            "m".into()
+        }
+        fn device_name(&self) -> String {
+            "cpu".into()
+        }
+        fn run(
+            &mut self,
+            spec: &RunSpec,
+            _config: &serde_json::Value,
+            _checkpoint_dir: &Path,
+        ) -> Result<CellRecord> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            // Long enough that the sibling thread finds the lock held and waits for it.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            anyhow::bail!("{} cannot run", spec.stem())
+        }
+    }
+
+    /// Threads of one process (`--joint-cells`): a failing cell is run once, by the thread that
+    /// claimed it first, and reported once; the sibling that waited for its lock does not run it
+    /// again, and the outcome counts every cell exactly once. A cell of the same stem elsewhere
+    /// (a tuning candidate beside its final) is another cell, and runs too.
+    #[test]
+    fn a_cell_failing_on_one_thread_is_not_rerun_by_its_sibling() {
+        let dir = std::env::temp_dir().join(format!("dpzo-fail-twice-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cells: Vec<Cell> = [(13, "runs"), (21, "runs"), (13, "candidates/1")]
+            .into_iter()
+            .map(|(seed, under)| {
+                let (stem, dir) = (format!("t__m__eps4__seed{seed}"), dir.join(under));
+                Cell {
+                    run: RunSpec {
+                        target: "t".into(),
+                        preset: "p".into(),
+                        task: "t".into(),
+                        method: "m".into(),
+                        epsilon: Some(4.0),
+                        seed,
+                        settings: toml::Table::new(),
+                    },
+                    config: serde_json::json!({ "steps": 8, "batch_size": 4 }),
+                    hash: format!("{seed:064}"),
+                    record: dir.join(format!("{stem}.json")),
+                    lock: dir.join("locks").join(format!("{stem}.lock")),
+                    checkpoint: dir.join("checkpoints").join(stem),
+                }
+            })
+            .collect();
+        let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let runners: Vec<Box<dyn super::super::CellRunner + Send>> = (0..2)
+            .map(|_| Box::new(Failing(attempts.clone())) as Box<_>)
+            .collect();
+        let outcome = execute_threads(&cells, runners, Policy::default()).unwrap();
+        assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 3);
+        let mut failed: Vec<&str> = outcome.failed.iter().map(|(s, _)| s.as_str()).collect();
+        failed.sort();
+        assert_eq!(
+            failed,
+            [
+                "t__m__eps4__seed13",
+                "t__m__eps4__seed13",
+                "t__m__eps4__seed21"
+            ]
+        );
+        assert!(outcome.ran.is_empty());
+        assert_eq!(outcome.already_recorded, 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -202,8 +202,9 @@ impl RmsNorm {
             // so that its op lists cannot change the precision of the norm.
             return x.f_rms_norm(self.weight.size(), Some(&self.weight), self.eps);
         }
-        let x32 = x.f_to_kind(Kind::Float)?;
-        let mean_square = x32.f_square()?.f_mean_dim(-1, true, Kind::Float)?;
+        let acc = crate::compute::accumulation_kind(kind);
+        let x32 = x.f_to_kind(acc)?;
+        let mean_square = x32.f_square()?.f_mean_dim(-1, true, acc)?;
         let normed = (x32 * (mean_square + self.eps).f_rsqrt()?).f_to_kind(kind)?;
         let y = replicas::scale(&normed, &self.weight)?;
         tape::push(&[Some(&self.weight)], || LayerRecord::Norm {

@@ -21,6 +21,7 @@ pub mod tape;
 pub mod tokenizer;
 
 use crate::batch::Batch;
+use crate::compute::accumulation_kind;
 use crate::model::LabelWordModel;
 pub use config::{LlamaConfig, ModelConfig, OptConfig, RobertaConfig};
 pub use error::{ModelError, Result};
@@ -58,11 +59,13 @@ pub fn parse_dtype(name: &str) -> Result<Kind> {
     }
 }
 
+/// Float, Half and BFloat16 train; Double is for reference runs in tests, whose rounding must
+/// not hide a difference between two code paths.
 fn check_dtype(kind: Kind) -> Result<()> {
     match kind {
-        Kind::Float | Kind::Half | Kind::BFloat16 => Ok(()),
+        Kind::Float | Kind::Half | Kind::BFloat16 | Kind::Double => Ok(()),
         other => Err(ModelError::BadInput(format!(
-            "compute dtype {other:?}: expected Float, Half or BFloat16"
+            "compute dtype {other:?}: expected Float, Half, BFloat16 or Double"
         ))),
     }
 }
@@ -204,18 +207,20 @@ impl Model {
         }
     }
 
-    /// Full-vocabulary logits at every position, `[B, L, V]` f32 (for parity tests; a training
-    /// step should use [`LabelWordModel::label_word_logits`]).
+    /// Full-vocabulary logits at every position, `[B, L, V]` f32 (f64 for an f64 model; for
+    /// parity tests: a training step should use [`LabelWordModel::label_word_logits`]).
     pub fn full_logits(
         &self,
         input_ids: &Tensor,
         attention_mask: &Tensor,
     ) -> std::result::Result<Tensor, TchError> {
         let hidden = self.hidden_states(input_ids, attention_mask)?;
-        self.head(&hidden, None)?.f_to_kind(Kind::Float)
+        let logits = self.head(&hidden, None)?;
+        logits.f_to_kind(accumulation_kind(logits.kind()))
     }
 
-    /// Log-probability of a continuation under a decoder, per sequence, `[B]` f32:
+    /// Log-probability of a continuation under a decoder, per sequence, `[B]` f32 (f64 for an
+    /// f64 model):
     /// `sum_t continuation_mask[t] * log p(x_t | x_<t)` (multiple-choice scoring, e.g. COPA).
     /// `continuation_mask` is `[B, L]` with 1 on the continuation tokens; position 0 cannot be
     /// scored. The vocabulary is projected only at the positions that predict a scored token.
@@ -250,7 +255,8 @@ impl Model {
         let rows = predictor
             .f_reshape([-1, width])?
             .f_index_select(0, &flat_index)?;
-        let log_probs = self.head(&rows, None)?.f_log_softmax(-1, Kind::Float)?;
+        let acc = accumulation_kind(self.kind());
+        let log_probs = self.head(&rows, None)?.f_log_softmax(-1, acc)?;
         let next_tokens = input_ids
             .f_narrow(1, 1, l - 1)?
             .f_flatten(0, 1)?
@@ -259,11 +265,7 @@ impl Model {
             .f_gather(1, &next_tokens.f_unsqueeze(1)?, false)?
             .f_squeeze_dim(1)?;
         let example = flat_index.f_div_scalar_mode(l - 1, "floor")?;
-        Tensor::f_zeros([b], (Kind::Float, hidden.device()))?.f_index_add(
-            0,
-            &example,
-            &token_log_probs,
-        )
+        Tensor::f_zeros([b], (acc, hidden.device()))?.f_index_add(0, &example, &token_log_probs)
     }
 }
 
@@ -282,8 +284,8 @@ impl LabelWordModel for Model {
         ])?;
         let hidden = self.hidden_states(&batch.input_ids, &batch.attention_mask)?;
         let gathered = gather_checked_positions(&hidden, &batch.positions)?;
-        self.head_checked_rows(&gathered, Some(&batch.label_word_ids))?
-            .f_to_kind(Kind::Float)
+        let logits = self.head_checked_rows(&gathered, Some(&batch.label_word_ids))?;
+        logits.f_to_kind(accumulation_kind(logits.kind()))
     }
 
     fn continuation_scores(
@@ -327,7 +329,7 @@ impl LabelWordModel for Model {
         let predictors = hidden.f_gather(1, &index, false)?;
         let token_log_probs = self
             .head_checked_rows(&predictors, None)?
-            .f_log_softmax(-1, Kind::Float)?
+            .f_log_softmax(-1, accumulation_kind(self.kind()))?
             .f_gather(2, &batch.score_targets.f_unsqueeze(-1)?, false)?
             .f_squeeze_dim(-1)?;
         crate::data::choice::mean_over_continuation(&token_log_probs, batch)

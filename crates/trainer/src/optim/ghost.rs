@@ -30,6 +30,7 @@ use super::loss;
 use super::params::TrainableParams;
 use super::{OptimError, Result};
 use crate::batch::ExampleBatch;
+use crate::compute::accumulation_kind;
 use crate::model::LabelWordModel;
 use crate::models::tape::{self, LayerRecord, PackedRows};
 
@@ -62,14 +63,6 @@ enum Contribution {
     LinearWeight { input: Tensor, grad: Tensor },
     /// Row uses of an embedding-like table: `(ids [B, P], row gradients [B, P, D])` per use.
     Rows(Vec<(Tensor, Tensor)>),
-}
-
-fn accumulation_kind(kind: Kind) -> Kind {
-    if kind == Kind::Double {
-        Kind::Double
-    } else {
-        Kind::Float
-    }
 }
 
 /// The batch's layout on the tape: `b` examples of `rows / b` adjacent model rows each (a

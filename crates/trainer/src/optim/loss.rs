@@ -17,11 +17,7 @@ pub fn per_example_losses(model: &dyn LabelWordModel, batch: &dyn ExampleBatch) 
 
 /// Cross-entropy of `[B, n_labels]` logits against `[B]` labels (f64 kept, else f32).
 pub fn losses_from_logits(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
-    let kind = if logits.kind() == Kind::Double {
-        Kind::Double
-    } else {
-        Kind::Float
-    };
+    let kind = crate::compute::accumulation_kind(logits.kind());
     Ok(logits
         .f_to_kind(kind)?
         .f_log_softmax(-1, kind)?

@@ -2,7 +2,7 @@
 //! everywhere), with an optional DP-ZOPO coordinate mask and the DP-ZOSO proximal anchor.
 
 use std::cell::OnceCell;
-use tch::{Kind, Tensor};
+use tch::Tensor;
 
 use super::paired::PairedWeights;
 use super::{OptimError, ParamSet, Result};
@@ -202,11 +202,7 @@ impl TrainableParams {
         self.named
             .iter()
             .map(|(n, t)| {
-                let kind = if t.kind() == Kind::Double {
-                    Kind::Double
-                } else {
-                    Kind::Float
-                };
+                let kind = crate::compute::accumulation_kind(t.kind());
                 Ok((n.clone(), Tensor::f_zeros(t.size(), (kind, t.device()))?))
             })
             .collect()
