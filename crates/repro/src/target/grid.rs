@@ -911,31 +911,34 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A cell of `seed` with `steps` x `batch` under `base` (its record in `base/runs`).
+    fn test_cell(base: &Path, seed: u64, steps: u64, batch: u64) -> Cell {
+        let stem = format!("t__m__eps4__seed{seed}");
+        Cell {
+            run: RunSpec {
+                target: "t".into(),
+                preset: "p".into(),
+                task: "t".into(),
+                method: "m".into(),
+                epsilon: Some(4.0),
+                seed,
+                settings: toml::Table::new(),
+            },
+            config: serde_json::json!({ "steps": steps, "batch_size": batch }),
+            hash: format!("{seed:016}"),
+            record: base.join("runs").join(format!("{stem}.json")),
+            lock: base.join("locks").join(format!("{stem}.lock")),
+            checkpoint: base.join("checkpoints").join(stem),
+        }
+    }
+
     /// Workers claim the longest cells first (steps x batch), ties in the grid's order, and a
     /// recorded cell is not pending at all.
     #[test]
     fn pending_cells_come_longest_first() {
         let dir = std::env::temp_dir().join(format!("dpzo-lpt-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let cell = |seed: u64, steps: u64, batch: u64| {
-            let stem = format!("t__m__eps4__seed{seed}");
-            Cell {
-                run: RunSpec {
-                    target: "t".into(),
-                    preset: "p".into(),
-                    task: "t".into(),
-                    method: "m".into(),
-                    epsilon: Some(4.0),
-                    seed,
-                    settings: toml::Table::new(),
-                },
-                config: serde_json::json!({ "steps": steps, "batch_size": batch }),
-                hash: format!("{seed:016}"),
-                record: dir.join("runs").join(format!("{stem}.json")),
-                lock: dir.join("locks").join(format!("{stem}.lock")),
-                checkpoint: dir.join("checkpoints").join(stem),
-            }
-        };
+        let cell = |seed: u64, steps: u64, batch: u64| test_cell(&dir, seed, steps, batch);
         // A learning curve in the grid's order (T = 1200, 2400, 4800 at B 64), a first-order
         // cell (300 x 32) and one without steps (zero-shot).
         let cells = vec![
@@ -998,27 +1001,9 @@ mod tests {
     fn a_cell_failing_on_one_thread_is_not_rerun_by_its_sibling() {
         let dir = std::env::temp_dir().join(format!("dpzo-fail-twice-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let cells: Vec<Cell> = [(13, "runs"), (21, "runs"), (13, "candidates/1")]
+        let cells: Vec<Cell> = [(13, "."), (21, "."), (13, "candidates/1")]
             .into_iter()
-            .map(|(seed, under)| {
-                let (stem, dir) = (format!("t__m__eps4__seed{seed}"), dir.join(under));
-                Cell {
-                    run: RunSpec {
-                        target: "t".into(),
-                        preset: "p".into(),
-                        task: "t".into(),
-                        method: "m".into(),
-                        epsilon: Some(4.0),
-                        seed,
-                        settings: toml::Table::new(),
-                    },
-                    config: serde_json::json!({ "steps": 8, "batch_size": 4 }),
-                    hash: format!("{seed:064}"),
-                    record: dir.join(format!("{stem}.json")),
-                    lock: dir.join("locks").join(format!("{stem}.lock")),
-                    checkpoint: dir.join("checkpoints").join(stem),
-                }
-            })
+            .map(|(seed, under)| test_cell(&dir.join(under), seed, 8, 4))
             .collect();
         let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let runners: Vec<Box<dyn super::super::CellRunner + Send>> = (0..2)
