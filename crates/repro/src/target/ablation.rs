@@ -7,7 +7,7 @@
 //! `plateau.csv` (each step up in T judged by the plateau rule of [`super::plateau`]).
 
 use super::compare::{test_claim, Claim};
-use super::plot::{text_style, text_width, titled_canvas, DARK, GREY};
+use super::plot::{accuracy_tick, text_style, text_width, titled_canvas, DARK, GREY};
 use super::record::CellRecord;
 use super::spec::Spec;
 use super::summary::SummaryRow;
@@ -821,7 +821,7 @@ pub fn plot_horizon(points: &[HorizonPoint], title: &str, path: &Path) -> Result
                     .bold_line_style(RGBColor(225, 225, 225))
                     .x_desc("T: steps, each method at its own batch size (log scale)")
                     .y_desc(format!("{which} accuracy (%)"))
-                    .y_label_formatter(&|y| format!("{y:.0}"))
+                    .y_label_formatter(&accuracy_tick)
                     .label_style(("sans-serif", 11.0 * 1.24))
                     .axis_desc_style(("sans-serif", TEXT * 1.24))
                     .draw()?;

@@ -55,6 +55,17 @@ pub(super) fn text_style(px: f64, color: RGBColor, h: HPos) -> TextStyle<'static
 }
 
 /// A rough width of `s` in pixels at size `px` (sans-serif averages about 0.6 em a character).
+/// An accuracy axis's tick label: whole points as integers, half points (the ticks of a narrow
+/// range, e.g. one level of 62.5 padded to [61, 64]) with their decimal, so no two ticks read
+/// alike.
+pub(super) fn accuracy_tick(y: &f64) -> String {
+    if (y - y.round()).abs() < 1e-9 {
+        format!("{y:.0}")
+    } else {
+        format!("{y:.1}")
+    }
+}
+
 pub(super) fn text_width(s: &str, px: f64) -> i32 {
     (s.chars().count() as f64 * px * 0.6).ceil() as i32
 }
@@ -430,7 +441,7 @@ fn render(fig: &Figure) -> Result<(String, Layout)> {
             mesh.disable_x_mesh()
                 .x_labels(0)
                 .y_labels(8)
-                .y_label_formatter(&|y| format!("{y:.0}"))
+                .y_label_formatter(&accuracy_tick)
                 .label_style(("sans-serif", 11.0 * 1.24))
                 .axis_desc_style(("sans-serif", 11.0 * 1.24))
                 .light_line_style(WHITE);
@@ -647,6 +658,47 @@ mod tests {
         }
         assert!(!svg.contains("RoBERTa-large"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A panel of one level (one seed, no CI) spans a few points, ticked every half point: no
+    /// two tick labels read alike (they did when every tick was rounded to a whole point).
+    #[test]
+    fn a_narrow_panels_ticks_read_apart() {
+        let one_seed = |method: &str, eps: Option<f64>| SummaryRow {
+            sd: None,
+            n_seeds: 1,
+            ci95: None,
+            seeds: vec![13],
+            accuracies: vec![62.5],
+            outcomes: vec![None],
+            ..row("WSC", method, eps, 62.5)
+        };
+        let rows = vec![one_seed("dp-zopo", Some(4.0)), one_seed("zero-shot", None)];
+        let fig = Figure {
+            rows: &rows,
+            paper: &[],
+            tasks: &[],
+            methods: &[],
+            model_run: "m",
+            paper_model: "p",
+            title: "t".into(),
+        };
+        let (svg, _) = render(&fig).unwrap();
+        let ticks: Vec<&str> = svg
+            .split("</text>")
+            .filter_map(|t| t.rsplit('>').next())
+            .map(str::trim)
+            .filter(|t| t.parse::<f64>().is_ok())
+            .collect();
+        assert!(ticks.len() >= 4, "{ticks:?}");
+        let mut distinct = ticks.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), ticks.len(), "{ticks:?}");
+        assert_eq!(
+            (accuracy_tick(&62.0), accuracy_tick(&61.5)),
+            ("62".into(), "61.5".into())
+        );
     }
 
     /// Two non-private levels at one value (as on stand-in data): the earlier drawn wider, so
