@@ -1554,14 +1554,15 @@ impl Inheritance {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::{candidate_folder, random_k_epsilon_of};
     use accountant::{DpEvent, Ledger, NeighboringRelation};
 
     /// A small world for the tuning procedure without a model: spec files in a scratch folder and
     /// a runner that fabricates records (dev accuracy rising with the step size, a full-batch
-    /// Gaussian ledger of `steps` releases at sigma = 20 / eps, accounted analytically).
-    mod world {
+    /// Gaussian ledger of `steps` releases at sigma = 20 / eps, accounted analytically). The grid's
+    /// tests use its runner too.
+    pub(in crate::target) mod world {
         use crate::target::record::CellRecord;
         use crate::target::spec::{RunSpec, Spec};
         use crate::target::{CellRunner, TargetArgs};
