@@ -199,10 +199,7 @@ fn table_row(r: &AblationRow) -> String {
     let ci =
         c.ci.map(super::compare::signed_ci)
             .unwrap_or_else(|| c.why.clone());
-    let delta = c
-        .ours_delta
-        .map(|d| format!("{d:+.1}"))
-        .unwrap_or_else(|| "—".into());
+    let delta = super::compare::signed_points(c.ours_delta);
     format!(
         "| {} | {} | {} | {} | {delta} | {ci} | {} |",
         r.variant, r.reference, c.task, c.epsilon, c.n_seeds

@@ -454,6 +454,11 @@ fn descriptive(meta: &Meta, ours: &[SummaryRow]) -> Vec<(String, String)> {
     out
 }
 
+/// A difference in points, signed to one decimal (`+1.2`), or `–` when there is none.
+pub(super) fn signed_points(d: Option<f64>) -> String {
+    d.map_or_else(|| "–".into(), |d| format!("{d:+.1}"))
+}
+
 /// A difference's 95% CI in points, signed to one decimal: `[-1.2, +3.4]`.
 pub(super) fn signed_ci((lo, hi): (f64, f64)) -> String {
     format!("[{lo:+.1}, {hi:+.1}]")
@@ -464,13 +469,9 @@ pub(super) fn signed_ci((lo, hi): (f64, f64)) -> String {
 fn claim_cells(c: &Claim) -> String {
     let ours = match (c.ours_delta, c.ci) {
         (Some(d), Some(ci)) => format!("{d:+.1} {}", signed_ci(ci)),
-        (Some(d), None) => format!("{d:+.1}"),
-        _ => "–".into(),
+        (d, _) => signed_points(d),
     };
-    let paper = c
-        .paper_delta
-        .map(|v| format!("{v:+.1}"))
-        .unwrap_or_else(|| "–".into());
+    let paper = signed_points(c.paper_delta);
     format!(
         "| {} | {} | {} | {paper} | {ours} | {} | {} |",
         c.claim,
