@@ -9,7 +9,8 @@
 #                                    folder holding lm-bff/ and superglue/), optionally bundle/
 #   stage.sh pack DATA_DIR           here, not on the host: fills those folders from the GGUF
 #                                    ($DPZO_ASSETS_DIR or .assets), DATA_DIR and .gpu-bundle/
-#                                    (scripts/gpu-bundle.sh), each part sized to what the checkout
+#                                    (scripts/gpu-bundle.sh; its xz'd repro alone unless
+#                                    FULL_BUNDLE=1), each part sized to what the checkout
 #                                    leaves of a call's 64 MiB, and says which calls to make
 # Then scripts/gpu/campaign.sh, throughput.sh, … use /root/dpzo-gpu/{assets,data,bundle/bin/repro}.
 set -u
@@ -26,12 +27,18 @@ if [ "${1:-}" = pack ]; then
   room=$((64 * 1024 * 1024 - beside - 2500000))
   rm -rf .gpu-xfer-a .gpu-xfer-m .gpu-xfer-b
   mkdir -p .gpu-xfer-a .gpu-xfer-b
-  cp -r .gpu-bundle .gpu-xfer-a/bundle
+  # The whole bundle (GPU test binaries too) with FULL_BUNDLE=1; else the xz'd repro alone, a
+  # seventh of the room, which is all that campaign.sh and throughput.sh run.
+  if [ "${FULL_BUNDLE:-0}" = 1 ]; then
+    cp -r .gpu-bundle .gpu-xfer-a/bundle
+  else
+    xz -9 -T2 -c .gpu-bundle/bin/repro >.gpu-xfer-a/repro.xz
+  fi
   # The LM-BFF splits of every seed the presets run, and SuperGLUE.
   (cd "$data" && tar cJf - lm-bff/k-shot-1k-test/*/512-{13,21,42,87,100} superglue) >.gpu-xfer-b/data.txz
   sha256sum "$gguf" | cut -d' ' -f1 >.gpu-xfer-b/smol.sha256
   total=$(stat -c %s "$gguf")
-  a=$((room - $(du -sb .gpu-xfer-a/bundle | cut -f1)))
+  a=$((room - $(du -sb .gpu-xfer-a | cut -f1)))
   b_room=$((room - $(stat -c %s .gpu-xfer-b/data.txz) - 100))
   m=$((total - a - b_room))
   [ "$m" -lt 0 ] && m=0
