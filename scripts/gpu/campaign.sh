@@ -14,6 +14,9 @@
 # reads the paired rows (f32+packed+paired[+mps]). JOINT=K (with FORWARD=paired) runs K cells
 # per worker as threads whose paired forwards are joined (`--joint-cells K`); JOBS=auto then reads
 # the f32+packed+paired+jointK[+mps] rows, whose cell count is workers x K.
+# DEADLINE=1 (for a session's last call, whose cut cells are lost with the host) passes
+# `--deadline SECONDS-10`: no cell starts that timing.csv's slowest rate of its task and method
+# says would end after it, so the call's tail goes to shorter cells that finish.
 # RESULTS=DIR writes into DIR instead of the host's main results tree, seeded with nothing (e.g. a
 # --compute or --set comparison that must not set the main records aside).
 # Needs what the staging calls left in /root/dpzo-gpu (scripts/gpu/README.md): assets/ with the
@@ -66,6 +69,8 @@ if [ "${JOBS:-}" = auto ] && [ -f "$tp" ]; then
 elif [ -n "${JOBS:-}" ] && [ "${JOBS}" != auto ] && [ "$JOBS" -gt 1 ]; then
   jobs=(--jobs-per-gpu "$JOBS" --gpus 0)
 fi
+deadline=()
+[ "${DEADLINE:-0}" = 1 ] && deadline=(--deadline $((seconds - 10)))
 if [ "${#jobs[@]}" -gt 0 ] && [ "$mps" = 1 ]; then
   . scripts/gpu/mps.sh
   mps_start && trap mps_stop EXIT
@@ -74,13 +79,13 @@ fi
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   "$repro" --version
   date -u +%Y-%m-%dT%H:%M:%SZ
-  echo "repro $target --preset $preset --device cuda ${jobs[*]} ${forward[*]} $*${CUDA_MPS_PIPE_DIRECTORY:+ (workers under MPS)}"
+  echo "repro $target --preset $preset --device cuda ${jobs[*]} ${forward[*]} ${deadline[*]} $*${CUDA_MPS_PIPE_DIRECTORY:+ (workers under MPS)}"
 } >"$OUT/provenance.txt" 2>&1
 # What remains before this call (cells, steps, device time at the fastest measured rates).
 "$repro" "$target" --preset "$preset" --device cuda --out "$results" --experiments experiments \
   --dry-run "$@" 2>&1 | grep '^plan' >>"$OUT/provenance.txt"
 timeout "$seconds" "$repro" "$target" --preset "$preset" --device cuda --out "$results" \
-  --experiments experiments "${jobs[@]}" "${forward[@]}" "$@" 2>&1 | tr '\r' '\n' | grep -v '^\s*$' >"$OUT/campaign.log"
+  --experiments experiments "${jobs[@]}" "${forward[@]}" "${deadline[@]}" "$@" 2>&1 | tr '\r' '\n' | grep -v '^\s*$' >"$OUT/campaign.log"
 echo "exit $? after $SECONDS s" >>"$OUT/campaign.log"
 tail -n 40 "$OUT/campaign.log"
 "$repro" check "$target" --preset "$preset" --out "$results" --experiments experiments >>"$OUT/campaign.log" 2>&1

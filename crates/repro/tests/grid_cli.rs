@@ -230,12 +230,65 @@ fn grid_flags_name_their_bad_values() {
             vec!["--device", "cpu", "--jobs-per-gpu", "0"],
             "--jobs-per-gpu 0",
         ),
+        (
+            vec!["--device", "cpu", "--deadline", "0"],
+            "\"0\" is not a positive",
+        ),
+        (
+            vec!["--device", "cpu", "--deadline", "NaN"],
+            "\"NaN\" is not a positive",
+        ),
     ] {
         let output = grid_command(&out, &args).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{args:?} succeeded");
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+/// `--deadline` with two CPU workers: the trained cells, which `timing.csv` says take longer than
+/// the time left, are not started, and the call still ends well, naming them; the zero-shot
+/// cells (no steps) run. Without the deadline the next call runs the rest.
+#[test]
+fn a_deadline_leaves_the_cells_that_cannot_finish_for_a_later_call() {
+    let out = scratch("deadline");
+    let dir = out.join("table2/tiny");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("timing.csv"),
+        "task,method,device,wall_s_per_step\nSST-2,dpzero,cpu,30\n",
+    )
+    .unwrap();
+    let cut = grid_command(
+        &out,
+        &["--device", "cpu", "--jobs-per-gpu", "2", "--deadline", "60"],
+    )
+    .output()
+    .unwrap();
+    let log = text(&cut);
+    assert!(cut.status.success(), "{log}");
+    for stem in &STEMS[2..] {
+        assert!(
+            log.contains(&format!("{stem}: not started: about")),
+            "{stem}:\n{log}"
+        );
+        assert!(!dir.join(format!("runs/{stem}.json")).exists(), "{stem}");
+    }
+    for stem in &STEMS[..2] {
+        assert!(dir.join(format!("runs/{stem}.json")).exists(), "{stem}");
+    }
+    assert!(
+        log.contains("2 of 4 cells recorded; 2 left for a later call by --deadline"),
+        "{log}"
+    );
+    let rest = grid_command(&out, &["--device", "cpu"]).output().unwrap();
+    let log = text(&rest);
+    assert!(rest.status.success(), "{log}");
+    assert!(
+        log.contains("2 of 4 runs skipped: already recorded"),
+        "{log}"
+    );
     let _ = std::fs::remove_dir_all(&out);
 }
 

@@ -49,14 +49,31 @@ pub struct GridArgs {
     /// needs `--zo-forward paired`). Results equal one-at-a-time runs' to rounding.
     #[arg(long, default_value_t = 1)]
     pub joint_cells: usize,
+    /// Start no cell expected to end more than SECONDS after this command began; resume any
+    /// cell that has a checkpoint. A cell's expected time is the slowest wall seconds per step
+    /// of its task and method in the results' `timing.csv` on this device, times its steps; a
+    /// cell with no such row is started. For a call under a time limit: the time left goes to
+    /// cells that can finish instead of to cells cut off at the limit.
+    #[arg(long, value_name = "SECONDS", value_parser = parse_deadline)]
+    pub deadline: Option<f64>,
     /// Set by a grid parent on the workers it starts: run cells, leave rendering to the parent.
     #[arg(long, hide = true)]
     pub worker: bool,
 }
 
+fn parse_deadline(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "{s:?} is not a positive number of seconds from the command's start"
+        )),
+    }
+}
+
 /// Flags of [`GridArgs`] that take a value and that a worker must not inherit.
-const PARENT_ONLY_FLAGS: [&str; 5] = [
+const PARENT_ONLY_FLAGS: [&str; 6] = [
     "--gpus",
+    "--deadline",
     "--jobs-per-gpu",
     "--emit-slurm",
     "--slurm-tasks",
@@ -106,6 +123,9 @@ pub struct Cell {
     pub record: PathBuf,
     pub lock: PathBuf,
     pub checkpoint: PathBuf,
+    /// Wall seconds the cell is expected to take from its start, for `--deadline`
+    /// ([`estimate`]); `None`: unknown.
+    pub estimate_s: Option<f64>,
 }
 
 /// Resolve `runs` into cells under the results directory `dir` of a target and preset.
@@ -118,6 +138,7 @@ pub fn plan(runs: &[RunSpec], dir: &Path, model: &str) -> Result<Vec<Cell>> {
                 record: dir.join("runs").join(format!("{}.json", r.stem())),
                 lock: dir.join("locks").join(format!("{}.lock", r.stem())),
                 checkpoint: dir.join("checkpoints").join(&hash[..16]),
+                estimate_s: None,
                 run: r.clone(),
                 config,
                 hash,
@@ -144,6 +165,18 @@ impl Cell {
     }
 }
 
+/// Sets each cell's [`Cell::estimate_s`] from `slowest` (wall seconds per step by task and
+/// method, [`super::timing::slowest_seconds_per_step`]) times its steps.
+pub fn estimate(cells: &mut [Cell], slowest: &std::collections::BTreeMap<(String, String), f64>) {
+    for c in cells {
+        let steps = c.config.get("steps").and_then(serde_json::Value::as_u64);
+        c.estimate_s = slowest
+            .get(&(c.run.task.clone(), c.run.method.clone()))
+            .zip(steps)
+            .map(|(rate, steps)| rate * steps as f64);
+    }
+}
+
 /// How [`execute`] treats cells that have a record or a checkpoint.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Policy {
@@ -155,23 +188,45 @@ pub struct Policy {
     /// Report a finished cell by its dev accuracy, not its test accuracy: tuning candidates are
     /// judged on dev only, and their test accuracy is not shown anywhere.
     pub report_dev: bool,
+    /// `--deadline`: no cell whose [`Cell::estimate_s`] ends after it starts; one with a
+    /// checkpoint resumes whatever the time.
+    pub deadline: Option<SystemTime>,
 }
 
 /// Environment variable in which a grid parent hands `--rerun`'s start time (Unix seconds) to
 /// its workers.
 pub const RERUN_SINCE_ENV: &str = "DPZO_GRID_RERUN_SINCE";
 
+/// Environment variable in which a grid parent hands `--deadline`'s end (Unix seconds) to its
+/// workers, which start later than it did.
+pub const DEADLINE_ENV: &str = "DPZO_GRID_DEADLINE";
+
+/// A time as the Unix seconds of [`RERUN_SINCE_ENV`] and [`DEADLINE_ENV`].
+fn unix_seconds(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    format!("{secs:.6}")
+}
+
+fn inherited_time(var: &str) -> Option<SystemTime> {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|secs| UNIX_EPOCH + std::time::Duration::from_secs_f64(secs))
+}
+
 impl Policy {
-    /// The policy of this process for `--rerun` / `--restart`.
-    pub fn from_flags(rerun: bool, restart: bool) -> Policy {
-        let inherited = std::env::var(RERUN_SINCE_ENV)
-            .ok()
-            .and_then(|v| v.parse::<f64>().ok())
-            .map(|secs| UNIX_EPOCH + std::time::Duration::from_secs_f64(secs));
+    /// The policy of this process for `--rerun`, `--restart` and `--deadline` (seconds from
+    /// now, or the parent's end for a worker).
+    pub fn from_flags(rerun: bool, restart: bool, deadline: Option<f64>) -> Policy {
+        let now = SystemTime::now();
         Policy {
-            rerun_since: rerun.then(|| inherited.unwrap_or_else(SystemTime::now)),
+            rerun_since: rerun.then(|| inherited_time(RERUN_SINCE_ENV).unwrap_or(now)),
             restart,
             report_dev: false,
+            deadline: inherited_time(DEADLINE_ENV)
+                .or_else(|| deadline.map(|s| now + std::time::Duration::from_secs_f64(s))),
         }
     }
 }
@@ -185,6 +240,8 @@ pub struct Outcome {
     pub already_recorded: usize,
     /// Cells that failed, with their error.
     pub failed: Vec<(String, String)>,
+    /// Cells not started because they would end after `--deadline`.
+    pub deferred: Vec<String>,
 }
 
 /// A claim on one cell: an exclusive lock held until dropped.
@@ -322,6 +379,19 @@ fn run_pending(
 ) -> Result<()> {
     let mut busy = Vec::new();
     for cell in pending {
+        if let Some(why) = after_deadline(cell, policy) {
+            // Once per process: a sibling thread that started it, or deferred it, owns it.
+            if !cell.is_done(policy.rerun_since)
+                && attempted
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(cell.record.clone())
+            {
+                say(shown.bar, format!("{}: {why}", cell.run.stem()));
+                outcome.deferred.push(cell.run.stem());
+            }
+            continue;
+        }
         match claim(cell, Wait::No)? {
             Some(c) => run_claimed(cell, c, runner, policy, shown, attempted, outcome)?,
             None => {
@@ -338,6 +408,26 @@ fn run_pending(
         run_claimed(cell, c, runner, policy, shown, attempted, outcome)?;
     }
     Ok(())
+}
+
+/// Why `cell` is not started under `policy`'s deadline, if it is not: its estimate ends after
+/// the deadline. A cell with a checkpoint resumes whatever the time; one without an estimate
+/// starts.
+fn after_deadline(cell: &Cell, policy: Policy) -> Option<String> {
+    let deadline = policy.deadline?;
+    let expected = cell.estimate_s?;
+    if cell.checkpoint.exists() {
+        return None;
+    }
+    let left = deadline
+        .duration_since(SystemTime::now())
+        .map_or(0.0, |d| d.as_secs_f64());
+    (expected > left).then(|| {
+        format!(
+            "not started: about {expected:.0} s at the slowest rate of its task and method in \
+             timing.csv, {left:.0} s left before --deadline"
+        )
+    })
 }
 
 /// Announces a grid of `cells` with `pending` to run on `workers`, and returns its one progress
@@ -410,9 +500,11 @@ pub fn execute_threads(
         let outcome = outcome?;
         all.ran.extend(outcome.ran);
         all.failed.extend(outcome.failed);
+        all.deferred.extend(outcome.deferred);
     }
-    // Each cell was started at most once in this process (`Attempted`), so it counts once.
-    all.already_recorded = cells.len() - all.ran.len() - all.failed.len();
+    // Each cell was started or deferred at most once in this process (`Attempted`), so it
+    // counts once.
+    all.already_recorded = cells.len() - all.ran.len() - all.failed.len() - all.deferred.len();
     Ok(all)
 }
 
@@ -657,10 +749,10 @@ pub fn run_workers(cells: &[Cell], slots: &[Slot], policy: Policy) -> Result<()>
         let mut cmd = Command::new(&exe);
         cmd.args(&base).arg("--worker");
         if let Some(since) = policy.rerun_since {
-            let secs = since
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64());
-            cmd.env(RERUN_SINCE_ENV, format!("{secs:.6}"));
+            cmd.env(RERUN_SINCE_ENV, unix_seconds(since));
+        }
+        if let Some(end) = policy.deadline {
+            cmd.env(DEADLINE_ENV, unix_seconds(end));
         }
         match &slot.gpu {
             Some(g) => cmd
@@ -740,6 +832,17 @@ pub fn run_workers(cells: &[Cell], slots: &[Slot], policy: Policy) -> Result<()>
         .filter(|c| !c.is_done(policy.rerun_since))
         .map(|c| c.run.stem())
         .collect();
+    if failures.is_empty() && !missing.is_empty() && policy.deadline.is_some() {
+        // Every worker ended well: what is missing was not started before --deadline.
+        println!(
+            "{} of {} cells recorded; {} left for a later call by --deadline: {}",
+            cells.len() - missing.len(),
+            cells.len(),
+            missing.len(),
+            missing.join(", ")
+        );
+        return Ok(());
+    }
     if !failures.is_empty() || !missing.is_empty() {
         bail!(
             "workers failed: [{}]; cells without a record: [{}] (rerun the same command to \
@@ -929,6 +1032,7 @@ mod tests {
             record: base.join("runs").join(format!("{stem}.json")),
             lock: base.join("locks").join(format!("{stem}.lock")),
             checkpoint: base.join("checkpoints").join(stem),
+            estimate_s: None,
         }
     }
 
@@ -1011,6 +1115,74 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// `--deadline`: a cell whose estimate ends after the deadline is not started, and is
+    /// counted once as deferred though both threads reach it; a cell that fits, one with a
+    /// checkpoint (it resumes) and one without an estimate are run. Without a deadline every
+    /// cell runs.
+    #[test]
+    fn a_deadline_defers_the_cells_that_would_not_finish_and_only_those() {
+        use super::super::tune::tests::world::Runner;
+        let dir = std::env::temp_dir().join(format!("dpzo-deadline-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let slowest = std::collections::BTreeMap::from([
+            (("t".to_string(), "dpzero".to_string()), 10.0),
+            (("t".to_string(), "dp-ft".to_string()), 0.01),
+        ]);
+        let cells = |dir: &Path| -> Vec<Cell> {
+            // seed 1: 100 steps x 10 s; 2: 100 x 0.01 s; 3: as 1, with a checkpoint; 4: no rate.
+            let mut cells: Vec<Cell> = [(1, "dpzero"), (2, "dp-ft"), (3, "dpzero"), (4, "mezo")]
+                .into_iter()
+                .map(|(seed, method)| {
+                    let mut cell = test_cell(dir, seed, 100, 4);
+                    cell.run.method = method.into();
+                    // The tuning tests' runner fabricates its record from these.
+                    cell.run
+                        .settings
+                        .insert("learning_rate".into(), 1e-5.into());
+                    cell.run.settings.insert("steps".into(), 100.into());
+                    cell
+                })
+                .collect();
+            estimate(&mut cells, &slowest);
+            std::fs::create_dir_all(dir.join("runs")).unwrap();
+            std::fs::create_dir_all(&cells[2].checkpoint).unwrap();
+            cells
+        };
+        let runners = || -> Vec<Box<dyn super::super::CellRunner + Send>> {
+            (0..2)
+                .map(|_| Box::new(Runner::default()) as Box<_>)
+                .collect()
+        };
+        let mut policy = Policy::from_flags(false, false, Some(60.0));
+        let with = cells(&dir.join("with"));
+        assert_eq!(with[0].estimate_s, Some(1000.0));
+        assert_eq!(with[3].estimate_s, None);
+        let outcome = execute_threads(&with, runners(), policy).unwrap();
+        let mut ran = outcome.ran.clone();
+        ran.sort();
+        assert_eq!(
+            ran,
+            [
+                "t__dp-ft__eps4__seed2",
+                "t__dpzero__eps4__seed3",
+                "t__mezo__eps4__seed4"
+            ]
+        );
+        assert_eq!(outcome.deferred, ["t__dpzero__eps4__seed1"]);
+        assert!(outcome.failed.is_empty());
+        assert_eq!(outcome.already_recorded, 0);
+        assert!(!with[0].record.exists() && with[1].record.exists());
+        // A deadline already passed defers even the short cell; none without a deadline.
+        policy.deadline = Some(SystemTime::now() - std::time::Duration::from_secs(1));
+        let passed = cells(&dir.join("passed"));
+        let outcome = execute_threads(&passed, runners(), policy).unwrap();
+        assert_eq!(outcome.deferred.len(), 2, "{:?}", outcome.deferred);
+        let outcome =
+            execute_threads(&cells(&dir.join("none")), runners(), Policy::default()).unwrap();
+        assert_eq!((outcome.ran.len(), outcome.deferred.len()), (4, 0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn shard_parsing_names_bad_values() {
         assert_eq!("1/4".parse::<Shard>(), Ok(Shard { index: 1, count: 4 }));
@@ -1089,6 +1261,7 @@ mod tests {
             record: dir.join("runs/a.json"),
             lock: dir.join("locks/a.lock"),
             checkpoint: dir.join("checkpoints/a"),
+            estimate_s: None,
         };
         let first = claim(&cell, Wait::No).unwrap();
         assert!(first.is_some());

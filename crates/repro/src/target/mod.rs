@@ -599,7 +599,12 @@ fn execute_grid(
             );
         }
     }
-    let policy = grid::Policy::from_flags(args.rerun, args.restart);
+    let policy = grid::Policy::from_flags(args.rerun, args.restart, g.deadline);
+    let mut cells = cells;
+    if policy.deadline.is_some() {
+        let slowest = timing::slowest_seconds_per_step(dir, &runner.device_name())?;
+        grid::estimate(&mut cells, &slowest);
+    }
     let parallel = !g.worker && (g.gpus.is_some() || g.jobs_per_gpu > 1);
     if parallel {
         let slots = worker_slots(g, runner)?;
@@ -894,6 +899,7 @@ mod tests {
             record: PathBuf::new(),
             lock: PathBuf::new(),
             checkpoint: PathBuf::new(),
+            estimate_s: None,
         }
     }
 

@@ -116,23 +116,20 @@ pub fn write(dir: &Path, runs: &[CellRecord]) -> Result<usize> {
     Ok(rows.len())
 }
 
-/// The fastest wall seconds per step (whole cells: setup and evaluation included) of each
-/// method in `dir/timing.csv`, over the rows measured on
-/// `device` (`cuda` or `cpu`, as records state it); empty without the file.
-pub fn seconds_per_step(dir: &Path, device: &str) -> Result<BTreeMap<String, f64>> {
+/// Each row of `dir/timing.csv` measured on `device` (`cuda` or `cpu`, as records state it) with
+/// a wall time per step (whole cells: setup and evaluation included): (task, method, seconds);
+/// empty without the file.
+fn rates(dir: &Path, device: &str) -> Result<Vec<(String, String, f64)>> {
     let path = dir.join("timing.csv");
-    let Some((mut reader, [method, dev, per_step])) =
-        super::csv_with_columns(&path, ["method", "device", "wall_s_per_step"])?
+    let Some((mut reader, [task, method, dev, per_step])) =
+        super::csv_with_columns(&path, ["task", "method", "device", "wall_s_per_step"])?
     else {
-        return Ok(BTreeMap::new());
+        return Ok(Vec::new());
     };
-    let mut per_method: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut out = Vec::new();
     for (line, row) in reader.records().enumerate() {
         let row = row.with_context(|| format!("{}:{}", path.display(), line + 2))?;
-        if &row[dev] != device {
-            continue;
-        }
-        if row[per_step].is_empty() {
+        if &row[dev] != device || row[per_step].is_empty() {
             continue;
         }
         let seconds = row[per_step].parse::<f64>().with_context(|| {
@@ -143,18 +140,39 @@ pub fn seconds_per_step(dir: &Path, device: &str) -> Result<BTreeMap<String, f64
                 &row[per_step]
             )
         })?;
-        per_method
-            .entry(row[method].to_string())
-            .or_default()
-            .push(seconds);
+        out.push((row[task].to_string(), row[method].to_string(), seconds));
     }
+    Ok(out)
+}
+
+/// The fastest wall seconds per step of each method in `dir/timing.csv` on `device`
+/// ([`rates`]).
+pub fn seconds_per_step(dir: &Path, device: &str) -> Result<BTreeMap<String, f64>> {
     // The fastest cell, not a central value: cells that shared the device with other workers
     // (--jobs-per-gpu) took longer in wall time for the same device time, and the records do
     // not say how many shared it; a plan for one process per device wants the cell run alone.
-    Ok(per_method
-        .into_iter()
-        .map(|(m, v)| (m, v.into_iter().fold(f64::INFINITY, f64::min)))
-        .collect())
+    let mut fastest: BTreeMap<String, f64> = BTreeMap::new();
+    for (_, method, seconds) in rates(dir, device)? {
+        let slot = fastest.entry(method).or_insert(f64::INFINITY);
+        *slot = slot.min(seconds);
+    }
+    Ok(fastest)
+}
+
+/// The slowest wall seconds per step of each (task, method) in `dir/timing.csv` on `device`
+/// ([`rates`]), for `--deadline` ([`super::grid::estimate`]): an estimate that errs long, since
+/// the rows do not say how many workers shared the device, and a cell started on too short an
+/// estimate is cut off and its steps lost with the host.
+pub fn slowest_seconds_per_step(
+    dir: &Path,
+    device: &str,
+) -> Result<BTreeMap<(String, String), f64>> {
+    let mut slowest: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for (task, method, seconds) in rates(dir, device)? {
+        let slot = slowest.entry((task, method)).or_insert(0.0);
+        *slot = slot.max(seconds);
+    }
+    Ok(slowest)
 }
 
 /// A dry run's plan: the cells still to run, their steps, and the device time they need at
@@ -293,21 +311,28 @@ mod tests {
     }
 
     #[test]
-    fn rates_are_the_fastest_per_method_on_the_asked_device_and_a_bad_number_names_its_line() {
+    fn rates_are_the_fastest_per_method_or_the_slowest_per_task_and_method_on_the_asked_device() {
         let dir = scratch("rates");
-        let header = "method,device,wall_s_per_step\n";
+        let header = "task,method,device,wall_s_per_step\n";
         std::fs::write(
             dir.join("timing.csv"),
-            format!("{header}dpzero,cuda,0.05\ndpzero,cuda,0.07\ndpzero,cuda,0.06\ndpzero,cpu,9\nmezo,cuda,\ndp-ft,cuda,0.1\ndp-ft,cuda,0.2\n"),
+            format!("{header}A,dpzero,cuda,0.05\nB,dpzero,cuda,0.07\nA,dpzero,cuda,0.06\nA,dpzero,cpu,9\nA,mezo,cuda,\nA,dp-ft,cuda,0.1\nA,dp-ft,cuda,0.2\n"),
         )
         .unwrap();
         let rates = seconds_per_step(&dir, "cuda").unwrap();
         assert_eq!(rates.len(), 2, "{rates:?}");
         assert_eq!(rates["dpzero"], 0.05);
         assert_eq!(rates["dp-ft"], 0.1);
+        // For a deadline: the slowest of each (task, method), on the asked device only.
+        let slowest = slowest_seconds_per_step(&dir, "cuda").unwrap();
+        let key = |t: &str, m: &str| (t.to_string(), m.to_string());
+        assert_eq!(slowest.len(), 3, "{slowest:?}");
+        assert_eq!(slowest[&key("A", "dpzero")], 0.06);
+        assert_eq!(slowest[&key("B", "dpzero")], 0.07);
+        assert_eq!(slowest[&key("A", "dp-ft")], 0.2);
         std::fs::write(
             dir.join("timing.csv"),
-            format!("{header}dpzero,cuda,fast\n"),
+            format!("{header}A,dpzero,cuda,fast\n"),
         )
         .unwrap();
         let err = format!("{:#}", seconds_per_step(&dir, "cuda").unwrap_err());

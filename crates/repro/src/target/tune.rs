@@ -1078,7 +1078,12 @@ pub fn run(
             );
         }
     }
-    let policy = Policy::from_flags(args.rerun, args.restart);
+    let policy = Policy::from_flags(args.rerun, args.restart, g.deadline);
+    // `--deadline`: each cell's expected time, from the slowest rate of its task and method.
+    let slowest = match policy.deadline {
+        Some(_) => super::timing::slowest_seconds_per_step(dir, &runner.device_name())?,
+        None => BTreeMap::new(),
+    };
     let parallel = !g.worker && (g.gpus.is_some() || g.jobs_per_gpu > 1);
     let candidates_policy = Policy {
         report_dev: true,
@@ -1107,9 +1112,10 @@ pub fn run(
     for stage in stages {
         let ours = |task: &str| stage.is_none_or(|t| t == task);
         let stage_groups = || groups.iter().filter(|(k, _)| ours(&k.0));
-        let stage_candidates: Vec<Cell> = stage_groups()
+        let mut stage_candidates: Vec<Cell> = stage_groups()
             .flat_map(|(_, l)| l.iter().map(|c| c.cell.clone()))
             .collect();
+        grid::estimate(&mut stage_candidates, &slowest);
         failures.extend(execute(args, &stage_candidates, runner, candidates_policy)?);
         // A group without a selectable candidate runs no finals; the other groups and the next
         // tasks still run, and the call fails at the end naming it.
@@ -1129,7 +1135,9 @@ pub fn run(
             .filter(|r| ours(&r.task) && selectable(r))
             .cloned()
             .collect();
-        let stage_finals = grid::plan(&final_runs(&stage_runs, &stage_winners, at), dir, &model)?;
+        let mut stage_finals =
+            grid::plan(&final_runs(&stage_runs, &stage_winners, at), dir, &model)?;
+        grid::estimate(&mut stage_finals, &slowest);
         if let Some(source) = &take_over_dir {
             let taken = take_over_finals(source, &stage_finals)?;
             if taken > 0 {
@@ -2142,7 +2150,12 @@ pub(super) mod tests {
         // Once taken over, a cell is recorded: nothing is adoptable any more.
         assert!(cells.iter().all(|c| inheritance.adoptable(c).is_none()));
         let mut runner = world::Runner::default();
-        grid::execute(&cells, &mut runner, grid::Policy::from_flags(false, false)).unwrap();
+        grid::execute(
+            &cells,
+            &mut runner,
+            grid::Policy::from_flags(false, false, None),
+        )
+        .unwrap();
         assert!(runner
             .calls
             .iter()
