@@ -72,6 +72,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         inherit_tuning: None,
         tune_options: Default::default(),
         extra_seeds: Vec::new(),
+        also_compare_to: Vec::new(),
     };
     let cells = TrainerCells::new(
         &preset,

@@ -53,6 +53,41 @@ pub fn methods_of<'a>(spec: &'a Spec, preset_name: &str) -> Result<&'a [String]>
 /// sigma = 0) against a private reference is compared at each of the reference's ε; a private
 /// variant against a non-private reference at its own ε.
 pub fn comparisons(spec: &Spec, methods: &[String], rows: &[SummaryRow]) -> Vec<AblationRow> {
+    comparisons_with(spec, methods, rows, |_, variant| {
+        Some(variant.compare_to.as_deref().unwrap_or(&variant.base))
+    })
+}
+
+/// The comparisons of `[preset.<p>] also_compare_to`: every variant of `methods` against each
+/// method listed, in the list's order, except against itself or the reference it names (that
+/// comparison is [`comparisons`]'s).
+pub fn also_comparisons(
+    spec: &Spec,
+    preset_name: &str,
+    methods: &[String],
+    rows: &[SummaryRow],
+) -> Result<Vec<AblationRow>> {
+    let preset = spec.preset(preset_name)?;
+    Ok(preset
+        .also_compare_to
+        .iter()
+        .flat_map(|other| {
+            comparisons_with(spec, methods, rows, |name, variant| {
+                let named = variant.compare_to.as_deref().unwrap_or(&variant.base);
+                (name != other && named != other).then_some(other.as_str())
+            })
+        })
+        .collect())
+}
+
+/// Each variant of `methods` against the method `reference_of(name, variant)` gives (none: no
+/// comparison), per task and ε as [`comparisons`] describes.
+fn comparisons_with<'s>(
+    spec: &'s Spec,
+    methods: &'s [String],
+    rows: &[SummaryRow],
+    reference_of: impl Fn(&str, &'s super::spec::Variant) -> Option<&'s str>,
+) -> Vec<AblationRow> {
     let mut tasks: Vec<&str> = rows.iter().map(|r| r.task.as_str()).collect();
     tasks.sort();
     tasks.dedup();
@@ -61,7 +96,9 @@ pub fn comparisons(spec: &Spec, methods: &[String], rows: &[SummaryRow]) -> Vec<
         let Some(variant) = spec.variant.get(name) else {
             continue;
         };
-        let reference = variant.compare_to.as_deref().unwrap_or(&variant.base);
+        let Some(reference) = reference_of(name, variant) else {
+            continue;
+        };
         for &task in &tasks {
             let ours: Vec<&SummaryRow> = rows
                 .iter()
@@ -226,6 +263,45 @@ pub fn render_without_tuning_seed(rows: &[AblationRow], seed: u64) -> String {
         md.push_str(&format!("{}\n", table_row(r)));
     }
     md
+}
+
+/// The section of `ablations.md` with the comparisons of `also_compare_to` (`rows`,
+/// [`also_comparisons`]): Δ, its 95% CI and the simultaneous CI over this family alone.
+pub fn render_also(rows: &[AblationRow], tol: f64) -> Result<String> {
+    let claims: Vec<super::compare::Claim> = rows.iter().map(|r| r.claim.clone()).collect();
+    let precision = super::precision::precision(&claims, tol)?;
+    let k = precision.first().map_or(0, |p| p.family_size);
+    let mut md = format!(
+        "## Also against {}\n\nEach variant against the methods of the preset's \
+         `also_compare_to` too, paired by seed and test example as above. These comparisons are \
+         a family of their own: the simultaneous CI (Bonferroni, K = {k}) holds for them \
+         together, and they widen none of the intervals above. The same rows are in \
+         `ablations_also.csv`.\n\n\
+         | variant | reference | task | ε | Δ (points) | 95% CI | n | simultaneous CI (K = {k}) |\n\
+         |---|---|---|---|---|---|---|---|\n",
+        {
+            let mut names: Vec<&str> = rows.iter().map(|r| r.reference.as_str()).collect();
+            names.dedup();
+            names.join(", ")
+        }
+    );
+    for (i, r) in rows.iter().enumerate() {
+        let simultaneous = precision
+            .iter()
+            .find(|p| std::ptr::eq(p.claim, &claims[i]))
+            .and_then(|p| {
+                let d = p.claim.ours_delta?;
+                // As the precision section writes its simultaneous CIs.
+                Some(format!(
+                    "[{:+.1}, {:+.1}]",
+                    d - p.family_half_width,
+                    d + p.family_half_width
+                ))
+            })
+            .unwrap_or_else(|| "–".into());
+        md.push_str(&format!("{} {simultaneous} |\n", table_row(r)));
+    }
+    Ok(md)
 }
 
 /// The Δ axis of the forest plot: `[lo, hi]` with tick values, shared by every panel.
@@ -1125,6 +1201,52 @@ pub(super) mod tests {
             !md.contains("zopo-largest"),
             "a variant not run has no row: {md}"
         );
+    }
+
+    /// `also_compare_to` (mini-snli-mask: DPZero): every variant against DPZero too, never a
+    /// base method, nor a variant against the reference it names; the section counts its own
+    /// family (K: the rows with a CI) and marks a variant not run. A preset without the list
+    /// has no such rows.
+    #[test]
+    fn also_compare_to_adds_each_variant_against_the_listed_method_as_a_family_of_its_own() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let spec = Spec::load(&root.join("experiments/ablations.toml")).unwrap();
+        let methods = methods_of(&spec, "mini-snli-mask").unwrap();
+        let rows = [
+            summary("dpzero", Some(4.0), [35.0, 37.0]),
+            summary("dp-zopo", Some(4.0), [38.0, 41.0]),
+            summary("zopo-random", Some(4.0), [36.0, 39.0]),
+            summary("zopo-ratio-10pct", Some(4.0), [35.0, 36.0]),
+        ];
+        let also = also_comparisons(&spec, "mini-snli-mask", methods, &rows).unwrap();
+        let pairs: Vec<(&str, &str, Option<f64>)> = also
+            .iter()
+            .map(|r| (r.variant.as_str(), r.reference.as_str(), r.claim.ours_delta))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                ("zopo-random", "dpzero", Some(1.5)),
+                ("zopo-ratio-0.1pct", "dpzero", None),
+                ("zopo-ratio-10pct", "dpzero", Some(-0.5)),
+            ]
+        );
+        let md = render_also(&also, 2.0).unwrap();
+        assert!(md.starts_with("## Also against dpzero"), "{md}");
+        assert!(md.contains("simultaneous CI (K = 2)"), "{md}");
+        assert!(
+            md.contains("| zopo-random | dpzero | SST-2 | 4 | +1.5 |"),
+            "{md}"
+        );
+        let not_run = md
+            .lines()
+            .find(|l| l.contains("zopo-ratio-0.1pct"))
+            .unwrap();
+        assert!(not_run.ends_with("| – |"), "{not_run}");
+        let sst2 = methods_of(&spec, "mini-sst2-mask").unwrap();
+        assert!(also_comparisons(&spec, "mini-sst2-mask", sst2, &rows)
+            .unwrap()
+            .is_empty());
     }
 
     /// The Δ axis holds 0 and every Δ, puts 0 near the middle, and cuts only the CI that reaches

@@ -700,6 +700,15 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
             let again = ablation::comparisons(spec, methods, &untouched);
             md += &format!("\n{}", ablation::render_without_tuning_seed(&again, seed));
         }
+        let also = ablation::also_comparisons(spec, preset_name, methods, &rows)?;
+        if !also.is_empty() {
+            ablation::write_csv(&also, &dir.join("ablations_also.csv"))?;
+            println!("wrote {}", dir.join("ablations_also.csv").display());
+            md += &format!(
+                "\n{}",
+                ablation::render_also(&also, spec.meta.tolerance_points)?
+            );
+        }
         let plateau_steps = plateau::plateau(spec, methods, &records);
         if !plateau_steps.is_empty() {
             plateau::write_csv(&plateau_steps, &dir.join("plateau.csv"))?;

@@ -401,6 +401,12 @@ pub struct Preset {
     /// More seeds for some methods ([`ExtraSeeds`]).
     #[serde(default)]
     pub extra_seeds: Vec<ExtraSeeds>,
+    /// Grid methods that every variant of this (ablation) preset is also compared with, beside
+    /// the reference it names: e.g. each mask variant against DPZero as well as against
+    /// DP-ZOPO. They form a family of their own in `ablations.md` (`ablations_also.csv`), so
+    /// they widen no simultaneous CI of the comparisons the variants name.
+    #[serde(default)]
+    pub also_compare_to: Vec<String>,
 }
 
 /// One cell of the grid for one seed, with its merged settings.
@@ -519,6 +525,13 @@ impl Spec {
                     self.meta.target
                 );
             }
+        }
+        if let Some(m) = preset.also_compare_to.iter().find(|m| !methods.contains(m)) {
+            bail!(
+                "{}: [preset.{preset_name}] also_compare_to: method {m:?} is not in the \
+                 preset's grid {methods:?}",
+                self.meta.target
+            );
         }
         for x in &preset.extra_seeds {
             let context = || format!("{}: [[preset.{preset_name}.extra_seeds]]", self.meta.target);
@@ -999,6 +1012,30 @@ mod tests {
             .to_string();
             assert!(err.contains(names) && err.contains("extra_seeds"), "{err}");
         }
+    }
+
+    /// `also_compare_to` names grid methods; another is an error naming it.
+    #[test]
+    fn also_compare_to_names_a_method_of_the_grid() {
+        let text = |list: &str| {
+            test_meta("t")
+                + r#"
+            [grid]
+            tasks = ["A"]
+            methods = ["dpzero", "dp-zopo"]
+            epsilons = [4.0]
+            seeds = [1]
+            "# + TEST_PRESET_P
+                + &format!("also_compare_to = {list}\n")
+        };
+        let spec: Spec = toml::from_str(&text(r#"["dpzero"]"#)).unwrap();
+        assert_eq!(spec.runs("p").unwrap().len(), 2);
+        let spec: Spec = toml::from_str(&text(r#"["mezo"]"#)).unwrap();
+        let err = spec.runs("p").unwrap_err().to_string();
+        assert!(
+            err.contains("also_compare_to") && err.contains("\"mezo\""),
+            "{err}"
+        );
     }
 
     #[test]
