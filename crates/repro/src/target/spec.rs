@@ -961,7 +961,8 @@ mod tests {
     }
 
     /// `extra_seeds` adds seeds to the named methods at the named ε only, after the preset's
-    /// seeds; a method, ε or seed it cannot mean is an error naming it.
+    /// seeds; a method, ε or seed it cannot mean is an error naming it, as is a method of
+    /// `also_compare_to` outside the grid.
     #[test]
     fn extra_seeds_add_runs_where_named_and_refuse_what_they_cannot_mean() {
         let grid = r#"
@@ -1012,26 +1013,14 @@ mod tests {
             .to_string();
             assert!(err.contains(names) && err.contains("extra_seeds"), "{err}");
         }
-    }
-
-    /// `also_compare_to` names grid methods; another is an error naming it.
-    #[test]
-    fn also_compare_to_names_a_method_of_the_grid() {
-        let text = |list: &str| {
-            test_meta("t")
-                + r#"
-            [grid]
-            tasks = ["A"]
-            methods = ["dpzero", "dp-zopo"]
-            epsilons = [4.0]
-            seeds = [1]
-            "# + TEST_PRESET_P
-                + &format!("also_compare_to = {list}\n")
-        };
-        let spec: Spec = toml::from_str(&text(r#"["dpzero"]"#)).unwrap();
-        assert_eq!(spec.runs("p").unwrap().len(), 2);
-        let spec: Spec = toml::from_str(&text(r#"["mezo"]"#)).unwrap();
-        let err = spec.runs("p").unwrap_err().to_string();
+        // `also_compare_to` (ablation presets) names grid methods too.
+        assert_eq!(
+            with("also_compare_to = [\"dpzero\"]\n").unwrap().len(),
+            2 + 4 * 2
+        );
+        let err = with("also_compare_to = [\"mezo\"]\n")
+            .unwrap_err()
+            .to_string();
         assert!(
             err.contains("also_compare_to") && err.contains("\"mezo\""),
             "{err}"
