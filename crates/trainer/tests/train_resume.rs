@@ -166,6 +166,9 @@ fn the_last_checkpoint_is_complete_when_the_run_returns_and_holds_the_final_weig
             .unwrap()
             .expect("a checkpoint at the end");
         assert_eq!(state.step, TOTAL_STEPS, "checkpoint_every {every}");
+        // The pointer alone gives the same step (for planning: the steps a cell has left).
+        assert_eq!(checkpoint::latest_step(&dir), Some(TOTAL_STEPS));
+        assert_eq!(checkpoint::latest_step(&dir.join("absent")), None);
         let (resumed, resumed_model) = train(&config, 0, true);
         assert_eq!(resumed.resumed_from, Some(TOTAL_STEPS));
         assert_eq!(

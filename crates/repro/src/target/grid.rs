@@ -49,11 +49,11 @@ pub struct GridArgs {
     /// needs `--zo-forward paired`). Results equal one-at-a-time runs' to rounding.
     #[arg(long, default_value_t = 1)]
     pub joint_cells: usize,
-    /// Start no cell expected to end more than SECONDS after this command began; resume any
-    /// cell that has a checkpoint. A cell's expected time is the slowest wall seconds per step
-    /// of its task and method in the results' `timing.csv` on this device, times its steps; a
-    /// cell with no such row is started. For a call under a time limit: the time left goes to
-    /// cells that can finish instead of to cells cut off at the limit.
+    /// Start no cell expected to end more than SECONDS after this command began. A cell's
+    /// expected time is the slowest wall seconds per step of its task and method in the
+    /// results' `timing.csv` on this device, times the steps it has left (after its checkpoint,
+    /// if it has one); a cell with no such row is started. For a call under a time limit: the
+    /// time left goes to cells that can finish instead of to cells cut off at the limit.
     #[arg(long, value_name = "SECONDS", value_parser = parse_deadline)]
     pub deadline: Option<f64>,
     /// Set by a grid parent on the workers it starts: run cells, leave rendering to the parent.
@@ -188,8 +188,8 @@ pub struct Policy {
     /// Report a finished cell by its dev accuracy, not its test accuracy: tuning candidates are
     /// judged on dev only, and their test accuracy is not shown anywhere.
     pub report_dev: bool,
-    /// `--deadline`: no cell whose [`Cell::estimate_s`] ends after it starts; one with a
-    /// checkpoint resumes whatever the time.
+    /// `--deadline`: no cell starts whose [`Cell::estimate_s`], for the steps it has left after
+    /// its checkpoint, ends after it.
     pub deadline: Option<SystemTime>,
 }
 
@@ -410,22 +410,31 @@ fn run_pending(
     Ok(())
 }
 
-/// Why `cell` is not started under `policy`'s deadline, if it is not: its estimate ends after
-/// the deadline. A cell with a checkpoint resumes whatever the time; one without an estimate
+/// Why `cell` is not started under `policy`'s deadline, if it is not: its estimate, for the
+/// steps it has left after its checkpoint, ends after the deadline. A cell without an estimate
 /// starts.
 fn after_deadline(cell: &Cell, policy: Policy) -> Option<String> {
     let deadline = policy.deadline?;
-    let expected = cell.estimate_s?;
-    if cell.checkpoint.exists() {
-        return None;
-    }
+    let whole = cell.estimate_s?;
+    let steps = cell.config.get("steps").and_then(serde_json::Value::as_u64);
+    let done = trainer::train::checkpoint::latest_step(&cell.checkpoint);
+    let (expected, what) = match (steps, done) {
+        (Some(steps), Some(done)) if steps > 0 => (
+            whole * steps.saturating_sub(done) as f64 / steps as f64,
+            format!(
+                " for the {} steps after its checkpoint",
+                steps.saturating_sub(done)
+            ),
+        ),
+        _ => (whole, String::new()),
+    };
     let left = deadline
         .duration_since(SystemTime::now())
         .map_or(0.0, |d| d.as_secs_f64());
     (expected > left).then(|| {
         format!(
-            "not started: about {expected:.0} s at the slowest rate of its task and method in \
-             timing.csv, {left:.0} s left before --deadline"
+            "not started: about {expected:.0} s{what} at the slowest rate of its task and \
+             method in timing.csv, {left:.0} s left before --deadline"
         )
     })
 }
@@ -1116,9 +1125,9 @@ mod tests {
     }
 
     /// `--deadline`: a cell whose estimate ends after the deadline is not started, and is
-    /// counted once as deferred though both threads reach it; a cell that fits, one with a
-    /// checkpoint (it resumes) and one without an estimate are run. Without a deadline every
-    /// cell runs.
+    /// counted once as deferred though both threads reach it; a checkpointed cell is judged by
+    /// the steps it has left. A cell that fits, a checkpointed one whose rest fits and one
+    /// without an estimate are run. Without a deadline every cell runs.
     #[test]
     fn a_deadline_defers_the_cells_that_would_not_finish_and_only_those() {
         use super::super::tune::tests::world::Runner;
@@ -1129,8 +1138,16 @@ mod tests {
             (("t".to_string(), "dp-ft".to_string()), 0.01),
         ]);
         let cells = |dir: &Path| -> Vec<Cell> {
-            // seed 1: 100 steps x 10 s; 2: 100 x 0.01 s; 3: as 1, with a checkpoint; 4: no rate.
-            let mut cells: Vec<Cell> = [(1, "dpzero"), (2, "dp-ft"), (3, "dpzero"), (4, "mezo")]
+            // Seed 1: 100 steps x 10 s; 2: 100 x 0.01 s; 3 and 5: as 1, with a checkpoint at
+            // step 97 (30 s left) and at step 50 (500 s left); 4: no rate.
+            let specs = [
+                (1, "dpzero"),
+                (2, "dp-ft"),
+                (3, "dpzero"),
+                (4, "mezo"),
+                (5, "dpzero"),
+            ];
+            let mut cells: Vec<Cell> = specs
                 .into_iter()
                 .map(|(seed, method)| {
                     let mut cell = test_cell(dir, seed, 100, 4);
@@ -1145,7 +1162,15 @@ mod tests {
                 .collect();
             estimate(&mut cells, &slowest);
             std::fs::create_dir_all(dir.join("runs")).unwrap();
-            std::fs::create_dir_all(&cells[2].checkpoint).unwrap();
+            for (i, step) in [(2, 97), (4, 50)] {
+                std::fs::create_dir_all(&cells[i].checkpoint).unwrap();
+                // The trainer's pointer to its newest checkpoint (`checkpoint::save`).
+                std::fs::write(
+                    cells[i].checkpoint.join("latest"),
+                    format!("step-{step:010}"),
+                )
+                .unwrap();
+            }
             cells
         };
         let runners = || -> Vec<Box<dyn super::super::CellRunner + Send>> {
@@ -1153,33 +1178,42 @@ mod tests {
                 .map(|_| Box::new(Runner::default()) as Box<_>)
                 .collect()
         };
+        let sorted = |mut v: Vec<String>| {
+            v.sort();
+            v
+        };
         let mut policy = Policy::from_flags(false, false, Some(60.0));
         let with = cells(&dir.join("with"));
         assert_eq!(with[0].estimate_s, Some(1000.0));
         assert_eq!(with[3].estimate_s, None);
         let outcome = execute_threads(&with, runners(), policy).unwrap();
-        let mut ran = outcome.ran.clone();
-        ran.sort();
         assert_eq!(
-            ran,
+            sorted(outcome.ran),
             [
                 "t__dp-ft__eps4__seed2",
                 "t__dpzero__eps4__seed3",
                 "t__mezo__eps4__seed4"
             ]
         );
-        assert_eq!(outcome.deferred, ["t__dpzero__eps4__seed1"]);
+        assert_eq!(
+            sorted(outcome.deferred),
+            ["t__dpzero__eps4__seed1", "t__dpzero__eps4__seed5"]
+        );
         assert!(outcome.failed.is_empty());
         assert_eq!(outcome.already_recorded, 0);
         assert!(!with[0].record.exists() && with[1].record.exists());
-        // A deadline already passed defers even the short cell; none without a deadline.
+        // A deadline already passed defers every cell with an estimate; none is deferred
+        // without a deadline.
         policy.deadline = Some(SystemTime::now() - std::time::Duration::from_secs(1));
         let passed = cells(&dir.join("passed"));
         let outcome = execute_threads(&passed, runners(), policy).unwrap();
-        assert_eq!(outcome.deferred.len(), 2, "{:?}", outcome.deferred);
+        assert_eq!(
+            (outcome.ran, outcome.deferred.len()),
+            (vec!["t__mezo__eps4__seed4".to_string()], 4)
+        );
         let outcome =
             execute_threads(&cells(&dir.join("none")), runners(), Policy::default()).unwrap();
-        assert_eq!((outcome.ran.len(), outcome.deferred.len()), (4, 0));
+        assert_eq!((outcome.ran.len(), outcome.deferred.len()), (5, 0));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

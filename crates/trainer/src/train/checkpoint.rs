@@ -119,6 +119,14 @@ fn step_dir_name(step: u64) -> String {
     format!("step-{step:010}")
 }
 
+/// The step of the checkpoint `root/latest` names, read from the pointer alone (no checksum
+/// is verified, no state read: [`latest`] does that when the run resumes); `None` without a
+/// pointer or with one that names no `step-<n>`. For planning, e.g. the steps a cell has left.
+pub fn latest_step(root: &Path) -> Option<u64> {
+    let name = std::fs::read_to_string(root.join("latest")).ok()?;
+    name.trim().strip_prefix("step-")?.parse().ok()
+}
+
 /// Saves a checkpoint under `root` and points `latest` at it; older ones are removed.
 /// `weights` are the trained tensors (`TrainableParams::named`).
 pub fn save(
