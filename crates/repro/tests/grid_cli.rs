@@ -76,6 +76,19 @@ fn text(output: &Output) -> String {
     )
 }
 
+/// Runs the tiny grid into `out` once more, sequentially, checks that it succeeds and skips
+/// `recorded` of its 4 cells as recorded, and returns its output.
+fn run_again_skipping(out: &Path, recorded: usize) -> String {
+    let again = grid_command(out, &["--device", "cpu"]).output().unwrap();
+    let log = text(&again);
+    assert!(again.status.success(), "{log}");
+    assert!(
+        log.contains(&format!("{recorded} of 4 runs skipped: already recorded")),
+        "{log}"
+    );
+    log
+}
+
 #[test]
 fn two_workers_on_one_grid_write_one_record_per_cell_and_run_each_cell_once() {
     let out = scratch("two-workers");
@@ -131,13 +144,7 @@ fn two_workers_on_one_grid_write_one_record_per_cell_and_run_each_cell_once() {
     }
     assert_eq!(hashes.len(), 4, "distinct cells have distinct spec hashes");
     // A third invocation finds everything recorded and runs nothing.
-    let again = grid_command(&out, &["--device", "cpu"]).output().unwrap();
-    let again_text = text(&again);
-    assert!(again.status.success(), "{again_text}");
-    assert!(
-        again_text.contains("4 of 4 runs skipped: already recorded"),
-        "{again_text}"
-    );
+    let again_text = run_again_skipping(&out, 4);
     assert!(!again_text.contains("test accuracy"), "{again_text}");
     let _ = std::fs::remove_dir_all(&out);
 }
@@ -282,13 +289,7 @@ fn a_deadline_leaves_the_cells_that_cannot_finish_for_a_later_call() {
         log.contains("2 of 4 cells recorded; 2 left for a later call by --deadline"),
         "{log}"
     );
-    let rest = grid_command(&out, &["--device", "cpu"]).output().unwrap();
-    let log = text(&rest);
-    assert!(rest.status.success(), "{log}");
-    assert!(
-        log.contains("2 of 4 runs skipped: already recorded"),
-        "{log}"
-    );
+    run_again_skipping(&out, 2);
     let _ = std::fs::remove_dir_all(&out);
 }
 

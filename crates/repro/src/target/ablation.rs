@@ -1141,19 +1141,29 @@ pub(super) mod tests {
         }
     }
 
+    /// The committed `experiments/ablations.toml`.
+    fn committed_spec() -> Spec {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        Spec::load(&root.join("experiments/ablations.toml")).unwrap()
+    }
+
+    /// Summary rows at ε 4 of DPZero, DP-ZOPO, the random mask and the 10% mask, two seeds each
+    /// with these accuracies.
+    fn mask_rows(accuracies: [[f64; 2]; 4]) -> Vec<SummaryRow> {
+        ["dpzero", "dp-zopo", "zopo-random", "zopo-ratio-10pct"]
+            .into_iter()
+            .zip(accuracies)
+            .map(|(method, a)| summary(method, Some(4.0), a))
+            .collect()
+    }
+
     /// Each comparison carries its variant's group from the committed spec and the reference's
     /// mean accuracy, in the grid's order (the order the figure draws); the csv writes both.
     #[test]
     fn comparisons_carry_the_group_and_the_reference_level() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let spec = Spec::load(&root.join("experiments/ablations.toml")).unwrap();
+        let spec = committed_spec();
         let methods = methods_of(&spec, "mini-sst2-mask").unwrap();
-        let rows = [
-            summary("dpzero", Some(4.0), [80.0, 82.0]),
-            summary("dp-zopo", Some(4.0), [76.0, 79.0]),
-            summary("zopo-random", Some(4.0), [77.0, 81.0]),
-            summary("zopo-ratio-10pct", Some(4.0), [75.0, 76.0]),
-        ];
+        let rows = mask_rows([[80.0, 82.0], [76.0, 79.0], [77.0, 81.0], [75.0, 76.0]]);
         let got = comparisons(&spec, methods, &rows);
         let run: Vec<(&str, &str, Option<f64>)> = got
             .iter()
@@ -1209,15 +1219,9 @@ pub(super) mod tests {
     /// has no such rows.
     #[test]
     fn also_compare_to_adds_each_variant_against_the_listed_method_as_a_family_of_its_own() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let spec = Spec::load(&root.join("experiments/ablations.toml")).unwrap();
+        let spec = committed_spec();
         let methods = methods_of(&spec, "mini-snli-mask").unwrap();
-        let rows = [
-            summary("dpzero", Some(4.0), [35.0, 37.0]),
-            summary("dp-zopo", Some(4.0), [38.0, 41.0]),
-            summary("zopo-random", Some(4.0), [36.0, 39.0]),
-            summary("zopo-ratio-10pct", Some(4.0), [35.0, 36.0]),
-        ];
+        let rows = mask_rows([[35.0, 37.0], [38.0, 41.0], [36.0, 39.0], [35.0, 36.0]]);
         let also = also_comparisons(&spec, "mini-snli-mask", methods, &rows).unwrap();
         let pairs: Vec<(&str, &str, Option<f64>)> = also
             .iter()
@@ -1489,8 +1493,7 @@ pub(super) mod tests {
     /// without horizon variants are left out, and dev is absent where a record lacks it.
     #[test]
     fn horizon_points_are_the_bases_and_their_variants_by_t() {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let spec = Spec::load(&root.join("experiments/ablations.toml")).unwrap();
+        let spec = committed_spec();
         let methods = methods_of(&spec, "mini-horizon").unwrap();
         let mut records = Vec::new();
         for (seed, test, dev) in [(13, 80.0, 70.0), (21, 82.0, 72.0), (42, 84.0, 77.0)] {
