@@ -16,7 +16,8 @@
 # the f32+packed+paired+jointK[+mps] rows, whose cell count is workers x K.
 # DEADLINE=1 (for a session's last call, whose cut cells are lost with the host) passes
 # `--deadline SECONDS-10`: no cell starts that timing.csv's slowest rate of its task and method
-# says would end after it, so the call's tail goes to shorter cells that finish.
+# (or, without one, of its task and a method that steps as it does) says would end after it, nor
+# one with no such rate, so the call's tail goes to shorter cells that finish.
 # RESULTS=DIR writes into DIR instead of the host's main results tree, seeded with nothing (e.g. a
 # --compute or --set comparison that must not set the main records aside).
 # Needs what the staging calls left in /root/dpzo-gpu (scripts/gpu/README.md): assets/ with the

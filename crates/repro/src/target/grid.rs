@@ -123,9 +123,45 @@ pub struct Cell {
     pub record: PathBuf,
     pub lock: PathBuf,
     pub checkpoint: PathBuf,
-    /// Wall seconds the cell is expected to take from its start, for `--deadline`
-    /// ([`estimate`]); `None`: unknown.
-    pub estimate_s: Option<f64>,
+    /// What `--deadline` knows of the cell's length ([`estimate`]).
+    pub length: Length,
+}
+
+/// What `--deadline` knows of a cell's length ([`estimate`]).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Length {
+    /// No timing for its task and a method that steps as it does: under a deadline it does not
+    /// start, since a cell cut off by the call's end loses its steps with the host.
+    #[default]
+    Unknown,
+    /// No training steps (zero-shot): an evaluation of seconds, started whatever the deadline.
+    EvaluationOnly,
+    /// Wall seconds from its start, at the slowest rate in `timing.csv` of `basis` on its task:
+    /// its own method, or else the slowest method of its [`StepKind`].
+    Expected { seconds: f64, basis: String },
+}
+
+/// How a grid method steps, for borrowing a rate between methods of one task: a zeroth-order
+/// step is two forwards, a first-order one a forward and a backward (full, LoRA or prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StepKind {
+    Evaluation,
+    ZerothOrder,
+    FirstOrder,
+}
+
+/// The [`StepKind`] of the grid method `method` (a run's method, or an ablation variant's
+/// base), `None` for a name the trainer does not know (a variant's own label).
+fn step_kind(method: &str) -> Option<StepKind> {
+    let name = super::cell::trainer_method(method).ok()?;
+    let m: trainer::train::config::Method = serde_json::from_value(name.into()).ok()?;
+    Some(if m.is_evaluation_only() {
+        StepKind::Evaluation
+    } else if m.is_zeroth_order() {
+        StepKind::ZerothOrder
+    } else {
+        StepKind::FirstOrder
+    })
 }
 
 /// Resolve `runs` into cells under the results directory `dir` of a target and preset.
@@ -138,7 +174,7 @@ pub fn plan(runs: &[RunSpec], dir: &Path, model: &str) -> Result<Vec<Cell>> {
                 record: dir.join("runs").join(format!("{}.json", r.stem())),
                 lock: dir.join("locks").join(format!("{}.lock", r.stem())),
                 checkpoint: dir.join("checkpoints").join(&hash[..16]),
-                estimate_s: None,
+                length: Length::Unknown,
                 run: r.clone(),
                 config,
                 hash,
@@ -165,15 +201,43 @@ impl Cell {
     }
 }
 
-/// Sets each cell's [`Cell::estimate_s`] from `slowest` (wall seconds per step by task and
-/// method, [`super::timing::slowest_seconds_per_step`]) times its steps.
+/// Sets each cell's [`Cell::length`] from `slowest` (wall seconds per step by task and method,
+/// [`super::timing::slowest_seconds_per_step`]) times its steps: at its own method's rate on its
+/// task, or, with no row for that, at the slowest rate on its task of the methods that step as
+/// it does. A cell that does not train is [`Length::EvaluationOnly`]; one with neither rate is
+/// [`Length::Unknown`].
 pub fn estimate(cells: &mut [Cell], slowest: &std::collections::BTreeMap<(String, String), f64>) {
     for c in cells {
+        let base = c
+            .config
+            .get(super::spec::BASE_METHOD_KEY)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or(&c.run.method);
+        let kind = step_kind(base);
         let steps = c.config.get("steps").and_then(serde_json::Value::as_u64);
-        c.estimate_s = slowest
+        let own = slowest
             .get(&(c.run.task.clone(), c.run.method.clone()))
-            .zip(steps)
-            .map(|(rate, steps)| rate * steps as f64);
+            .map(|&rate| (rate, c.run.method.clone()));
+        let sibling = || {
+            slowest
+                .iter()
+                .filter(|((task, method), _)| {
+                    *task == c.run.task && kind.is_some() && step_kind(method) == kind
+                })
+                .map(|((_, method), &rate)| (rate, method.clone()))
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+        };
+        c.length = match (kind, steps) {
+            (Some(StepKind::Evaluation), _) => Length::EvaluationOnly,
+            (_, Some(steps)) => match own.or_else(sibling) {
+                Some((rate, basis)) => Length::Expected {
+                    seconds: rate * steps as f64,
+                    basis,
+                },
+                None => Length::Unknown,
+            },
+            (_, None) => Length::Unknown,
+        };
     }
 }
 
@@ -188,8 +252,8 @@ pub struct Policy {
     /// Report a finished cell by its dev accuracy, not its test accuracy: tuning candidates are
     /// judged on dev only, and their test accuracy is not shown anywhere.
     pub report_dev: bool,
-    /// `--deadline`: no cell starts whose [`Cell::estimate_s`], for the steps it has left after
-    /// its checkpoint, ends after it.
+    /// `--deadline`: no cell starts whose [`Cell::length`], for the steps it has left after its
+    /// checkpoint, ends after it, nor one whose length is unknown.
     pub deadline: Option<SystemTime>,
 }
 
@@ -410,12 +474,23 @@ fn run_pending(
     Ok(())
 }
 
-/// Why `cell` is not started under `policy`'s deadline, if it is not: its estimate, for the
-/// steps it has left after its checkpoint, ends after the deadline. A cell without an estimate
-/// starts.
+/// Why `cell` is not started under `policy`'s deadline, if it is not: its expected time, for
+/// the steps it has left after its checkpoint, ends after the deadline, or its length is
+/// unknown. An evaluation-only cell starts.
 fn after_deadline(cell: &Cell, policy: Policy) -> Option<String> {
     let deadline = policy.deadline?;
-    let whole = cell.estimate_s?;
+    let (whole, basis) = match &cell.length {
+        Length::EvaluationOnly => return None,
+        Length::Unknown => {
+            return Some(
+                "not started: timing.csv has no rate on its task for its method or one that \
+                 steps as it does, so its length is unknown, and a cell cut off by --deadline \
+                 loses its steps"
+                    .into(),
+            )
+        }
+        Length::Expected { seconds, basis } => (*seconds, basis),
+    };
     let steps = cell.config.get("steps").and_then(serde_json::Value::as_u64);
     let done = trainer::train::checkpoint::latest_step(&cell.checkpoint);
     let (expected, what) = match (steps, done) {
@@ -431,10 +506,15 @@ fn after_deadline(cell: &Cell, policy: Policy) -> Option<String> {
     let left = deadline
         .duration_since(SystemTime::now())
         .map_or(0.0, |d| d.as_secs_f64());
+    let rate = if *basis == cell.run.method {
+        "its method".to_string()
+    } else {
+        format!("{basis}, the slowest of its kind (none of its own method)")
+    };
     (expected > left).then(|| {
         format!(
-            "not started: about {expected:.0} s{what} at the slowest rate of its task and \
-             method in timing.csv, {left:.0} s left before --deadline"
+            "not started: about {expected:.0} s{what} at the slowest rate of {rate} on its \
+             task in timing.csv, {left:.0} s left before --deadline"
         )
     })
 }
@@ -1041,7 +1121,7 @@ mod tests {
             record: base.join("runs").join(format!("{stem}.json")),
             lock: base.join("locks").join(format!("{stem}.lock")),
             checkpoint: base.join("checkpoints").join(stem),
-            estimate_s: None,
+            length: Length::Unknown,
         }
     }
 
@@ -1126,8 +1206,9 @@ mod tests {
 
     /// `--deadline`: a cell whose estimate ends after the deadline is not started, and is
     /// counted once as deferred though both threads reach it; a checkpointed cell is judged by
-    /// the steps it has left. A cell that fits, a checkpointed one whose rest fits and one
-    /// without an estimate are run. Without a deadline every cell runs.
+    /// the steps it has left. A cell without its own method's rate takes the slowest rate on its
+    /// task of a method that steps as it does; one with neither does not start, and an
+    /// evaluation-only one always does. Without a deadline every cell runs.
     #[test]
     fn a_deadline_defers_the_cells_that_would_not_finish_and_only_those() {
         use super::super::tune::tests::world::Runner;
@@ -1135,22 +1216,30 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let slowest = std::collections::BTreeMap::from([
             (("t".to_string(), "dpzero".to_string()), 10.0),
+            (("t".to_string(), "dp-zoso".to_string()), 9.0),
             (("t".to_string(), "dp-ft".to_string()), 0.01),
+            (("t".to_string(), "dp-lora".to_string()), 0.001),
         ]);
         let cells = |dir: &Path| -> Vec<Cell> {
             // Seed 1: 100 steps x 10 s; 2: 100 x 0.01 s; 3 and 5: as 1, with a checkpoint at
-            // step 97 (30 s left) and at step 50 (500 s left); 4: no rate.
+            // step 97 (30 s left) and at step 50 (500 s left); 4: DP-ZOPO has no rate on t, so
+            // DPZero's, the slowest zeroth-order one, gives 1000 s; 6: DP-prefix takes DP-FT's
+            // 0.01 s, 1 s; 7: task u has no rates at all; 8: zero-shot does not train.
             let specs = [
-                (1, "dpzero"),
-                (2, "dp-ft"),
-                (3, "dpzero"),
-                (4, "mezo"),
-                (5, "dpzero"),
+                (1, "t", "dpzero"),
+                (2, "t", "dp-ft"),
+                (3, "t", "dpzero"),
+                (4, "t", "dp-zopo"),
+                (5, "t", "dpzero"),
+                (6, "t", "dp-prefix"),
+                (7, "u", "dpzero"),
+                (8, "u", "zero-shot"),
             ];
             let mut cells: Vec<Cell> = specs
                 .into_iter()
-                .map(|(seed, method)| {
+                .map(|(seed, task, method)| {
                     let mut cell = test_cell(dir, seed, 100, 4);
+                    cell.run.task = task.into();
                     cell.run.method = method.into();
                     // The tuning tests' runner fabricates its record from these.
                     cell.run
@@ -1182,39 +1271,86 @@ mod tests {
             v.sort();
             v
         };
+        let expected = |seconds: f64, basis: &str| Length::Expected {
+            seconds,
+            basis: basis.into(),
+        };
         let mut policy = Policy::from_flags(false, false, Some(60.0));
         let with = cells(&dir.join("with"));
-        assert_eq!(with[0].estimate_s, Some(1000.0));
-        assert_eq!(with[3].estimate_s, None);
+        let lengths: Vec<Length> = with.iter().map(|c| c.length.clone()).collect();
+        assert_eq!(
+            lengths,
+            [
+                expected(1000.0, "dpzero"),
+                expected(1.0, "dp-ft"),
+                expected(1000.0, "dpzero"),
+                expected(1000.0, "dpzero"),
+                expected(1000.0, "dpzero"),
+                expected(1.0, "dp-ft"),
+                Length::Unknown,
+                Length::EvaluationOnly,
+            ]
+        );
         let outcome = execute_threads(&with, runners(), policy).unwrap();
         assert_eq!(
             sorted(outcome.ran),
             [
                 "t__dp-ft__eps4__seed2",
+                "t__dp-prefix__eps4__seed6",
                 "t__dpzero__eps4__seed3",
-                "t__mezo__eps4__seed4"
+                "u__zero-shot__eps4__seed8"
             ]
         );
         assert_eq!(
             sorted(outcome.deferred),
-            ["t__dpzero__eps4__seed1", "t__dpzero__eps4__seed5"]
+            [
+                "t__dp-zopo__eps4__seed4",
+                "t__dpzero__eps4__seed1",
+                "t__dpzero__eps4__seed5",
+                "u__dpzero__eps4__seed7"
+            ]
         );
         assert!(outcome.failed.is_empty());
         assert_eq!(outcome.already_recorded, 0);
         assert!(!with[0].record.exists() && with[1].record.exists());
-        // A deadline already passed defers every cell with an estimate; none is deferred
-        // without a deadline.
+        // A deadline already passed defers every cell that trains; none is deferred without a
+        // deadline.
         policy.deadline = Some(SystemTime::now() - std::time::Duration::from_secs(1));
         let passed = cells(&dir.join("passed"));
         let outcome = execute_threads(&passed, runners(), policy).unwrap();
         assert_eq!(
             (outcome.ran, outcome.deferred.len()),
-            (vec!["t__mezo__eps4__seed4".to_string()], 4)
+            (vec!["u__zero-shot__eps4__seed8".to_string()], 7)
         );
         let outcome =
             execute_threads(&cells(&dir.join("none")), runners(), Policy::default()).unwrap();
-        assert_eq!((outcome.ran.len(), outcome.deferred.len()), (5, 0));
+        assert_eq!((outcome.ran.len(), outcome.deferred.len()), (8, 0));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The deferral lines say which rate they used, or that the length is unknown.
+    #[test]
+    fn a_deferral_names_the_rate_it_borrowed() {
+        let dir = std::env::temp_dir().join(format!("dpzo-deadline-why-{}", std::process::id()));
+        let policy = Policy::from_flags(false, false, Some(60.0));
+        let mut cell = test_cell(&dir, 1, 100, 4);
+        cell.run.method = "dp-zopo".into();
+        cell.length = Length::Expected {
+            seconds: 1000.0,
+            basis: "dpzero".into(),
+        };
+        let why = after_deadline(&cell, policy).unwrap();
+        assert!(
+            why.contains("about 1000 s at the slowest rate of dpzero, the slowest of its kind"),
+            "{why}"
+        );
+        cell.length = Length::Unknown;
+        assert!(after_deadline(&cell, policy)
+            .unwrap()
+            .contains("its length is unknown"));
+        cell.length = Length::EvaluationOnly;
+        assert_eq!(after_deadline(&cell, policy), None);
+        assert_eq!(after_deadline(&cell, Policy::default()), None);
     }
 
     #[test]
@@ -1295,7 +1431,7 @@ mod tests {
             record: dir.join("runs/a.json"),
             lock: dir.join("locks/a.lock"),
             checkpoint: dir.join("checkpoints/a"),
-            estimate_s: None,
+            length: Length::Unknown,
         };
         let first = claim(&cell, Wait::No).unwrap();
         assert!(first.is_some());

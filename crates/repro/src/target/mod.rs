@@ -908,7 +908,7 @@ mod tests {
             record: PathBuf::new(),
             lock: PathBuf::new(),
             checkpoint: PathBuf::new(),
-            estimate_s: None,
+            length: grid::Length::Unknown,
         }
     }
 
