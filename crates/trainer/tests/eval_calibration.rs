@@ -227,3 +227,75 @@ fn calibration_needs_content_free_inputs_with_matching_label_words() {
     assert!(run(Method::ZeroShotCalibrated, Some(&other)).contains("label words"));
     assert!(run(Method::ZeroShot, Some(&other)).contains("label words"));
 }
+
+/// Zero-shot with the dev-fitted label bias, by hand from the model's label-word softmax: the
+/// recorded bias solves the likelihood equations on dev (each label's mean biased probability
+/// equals its dev share), the final dev loss equals the fit's own, and the test outcomes are
+/// the argmax of log p + b. The plain-Rust fit and the tch evaluation are separate code paths.
+#[test]
+fn dev_bias_zero_shot_fits_the_dev_label_shares() {
+    for name in ["opt_tiny", "llama_tiny_gqa_untied"] {
+        let mut model = load_model(&fixture(name), Kind::Float, Device::Cpu).unwrap();
+        let batch = padded_batch(name);
+        let labels = Vec::<i64>::try_from(&batch.labels).unwrap();
+        assert!(
+            labels.contains(&0) && labels.contains(&1),
+            "{name}: {labels:?}"
+        );
+        let p = probabilities(&model, &batch);
+        let record = run_training(
+            &mut model,
+            &config(Method::ZeroShotDevBias),
+            &mut NoTraining,
+            std::slice::from_ref(&batch),
+            std::slice::from_ref(&batch),
+            &RunOptions::default(),
+        )
+        .unwrap();
+        let fitted = record.dev_bias.as_ref().unwrap();
+        assert_eq!(fitted.dev_examples, labels.len(), "{name}");
+        let biased: Vec<Vec<f64>> = p
+            .iter()
+            .map(|row| {
+                let z: Vec<f64> = row
+                    .iter()
+                    .zip(&fitted.label_bias)
+                    .map(|(a, b)| a * b.exp())
+                    .collect();
+                let s: f64 = z.iter().sum();
+                z.iter().map(|v| v / s).collect()
+            })
+            .collect();
+        for k in 0..2 {
+            let share = labels.iter().filter(|&&y| y == k as i64).count() as f64 / p.len() as f64;
+            let mean: f64 = biased.iter().map(|q| q[k]).sum::<f64>() / p.len() as f64;
+            assert!(
+                (mean - share).abs() < 1e-5,
+                "{name}: label {k} {mean} vs {share}"
+            );
+        }
+        let dev = record.final_dev.as_ref().unwrap();
+        assert!(
+            (dev.loss - fitted.dev_loss_after).abs() < 1e-5,
+            "{name}: {} vs {}",
+            dev.loss,
+            fitted.dev_loss_after
+        );
+        let outcomes: String = biased
+            .iter()
+            .zip(&labels)
+            .map(|(q, &y)| {
+                if usize::from(q[1] > q[0]) == y as usize {
+                    '1'
+                } else {
+                    '0'
+                }
+            })
+            .collect();
+        assert_eq!(
+            record.test.as_ref().unwrap().correct.as_deref(),
+            Some(outcomes.as_str())
+        );
+        assert!(record.ledger.epsilon_spent.is_none() && record.steps.is_empty());
+    }
+}

@@ -109,6 +109,48 @@ cell_row!(OverCalibratedRow);
 
 /// The method whose `test` evaluation is contextually calibrated zero-shot.
 pub const CALIBRATED_ZERO_SHOT: &str = "zero-shot-calibrated";
+/// The method whose `test` evaluation is zero-shot with the dev-fitted label bias
+/// (`trainer::optim::calibration::dev_fitted_log_prior`).
+pub const DEV_BIAS_ZERO_SHOT: &str = "zero-shot-dev-bias";
+
+/// A label-bias-corrected zero-shot that trained methods are set against: its method and the
+/// names of its three columns in the CSV ([`write_over_reference_csv`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ZeroShotReference {
+    pub method: &'static str,
+    /// The reference's own accuracy.
+    pub accuracy_column: &'static str,
+    /// The reference's gain over plain zero-shot.
+    pub gain_column: &'static str,
+    /// A method's accuracy minus the reference's.
+    pub over_column: &'static str,
+    /// The file's name in the results directory.
+    pub file: &'static str,
+}
+
+/// Contextual calibration from content-free inputs (`over_calibrated_zero_shot.csv`).
+pub const CALIBRATED: ZeroShotReference = ZeroShotReference {
+    method: CALIBRATED_ZERO_SHOT,
+    accuracy_column: "zero_shot_calibrated",
+    gain_column: "calibration",
+    over_column: "over_calibrated",
+    file: "over_calibrated_zero_shot.csv",
+};
+
+/// The label bias fitted on dev (`over_dev_bias_zero_shot.csv`): the best input-independent label
+/// prior, so a method that does not exceed it has learned nothing beyond label-bias removal.
+pub const DEV_BIAS: ZeroShotReference = ZeroShotReference {
+    method: DEV_BIAS_ZERO_SHOT,
+    accuracy_column: "zero_shot_dev_bias",
+    gain_column: "dev_bias",
+    over_column: "over_dev_bias",
+    file: "over_dev_bias_zero_shot.csv",
+};
+
+/// Whether `method` is zero-shot in any form (evaluated, never trained).
+pub fn is_zero_shot(method: &str) -> bool {
+    [ZERO_SHOT, CALIBRATED_ZERO_SHOT, DEV_BIAS_ZERO_SHOT].contains(&method)
+}
 /// Plain zero-shot: the prompt as it is, no training, no calibration.
 pub const ZERO_SHOT: &str = "zero-shot";
 
@@ -163,9 +205,12 @@ impl<'a> Reference<'a> {
     }
 }
 
-/// `over_calibrated_zero_shot.csv`'s rows: every trained (task, method, ε) of `summary` whose
-/// task has a calibrated zero-shot evaluation, in `summary`'s order.
-pub fn over_calibrated_rows(summary: &[SummaryRow]) -> Result<Vec<OverCalibratedRow>> {
+/// `reference.file`'s rows: every trained (task, method, ε) of `summary` whose task has an
+/// evaluation of `reference.method`, in `summary`'s order.
+pub fn over_reference_rows(
+    summary: &[SummaryRow],
+    reference_method: ZeroShotReference,
+) -> Result<Vec<OverCalibratedRow>> {
     let reference = |task: &str, method: &str| {
         summary
             .iter()
@@ -174,10 +219,10 @@ pub fn over_calibrated_rows(summary: &[SummaryRow]) -> Result<Vec<OverCalibrated
     };
     let mut out = Vec::new();
     for row in summary {
-        if row.method == ZERO_SHOT || row.method == CALIBRATED_ZERO_SHOT {
+        if is_zero_shot(&row.method) {
             continue;
         }
-        let Some(calibrated) = reference(&row.task, CALIBRATED_ZERO_SHOT) else {
+        let Some(base) = reference(&row.task, reference_method.method) else {
             continue;
         };
         let mut values = Vec::new();
@@ -185,7 +230,7 @@ pub fn over_calibrated_rows(summary: &[SummaryRow]) -> Result<Vec<OverCalibrated
         let mut examples: Option<Vec<Vec<i8>>> = Some(Vec::new());
         for ((seed, accuracy), outcomes) in row.seeds.iter().zip(&row.accuracies).zip(&row.outcomes)
         {
-            let Some((reference_accuracy, reference_outcomes)) = calibrated.for_seed(*seed) else {
+            let Some((reference_accuracy, reference_outcomes)) = base.for_seed(*seed) else {
                 continue;
             };
             values.push(accuracy - reference_accuracy);
@@ -211,8 +256,8 @@ pub fn over_calibrated_rows(summary: &[SummaryRow]) -> Result<Vec<OverCalibrated
         })
         .with_context(|| {
             format!(
-                "{} {}: test accuracy − calibrated zero-shot",
-                row.task, row.method
+                "{} {}: test accuracy − {}",
+                row.task, row.method, reference_method.method
             )
         })?
         .map(|iv| (iv.low, iv.high));
@@ -234,17 +279,22 @@ pub fn over_calibrated_rows(summary: &[SummaryRow]) -> Result<Vec<OverCalibrated
     Ok(out)
 }
 
-/// Write `over_calibrated_zero_shot.csv`: the gain over zero-shot (`over_zero_shot`), the part
-/// of it calibration alone gives (`calibration`), and the rest with its CI. Nothing when no task
-/// has a calibrated zero-shot evaluation.
-pub fn write_over_calibrated_csv(rows: &[OverCalibratedRow], path: &Path) -> Result<bool> {
+/// Write `reference.file`'s rows (from [`over_reference_rows`]): the gain over zero-shot
+/// (`over_zero_shot`), the part of it the reference's label-bias correction alone gives (e.g.
+/// `calibration`), and the rest with its CI (e.g. `over_calibrated`). Nothing when no task has
+/// an evaluation of the reference.
+pub fn write_over_reference_csv(
+    rows: &[OverCalibratedRow],
+    reference: ZeroShotReference,
+    path: &Path,
+) -> Result<bool> {
     let columns = [
         "test",
         "zero_shot",
-        "zero_shot_calibrated",
+        reference.accuracy_column,
         "over_zero_shot",
-        "calibration",
-        "over_calibrated",
+        reference.gain_column,
+        reference.over_column,
         "ci_low",
         "ci_high",
     ];
@@ -396,7 +446,7 @@ mod tests {
 
     /// `over_calibrated_zero_shot.csv`'s rows of `records`.
     fn over(records: &[CellRecord]) -> Vec<OverCalibratedRow> {
-        over_calibrated_rows(&crate::target::summary::summarise(records)).unwrap()
+        over_reference_rows(&crate::target::summary::summarise(records), CALIBRATED).unwrap()
     }
 
     /// Calibrated zero-shot gives the same 2/4 on both its seeds, so each of DPZero's three
@@ -435,7 +485,7 @@ mod tests {
         assert_eq!(r.ci, Some((want.low, want.high)));
         let dir = crate::target::test_scratch("over-calibrated");
         let path = dir.join("over_calibrated_zero_shot.csv");
-        assert!(write_over_calibrated_csv(&rows, &path).unwrap());
+        assert!(write_over_reference_csv(&rows, CALIBRATED, &path).unwrap());
         let text = std::fs::read_to_string(&path).unwrap();
         let line = text.lines().nth(1).unwrap();
         assert!(
@@ -461,6 +511,42 @@ mod tests {
         assert!((r.over_calibrated - 50.0).abs() < 1e-9, "(25 + 75) / 2");
         assert!((r.zero_shot_calibrated - 37.5).abs() < 1e-9);
         assert_eq!(r.zero_shot, None);
+    }
+
+    /// The dev-bias reference is paired as calibrated zero-shot is, against its own method's
+    /// records only, and is no row of either file; its file names its own columns.
+    #[test]
+    fn the_dev_bias_reference_pairs_with_its_own_records() {
+        let records = [
+            scored(CALIBRATED_ZERO_SHOT, None, 1, "1100"),
+            scored(DEV_BIAS_ZERO_SHOT, None, 1, "1000"),
+            scored(DEV_BIAS_ZERO_SHOT, None, 2, "1110"),
+            scored("dpzero", Some(4.0), 1, "1110"),
+            scored("dpzero", Some(4.0), 2, "1111"),
+        ];
+        let summary = crate::target::summary::summarise(&records);
+        let rows = over_reference_rows(&summary, DEV_BIAS).unwrap();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        let r = &rows[0];
+        assert_eq!((r.method.as_str(), r.n_seeds), ("dpzero", 2));
+        assert!((r.over_calibrated - 37.5).abs() < 1e-9, "(50 + 25) / 2");
+        assert!((r.zero_shot_calibrated - 50.0).abs() < 1e-9);
+        let calibrated = over_reference_rows(&summary, CALIBRATED).unwrap();
+        assert_eq!(
+            calibrated.len(),
+            1,
+            "dev-bias zero-shot is a reference, not a row"
+        );
+        let dir = crate::target::test_scratch("over-dev-bias");
+        let path = dir.join(DEV_BIAS.file);
+        assert!(write_over_reference_csv(&rows, DEV_BIAS, &path).unwrap());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.lines().next().unwrap().contains(
+                "test,zero_shot,zero_shot_dev_bias,over_zero_shot,dev_bias,over_dev_bias,ci_low"
+            ),
+            "{text}"
+        );
     }
 
     /// Of two claims with a CI, the one whose sides both fail to beat calibrated zero-shot is

@@ -652,6 +652,7 @@ pub fn trainer_method(method: &str) -> Result<&'static str> {
     Ok(match method {
         "zero-shot" => "zero_shot",
         "zero-shot-calibrated" => "zero_shot_calibrated",
+        "zero-shot-dev-bias" => "zero_shot_dev_bias",
         "mezo" => "mezo",
         "ft" => "full_fine_tune",
         "dpzero" => "dpzero",
@@ -808,11 +809,15 @@ impl CellRunner for TrainerCells {
                 &content_free_inputs,
                 self.device,
             )?),
-            (train::Method::ZeroShotCalibrated, TaskEncoder::Choice(_)) => bail!(
-                "{}: calibrated zero-shot is defined for label-word classification, not for the \
-                 multiple-choice task {task_name} (its candidates share no label prior to \
-                 correct); leave the pair out of the grid ([[grid.exclude]])",
-                spec.stem()
+            (
+                train::Method::ZeroShotCalibrated | train::Method::ZeroShotDevBias,
+                TaskEncoder::Choice(_),
+            ) => bail!(
+                "{}: {} is defined for label-word classification, not for the multiple-choice \
+                 task {task_name} (its candidates share no label prior to correct); leave the \
+                 pair out of the grid ([[grid.exclude]])",
+                spec.stem(),
+                spec.method
             ),
             _ => None,
         };
@@ -938,8 +943,9 @@ mod choice_grid_tests {
     use crate::target::spec::Spec;
     use std::path::Path;
 
-    /// table3 runs COPA with every method of its grid except calibrated zero-shot, which the
-    /// spec leaves out with its reason (no shared label words to calibrate).
+    /// table3 runs COPA with every method of its grid except the two label-prior corrections
+    /// (calibrated and dev-bias zero-shot), which the spec leaves out with their reasons (no
+    /// shared label words to correct).
     #[test]
     fn table3_runs_copa_except_calibrated_zero_shot() {
         let path = Path::new(concat!(
@@ -947,17 +953,20 @@ mod choice_grid_tests {
             "/../../experiments/table3.toml"
         ));
         let spec = Spec::load(path).unwrap();
-        let exclusion = spec
-            .grid
-            .exclude
-            .iter()
-            .find(|x| x.task == "COPA" && x.method == "zero-shot-calibrated")
-            .expect("COPA x zero-shot-calibrated is excluded");
-        assert!(
-            exclusion.reason.contains("label words"),
-            "{}",
-            exclusion.reason
-        );
+        let corrections = ["zero-shot-calibrated", "zero-shot-dev-bias"];
+        for method in corrections {
+            let exclusion = spec
+                .grid
+                .exclude
+                .iter()
+                .find(|x| x.task == "COPA" && x.method == method)
+                .unwrap_or_else(|| panic!("COPA x {method} is excluded"));
+            assert!(
+                exclusion.reason.contains("label words"),
+                "{}",
+                exclusion.reason
+            );
+        }
         for preset in ["mini", "paper", "smoke-copa"] {
             let runs = spec.runs(preset).unwrap();
             let copa: Vec<&str> = runs
@@ -966,7 +975,7 @@ mod choice_grid_tests {
                 .map(|r| r.method.as_str())
                 .collect();
             for method in &spec.grid.methods {
-                let expected = method != "zero-shot-calibrated";
+                let expected = !corrections.contains(&method.as_str());
                 assert_eq!(
                     copa.contains(&method.as_str()),
                     expected,
@@ -975,9 +984,9 @@ mod choice_grid_tests {
             }
             // Other tasks keep calibrated zero-shot.
             if preset != "smoke-copa" {
-                assert!(runs
-                    .iter()
-                    .any(|r| r.task == "CB" && r.method == "zero-shot-calibrated"));
+                for method in corrections {
+                    assert!(runs.iter().any(|r| r.task == "CB" && r.method == method));
+                }
             }
         }
     }

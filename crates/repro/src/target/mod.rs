@@ -678,10 +678,18 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
     if calibrated::write_csv(&calibrated::rows(&records)?, &dir.join("calibrated.csv"))? {
         println!("wrote {}", dir.join("calibrated.csv").display());
     }
-    let over_calibrated = dir.join("over_calibrated_zero_shot.csv");
-    let over_calibrated_rows = calibrated::over_calibrated_rows(&rows)?;
-    if calibrated::write_over_calibrated_csv(&over_calibrated_rows, &over_calibrated)? {
-        println!("wrote {}", over_calibrated.display());
+    let over_calibrated_rows = calibrated::over_reference_rows(&rows, calibrated::CALIBRATED)?;
+    for (reference, over) in [
+        (calibrated::CALIBRATED, over_calibrated_rows.clone()),
+        (
+            calibrated::DEV_BIAS,
+            calibrated::over_reference_rows(&rows, calibrated::DEV_BIAS)?,
+        ),
+    ] {
+        let path = dir.join(reference.file);
+        if calibrated::write_over_reference_csv(&over, reference, &path)? {
+            println!("wrote {}", path.display());
+        }
     }
     let losses = train_loss::rows(&records, &dir.join("runs"))?;
     if train_loss::write_csv(&losses, &dir.join("train_loss.csv"))? {

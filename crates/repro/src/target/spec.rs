@@ -443,7 +443,12 @@ pub fn stem_of(task: &str, method: &str, epsilon: Option<f64>, seed: u64) -> Str
 pub fn is_non_private(method: &str) -> bool {
     matches!(
         method,
-        "zero-shot" | "zero-shot-calibrated" | "mezo" | "ft" | "dpzero-no-noise"
+        "zero-shot"
+            | "zero-shot-calibrated"
+            | "zero-shot-dev-bias"
+            | "mezo"
+            | "ft"
+            | "dpzero-no-noise"
     )
 }
 

@@ -19,6 +19,11 @@ pub enum Method {
     /// Evaluation only, contextually calibrated against content-free inputs (Zhao et al. 2021;
     /// [`crate::optim::calibration`]): no training data, no privacy cost.
     ZeroShotCalibrated,
+    /// Evaluation only, with the label bias that best fits the labelled dev examples
+    /// ([`crate::optim::calibration::dev_fitted_log_prior`]): the best input-independent label
+    /// prior for the prompt, so the part of a method's gain that removing label bias explains.
+    /// Reads dev labels, as tuning does; no training data, no privacy cost.
+    ZeroShotDevBias,
     /// Non-private full fine-tuning with AdamW.
     FullFineTune,
     /// Non-private two-point ZO-SGD (Malladi et al. 2023).
@@ -47,7 +52,10 @@ impl Method {
 
     /// True for the methods that only evaluate the model as loaded (no step, no training data).
     pub fn is_evaluation_only(self) -> bool {
-        matches!(self, Method::ZeroShot | Method::ZeroShotCalibrated)
+        matches!(
+            self,
+            Method::ZeroShot | Method::ZeroShotCalibrated | Method::ZeroShotDevBias
+        )
     }
 
     /// True for the zeroth-order methods.

@@ -313,6 +313,10 @@ pub struct RunRecord {
     /// `test_calibrated` (the other methods).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<crate::optim::calibration::Calibration>,
+    /// The dev-fitted label bias of zero-shot-dev-bias's final evaluations. Absent for every
+    /// other method, and in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_bias: Option<crate::optim::calibration::DevBias>,
     /// Where this process's wall time went (absent in records written before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seconds: Option<PhaseSeconds>,

@@ -949,9 +949,16 @@ pub fn run_training_with<B: ExampleBatch>(
         }
         None => None,
     };
+    // Zero-shot with the dev-fitted label bias: its final dev evaluation is in-sample (the bias
+    // is fitted there), its test evaluation is not.
+    let dev_bias = match method {
+        Method::ZeroShotDevBias => Some(calibration::dev_fitted_log_prior(model, dev)?),
+        _ => None,
+    };
     let own = log_prior
         .as_ref()
-        .filter(|_| method == Method::ZeroShotCalibrated);
+        .filter(|_| method == Method::ZeroShotCalibrated)
+        .or(dev_bias.as_ref().map(|(prior, _)| prior));
     let final_dev = evaluate(model, dev, state.step, own)?;
     let test_metric = evaluate(model, test, state.step, own)?;
     let test_calibrated = match &log_prior {
@@ -992,6 +999,7 @@ pub fn run_training_with<B: ExampleBatch>(
         ledger: state.ledger,
         resumed_from,
         nonprivate_diagnostics: true,
+        dev_bias: dev_bias.map(|(_, fitted)| fitted),
         calibration: match (&log_prior, content_free) {
             (Some(log_prior), Some(cf)) => Some(calibration::describe(log_prior, cf.inputs)?),
             _ => None,

@@ -134,7 +134,9 @@ impl MethodStep {
         STEPS.with(|steps| steps.set(steps.get() + 1));
         let s = &self.settings;
         match self.method {
-            Method::ZeroShot | Method::ZeroShotCalibrated => Ok(StepOutput::default()),
+            Method::ZeroShot | Method::ZeroShotCalibrated | Method::ZeroShotDevBias => {
+                Ok(StepOutput::default())
+            }
             Method::Mezo
             | Method::Dpzero
             | Method::DpZoso
