@@ -243,15 +243,23 @@ fn dev_bias_zero_shot_fits_the_dev_label_shares() {
             "{name}: {labels:?}"
         );
         let p = probabilities(&model, &batch);
-        let record = run_training(
+        // Given content-free inputs too, as every label-word cell is: they add nothing.
+        let inputs = vec!["row 0".to_string()];
+        let content_free = rows(&batch, &[0]);
+        let record = run_training_with(
             &mut model,
             &config(Method::ZeroShotDevBias),
             &mut NoTraining,
             std::slice::from_ref(&batch),
             std::slice::from_ref(&batch),
+            Some(ContentFree {
+                inputs: &inputs,
+                batch: &content_free,
+            }),
             &RunOptions::default(),
         )
         .unwrap();
+        assert!(record.calibration.is_none() && record.test_calibrated.is_none());
         let fitted = record.dev_bias.as_ref().unwrap();
         assert_eq!(fitted.dev_examples, labels.len(), "{name}");
         let biased: Vec<Vec<f64>> = p

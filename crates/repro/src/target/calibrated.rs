@@ -39,8 +39,14 @@ pub struct CalibratedRow {
 }
 
 /// A record's (raw, calibrated) test accuracy in points and per-example difference
-/// (−1/0/1), when it has both evaluations.
+/// (−1/0/1), when it has both evaluations. Dev-bias zero-shot's `test` is already corrected
+/// for label bias (by the dev-fitted prior), so its pair would set one correction against
+/// another, not against the raw prompt: it has none (records written before the trainer
+/// stopped adding it still carry a `test_calibrated`).
 fn pair(r: &CellRecord) -> Option<(f64, f64, Option<Vec<i8>>)> {
+    if r.method == DEV_BIAS_ZERO_SHOT {
+        return None;
+    }
     let accuracy = |name: &str| {
         r.trainer
             .pointer(&format!("/{name}/accuracy"))

@@ -201,6 +201,21 @@ impl Cell {
     }
 }
 
+impl Cell {
+    /// The method that runs: an ablation variant's base, else the cell's own.
+    fn base_method(&self) -> &str {
+        self.config
+            .get(super::spec::BASE_METHOD_KEY)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or(&self.run.method)
+    }
+
+    /// Whether the cell takes training steps (zero-shot cells only evaluate).
+    pub fn trains(&self) -> bool {
+        step_kind(self.base_method()) != Some(StepKind::Evaluation)
+    }
+}
+
 /// Sets each cell's [`Cell::length`] from `slowest` (wall seconds per step by task and method,
 /// [`super::timing::slowest_seconds_per_step`]) times its steps: at its own method's rate on its
 /// task, or, with no row for that, at the slowest rate on its task of the methods that step as
@@ -208,12 +223,7 @@ impl Cell {
 /// [`Length::Unknown`].
 pub fn estimate(cells: &mut [Cell], slowest: &std::collections::BTreeMap<(String, String), f64>) {
     for c in cells {
-        let base = c
-            .config
-            .get(super::spec::BASE_METHOD_KEY)
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or(&c.run.method);
-        let kind = step_kind(base);
+        let kind = step_kind(c.base_method());
         let steps = c.config.get("steps").and_then(serde_json::Value::as_u64);
         let own = slowest
             .get(&(c.run.task.clone(), c.run.method.clone()))

@@ -186,7 +186,13 @@ pub fn plan_line(
 ) -> String {
     let to_run: Vec<&&Cell> = cells.iter().filter(|c| !c.is_recorded()).collect();
     let steps_of = |c: &Cell| c.config.get("steps").and_then(Value::as_u64).unwrap_or(0);
-    let steps: u64 = to_run.iter().map(|c| steps_of(c)).sum();
+    // A zero-shot cell's configured steps are not taken; its rate (wall seconds over them)
+    // still times its evaluation below.
+    let steps: u64 = to_run
+        .iter()
+        .filter(|c| c.trains())
+        .map(|c| steps_of(c))
+        .sum();
     let (mut seconds, mut timed) = (0.0, 0);
     let mut unknown: Vec<&str> = Vec::new();
     for c in &to_run {

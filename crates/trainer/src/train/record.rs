@@ -295,8 +295,8 @@ pub struct RunRecord {
     /// Test accuracy of the final iterate (what the paper reports).
     pub test: Option<EvalMetric>,
     /// The same final iterate on test, contextually calibrated (`calibration`): for every method
-    /// but calibrated zero-shot, whose `test` already is, when the run was given content-free
-    /// inputs. Absent in records written before it existed.
+    /// but calibrated and dev-bias zero-shot, whose `test` already is corrected, when the run
+    /// was given content-free inputs. Absent in records written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_calibrated: Option<EvalMetric>,
     /// Privacy ledger.

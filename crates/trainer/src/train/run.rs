@@ -927,6 +927,9 @@ pub fn run_training_with<B: ExampleBatch>(
     // of calibrated zero-shot, and for every other method a second test evaluation of the same
     // trained model (`test_calibrated`), which shows how much of its accuracy a label-prior
     // correction changes. Neither reads training data.
+    // Dev-bias zero-shot corrects the label prior from dev instead: content-free inputs add
+    // nothing to its record.
+    let content_free = content_free.filter(|_| method != Method::ZeroShotDevBias);
     let log_prior = match content_free {
         Some(cf) => {
             for batch in dev.iter().chain(test) {
