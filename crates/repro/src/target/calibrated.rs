@@ -143,8 +143,8 @@ pub const CALIBRATED: ZeroShotReference = ZeroShotReference {
     file: "over_calibrated_zero_shot.csv",
 };
 
-/// The label bias fitted on dev (`over_dev_bias_zero_shot.csv`): the best input-independent label
-/// prior, so a method that does not exceed it has learned nothing beyond label-bias removal.
+/// The label bias fitted on dev in likelihood (`over_dev_bias_zero_shot.csv`): a label-bias
+/// correction that does not depend on content-free inputs suiting the prompt.
 pub const DEV_BIAS: ZeroShotReference = ZeroShotReference {
     method: DEV_BIAS_ZERO_SHOT,
     accuracy_column: "zero_shot_dev_bias",

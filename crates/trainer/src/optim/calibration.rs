@@ -113,8 +113,9 @@ const MAX_NEWTON_STEPS: usize = 100;
 /// likelihood of softmax(log p + b), p the label-word distribution of each dev example, and the
 /// returned tensor is -b, so that the calibrated scores are log_softmax(log p + b). This is
 /// contextual calibration's correction of the label prior with the prior fitted to labelled dev
-/// examples instead of content-free inputs: the best any input-independent label prior does for
-/// the prompted model. It reads dev labels (public here, as for tuning), no training data.
+/// examples instead of content-free inputs: the input-independent label prior most likely on dev.
+/// It is not the prior of best accuracy (accuracy is not what it fits; on SST-5 it scores below
+/// contextual calibration). It reads dev labels (public here, as for tuning), no training data.
 ///
 /// The objective is convex in b, with gradient mean_i softmax(log p_i + b) - (the dev label
 /// shares) and Hessian mean_i (diag(q_i) - q_i q_i^T); Newton's method with a backtracking line

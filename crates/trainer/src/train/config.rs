@@ -20,9 +20,9 @@ pub enum Method {
     /// [`crate::optim::calibration`]): no training data, no privacy cost.
     ZeroShotCalibrated,
     /// Evaluation only, with the label bias that best fits the labelled dev examples
-    /// ([`crate::optim::calibration::dev_fitted_log_prior`]): the best input-independent label
-    /// prior for the prompt, so the part of a method's gain that removing label bias explains.
-    /// Reads dev labels, as tuning does; no training data, no privacy cost.
+    /// ([`crate::optim::calibration::dev_fitted_log_prior`]) in likelihood: a second reference,
+    /// beside contextual calibration, for how much of a method's gain removing label bias
+    /// explains. Reads dev labels, as tuning does; no training data, no privacy cost.
     ZeroShotDevBias,
     /// Non-private full fine-tuning with AdamW.
     FullFineTune,
