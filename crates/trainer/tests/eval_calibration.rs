@@ -65,8 +65,11 @@ fn probabilities(model: &dyn LabelWordModel, batch: &Batch) -> Vec<Vec<f64>> {
         .collect()
 }
 
-fn calibrated(
+/// A zero-shot `method` evaluated on `dev` and `test`, given `content_free`'s rows as the
+/// content-free inputs `row 0`, `row 1`, ….
+fn with_content_free(
     model: &mut dyn LabelWordModel,
+    method: Method,
     dev: &[Batch],
     test: &[Batch],
     content_free: &Batch,
@@ -76,7 +79,7 @@ fn calibrated(
         .collect();
     run_training_with(
         model,
-        &config(Method::ZeroShotCalibrated),
+        &config(method),
         &mut NoTraining,
         dev,
         test,
@@ -87,6 +90,15 @@ fn calibrated(
         &RunOptions::default(),
     )
     .unwrap()
+}
+
+fn calibrated(
+    model: &mut dyn LabelWordModel,
+    dev: &[Batch],
+    test: &[Batch],
+    content_free: &Batch,
+) -> RunRecord {
+    with_content_free(model, Method::ZeroShotCalibrated, dev, test, content_free)
 }
 
 fn check(name: &str) {
@@ -162,20 +174,13 @@ fn check(name: &str) {
 
     // Zero-shot given the content-free inputs keeps its raw test evaluation and adds the
     // calibrated one: exactly calibrated zero-shot's test evaluation.
-    let inputs = vec!["row 0".to_string(), "row 1".to_string()];
-    let both = run_training_with(
+    let both = with_content_free(
         &mut model,
-        &config(Method::ZeroShot),
-        &mut NoTraining,
+        Method::ZeroShot,
         &[],
         std::slice::from_ref(&test),
-        Some(ContentFree {
-            inputs: &inputs,
-            batch: &content_free,
-        }),
-        &RunOptions::default(),
-    )
-    .unwrap();
+        &content_free,
+    );
     assert_eq!(both.test, plain.test, "{name}");
     let calibrated_test = calibrated(&mut model, &[], std::slice::from_ref(&test), &content_free);
     assert_eq!(both.test_calibrated, calibrated_test.test, "{name}");
@@ -244,21 +249,13 @@ fn dev_bias_zero_shot_fits_the_dev_label_shares() {
         );
         let p = probabilities(&model, &batch);
         // Given content-free inputs too, as every label-word cell is: they add nothing.
-        let inputs = vec!["row 0".to_string()];
-        let content_free = rows(&batch, &[0]);
-        let record = run_training_with(
+        let record = with_content_free(
             &mut model,
-            &config(Method::ZeroShotDevBias),
-            &mut NoTraining,
+            Method::ZeroShotDevBias,
             std::slice::from_ref(&batch),
             std::slice::from_ref(&batch),
-            Some(ContentFree {
-                inputs: &inputs,
-                batch: &content_free,
-            }),
-            &RunOptions::default(),
-        )
-        .unwrap();
+            &rows(&batch, &[0]),
+        );
         assert!(record.calibration.is_none() && record.test_calibrated.is_none());
         let fitted = record.dev_bias.as_ref().unwrap();
         assert_eq!(fitted.dev_examples, labels.len(), "{name}");

@@ -155,7 +155,7 @@ pub const DEV_BIAS: ZeroShotReference = ZeroShotReference {
 
 /// Whether `method` is zero-shot in any form (evaluated, never trained).
 pub fn is_zero_shot(method: &str) -> bool {
-    [ZERO_SHOT, CALIBRATED_ZERO_SHOT, DEV_BIAS_ZERO_SHOT].contains(&method)
+    super::cell::trainer_method_of(method).is_some_and(|m| m.is_evaluation_only())
 }
 /// Plain zero-shot: the prompt as it is, no training, no calibration.
 pub const ZERO_SHOT: &str = "zero-shot";

@@ -647,6 +647,12 @@ pub fn roc_auc(scored: &[(f32, i64)]) -> Option<f64> {
     Some(wins / (positives.len() * negatives.len()) as f64)
 }
 
+/// The trainer's method of a grid method, `None` for a name the trainer does not know (an
+/// ablation variant's own label).
+pub fn trainer_method_of(method: &str) -> Option<train::Method> {
+    serde_json::from_value(trainer_method(method).ok()?.into()).ok()
+}
+
 /// The trainer's method name for a grid method.
 pub fn trainer_method(method: &str) -> Result<&'static str> {
     Ok(match method {

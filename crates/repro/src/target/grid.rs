@@ -153,8 +153,7 @@ enum StepKind {
 /// The [`StepKind`] of the grid method `method` (a run's method, or an ablation variant's
 /// base), `None` for a name the trainer does not know (a variant's own label).
 fn step_kind(method: &str) -> Option<StepKind> {
-    let name = super::cell::trainer_method(method).ok()?;
-    let m: trainer::train::config::Method = serde_json::from_value(name.into()).ok()?;
+    let m = super::cell::trainer_method_of(method)?;
     Some(if m.is_evaluation_only() {
         StepKind::Evaluation
     } else if m.is_zeroth_order() {

@@ -679,15 +679,13 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
         println!("wrote {}", dir.join("calibrated.csv").display());
     }
     let over_calibrated_rows = calibrated::over_reference_rows(&rows, calibrated::CALIBRATED)?;
+    let over_dev_bias_rows = calibrated::over_reference_rows(&rows, calibrated::DEV_BIAS)?;
     for (reference, over) in [
-        (calibrated::CALIBRATED, over_calibrated_rows.clone()),
-        (
-            calibrated::DEV_BIAS,
-            calibrated::over_reference_rows(&rows, calibrated::DEV_BIAS)?,
-        ),
+        (calibrated::CALIBRATED, &over_calibrated_rows),
+        (calibrated::DEV_BIAS, &over_dev_bias_rows),
     ] {
         let path = dir.join(reference.file);
-        if calibrated::write_over_reference_csv(&over, reference, &path)? {
+        if calibrated::write_over_reference_csv(over, reference, &path)? {
             println!("wrote {}", path.display());
         }
     }
