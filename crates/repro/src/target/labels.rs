@@ -7,10 +7,17 @@
 //! predicts one label for nearly every example); per-label recall shows on which labels a
 //! method's errors fall. Records written before these fields existed are left out (the row's
 //! `n_seeds` counts the seeds used).
+//!
+//! `label_association.csv` asks, seed by seed, whether a model's predictions carry any
+//! information about the gold label at all: Pearson's χ² test of independence on the gold ×
+//! predicted table, with Cramér's V as its size. Accuracy near chance can hide an association
+//! (labels systematically confused) or none (a prior only); this tells them apart.
 
 use super::record::CellRecord;
+use super::summary::write_table;
 use super::summary::{by_cell, cell_row, points, write_cell_table};
 use anyhow::{bail, Context, Result};
+use statrs::distribution::{ChiSquared, ContinuousCDF};
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -149,6 +156,148 @@ pub fn write_csv(rows: &[LabelRow], path: &Path) -> Result<bool> {
 
 cell_row!(LabelRow);
 
+/// One seed's test of independence between its predicted and gold test labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssociationRow {
+    pub task: String,
+    pub method: String,
+    pub epsilon: Option<f64>,
+    pub seed: u64,
+    pub examples: usize,
+    pub test: Independence,
+}
+
+/// Pearson's χ² test of independence on a gold × predicted table, and its size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Independence {
+    /// χ² over the gold labels present × the predicted labels present.
+    pub chi2: f64,
+    /// (rows − 1)(columns − 1); 0 when one label is predicted (or present in gold) throughout.
+    pub df: usize,
+    /// P(χ²_df ≥ chi2) under independence; `None` when df = 0 (no test).
+    pub p_value: Option<f64>,
+    /// Cramér's V = sqrt(χ² / (n (min(rows, columns) − 1))), 0 to 1; `None` when df = 0.
+    pub cramers_v: Option<f64>,
+    /// The smallest expected count: below about 5 the χ² approximation is rough.
+    pub min_expected: f64,
+}
+
+/// Pearson's χ² test of independence (e.g. Agresti, *Categorical Data Analysis*, 3rd ed.,
+/// §3.2.1) on one seed's labels. Labels absent from both margins drop out; a table with one
+/// row or one column has df = 0 and no test.
+fn independence_test(predicted: &[u32], gold: &[u32]) -> Result<Independence> {
+    let rows: Vec<u32> = gold
+        .iter()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let cols: Vec<u32> = predicted
+        .iter()
+        .copied()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let n = gold.len() as f64;
+    let mut counts = vec![vec![0.0f64; cols.len()]; rows.len()];
+    for (p, g) in predicted.iter().zip(gold) {
+        let i = rows.binary_search(g).expect("gold label collected above");
+        let j = cols
+            .binary_search(p)
+            .expect("predicted label collected above");
+        counts[i][j] += 1.0;
+    }
+    let row_sums: Vec<f64> = counts.iter().map(|r| r.iter().sum()).collect();
+    let col_sums: Vec<f64> = (0..cols.len())
+        .map(|j| counts.iter().map(|r| r[j]).sum())
+        .collect();
+    let (mut chi2, mut min_expected) = (0.0, f64::INFINITY);
+    for (i, row) in counts.iter().enumerate() {
+        for (j, &observed) in row.iter().enumerate() {
+            let expected = row_sums[i] * col_sums[j] / n;
+            min_expected = min_expected.min(expected);
+            chi2 += (observed - expected).powi(2) / expected;
+        }
+    }
+    let df = (rows.len() - 1) * (cols.len() - 1);
+    let mut test = Independence {
+        chi2,
+        df,
+        p_value: None,
+        cramers_v: None,
+        min_expected,
+    };
+    if df > 0 {
+        let distribution = ChiSquared::new(df as f64)
+            .with_context(|| format!("χ² distribution with {df} degrees of freedom"))?;
+        test.p_value = Some(distribution.sf(chi2));
+        test.cramers_v = Some((chi2 / (n * (rows.len().min(cols.len()) - 1) as f64)).sqrt());
+    }
+    Ok(test)
+}
+
+/// `label_association.csv`'s rows: one per record with test labels, in the records' order.
+pub fn association_rows(records: &[CellRecord]) -> Result<Vec<AssociationRow>> {
+    let mut out = Vec::new();
+    for r in records {
+        let Some((predicted, gold)) = test_labels(r)? else {
+            continue;
+        };
+        if gold.is_empty() {
+            continue;
+        }
+        out.push(AssociationRow {
+            task: r.task.clone(),
+            method: r.method.clone(),
+            epsilon: r.epsilon,
+            seed: r.seed,
+            examples: gold.len(),
+            test: independence_test(&predicted, &gold)?,
+        });
+    }
+    Ok(out)
+}
+
+/// Write `label_association.csv`; nothing when no record carries its labels.
+pub fn write_association_csv(rows: &[AssociationRow], path: &Path) -> Result<bool> {
+    let header = [
+        "task",
+        "method",
+        "epsilon",
+        "seed",
+        "examples",
+        "chi2",
+        "df",
+        "p_value",
+        "cramers_v",
+        "min_expected",
+    ];
+    let rows = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.task.clone(),
+                r.method.clone(),
+                r.epsilon.map(|e| e.to_string()).unwrap_or_default(),
+                r.seed.to_string(),
+                r.examples.to_string(),
+                format!("{:.3}", r.test.chi2),
+                r.test.df.to_string(),
+                r.test
+                    .p_value
+                    .map(|p| format!("{p:.3e}"))
+                    .unwrap_or_default(),
+                r.test
+                    .cramers_v
+                    .map(|v| format!("{v:.4}"))
+                    .unwrap_or_default(),
+                format!("{:.2}", r.test.min_expected),
+            ]
+        })
+        .collect();
+    write_table(path, &header, rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,11 +356,124 @@ mod tests {
         }
     }
 
+    /// Encode per-cell counts of a gold × predicted table as label strings.
+    fn table(counts: &[&[usize]]) -> (String, String) {
+        let (mut predicted, mut gold) = (String::new(), String::new());
+        for (g, row) in counts.iter().enumerate() {
+            for (p, &count) in row.iter().enumerate() {
+                for _ in 0..count {
+                    gold.push(char::from_digit(g as u32, 36).unwrap());
+                    predicted.push(char::from_digit(p as u32, 36).unwrap());
+                }
+            }
+        }
+        (predicted, gold)
+    }
+
+    fn association(counts: &[&[usize]]) -> AssociationRow {
+        let (predicted, gold) = table(counts);
+        let records = [record(
+            7,
+            serde_json::json!({"predicted": predicted, "gold": gold}),
+        )];
+        let mut rows = association_rows(&records).unwrap();
+        assert_eq!(rows.len(), 1);
+        rows.remove(0)
+    }
+
+    fn test_of(counts: &[&[usize]]) -> Independence {
+        association(counts).test
+    }
+
+    /// 2 × 2: χ² = n (ad − bc)² / ((a+b)(c+d)(a+c)(b+d)), its 1-df tail erfc(√(χ²/2)), and
+    /// V = |ad − bc| / √((a+b)(c+d)(a+c)(b+d)) (the φ coefficient): closed forms.
+    #[test]
+    fn two_by_two_matches_the_closed_forms() {
+        let (a, b, c, d) = (30.0, 10.0, 15.0, 45.0);
+        let full = association(&[&[30, 10], &[15, 45]]);
+        assert_eq!((full.examples, full.seed), (100, 7));
+        let row = full.test;
+        let margins = (a + b) * (c + d) * (a + c) * (b + d);
+        let chi2 = 100.0 * (a * d - b * c) * (a * d - b * c) / margins;
+        assert_eq!(row.df, 1);
+        assert!((row.chi2 - chi2).abs() < 1e-9, "{}", row.chi2);
+        let p = statrs::function::erf::erfc((chi2 / 2.0).sqrt());
+        assert!(
+            ((row.p_value.unwrap() - p) / p).abs() < 1e-9,
+            "{:?} {p}",
+            row.p_value
+        );
+        let v = (a * d - b * c).abs() / margins.sqrt();
+        assert!((row.cramers_v.unwrap() - v).abs() < 1e-12);
+        assert!((row.min_expected - 40.0 * 45.0 / 100.0).abs() < 1e-12);
+    }
+
+    /// 3 × 3 by hand: gold rows (5, 3, 2), (2, 6, 2), (1, 1, 8); expected counts 8/3, 10/3 and 4
+    /// in every row; χ² = 78/24 + 114/30 + 6 = 13.05. With 4 df the tail is e^(−x/2)(1 + x/2).
+    #[test]
+    fn three_by_three_by_hand() {
+        let row = test_of(&[&[5, 3, 2], &[2, 6, 2], &[1, 1, 8]]);
+        assert_eq!(row.df, 4);
+        assert!((row.chi2 - 13.05).abs() < 1e-9, "{}", row.chi2);
+        let p = (-13.05f64 / 2.0).exp() * (1.0 + 13.05 / 2.0);
+        assert!(
+            (row.p_value.unwrap() - p).abs() < 1e-12,
+            "{:?}",
+            row.p_value
+        );
+        assert!((row.cramers_v.unwrap() - (13.05f64 / 60.0).sqrt()).abs() < 1e-12);
+        assert!((row.min_expected - 8.0 / 3.0).abs() < 1e-12);
+    }
+
+    /// Rows proportional to the column margins: χ² = 0, p = 1, V = 0. Perfect agreement on
+    /// three labels: χ² = n (k − 1), V = 1.
+    #[test]
+    fn independence_and_perfect_association() {
+        let none = test_of(&[&[2, 4, 6], &[1, 2, 3]]);
+        assert_eq!(none.df, 2);
+        assert!(none.chi2.abs() < 1e-12);
+        assert!((none.p_value.unwrap() - 1.0).abs() < 1e-12);
+        assert!(none.cramers_v.unwrap().abs() < 1e-12);
+        let all = test_of(&[&[10, 0, 0], &[0, 10, 0], &[0, 0, 10]]);
+        assert!((all.chi2 - 60.0).abs() < 1e-9);
+        assert!((all.cramers_v.unwrap() - 1.0).abs() < 1e-12);
+        let p = (-30.0f64).exp() * 31.0; // 4 df: e^(−x/2)(1 + x/2) at x = 60
+        assert!(
+            ((all.p_value.unwrap() - p) / p).abs() < 1e-9,
+            "{:?}",
+            all.p_value
+        );
+    }
+
+    /// One label predicted for every example: no table to test, so no p-value and no V (never
+    /// a NaN). A label never predicted drops its column: 3 gold × 2 predicted has df 2.
+    #[test]
+    fn a_constant_prediction_has_no_test_and_empty_columns_drop_out() {
+        let constant = association(&[&[4, 0], &[6, 0]]);
+        assert_eq!(constant.test.df, 0);
+        assert_eq!(
+            (constant.test.p_value, constant.test.cramers_v),
+            (None, None)
+        );
+        assert!(constant.test.chi2.abs() < 1e-12);
+        let two_predicted = test_of(&[&[3, 0, 1], &[1, 0, 3], &[2, 0, 2]]);
+        assert_eq!(two_predicted.df, 2);
+        let dir = crate::target::test_scratch("labels-association");
+        let path = dir.join("label_association.csv");
+        assert!(write_association_csv(&[constant], &path).unwrap());
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("NaN"), "{text}");
+        assert!(text.lines().nth(1).unwrap().contains(",0,,,"), "{text}");
+    }
+
     #[test]
     fn no_labelled_record_writes_nothing() {
         let dir = crate::target::test_scratch("labels-none");
         let path = dir.join("labels.csv");
         assert!(!write_csv(&[], &path).unwrap());
+        assert!(!path.exists());
+        let path = dir.join("label_association.csv");
+        assert!(!write_association_csv(&[], &path).unwrap());
         assert!(!path.exists());
     }
 }

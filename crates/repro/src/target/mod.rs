@@ -675,6 +675,10 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
     if labels::write_csv(&labels::label_rows(&records)?, &dir.join("labels.csv"))? {
         println!("wrote {}", dir.join("labels.csv").display());
     }
+    let association = dir.join("label_association.csv");
+    if labels::write_association_csv(&labels::association_rows(&records)?, &association)? {
+        println!("wrote {}", association.display());
+    }
     if calibrated::write_csv(&calibrated::rows(&records)?, &dir.join("calibrated.csv"))? {
         println!("wrote {}", dir.join("calibrated.csv").display());
     }
