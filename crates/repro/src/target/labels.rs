@@ -18,7 +18,7 @@ use super::summary::write_table;
 use super::summary::{by_cell, cell_row, points, write_cell_table};
 use anyhow::{bail, Context, Result};
 use statrs::distribution::{ChiSquared, ContinuousCDF};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// One label of one (task, method, ε): shares and recall in percent, means over seeds.
@@ -186,26 +186,20 @@ pub struct Independence {
 /// §3.2.1) on one seed's labels. Labels absent from both margins drop out; a table with one
 /// row or one column has df = 0 and no test.
 fn independence_test(predicted: &[u32], gold: &[u32]) -> Result<Independence> {
-    let rows: Vec<u32> = gold
-        .iter()
-        .copied()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let cols: Vec<u32> = predicted
-        .iter()
-        .copied()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    // Each label present on a side, numbered in label order.
+    let present = |labels: &[u32]| -> BTreeMap<u32, usize> {
+        let distinct: BTreeSet<u32> = labels.iter().copied().collect();
+        distinct
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| (l, i))
+            .collect()
+    };
+    let (rows, cols) = (present(gold), present(predicted));
     let n = gold.len() as f64;
     let mut counts = vec![vec![0.0f64; cols.len()]; rows.len()];
     for (p, g) in predicted.iter().zip(gold) {
-        let i = rows.binary_search(g).expect("gold label collected above");
-        let j = cols
-            .binary_search(p)
-            .expect("predicted label collected above");
-        counts[i][j] += 1.0;
+        counts[rows[g]][cols[p]] += 1.0;
     }
     let row_sums: Vec<f64> = counts.iter().map(|r| r.iter().sum()).collect();
     let col_sums: Vec<f64> = (0..cols.len())
