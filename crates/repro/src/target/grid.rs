@@ -189,6 +189,20 @@ impl Cell {
         CellRecord::read(&self.record).is_ok_and(|r| r.spec_hash == self.hash)
     }
 
+    /// Where a run of the cell that failed leaves its error (`<stem>.failed` beside the record),
+    /// so that a later selection tells a failed tuning candidate from one not yet run.
+    pub fn failure_note(&self) -> PathBuf {
+        self.record.with_extension("failed")
+    }
+
+    /// Whether the cell's last run of this spec failed (its note names this spec hash) and no
+    /// record has been written since.
+    pub fn has_failed(&self) -> bool {
+        !self.is_recorded()
+            && std::fs::read_to_string(self.failure_note())
+                .is_ok_and(|note| note.lines().next() == Some(&format!("spec_hash {}", self.hash)))
+    }
+
     /// Whether the cell is done: recorded, and with `since` (a `--rerun`) recorded at or after it.
     fn is_done(&self, since: Option<SystemTime>) -> bool {
         self.is_recorded()
@@ -676,11 +690,29 @@ fn run_claimed(
             };
             say(bar, line);
             let _ = std::fs::remove_dir_all(&cell.checkpoint);
+            // An earlier failure of the cell no longer stands (absent, as a rule).
+            let _ = std::fs::remove_file(cell.failure_note());
             outcome.ran.push(stem);
         }
         Err(e) => {
             let msg = format!("{e:#}").replace('\n', " ");
             bar.suspend(|| eprintln!("{stem}: FAILED: {msg}"));
+            let note = format!("spec_hash {}\n{msg}\n", cell.hash);
+            let written = cell
+                .record
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(cell.failure_note(), note));
+            if let Err(write) = written {
+                // Without its note the cell reads as not yet run: a tuning group waits for it.
+                say(
+                    bar,
+                    format!(
+                        "{stem}: cannot write {}: {write}",
+                        cell.failure_note().display()
+                    ),
+                );
+            }
             outcome.failed.push((stem, msg));
         }
     }
@@ -723,6 +755,28 @@ pub(super) fn set_aside(record: &Path) -> Result<PathBuf> {
     std::fs::rename(record, &to)
         .with_context(|| format!("cannot move {} to {}", record.display(), to.display()))?;
     Ok(to)
+}
+
+/// Gives `cell` a copy of the record at `from` (a run of the cell's very spec: a tuning winner,
+/// or a source grid's final) instead of running it. It does so under the cell's claim, so
+/// workers that adopt the same cell at once never both set aside what was there: on 2026-12-07
+/// two workers adopting RTE's DP-SGD winner raced, and the second failed moving a sidecar the
+/// first had moved. A cell another worker holds, or one already recorded, is left as it is. A
+/// record of another spec already there is set aside first. Returns whether this call adopted.
+pub(super) fn adopt_record(cell: &Cell, from: &Path) -> Result<bool> {
+    let Some(_claim) = claim(cell, Wait::No)? else {
+        return Ok(false);
+    };
+    if cell.is_recorded() {
+        return Ok(false);
+    }
+    if cell.record.exists() {
+        set_aside(&cell.record)?;
+    }
+    let dir = cell.record.parent().context("a record path has a parent")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    CellRecord::copy(from, &cell.record)?;
+    Ok(true)
 }
 
 /// One worker process's place: the CUDA_VISIBLE_DEVICES it gets (`None` on the CPU) and its
@@ -1073,6 +1127,62 @@ mod tests {
         assert!(steps_path(&to).is_file());
         let moved = CellRecord::read(&to).unwrap();
         assert_eq!(moved.steps(&to).unwrap(), steps);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Adoption goes through the cell's claim: under another worker's claim it leaves the cell
+    /// alone, and of eight threads adopting at once exactly one sets the stale record aside and
+    /// copies, and none fails (before, two workers raced on the stale record's sidecar).
+    #[test]
+    fn concurrent_adopters_set_the_stale_record_aside_once() {
+        use super::super::record::steps_path;
+        let dir = std::env::temp_dir().join(format!("dpzo-adopt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cell = test_cell(&dir, 13, 300, 32);
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/legacy-records/runs/SST-2__dp-ft__eps8__seed13.json");
+        let mut winner = CellRecord::read(&fixture).unwrap();
+        winner.spec_hash = cell.hash.clone();
+        let from = dir.join("tuning/runs/t__m__eps4__seed13.json");
+        std::fs::create_dir_all(dir.join("tuning/runs")).unwrap();
+        std::fs::create_dir_all(dir.join("runs")).unwrap();
+        winner.write(&from).unwrap();
+        let mut stale = CellRecord::read(&fixture).unwrap();
+        stale.spec_hash = "another spec".into();
+        stale.write(&cell.record).unwrap();
+        assert!(steps_path(&cell.record).is_file() && !cell.is_recorded());
+
+        let held = claim(&cell, Wait::No).unwrap().expect("the lock is free");
+        assert!(
+            !adopt_record(&cell, &from).unwrap(),
+            "a claimed cell is left alone"
+        );
+        assert!(!cell.is_recorded() && cell.record.exists());
+        drop(held);
+
+        let adopted: Vec<bool> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| adopt_record(&cell, &from).unwrap()))
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(adopted.iter().filter(|a| **a).count(), 1, "{adopted:?}");
+        assert!(cell.is_recorded());
+        let superseded = dir.join("runs/superseded");
+        let kept: Vec<_> = std::fs::read_dir(&superseded)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(kept.len(), 2, "one record and its sidecar: {kept:?}");
+        let aside = kept.iter().find(|k| !k.contains(".steps.")).unwrap();
+        assert_eq!(
+            CellRecord::read(&superseded.join(aside)).unwrap().spec_hash,
+            "another spec"
+        );
+        assert!(
+            !adopt_record(&cell, &from).unwrap(),
+            "a recorded cell is left"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -240,6 +240,27 @@ fn loss_ends(path: &Path) -> Option<(f64, f64)> {
         .flatten()
 }
 
+/// A group's candidates that have neither a record nor a failure of their spec: not yet run,
+/// deferred by `--deadline`, or cut short. Its selection waits for them: on 2026-12-07 a
+/// `--deadline` call selected RTE's DP-SGD and DP-ZOSO among the candidates recorded so far, and
+/// a candidate that finished later displaced both winners.
+fn open_candidates(list: &[Candidate]) -> Vec<&Candidate> {
+    list.iter()
+        .filter(|c| !c.cell.is_recorded() && !c.cell.has_failed())
+        .collect()
+}
+
+/// A candidate's `dev_accuracy` in `tuning.csv`: its accuracy, `failed` (its run failed), or
+/// `not run`.
+fn dev_label(c: &Candidate) -> String {
+    match dev_accuracy(c) {
+        Some(a) => format!("{a:.2}"),
+        None if c.cell.has_failed() => "failed".into(),
+        None if c.cell.is_recorded() => "no dev accuracy".into(),
+        None => "not run".into(),
+    }
+}
+
 /// The selected candidate of each group (highest dev accuracy, earliest on ties).
 pub fn select<'a>(
     groups: impl IntoIterator<Item = &'a Group>,
@@ -296,10 +317,7 @@ fn adopt_winner_records(
             continue;
         };
         if w.cell.hash == cell.hash && !cell.is_recorded() && w.cell.is_recorded() {
-            if cell.record.exists() {
-                grid::set_aside(&cell.record)?;
-            }
-            CellRecord::copy(&w.cell.record, &cell.record)?;
+            grid::adopt_record(cell, &w.cell.record)?;
         }
     }
     Ok(())
@@ -555,10 +573,9 @@ fn take_over_finals(source: &Path, finals: &[Cell]) -> Result<usize> {
         {
             continue;
         }
-        std::fs::create_dir_all(cell.record.parent().context("a record has a folder")?)
-            .with_context(|| format!("cannot create the folder of {}", cell.record.display()))?;
-        CellRecord::copy(&from, &cell.record)?;
-        taken += 1;
+        if grid::adopt_record(cell, &from)? {
+            taken += 1;
+        }
     }
     Ok(taken)
 }
@@ -644,7 +661,7 @@ fn write_tuning_csv(
                     .map_or(String::new(), |e| f64::from_bits(e).to_string()),
                 c.index.to_string(),
                 settings_label(&c.overrides),
-                dev_accuracy(c).map_or("failed".into(), |a| format!("{a:.2}")),
+                dev_label(c),
                 (winners.get(key).map(|w| w.index) == Some(c.index)).to_string(),
                 fmt(note.and_then(|n| n.epsilon_run)),
                 fmt(note.and_then(|n| n.epsilon_procedure)),
@@ -849,10 +866,10 @@ fn execute(
 
 /// How `--tune --dry-run` marks each candidate of `group`: a recorded one with its dev
 /// accuracy, and the candidate the selection takes, `selected` once every candidate is recorded
-/// and `best so far` before; an unrecorded one that a take-over would copy (`to_take`).
+/// or failed and `best so far` before; an unrecorded one that a take-over would copy (`to_take`).
 fn dry_run_marks(group: &Group, to_take: impl Fn(&Candidate) -> bool) -> Vec<String> {
     let list = &group.1;
-    let complete = list.iter().all(|c| c.cell.is_recorded());
+    let complete = open_candidates(list).is_empty();
     let best = select([group])
         .ok()
         .and_then(|w| w.into_values().next())
@@ -1121,6 +1138,18 @@ pub fn run(
         // tasks still run, and the call fails at the end naming it.
         let mut stage_winners = BTreeMap::new();
         for group in stage_groups() {
+            let open = open_candidates(&group.1);
+            if !open.is_empty() {
+                let (task, method, eps) = &group.0;
+                println!(
+                    "tuning: {task} {method} eps {:?}: {} of {} candidates not run yet \
+                     (deferred or cut short): no selection and no finals in this call",
+                    eps.map(f64::from_bits),
+                    open.len(),
+                    group.1.len()
+                );
+                continue;
+            }
             match select([group]) {
                 Ok(w) => stage_winners.extend(w),
                 Err(e) => unselectable.push(format!("{e:#}")),
@@ -1242,38 +1271,6 @@ pub struct Inheritance {
     of_run: BTreeMap<GroupKey, GroupKey>,
 }
 
-/// The candidates that `tuning.csv` lists as failed: their group and settings label.
-fn failed_candidates(dir: &Path) -> Result<Vec<(GroupKey, String)>> {
-    let path = dir.join("tuning.csv");
-    let Some((mut reader, [task, method, eps, settings, dev])) = super::csv_with_columns(
-        &path,
-        ["task", "method", "epsilon", "settings", "dev_accuracy"],
-    )?
-    else {
-        return Ok(Vec::new());
-    };
-    let mut out = Vec::new();
-    for (line, row) in reader.records().enumerate() {
-        let row = row.with_context(|| format!("{}: row {}", path.display(), line + 2))?;
-        if &row[dev] != "failed" {
-            continue;
-        }
-        let e = match &row[eps] {
-            "" => None,
-            v => Some(
-                v.parse::<f64>()
-                    .with_context(|| format!("{}:{}: epsilon {v:?}", path.display(), line + 2))?
-                    .to_bits(),
-            ),
-        };
-        out.push((
-            (row[task].to_string(), row[method].to_string(), e),
-            row[settings].to_string(),
-        ));
-    }
-    Ok(out)
-}
-
 /// The command that runs (or completes) the source group `key`.
 fn tune_command(target: &str, preset: &str, key: &GroupKey) -> String {
     let eps = key
@@ -1331,7 +1328,6 @@ pub fn inherit(
             _ => None,
         }
     });
-    let failed = failed_candidates(&source_dir)?;
     let mut inheritance = Inheritance {
         source_target: how.target.clone(),
         source_preset: source_preset_name.clone(),
@@ -1401,11 +1397,9 @@ pub fn inherit(
                 ..source_run.clone()
             };
             let list = group_candidates(&space, &base, &source_dir, model)?;
-            let unrecorded: Vec<String> = list
+            let unrecorded: Vec<String> = open_candidates(&list)
                 .iter()
-                .filter(|c| !c.cell.is_recorded())
                 .map(|c| settings_label(&c.overrides))
-                .filter(|label| !failed.iter().any(|(k, l)| *k == key && l == label))
                 .collect();
             let command = tune_command(&how.target, &source_preset_name, &key);
             if !unrecorded.is_empty() {
@@ -1413,7 +1407,8 @@ pub fn inherit(
                     "has not been tuned".to_string()
                 } else {
                     format!(
-                        "is incompletely tuned ({} of {} candidates have no record: {})",
+                        "is incompletely tuned ({} of {} candidates are neither recorded nor \
+                         failed: {})",
                         unrecorded.len(),
                         list.len(),
                         unrecorded.join("; ")
@@ -1499,15 +1494,9 @@ impl Inheritance {
             let Some(from) = self.adoptable(cell) else {
                 continue;
             };
-            if cell.record.exists() {
-                grid::set_aside(&cell.record)?;
+            if grid::adopt_record(cell, &from)? {
+                adopted += 1;
             }
-            if let Some(runs_dir) = cell.record.parent() {
-                std::fs::create_dir_all(runs_dir)
-                    .with_context(|| format!("cannot create {}", runs_dir.display()))?;
-            }
-            CellRecord::copy(&from, &cell.record)?;
-            adopted += 1;
         }
         Ok(adopted)
     }
@@ -1966,6 +1955,46 @@ pub(super) mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Under `--deadline`, a group with a candidate not yet run is not selected: no final takes
+    /// the best candidate so far (on 2026-12-07 RTE's DP-SGD final did, and a later candidate
+    /// displaced it), and `tuning.csv` says `not run` for it, not `failed`.
+    #[test]
+    fn a_group_with_a_candidate_not_yet_run_is_not_selected() {
+        let dir = world::scratch("deferred-candidate");
+        let grid = r#"tasks = ["A"]
+               methods = ["dpzero"]
+               epsilons = [4.0]"#;
+        let spec = world::spec(&dir, "t", grid, world::PRESET_P);
+        tune_source(&dir, &spec, &["A"]);
+        let out = dir.join("results/t/p");
+        // The state of a call cut short: the winner (1e-4) and the finals unrecorded.
+        let winner = out.join("tuning/dpzero__learning_rate=0.0001");
+        assert!(winner.is_dir(), "{}", winner.display());
+        std::fs::remove_dir_all(&winner).unwrap();
+        std::fs::remove_dir_all(out.join("runs")).unwrap();
+        std::fs::create_dir_all(out.join("runs")).unwrap();
+        // No timing.csv: every training cell's length is unknown, so the deadline defers it.
+        let args = world::args(&dir, &["--tune", "--deadline", "600"]);
+        let runs = spec.runs("p").unwrap();
+        let mut runner = world::Runner::default();
+        let _ = super::run(&args, &spec, "p", &out, &runs, &mut runner);
+        assert!(runner.calls.is_empty(), "{:?}", runner.calls);
+        assert!(
+            !out.join("runs/A__dpzero__eps4__seed1.json").exists(),
+            "the best candidate so far became the tuning seed's final"
+        );
+        let csv = std::fs::read_to_string(out.join("tuning.csv")).unwrap();
+        let row = |lr: &str| {
+            csv.lines()
+                .find(|l| l.contains(&format!("learning_rate={lr},")))
+                .unwrap_or_else(|| panic!("{lr}: {csv}"))
+                .to_string()
+        };
+        assert!(row("0.0001").contains(",not run,false,"), "{csv}");
+        assert!(row("0.00001").contains(",false,"), "{csv}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     /// A group whose every candidate failed (DP-ZOPO here) runs no finals, but the other
     /// groups' finals and the next task still run, and the call fails naming the group.
     #[test]
@@ -2243,7 +2272,8 @@ pub(super) mod tests {
         .unwrap()
         .to_string();
         assert!(
-            err.contains("(A, dpzero, eps 4)") && err.contains("1 of 2 candidates have no record"),
+            err.contains("(A, dpzero, eps 4)")
+                && err.contains("1 of 2 candidates are neither recorded nor failed"),
             "{err}"
         );
         // --tune on an inheriting preset would tune again: refused.
