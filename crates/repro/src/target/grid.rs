@@ -702,7 +702,7 @@ fn run_claimed(
                 .record
                 .parent()
                 .map_or(Ok(()), std::fs::create_dir_all)
-                .and_then(|()| std::fs::write(cell.failure_note(), note));
+                .and_then(|()| atomic_file::write(cell.failure_note(), note));
             if let Err(write) = written {
                 // Without its note the cell reads as not yet run: a tuning group waits for it.
                 say(
