@@ -1754,6 +1754,11 @@ pub(super) mod tests {
                methods = ["dpzero"]
                epsilons = [4.0]"#;
 
+        /// Task A at ε 4 with DPZero.
+        pub const GRID_A_DPZERO: &str = r#"tasks = ["A"]
+               methods = ["dpzero"]
+               epsilons = [4.0]"#;
+
         /// Task A at ε 4 with DPZero and its variant `sparse` ([`SPARSE_TUNED_ITSELF`]).
         pub const GRID_DPZERO_SPARSE: &str = r#"tasks = ["A"]
                methods = ["dpzero", "sparse"]
@@ -1961,9 +1966,7 @@ pub(super) mod tests {
     #[test]
     fn a_group_with_a_candidate_not_yet_run_is_not_selected() {
         let dir = world::scratch("deferred-candidate");
-        let grid = r#"tasks = ["A"]
-               methods = ["dpzero"]
-               epsilons = [4.0]"#;
+        let grid = world::GRID_A_DPZERO;
         let spec = world::spec(&dir, "t", grid, world::PRESET_P);
         tune_source(&dir, &spec, &["A"]);
         let out = dir.join("results/t/p");
@@ -2512,9 +2515,7 @@ pub(super) mod tests {
     #[test]
     fn a_narrowed_space_still_composes_the_candidates_that_ran() {
         let dir = world::scratch("narrowed");
-        let grid = r#"tasks = ["A"]
-               methods = ["dpzero"]
-               epsilons = [4.0]"#;
+        let grid = world::GRID_A_DPZERO;
         let preset = world::PRESET_P;
         let spec = world::spec(&dir, "src", grid, preset);
         tune_source(&dir, &spec, &["A"]);
