@@ -388,10 +388,11 @@ fn a_killed_workers_cell_is_resumed_from_its_checkpoint_by_the_next_worker() {
 /// average. Without the paired forward the flag is refused.
 ///
 /// The cells run in f64 (the fixture's `tiny-joint`): each ZO difference divides the loss's
-/// rounding by 2 mu = 2e-3, so in f32 eight steps moved the test loss by up to 7e-4 relative,
-/// depending on the CPU's kernels. In f64 the loss's rounding is ~1e-16 relative, and after the
-/// same amplification ~1e-12: a tolerance of 1e-9 leaves a margin of 1e3 and still fails for
-/// any real difference between the two paths.
+/// rounding by 2 mu = 2e-3. In f64 the loss's rounding is ~1e-16 relative, and after that
+/// amplification ~1e-12: a tolerance of 1e-9 leaves a margin of 1e3 and still fails for any
+/// real difference between the two paths. (It caught one, which depended on which steps of the
+/// two cells happened to meet in a forward: a cell without padding joined with a padded one
+/// left the padding unmasked; `optim_paired.rs` now tests that case directly.)
 #[test]
 fn cells_run_jointly_equal_cells_run_one_at_a_time() {
     let refused = scratch("joint-refused");

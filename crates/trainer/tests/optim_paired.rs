@@ -315,47 +315,43 @@ fn group_cell(k: usize) -> (Model, TrainableParams, trainer::batch::Batch) {
     (model, params, batch)
 }
 
-/// Three cells on three threads of one process, two steps each, their paired forwards joined
-/// by a ForwardGroup into forwards of up to six replicas over batches of different sizes,
-/// lengths and padding sides: each cell gets the losses its own paired forward gives. A cell
-/// alone goes ahead at once.
-#[test]
-fn a_forward_group_joins_cells_without_changing_their_losses() {
-    use std::sync::{Arc, Barrier};
-    use std::time::Duration;
-    use trainer::optim::paired::{with_group, ForwardGroup};
-    let group = Arc::new(ForwardGroup::new(3, Duration::from_millis(100)).unwrap());
-    let start = Barrier::new(3);
-    let outcomes: Vec<_> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..3)
-            .map(|k| {
-                let group = group.clone();
+/// Each cell's paired losses at `seeds`, alone and then through `group` (the cells on threads
+/// of one process, started together): `(rows, alone, joint)` per cell.
+type GroupOutcome = (usize, Vec<(Vec<f64>, Vec<f64>)>, Vec<(Vec<f64>, Vec<f64>)>);
+
+fn through_group(
+    group: &std::sync::Arc<trainer::optim::paired::ForwardGroup>,
+    cells: Vec<(Model, TrainableParams, trainer::batch::Batch)>,
+    seeds: &[u64],
+) -> Vec<GroupOutcome> {
+    use trainer::optim::paired::with_group;
+    let start = std::sync::Barrier::new(cells.len());
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = cells
+            .into_iter()
+            .map(|(model, params, batch)| {
                 let start = &start;
                 scope.spawn(move || {
-                    let (model, params, batch) = group_cell(k);
                     let paired = params.paired_weights().unwrap();
-                    let seeds = [7u64, 8];
-                    let alone: Vec<_> = seeds
-                        .iter()
-                        .map(|&seed| paired.losses(&model, &batch, seed, MU).unwrap())
-                        .collect();
-                    start.wait();
-                    let joint: Vec<_> = with_group(&group, || {
+                    let losses = || -> Vec<_> {
                         seeds
                             .iter()
                             .map(|&seed| paired.losses(&model, &batch, seed, MU).unwrap())
                             .collect()
-                    });
+                    };
+                    let alone = losses();
+                    start.wait();
+                    let joint = with_group(group, losses);
                     (batch.len(), alone, joint)
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    // Six cell forwards; the first to arrive went alone, and the others joined up.
-    let (forwards, served) = group.forwards().unwrap();
-    assert_eq!(served, 6);
-    assert!(forwards < served, "{forwards} forwards for {served} cells");
+    })
+}
+
+/// Every cell's joint losses equal its own paired forward's.
+fn assert_joint_equals_alone(outcomes: &[GroupOutcome]) {
     for (k, (rows, alone, joint)) in outcomes.iter().enumerate() {
         for (alone, joint) in alone.iter().zip(joint) {
             assert_eq!(joint.0.len(), *rows, "cell {k}");
@@ -363,6 +359,24 @@ fn a_forward_group_joins_cells_without_changing_their_losses() {
             assert!(gap <= LOSS_TOLERANCE, "cell {k}: gap {gap:e}");
         }
     }
+}
+
+/// Three cells on three threads of one process, two steps each, their paired forwards joined
+/// by a ForwardGroup into forwards of up to six replicas over batches of different sizes,
+/// lengths and padding sides: each cell gets the losses its own paired forward gives. A cell
+/// alone goes ahead at once.
+#[test]
+fn a_forward_group_joins_cells_without_changing_their_losses() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use trainer::optim::paired::{with_group, ForwardGroup};
+    let group = Arc::new(ForwardGroup::new(3, Duration::from_millis(100)).unwrap());
+    let outcomes = through_group(&group, (0..3).map(group_cell).collect(), &[7, 8]);
+    // Six cell forwards; the first to arrive went alone, and the others joined up.
+    let (forwards, served) = group.forwards().unwrap();
+    assert_eq!(served, 6);
+    assert!(forwards < served, "{forwards} forwards for {served} cells");
+    assert_joint_equals_alone(&outcomes);
     // The cells' own weights were used: their alone losses on the common rows differ.
     let first = |k: usize| &outcomes[k].1[0].0;
     let last = first(0).len() - 2;
@@ -379,4 +393,45 @@ fn a_forward_group_joins_cells_without_changing_their_losses() {
     let joint = with_group(&lonely, || paired.losses(&model, &batch, 9, MU)).unwrap();
     assert_eq!(lonely.forwards().unwrap(), (1, 1));
     assert!(max_gap(&alone.0, &joint.0).max(max_gap(&alone.1, &joint.1)) <= LOSS_TOLERANCE);
+}
+
+/// A cell whose batch has no padding, joined with one whose rows are left-padded: the cell
+/// without padding fills its replica blocks with real tokens, so the balanced packing keeps
+/// every position, yet the other cell's padding must still be masked. (The joint forward once
+/// took such a batch for unpadded and attended to the left padding: seen as a DPZero cell of
+/// `repro --joint-cells 2` whose ZO differences changed with the timing of its partner.)
+#[test]
+fn a_cell_without_padding_joined_with_a_padded_one_keeps_the_padding_masked() {
+    use std::sync::Arc;
+    use std::time::Duration;
+    use trainer::optim::paired::ForwardGroup;
+    let (model0, params0, full) = group_cell(0);
+    let (rows, width) = (full.len() as i64, full.input_ids.size()[1]);
+    let lengths: Vec<i64> =
+        Vec::try_from(full.attention_mask.sum_dim_intlist(1, false, Kind::Int64)).unwrap();
+    let longest = (0..rows)
+        .find(|&i| lengths[i as usize] == width)
+        .expect("the fixture batch is as wide as its longest row");
+    assert!(
+        lengths.iter().any(|&n| n < width),
+        "the fixture batch has padded rows"
+    );
+    let unpadded = trainer::batch::Batch {
+        input_ids: full.input_ids.narrow(0, longest, 1),
+        attention_mask: full.attention_mask.narrow(0, longest, 1),
+        positions: Tensor::from_slice(&[width - 1]),
+        labels: full.labels.narrow(0, longest, 1),
+        label_word_ids: full.label_word_ids.shallow_clone(),
+    };
+    let (model1, params1, _) = group_cell(1);
+    // After their first hand-in the cells wait for each other, up to 2 s: they join.
+    let group = Arc::new(ForwardGroup::new(2, Duration::from_secs(2)).unwrap());
+    let outcomes = through_group(
+        &group,
+        vec![(model0, params0, full), (model1, params1, unpadded)],
+        &[7, 8, 9],
+    );
+    let (forwards, served) = group.forwards().unwrap();
+    assert!(forwards < served, "{forwards} forwards for {served} cells");
+    assert_joint_equals_alone(&outcomes);
 }

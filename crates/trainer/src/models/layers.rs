@@ -327,7 +327,8 @@ impl TokenLayout {
     /// the scatters that lay packed rows out by example again cost more than the padding saves:
     /// DP-SGD of SmolLM2 on SST-2 ran 6.5 steps/s packed against 8.5 padded on the H200
     /// (results/perf/h200-2026-12-05-packed-tokens/), while on the CPU packed is 1.3-1.4x faster
-    /// (results/perf/cpu-2026-12-04-packed-tokens/). One device-to-host read.
+    /// (results/perf/cpu-2026-12-04-packed-tokens/). One device-to-host read (two
+    /// when a joint forward's balanced index keeps every position).
     pub fn for_mask(attention_mask: &Tensor) -> Result<Self, TchError> {
         let real = attention_mask.f_flatten(0, 1)?.f_ne(0)?;
         let recorded_padded =
@@ -342,18 +343,25 @@ impl TokenLayout {
         }
         let size = attention_mask.size();
         let (rows, length) = (size[0], size[1]);
-        let index = match replicas::active_count() {
-            Some(count) if count > 1 => replicas::balanced_token_index(&real, count)?,
-            _ => real.f_nonzero()?.f_squeeze_dim(1)?,
+        let (index, balanced) = match replicas::active_count() {
+            Some(count) if count > 1 => (replicas::balanced_token_index(&real, count)?, true),
+            _ => (real.f_nonzero()?.f_squeeze_dim(1)?, false),
         };
-        Ok(if index.size()[0] == rows * length {
-            TokenLayout::Unpadded
-        } else {
-            TokenLayout::Packed(tape::PackedRows {
+        if index.size()[0] < rows * length {
+            return Ok(TokenLayout::Packed(tape::PackedRows {
                 index,
                 rows,
                 length,
-            })
+            }));
+        }
+        // A balanced index keeps every position once one replica block is all real tokens,
+        // though another block may be padded (a joint forward of cells of other lengths): that
+        // batch is padded, and its attention needs the mask.
+        let unpadded = !balanced || real.f_all()?.f_int64_value(&[])? != 0;
+        Ok(if unpadded {
+            TokenLayout::Unpadded
+        } else {
+            TokenLayout::Padded
         })
     }
 
