@@ -315,10 +315,11 @@ fn group_cell(k: usize) -> (Model, TrainableParams, trainer::batch::Batch) {
     (model, params, batch)
 }
 
-/// Each cell's paired losses at `seeds`, alone and then through `group` (the cells on threads
-/// of one process, started together): `(rows, alone, joint)` per cell.
+/// A cell's rows, and its (plus, minus) losses per seed alone and through a group.
 type GroupOutcome = (usize, Vec<(Vec<f64>, Vec<f64>)>, Vec<(Vec<f64>, Vec<f64>)>);
 
+/// Each cell's paired losses at `seeds`, alone and then through `group` (the cells on threads
+/// of one process, started together).
 fn through_group(
     group: &std::sync::Arc<trainer::optim::paired::ForwardGroup>,
     cells: Vec<(Model, TrainableParams, trainer::batch::Batch)>,
