@@ -643,8 +643,7 @@ fn write_tuning_csv(
     notes: &BTreeMap<GroupKey, TuningNote>,
     at_epsilon: Option<f64>,
 ) -> Result<()> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(TUNING_CSV_COLUMNS)?;
+    let mut rows: Vec<Vec<String>> = Vec::new();
     let fmt = |x: Option<f64>| x.map_or(String::new(), |v| format!("{v:.4}"));
     let loss = |path: &Path| {
         let ends = loss_ends(path);
@@ -654,7 +653,7 @@ fn write_tuning_csv(
         let note = notes.get(key);
         for c in list {
             let (first, last) = loss(&c.cell.record);
-            w.write_record([
+            rows.push(vec![
                 key.0.clone(),
                 key.1.clone(),
                 key.2
@@ -673,7 +672,7 @@ fn write_tuning_csv(
                 },
                 first,
                 last,
-            ])?;
+            ]);
         }
         // Candidates of a space since narrowed: listed (they ran and are composed), never selected.
         for path in off_space_paths(list)? {
@@ -686,7 +685,7 @@ fn write_tuning_csv(
             let settings = folder.split("__").skip(1).collect::<Vec<_>>().join(" ");
             let dev = CellRecord::read(&path)?.dev_accuracy;
             let (off_first, off_last) = loss(&path);
-            w.write_record([
+            rows.push(vec![
                 key.0.clone(),
                 key.1.clone(),
                 key.2
@@ -702,7 +701,7 @@ fn write_tuning_csv(
                 String::new(),
                 off_first,
                 off_last,
-            ])?;
+            ]);
         }
         let Some(winner) = winners.get(key) else {
             continue;
@@ -717,7 +716,7 @@ fn write_tuning_csv(
             if !reused {
                 continue;
             }
-            w.write_record([
+            rows.push(vec![
                 own.0.clone(),
                 own.1.clone(),
                 own.2
@@ -733,7 +732,7 @@ fn write_tuning_csv(
                 String::new(),
                 String::new(),
                 String::new(),
-            ])?;
+            ]);
         }
     }
     let path = dir.join("tuning.csv");
@@ -747,11 +746,23 @@ fn write_tuning_csv(
             (k.0.clone(), k.1.clone(), eps)
         })
         .collect();
-    for row in other_groups_rows(&path, &TUNING_CSV_COLUMNS, &written)? {
-        w.write_record(&row)?;
+    rows.extend(other_groups_rows(&path, &TUNING_CSV_COLUMNS, &written)?);
+    in_group_order(&mut rows);
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(TUNING_CSV_COLUMNS)?;
+    for row in &rows {
+        w.write_record(row)?;
     }
     let bytes = w.into_inner().context("tuning.csv buffer")?;
     atomic_file::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Orders `tuning.csv`'s rows by task, then method, whatever groups the call that wrote the
+/// file tuned, so that a call on other tasks or methods does not reorder the rows it leaves
+/// alone. The sort is stable: within a (task, method) the rows keep their order (candidates by
+/// index, then off-space rows, then the `reused` rows of the other budgets).
+fn in_group_order(rows: &mut [Vec<String>]) {
+    rows.sort_by(|a, b| (&a[0], &a[1]).cmp(&(&b[0], &b[1])));
 }
 
 /// Where the selected candidate sits on an edge of its space: `learning_rate=top` when no
@@ -2456,7 +2467,8 @@ pub(super) mod tests {
     }
 
     /// A `--tune` call over some groups (here task B) keeps `tuning.csv`'s rows of the groups it
-    /// did not plan (task A, tuned by an earlier call), and replaces its own groups' rows.
+    /// did not plan (task A, tuned by an earlier call), in place, and replaces its own groups'
+    /// rows.
     #[test]
     fn tuning_csv_keeps_the_rows_of_groups_outside_the_call() {
         let dir = world::scratch("keep-rows");
@@ -2497,6 +2509,14 @@ pub(super) mod tests {
                 .all(|l| at_edge(l).is_empty()),
             "{after_b}"
         );
+        // Rows are ordered by task and method whatever the order of the calls: the call over B
+        // leaves A's rows first, where they were.
+        let tasks: Vec<&str> = after_b
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap_or(""))
+            .collect();
+        assert_eq!(tasks, ["A", "A", "B", "B"], "{after_b}");
         // Task A's rows are carried over unchanged, and a second call over B does not repeat B.
         for line in after_a.lines().filter(|l| l.starts_with("A,")) {
             assert!(
@@ -2560,7 +2580,7 @@ pub(super) mod tests {
     /// that `--tune` plans today: their spec hashes have not moved.
     #[test]
     fn committed_table2_mini_records_still_count_as_recorded() {
-        use crate::target::{grid, spec::Spec};
+        use crate::target::{grid, record::CellRecord, spec::Spec};
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let spec = Spec::load(&root.join("experiments/table2.toml")).unwrap();
         let dir = root.join("results/table2/mini");
@@ -2613,6 +2633,23 @@ pub(super) mod tests {
             let cell = finals.iter().find(|c| c.record == path).unwrap();
             assert!(cell.is_recorded(), "{}", path.display());
             checked += 1;
+            // Its tuning note composes every candidate its group has recorded: a candidate
+            // added to the space and run after the final was written must not leave the
+            // final's procedure ε under-counted (rewrite the notes with a `--tune` call over
+            // the group).
+            let record = CellRecord::read(&path).unwrap();
+            let Some(note) = record.tuning else { continue };
+            let (_, list) = tuned
+                .iter()
+                .find(|(k, _)| (&k.0, &k.1) == (&record.task, &record.method))
+                .unwrap_or_else(|| panic!("{}: no tuned group", path.display()));
+            let recorded = list.iter().filter(|c| c.cell.is_recorded()).count();
+            assert!(
+                note.candidates >= recorded,
+                "{}: its note composes {} candidates, its group has {recorded} recorded",
+                path.display(),
+                note.candidates
+            );
         }
         assert!(checked >= 30, "{checked}");
     }
