@@ -2577,7 +2577,8 @@ pub(super) mod tests {
     }
 
     /// The committed mini records (candidates and finals) are still recorded under the cells
-    /// that `--tune` plans today: their spec hashes have not moved.
+    /// that `--tune` plans today: their spec hashes have not moved. And no final's tuning note
+    /// composes fewer candidates than its group has recorded.
     #[test]
     fn committed_table2_mini_records_still_count_as_recorded() {
         use crate::target::{grid, record::CellRecord, spec::Spec};
