@@ -51,9 +51,11 @@ pub struct GridArgs {
     pub joint_cells: usize,
     /// Start no cell expected to end more than SECONDS after this command began. A cell's
     /// expected time is the slowest wall seconds per step of its task and method in the
-    /// results' `timing.csv` on this device, times the steps it has left (after its checkpoint,
-    /// if it has one); a cell with no such row is started. For a call under a time limit: the
-    /// time left goes to cells that can finish instead of to cells cut off at the limit.
+    /// results' `timing.csv` on this device (or of the slowest method there that steps as it
+    /// does), times the steps it has left after its checkpoint; a zero-shot cell's is the slowest
+    /// such cell's wall seconds. A training cell with no such row does not start; a zero-shot one
+    /// does. For a call under a time limit: the time left goes to cells that can finish instead of
+    /// to cells cut off at the limit.
     #[arg(long, value_name = "SECONDS", value_parser = parse_deadline)]
     pub deadline: Option<f64>,
     /// Set by a grid parent on the workers it starts: run cells, leave rendering to the parent.
@@ -134,10 +136,12 @@ pub enum Length {
     /// start, since a cell cut off by the call's end loses its steps with the host.
     #[default]
     Unknown,
-    /// No training steps (zero-shot): an evaluation of seconds, started whatever the deadline.
+    /// No training steps (zero-shot) and no timing of an evaluation-only cell on its task: an
+    /// evaluation of seconds on a GPU, started whatever the deadline.
     EvaluationOnly,
     /// Wall seconds from its start, at the slowest rate in `timing.csv` of `basis` on its task:
-    /// its own method, or else the slowest method of its [`StepKind`].
+    /// its own method, or else the slowest method of its [`StepKind`] (an evaluation-only cell:
+    /// the whole cell's seconds).
     Expected { seconds: f64, basis: String },
 }
 
@@ -229,20 +233,25 @@ impl Cell {
     }
 }
 
-/// Sets each cell's [`Cell::length`] from `slowest` (wall seconds per step by task and method,
-/// [`super::timing::slowest_seconds_per_step`]) times its steps: at its own method's rate on its
-/// task, or, with no row for that, at the slowest rate on its task of the methods that step as
-/// it does. A cell that does not train is [`Length::EvaluationOnly`]; one with neither rate is
-/// [`Length::Unknown`].
-pub fn estimate(cells: &mut [Cell], slowest: &std::collections::BTreeMap<(String, String), f64>) {
+/// Sets each cell's [`Cell::length`] from `slowest` ([`super::timing::slowest`]): a cell that
+/// trains takes the wall seconds per step of its own method on its task, or, with no row for
+/// that, the slowest rate on its task of the methods that step as it does, times its steps; an
+/// evaluation-only cell takes the wall seconds of its own method's cells on its task, or else the
+/// slowest evaluation-only method's there. A cell with neither is [`Length::Unknown`] if it
+/// trains and [`Length::EvaluationOnly`] if it does not.
+pub fn estimate(cells: &mut [Cell], slowest: &super::timing::SlowestRates) {
     for c in cells {
         let kind = step_kind(c.base_method());
         let steps = c.config.get("steps").and_then(serde_json::Value::as_u64);
-        let own = slowest
+        let rates = match kind {
+            Some(StepKind::Evaluation) => &slowest.evaluation,
+            _ => &slowest.per_step,
+        };
+        let own = rates
             .get(&(c.run.task.clone(), c.run.method.clone()))
             .map(|&rate| (rate, c.run.method.clone()));
         let sibling = || {
-            slowest
+            rates
                 .iter()
                 .filter(|((task, method), _)| {
                     *task == c.run.task && kind.is_some() && step_kind(method) == kind
@@ -250,16 +259,16 @@ pub fn estimate(cells: &mut [Cell], slowest: &std::collections::BTreeMap<(String
                 .map(|((_, method), &rate)| (rate, method.clone()))
                 .max_by(|a, b| a.0.total_cmp(&b.0))
         };
-        c.length = match (kind, steps) {
-            (Some(StepKind::Evaluation), _) => Length::EvaluationOnly,
-            (_, Some(steps)) => match own.or_else(sibling) {
-                Some((rate, basis)) => Length::Expected {
-                    seconds: rate * steps as f64,
-                    basis,
-                },
-                None => Length::Unknown,
+        c.length = match (kind, own.or_else(sibling), steps) {
+            (Some(StepKind::Evaluation), Some((seconds, basis)), _) => {
+                Length::Expected { seconds, basis }
+            }
+            (Some(StepKind::Evaluation), None, _) => Length::EvaluationOnly,
+            (_, Some((rate, basis)), Some(steps)) => Length::Expected {
+                seconds: rate * steps as f64,
+                basis,
             },
-            (_, None) => Length::Unknown,
+            _ => Length::Unknown,
         };
     }
 }
@@ -499,7 +508,7 @@ fn run_pending(
 
 /// Why `cell` is not started under `policy`'s deadline, if it is not: its expected time, for
 /// the steps it has left after its checkpoint, ends after the deadline, or its length is
-/// unknown. An evaluation-only cell starts.
+/// unknown. An evaluation-only cell with no timed evaluation on its task ([`Length::EvaluationOnly`]) starts.
 fn after_deadline(cell: &Cell, policy: Policy) -> Option<String> {
     let deadline = policy.deadline?;
     let (whole, basis) = match &cell.length {
@@ -1326,24 +1335,34 @@ mod tests {
     /// `--deadline`: a cell whose estimate ends after the deadline is not started, and is
     /// counted once as deferred though both threads reach it; a checkpointed cell is judged by
     /// the steps it has left. A cell without its own method's rate takes the slowest rate on its
-    /// task of a method that steps as it does; one with neither does not start, and an
-    /// evaluation-only one always does. Without a deadline every cell runs.
+    /// task of a method that steps as it does; one with neither does not start. An
+    /// evaluation-only cell is judged by the slowest evaluation-only cell timed on its task, and
+    /// starts where none is. Without a deadline every cell runs.
     #[test]
     fn a_deadline_defers_the_cells_that_would_not_finish_and_only_those() {
         use super::super::tune::tests::world::Runner;
         let dir = std::env::temp_dir().join(format!("dpzo-deadline-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let slowest = std::collections::BTreeMap::from([
-            (("t".to_string(), "dpzero".to_string()), 10.0),
-            (("t".to_string(), "dp-zoso".to_string()), 9.0),
-            (("t".to_string(), "dp-ft".to_string()), 0.01),
-            (("t".to_string(), "dp-lora".to_string()), 0.001),
-        ]);
+        let key = |t: &str, m: &str| (t.to_string(), m.to_string());
+        let slowest = super::super::timing::SlowestRates {
+            per_step: std::collections::BTreeMap::from([
+                (key("t", "dpzero"), 10.0),
+                (key("t", "dp-zoso"), 9.0),
+                (key("t", "dp-ft"), 0.01),
+                (key("t", "dp-lora"), 0.001),
+            ]),
+            // A zero-shot cell timed on t (half an hour, as MultiRC's on two CPU cores).
+            evaluation: std::collections::BTreeMap::from([(
+                key("t", "zero-shot-dev-bias"),
+                1800.0,
+            )]),
+        };
         let cells = |dir: &Path| -> Vec<Cell> {
             // Seed 1: 100 steps x 10 s; 2: 100 x 0.01 s; 3 and 5: as 1, with a checkpoint at
             // step 97 (30 s left) and at step 50 (500 s left); 4: DP-ZOPO has no rate on t, so
             // DPZero's, the slowest zeroth-order one, gives 1000 s; 6: DP-prefix takes DP-FT's
-            // 0.01 s, 1 s; 7: task u has no rates at all; 8: zero-shot does not train.
+            // 0.01 s, 1 s; 7: task u has no rates at all; 8: zero-shot on u, where no evaluation is
+            // timed; 9: zero-shot on t takes the dev-bias zero-shot's 1800 s there.
             let specs = [
                 (1, "t", "dpzero"),
                 (2, "t", "dp-ft"),
@@ -1353,6 +1372,7 @@ mod tests {
                 (6, "t", "dp-prefix"),
                 (7, "u", "dpzero"),
                 (8, "u", "zero-shot"),
+                (9, "t", "zero-shot"),
             ];
             let mut cells: Vec<Cell> = specs
                 .into_iter()
@@ -1408,6 +1428,7 @@ mod tests {
                 expected(1.0, "dp-ft"),
                 Length::Unknown,
                 Length::EvaluationOnly,
+                expected(1800.0, "zero-shot-dev-bias"),
             ]
         );
         let outcome = execute_threads(&with, runners(), policy).unwrap();
@@ -1426,24 +1447,25 @@ mod tests {
                 "t__dp-zopo__eps4__seed4",
                 "t__dpzero__eps4__seed1",
                 "t__dpzero__eps4__seed5",
+                "t__zero-shot__eps4__seed9",
                 "u__dpzero__eps4__seed7"
             ]
         );
         assert!(outcome.failed.is_empty());
         assert_eq!(outcome.already_recorded, 0);
         assert!(!with[0].record.exists() && with[1].record.exists());
-        // A deadline already passed defers every cell that trains; none is deferred without a
-        // deadline.
+        // A deadline already passed defers every cell that trains or has a timed evaluation;
+        // none is deferred without a deadline.
         policy.deadline = Some(SystemTime::now() - std::time::Duration::from_secs(1));
         let passed = cells(&dir.join("passed"));
         let outcome = execute_threads(&passed, runners(), policy).unwrap();
         assert_eq!(
             (outcome.ran, outcome.deferred.len()),
-            (vec!["u__zero-shot__eps4__seed8".to_string()], 7)
+            (vec!["u__zero-shot__eps4__seed8".to_string()], 8)
         );
         let outcome =
             execute_threads(&cells(&dir.join("none")), runners(), Policy::default()).unwrap();
-        assert_eq!((outcome.ran.len(), outcome.deferred.len()), (8, 0));
+        assert_eq!((outcome.ran.len(), outcome.deferred.len()), (9, 0));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

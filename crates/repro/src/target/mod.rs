@@ -602,7 +602,7 @@ fn execute_grid(
     let policy = grid::Policy::from_flags(args.rerun, args.restart, g.deadline);
     let mut cells = cells;
     if policy.deadline.is_some() {
-        let slowest = timing::slowest_seconds_per_step(dir, &runner.device_name())?;
+        let slowest = timing::slowest(dir, &runner.device_name())?;
         grid::estimate(&mut cells, &slowest);
     }
     let parallel = !g.worker && (g.gpus.is_some() || g.jobs_per_gpu > 1);

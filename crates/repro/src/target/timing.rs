@@ -116,31 +116,58 @@ pub fn write(dir: &Path, runs: &[CellRecord]) -> Result<usize> {
     Ok(rows.len())
 }
 
-/// Each row of `dir/timing.csv` measured on `device` (`cuda` or `cpu`, as records state it) with
-/// a wall time per step (whole cells: setup and evaluation included): (task, method, seconds);
-/// empty without the file.
-fn rates(dir: &Path, device: &str) -> Result<Vec<(String, String, f64)>> {
+/// What one row of `timing.csv` says of its cell's length.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Rate {
+    /// Wall seconds per step of a cell that trained (whole cell: setup and evaluation included).
+    PerStep(f64),
+    /// Wall seconds of a cell that took no steps (zero-shot: an evaluation only).
+    Evaluation(f64),
+}
+
+/// Each row of `dir/timing.csv` measured on `device` (`cpu` or `cuda`, as records state it)
+/// that times its cell: (task, method, [`Rate`]); empty without the file. A row of a cell that
+/// trained but ran no step in its last process (resumed at its end) times nothing.
+fn rates(dir: &Path, device: &str) -> Result<Vec<(String, String, Rate)>> {
     let path = dir.join("timing.csv");
-    let Some((mut reader, [task, method, dev, per_step])) =
-        super::csv_with_columns(&path, ["task", "method", "device", "wall_s_per_step"])?
+    let Some((mut reader, [task, method, dev, steps, wall, per_step])) = super::csv_with_columns(
+        &path,
+        [
+            "task",
+            "method",
+            "device",
+            "steps",
+            "wall_s",
+            "wall_s_per_step",
+        ],
+    )?
     else {
         return Ok(Vec::new());
     };
     let mut out = Vec::new();
     for (line, row) in reader.records().enumerate() {
         let row = row.with_context(|| format!("{}:{}", path.display(), line + 2))?;
-        if &row[dev] != device || row[per_step].is_empty() {
+        let number = |column: usize, name: &str| {
+            row[column].parse::<f64>().with_context(|| {
+                format!(
+                    "{}:{}: {name} {:?} is not a number",
+                    path.display(),
+                    line + 2,
+                    &row[column]
+                )
+            })
+        };
+        if &row[dev] != device {
             continue;
         }
-        let seconds = row[per_step].parse::<f64>().with_context(|| {
-            format!(
-                "{}:{}: wall_s_per_step {:?} is not a number",
-                path.display(),
-                line + 2,
-                &row[per_step]
-            )
-        })?;
-        out.push((row[task].to_string(), row[method].to_string(), seconds));
+        let rate = if &row[steps] == "0" {
+            Rate::Evaluation(number(wall, "wall_s")?)
+        } else if row[per_step].is_empty() {
+            continue;
+        } else {
+            Rate::PerStep(number(per_step, "wall_s_per_step")?)
+        };
+        out.push((row[task].to_string(), row[method].to_string(), rate));
     }
     Ok(out)
 }
@@ -152,27 +179,40 @@ pub fn seconds_per_step(dir: &Path, device: &str) -> Result<BTreeMap<String, f64
     // (--jobs-per-gpu) took longer in wall time for the same device time, and the records do
     // not say how many shared it; a plan for one process per device wants the cell run alone.
     let mut fastest: BTreeMap<String, f64> = BTreeMap::new();
-    for (_, method, seconds) in rates(dir, device)? {
-        let slot = fastest.entry(method).or_insert(f64::INFINITY);
-        *slot = slot.min(seconds);
+    for (_, method, rate) in rates(dir, device)? {
+        if let Rate::PerStep(seconds) = rate {
+            let slot = fastest.entry(method).or_insert(f64::INFINITY);
+            *slot = slot.min(seconds);
+        }
     }
     Ok(fastest)
 }
 
-/// The slowest wall seconds per step of each (task, method) in `dir/timing.csv` on `device`
-/// ([`rates`]), for `--deadline` ([`super::grid::estimate`]): an estimate that errs long, since
-/// the rows do not say how many workers shared the device, and a cell started on too short an
-/// estimate is cut off and its steps lost with the host.
-pub fn slowest_seconds_per_step(
-    dir: &Path,
-    device: &str,
-) -> Result<BTreeMap<(String, String), f64>> {
-    let mut slowest: BTreeMap<(String, String), f64> = BTreeMap::new();
-    for (task, method, seconds) in rates(dir, device)? {
-        let slot = slowest.entry((task, method)).or_insert(0.0);
+/// The slowest cells of each (task, method) in `dir/timing.csv` on one device, for
+/// `--deadline` ([`super::grid::estimate`]): estimates that err long, since the rows do not
+/// say how many workers shared the device, and a cell started on too short an estimate is cut
+/// off and its steps lost with the host.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SlowestRates {
+    /// Wall seconds per step of the cells that trained.
+    pub per_step: BTreeMap<(String, String), f64>,
+    /// Wall seconds of the evaluation-only (zero-shot) cells: seconds on a GPU, but about half an
+    /// hour on two CPU cores for MultiRC's long paragraphs.
+    pub evaluation: BTreeMap<(String, String), f64>,
+}
+
+/// [`SlowestRates`] of `dir/timing.csv` on `device` ([`rates`]).
+pub fn slowest(dir: &Path, device: &str) -> Result<SlowestRates> {
+    let mut out = SlowestRates::default();
+    for (task, method, rate) in rates(dir, device)? {
+        let (map, seconds) = match rate {
+            Rate::PerStep(s) => (&mut out.per_step, s),
+            Rate::Evaluation(s) => (&mut out.evaluation, s),
+        };
+        let slot = map.entry((task, method)).or_insert(0.0);
         *slot = slot.max(seconds);
     }
-    Ok(slowest)
+    Ok(out)
 }
 
 /// A dry run's plan: the cells still to run, their steps, and the device time they need at
@@ -319,33 +359,45 @@ mod tests {
     #[test]
     fn rates_are_the_fastest_per_method_or_the_slowest_per_task_and_method_on_the_asked_device() {
         let dir = scratch("rates");
-        let header = "task,method,device,wall_s_per_step\n";
-        std::fs::write(
-            dir.join("timing.csv"),
-            format!("{header}A,dpzero,cuda,0.05\nB,dpzero,cuda,0.07\nA,dpzero,cuda,0.06\nA,dpzero,cpu,9\nA,mezo,cuda,\nA,dp-ft,cuda,0.1\nA,dp-ft,cuda,0.2\n"),
-        )
-        .unwrap();
+        let header = "task,method,device,steps,wall_s,wall_s_per_step\n";
+        // Rows: per-step rates on two tasks and devices; MeZO resumed at its end (no time of
+        // its own); zero-shot cells (no steps) timed whole, one of them on the CPU.
+        let rows =
+            "A,dpzero,cuda,1200,60,0.05\nB,dpzero,cuda,1200,84,0.07\nA,dpzero,cuda,1200,72,0.06\n\
+                    A,dpzero,cpu,1200,10800,9\nA,mezo,cuda,1200,1,\nA,dp-ft,cuda,300,30,0.1\n\
+                    A,dp-ft,cuda,300,60,0.2\nA,zero-shot,cuda,0,4.5,\nA,zero-shot,cuda,0,3.5,\n\
+                    A,zero-shot,cpu,0,1900,\n";
+        std::fs::write(dir.join("timing.csv"), format!("{header}{rows}")).unwrap();
         let rates = seconds_per_step(&dir, "cuda").unwrap();
         assert_eq!(rates.len(), 2, "{rates:?}");
         assert_eq!(rates["dpzero"], 0.05);
         assert_eq!(rates["dp-ft"], 0.1);
         // For a deadline: the slowest of each (task, method), on the asked device only.
-        let slowest = slowest_seconds_per_step(&dir, "cuda").unwrap();
+        let slowest = slowest(&dir, "cuda").unwrap();
         let key = |t: &str, m: &str| (t.to_string(), m.to_string());
-        assert_eq!(slowest.len(), 3, "{slowest:?}");
-        assert_eq!(slowest[&key("A", "dpzero")], 0.06);
-        assert_eq!(slowest[&key("B", "dpzero")], 0.07);
-        assert_eq!(slowest[&key("A", "dp-ft")], 0.2);
-        std::fs::write(
-            dir.join("timing.csv"),
-            format!("{header}A,dpzero,cuda,fast\n"),
-        )
-        .unwrap();
-        let err = format!("{:#}", seconds_per_step(&dir, "cuda").unwrap_err());
-        assert!(
-            err.contains("timing.csv:2") && err.contains("\"fast\""),
-            "{err}"
+        assert_eq!(slowest.per_step.len(), 3, "{slowest:?}");
+        assert_eq!(slowest.per_step[&key("A", "dpzero")], 0.06);
+        assert_eq!(slowest.per_step[&key("B", "dpzero")], 0.07);
+        assert_eq!(slowest.per_step[&key("A", "dp-ft")], 0.2);
+        assert_eq!(
+            slowest.evaluation,
+            BTreeMap::from([(key("A", "zero-shot"), 4.5)])
         );
+        assert_eq!(
+            super::slowest(&dir, "cpu").unwrap().evaluation,
+            BTreeMap::from([(key("A", "zero-shot"), 1900.0)])
+        );
+        for (bad, column, value) in [
+            ("A,dpzero,cuda,1200,60,fast", "wall_s_per_step", "fast"),
+            ("A,zero-shot,cuda,0,soon,", "wall_s", "soon"),
+        ] {
+            std::fs::write(dir.join("timing.csv"), format!("{header}{bad}\n")).unwrap();
+            let err = format!("{:#}", super::slowest(&dir, "cuda").unwrap_err());
+            assert!(
+                err.contains(&format!("timing.csv:2: {column} {value:?}")),
+                "{err}"
+            );
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

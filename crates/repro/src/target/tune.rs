@@ -1109,8 +1109,8 @@ pub fn run(
     let policy = Policy::from_flags(args.rerun, args.restart, g.deadline);
     // `--deadline`: each cell's expected time, from the slowest rate of its task and method.
     let slowest = match policy.deadline {
-        Some(_) => super::timing::slowest_seconds_per_step(dir, &runner.device_name())?,
-        None => BTreeMap::new(),
+        Some(_) => super::timing::slowest(dir, &runner.device_name())?,
+        None => super::timing::SlowestRates::default(),
     };
     let parallel = !g.worker && (g.gpus.is_some() || g.jobs_per_gpu > 1);
     let candidates_policy = Policy {
