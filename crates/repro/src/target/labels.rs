@@ -141,6 +141,31 @@ pub fn label_rows(records: &[CellRecord]) -> Result<Vec<LabelRow>> {
     Ok(out)
 }
 
+/// Per task (in `rows`' order), the test accuracy in percent of answering one label throughout,
+/// the one most frequent among the gold labels: the largest mean gold share of the (method, ε)
+/// row with the most seeds (the first such). The level a model that ignores its input can reach
+/// without any training signal beyond the label prior.
+pub fn constant_answer(rows: &[LabelRow]) -> Vec<(String, f64)> {
+    let mut best: Vec<(String, usize, &str, Option<f64>)> = Vec::new();
+    for r in rows {
+        match best.iter_mut().find(|b| b.0 == r.task) {
+            Some(b) if r.n_seeds > b.1 => *b = (r.task.clone(), r.n_seeds, &r.method, r.epsilon),
+            Some(_) => {}
+            None => best.push((r.task.clone(), r.n_seeds, &r.method, r.epsilon)),
+        }
+    }
+    best.into_iter()
+        .map(|(task, _, method, epsilon)| {
+            let share = rows
+                .iter()
+                .filter(|r| r.task == task && r.method == method && r.epsilon == epsilon)
+                .map(|r| r.gold_share)
+                .fold(0.0, f64::max);
+            (task, share)
+        })
+        .collect()
+}
+
 /// Write `labels.csv`; nothing when no record carries its labels.
 pub fn write_csv(rows: &[LabelRow], path: &Path) -> Result<bool> {
     let columns = ["label", "gold_share", "predicted_share", "recall"];
@@ -327,6 +352,36 @@ mod tests {
         assert!((zero.predicted_share - 25.0).abs() < 1e-12);
         assert!((one.recall.unwrap() - 75.0).abs() < 1e-12);
         assert!((zero.recall.unwrap() - 25.0).abs() < 1e-12);
+    }
+
+    /// The constant answer by hand: on task A a one-seed row whose gold is all label 1 gives way
+    /// to the two-seed row beside it, whose labels' mean gold shares are 50, 0 and 50: 50. Task B
+    /// has one row, 60% of its gold labels 0: 60.
+    #[test]
+    fn the_constant_answer_is_the_largest_gold_share_of_the_row_with_most_seeds() {
+        let row = |task: &str, method: &str, n_seeds, label, gold_share| LabelRow {
+            task: task.into(),
+            method: method.into(),
+            epsilon: Some(4.0),
+            n_seeds,
+            label,
+            gold_share,
+            predicted_share: 0.0,
+            recall: None,
+        };
+        let rows = [
+            row("A", "zero-shot", 1, 1, 100.0),
+            row("A", "dpzero", 2, 0, 50.0),
+            row("A", "dpzero", 2, 1, 0.0),
+            row("A", "dpzero", 2, 2, 50.0),
+            row("B", "dpzero", 1, 0, 60.0),
+            row("B", "dpzero", 1, 1, 40.0),
+        ];
+        assert_eq!(
+            constant_answer(&rows),
+            [("A".to_string(), 50.0), ("B".to_string(), 60.0)]
+        );
+        assert!(constant_answer(&[]).is_empty());
     }
 
     #[test]

@@ -672,7 +672,8 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
             dir.join("timing.csv").display()
         );
     }
-    if labels::write_csv(&labels::label_rows(&records)?, &dir.join("labels.csv"))? {
+    let label_rows = labels::label_rows(&records)?;
+    if labels::write_csv(&label_rows, &dir.join("labels.csv"))? {
         println!("wrote {}", dir.join("labels.csv").display());
     }
     let association = dir.join("label_association.csv");
@@ -787,9 +788,11 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
         &spec.meta.paper_source,
         &spec.meta.metric,
     );
+    let constant_answer = labels::constant_answer(&label_rows);
     let figure = plot::Figure {
         rows: &rows,
         paper: &paper_points,
+        constant_answer: &constant_answer,
         // Panels and slots in the grid's order.
         tasks: preset.tasks.as_ref().unwrap_or(&spec.grid.tasks),
         methods: preset.methods.as_ref().unwrap_or(&spec.grid.methods),

@@ -2,7 +2,8 @@
 //! private methods' final test accuracy per ε (one slot per method in each ε group) as dots with
 //! 95% CI bars over seeds (a hollow dot: one seed, no CI), the paper's values as hollow triangles,
 //! and the non-private methods (zero-shot, MeZO, …) as horizontal lines across the panel, ours
-//! solid (with a faint band for the CI) and the paper's dashed. Private methods are coloured from
+//! solid (with a faint band for the CI) and the paper's dashed, and the constant answer (the test
+//! set's most frequent label, answered throughout) dotted. Private methods are coloured from
 //! `COLORS`, non-private lines from `LINE_COLORS`, which share no ink. Each panel's y range fits
 //! its data; only a CI reaching past 0 or 100 is cut, and then ends in an arrow. The legend has
 //! its own block below the panels, so it never covers data.
@@ -112,6 +113,9 @@ pub struct Figure<'a> {
     /// (those of `rows` not named here come after, as first seen).
     pub tasks: &'a [String],
     pub methods: &'a [String],
+    /// Per task, the test accuracy of answering its most frequent gold label throughout
+    /// ([`super::labels::constant_answer`]), drawn as a dotted line; tasks without one have none.
+    pub constant_answer: &'a [(String, f64)],
     /// The model our rows ran (named in the title).
     pub model_run: &'a str,
     /// The paper's model (named beside its markers).
@@ -184,6 +188,8 @@ enum Mark {
     Line,
     /// The paper's non-private level.
     Dashed,
+    /// The constant answer's level.
+    Dotted,
     /// A CI cut at the edge.
     Arrow,
 }
@@ -193,6 +199,14 @@ fn dashes(x0: i32, x1: i32, y: i32, color: RGBColor) -> Vec<PathElement<(i32, i3
     (x0..x1)
         .step_by(13)
         .map(|x| PathElement::new(vec![(x, y), (x1.min(x + 8), y)], color.stroke_width(2)))
+        .collect()
+}
+
+/// A dotted horizontal line from `x0` to `x1` at `y` (dots of 2 px, gaps of 3).
+fn dots(x0: i32, x1: i32, y: i32, color: RGBColor) -> Vec<PathElement<(i32, i32)>> {
+    (x0..x1)
+        .step_by(5)
+        .map(|x| PathElement::new(vec![(x, y), (x1.min(x + 2), y)], color.stroke_width(2)))
         .collect()
 }
 
@@ -230,6 +244,11 @@ where
         ))?,
         Mark::Dashed => {
             for d in dashes(x - 11, x + 11, y, color) {
+                area.draw(&d)?;
+            }
+        }
+        Mark::Dotted => {
+            for d in dots(x - 11, x + 11, y, color) {
                 area.draw(&d)?;
             }
         }
@@ -312,9 +331,16 @@ fn render(fig: &Figure) -> Result<(String, Layout)> {
         .filter(|p| tasks.contains(&p.0.as_str()))
         .collect();
 
+    let constant = |task: &str| {
+        fig.constant_answer
+            .iter()
+            .find(|(t, _)| t == task)
+            .map(|(_, level)| *level)
+    };
     // Each panel's y range, and whether a CI had to be cut (past 0 or 100).
     let panel_values = |task: &str| -> Vec<f64> {
         let mut values: Vec<f64> = paper.iter().filter(|p| p.0 == task).map(|p| p.3).collect();
+        values.extend(constant(task));
         for r in rows.iter().filter(|r| r.task == task) {
             values.push(r.mean);
             if let Some((lo, hi)) = r.ci95 {
@@ -380,6 +406,12 @@ fn render(fig: &Figure) -> Result<(String, Layout)> {
             (
                 Mark::Dashed,
                 format!("paper ({}{note}), non-private", fig.paper_model),
+            )
+        }),
+        tasks.iter().any(|t| constant(t).is_some()).then(|| {
+            (
+                Mark::Dotted,
+                "answering the most frequent test label throughout".to_string(),
             )
         }),
         any_cut.then(|| {
@@ -510,6 +542,12 @@ fn render(fig: &Figure) -> Result<(String, Layout)> {
                     }
                 }
             }
+            if let Some(level) = constant(task) {
+                let (_, y) = at(0.0, level);
+                for d in dots(xs.start, xs.end, y, DARK) {
+                    canvas.draw(&d)?;
+                }
+            }
             // Private methods: ours with the CI bar, the paper's value at the same place.
             for (mi, m) in private.iter().enumerate() {
                 let c = color(m);
@@ -638,6 +676,7 @@ mod tests {
         let fig = Figure {
             rows: &rows,
             paper: &paper,
+            constant_answer: &[],
             tasks: &[],
             methods: &[],
             model_run: "smollm2-135m",
@@ -660,6 +699,44 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The constant answer is drawn only where given: a dotted dark line across its panel at its
+    /// level (dots 2 px long, 5 px apart) and one legend key.
+    #[test]
+    fn the_constant_answer_is_a_dotted_line_where_given() {
+        let rows = vec![
+            row("SST-2", "dpzero", Some(4.0), 80.0),
+            row("TREC", "dpzero", Some(4.0), 60.0),
+        ];
+        let key = "answering the most frequent test label throughout";
+        let figure = |constant: &[(String, f64)]| -> String {
+            let fig = Figure {
+                rows: &rows,
+                paper: &[],
+                constant_answer: constant,
+                tasks: &[],
+                methods: &[],
+                model_run: "m",
+                paper_model: "p",
+                title: "t".into(),
+            };
+            render(&fig).unwrap().0
+        };
+        let dark_dots = |svg: &str| {
+            let ink = format!(
+                "stroke=\"#{:02X}{:02X}{:02X}\" stroke-width=\"2\"",
+                DARK.0, DARK.1, DARK.2
+            );
+            svg.matches(&ink).count()
+        };
+        let without = figure(&[]);
+        assert!(!without.contains(key));
+        let with = figure(&[("SST-2".to_string(), 50.9)]);
+        assert!(with.contains(key));
+        // One panel's plot width in dots, plus the legend key's 5.
+        let dots = dark_dots(&with) - dark_dots(&without);
+        assert!((30..80).contains(&dots), "{dots} dots");
+    }
+
     /// A panel of one level (one seed, no CI) spans a few points, ticked every half point: no
     /// two tick labels read alike (they did when every tick was rounded to a whole point).
     #[test]
@@ -677,6 +754,7 @@ mod tests {
         let fig = Figure {
             rows: &rows,
             paper: &[],
+            constant_answer: &[],
             tasks: &[],
             methods: &[],
             model_run: "m",
@@ -717,6 +795,7 @@ mod tests {
         let fig = Figure {
             rows: &rows,
             paper: &[],
+            constant_answer: &[],
             tasks: &[],
             methods: &methods,
             model_run: "m",
@@ -915,9 +994,16 @@ mod tests {
         let (rows, paper) = synthetic(grid);
         let tasks: Vec<String> = grid.tasks.iter().map(|t| t.0.to_string()).collect();
         let methods: Vec<String> = methods.iter().map(|m| m.to_string()).collect();
+        // Every task's constant answer, below its level.
+        let constant: Vec<(String, f64)> = grid
+            .tasks
+            .iter()
+            .map(|(t, level)| (t.to_string(), level - 20.0))
+            .collect();
         let fig = Figure {
             rows: &rows,
             paper: &paper,
+            constant_answer: &constant,
             tasks: &tasks,
             methods: &methods,
             model_run: "smollm2-135m",
@@ -998,7 +1084,14 @@ mod tests {
             for p in paper.iter().filter(|p| &p.0 == task) {
                 assert!(inside(p.3), "{task}: paper {p:?}");
             }
+            for (_, level) in constant.iter().filter(|c| &c.0 == task) {
+                assert!(inside(*level), "{task}: constant answer {level}");
+            }
         }
+        assert_eq!(
+            count("answering the most frequent test label throughout"),
+            1
+        );
         assert_eq!(
             cut,
             count("a CI reaching past 0 or 100 is cut there, with an arrow") == 1
