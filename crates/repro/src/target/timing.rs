@@ -226,8 +226,8 @@ pub fn plan_line(
 ) -> String {
     let to_run: Vec<&&Cell> = cells.iter().filter(|c| !c.is_recorded()).collect();
     let steps_of = |c: &Cell| c.config.get("steps").and_then(Value::as_u64).unwrap_or(0);
-    // A zero-shot cell's configured steps are not taken; its rate (wall seconds over them)
-    // still times its evaluation below.
+    // A zero-shot cell's configured steps are not taken, and it has no per-step rate, so it is
+    // named below among the methods without timing.
     let steps: u64 = to_run
         .iter()
         .filter(|c| c.trains())
