@@ -264,7 +264,8 @@ fn a_deadline_leaves_the_cells_that_cannot_finish_for_a_later_call() {
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
         dir.join("timing.csv"),
-        "task,method,device,wall_s_per_step\nSST-2,dpzero,cpu,30\n",
+        // timing.csv's columns that --deadline reads: a 4-step DPZero cell at 30 s a step.
+        "task,method,device,steps,wall_s,wall_s_per_step\nSST-2,dpzero,cpu,4,120,30\n",
     )
     .unwrap();
     let cut = grid_command(
