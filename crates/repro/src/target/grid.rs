@@ -508,7 +508,8 @@ fn run_pending(
 
 /// Why `cell` is not started under `policy`'s deadline, if it is not: its expected time, for
 /// the steps it has left after its checkpoint, ends after the deadline, or its length is
-/// unknown. An evaluation-only cell with no timed evaluation on its task ([`Length::EvaluationOnly`]) starts.
+/// unknown. An evaluation-only cell with no timed evaluation on its task
+/// ([`Length::EvaluationOnly`]) starts.
 fn after_deadline(cell: &Cell, policy: Policy) -> Option<String> {
     let deadline = policy.deadline?;
     let (whole, basis) = match &cell.length {

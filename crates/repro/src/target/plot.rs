@@ -194,19 +194,31 @@ enum Mark {
     Arrow,
 }
 
-/// A dashed horizontal line from `x0` to `x1` at `y` (dashes of 8 px, gaps of 5).
-fn dashes(x0: i32, x1: i32, y: i32, color: RGBColor) -> Vec<PathElement<(i32, i32)>> {
-    (x0..x1)
-        .step_by(13)
-        .map(|x| PathElement::new(vec![(x, y), (x1.min(x + 8), y)], color.stroke_width(2)))
-        .collect()
+/// The pattern of a broken horizontal line: the paper's non-private levels are dashed, the
+/// constant answer dotted.
+#[derive(Clone, Copy)]
+enum Broken {
+    /// Dashes of 8 px, gaps of 5.
+    Dashes,
+    /// Dots of 2 px, gaps of 3.
+    Dots,
 }
 
-/// A dotted horizontal line from `x0` to `x1` at `y` (dots of 2 px, gaps of 3).
-fn dots(x0: i32, x1: i32, y: i32, color: RGBColor) -> Vec<PathElement<(i32, i32)>> {
+/// A broken horizontal line from `x0` to `x1` at `y`, in `pattern`.
+fn broken(
+    pattern: Broken,
+    x0: i32,
+    x1: i32,
+    y: i32,
+    color: RGBColor,
+) -> Vec<PathElement<(i32, i32)>> {
+    let (on, period) = match pattern {
+        Broken::Dashes => (8, 13),
+        Broken::Dots => (2, 5),
+    };
     (x0..x1)
-        .step_by(5)
-        .map(|x| PathElement::new(vec![(x, y), (x1.min(x + 2), y)], color.stroke_width(2)))
+        .step_by(period)
+        .map(|x| PathElement::new(vec![(x, y), (x1.min(x + on), y)], color.stroke_width(2)))
         .collect()
 }
 
@@ -242,13 +254,13 @@ where
             vec![(x - 11, y), (x + 11, y)],
             color.stroke_width(2),
         ))?,
-        Mark::Dashed => {
-            for d in dashes(x - 11, x + 11, y, color) {
-                area.draw(&d)?;
-            }
-        }
-        Mark::Dotted => {
-            for d in dots(x - 11, x + 11, y, color) {
+        Mark::Dashed | Mark::Dotted => {
+            let pattern = if mark == Mark::Dashed {
+                Broken::Dashes
+            } else {
+                Broken::Dots
+            };
+            for d in broken(pattern, x - 11, x + 11, y, color) {
                 area.draw(&d)?;
             }
         }
@@ -537,14 +549,14 @@ fn render(fig: &Figure) -> Result<(String, Layout)> {
                     .find(|p| p.0 == *task && p.1 == *m && p.2.is_none())
                 {
                     let (_, y) = at(0.0, p.3);
-                    for d in dashes(xs.start, xs.end, y, color(m)) {
+                    for d in broken(Broken::Dashes, xs.start, xs.end, y, color(m)) {
                         canvas.draw(&d)?;
                     }
                 }
             }
             if let Some(level) = constant(task) {
                 let (_, y) = at(0.0, level);
-                for d in dots(xs.start, xs.end, y, DARK) {
+                for d in broken(Broken::Dots, xs.start, xs.end, y, DARK) {
                     canvas.draw(&d)?;
                 }
             }
