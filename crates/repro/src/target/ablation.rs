@@ -1038,6 +1038,7 @@ pub(super) mod tests {
                 } else {
                     String::new()
                 },
+                open_tuning: String::new(),
                 sample: None,
             },
         }

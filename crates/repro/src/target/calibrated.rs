@@ -586,6 +586,7 @@ mod tests {
             n_seeds: 5,
             verdict: crate::target::compare::Verdict::NotTestable,
             why: String::new(),
+            open_tuning: String::new(),
             sample: None,
         };
         let claims = [

@@ -109,6 +109,10 @@ pub struct Claim {
     pub verdict: Verdict,
     /// The verdict in words.
     pub why: String,
+    /// The sides whose dev search is open ([`OpenGroup`]), e.g. `dpzero: winner at
+    /// learning_rate=bottom`; empty when none. The verdict follows the rule all the same, but it
+    /// is provisional until the search is closed.
+    pub open_tuning: String,
     /// Our paired per-seed differences (and per-example outcomes), from which the CI comes and
     /// `precision.csv` projects other numbers of seeds.
     pub sample: Option<super::stats::SeedSample>,
@@ -146,6 +150,7 @@ pub(super) fn test_claim(
         n_seeds: 0,
         verdict: Verdict::NotTestable,
         why: String::new(),
+        open_tuning: String::new(),
         sample: None,
     };
     let (a, b) = match sides {
@@ -269,8 +274,48 @@ fn fmt_ours(r: &SummaryRow) -> String {
     }
 }
 
-/// The paper's claims as paired differences, tested against ours (`claims.csv`).
-pub fn claims(meta: &Meta, paper_rows: &[PaperRow], ours: &[SummaryRow]) -> Vec<Claim> {
+/// A tuned (task, method) whose search is open: a candidate not run yet, or a winner on an edge
+/// of its space (`tune::open_groups` reads them from `tuning.csv`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenGroup {
+    pub task: String,
+    pub method: String,
+    /// Why, in a few words: `winner at learning_rate=bottom`, `1 of 7 candidates not run`.
+    pub why: String,
+}
+
+/// Marks each claim one of whose `methods` (the methods behind its two sides) has an open group
+/// on its task: `open_tuning` names them and `why` says the verdict is provisional. A method
+/// whose search is open may still change its winner, so a claim that it lost (or won) is not
+/// settled until the search is closed.
+/// A claim without a verdict (not testable) is left unmarked: there is nothing to qualify.
+fn mark_open(c: &mut Claim, methods: &[&str], open: &[OpenGroup]) {
+    let groups: Vec<&OpenGroup> = open
+        .iter()
+        .filter(|g| g.task == c.task && methods.contains(&g.method.as_str()))
+        .collect();
+    if groups.is_empty() || c.verdict == Verdict::NotTestable {
+        return;
+    }
+    c.open_tuning = groups
+        .iter()
+        .map(|g| format!("{}: {}", g.method, g.why))
+        .collect::<Vec<_>>()
+        .join("; ");
+    c.why = format!(
+        "{}; provisional: the dev search is open ({}; tuning.csv)",
+        c.why, c.open_tuning
+    );
+}
+
+/// The paper's claims as paired differences, tested against ours (`claims.csv`); `open` marks
+/// those whose tuning is not settled ([`OpenGroup`]).
+pub fn claims(
+    meta: &Meta,
+    paper_rows: &[PaperRow],
+    ours: &[SummaryRow],
+    open: &[OpenGroup],
+) -> Vec<Claim> {
     // Only rows of the paper's own source (secondary anchors are other papers' numbers).
     let paper: Vec<&PaperRow> = paper_rows
         .iter()
@@ -319,7 +364,7 @@ pub fn claims(meta: &Meta, paper_rows: &[PaperRow], ours: &[SummaryRow]) -> Vec<
                 if a.is_none() && b.is_none() {
                     continue;
                 }
-                out.push(test_claim(
+                let mut c = test_claim(
                     format!("{m} - dpzero"),
                     task,
                     e.to_string(),
@@ -327,7 +372,9 @@ pub fn claims(meta: &Meta, paper_rows: &[PaperRow], ours: &[SummaryRow]) -> Vec<
                     (a, b),
                     (m, "dpzero"),
                     tol,
-                ));
+                );
+                mark_open(&mut c, &[m, "dpzero"], open);
+                out.push(c);
             }
         }
     }
@@ -347,7 +394,7 @@ pub fn claims(meta: &Meta, paper_rows: &[PaperRow], ours: &[SummaryRow]) -> Vec<
                 .paper_value(task, m, Some(hi_eps))
                 .zip(ctx.paper_value(task, m, Some(lo_eps)))
                 .map(|(a, b)| a - b);
-            out.push(test_claim(
+            let mut c = test_claim(
                 format!("{m}: eps8 - eps2"),
                 task,
                 "8 vs 2".into(),
@@ -358,7 +405,9 @@ pub fn claims(meta: &Meta, paper_rows: &[PaperRow], ours: &[SummaryRow]) -> Vec<
                 ),
                 ("ε = 8", "ε = 2"),
                 tol,
-            ));
+            );
+            mark_open(&mut c, &[m], open);
+            out.push(c);
         }
     }
     out
@@ -373,6 +422,7 @@ pub fn write_claims_csv(
     meta: &Meta,
     paper_rows: &[PaperRow],
     ours: &[SummaryRow],
+    open: &[OpenGroup],
     path: &Path,
 ) -> Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
@@ -386,8 +436,9 @@ pub fn write_claims_csv(
         "ci_high",
         "n_seeds",
         "verdict",
+        "open_tuning",
     ])?;
-    for c in claims(meta, paper_rows, ours) {
+    for c in claims(meta, paper_rows, ours, open) {
         w.write_record([
             c.claim.clone(),
             c.task.clone(),
@@ -398,6 +449,7 @@ pub fn write_claims_csv(
             fmt_opt(c.ci.map(|c| c.1)),
             c.n_seeds.to_string(),
             c.verdict.label().to_string(),
+            c.open_tuning.clone(),
         ])?;
     }
     atomic_file::write(path, w.into_inner()?)
@@ -472,13 +524,14 @@ fn claim_cells(c: &Claim) -> String {
         (d, _) => signed_points(d),
     };
     let paper = signed_points(c.paper_delta);
+    let verdict = if c.open_tuning.is_empty() {
+        c.verdict.label().to_string()
+    } else {
+        format!("{} (provisional: {})", c.verdict.label(), c.open_tuning)
+    };
     format!(
-        "| {} | {} | {} | {paper} | {ours} | {} | {} |",
-        c.claim,
-        c.task,
-        c.epsilon,
-        c.n_seeds,
-        c.verdict.label()
+        "| {} | {} | {} | {paper} | {ours} | {} | {verdict} |",
+        c.claim, c.task, c.epsilon, c.n_seeds
     )
 }
 
@@ -490,6 +543,7 @@ pub fn render_base_seeds(
     meta: &Meta,
     paper_rows: &[PaperRow],
     ours: &[SummaryRow],
+    open: &[OpenGroup],
     base_seeds: &[u64],
 ) -> Option<String> {
     if ours
@@ -504,6 +558,7 @@ pub fn render_base_seeds(
         meta,
         paper_rows,
         &restricted,
+        open,
         &format!("The claims on the preset's own seeds ({})", seeds.join(", ")),
         "Some cells also ran other seeds (the deviations say which and why). The same claims on the preset's seeds alone, by the same rule, so the verdicts with and without the added seeds can be compared.",
     ))
@@ -527,12 +582,14 @@ pub fn render_without_tuning_seed(
     meta: &Meta,
     paper_rows: &[PaperRow],
     rows: &[SummaryRow],
+    open: &[OpenGroup],
     tuning_seed: u64,
 ) -> String {
     render_claims_section(
         meta,
         paper_rows,
         rows,
+        open,
         &format!("The claims without the tuning seed ({tuning_seed})"),
         &format!(
             "Each tuned method's final on seed {tuning_seed} is the candidate run that won its dev selection, so its test accuracy shares that run's luck and may sit high (the winner's curse). The same claims over the other seeds only, by the same rule: a verdict that holds here does not rest on the selected runs. The same rows are in `claims_without_tuning_seed.csv`."
@@ -555,6 +612,7 @@ fn render_claims_section(
     meta: &Meta,
     paper_rows: &[PaperRow],
     rows: &[SummaryRow],
+    open: &[OpenGroup],
     heading: &str,
     why: &str,
 ) -> String {
@@ -566,7 +624,7 @@ fn render_claims_section(
         "| claim | task | ε | paper Δ | ours Δ [95% CI] | n | verdict |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|");
-    for c in claims(meta, paper_rows, rows)
+    for c in claims(meta, paper_rows, rows, open)
         .iter()
         .filter(|c| c.verdict != Verdict::NotTestable)
     {
@@ -583,6 +641,7 @@ pub fn render(
     model_run: &str,
     paper_rows: &[PaperRow],
     ours: &[SummaryRow],
+    open: &[OpenGroup],
 ) -> String {
     let mut s = String::new();
     let _ = writeln!(
@@ -688,7 +747,7 @@ pub fn render(
         "| claim | task | ε | paper Δ | ours Δ [95% CI] | n | verdict | in words |"
     );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
-    for c in claims(meta, paper_rows, ours) {
+    for c in claims(meta, paper_rows, ours, open) {
         let _ = writeln!(s, "{} {} |", claim_cells(&c), c.why);
     }
     let _ = writeln!(s, "\n## Descriptive checks (point estimates, no verdict)\n");
@@ -754,31 +813,122 @@ mod tests {
             row("dp-zopo", &[(1, 80.0), (2, 84.0), (3, 70.0), (4, 71.0)]),
             row("dpzero", &[(1, 75.0), (2, 78.0), (3, 72.0), (4, 73.0)]),
         ];
-        let all = claims(&meta, &papers, &ours);
+        let all = claims(&meta, &papers, &ours, &[]);
         assert_eq!(all[0].n_seeds, 4);
-        let section = render_base_seeds(&meta, &papers, &ours, &[1, 2]).unwrap();
+        let section = render_base_seeds(&meta, &papers, &ours, &[], &[1, 2]).unwrap();
         let base: Vec<SummaryRow> = ours
             .iter()
             .filter_map(|r| r.restricted_to(&[1, 2]))
             .collect();
-        let on_base = claims(&meta, &papers, &base);
+        let on_base = claims(&meta, &papers, &base, &[]);
         assert_eq!(on_base[0].n_seeds, 2);
         assert!((on_base[0].ours_delta.unwrap() - 5.5).abs() < 1e-12);
         assert!(section.contains(&claim_cells(&on_base[0])), "{section}");
         assert!(section.contains("(1, 2)"), "{section}");
-        assert!(render_base_seeds(&meta, &papers, &ours, &[1, 2, 3, 4]).is_none());
+        assert!(render_base_seeds(&meta, &papers, &ours, &[], &[1, 2, 3, 4]).is_none());
 
         // Without the tuning seed 1: seeds 2, 3, 4, differences 6, -2, -2 (mean 2/3).
         let untouched = without_tuning_seed(&ours, 1).unwrap();
         assert!(untouched.iter().all(|r| r.seeds == [2, 3, 4]));
-        let c = &claims(&meta, &papers, &untouched)[0];
+        let c = &claims(&meta, &papers, &untouched, &[])[0];
         assert_eq!(c.n_seeds, 3);
         assert!((c.ours_delta.unwrap() - 2.0 / 3.0).abs() < 1e-12);
-        let section = render_without_tuning_seed(&meta, &papers, &untouched, 1);
+        let section = render_without_tuning_seed(&meta, &papers, &untouched, &[], 1);
         assert!(section.contains(&claim_cells(c)), "{section}");
         assert!(section.contains("without the tuning seed (1)"), "{section}");
         // A grid that never ran the tuning seed has nothing to leave out.
         assert!(without_tuning_seed(&ours, 13).is_none());
+    }
+
+    /// A group whose winner sits on an edge of its space marks the claims over its method on
+    /// its task as provisional, in `claims.csv`'s `open_tuning` and in comparison.md's verdict
+    /// cell, and leaves the verdict as the rule gives it; the claims of other methods or tasks
+    /// stay unmarked. (BoolQ, 2026-12-07: DPZero's winner on the bottom edge made DP-ZOPO −
+    /// DPZero read *reproduced* with nothing to say it was not settled.)
+    #[test]
+    fn an_edge_winner_makes_the_claims_over_it_provisional() {
+        let meta: Meta = toml::from_str(
+            r#"
+            target = "table3"
+            title = "x"
+            paper_table = "p.csv"
+            paper_source = "liu"
+            metric = "accuracy"
+            paper_model = "m"
+            tolerance_points = 2.0
+            tolerance_reason = "r"
+            "#,
+        )
+        .unwrap();
+        let paper = |method: &str, value: f64| PaperRow {
+            target: "table3".into(),
+            model: "m".into(),
+            task: "SST-2".into(),
+            method: method.into(),
+            epsilon: Some(2.0),
+            metric: "accuracy".into(),
+            value,
+            std: None,
+            source: "liu".into(),
+        };
+        let papers = [
+            paper("dp-zopo", 90.0),
+            paper("dp-zoso", 86.0),
+            paper("dpzero", 85.0),
+        ];
+        let ours = [
+            row("dp-zopo", &[(1, 80.0), (2, 83.0), (3, 77.5)]),
+            row("dp-zoso", &[(1, 76.0), (2, 79.0), (3, 73.0)]),
+            row("dpzero", &[(1, 75.0), (2, 78.0), (3, 72.0)]),
+        ];
+        let edge = |task: &str, method: &str| OpenGroup {
+            task: task.into(),
+            method: method.into(),
+            why: "winner at learning_rate=bottom".into(),
+        };
+        let settled = claims(&meta, &papers, &ours, &[edge("CB", "dpzero")]);
+        let open = claims(&meta, &papers, &ours, &[edge("SST-2", "dp-zopo")]);
+        let find = |cs: &[Claim], name: &str| cs.iter().find(|c| c.claim == name).unwrap().clone();
+        let (zopo, zopo_open) = (
+            find(&settled, "dp-zopo - dpzero"),
+            find(&open, "dp-zopo - dpzero"),
+        );
+        assert_eq!(zopo.verdict, Verdict::Reproduced, "{}", zopo.why);
+        assert_eq!(zopo.open_tuning, "");
+        assert_eq!(zopo_open.verdict, zopo.verdict);
+        assert_eq!(
+            zopo_open.open_tuning,
+            "dp-zopo: winner at learning_rate=bottom"
+        );
+        assert!(zopo_open.why.contains("provisional"), "{}", zopo_open.why);
+        assert!(claim_cells(&zopo_open)
+            .ends_with("| reproduced (provisional: dp-zopo: winner at learning_rate=bottom) |"));
+        // DP-ZOSO − DPZero does not involve DP-ZOPO.
+        assert_eq!(find(&open, "dp-zoso - dpzero").open_tuning, "");
+        // DPZero is a side of both claims; the ε claims, not testable here, stay unmarked.
+        let both = claims(&meta, &papers, &ours, &[edge("SST-2", "dpzero")]);
+        assert!(both
+            .iter()
+            .filter(|c| c.claim.ends_with("- dpzero"))
+            .all(|c| c.open_tuning == "dpzero: winner at learning_rate=bottom"));
+        assert!(both
+            .iter()
+            .filter(|c| c.verdict == Verdict::NotTestable)
+            .all(|c| c.open_tuning.is_empty()));
+        let path =
+            std::env::temp_dir().join(format!("dpzo-open-claims-{}.csv", std::process::id()));
+        write_claims_csv(&meta, &papers, &ours, &[edge("SST-2", "dp-zopo")], &path).unwrap();
+        let csv = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(csv
+            .lines()
+            .next()
+            .unwrap()
+            .ends_with(",verdict,open_tuning"));
+        assert!(
+            csv.contains(",reproduced,dp-zopo: winner at learning_rate=bottom\n"),
+            "{csv}"
+        );
     }
 
     fn run(p: Option<f64>, a: &SummaryRow, b: &SummaryRow) -> Claim {

@@ -754,12 +754,23 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
         return Ok(());
     }
     let paper = compare::read_paper_table(Path::new(&spec.meta.paper_table))?;
-    compare::write_claims_csv(&spec.meta, &paper, &rows, &dir.join("claims.csv"))?;
-    let claims = compare::claims(&spec.meta, &paper, &rows);
+    // Groups whose winner sits on an edge of its space make the claims over them provisional.
+    let open = tune::open_groups(&dir)?;
+    compare::write_claims_csv(&spec.meta, &paper, &rows, &open, &dir.join("claims.csv"))?;
+    let claims = compare::claims(&spec.meta, &paper, &rows, &open);
     let precision = precision::write_and_render(&claims, spec.meta.tolerance_points, &dir)?;
     let base_seeds = preset.seeds.as_ref().unwrap_or(&spec.grid.seeds);
-    let mut md = compare::render(&spec.meta, preset_name, preset, &model_run, &paper, &rows);
-    if let Some(section) = compare::render_base_seeds(&spec.meta, &paper, &rows, base_seeds) {
+    let mut md = compare::render(
+        &spec.meta,
+        preset_name,
+        preset,
+        &model_run,
+        &paper,
+        &rows,
+        &open,
+    );
+    if let Some(section) = compare::render_base_seeds(&spec.meta, &paper, &rows, &open, base_seeds)
+    {
         md = md + "\n" + &section;
     }
     // The claims again without the finals that are themselves tuning winners.
@@ -768,9 +779,12 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
             &spec.meta,
             &paper,
             &untouched,
+            &open,
             &dir.join("claims_without_tuning_seed.csv"),
         )?;
-        md = md + "\n" + &compare::render_without_tuning_seed(&spec.meta, &paper, &untouched, seed);
+        md = md
+            + "\n"
+            + &compare::render_without_tuning_seed(&spec.meta, &paper, &untouched, &open, seed);
     }
     md = md + "\n" + &precision;
     if let Some(section) =

@@ -332,6 +332,7 @@ mod tests {
             n_seeds: iv.n_seeds,
             verdict: Verdict::Reproduced,
             why: String::new(),
+            open_tuning: String::new(),
             sample: Some(sample),
         }
     }

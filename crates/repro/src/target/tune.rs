@@ -814,6 +814,67 @@ const TUNING_CSV_COLUMNS: [&str; 14] = [
     "train_loss_last",
 ];
 
+/// The groups of `dir/tuning.csv` whose search is open, so that a claim that compares them is
+/// provisional (`compare::OpenGroup`): a candidate not yet run (selection waits for it), or a
+/// selected candidate on an edge of its space (`at_edge`; a lower bound of what the search
+/// would find past the edge). The budgets that reuse a tuned winner
+/// (`tune_options.at_epsilon`) inherit it through the (task, method) key. No file: none.
+pub fn open_groups(dir: &Path) -> Result<Vec<super::compare::OpenGroup>> {
+    let path = dir.join("tuning.csv");
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let mut r =
+        csv::Reader::from_path(&path).with_context(|| format!("reading {}", path.display()))?;
+    let header = r.headers()?.clone();
+    let col = |c: &str| {
+        header
+            .iter()
+            .position(|h| h == c)
+            .with_context(|| format!("{}: no column {c:?}", path.display()))
+    };
+    let (task, method, dev, selected, edge) = (
+        col("task")?,
+        col("method")?,
+        col("dev_accuracy")?,
+        col("selected")?,
+        col("at_edge")?,
+    );
+    // Per (task, method): candidates listed, candidates not run, the winner's edge.
+    let mut groups: BTreeMap<(String, String), (usize, usize, String)> = BTreeMap::new();
+    for (line, rec) in r.records().enumerate() {
+        let at = || format!("{}:{}", path.display(), line + 2);
+        let rec = rec.with_context(at)?;
+        let selected = match &rec[selected] {
+            "true" => true,
+            "false" => false,
+            other => bail!("{}: selected is {other:?}, not true or false", at()),
+        };
+        let g = groups
+            .entry((rec[task].to_string(), rec[method].to_string()))
+            .or_default();
+        g.0 += 1;
+        if &rec[dev] == "not run" {
+            g.1 += 1;
+        }
+        if selected && !rec[edge].is_empty() {
+            g.2 = rec[edge].to_string();
+        }
+    }
+    let mut open = Vec::new();
+    for ((task, method), (listed, not_run, edge)) in groups {
+        let why = if not_run > 0 {
+            format!("{not_run} of {listed} candidates not run")
+        } else if !edge.is_empty() {
+            format!("winner at {edge}")
+        } else {
+            continue;
+        };
+        open.push(super::compare::OpenGroup { task, method, why });
+    }
+    Ok(open)
+}
+
 /// The rows of an existing `tuning.csv` whose (task, method, ε) group is not in `written`,
 /// laid out in `columns` (a column the older file lacks is left empty). No file: no rows.
 fn other_groups_rows(
@@ -1563,7 +1624,7 @@ impl Inheritance {
 
 #[cfg(test)]
 pub(super) mod tests {
-    use super::{candidate_folder, random_k_epsilon_of};
+    use super::{candidate_folder, open_groups, random_k_epsilon_of};
     use accountant::{DpEvent, Ledger, NeighboringRelation};
 
     /// A small world for the tuning procedure without a model: spec files in a scratch folder and
@@ -2509,6 +2570,48 @@ pub(super) mod tests {
                 .all(|l| at_edge(l).is_empty()),
             "{after_b}"
         );
+        // `open_groups` reads the two edge winners back, for the claims over them.
+        let out = dir.join("results/src/p");
+        let open = open_groups(&out).unwrap();
+        let keys: Vec<(&str, &str, &str)> = open
+            .iter()
+            .map(|g| (g.task.as_str(), g.method.as_str(), g.why.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("A", "dpzero", "winner at learning_rate=top"),
+                ("B", "dpzero", "winner at learning_rate=top")
+            ]
+        );
+        // A candidate not run yet keeps its group open whatever the winner so far.
+        let pending = world::scratch("open-groups-pending");
+        std::fs::create_dir_all(&pending).unwrap();
+        let first_a = after_b.lines().find(|l| l.starts_with("A,")).unwrap();
+        let mut cells: Vec<&str> = first_a.split(',').collect();
+        cells[5] = "not run";
+        std::fs::write(
+            pending.join("tuning.csv"),
+            after_b.replacen(first_a, &cells.join(","), 1),
+        )
+        .unwrap();
+        let open = open_groups(&pending).unwrap();
+        assert_eq!(open[0].why, "1 of 2 candidates not run", "{open:?}");
+        let _ = std::fs::remove_dir_all(&pending);
+        // A malformed `selected` is named with its file and line.
+        let bad = world::scratch("open-groups-bad");
+        std::fs::create_dir_all(&bad).unwrap();
+        std::fs::write(
+            bad.join("tuning.csv"),
+            after_b.replacen(",true,", ",yes,", 1),
+        )
+        .unwrap();
+        let err = format!("{:#}", open_groups(&bad).unwrap_err());
+        assert!(
+            err.contains("tuning.csv:") && err.contains("\"yes\""),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&bad);
         // Rows are ordered by task and method whatever the order of the calls: the call over B
         // leaves A's rows first, where they were.
         let tasks: Vec<&str> = after_b
