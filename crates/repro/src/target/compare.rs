@@ -779,12 +779,9 @@ mod tests {
         }
     }
 
-    /// Extra seeds on both sides of a claim: the base-seed section tests it on the preset's
-    /// seeds alone (n = 2, its own paired CI), the main claims on all four; a grid without
-    /// extra seeds has no such section.
-    #[test]
-    fn base_seed_claims_leave_the_extra_seeds_out() {
-        let meta: Meta = toml::from_str(
+    /// A target's metadata with a 2-point tolerance, the paper's rows keyed `liu`, model `m`.
+    fn fixture_meta() -> Meta {
+        toml::from_str(
             r#"
             target = "table2"
             title = "x"
@@ -796,8 +793,12 @@ mod tests {
             tolerance_reason = "r"
             "#,
         )
-        .unwrap();
-        let paper = |method: &str, value: f64| PaperRow {
+        .unwrap()
+    }
+
+    /// The paper's accuracy for `method` on SST-2 at ε = 2 under [`fixture_meta`].
+    fn paper_row(method: &str, value: f64) -> PaperRow {
+        PaperRow {
             target: "table2".into(),
             model: "m".into(),
             task: "SST-2".into(),
@@ -807,7 +808,16 @@ mod tests {
             value,
             std: None,
             source: "liu".into(),
-        };
+        }
+    }
+
+    /// Extra seeds on both sides of a claim: the base-seed section tests it on the preset's
+    /// seeds alone (n = 2, its own paired CI), the main claims on all four; a grid without
+    /// extra seeds has no such section.
+    #[test]
+    fn base_seed_claims_leave_the_extra_seeds_out() {
+        let meta = fixture_meta();
+        let paper = paper_row;
         let papers = [paper("dp-zopo", 90.0), paper("dpzero", 85.0)];
         let ours = [
             row("dp-zopo", &[(1, 80.0), (2, 84.0), (3, 70.0), (4, 71.0)]),
@@ -847,30 +857,8 @@ mod tests {
     /// DPZero read *reproduced* with nothing to say it was not settled.)
     #[test]
     fn an_edge_winner_makes_the_claims_over_it_provisional() {
-        let meta: Meta = toml::from_str(
-            r#"
-            target = "table3"
-            title = "x"
-            paper_table = "p.csv"
-            paper_source = "liu"
-            metric = "accuracy"
-            paper_model = "m"
-            tolerance_points = 2.0
-            tolerance_reason = "r"
-            "#,
-        )
-        .unwrap();
-        let paper = |method: &str, value: f64| PaperRow {
-            target: "table3".into(),
-            model: "m".into(),
-            task: "SST-2".into(),
-            method: method.into(),
-            epsilon: Some(2.0),
-            metric: "accuracy".into(),
-            value,
-            std: None,
-            source: "liu".into(),
-        };
+        let meta = fixture_meta();
+        let paper = paper_row;
         let papers = [
             paper("dp-zopo", 90.0),
             paper("dp-zoso", 86.0),
