@@ -96,6 +96,99 @@ fn test_labels(r: &CellRecord) -> Result<Option<SeedLabels>> {
     Ok(Some((predicted, gold)))
 }
 
+/// One tuning candidate's own run on the tuning seed, read after its group's selection
+/// (`candidates_test.csv`): the dev accuracy the selection saw, the test accuracy it never saw
+/// (`tune::select` reads dev accuracy alone, and nothing reads this file back), and how often
+/// the candidate answers with the test set's most frequent gold label. It explains results
+/// across step sizes: e.g. on BoolQ (2026-12-07) every candidate but each method's smallest few
+/// answered *yes* to nearly every question and scored the constant answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CandidateRow {
+    pub task: String,
+    pub method: String,
+    pub epsilon: Option<f64>,
+    /// From the candidate folder's name (`clip_norm=10 learning_rate=0.0001`).
+    pub settings: String,
+    pub seed: u64,
+    pub dev_accuracy: Option<f64>,
+    pub test_accuracy: f64,
+    /// The test set's most frequent gold label (the smallest on a tie) and its share, and the
+    /// share of test examples the candidate predicts as it; `None` without per-example labels.
+    pub majority: Option<(u32, f64, f64)>,
+}
+
+/// `candidates_test.csv`'s rows: every record under `dir/tuning/<candidate>/runs/`, by folder
+/// and file name. No `tuning/` folder: none.
+pub fn candidate_rows(dir: &Path) -> Result<Vec<CandidateRow>> {
+    let mut out = Vec::new();
+    for folder in super::tune::tuning_folders(&dir.join("tuning"))? {
+        let name = folder
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let runs = folder.join("runs");
+        if !runs.is_dir() {
+            continue;
+        }
+        let mut paths: Vec<_> = std::fs::read_dir(&runs)
+            .with_context(|| format!("reading {}", runs.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<_>>()?;
+        paths.retain(|p| p.extension().and_then(|e| e.to_str()) == Some("json"));
+        paths.sort();
+        for path in paths {
+            let r = CellRecord::read(&path)?;
+            let majority = test_labels(&r)?.map(|(predicted, gold)| {
+                let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
+                for g in &gold {
+                    *counts.entry(*g).or_default() += 1;
+                }
+                // The most frequent gold label, the smallest on a tie.
+                let (label, n) = counts.iter().fold(
+                    (0, 0),
+                    |best, (&l, &n)| if n > best.1 { (l, n) } else { best },
+                );
+                let share = |k: usize| 100.0 * k as f64 / gold.len().max(1) as f64;
+                let answered = predicted.iter().filter(|&&p| p == label).count();
+                (label, share(n), share(answered))
+            });
+            out.push(CandidateRow {
+                task: r.task,
+                method: r.method,
+                epsilon: r.epsilon,
+                settings: super::tune::folder_settings(&name),
+                seed: r.seed,
+                dev_accuracy: r.dev_accuracy,
+                test_accuracy: r.test_accuracy,
+                majority,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Writes `candidates_test.csv`; nothing, and `false`, without rows.
+pub fn write_candidates_csv(rows: &[CandidateRow], path: &Path) -> Result<bool> {
+    let columns = [
+        "settings",
+        "dev_accuracy",
+        "test_accuracy",
+        "majority_label",
+        "majority_gold_share",
+        "predicted_majority_share",
+    ];
+    write_seed_table(path, &columns, rows, |r| {
+        vec![
+            r.settings.clone(),
+            points(r.dev_accuracy),
+            points(Some(r.test_accuracy)),
+            r.majority.map_or(String::new(), |m| m.0.to_string()),
+            points(r.majority.map(|m| m.1)),
+            points(r.majority.map(|m| m.2)),
+        ]
+    })
+}
+
 /// `labels.csv`'s rows: per (task, method, ε) in the records' order and per label seen.
 pub fn label_rows(records: &[CellRecord]) -> Result<Vec<LabelRow>> {
     let mut out = Vec::new();
@@ -279,11 +372,7 @@ pub fn association_rows(records: &[CellRecord]) -> Result<Vec<AssociationRow>> {
 
 /// Write `label_association.csv`; nothing when no record carries its labels.
 pub fn write_association_csv(rows: &[AssociationRow], path: &Path) -> Result<bool> {
-    let header = [
-        "task",
-        "method",
-        "epsilon",
-        "seed",
+    let columns = [
         "examples",
         "chi2",
         "df",
@@ -291,28 +380,62 @@ pub fn write_association_csv(rows: &[AssociationRow], path: &Path) -> Result<boo
         "cramers_v",
         "min_expected",
     ];
+    write_seed_table(path, &columns, rows, |r| {
+        vec![
+            r.examples.to_string(),
+            format!("{:.3}", r.test.chi2),
+            r.test.df.to_string(),
+            r.test
+                .p_value
+                .map(|p| format!("{p:.3e}"))
+                .unwrap_or_default(),
+            r.test
+                .cramers_v
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or_default(),
+            format!("{:.2}", r.test.min_expected),
+        ]
+    })
+}
+
+/// A row of a per-seed table: its leading cells, task, method, ε (empty when non-private) and
+/// seed.
+trait SeedRow {
+    fn key(&self) -> [String; 4];
+}
+
+fn seed_key(task: &str, method: &str, epsilon: Option<f64>, seed: u64) -> [String; 4] {
+    let eps = epsilon.map(|e| e.to_string()).unwrap_or_default();
+    [task.to_string(), method.to_string(), eps, seed.to_string()]
+}
+
+impl SeedRow for AssociationRow {
+    fn key(&self) -> [String; 4] {
+        seed_key(&self.task, &self.method, self.epsilon, self.seed)
+    }
+}
+
+impl SeedRow for CandidateRow {
+    fn key(&self) -> [String; 4] {
+        seed_key(&self.task, &self.method, self.epsilon, self.seed)
+    }
+}
+
+/// Writes a per-seed table atomically: each row's [`SeedRow::key`], then `columns` with its
+/// `values`. Nothing, and `false`, when `rows` is empty.
+fn write_seed_table<R: SeedRow>(
+    path: &Path,
+    columns: &[&str],
+    rows: &[R],
+    values: impl Fn(&R) -> Vec<String>,
+) -> Result<bool> {
+    let header: Vec<&str> = ["task", "method", "epsilon", "seed"]
+        .into_iter()
+        .chain(columns.iter().copied())
+        .collect();
     let rows = rows
         .iter()
-        .map(|r| {
-            vec![
-                r.task.clone(),
-                r.method.clone(),
-                r.epsilon.map(|e| e.to_string()).unwrap_or_default(),
-                r.seed.to_string(),
-                r.examples.to_string(),
-                format!("{:.3}", r.test.chi2),
-                r.test.df.to_string(),
-                r.test
-                    .p_value
-                    .map(|p| format!("{p:.3e}"))
-                    .unwrap_or_default(),
-                r.test
-                    .cramers_v
-                    .map(|v| format!("{v:.4}"))
-                    .unwrap_or_default(),
-                format!("{:.2}", r.test.min_expected),
-            ]
-        })
+        .map(|r| r.key().into_iter().chain(values(r)).collect())
         .collect();
     write_table(path, &header, rows)
 }
@@ -352,6 +475,82 @@ mod tests {
         assert!((zero.predicted_share - 25.0).abs() < 1e-12);
         assert!((one.recall.unwrap() - 75.0).abs() < 1e-12);
         assert!((zero.recall.unwrap() - 25.0).abs() < 1e-12);
+    }
+
+    /// Three candidates' own runs under `tuning/`, read back in folder-name order with their
+    /// settings from the folder names. Gold 1, 1, 1, 0 (label 1 is the majority, 75%): the first predicts 1 everywhere
+    /// (100%), the second 0, 1, 0, 0 (25%). A record without labels keeps its accuracies and
+    /// leaves the label columns empty; no `tuning/` folder gives no rows and no file.
+    #[test]
+    fn candidates_read_back_with_their_majority_answer_share() {
+        let dir = std::env::temp_dir().join(format!("dpzo-candidates-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let write = |folder: &str, seed: u64, dev: f64, test: serde_json::Value| {
+            let mut r = record(seed, test);
+            r.dev_accuracy = Some(dev);
+            r.test_accuracy = 50.0 + dev / 10.0;
+            let runs = dir.join("tuning").join(folder).join("runs");
+            std::fs::create_dir_all(&runs).unwrap();
+            r.write(&runs.join(format!("SST-2__dpzero__eps4__seed{seed}.json")))
+                .unwrap();
+        };
+        write(
+            "dpzero__clip_norm=10__learning_rate=0.0001",
+            13,
+            70.0,
+            serde_json::json!({"predicted": "1111", "gold": "1110", "correct": "1110"}),
+        );
+        write(
+            "dpzero__clip_norm=10__learning_rate=0.00001",
+            13,
+            60.0,
+            serde_json::json!({"predicted": "0100", "gold": "1110", "correct": "0101"}),
+        );
+        write(
+            "dpzero__clip_norm=10__learning_rate=0.001",
+            13,
+            40.0,
+            serde_json::json!({"correct": "0101"}),
+        );
+        let rows = candidate_rows(&dir).unwrap();
+        type Seen<'a> = (&'a str, Option<f64>, Option<(u32, f64, f64)>);
+        let got: Vec<Seen> = rows
+            .iter()
+            .map(|r| (r.settings.as_str(), r.dev_accuracy, r.majority))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "clip_norm=10 learning_rate=0.00001",
+                    Some(60.0),
+                    Some((1, 75.0, 25.0))
+                ),
+                (
+                    "clip_norm=10 learning_rate=0.0001",
+                    Some(70.0),
+                    Some((1, 75.0, 100.0))
+                ),
+                ("clip_norm=10 learning_rate=0.001", Some(40.0), None),
+            ]
+        );
+        let path = dir.join("candidates_test.csv");
+        assert!(write_candidates_csv(&rows, &path).unwrap());
+        let csv = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            csv.contains(
+                "SST-2,dpzero,4,13,clip_norm=10 learning_rate=0.00001,60.00,56.00,1,75.00,25.00\n"
+            ),
+            "{csv}"
+        );
+        assert!(
+            csv.contains("SST-2,dpzero,4,13,clip_norm=10 learning_rate=0.001,40.00,54.00,,,\n"),
+            "{csv}"
+        );
+        let empty = dir.join("none");
+        assert!(candidate_rows(&empty).unwrap().is_empty());
+        assert!(!write_candidates_csv(&[], &empty.join("c.csv")).unwrap());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The constant answer by hand: on task A a one-seed row whose gold is all label 1 gives way

@@ -676,6 +676,10 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
     if labels::write_csv(&label_rows, &dir.join("labels.csv"))? {
         println!("wrote {}", dir.join("labels.csv").display());
     }
+    let candidates = dir.join("candidates_test.csv");
+    if labels::write_candidates_csv(&labels::candidate_rows(&dir)?, &candidates)? {
+        println!("wrote {}", candidates.display());
+    }
     let association = dir.join("label_association.csv");
     if labels::write_association_csv(&labels::association_rows(&records)?, &association)? {
         println!("wrote {}", association.display());

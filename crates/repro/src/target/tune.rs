@@ -610,8 +610,14 @@ fn off_space_paths(list: &[Candidate]) -> Result<Vec<PathBuf>> {
         .collect())
 }
 
+/// A candidate folder's settings, from its name (`dpzero__clip_norm=10__learning_rate=0.0001`
+/// gives `clip_norm=10 learning_rate=0.0001`).
+pub(super) fn folder_settings(folder: &str) -> String {
+    folder.split("__").skip(1).collect::<Vec<_>>().join(" ")
+}
+
 /// The candidate folders of a `tuning/` folder, sorted; none when it does not exist.
-fn tuning_folders(tuning: &Path) -> Result<Vec<PathBuf>> {
+pub(super) fn tuning_folders(tuning: &Path) -> Result<Vec<PathBuf>> {
     if !tuning.is_dir() {
         return Ok(Vec::new());
     }
@@ -682,7 +688,7 @@ fn write_tuning_csv(
                 .and_then(|f| f.file_name())
                 .map(|f| f.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            let settings = folder.split("__").skip(1).collect::<Vec<_>>().join(" ");
+            let settings = folder_settings(&folder);
             let dev = CellRecord::read(&path)?.dev_accuracy;
             let (off_first, off_last) = loss(&path);
             rows.push(vec![
