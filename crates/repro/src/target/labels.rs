@@ -14,8 +14,7 @@
 //! (labels systematically confused) or none (a prior only); this tells them apart.
 
 use super::record::CellRecord;
-use super::summary::write_table;
-use super::summary::{by_cell, cell_row, points, write_cell_table};
+use super::summary::{by_cell, cell_key, cell_row, points, write_cell_table, write_keyed_table};
 use anyhow::{bail, Context, Result};
 use statrs::distribution::{ChiSquared, ContinuousCDF};
 use std::collections::{BTreeMap, BTreeSet};
@@ -130,14 +129,14 @@ pub fn candidate_rows(dir: &Path) -> Result<Vec<CandidateRow>> {
         if !runs.is_dir() {
             continue;
         }
-        let mut paths: Vec<_> = std::fs::read_dir(&runs)
-            .with_context(|| format!("reading {}", runs.display()))?
-            .map(|e| e.map(|e| e.path()))
-            .collect::<std::io::Result<_>>()?;
-        paths.retain(|p| p.extension().and_then(|e| e.to_str()) == Some("json"));
-        paths.sort();
-        for path in paths {
-            let r = CellRecord::read(&path)?;
+        let (records, failed) = super::record::read_all_checked(&runs)?;
+        if let Some(first) = failed.first() {
+            bail!(
+                "{} candidate record(s) failed their checksum: {first}",
+                failed.len()
+            );
+        }
+        for r in records {
             let majority = test_labels(&r)?.map(|(predicted, gold)| {
                 let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
                 for g in &gold {
@@ -177,7 +176,8 @@ pub fn write_candidates_csv(rows: &[CandidateRow], path: &Path) -> Result<bool> 
         "majority_gold_share",
         "predicted_majority_share",
     ];
-    write_seed_table(path, &columns, rows, |r| {
+    let key = |r: &CandidateRow| seed_key(&r.task, &r.method, r.epsilon, r.seed);
+    write_keyed_table(path, &SEED_KEY, &columns, rows, key, |r| {
         vec![
             r.settings.clone(),
             points(r.dev_accuracy),
@@ -380,7 +380,8 @@ pub fn write_association_csv(rows: &[AssociationRow], path: &Path) -> Result<boo
         "cramers_v",
         "min_expected",
     ];
-    write_seed_table(path, &columns, rows, |r| {
+    let key = |r: &AssociationRow| seed_key(&r.task, &r.method, r.epsilon, r.seed);
+    write_keyed_table(path, &SEED_KEY, &columns, rows, key, |r| {
         vec![
             r.examples.to_string(),
             format!("{:.3}", r.test.chi2),
@@ -398,46 +399,14 @@ pub fn write_association_csv(rows: &[AssociationRow], path: &Path) -> Result<boo
     })
 }
 
-/// A row of a per-seed table: its leading cells, task, method, ε (empty when non-private) and
-/// seed.
-trait SeedRow {
-    fn key(&self) -> [String; 4];
-}
+/// The leading columns of a per-seed table (`label_association.csv`, `candidates_test.csv`).
+const SEED_KEY: [&str; 4] = ["task", "method", "epsilon", "seed"];
 
-fn seed_key(task: &str, method: &str, epsilon: Option<f64>, seed: u64) -> [String; 4] {
-    let eps = epsilon.map(|e| e.to_string()).unwrap_or_default();
-    [task.to_string(), method.to_string(), eps, seed.to_string()]
-}
-
-impl SeedRow for AssociationRow {
-    fn key(&self) -> [String; 4] {
-        seed_key(&self.task, &self.method, self.epsilon, self.seed)
-    }
-}
-
-impl SeedRow for CandidateRow {
-    fn key(&self) -> [String; 4] {
-        seed_key(&self.task, &self.method, self.epsilon, self.seed)
-    }
-}
-
-/// Writes a per-seed table atomically: each row's [`SeedRow::key`], then `columns` with its
-/// `values`. Nothing, and `false`, when `rows` is empty.
-fn write_seed_table<R: SeedRow>(
-    path: &Path,
-    columns: &[&str],
-    rows: &[R],
-    values: impl Fn(&R) -> Vec<String>,
-) -> Result<bool> {
-    let header: Vec<&str> = ["task", "method", "epsilon", "seed"]
-        .into_iter()
-        .chain(columns.iter().copied())
-        .collect();
-    let rows = rows
-        .iter()
-        .map(|r| r.key().into_iter().chain(values(r)).collect())
-        .collect();
-    write_table(path, &header, rows)
+/// A per-seed row's leading cells under [`SEED_KEY`].
+fn seed_key(task: &str, method: &str, epsilon: Option<f64>, seed: u64) -> Vec<String> {
+    let mut cells = cell_key(task, method, epsilon);
+    cells.push(seed.to_string());
+    cells
 }
 
 #[cfg(test)]

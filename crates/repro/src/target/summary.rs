@@ -215,23 +215,35 @@ pub fn write_cell_table<R: CellRow>(
     rows: &[R],
     values: impl Fn(&R) -> Vec<String>,
 ) -> Result<bool> {
-    let header: Vec<&str> = ["task", "method", "epsilon", "n_seeds"]
-        .iter()
-        .chain(columns)
-        .copied()
-        .collect();
+    let key = |r: &R| {
+        let mut cells = cell_key(r.task(), r.method(), r.epsilon());
+        cells.push(r.n_seeds().to_string());
+        cells
+    };
+    let key_columns = ["task", "method", "epsilon", "n_seeds"];
+    write_keyed_table(path, &key_columns, columns, rows, key, values)
+}
+
+/// A row's leading cells: task, method and ε (empty when non-private).
+pub fn cell_key(task: &str, method: &str, epsilon: Option<f64>) -> Vec<String> {
+    let eps = epsilon.map(|e| e.to_string()).unwrap_or_default();
+    vec![task.to_string(), method.to_string(), eps]
+}
+
+/// Writes a table atomically whose rows start with `key`'s cells under `key_columns`, then
+/// `columns` with each row's `values`. Nothing, and `false`, when `rows` is empty.
+pub fn write_keyed_table<R>(
+    path: &Path,
+    key_columns: &[&str],
+    columns: &[&str],
+    rows: &[R],
+    key: impl Fn(&R) -> Vec<String>,
+    values: impl Fn(&R) -> Vec<String>,
+) -> Result<bool> {
+    let header: Vec<&str> = key_columns.iter().chain(columns).copied().collect();
     let rows = rows
         .iter()
-        .map(|r| {
-            let mut row = vec![
-                r.task().to_string(),
-                r.method().to_string(),
-                r.epsilon().map(|e| e.to_string()).unwrap_or_default(),
-                r.n_seeds().to_string(),
-            ];
-            row.extend(values(r));
-            row
-        })
+        .map(|r| key(r).into_iter().chain(values(r)).collect())
         .collect();
     write_table(path, &header, rows)
 }
