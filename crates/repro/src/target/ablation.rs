@@ -6,7 +6,7 @@
 //! `horizon.csv` and `horizon.svg` (test and dev accuracy against T, 95% CIs over seeds) and
 //! `plateau.csv` (each step up in T judged by the plateau rule of [`super::plateau`]).
 
-use super::compare::{test_claim, Claim};
+use super::compare::{mark_open_search, test_claim, Claim, OpenGroup};
 use super::plot::{accuracy_tick, text_style, text_width, titled_canvas, DARK, GREY};
 use super::record::CellRecord;
 use super::spec::Spec;
@@ -52,8 +52,13 @@ pub fn methods_of<'a>(spec: &'a Spec, preset_name: &str) -> Result<&'a [String]>
 /// The comparisons, in the order of `methods` (the preset's grid). A non-private variant (MeZO,
 /// sigma = 0) against a private reference is compared at each of the reference's ε; a private
 /// variant against a non-private reference at its own ε.
-pub fn comparisons(spec: &Spec, methods: &[String], rows: &[SummaryRow]) -> Vec<AblationRow> {
-    comparisons_with(spec, methods, rows, |_, variant| {
+pub fn comparisons(
+    spec: &Spec,
+    methods: &[String],
+    rows: &[SummaryRow],
+    open: &[OpenGroup],
+) -> Vec<AblationRow> {
+    comparisons_with(spec, methods, rows, open, |_, variant| {
         Some(variant.compare_to.as_deref().unwrap_or(&variant.base))
     })
 }
@@ -66,13 +71,14 @@ pub fn also_comparisons(
     preset_name: &str,
     methods: &[String],
     rows: &[SummaryRow],
+    open: &[OpenGroup],
 ) -> Result<Vec<AblationRow>> {
     let preset = spec.preset(preset_name)?;
     Ok(preset
         .also_compare_to
         .iter()
         .flat_map(|other| {
-            comparisons_with(spec, methods, rows, |name, variant| {
+            comparisons_with(spec, methods, rows, open, |name, variant| {
                 let named = variant.compare_to.as_deref().unwrap_or(&variant.base);
                 (name != other && named != other).then_some(other.as_str())
             })
@@ -81,11 +87,14 @@ pub fn also_comparisons(
 }
 
 /// Each variant of `methods` against the method `reference_of(name, variant)` gives (none: no
-/// comparison), per task and ε as [`comparisons`] describes.
+/// comparison), per task and ε as [`comparisons`] describes. A row one of whose two methods has
+/// an open dev search on its task (`open`, from this preset's `tuning.csv`) is marked
+/// provisional, as a claim is (`compare::mark_open_search`).
 fn comparisons_with<'s>(
     spec: &'s Spec,
     methods: &'s [String],
     rows: &[SummaryRow],
+    open: &[OpenGroup],
     reference_of: impl Fn(&str, &'s super::spec::Variant) -> Option<&'s str>,
 ) -> Vec<AblationRow> {
     let mut tasks: Vec<&str> = rows.iter().map(|r| r.task.as_str()).collect();
@@ -154,6 +163,7 @@ fn comparisons_with<'s>(
                 {
                     claim.why = rest.to_string();
                 }
+                mark_open_search(&mut claim, &[name.as_str(), reference], open);
                 out.push(AblationRow {
                     variant: name.clone(),
                     reference: reference.to_string(),
@@ -188,6 +198,7 @@ pub fn write_csv(rows: &[AblationRow], path: &Path) -> Result<()> {
         "group",
         "note",
         "description",
+        "open_tuning",
     ])?;
     for r in rows {
         let c = &r.claim;
@@ -204,6 +215,7 @@ pub fn write_csv(rows: &[AblationRow], path: &Path) -> Result<()> {
             r.group.clone(),
             c.why.clone(),
             r.description.clone(),
+            c.open_tuning.clone(),
         ])?;
     }
     atomic_file::write(path, w.into_inner()?)?;
@@ -233,9 +245,12 @@ pub fn render_markdown(spec: &Spec, preset_name: &str, rows: &[AblationRow]) -> 
 /// The first seven cells of an `ablations.md` row (variant to n), open at the end.
 fn table_row(r: &AblationRow) -> String {
     let c = &r.claim;
-    let ci =
+    let mut ci =
         c.ci.map(super::compare::signed_ci)
             .unwrap_or_else(|| c.why.clone());
+    if c.ci.is_some() && !c.open_tuning.is_empty() {
+        ci = format!("{ci} (provisional: {})", c.open_tuning);
+    }
     let delta = super::compare::signed_points(c.ours_delta);
     format!(
         "| {} | {} | {} | {} | {delta} | {ci} | {} |",
@@ -1165,7 +1180,7 @@ pub(super) mod tests {
         let spec = committed_spec();
         let methods = methods_of(&spec, "mini-sst2-mask").unwrap();
         let rows = mask_rows([[80.0, 82.0], [76.0, 79.0], [77.0, 81.0], [75.0, 76.0]]);
-        let got = comparisons(&spec, methods, &rows);
+        let got = comparisons(&spec, methods, &rows, &[]);
         let run: Vec<(&str, &str, Option<f64>)> = got
             .iter()
             .filter(|r| r.claim.ours_delta.is_some())
@@ -1197,7 +1212,7 @@ pub(super) mod tests {
         );
         // Without the tuning seed 13 (seed 21 alone: no CI): the rows that have a Δ, named.
         let untouched = crate::target::compare::without_tuning_seed(&rows, 13).unwrap();
-        let again = comparisons(&spec, methods, &untouched);
+        let again = comparisons(&spec, methods, &untouched, &[]);
         let md = render_without_tuning_seed(&again, 13);
         assert!(md.contains("without the tuning seed (13)"), "{md}");
         assert!(
@@ -1214,6 +1229,59 @@ pub(super) mod tests {
         );
     }
 
+    /// A row one of whose methods has an open dev search on its task is provisional: its
+    /// `open_tuning` names the group, ablations.csv's last column and the markdown's CI cell say
+    /// so. Rows of other methods, and the same method on another task, are left unmarked.
+    #[test]
+    fn a_comparison_over_an_open_search_is_marked_provisional() {
+        let spec = committed_spec();
+        let methods = methods_of(&spec, "mini-sst2-mask").unwrap();
+        let rows = mask_rows([[80.0, 82.0], [76.0, 79.0], [77.0, 81.0], [75.0, 76.0]]);
+        let open = [
+            OpenGroup {
+                task: "SST-2".into(),
+                method: "zopo-ratio-10pct".into(),
+                why: "winner at learning_rate=top".into(),
+            },
+            OpenGroup {
+                task: "TREC".into(),
+                method: "zopo-random".into(),
+                why: "1 of 5 candidates not run".into(),
+            },
+        ];
+        let got = comparisons(&spec, methods, &rows, &open);
+        let find = |v: &str| got.iter().find(|r| r.variant == v).unwrap();
+        assert_eq!(
+            find("zopo-ratio-10pct").claim.open_tuning,
+            "zopo-ratio-10pct: winner at learning_rate=top"
+        );
+        assert!(find("zopo-ratio-10pct").claim.why.contains("provisional"));
+        assert_eq!(find("zopo-random").claim.open_tuning, "");
+        let md = render_markdown(&spec, "mini-sst2-mask", &got);
+        let line = md
+            .lines()
+            .find(|l| l.starts_with("| zopo-ratio-10pct |"))
+            .unwrap();
+        assert!(
+            line.contains("(provisional: zopo-ratio-10pct: winner at learning_rate=top)"),
+            "{line}"
+        );
+        let path =
+            std::env::temp_dir().join(format!("dpzo-ablations-open-{}.csv", std::process::id()));
+        write_csv(&got, &path).unwrap();
+        let csv = std::fs::read_to_string(&path).unwrap();
+        let _ = std::fs::remove_file(&path);
+        assert!(
+            csv.lines().next().unwrap().ends_with(",open_tuning"),
+            "{csv}"
+        );
+        assert!(
+            csv.lines().any(|l| l.starts_with("zopo-ratio-10pct,")
+                && l.ends_with(",zopo-ratio-10pct: winner at learning_rate=top")),
+            "{csv}"
+        );
+    }
+
     /// `also_compare_to` (mini-snli-mask: DPZero): every variant against DPZero too, never a
     /// base method, nor a variant against the reference it names; the section counts its own
     /// family (K: the rows with a CI) and marks a variant not run. A preset without the list
@@ -1223,7 +1291,7 @@ pub(super) mod tests {
         let spec = committed_spec();
         let methods = methods_of(&spec, "mini-snli-mask").unwrap();
         let rows = mask_rows([[35.0, 37.0], [38.0, 41.0], [36.0, 39.0], [35.0, 36.0]]);
-        let also = also_comparisons(&spec, "mini-snli-mask", methods, &rows).unwrap();
+        let also = also_comparisons(&spec, "mini-snli-mask", methods, &rows, &[]).unwrap();
         let pairs: Vec<(&str, &str, Option<f64>)> = also
             .iter()
             .map(|r| (r.variant.as_str(), r.reference.as_str(), r.claim.ours_delta))
@@ -1249,7 +1317,7 @@ pub(super) mod tests {
             .unwrap();
         assert!(not_run.ends_with("| – |"), "{not_run}");
         let sst2 = methods_of(&spec, "mini-sst2-mask").unwrap();
-        assert!(also_comparisons(&spec, "mini-sst2-mask", sst2, &rows)
+        assert!(also_comparisons(&spec, "mini-sst2-mask", sst2, &rows, &[])
             .unwrap()
             .is_empty());
     }

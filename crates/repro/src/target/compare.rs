@@ -290,11 +290,20 @@ pub struct OpenGroup {
 /// settled until the search is closed.
 /// A claim without a verdict (not testable) is left unmarked: there is nothing to qualify.
 fn mark_open(c: &mut Claim, methods: &[&str], open: &[OpenGroup]) {
+    if c.verdict != Verdict::NotTestable {
+        mark_open_search(c, methods, open);
+    }
+}
+
+/// Names in `c.open_tuning` the open groups of `methods` on the claim's task, and adds to `why`
+/// that the comparison is provisional; nothing when none is open. [`mark_open`] applies it to
+/// claims with a verdict, `ablation::comparisons` to every variant-against-reference row.
+pub(super) fn mark_open_search(c: &mut Claim, methods: &[&str], open: &[OpenGroup]) {
     let groups: Vec<&OpenGroup> = open
         .iter()
         .filter(|g| g.task == c.task && methods.contains(&g.method.as_str()))
         .collect();
-    if groups.is_empty() || c.verdict == Verdict::NotTestable {
+    if groups.is_empty() {
         return;
     }
     c.open_tuning = groups

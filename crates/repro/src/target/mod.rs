@@ -705,17 +705,19 @@ pub fn render(spec: &Spec, preset_name: &str, out: &Path) -> Result<()> {
     if !spec.variant.is_empty() {
         // An ablation spec: each variant against its reference, no paper claims.
         let methods = ablation::methods_of(spec, preset_name)?;
-        let comparisons = ablation::comparisons(spec, methods, &rows);
+        // Comparisons over a method whose dev search is open are provisional.
+        let open = tune::open_groups(&dir)?;
+        let comparisons = ablation::comparisons(spec, methods, &rows, &open);
         ablation::write_csv(&comparisons, &dir.join("ablations.csv"))?;
         let claims: Vec<compare::Claim> = comparisons.iter().map(|r| r.claim.clone()).collect();
         let mut md = ablation::render_markdown(spec, preset_name, &comparisons)
             + "\n"
             + &precision::write_and_render(&claims, spec.meta.tolerance_points, &dir)?;
         if let Some((seed, untouched)) = without_tuning_seed(&records, &rows) {
-            let again = ablation::comparisons(spec, methods, &untouched);
+            let again = ablation::comparisons(spec, methods, &untouched, &open);
             md += &format!("\n{}", ablation::render_without_tuning_seed(&again, seed));
         }
-        let also = ablation::also_comparisons(spec, preset_name, methods, &rows)?;
+        let also = ablation::also_comparisons(spec, preset_name, methods, &rows, &open)?;
         if !also.is_empty() {
             ablation::write_csv(&also, &dir.join("ablations_also.csv"))?;
             println!("wrote {}", dir.join("ablations_also.csv").display());
