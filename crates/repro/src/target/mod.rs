@@ -212,6 +212,25 @@ pub fn results_dir(out: &Path, target: &str, preset: &str) -> PathBuf {
     out.join(target).join(preset)
 }
 
+/// The results folder of the target whose records `preset` takes over (`tune_options.take_over`)
+/// or inherits its settings from (`inherit_tuning`), if any.
+pub(crate) fn record_source_dir(
+    out: &Path,
+    preset: &spec::Preset,
+    preset_name: &str,
+) -> Option<PathBuf> {
+    let (target, source_preset) = match (&preset.tune_options.take_over, &preset.inherit_tuning) {
+        (Some(t), _) => (&t.target, t.preset.as_deref()),
+        (None, Some(i)) => (&i.target, i.preset.as_deref()),
+        (None, None) => return None,
+    };
+    Some(results_dir(
+        out,
+        target,
+        source_preset.unwrap_or(preset_name),
+    ))
+}
+
 /// Run every cell of `args.preset` not already finished, then write summary, comparison and plot.
 pub fn run_target(
     target: &str,
@@ -602,7 +621,8 @@ fn execute_grid(
     let policy = grid::Policy::from_flags(args.rerun, args.restart, g.deadline);
     let mut cells = cells;
     if policy.deadline.is_some() {
-        let slowest = timing::slowest(dir, &runner.device_name())?;
+        let source = record_source_dir(&args.out, spec.preset(preset_name)?, preset_name);
+        let slowest = timing::slowest_or_source(dir, source.as_deref(), &runner.device_name())?;
         grid::estimate(&mut cells, &slowest);
     }
     let parallel = !g.worker && (g.gpus.is_some() || g.jobs_per_gpu > 1);

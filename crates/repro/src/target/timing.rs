@@ -215,6 +215,24 @@ pub fn slowest(dir: &Path, device: &str) -> Result<SlowestRates> {
     Ok(out)
 }
 
+/// [`slowest`] of `dir`, with the (task, method) rates it lacks taken from `source`, the results
+/// of the target whose records this preset takes over or inherits ([`super::record_source_dir`]:
+/// the same model, tasks and schedule). A preset's first `--deadline` call then has rates for
+/// its tasks before any cell of its own has run; its own rows win wherever both have one.
+pub fn slowest_or_source(dir: &Path, source: Option<&Path>, device: &str) -> Result<SlowestRates> {
+    let mut out = slowest(dir, device)?;
+    if let Some(source) = source {
+        let borrowed = slowest(source, device)?;
+        for (key, seconds) in borrowed.per_step {
+            out.per_step.entry(key).or_insert(seconds);
+        }
+        for (key, seconds) in borrowed.evaluation {
+            out.evaluation.entry(key).or_insert(seconds);
+        }
+    }
+    Ok(out)
+}
+
 /// A dry run's plan: the cells still to run, their steps, and the device time they need at
 /// `rates` (seconds per step by method, [`seconds_per_step`]), naming the methods without one.
 /// `taken_over` more cells of the grid, not among `cells`, take a tuning source's records.
@@ -399,5 +417,50 @@ mod tests {
             );
         }
         let _ = std::fs::remove_dir_all(&dir);
+    }
+    /// A preset with no timing of its own takes its source's rates; where both have a row for
+    /// a (task, method), its own wins; keys only the preset has stay; no source: its own only.
+    #[test]
+    fn a_preset_without_rates_takes_its_sources_and_keeps_its_own() {
+        let own = scratch("own");
+        let source = scratch("source");
+        let empty = scratch("empty");
+        let header = "task,method,device,steps,wall_s,wall_s_per_step\n";
+        std::fs::write(
+            own.join("timing.csv"),
+            format!("{header}A,dp-zopo,cuda,1200,144,0.12\nC,zopo-random,cuda,1200,120,0.1\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            source.join("timing.csv"),
+            format!(
+                "{header}A,dp-zopo,cuda,1200,72,0.06\nB,dpzero,cuda,1200,84,0.07\n\
+                 B,zero-shot,cuda,0,4.5,\n"
+            ),
+        )
+        .unwrap();
+        let key = |t: &str, m: &str| (t.to_string(), m.to_string());
+        let merged = slowest_or_source(&own, Some(&source), "cuda").unwrap();
+        assert_eq!(
+            merged.per_step,
+            BTreeMap::from([
+                (key("A", "dp-zopo"), 0.12),
+                (key("B", "dpzero"), 0.07),
+                (key("C", "zopo-random"), 0.1),
+            ])
+        );
+        assert_eq!(
+            merged.evaluation,
+            BTreeMap::from([(key("B", "zero-shot"), 4.5)])
+        );
+        let fresh = slowest_or_source(&empty, Some(&source), "cuda").unwrap();
+        assert_eq!(fresh, slowest(&source, "cuda").unwrap());
+        assert_eq!(
+            slowest_or_source(&own, None, "cuda").unwrap(),
+            slowest(&own, "cuda").unwrap()
+        );
+        for d in [own, source, empty] {
+            let _ = std::fs::remove_dir_all(&d);
+        }
     }
 }

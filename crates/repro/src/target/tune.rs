@@ -1176,7 +1176,11 @@ pub fn run(
     let policy = Policy::from_flags(args.rerun, args.restart, g.deadline);
     // `--deadline`: each cell's expected time, from the slowest rate of its task and method.
     let slowest = match policy.deadline {
-        Some(_) => super::timing::slowest(dir, &runner.device_name())?,
+        Some(_) => super::timing::slowest_or_source(
+            dir,
+            super::record_source_dir(&args.out, spec.preset(preset_name)?, preset_name).as_deref(),
+            &runner.device_name(),
+        )?,
         None => super::timing::SlowestRates::default(),
     };
     let parallel = !g.worker && (g.gpus.is_some() || g.jobs_per_gpu > 1);
