@@ -40,6 +40,15 @@ pub struct MaskAnatomyArgs {
     /// many of those tokens' embedding rows the mask reaches and with how many coordinates.
     #[arg(long)]
     pub exposure: Option<PathBuf>,
+    /// Also compute the released (smallest-score) mask at each of these seeds and report the
+    /// share of the run seed's mask that each also selects (the score's random direction is
+    /// drawn from the run's seed): is the mask the same across a grid's seeds? Two independent
+    /// random masks of ratio r share r of their coordinates. Needs `--overlap`.
+    #[arg(long, value_delimiter = ',', requires = "overlap")]
+    pub overlap_seeds: Vec<u64>,
+    /// CSV for `--overlap-seeds`: one row per seed and parameter group.
+    #[arg(long, requires = "overlap_seeds")]
+    pub overlap: Option<PathBuf>,
 }
 
 /// The selections compared: the released one first.
@@ -191,18 +200,13 @@ pub fn run(args: MaskAnatomyArgs) -> Result<()> {
             selection,
             ..base
         };
-        let scores = data_free_scores(
+        let mask = mask_indices(
             &model,
             &params,
             &first.label_word_ids,
             &settings,
             s.config.seed,
-            0,
         )?;
-        let mask: Vec<(String, Vec<i64>)> = select_mask(&scores, settings.ratio, selection, None)?
-            .into_iter()
-            .map(|(n, t)| Ok((n, Vec::<i64>::try_from(&t)?)))
-            .collect::<Result<_>>()?;
         let mut per_row = std::collections::BTreeMap::new();
         if let Some((name, width)) = &embedding {
             for (_, indices) in mask.iter().filter(|(n, _)| n == name) {
@@ -247,6 +251,50 @@ pub fn run(args: MaskAnatomyArgs) -> Result<()> {
     crate::target::summary::write_table(&args.out, &header, rows)
         .with_context(|| format!("writing {}", args.out.display()))?;
     println!("wrote {}", args.out.display());
+    if let Some(path) = &args.overlap {
+        let settings = MaskScoreSettings {
+            kind: MaskScore::HessianGradient,
+            selection: MaskSelection::Smallest,
+            ..base
+        };
+        let label_words = &first.label_word_ids;
+        let own = mask_indices(&model, &params, label_words, &settings, s.config.seed)?;
+        let mut rows = Vec::new();
+        for &seed in &args.overlap_seeds {
+            let other = mask_indices(&model, &params, label_words, &settings, seed)?;
+            let per_group = overlap(&own, &other);
+            let (shared, total) = per_group
+                .iter()
+                .fold((0, 0), |(s, t), g| (s + g.1, t + g.2));
+            println!(
+                "smallest-score mask of seed {seed}: {shared} of seed {}'s {total} coordinates ({:.1}%; two independent random masks share {:.1}%)",
+                s.config.seed,
+                100.0 * shared as f64 / total.max(1) as f64,
+                100.0 * base.ratio
+            );
+            for (group, shared, total) in per_group {
+                rows.push(vec![
+                    s.config.seed.to_string(),
+                    seed.to_string(),
+                    GROUPS[group as usize].to_string(),
+                    total.to_string(),
+                    shared.to_string(),
+                    format!("{:.2}", 100.0 * shared as f64 / total.max(1) as f64),
+                ]);
+            }
+        }
+        let header = [
+            "seed",
+            "other_seed",
+            "group",
+            "masked",
+            "also_masked_by_other_seed",
+            "percent_shared",
+        ];
+        crate::target::summary::write_table(path, &header, rows)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
     if let Some(path) = &args.exposure {
         let test = s.cells.encoded(&s.run, crate::target::cell::Split::Test)?;
         let seen: BTreeSet<i64> = input_rows.union(&label_rows).copied().collect();
@@ -283,6 +331,51 @@ pub fn run(args: MaskAnatomyArgs) -> Result<()> {
 /// The exposure CSV's rows (`--exposure`): per example (its distinct tokens), the number of
 /// tokens outside `seen`, then per selection (masked coordinates per embedding row) the unseen
 /// tokens whose row the mask reaches and the masked coordinates in those rows.
+/// The mask `settings` select at `seed` (first stage), as flat indices per tensor, in the
+/// order `select_mask` gives them.
+fn mask_indices(
+    model: &dyn trainer::model::LabelWordModel,
+    params: &TrainableParams,
+    label_word_ids: &tch::Tensor,
+    settings: &MaskScoreSettings,
+    seed: u64,
+) -> Result<Vec<(String, Vec<i64>)>> {
+    let scores = data_free_scores(model, params, label_word_ids, settings, seed, 0)?;
+    select_mask(&scores, settings.ratio, settings.selection, None)?
+        .into_iter()
+        .map(|(n, t)| Ok((n, Vec::<i64>::try_from(&t)?)))
+        .collect()
+}
+
+/// Per parameter group with a coordinate in `mask`: (group, coordinates of `mask` that `other`
+/// also selects, coordinates of `mask`).
+fn overlap(mask: &[(String, Vec<i64>)], other: &[(String, Vec<i64>)]) -> Vec<(Group, u64, u64)> {
+    let mut per_group: [(u64, u64); GROUPS.len()] = [(0, 0); GROUPS.len()];
+    for (name, indices) in mask {
+        let theirs: BTreeSet<i64> = other
+            .iter()
+            .filter(|(n, _)| n == name)
+            .flat_map(|(_, i)| i.iter().copied())
+            .collect();
+        let g = &mut per_group[group_of(name) as usize];
+        g.0 += indices.iter().filter(|i| theirs.contains(i)).count() as u64;
+        g.1 += indices.len() as u64;
+    }
+    [
+        Group::Embedding,
+        Group::Attention,
+        Group::Mlp,
+        Group::Norm,
+        Group::Head,
+        Group::Other,
+    ]
+    .into_iter()
+    .zip(per_group)
+    .filter(|(_, (_, total))| *total > 0)
+    .map(|(g, (shared, total))| (g, shared, total))
+    .collect()
+}
+
 fn exposure_rows(
     examples: &[BTreeSet<i64>],
     seen: &BTreeSet<i64>,
@@ -341,6 +434,30 @@ mod tests {
         assert_eq!(
             exposure_rows(&examples, &seen, &masked),
             vec![vec!["0", "3", "2", "1", "3"], vec!["1", "1", "0", "0", "0"]]
+        );
+    }
+
+    /// Two masks over an embedding and an attention matrix: the first's embedding coordinates
+    /// {0, 3, 5} meet the second's {3, 5, 8} in two, its attention {1} misses {2}; a tensor
+    /// only the second masks adds nothing to the first's counts.
+    #[test]
+    fn overlap_counts_the_first_masks_coordinates_the_second_also_selects() {
+        let mask = vec![
+            ("embed_tokens.weight".to_string(), vec![0, 3, 5]),
+            ("layers.0.self_attn.q_proj.weight".to_string(), vec![1]),
+        ];
+        let other = vec![
+            ("embed_tokens.weight".to_string(), vec![3, 5, 8]),
+            ("layers.0.self_attn.q_proj.weight".to_string(), vec![2]),
+            ("layers.0.mlp.up_proj.weight".to_string(), vec![4]),
+        ];
+        assert_eq!(
+            overlap(&mask, &other),
+            vec![(Group::Embedding, 2, 3), (Group::Attention, 0, 1)]
+        );
+        assert_eq!(
+            overlap(&mask, &mask),
+            vec![(Group::Embedding, 3, 3), (Group::Attention, 1, 1)]
         );
     }
 
