@@ -193,6 +193,8 @@ pub fn run(args: MaskAnatomyArgs) -> Result<()> {
     }
     // Per selection: masked coordinates per token-embedding row.
     let mut masked_rows: Vec<std::collections::BTreeMap<i64, u64>> = Vec::new();
+    // The released selection's mask (the first of SELECTIONS), for `--overlap-seeds`.
+    let mut released: Option<Vec<(String, Vec<i64>)>> = None;
     let mut rows = Vec::new();
     for (label, kind, selection) in SELECTIONS {
         let settings = MaskScoreSettings {
@@ -217,6 +219,9 @@ pub fn run(args: MaskAnatomyArgs) -> Result<()> {
         }
         masked_rows.push(per_row);
         let counts = count(&shapes, &mask, &input_rows, &label_rows)?;
+        if released.is_none() {
+            released = Some(mask);
+        }
         let total: u64 = counts.iter().map(|c| c.1).sum();
         let live: u64 = counts.iter().map(|c| c.2).sum();
         println!(
@@ -258,11 +263,13 @@ pub fn run(args: MaskAnatomyArgs) -> Result<()> {
             ..base
         };
         let label_words = &first.label_word_ids;
-        let own = mask_indices(&model, &params, label_words, &settings, s.config.seed)?;
+        let own = released
+            .as_deref()
+            .context("the released selection's mask")?;
         let mut rows = Vec::new();
         for &seed in &args.overlap_seeds {
             let other = mask_indices(&model, &params, label_words, &settings, seed)?;
-            let per_group = overlap(&own, &other);
+            let per_group = overlap(own, &other);
             let (shared, total) = per_group
                 .iter()
                 .fold((0, 0), |(s, t), g| (s + g.1, t + g.2));
@@ -276,7 +283,7 @@ pub fn run(args: MaskAnatomyArgs) -> Result<()> {
                 rows.push(vec![
                     s.config.seed.to_string(),
                     seed.to_string(),
-                    GROUPS[group as usize].to_string(),
+                    group.to_string(),
                     total.to_string(),
                     shared.to_string(),
                     format!("{:.2}", 100.0 * shared as f64 / total.max(1) as f64),
@@ -328,9 +335,6 @@ pub fn run(args: MaskAnatomyArgs) -> Result<()> {
     Ok(())
 }
 
-/// The exposure CSV's rows (`--exposure`): per example (its distinct tokens), the number of
-/// tokens outside `seen`, then per selection (masked coordinates per embedding row) the unseen
-/// tokens whose row the mask reaches and the masked coordinates in those rows.
 /// The mask `settings` select at `seed` (first stage), as flat indices per tensor, in the
 /// order `select_mask` gives them.
 fn mask_indices(
@@ -347,9 +351,12 @@ fn mask_indices(
         .collect()
 }
 
-/// Per parameter group with a coordinate in `mask`: (group, coordinates of `mask` that `other`
-/// also selects, coordinates of `mask`).
-fn overlap(mask: &[(String, Vec<i64>)], other: &[(String, Vec<i64>)]) -> Vec<(Group, u64, u64)> {
+/// Per parameter group with a coordinate in `mask` (its name in [`GROUPS`]): coordinates of
+/// `mask` that `other` also selects, and coordinates of `mask`.
+fn overlap(
+    mask: &[(String, Vec<i64>)],
+    other: &[(String, Vec<i64>)],
+) -> Vec<(&'static str, u64, u64)> {
     let mut per_group: [(u64, u64); GROUPS.len()] = [(0, 0); GROUPS.len()];
     for (name, indices) in mask {
         let theirs: BTreeSet<i64> = other
@@ -361,21 +368,17 @@ fn overlap(mask: &[(String, Vec<i64>)], other: &[(String, Vec<i64>)]) -> Vec<(Gr
         g.0 += indices.iter().filter(|i| theirs.contains(i)).count() as u64;
         g.1 += indices.len() as u64;
     }
-    [
-        Group::Embedding,
-        Group::Attention,
-        Group::Mlp,
-        Group::Norm,
-        Group::Head,
-        Group::Other,
-    ]
-    .into_iter()
-    .zip(per_group)
-    .filter(|(_, (_, total))| *total > 0)
-    .map(|(g, (shared, total))| (g, shared, total))
-    .collect()
+    GROUPS
+        .into_iter()
+        .zip(per_group)
+        .filter(|(_, (_, total))| *total > 0)
+        .map(|(g, (shared, total))| (g, shared, total))
+        .collect()
 }
 
+/// The exposure CSV's rows (`--exposure`): per example (its distinct tokens), the number of
+/// tokens outside `seen`, then per selection (masked coordinates per embedding row) the unseen
+/// tokens whose row the mask reaches and the masked coordinates in those rows.
 fn exposure_rows(
     examples: &[BTreeSet<i64>],
     seen: &BTreeSet<i64>,
@@ -453,11 +456,11 @@ mod tests {
         ];
         assert_eq!(
             overlap(&mask, &other),
-            vec![(Group::Embedding, 2, 3), (Group::Attention, 0, 1)]
+            vec![("embedding", 2, 3), ("attention", 0, 1)]
         );
         assert_eq!(
             overlap(&mask, &mask),
-            vec![(Group::Embedding, 3, 3), (Group::Attention, 1, 1)]
+            vec![("embedding", 3, 3), ("attention", 1, 1)]
         );
     }
 
