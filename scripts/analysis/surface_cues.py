@@ -43,9 +43,12 @@ def main(results, test_tsv, task, out):
     for key in ("sentence1", "sentence2"):
         if rows and key not in rows[0]:
             sys.exit(f"{test_tsv}: no column {key!r}: not a sentence-pair task file")
+    def overlap(row):
+        first, second = set(words(row["sentence1"])), set(words(row["sentence2"]))
+        return len(second & first) / max(1, len(second))
+
     cues = {
-        "overlap": [len(set(words(r["sentence2"])) & set(words(r["sentence1"])))
-                    / max(1, len(set(words(r["sentence2"])))) for r in rows],
+        "overlap": [overlap(r) for r in rows],
         "first_words": [len(words(r["sentence1"])) for r in rows],
         "second_words": [len(words(r["sentence2"])) for r in rows],
     }

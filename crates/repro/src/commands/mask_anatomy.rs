@@ -257,9 +257,11 @@ pub fn run(args: MaskAnatomyArgs) -> Result<()> {
         .with_context(|| format!("writing {}", args.out.display()))?;
     println!("wrote {}", args.out.display());
     if let Some(path) = &args.overlap {
+        // The released selection, the first of SELECTIONS, as `released` holds at the run's seed.
+        let (_, kind, selection) = SELECTIONS[0];
         let settings = MaskScoreSettings {
-            kind: MaskScore::HessianGradient,
-            selection: MaskSelection::Smallest,
+            kind,
+            selection,
             ..base
         };
         let label_words = &first.label_word_ids;
