@@ -115,5 +115,5 @@ def main(task, out, *folders):
 
 if __name__ == "__main__":
     if len(sys.argv) < 4:
-        sys.exit(__doc__.strip().splitlines()[-2].strip())
+        sys.exit("usage: scripts/analysis/agreement.py TASK OUT_CSV RESULTS_DIR...")
     main(*sys.argv[1:])

@@ -83,3 +83,64 @@ fn mask_exposure_takes_the_difference_in_differences_over_seeds() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("3 test outcomes but 4 rows"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A record of `method` and `seed` with per-example answers `predicted` against `gold`.
+fn write_answers(runs: &Path, method: &str, seed: u64, predicted: &str, gold: &str) {
+    let record = serde_json::json!({
+        "method": method,
+        "seed": seed,
+        "trainer": { "test": { "predicted": predicted, "gold": gold } },
+    });
+    let stem = format!("RTE__{method}__eps4__seed{seed}");
+    std::fs::write(runs.join(format!("{stem}.json")), record.to_string()).unwrap();
+}
+
+/// Gold 0011. dp-zopo: seed 13 answers 0011, seed 21 0001: they agree on 3 of 4 (75%), give one
+/// answer on 3 examples, are never both wrong; label 0 on {0, 1} inside {0, 1, 2}: nested 100%,
+/// 75% if independent. dpzero: 1110 and 1111: 75%, the same answer on 3, both wrong on examples
+/// 0 and 1; seed 21 never answers 0, so no nesting. Between them, seed by seed: 25% and 25%;
+/// over every pair 25, 50, 0, 25 (mean 25); only the pairs with dpzero's seed 13 nest, at 0%
+/// (its label-0 example 3 is label 1 in both dp-zopo runs), independent 2/4 and 3/4.
+#[test]
+fn agreement_counts_common_answers_and_nesting_by_hand() {
+    let dir = scratch("agreement");
+    let (first, second) = (dir.join("a"), dir.join("b"));
+    for folder in [&first, &second] {
+        std::fs::create_dir_all(folder.join("runs")).unwrap();
+    }
+    let gold = "0011";
+    write_answers(&first.join("runs"), "dp-zopo", 13, "0011", gold);
+    write_answers(&first.join("runs"), "dp-zopo", 21, "0001", gold);
+    write_answers(&first.join("runs"), "dpzero", 13, "1110", gold);
+    write_answers(&first.join("runs"), "dpzero", 21, "1111", gold);
+    // A taken-over copy in a second folder counts once.
+    write_answers(&second.join("runs"), "dp-zopo", 13, "0011", gold);
+    let out = dir.join("out.csv");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/analysis/agreement.py");
+    let run = |folders: &[&PathBuf]| {
+        Command::new("python3")
+            .arg(&script)
+            .arg("RTE")
+            .arg(&out)
+            .args(folders)
+            .output()
+            .expect("python3 runs")
+    };
+    common::assert_success(&run(&[&first, &second]));
+    let table = std::fs::read_to_string(&out).unwrap();
+    for row in [
+        "RTE,dp-zopo,dp-zopo,distinct seeds,2,1,75.0,75.0,75.0,100.0,75.0,3,0",
+        "RTE,dpzero,dpzero,distinct seeds,2,1,75.0,75.0,75.0,,,3,2",
+        "RTE,dp-zopo,dpzero,same seed,2,2,25.0,25.0,25.0,0.0,50.0,,",
+        "RTE,dp-zopo,dpzero,every pair,2x2,4,25.0,0.0,50.0,0.0,62.5,,",
+    ] {
+        assert!(table.lines().any(|l| l == row), "no row {row} in\n{table}");
+    }
+    // A copy that answers differently is refused by name.
+    write_answers(&second.join("runs"), "dp-zopo", 13, "0111", gold);
+    let output = run(&[&first, &second]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("RTE__dp-zopo__eps4__seed13.json: another dp-zopo record for seed 13 answers differently"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
