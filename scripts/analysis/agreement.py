@@ -13,7 +13,7 @@ the label bias alone, with the ranking of the examples unchanged, gives that. De
 test.
 
 Predictions come from the records (`trainer.test.predicted`, `trainer.test.gold`: a digit per
-example, in the test file's order). Python 3 standard library only.
+example, in the test file's order; `record_answers.py`). Python 3 standard library only.
 
     scripts/analysis/agreement.py TASK OUT_CSV RESULTS_DIR...
     e.g. RTE out.csv results/ablations/mini-rte-mask results/table2/mini
@@ -22,40 +22,23 @@ Records of one method and seed found in several folders (an ablation's taken-ove
 once, and must give the same answers.
 """
 import csv
-import glob
 import itertools
-import json
-import os
 import statistics
 import sys
+
+from record_answers import records_with_answers
 
 
 def load(folders, task):
     """{method: {seed: predicted}} and the gold labels, from each FOLDER/runs/TASK__*.json."""
     models = {}
-    gold_seen = None
-    paths = [p for d in folders for p in sorted(glob.glob(os.path.join(d, "runs", f"{task}__*.json")))]
-    for path in paths:
-        with open(path) as f:
-            record = json.load(f)
-        test = record["trainer"]["test"]
-        if test.get("predicted") is None or test.get("gold") is None:
-            continue
-        predicted, gold = [int(c) for c in test["predicted"]], [int(c) for c in test["gold"]]
-        if len(predicted) != len(gold):
-            sys.exit(f"{path}: {len(predicted)} predictions for {len(gold)} gold labels")
-        if gold_seen is None:
-            gold_seen = gold
-        elif gold != gold_seen:
-            sys.exit(f"{path}: its gold labels differ from the other records' (another test set?)")
+    for path, record, predicted, gold in records_with_answers(folders, task):
         seeds = models.setdefault(record["method"], {})
         if seeds.get(record["seed"], predicted) != predicted:
             sys.exit(f"{path}: another {record['method']} record for seed {record['seed']} "
                      "answers differently")
         seeds[record["seed"]] = predicted
-    if gold_seen is None:
-        sys.exit(f"{', '.join(folders)}: no {task} record with predicted and gold test labels")
-    return models, gold_seen
+    return models, gold
 
 
 def agreement(a, b):

@@ -15,12 +15,11 @@ Python 3 standard library only.
     e.g. results/table2/mini $DATA/lm-bff/k-shot-1k-test/RTE/512-13/test.tsv RTE out.csv
 """
 import csv
-import glob
-import json
-import os
 import re
 import statistics
 import sys
+
+from record_answers import records_with_answers
 
 
 def words(text):
@@ -53,26 +52,13 @@ def main(results, test_tsv, task, out):
         "second_words": [len(words(r["sentence2"])) for r in rows],
     }
     lines = []
-    gold_seen = None
-    for path in sorted(glob.glob(os.path.join(results, "runs", f"{task}__*.json"))):
-        with open(path) as f:
-            record = json.load(f)
-        test = record["trainer"]["test"]
-        if test.get("predicted") is None or test.get("gold") is None:
-            continue
-        # One digit per test example, in the test file's order.
-        predicted, gold = [int(c) for c in test["predicted"]], [int(c) for c in test["gold"]]
+    for path, record, predicted, gold in records_with_answers([results], task):
         if len(gold) != len(rows):
             sys.exit(f"{path}: {len(gold)} test examples but {len(rows)} rows in {test_tsv}")
-        if gold_seen is None:
-            gold_seen = gold
+        if not lines:
             lines.append(("gold", "", "", gold))
-        elif gold != gold_seen:
-            sys.exit(f"{path}: its gold labels differ from the other records' (another test file?)")
         eps = record.get("epsilon")
         lines.append((record["method"], "" if eps is None else f"{eps:g}", record["seed"], predicted))
-    if gold_seen is None:
-        sys.exit(f"{results}/runs: no {task} record with predicted and gold test labels")
     with open(out, "w", newline="") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["task", "method", "epsilon", "seed", "label0_share"]
