@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Continues a `repro <target> --preset mini` grid on the GPU host from the records kept there and
 # the committed ones this checkout carries (cells are resumed by spec hash, so no call spends time
-# on a recorded cell), then returns records, tuning.csv, summaries and claims as one tarball.
+# on a recorded cell), then returns the records, tuning.csv, summaries and claims it wrote as one
+# tarball.
 #   scripts/gpu/campaign.sh TARGET SECONDS [repro args…]
 # PRESET=… picks another preset than mini (e.g. ablations' mini-horizon or mini-sst2-mask).
 # JOBS=auto picks the worker count, and whether they share the GPU through MPS, with the most
@@ -43,6 +44,9 @@ if [ -z "${RESULTS:-}" ]; then
       cp -r "$d" "$results/${d#results/}"
   done
 fi
+# What this call writes is what is newer than this marker: the host's older records came back with
+# earlier calls, and the committed ones are in the checkout already.
+marker=$(mktemp)
 jobs=()
 mps=${MPS:-0}
 tp=${THROUGHPUT_CSV:-$OUT/mini_throughput.csv}
@@ -90,7 +94,17 @@ timeout "$seconds" "$repro" "$target" --preset "$preset" --device cuda --out "$r
 echo "exit $? after $SECONDS s" >>"$OUT/campaign.log"
 tail -n 40 "$OUT/campaign.log"
 "$repro" check "$target" --preset "$preset" --out "$results" --experiments experiments >>"$OUT/campaign.log" 2>&1
-# Records and tables only: an unfinished run's checkpoint is hundreds of MB.
-tar czf "$OUT/$target-$preset.tgz" --exclude=checkpoints --exclude=locks -C "$results" "$target"
+# Records and tables that this call wrote, not the whole tree: on 2026-12-08 a tarball of all of
+# table2 was 11.1 MB of the 16 MiB a returned file may have, and a file over it does not come back.
+# No checkpoints either: an unfinished run's is hundreds of MB.
+(cd "$results" && find "$target" -type f -newer "$marker" -not -path '*/checkpoints/*' \
+  -not -path '*/locks/*' -print0) | tar czf "$OUT/$target-$preset.tgz" --null -C "$results" -T -
+# A call's own records stay far below that limit (about 40 kB a cell); should one not, it comes
+# back in 15 MiB pieces (`cat TARGET-PRESET.tgz.part* | tar xz`).
+if [ "$(stat -c %s "$OUT/$target-$preset.tgz")" -gt $((15 * 1024 * 1024)) ]; then
+  split -b 15M -d -a 1 "$OUT/$target-$preset.tgz" "$OUT/$target-$preset.tgz.part" &&
+    rm "$OUT/$target-$preset.tgz"
+fi
+rm -f "$marker"
 date -u +%Y-%m-%dT%H:%M:%SZ >>"$OUT/provenance.txt"
 ls -la "$OUT"
